@@ -1,0 +1,129 @@
+//! Command-line flags (argh) and their validation into a `node::Config`.
+//!
+//! Owns: what each flag means and every check on user input, so a mistake
+//! gives one clear line instead of a panic. Must not: start anything.
+
+use crate::node::{Config, Counters};
+use crate::wire::{NodeId, STATE_DIR_NAME};
+use argh::FromArgs;
+use std::hash::{BuildHasher, Hasher};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Keep DIR identical on every host of the LAN that runs dirsync on it.
+///
+/// Hosts find each other by UDP broadcast, keep one TCP connection per pair,
+/// and send only changed bytes. Last-modified wins.
+#[derive(FromArgs, Debug)]
+#[argh(
+    example = "Sync ~/shared with every host on the LAN running the same:\n  $ dirsync ~/shared",
+    example = "Two nodes on one host, for a try-out:\n  $ dirsync /tmp/a -l 6001 --broadcast-addr 127.255.255.255\n  $ dirsync /tmp/b -l 6002 --broadcast-addr 127.255.255.255",
+    note = "Logs go to stderr; set RUST_LOG=debug for more. Exit codes: 0 success, 1 runtime error (a port in use, an unwritable state directory), 2 bad usage."
+)]
+pub struct Args {
+    /// the directory to keep in sync (must exist)
+    #[argh(positional)]
+    pub dir: Option<PathBuf>,
+
+    /// UDP port for discovery broadcasts, the same on every host (default 5000)
+    #[argh(option, short = 'b', default = "5000")]
+    pub broadcast_port: u16,
+
+    /// TCP port this node listens on for peers (default 6000)
+    #[argh(option, short = 'l', default = "6000")]
+    pub listen_port: u16,
+
+    /// where dirsync keeps its index and state, never synced (default DIR/.dirsync)
+    #[argh(option, short = 's')]
+    pub signature_dir: Option<PathBuf>,
+
+    /// address discovery broadcasts go to (default 255.255.255.255)
+    #[argh(option, default = "Ipv4Addr::BROADCAST")]
+    pub broadcast_addr: Ipv4Addr,
+
+    /// seconds between full rescans that catch what the watcher missed (default 60)
+    #[argh(option, default = "60")]
+    pub rescan_interval: u64,
+
+    /// print the version and exit
+    #[argh(switch)]
+    pub version: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("missing DIR: the directory to sync (see --help)")]
+    MissingDir,
+    #[error("{0}: no such directory")]
+    NoSuchDir(String),
+    #[error("{0}: not a directory")]
+    NotADir(String),
+    #[error("{0}: {1}")]
+    Unreadable(String, std::io::Error),
+    #[error("--{0} must be between 1 and 65535")]
+    ZeroPort(&'static str),
+    #[error("--signature-dir {0} lies inside DIR, where peers could overwrite it: put it outside DIR (or leave the default, DIR/{STATE_DIR_NAME})")]
+    StateInsideDir(String),
+    #[error("--rescan-interval must be at least 1 second")]
+    ZeroRescan,
+}
+
+impl Args {
+    /// Check the flags and build the node's configuration.
+    pub fn into_config(self) -> Result<Config, CliError> {
+        let dir = self.dir.ok_or(CliError::MissingDir)?;
+        let shown = dir.display().to_string();
+        let meta = std::fs::metadata(&dir).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => CliError::NoSuchDir(shown.clone()),
+            _ => CliError::Unreadable(shown.clone(), e),
+        })?;
+        if !meta.is_dir() {
+            return Err(CliError::NotADir(shown));
+        }
+        let dir = dir.canonicalize().map_err(|e| CliError::Unreadable(shown, e))?;
+        if self.listen_port == 0 {
+            return Err(CliError::ZeroPort("listen-port"));
+        }
+        if self.broadcast_port == 0 {
+            return Err(CliError::ZeroPort("broadcast-port"));
+        }
+        if self.rescan_interval == 0 {
+            return Err(CliError::ZeroRescan);
+        }
+        let default_state = dir.join(STATE_DIR_NAME);
+        let state_dir = match self.signature_dir {
+            None => default_state,
+            Some(s) => {
+                let abs = if s.is_absolute() { s } else { std::env::current_dir().map(|c| c.join(&s)).unwrap_or(s) };
+                // Compare canonical forms where they exist, so `DIR/../DIR/x` is caught.
+                let canon = abs.canonicalize().unwrap_or_else(|_| abs.clone());
+                if canon != default_state && canon.starts_with(&dir) {
+                    return Err(CliError::StateInsideDir(abs.display().to_string()));
+                }
+                canon
+            }
+        };
+        Ok(Config {
+            dir,
+            state_dir,
+            listen_port: self.listen_port,
+            broadcast_port: self.broadcast_port,
+            broadcast_addr: self.broadcast_addr,
+            node_id: random_node_id(),
+            announce_interval: Duration::from_secs(2),
+            rescan_interval: Duration::from_secs(self.rescan_interval),
+            counters: Arc::new(Counters::default()),
+        })
+    }
+}
+
+/// 64 random bits from the standard library's per-process hash keys, mixed
+/// with the time and pid.
+fn random_node_id() -> NodeId {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    h.write_u32(std::process::id());
+    NodeId(h.finish())
+}

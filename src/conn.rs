@@ -1,0 +1,197 @@
+//! One peer connection's tasks: the handshake, the reader that turns frames
+//! into node events, and the writer that sends queued messages and streams
+//! file content (whole, or as per-segment deltas) and signatures.
+//!
+//! Owns: the bytes of a connection. Must not: decide what to send (the
+//! engine does) or write into the synced directory (the node does).
+
+use crate::delta::{read_segment, segment_count, FileSignature};
+use crate::net::Net;
+use crate::store::Store;
+use crate::wire::{self, ContentMode, Entry, Hash, Message, NodeId, WantFile, WireError, LEN_PREFIX, PROTOCOL_VERSION};
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use std::fs::File;
+use std::io::{self, Read};
+use std::time::Duration;
+use tracing::{info, warn};
+
+/// Bytes of file per `Chunk` when sending whole files.
+pub const CHUNK: usize = 1024 * 1024;
+/// How long a new connection may take to say hello.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    #[error("connection closed")]
+    Closed,
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    #[error("malformed frame: {0}")]
+    Wire(#[from] WireError),
+    #[error("refused by peer: {0}")]
+    RefusedByPeer(String),
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("no hello within {0:?}")]
+    Timeout(Duration),
+}
+
+/// Read one frame. Returns the message and the bytes it took on the wire.
+pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<(Message, usize), ConnError> {
+    let mut prefix = [0u8; LEN_PREFIX];
+    if let Err(e) = r.read_exact(&mut prefix).await {
+        return Err(if e.kind() == io::ErrorKind::UnexpectedEof { ConnError::Closed } else { e.into() });
+    }
+    let len = wire::body_len(prefix)?;
+    // Grow the buffer as bytes arrive rather than trusting the length, so a
+    // peer that claims 16 MiB and sends nothing costs nothing.
+    let mut body = Vec::with_capacity(len.min(64 * 1024));
+    let got = r.take(len as u64).read_to_end(&mut body).await?;
+    if got < len {
+        return Err(ConnError::Closed);
+    }
+    Ok((wire::decode_body(body)?, LEN_PREFIX + len))
+}
+
+/// Write one frame; returns its size on the wire.
+pub async fn write_msg<W: AsyncWrite + Unpin>(w: &mut W, msg: &Message) -> io::Result<usize> {
+    let frame = wire::encode(msg);
+    w.write_all(&frame).await?;
+    Ok(frame.len())
+}
+
+/// What a peer said in its hello.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerHello {
+    pub node: NodeId,
+    pub listen_port: u16,
+}
+
+/// Exchange hellos. Refuses (and tells the peer why) a foreign protocol
+/// version or a peer using our own node id.
+pub async fn handshake<N: Net>(net: &N, conn: &mut crate::net::Conn<N>, me: NodeId, listen_port: u16) -> Result<PeerHello, ConnError> {
+    let hello = Message::Hello {
+        version: PROTOCOL_VERSION,
+        node: me,
+        listen_port,
+    };
+    write_msg(&mut conn.writer, &hello).await?;
+    let read = async { Some(read_frame(&mut conn.reader).await) };
+    let timeout = async {
+        net.sleep(HANDSHAKE_TIMEOUT).await;
+        None
+    };
+    let first = futures_lite::future::or(read, timeout).await.ok_or(ConnError::Timeout(HANDSHAKE_TIMEOUT))??;
+    let refuse = |reason: String| async move {
+        let _ = write_msg(&mut conn.writer, &Message::Refuse { reason: reason.clone() }).await;
+        let _ = conn.writer.close().await;
+        Err(ConnError::Refused(reason))
+    };
+    match first.0 {
+        Message::Hello { version, .. } if version != PROTOCOL_VERSION => {
+            refuse(format!("protocol version {version} is not spoken here (this node speaks {PROTOCOL_VERSION})")).await
+        }
+        Message::Hello { node, .. } if node == me => refuse("that is my own node id".into()).await,
+        Message::Hello { node, listen_port, .. } => Ok(PeerHello { node, listen_port }),
+        Message::Refuse { reason } => Err(ConnError::RefusedByPeer(reason)),
+        other => refuse(format!("expected hello, got {}", other.name())).await,
+    }
+}
+
+/// Work for a connection's writer task, in order.
+#[derive(Debug)]
+pub enum Job {
+    Send(Message),
+    /// Stream `entry`'s content, whole or as a delta against `base`.
+    Content { entry: Entry, base: Option<(Hash, Vec<u8>)> },
+    /// Sign our copy `base` and ask for `want` as a delta against it.
+    RequestDelta { want: Entry, base: Entry },
+}
+
+/// Run a connection's writer until its job queue closes or a write fails.
+pub async fn run_writer<W: AsyncWrite + Unpin>(mut w: W, jobs: async_channel::Receiver<Job>, store: Store, peer: NodeId) {
+    while let Ok(job) = jobs.recv().await {
+        let result = match job {
+            Job::Send(msg) => write_msg(&mut w, &msg).await.map(|_| ()),
+            Job::Content { entry, base } => send_content(&mut w, &store, peer, entry, base).await,
+            Job::RequestDelta { want, base } => request_delta(&mut w, &store, want, base).await,
+        };
+        if let Err(e) = result {
+            warn!(%peer, error = %e, "write failed; closing connection");
+            break;
+        }
+    }
+    let _ = w.close().await;
+}
+
+/// Open `entry`'s file if it still is that version.
+fn open_version(store: &Store, entry: &Entry) -> Option<File> {
+    if !store.matches(&entry.path, Some(entry)).unwrap_or(false) {
+        return None;
+    }
+    let path = store.full_path(&entry.path).ok()?;
+    File::open(path).ok()
+}
+
+async fn send_content<W: AsyncWrite + Unpin>(w: &mut W, store: &Store, peer: NodeId, entry: Entry, base: Option<(Hash, Vec<u8>)>) -> io::Result<()> {
+    let Some(mut file) = open_version(store, &entry) else {
+        // Changed since the index said so: our next update announces it.
+        write_msg(w, &Message::Unavailable { path: entry.path.clone() }).await?;
+        return Ok(());
+    };
+    let signature = match base {
+        Some((base_hash, bytes)) => match FileSignature::from_bytes(&bytes) {
+            Ok(sig) => Some((base_hash, sig)),
+            Err(e) => {
+                warn!(%peer, path = %entry.path, error = %e, "peer sent a bad signature; sending the whole file");
+                None
+            }
+        },
+        None => None,
+    };
+    let mode = if signature.is_some() { "delta" } else { "full" };
+    let content = match &signature {
+        Some((base, _)) => ContentMode::Delta { base: *base },
+        None => ContentMode::Full,
+    };
+    let mut wire_bytes = write_msg(w, &Message::FileStart { entry: entry.clone(), content }).await?;
+    match signature {
+        Some((_, sig)) => {
+            for i in 0..segment_count(entry.size) {
+                let data = read_segment(&mut file, entry.size, i)?;
+                let delta = sig.diff_segment(i as usize, &data).map_err(io::Error::other)?;
+                wire_bytes += write_msg(w, &Message::Chunk { data: delta }).await?;
+            }
+        }
+        None => {
+            let mut remaining = entry.size;
+            let mut buf = vec![0u8; CHUNK];
+            while remaining > 0 {
+                let n = (remaining as usize).min(CHUNK);
+                file.read_exact(&mut buf[..n])?;
+                remaining -= n as u64;
+                wire_bytes += write_msg(w, &Message::Chunk { data: buf[..n].to_vec() }).await?;
+            }
+        }
+    }
+    wire_bytes += write_msg(w, &Message::FileEnd).await?;
+    info!(path = %entry.path, %peer, mode, wire_bytes, "sent");
+    Ok(())
+}
+
+async fn request_delta<W: AsyncWrite + Unpin>(w: &mut W, store: &Store, want: Entry, base: Entry) -> io::Result<()> {
+    let signature = open_version(store, &base).and_then(|mut f| FileSignature::of_file(&mut f, base.size).ok());
+    let msg = match signature {
+        Some(sig) => Message::WantDelta {
+            path: want.path,
+            hash: want.hash,
+            base: base.hash,
+            signature: sig.to_bytes(),
+        },
+        // Our copy changed meanwhile: ask for the whole file.
+        None => Message::Want {
+            files: vec![WantFile { path: want.path, hash: want.hash }],
+        },
+    };
+    write_msg(w, &msg).await.map(|_| ())
+}

@@ -1,0 +1,540 @@
+//! The sync state machine: decides what to ask for, what to send and what
+//! to change on disk. No IO, no clock, no randomness: every input arrives
+//! through a `handle_*` call (with `now` where time matters), and every
+//! decision leaves as a `Command` from `take_commands`.
+//!
+//! The model is announce-then-pull, as in Syncthing. On connect each side
+//! sends its whole index; afterwards every change (local, or applied from a
+//! peer) goes to every peer as an `Update`. A node compares each entry it
+//! hears with its own index and, where the peer's version wins, changes its
+//! disk: deletions and directories at once, renames and copies from local
+//! content when a file with the same hash is here, and otherwise by asking
+//! one peer that has the version for it (`Want`, batched, or `WantDelta`
+//! with a signature when an older copy is here to diff against). Asking one
+//! source per path means a node joining a cluster of three receives each
+//! file once, not three times.
+
+mod types;
+
+#[cfg(test)]
+mod tests;
+
+pub use types::{Action, Command, Observed};
+
+use crate::delta::DELTA_MIN_SIZE;
+use crate::index::{beats, same_version, wins_over, Index};
+use crate::wire::{Entry, Hash, Kind, Message, NodeId, RelPath, WantFile, MAX_ENTRIES};
+use std::collections::{BTreeMap, BTreeSet};
+use tracing::{debug, info, warn};
+
+/// A version this node wants, and the peers that announced it.
+#[derive(Debug, Clone)]
+struct Need {
+    entry: Entry,
+    sources: BTreeSet<NodeId>,
+    /// A delta against our copy failed once: ask for the whole file.
+    whole: bool,
+}
+
+/// A version asked of one peer and not yet received.
+#[derive(Debug, Clone)]
+struct Inflight {
+    peer: NodeId,
+    entry: Entry,
+}
+
+#[derive(Debug, Default)]
+struct Peer {
+    /// The peer's whole index has arrived.
+    index_done: bool,
+    /// The initial sync with this peer is complete (and was logged).
+    synced: bool,
+    /// Files and bytes received from this peer since it connected.
+    files_received: u64,
+    bytes_received: u64,
+}
+
+/// Counters for logs, tests and benchmarks.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    pub local_changes: u64,
+    pub applied: u64,
+    pub failed: u64,
+}
+
+pub struct Engine {
+    me: NodeId,
+    index: Index,
+    peers: BTreeMap<NodeId, Peer>,
+    needs: BTreeMap<RelPath, Need>,
+    inflight: BTreeMap<RelPath, Inflight>,
+    commands: Vec<Command>,
+    dirty: bool,
+    stats: Stats,
+}
+
+impl Engine {
+    pub fn new(me: NodeId, index: Index) -> Self {
+        Engine {
+            me,
+            index,
+            peers: BTreeMap::new(),
+            needs: BTreeMap::new(),
+            inflight: BTreeMap::new(),
+            commands: Vec::new(),
+            dirty: false,
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn me(&self) -> NodeId {
+        self.me
+    }
+
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// The commands decided since the last call, in order.
+    pub fn take_commands(&mut self) -> Vec<Command> {
+        std::mem::take(&mut self.commands)
+    }
+
+    /// True once after the index changed: time to persist it.
+    pub fn take_dirty(&mut self) -> bool {
+        std::mem::take(&mut self.dirty)
+    }
+
+    /// Connected peers and whether the initial sync with each is done.
+    pub fn peers(&self) -> impl Iterator<Item = (NodeId, bool)> + '_ {
+        self.peers.iter().map(|(id, p)| (*id, p.synced))
+    }
+
+    /// Paths still wanted from peers (including those being received).
+    pub fn pending(&self) -> usize {
+        self.needs.len()
+    }
+
+    // ----- local changes -------------------------------------------------
+
+    /// What the disk holds under each of `roots` (`None`: the whole tree)
+    /// is `found`. Differences from the index become local changes, sent
+    /// to every peer; index entries under a root that `found` lacks are
+    /// deletions.
+    pub fn handle_local(&mut self, now: i64, roots: &[Option<RelPath>], found: Vec<Observed>) {
+        let found: BTreeMap<RelPath, Observed> = found.into_iter().map(|o| (o.path.clone(), o)).collect();
+        let mut changes = Vec::new();
+        for o in found.values() {
+            let old = self.index.get(&o.path);
+            let unchanged = old.is_some_and(|e| {
+                !e.deleted && e.kind == o.kind && (o.kind == Kind::Dir || (e.size == o.size && e.mtime == o.mtime && e.hash == o.hash))
+            });
+            if unchanged {
+                continue;
+            }
+            let mtime = if o.kind == Kind::Dir { now } else { o.mtime };
+            changes.push(local_version(old, o.path.clone(), o.kind, false, o.size, mtime, o.hash));
+        }
+        let mut gone = Vec::new();
+        for root in roots {
+            for e in self.index.under(root.as_ref()) {
+                if !e.deleted && !found.contains_key(&e.path) {
+                    gone.push(e.clone());
+                }
+            }
+        }
+        for e in gone {
+            changes.push(local_version(Some(&e), e.path.clone(), e.kind, true, 0, now, Hash::ZERO));
+        }
+        if changes.is_empty() {
+            return;
+        }
+        for e in &changes {
+            debug!(path = %e.path, deleted = e.deleted, kind = ?e.kind, "local change");
+            self.index.insert(e.clone());
+            // A local change may settle a version we were waiting for.
+            if let Some(need) = self.needs.get(&e.path) {
+                if !beats(&need.entry, e) {
+                    self.needs.remove(&e.path);
+                }
+            }
+        }
+        self.stats.local_changes += changes.len() as u64;
+        self.dirty = true;
+        self.broadcast(changes, None);
+        self.check_all_synced();
+    }
+
+    // ----- peers ---------------------------------------------------------
+
+    /// A connection with `peer` finished its handshake: send our index.
+    pub fn handle_connected(&mut self, peer: NodeId) {
+        self.peers.insert(peer, Peer::default());
+        let entries: Vec<Entry> = self.index.iter().cloned().collect();
+        let mut chunks = entries.chunks(MAX_ENTRIES).peekable();
+        if chunks.peek().is_none() {
+            self.send(peer, Message::Index { entries: vec![], done: true });
+        }
+        while let Some(chunk) = chunks.next() {
+            let done = chunks.peek().is_none();
+            self.send(peer, Message::Index { entries: chunk.to_vec(), done });
+        }
+    }
+
+    /// The connection with `peer` closed.
+    pub fn handle_disconnected(&mut self, peer: NodeId) {
+        self.peers.remove(&peer);
+        self.inflight.retain(|_, i| i.peer != peer);
+        self.needs.retain(|_, n| {
+            n.sources.remove(&peer);
+            !n.sources.is_empty()
+        });
+        self.schedule();
+    }
+
+    /// A control message from `peer` (content messages go to `accept_content`).
+    pub fn handle_message(&mut self, peer: NodeId, msg: Message) {
+        if !self.peers.contains_key(&peer) {
+            return;
+        }
+        match msg {
+            Message::Index { entries, done } => {
+                self.handle_entries(peer, entries);
+                if done {
+                    if let Some(p) = self.peers.get_mut(&peer) {
+                        p.index_done = true;
+                    }
+                }
+                self.schedule();
+            }
+            Message::Update { entries } => {
+                self.handle_entries(peer, entries);
+                self.schedule();
+            }
+            Message::Want { files } => {
+                for w in files {
+                    self.serve(peer, &w.path, w.hash, None);
+                }
+            }
+            Message::WantDelta { path, hash, base, signature } => {
+                self.serve(peer, &path, hash, Some((base, signature)));
+            }
+            Message::Unavailable { path } => {
+                if self.inflight.get(&path).is_some_and(|i| i.peer == peer) {
+                    self.inflight.remove(&path);
+                    if let Some(n) = self.needs.get_mut(&path) {
+                        n.sources.remove(&peer);
+                        if n.sources.is_empty() {
+                            self.needs.remove(&path);
+                        }
+                    }
+                    self.schedule();
+                }
+            }
+            other => {
+                self.commands.push(Command::Close {
+                    peer,
+                    reason: format!("unexpected {} message after the handshake", other.name()),
+                });
+            }
+        }
+        self.check_synced(peer);
+    }
+
+    /// `peer` starts sending `entry`'s content. Returns what the path must
+    /// still hold on disk for the new content to replace it (`None`: nothing
+    /// there), or `Err` if this content was not asked of that peer.
+    pub fn accept_content(&self, peer: NodeId, entry: &Entry) -> Result<Option<Entry>, String> {
+        match self.inflight.get(&entry.path) {
+            Some(i) if i.peer == peer && same_version(&i.entry, entry) => Ok(self.index.live(&entry.path).cloned()),
+            Some(_) => Err(format!("{} was asked of another peer or in another version", entry.path)),
+            None => Err(format!("{} was not asked for", entry.path)),
+        }
+    }
+
+    /// The content of `entry` from `peer` was written (`Ok`, with the bytes
+    /// it cost on the wire) or could not be (`Err`, the reason).
+    pub fn handle_received(&mut self, peer: NodeId, entry: Entry, was_delta: bool, result: Result<u64, String>) {
+        if self.inflight.get(&entry.path).is_some_and(|i| i.peer == peer) {
+            self.inflight.remove(&entry.path);
+        }
+        match result {
+            Ok(bytes) => {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.files_received += 1;
+                    p.bytes_received += bytes;
+                }
+                self.applied(Some(peer), entry);
+            }
+            Err(reason) => {
+                self.stats.failed += 1;
+                warn!(path = %entry.path, %peer, %reason, "receiving failed");
+                if let Some(n) = self.needs.get_mut(&entry.path) {
+                    if was_delta && !n.whole {
+                        n.whole = true;
+                    } else {
+                        n.sources.remove(&peer);
+                        if n.sources.is_empty() {
+                            self.needs.remove(&entry.path);
+                        }
+                    }
+                }
+            }
+        }
+        self.schedule();
+        self.check_synced(peer);
+    }
+
+    /// An `Action` finished: `Ok` if the disk now holds it.
+    pub fn handle_action_done(&mut self, peer: NodeId, action: Action, result: Result<(), String>) {
+        match result {
+            Ok(()) => {
+                if let Action::Rename { from_tombstone, .. } = &action {
+                    // The source path is gone: the peer's deletion of it is
+                    // applied too.
+                    self.applied(Some(peer), from_tombstone.clone());
+                }
+                self.applied(Some(peer), action.entry().clone());
+            }
+            Err(reason) => {
+                self.stats.failed += 1;
+                warn!(path = %action.entry().path, %peer, %reason, "could not apply change");
+                self.needs.remove(&action.entry().path);
+            }
+        }
+        self.check_synced(peer);
+    }
+
+    // ----- internals -----------------------------------------------------
+
+    fn send(&mut self, peer: NodeId, msg: Message) {
+        self.commands.push(Command::Send { peer, msg });
+    }
+
+    /// Send `entries` as updates to every connected peer but `except`.
+    fn broadcast(&mut self, entries: Vec<Entry>, except: Option<NodeId>) {
+        let peers: Vec<NodeId> = self.peers.keys().copied().filter(|p| Some(*p) != except).collect();
+        for peer in peers {
+            for chunk in entries.chunks(MAX_ENTRIES) {
+                self.send(peer, Message::Update { entries: chunk.to_vec() });
+            }
+        }
+    }
+
+    /// The index now holds `entry`, applied on disk.
+    fn applied(&mut self, peer: Option<NodeId>, entry: Entry) {
+        self.stats.applied += 1;
+        if let Some(n) = self.needs.get(&entry.path) {
+            if !beats(&n.entry, &entry) {
+                self.needs.remove(&entry.path);
+            }
+        }
+        self.index.insert(entry.clone());
+        self.dirty = true;
+        self.broadcast(vec![entry], peer);
+    }
+
+    /// Compare a peer's entries with ours and act where theirs win.
+    fn handle_entries(&mut self, peer: NodeId, entries: Vec<Entry>) {
+        // Directories first (outermost first), then files, then deletions
+        // (innermost first), so a folder exists before its files and is
+        // empty before it is removed.
+        let mut entries = entries;
+        entries.sort_by(|a, b| {
+            let class = |e: &Entry| match (e.deleted, e.kind) {
+                (false, Kind::Dir) => 0,
+                (false, Kind::File) => 1,
+                (true, _) => 2,
+            };
+            class(a)
+                .cmp(&class(b))
+                .then_with(|| match class(a) {
+                    2 => b.path.depth().cmp(&a.path.depth()),
+                    _ => a.path.depth().cmp(&b.path.depth()),
+                })
+                .then_with(|| a.path.cmp(&b.path))
+        });
+        // Deletions in this batch that will remove a live local file: their
+        // content can serve a rename instead of a transfer.
+        let mut moving_away: BTreeMap<Hash, Vec<(Entry, Entry)>> = BTreeMap::new();
+        for e in entries.iter().filter(|e| e.deleted) {
+            if let Some(local) = self.index.live(&e.path) {
+                if local.kind == Kind::File && beats(e, local) {
+                    moving_away.entry(local.hash).or_default().push((local.clone(), e.clone()));
+                }
+            }
+        }
+        let mut renamed = BTreeSet::new();
+        for e in entries {
+            let local = self.index.get(&e.path).cloned();
+            if !wins_over(&e, local.as_ref()) {
+                continue;
+            }
+            if let Some(n) = self.needs.get_mut(&e.path) {
+                if same_version(&n.entry, &e) {
+                    n.sources.insert(peer);
+                    continue;
+                }
+                if beats(&n.entry, &e) {
+                    continue;
+                }
+            }
+            let live = local.filter(|l| !l.deleted);
+            if e.deleted {
+                if renamed.contains(&e.path) {
+                    continue;
+                }
+                match live {
+                    Some(l) => self.act(peer, Action::Delete { entry: e, local: l }),
+                    None => {
+                        // Nothing on disk: just remember the deletion.
+                        self.index.insert(e);
+                        self.dirty = true;
+                    }
+                }
+                continue;
+            }
+            if e.kind == Kind::Dir {
+                match live {
+                    Some(l) if l.kind == Kind::Dir => {
+                        self.index.insert(e);
+                        self.dirty = true;
+                    }
+                    _ => self.act(peer, Action::MakeDir { entry: e }),
+                }
+                continue;
+            }
+            // A file whose content is already here needs no transfer.
+            if let Some(l) = live.as_ref().filter(|l| l.kind == Kind::File && l.hash == e.hash) {
+                self.act(peer, Action::SetMtime { entry: e, local: l.clone() });
+                continue;
+            }
+            if let Some((from, from_tombstone)) = moving_away.get_mut(&e.hash).and_then(|v| v.pop()) {
+                renamed.insert(from.path.clone());
+                self.act(
+                    peer,
+                    Action::Rename {
+                        from,
+                        from_tombstone,
+                        entry: e,
+                        local: live,
+                    },
+                );
+                continue;
+            }
+            let copy_source = self.index.paths_with_hash(&e.hash).next().and_then(|p| self.index.live(p)).cloned();
+            if let Some(src) = copy_source {
+                self.act(peer, Action::Copy { from: src, entry: e, local: live });
+                continue;
+            }
+            self.needs.insert(
+                e.path.clone(),
+                Need {
+                    entry: e,
+                    sources: BTreeSet::from([peer]),
+                    whole: false,
+                },
+            );
+        }
+    }
+
+    fn act(&mut self, peer: NodeId, action: Action) {
+        self.commands.push(Command::Apply { peer, action });
+    }
+
+    /// Ask for every needed version that is not already on its way.
+    fn schedule(&mut self) {
+        let mut wants: BTreeMap<NodeId, Vec<WantFile>> = BTreeMap::new();
+        let mut deltas = Vec::new();
+        for (path, need) in &self.needs {
+            if self.inflight.contains_key(path) {
+                continue;
+            }
+            let Some(peer) = need.sources.iter().copied().find(|p| self.peers.contains_key(p)) else {
+                continue;
+            };
+            let base = self
+                .index
+                .live(path)
+                .filter(|l| !need.whole && l.kind == Kind::File && l.size >= DELTA_MIN_SIZE && need.entry.size >= DELTA_MIN_SIZE);
+            match base {
+                Some(base) => deltas.push(Command::RequestDelta {
+                    peer,
+                    want: need.entry.clone(),
+                    base: base.clone(),
+                }),
+                None => wants.entry(peer).or_default().push(WantFile {
+                    path: path.clone(),
+                    hash: need.entry.hash,
+                }),
+            }
+        }
+        for (peer, files) in &wants {
+            for f in files {
+                let entry = self.needs[&f.path].entry.clone();
+                self.inflight.insert(f.path.clone(), Inflight { peer: *peer, entry });
+            }
+        }
+        for d in &deltas {
+            if let Command::RequestDelta { peer, want, .. } = d {
+                self.inflight.insert(want.path.clone(), Inflight { peer: *peer, entry: want.clone() });
+            }
+        }
+        for (peer, files) in wants {
+            for chunk in files.chunks(MAX_ENTRIES) {
+                self.send(peer, Message::Want { files: chunk.to_vec() });
+            }
+        }
+        self.commands.extend(deltas);
+    }
+
+    /// Answer a peer's want: send the content if we still hold that version.
+    fn serve(&mut self, peer: NodeId, path: &RelPath, hash: Hash, base: Option<(Hash, Vec<u8>)>) {
+        match self.index.live(path) {
+            Some(e) if e.kind == Kind::File && e.hash == hash => {
+                let entry = e.clone();
+                self.commands.push(Command::SendContent { peer, entry, base });
+            }
+            _ => {
+                debug!(%path, %peer, "asked for a version we no longer hold");
+                self.send(peer, Message::Unavailable { path: path.clone() });
+            }
+        }
+    }
+
+    fn check_all_synced(&mut self) {
+        let peers: Vec<NodeId> = self.peers.keys().copied().collect();
+        for p in peers {
+            self.check_synced(p);
+        }
+    }
+
+    /// Log once per connection when everything `peer` offered is here.
+    fn check_synced(&mut self, peer: NodeId) {
+        let waiting = self.needs.values().any(|n| n.sources.contains(&peer)) || self.inflight.values().any(|i| i.peer == peer);
+        let Some(p) = self.peers.get_mut(&peer) else { return };
+        if p.index_done && !p.synced && !waiting {
+            p.synced = true;
+            info!(%peer, files = p.files_received, bytes = p.bytes_received, "synchronized");
+        }
+    }
+}
+
+/// A new local version of `path`, ranked above the `old` one it replaces
+/// (see `Entry::version`).
+fn local_version(old: Option<&Entry>, path: RelPath, kind: Kind, deleted: bool, size: u64, mtime: i64, hash: Hash) -> Entry {
+    let floor = old.map_or(i64::MIN, |o| o.version.saturating_add(1));
+    Entry {
+        path,
+        kind,
+        deleted,
+        size,
+        mtime,
+        version: mtime.max(floor),
+        hash,
+    }
+}

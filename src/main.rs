@@ -1,0 +1,56 @@
+//! The `dirsync` binary: parse flags, start logging, the watcher and the
+//! node, and turn errors into one line and an exit code (0 ok, 1 runtime
+//! error, 2 bad usage).
+
+use anyhow::Context;
+use dirsync::cli::Args;
+use dirsync::net::AsyncStdNet;
+use dirsync::{node, watcher};
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::time::Duration;
+use tracing::warn;
+
+/// How long the watcher waits for a burst of events on a path to settle.
+const DEBOUNCE: Duration = Duration::from_millis(50);
+
+fn main() -> ExitCode {
+    let args: Args = argh::from_env();
+    if args.version {
+        println!("dirsync {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    let config = match args.into_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("dirsync: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,notify=warn".into()))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    match run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dirsync: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(config: node::Config) -> anyhow::Result<()> {
+    node::prepare_state_dir(&config.state_dir)?;
+    let (tx, rx) = async_channel::unbounded();
+    // Without a watcher the periodic rescan still finds every change.
+    let _watcher = match watcher::watch(&config.dir, &config.state_dir, DEBOUNCE, tx) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            warn!(error = %e, "live changes will be found by the periodic rescan only");
+            None
+        }
+    };
+    AsyncStdNet::block_on(node::run(AsyncStdNet, config, rx)).context("dirsync stopped")
+}

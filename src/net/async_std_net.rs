@@ -1,0 +1,85 @@
+//! `Net` over async-std: the production runtime. The only file that names
+//! async-std, so moving to smol is a change here alone.
+
+use super::{Conn, Net};
+use async_std::net::{TcpListener, TcpStream, UdpSocket};
+use socket2::{Domain, Protocol, Socket, Type};
+use std::future::Future;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::{Duration, SystemTime};
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AsyncStdNet;
+
+impl AsyncStdNet {
+    /// Run `fut` to completion on the async-std runtime.
+    pub fn block_on<T>(fut: impl Future<Output = T>) -> T {
+        async_std::task::block_on(fut)
+    }
+}
+
+fn split(stream: TcpStream, peer: SocketAddr) -> Conn<AsyncStdNet> {
+    let _ = stream.set_nodelay(true);
+    Conn {
+        reader: stream.clone(),
+        writer: stream,
+        peer,
+    }
+}
+
+impl Net for AsyncStdNet {
+    type Reader = TcpStream;
+    type Writer = TcpStream;
+    type Listener = TcpListener;
+    type Udp = UdpSocket;
+
+    async fn listen(&self, port: u16) -> io::Result<TcpListener> {
+        // No SO_REUSEPORT here: a second node on the same port must fail.
+        TcpListener::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port)).await
+    }
+
+    async fn accept(&self, listener: &TcpListener) -> io::Result<Conn<Self>> {
+        let (stream, peer) = listener.accept().await?;
+        Ok(split(stream, peer))
+    }
+
+    async fn connect(&self, addr: SocketAddr) -> io::Result<Conn<Self>> {
+        let stream = async_std::io::timeout(Duration::from_secs(5), TcpStream::connect(addr)).await?;
+        Ok(split(stream, addr))
+    }
+
+    async fn bind_udp(&self, port: u16) -> io::Result<UdpSocket> {
+        let sock = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+        sock.set_reuse_address(true)?;
+        sock.set_reuse_port(true)?;
+        sock.set_broadcast(true)?;
+        sock.bind(&SocketAddr::from(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port)).into())?;
+        sock.set_nonblocking(true)?;
+        Ok(UdpSocket::from(std::net::UdpSocket::from(sock)))
+    }
+
+    async fn send_to(&self, sock: &UdpSocket, buf: &[u8], to: SocketAddr) -> io::Result<()> {
+        sock.send_to(buf, to).await.map(|_| ())
+    }
+
+    async fn recv_from(&self, sock: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        sock.recv_from(buf).await
+    }
+
+    fn spawn<F: Future<Output = ()> + Send + 'static>(&self, fut: F) {
+        async_std::task::spawn(fut);
+    }
+
+    fn spawn_blocking<T: Send + 'static, F: FnOnce() -> T + Send + 'static>(&self, f: F) -> impl Future<Output = T> + Send {
+        async_std::task::spawn_blocking(f)
+    }
+
+    fn sleep(&self, d: Duration) -> impl Future<Output = ()> + Send {
+        async_std::task::sleep(d)
+    }
+
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+}

@@ -1,0 +1,558 @@
+//! The node: one event loop that owns the engine and drives its commands
+//! through the network (`Net`), the disk (`Store`) and the connection tasks.
+//!
+//! Owns: sockets, tasks, connections (one per peer, see `keep_new`), the
+//! content being received, scans, and persisting the index. Must not: make
+//! sync decisions (the engine does).
+
+use crate::conn::{self, handshake, read_frame, Job, PeerHello};
+use crate::discovery;
+use crate::engine::{Action, Command, Engine};
+use crate::index::Index;
+use crate::net::{Conn, Net};
+use crate::receive::Incoming;
+use crate::store::{system_time_ns, Store, StoreError};
+use crate::wire::{Announce, Entry, Message, NodeId, RelPath, PROTOCOL_VERSION};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tracing::{debug, info, warn};
+
+/// Most peers we remember from announcements (a flood of fake ids stops here).
+const MAX_KNOWN_PEERS: usize = 1024;
+/// How often the index is written when it changed.
+const SAVE_INTERVAL: Duration = Duration::from_secs(2);
+const INDEX_FILE: &str = "index";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The synced directory (absolute).
+    pub dir: PathBuf,
+    /// Where the index lives (never synced).
+    pub state_dir: PathBuf,
+    pub listen_port: u16,
+    pub broadcast_port: u16,
+    pub broadcast_addr: Ipv4Addr,
+    pub node_id: NodeId,
+    pub announce_interval: Duration,
+    /// Full rescan period (catches what the watcher missed).
+    pub rescan_interval: Duration,
+    pub counters: Arc<Counters>,
+}
+
+/// Counters a test or benchmark can read while the node runs.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Wire bytes of file content received (whole files and deltas).
+    pub content_bytes_received: AtomicU64,
+    pub files_received: AtomicU64,
+    /// Changes applied without a transfer (deletes, renames, folders...).
+    pub actions_applied: AtomicU64,
+    pub connections: AtomicU64,
+}
+
+/// A change on the local disk, from the watcher (or the simulation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LocalEvent {
+    /// Look again at these paths and everything below them (`None`: the
+    /// whole directory).
+    Changed(Vec<Option<RelPath>>),
+    /// `from` was renamed to `to`.
+    Renamed { from: RelPath, to: RelPath },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("cannot listen on TCP port {port}: {source} (is another dirsync running? choose another with --listen-port)")]
+    Listen { port: u16, source: std::io::Error },
+    #[error("cannot bind UDP broadcast port {port}: {source}")]
+    Broadcast { port: u16, source: std::io::Error },
+    #[error("state directory {path}: {source}")]
+    StateDir { path: String, source: std::io::Error },
+}
+
+enum Event<N: Net> {
+    Accepted(Conn<N>),
+    Handshaken { conn: Conn<N>, hello: PeerHello, dialed: bool },
+    DialFailed(NodeId),
+    Frame { conn: u64, peer: NodeId, msg: Message, bytes: usize },
+    Closed { conn: u64, peer: NodeId, reason: String },
+    Announce(SocketAddr, Announce),
+    Local(LocalEvent),
+    Tick,
+}
+
+struct PeerConn {
+    id: u64,
+    dialer: NodeId,
+    addr: SocketAddr,
+    jobs: async_channel::Sender<Job>,
+    /// Dropping it stops the reader task.
+    _stop: async_channel::Sender<()>,
+}
+
+/// Check the state directory can be created and written.
+pub fn prepare_state_dir(dir: &std::path::Path) -> Result<(), NodeError> {
+    let err = |source| NodeError::StateDir {
+        path: dir.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(err)?;
+    let probe = dir.join(".write-test");
+    std::fs::write(&probe, b"").map_err(err)?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
+/// Run a node until the process ends. Returns early only on a start-up
+/// error (ports, state directory).
+pub async fn run<N: Net>(net: N, cfg: Config, local: async_channel::Receiver<LocalEvent>) -> Result<(), NodeError> {
+    prepare_state_dir(&cfg.state_dir)?;
+    let listener = net.listen(cfg.listen_port).await.map_err(|source| NodeError::Listen {
+        port: cfg.listen_port,
+        source,
+    })?;
+    let udp = Arc::new(net.bind_udp(cfg.broadcast_port).await.map_err(|source| NodeError::Broadcast {
+        port: cfg.broadcast_port,
+        source,
+    })?);
+
+    let store = Store::new(cfg.dir.clone(), cfg.state_dir.clone());
+    let cleaned = store.clean_temp_files();
+    if cleaned > 0 {
+        info!(count = cleaned, "removed temp files left by an earlier run");
+    }
+    let index_path = cfg.state_dir.join(INDEX_FILE);
+    let index = Index::load(&index_path).unwrap_or_else(|e| {
+        warn!(error = %e, "rebuilding the index from a scan");
+        Index::default()
+    });
+    let (events, inbox) = async_channel::bounded::<Event<N>>(256);
+    let (wake_announcer, wake_rx) = async_channel::bounded::<()>(1);
+    let mut node = Node {
+        engine: Engine::new(cfg.node_id, index),
+        net: net.clone(),
+        store,
+        events: events.clone(),
+        wake_announcer,
+        peers: BTreeMap::new(),
+        dialing: BTreeSet::new(),
+        known: BTreeMap::new(),
+        incoming: BTreeMap::new(),
+        next_conn: 0,
+        index_path,
+        last_save: net.now(),
+        last_rescan: net.now(),
+        cfg: cfg.clone(),
+    };
+    node.rescan(LocalEvent::Changed(vec![None]));
+    node.save_index();
+    let (files, bytes) = node.engine.index().live_files();
+    info!(node = %cfg.node_id, dir = %cfg.dir.display(), listen_port = cfg.listen_port, broadcast_port = cfg.broadcast_port, files, bytes, "listening");
+
+    let tx = events.clone();
+    let n = net.clone();
+    net.spawn(async move {
+        loop {
+            match n.accept(&listener).await {
+                Ok(c) => {
+                    if tx.send(Event::Accepted(c)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    debug!(error = %e, "accept failed");
+                    n.sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    });
+    let to = SocketAddr::new(IpAddr::V4(cfg.broadcast_addr), cfg.broadcast_port);
+    net.spawn(discovery::announce_loop(net.clone(), udp.clone(), Announce::new(cfg.node_id, cfg.listen_port), to, cfg.announce_interval, wake_rx));
+    let tx = events.clone();
+    net.spawn(discovery::listen_loop(net.clone(), udp, move |from, a| tx.try_send(Event::Announce(from, a)).is_ok() || !tx.is_closed()));
+    let tx = events.clone();
+    let n = net.clone();
+    net.spawn(async move {
+        loop {
+            n.sleep(Duration::from_secs(1)).await;
+            if tx.send(Event::Tick).await.is_err() {
+                return;
+            }
+        }
+    });
+    let tx = events.clone();
+    net.spawn(async move {
+        while let Ok(ev) = local.recv().await {
+            if tx.send(Event::Local(ev)).await.is_err() {
+                return;
+            }
+        }
+    });
+    drop(events);
+
+    while let Ok(ev) = inbox.recv().await {
+        node.handle(ev);
+    }
+    Ok(())
+}
+
+struct Node<N: Net> {
+    net: N,
+    cfg: Config,
+    store: Store,
+    engine: Engine,
+    events: async_channel::Sender<Event<N>>,
+    wake_announcer: async_channel::Sender<()>,
+    peers: BTreeMap<NodeId, PeerConn>,
+    dialing: BTreeSet<NodeId>,
+    known: BTreeMap<NodeId, SocketAddr>,
+    incoming: BTreeMap<NodeId, Incoming>,
+    next_conn: u64,
+    index_path: PathBuf,
+    last_save: SystemTime,
+    last_rescan: SystemTime,
+}
+
+/// Of two connections with the same peer, keep the one dialed by the
+/// smaller node id; both sides apply the same rule, so they keep the same
+/// one. A new connection from the same dialer replaces the old (the old one
+/// is dead but not yet noticed).
+fn keep_new(existing_dialer: NodeId, new_dialer: NodeId) -> bool {
+    new_dialer <= existing_dialer
+}
+
+impl<N: Net> Node<N> {
+    fn me(&self) -> NodeId {
+        self.cfg.node_id
+    }
+
+    fn now_ns(&self) -> i64 {
+        system_time_ns(self.net.now())
+    }
+
+    fn handle(&mut self, ev: Event<N>) {
+        match ev {
+            Event::Accepted(conn) => self.spawn_handshake(conn, false, None),
+            Event::Handshaken { conn, hello, dialed } => self.register(conn, hello, dialed),
+            Event::DialFailed(peer) => {
+                self.dialing.remove(&peer);
+            }
+            Event::Frame { conn, peer, msg, bytes } => {
+                if self.peers.get(&peer).is_some_and(|p| p.id == conn) {
+                    self.on_message(peer, msg, bytes);
+                }
+            }
+            Event::Closed { conn, peer, reason } => {
+                if self.peers.get(&peer).is_some_and(|p| p.id == conn) {
+                    self.drop_peer(peer, &reason);
+                }
+            }
+            Event::Announce(from, a) => self.on_announce(from, a),
+            Event::Local(ev) => self.rescan(ev),
+            Event::Tick => self.on_tick(),
+        }
+        self.run_commands();
+    }
+
+    fn on_announce(&mut self, from: SocketAddr, a: Announce) {
+        if a.node == self.me() {
+            return;
+        }
+        if a.version != PROTOCOL_VERSION {
+            debug!(peer = %a.node, version = a.version, "ignoring announcement of another protocol version");
+            return;
+        }
+        let addr = SocketAddr::new(from.ip(), a.port);
+        if self.known.get(&a.node) != Some(&addr) {
+            if self.known.len() >= MAX_KNOWN_PEERS && !self.known.contains_key(&a.node) {
+                return;
+            }
+            self.known.insert(a.node, addr);
+            info!(peer = %a.node, %addr, "discovered");
+            // Answer a newcomer at once so it need not wait an interval.
+            let _ = self.wake_announcer.try_send(());
+        }
+        // One side dials: the smaller id. The other waits to be dialed.
+        if self.me() < a.node && !self.peers.contains_key(&a.node) && !self.dialing.contains(&a.node) {
+            self.dialing.insert(a.node);
+            self.dial(a.node, addr);
+        }
+    }
+
+    fn dial(&self, peer: NodeId, addr: SocketAddr) {
+        let net = self.net.clone();
+        let tx = self.events.clone();
+        let me = self.me();
+        let port = self.cfg.listen_port;
+        self.net.spawn(async move {
+            match net.connect(addr).await {
+                Ok(conn) => Self::handshake_task(net, conn, me, port, true, tx, Some(peer)).await,
+                Err(e) => {
+                    debug!(%peer, %addr, error = %e, "dial failed");
+                    let _ = tx.send(Event::DialFailed(peer)).await;
+                }
+            }
+        });
+    }
+
+    fn spawn_handshake(&self, conn: Conn<N>, dialed: bool, peer: Option<NodeId>) {
+        let net = self.net.clone();
+        let tx = self.events.clone();
+        let (me, port) = (self.me(), self.cfg.listen_port);
+        self.net.spawn(Self::handshake_task(net, conn, me, port, dialed, tx, peer));
+    }
+
+    async fn handshake_task(net: N, mut conn: Conn<N>, me: NodeId, port: u16, dialed: bool, tx: async_channel::Sender<Event<N>>, peer: Option<NodeId>) {
+        match handshake(&net, &mut conn, me, port).await {
+            Ok(hello) => {
+                let _ = tx.send(Event::Handshaken { conn, hello, dialed }).await;
+                return;
+            }
+            Err(e @ (conn::ConnError::Refused(_) | conn::ConnError::RefusedByPeer(_))) => {
+                warn!(addr = %conn.peer, error = %e, "connection refused");
+            }
+            Err(e) => debug!(addr = %conn.peer, error = %e, "handshake failed"),
+        }
+        if let Some(p) = peer {
+            let _ = tx.send(Event::DialFailed(p)).await;
+        }
+    }
+
+    fn register(&mut self, conn: Conn<N>, hello: PeerHello, dialed: bool) {
+        let peer = hello.node;
+        self.dialing.remove(&peer);
+        let dialer = if dialed { self.me() } else { peer };
+        if let Some(existing) = self.peers.get(&peer) {
+            if !keep_new(existing.dialer, dialer) {
+                debug!(%peer, "closing a duplicate connection");
+                return;
+            }
+            self.drop_peer(peer, "replaced by a newer connection");
+        }
+        let id = self.next_conn;
+        self.next_conn += 1;
+        let addr = SocketAddr::new(conn.peer.ip(), hello.listen_port);
+        let (jobs, jobs_rx) = async_channel::unbounded();
+        let (stop, stop_rx) = async_channel::bounded::<()>(1);
+        self.net.spawn(conn::run_writer(conn.writer, jobs_rx, self.store.clone(), peer));
+        let tx = self.events.clone();
+        let mut reader = conn.reader;
+        self.net.spawn(async move {
+            loop {
+                let read = async { Some(read_frame(&mut reader).await) };
+                let stopped = async {
+                    let _ = stop_rx.recv().await;
+                    None
+                };
+                let reason = match futures_lite::future::or(read, stopped).await {
+                    None => return,
+                    Some(Ok((msg, bytes))) => {
+                        if tx.send(Event::Frame { conn: id, peer, msg, bytes }).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    Some(Err(e)) => e.to_string(),
+                };
+                let _ = tx.send(Event::Closed { conn: id, peer, reason }).await;
+                return;
+            }
+        });
+        self.peers.insert(
+            peer,
+            PeerConn {
+                id,
+                dialer,
+                addr,
+                jobs,
+                _stop: stop,
+            },
+        );
+        self.cfg.counters.connections.fetch_add(1, Ordering::Relaxed);
+        info!(%peer, %addr, "connected");
+        self.engine.handle_connected(peer);
+    }
+
+    fn drop_peer(&mut self, peer: NodeId, reason: &str) {
+        if let Some(p) = self.peers.remove(&peer) {
+            info!(%peer, addr = %p.addr, %reason, "disconnected");
+            self.incoming.remove(&peer);
+            self.engine.handle_disconnected(peer);
+        }
+    }
+
+    fn on_message(&mut self, peer: NodeId, msg: Message, bytes: usize) {
+        match msg {
+            Message::FileStart { entry, content } => {
+                let expected = self.engine.accept_content(peer, &entry);
+                if let Err(reason) = &expected {
+                    debug!(%peer, %reason, "discarding content");
+                }
+                let inc = Incoming::start(&self.store, entry, content, expected, bytes);
+                if let Some(old) = self.incoming.insert(peer, inc) {
+                    self.close(peer, format!("new file started before {} ended", old.entry.path));
+                }
+            }
+            Message::Chunk { data } => match self.incoming.get_mut(&peer) {
+                Some(inc) => inc.chunk(&data, bytes),
+                None => self.close(peer, "chunk outside a file".into()),
+            },
+            Message::FileEnd => match self.incoming.remove(&peer) {
+                Some(inc) => self.finish_incoming(peer, inc),
+                None => self.close(peer, "file end outside a file".into()),
+            },
+            other => self.engine.handle_message(peer, other),
+        }
+    }
+
+    fn finish_incoming(&mut self, peer: NodeId, inc: Incoming) {
+        if !inc.wanted {
+            return;
+        }
+        let entry = inc.entry.clone();
+        let is_delta = inc.is_delta;
+        let action = if self.engine.index().live(&entry.path).is_some() { "modify" } else { "create" };
+        let result = inc.finish(&self.store);
+        match &result {
+            Ok(wire_bytes) => {
+                info!(path = %entry.path, action, %peer, mode = if is_delta { "delta" } else { "full" }, wire_bytes, "applied");
+                self.cfg.counters.content_bytes_received.fetch_add(*wire_bytes, Ordering::Relaxed);
+                self.cfg.counters.files_received.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => self.rescan(LocalEvent::Changed(vec![Some(entry.path.clone())])),
+        }
+        self.engine.handle_received(peer, entry, is_delta, result);
+    }
+
+    fn close(&mut self, peer: NodeId, reason: String) {
+        warn!(%peer, %reason, "protocol error; closing connection");
+        self.drop_peer(peer, &reason);
+    }
+
+    /// Carry out the engine's commands until it has no more.
+    fn run_commands(&mut self) {
+        loop {
+            let commands = self.engine.take_commands();
+            if commands.is_empty() {
+                return;
+            }
+            for cmd in commands {
+                match cmd {
+                    Command::Send { peer, msg } => self.queue(peer, Job::Send(msg)),
+                    Command::SendContent { peer, entry, base } => self.queue(peer, Job::Content { entry, base }),
+                    Command::RequestDelta { peer, want, base } => self.queue(peer, Job::RequestDelta { want, base }),
+                    Command::Apply { peer, action } => self.apply(peer, action),
+                    Command::Close { peer, reason } => self.close(peer, reason),
+                }
+            }
+        }
+    }
+
+    fn queue(&self, peer: NodeId, job: Job) {
+        if let Some(p) = self.peers.get(&peer) {
+            // Unbounded: only fails when the writer has stopped, and then the
+            // reader reports the closed connection.
+            let _ = p.jobs.try_send(job);
+        }
+    }
+
+    fn apply(&mut self, peer: NodeId, action: Action) {
+        let store = &self.store;
+        let result = match &action {
+            Action::MakeDir { entry } => store.make_dir(&entry.path),
+            Action::Delete { local, .. } => store.delete(local),
+            Action::SetMtime { entry, local } => store.set_mtime(entry, local),
+            Action::Rename { from, entry, local, .. } => store.rename(from, entry, local.as_ref()),
+            Action::Copy { from, entry, local } => store.copy(from, entry, local.as_ref()),
+        };
+        let path = action.entry().path.clone();
+        match &result {
+            Ok(()) => {
+                info!(%path, action = action.name(), %peer, wire_bytes = 0, "applied");
+                self.cfg.counters.actions_applied.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(StoreError::Changed(_)) => {
+                // The user changed it meanwhile: that change wins locally and
+                // is announced like any other.
+                self.rescan(LocalEvent::Changed(vec![Some(path.clone())]));
+            }
+            Err(_) => {}
+        }
+        self.engine.handle_action_done(peer, action, result.map_err(|e| e.to_string()));
+    }
+
+    /// Look at the disk again where `ev` says, and tell the engine.
+    fn rescan(&mut self, ev: LocalEvent) {
+        let index = self.engine.index();
+        let (roots, found) = match ev {
+            LocalEvent::Changed(mut roots) => {
+                if roots.iter().any(Option::is_none) {
+                    roots = vec![None];
+                }
+                roots.sort();
+                roots.dedup();
+                let mut found = Vec::new();
+                for root in &roots {
+                    found.extend(self.store.scan(root.as_ref(), &|p| index.get(p).cloned()));
+                }
+                (roots, found)
+            }
+            LocalEvent::Renamed { from, to } => {
+                // A renamed file keeps its size and mtime: reuse the hash
+                // the index has under its old name instead of reading it.
+                let known = |p: &RelPath| -> Option<Entry> {
+                    index.get(p).cloned().or_else(|| {
+                        let suffix = p.as_str().strip_prefix(to.as_str())?;
+                        index.get(&RelPath::new(format!("{from}{suffix}")).ok()?).cloned()
+                    })
+                };
+                let mut found = self.store.scan(Some(&to), &known);
+                found.extend(self.store.scan(Some(&from), &|p| index.get(p).cloned()));
+                (vec![Some(from), Some(to)], found)
+            }
+        };
+        let now = self.now_ns();
+        self.engine.handle_local(now, &roots, found);
+    }
+
+    fn on_tick(&mut self) {
+        let now = self.net.now();
+        let due = |last: SystemTime, every: Duration| now.duration_since(last).map_or(true, |d| d >= every);
+        if due(self.last_rescan, self.cfg.rescan_interval) {
+            self.last_rescan = now;
+            self.rescan(LocalEvent::Changed(vec![None]));
+        }
+        if due(self.last_save, SAVE_INTERVAL) {
+            self.last_save = now;
+            self.save_index();
+        }
+    }
+
+    fn save_index(&mut self) {
+        if self.engine.take_dirty() {
+            if let Err(e) = self.engine.index().save(&self.index_path) {
+                warn!(error = %e, "cannot save the index");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_sides_keep_the_same_connection() {
+        let (a, b) = (NodeId(1), NodeId(2));
+        // A holds the connection B dialed, then sees the one it dialed.
+        assert!(keep_new(b, a));
+        // B holds the connection A dialed, then sees its own: keeps A's.
+        assert!(!keep_new(a, b));
+        // A reconnect from the same dialer replaces the stale connection.
+        assert!(keep_new(a, a));
+    }
+}

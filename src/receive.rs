@@ -1,0 +1,131 @@
+//! Assembling one incoming file: `FileStart`, `Chunk`s, `FileEnd` from one
+//! peer become a temp file that replaces the real one only if its blake3
+//! hash is the announced one (rule 3) and the path still holds what the
+//! index expected (rule 6: a local edit made meanwhile is never lost).
+//!
+//! Owns: writing and verifying received bytes. Must not: decide whether the
+//! content is wanted (the engine does, through `Engine::accept_content`).
+
+use crate::delta::{apply_segment, read_segment, segment_count, SEGMENT};
+use crate::store::{Store, TempFile};
+use crate::wire::{ContentMode, Entry, Hash};
+use std::fs::File;
+use std::io::Write;
+
+/// A file being received.
+pub struct Incoming {
+    pub entry: Entry,
+    /// What the path must still hold when the new content replaces it.
+    expected: Option<Entry>,
+    /// `None` while discarding content that was not asked for.
+    tmp: Option<TempFile>,
+    /// For a delta: our copy it applies to, and its length.
+    base: Option<(File, u64)>,
+    pub is_delta: bool,
+    /// The engine asked for this content; its outcome must be reported.
+    pub wanted: bool,
+    hasher: blake3::Hasher,
+    written: u64,
+    segments: u64,
+    pub wire_bytes: u64,
+    error: Option<String>,
+}
+
+impl Incoming {
+    /// Start receiving `entry`. `expected`: `Ok` with what the path must
+    /// still hold if the content was asked for, `Err` with why not.
+    pub fn start(store: &Store, entry: Entry, content: ContentMode, expected: Result<Option<Entry>, String>, frame_bytes: usize) -> Incoming {
+        let is_delta = matches!(content, ContentMode::Delta { .. });
+        let mut inc = Incoming {
+            entry,
+            expected: None,
+            tmp: None,
+            base: None,
+            is_delta,
+            wanted: expected.is_ok(),
+            hasher: blake3::Hasher::new(),
+            written: 0,
+            segments: 0,
+            wire_bytes: frame_bytes as u64,
+            error: None,
+        };
+        let expected = match expected {
+            Ok(e) => e,
+            Err(reason) => {
+                inc.error = Some(reason);
+                return inc;
+            }
+        };
+        if let ContentMode::Delta { base } = content {
+            match &expected {
+                Some(local) if local.hash == base => match store.full_path(&local.path).and_then(|p| File::open(&p).map_err(|e| crate::store::StoreError::Io { path: p.display().to_string(), source: e })) {
+                    Ok(f) => inc.base = Some((f, local.size)),
+                    Err(e) => inc.error = Some(format!("cannot open the delta's base: {e}")),
+                },
+                _ => inc.error = Some("our copy is not the delta's base".into()),
+            }
+        }
+        if inc.error.is_none() {
+            match store.create_temp(&inc.entry.path) {
+                Ok(t) => inc.tmp = Some(t),
+                Err(e) => inc.error = Some(e.to_string()),
+            }
+        }
+        inc.expected = expected;
+        inc
+    }
+
+    pub fn chunk(&mut self, data: &[u8], frame_bytes: usize) {
+        self.wire_bytes += frame_bytes as u64;
+        if self.error.is_some() {
+            return;
+        }
+        if let Err(e) = self.write_chunk(data) {
+            self.error = Some(e);
+            self.tmp = None; // drops (removes) the temp file
+        }
+    }
+
+    fn write_chunk(&mut self, data: &[u8]) -> Result<(), String> {
+        let out = match &mut self.base {
+            Some((base, base_len)) => {
+                if self.segments >= segment_count(self.entry.size) {
+                    return Err("more delta segments than the file has".into());
+                }
+                let base_seg = read_segment(base, *base_len, self.segments).map_err(|e| e.to_string())?;
+                self.segments += 1;
+                let out = apply_segment(&base_seg, data).map_err(|e| e.to_string())?;
+                if self.segments < segment_count(self.entry.size) && out.len() as u64 != SEGMENT {
+                    return Err("a delta segment rebuilt the wrong length".into());
+                }
+                out
+            }
+            None => data.to_vec(),
+        };
+        if self.written + out.len() as u64 > self.entry.size {
+            return Err("more bytes than announced".into());
+        }
+        let tmp = self.tmp.as_mut().ok_or("no temp file")?;
+        tmp.file.write_all(&out).map_err(|e| e.to_string())?;
+        self.hasher.update(&out);
+        self.written += out.len() as u64;
+        Ok(())
+    }
+
+    /// The content is complete: verify and put it in place. `Ok` with the
+    /// bytes it cost on the wire.
+    pub fn finish(mut self, store: &Store) -> Result<u64, String> {
+        if let Some(e) = self.error.take() {
+            return Err(e);
+        }
+        let tmp = self.tmp.take().ok_or("no temp file")?;
+        if self.written != self.entry.size {
+            return Err(format!("got {} of {} bytes", self.written, self.entry.size));
+        }
+        if Hash::from(self.hasher.finalize()) != self.entry.hash {
+            return Err("content does not match the announced hash".into());
+        }
+        store.commit(tmp, &self.entry, self.expected.as_ref()).map_err(|e| e.to_string())?;
+        Ok(self.wire_bytes)
+    }
+}

@@ -1,0 +1,495 @@
+//! The filesystem seam: everything dirsync does to the synced directory.
+//!
+//! Owns: scanning (skipping symlinks, dirsync's own state and temp files,
+//! and names that are not UTF-8), hashing, and every write, which is atomic
+//! (temp file in the same folder, fsync, mtime, rename). Before replacing or
+//! deleting anything it checks that the path still holds what the index
+//! says (`expected`), so a change the user made meanwhile is never lost, and
+//! that no symlink lies on the way, so nothing is written outside the root.
+//! Must not: decide what to change (the engine does).
+
+use crate::engine::Observed;
+use crate::wire::{Entry, Hash, Kind, PathError, RelPath, TEMP_PREFIX};
+use std::fs::{self, File, Metadata};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+use tracing::{debug, warn};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{0}: a symlink lies on the way; refusing to write through it")]
+    Symlink(String),
+    #[error("{0}: changed on disk meanwhile; keeping the local version")]
+    Changed(String),
+    #[error("{0}: content does not match the announced hash")]
+    HashMismatch(String),
+    #[error(transparent)]
+    Path(#[from] PathError),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// A file's mtime as nanoseconds since the Unix epoch.
+pub fn mtime_ns(meta: &Metadata) -> i64 {
+    meta.modified().map(system_time_ns).unwrap_or(0)
+}
+
+pub fn system_time_ns(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_nanos()).unwrap_or(i64::MAX),
+    }
+}
+
+fn filetime_of(ns: i64) -> filetime::FileTime {
+    filetime::FileTime::from_unix_time(ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000) as u32)
+}
+
+/// Hash a whole file, streaming.
+pub fn hash_file(path: &Path) -> io::Result<(Hash, u64)> {
+    let mut f = File::open(path)?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut len = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        len += n as u64;
+    }
+    Ok((hasher.finalize().into(), len))
+}
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A file being written; it becomes visible only through `Store::commit`.
+pub struct TempFile {
+    pub file: File,
+    pub path: PathBuf,
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        // Committed temp files were renamed away; this removes abandoned ones.
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+    /// The state directory, when it lies inside the root (never scanned).
+    state_dir: PathBuf,
+}
+
+impl Store {
+    pub fn new(root: PathBuf, state_dir: PathBuf) -> Self {
+        Store { root, state_dir }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The full path of `rel`, after checking that no ancestor inside the
+    /// root is a symlink.
+    pub fn full_path(&self, rel: &RelPath) -> Result<PathBuf, StoreError> {
+        for anc in rel.ancestors() {
+            let p = anc.to_fs(&self.root);
+            match fs::symlink_metadata(&p) {
+                Ok(m) if m.file_type().is_symlink() => return Err(StoreError::Symlink(rel.to_string())),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+                Err(e) => return Err(io_err(&p)(e)),
+            }
+        }
+        Ok(rel.to_fs(&self.root))
+    }
+
+    fn skip(&self, full: &Path) -> bool {
+        full == self.state_dir || full.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(TEMP_PREFIX))
+    }
+
+    /// What is at `rel` now, hashing only when size or mtime differ from
+    /// `known` (the index entry, or for a rename the source's entry).
+    pub fn observe(&self, rel: &RelPath, known: Option<&Entry>) -> Result<Option<Observed>, StoreError> {
+        let full = self.full_path(rel)?;
+        let meta = match fs::symlink_metadata(&full) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err(&full)(e)),
+        };
+        self.observe_meta(rel, &full, &meta, known)
+    }
+
+    fn observe_meta(&self, rel: &RelPath, full: &Path, meta: &Metadata, known: Option<&Entry>) -> Result<Option<Observed>, StoreError> {
+        let ft = meta.file_type();
+        if ft.is_dir() {
+            return Ok(Some(Observed {
+                path: rel.clone(),
+                kind: Kind::Dir,
+                size: 0,
+                mtime: 0,
+                hash: Hash::ZERO,
+            }));
+        }
+        if !ft.is_file() {
+            debug!(path = %rel, "skipping symlink or special file");
+            return Ok(None);
+        }
+        let size = meta.len();
+        let mtime = mtime_ns(meta);
+        let hash = match known {
+            Some(k) if !k.deleted && k.kind == Kind::File && k.size == size && k.mtime == mtime => k.hash,
+            _ => {
+                let (hash, len) = hash_file(full).map_err(io_err(full))?;
+                if len != size {
+                    // Written while we read it: the next event will catch up.
+                    return Err(StoreError::Changed(rel.to_string()));
+                }
+                hash
+            }
+        };
+        Ok(Some(Observed {
+            path: rel.clone(),
+            kind: Kind::File,
+            size,
+            mtime,
+            hash,
+        }))
+    }
+
+    /// Everything at and below `root` (`None`: the whole tree). `known`
+    /// gives the index entry for a path, to skip hashing unchanged files.
+    /// Unreadable paths are logged and left out.
+    pub fn scan(&self, root: Option<&RelPath>, known: &dyn Fn(&RelPath) -> Option<Entry>) -> Vec<Observed> {
+        let mut found = Vec::new();
+        let mut stack = Vec::new();
+        match root {
+            Some(r) => match self.observe(r, known(r).as_ref()) {
+                Ok(Some(o)) => {
+                    let is_dir = o.kind == Kind::Dir;
+                    found.push(o);
+                    if is_dir {
+                        stack.push(r.to_fs(&self.root));
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => debug!(path = %r, error = %e, "not scanned"),
+            },
+            None => stack.push(self.root.clone()),
+        }
+        while let Some(dir) = stack.pop() {
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) => {
+                    warn!(dir = %dir.display(), error = %e, "cannot read directory");
+                    continue;
+                }
+            };
+            for de in entries.flatten() {
+                let full = de.path();
+                if self.skip(&full) {
+                    continue;
+                }
+                let rel = match RelPath::from_fs(&self.root, &full) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        warn!(path = %full.display(), error = %e, "not synced: unsupported name");
+                        continue;
+                    }
+                };
+                let meta = match fs::symlink_metadata(&full) {
+                    Ok(m) => m,
+                    Err(_) => continue, // gone meanwhile
+                };
+                match self.observe_meta(&rel, &full, &meta, known(&rel).as_ref()) {
+                    Ok(Some(o)) => {
+                        if o.kind == Kind::Dir {
+                            stack.push(full);
+                        }
+                        found.push(o);
+                    }
+                    Ok(None) => {}
+                    Err(e) => debug!(path = %rel, error = %e, "not scanned"),
+                }
+            }
+        }
+        found
+    }
+
+    /// True if `rel` holds what `expected` says (`None`: nothing).
+    pub fn matches(&self, rel: &RelPath, expected: Option<&Entry>) -> Result<bool, StoreError> {
+        let full = self.full_path(rel)?;
+        let meta = match fs::symlink_metadata(&full) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(expected.is_none_or(|e| e.deleted)),
+            Err(e) => return Err(io_err(&full)(e)),
+        };
+        Ok(match expected {
+            Some(e) if !e.deleted && e.kind == Kind::Dir => meta.is_dir(),
+            Some(e) if !e.deleted => meta.file_type().is_file() && meta.len() == e.size && mtime_ns(&meta) == e.mtime,
+            _ => false,
+        })
+    }
+
+    fn ensure_matches(&self, rel: &RelPath, expected: Option<&Entry>) -> Result<(), StoreError> {
+        if self.matches(rel, expected)? {
+            Ok(())
+        } else {
+            Err(StoreError::Changed(rel.to_string()))
+        }
+    }
+
+    /// Create the parent folders of `rel` (refusing symlinks on the way).
+    fn make_parents(&self, rel: &RelPath) -> Result<(), StoreError> {
+        if let Some(parent) = rel.parent() {
+            self.make_dir(&parent)?;
+        }
+        Ok(())
+    }
+
+    /// Create directory `rel` and its parents.
+    pub fn make_dir(&self, rel: &RelPath) -> Result<(), StoreError> {
+        let full = self.full_path(rel)?;
+        fs::create_dir_all(&full).map_err(io_err(&full))
+    }
+
+    /// A new temp file in the folder of `rel`, created with its parents.
+    pub fn create_temp(&self, rel: &RelPath) -> Result<TempFile, StoreError> {
+        self.make_parents(rel)?;
+        let dir = self.full_path(rel)?.parent().map(Path::to_path_buf).unwrap_or_else(|| self.root.clone());
+        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let path = dir.join(format!("{TEMP_PREFIX}{}-{n}", std::process::id()));
+        let file = File::options().write(true).create_new(true).open(&path).map_err(io_err(&path))?;
+        Ok(TempFile { file, path })
+    }
+
+    /// Make `tmp` visible as `entry.path`: fsync, set the mtime, check the
+    /// target still holds `expected`, rename over it.
+    pub fn commit(&self, tmp: TempFile, entry: &Entry, expected: Option<&Entry>) -> Result<(), StoreError> {
+        tmp.file.sync_all().map_err(io_err(&tmp.path))?;
+        filetime::set_file_mtime(&tmp.path, filetime_of(entry.mtime)).map_err(io_err(&tmp.path))?;
+        self.ensure_matches(&entry.path, expected)?;
+        let full = self.full_path(&entry.path)?;
+        fs::rename(&tmp.path, &full).map_err(io_err(&full))?;
+        // The rename consumed the temp file; keep Drop from touching the name.
+        std::mem::forget(tmp);
+        Ok(())
+    }
+
+    /// Remove `local` (a file, or a directory if it is empty).
+    pub fn delete(&self, local: &Entry) -> Result<(), StoreError> {
+        self.ensure_matches(&local.path, Some(local))?;
+        let full = self.full_path(&local.path)?;
+        match local.kind {
+            Kind::Dir => fs::remove_dir(&full),
+            Kind::File => fs::remove_file(&full),
+        }
+        .map_err(io_err(&full))
+    }
+
+    /// Give file `local.path` the mtime of `entry` (same content).
+    pub fn set_mtime(&self, entry: &Entry, local: &Entry) -> Result<(), StoreError> {
+        self.ensure_matches(&local.path, Some(local))?;
+        let full = self.full_path(&entry.path)?;
+        filetime::set_file_mtime(&full, filetime_of(entry.mtime)).map_err(io_err(&full))
+    }
+
+    /// Move file `from` to `entry.path`, which must hold `local`.
+    pub fn rename(&self, from: &Entry, entry: &Entry, local: Option<&Entry>) -> Result<(), StoreError> {
+        self.ensure_matches(&from.path, Some(from))?;
+        self.ensure_matches(&entry.path, local)?;
+        self.make_parents(&entry.path)?;
+        let src = self.full_path(&from.path)?;
+        let dst = self.full_path(&entry.path)?;
+        filetime::set_file_mtime(&src, filetime_of(entry.mtime)).map_err(io_err(&src))?;
+        fs::rename(&src, &dst).map_err(io_err(&dst))
+    }
+
+    /// Copy file `from` to `entry.path` (which must hold `local`), checking
+    /// the copy's hash.
+    pub fn copy(&self, from: &Entry, entry: &Entry, local: Option<&Entry>) -> Result<(), StoreError> {
+        let src = self.full_path(&from.path)?;
+        let mut tmp = self.create_temp(&entry.path)?;
+        let mut input = File::open(&src).map_err(io_err(&src))?;
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = input.read(&mut buf).map_err(io_err(&src))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            tmp.file.write_all(&buf[..n]).map_err(io_err(&tmp.path))?;
+        }
+        if Hash::from(hasher.finalize()) != entry.hash {
+            return Err(StoreError::HashMismatch(entry.path.to_string()));
+        }
+        self.commit(tmp, entry, local)
+    }
+
+    /// Remove temp files left by a crash. Returns how many.
+    pub fn clean_temp_files(&self) -> usize {
+        let mut removed = 0;
+        let mut stack = vec![self.root.clone()];
+        while let Some(dir) = stack.pop() {
+            let Ok(entries) = fs::read_dir(&dir) else { continue };
+            for de in entries.flatten() {
+                let full = de.path();
+                let Ok(ft) = de.file_type() else { continue };
+                let is_temp = de.file_name().to_str().is_some_and(|n| n.starts_with(TEMP_PREFIX));
+                if is_temp && ft.is_file() {
+                    if fs::remove_file(&full).is_ok() {
+                        removed += 1;
+                    }
+                } else if ft.is_dir() && full != self.state_dir {
+                    stack.push(full);
+                }
+            }
+        }
+        removed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path().to_path_buf(), dir.path().join(".dirsync"));
+        (dir, store)
+    }
+
+    fn rel(s: &str) -> RelPath {
+        RelPath::new(s).unwrap()
+    }
+
+    fn entry_for(store: &Store, p: &str) -> Entry {
+        let o = store.observe(&rel(p), None).unwrap().unwrap();
+        Entry {
+            path: o.path,
+            kind: o.kind,
+            deleted: false,
+            size: o.size,
+            mtime: o.mtime,
+            version: o.mtime,
+            hash: o.hash,
+        }
+    }
+
+    #[test]
+    fn scan_skips_state_temp_and_symlinks() {
+        let (dir, store) = setup();
+        let root = dir.path();
+        fs::create_dir_all(root.join(".dirsync")).unwrap();
+        fs::write(root.join(".dirsync/index"), b"x").unwrap();
+        fs::create_dir_all(root.join("a/b")).unwrap();
+        fs::write(root.join("a/b/f.txt"), b"hello").unwrap();
+        fs::write(root.join("a/.dirsync-tmp-1-2"), b"partial").unwrap();
+        std::os::unix::fs::symlink("/etc", root.join("link")).unwrap();
+        let mut got: Vec<_> = store.scan(None, &|_| None).into_iter().map(|o| (o.path.to_string(), o.kind)).collect();
+        got.sort();
+        assert_eq!(got, [("a".into(), Kind::Dir), ("a/b".into(), Kind::Dir), ("a/b/f.txt".to_string(), Kind::File)]);
+        assert_eq!(store.clean_temp_files(), 1);
+        assert!(!root.join("a/.dirsync-tmp-1-2").exists());
+        assert!(root.join(".dirsync/index").exists());
+    }
+
+    #[test]
+    fn commit_is_atomic_and_sets_mtime() {
+        let (dir, store) = setup();
+        let mut tmp = store.create_temp(&rel("d/new.txt")).unwrap();
+        tmp.file.write_all(b"data").unwrap();
+        let e = Entry {
+            path: rel("d/new.txt"),
+            kind: Kind::File,
+            deleted: false,
+            size: 4,
+            mtime: 1_500_000_000_123_456_789,
+            version: 1_500_000_000_123_456_789,
+            hash: Hash::of(b"data"),
+        };
+        assert!(!dir.path().join("d/new.txt").exists());
+        store.commit(tmp, &e, None).unwrap();
+        assert_eq!(fs::read(dir.path().join("d/new.txt")).unwrap(), b"data");
+        assert!(store.matches(&e.path, Some(&e)).unwrap());
+        let names: Vec<_> = fs::read_dir(dir.path().join("d")).unwrap().collect();
+        assert_eq!(names.len(), 1, "no temp file left");
+    }
+
+    #[test]
+    fn a_local_edit_is_never_overwritten() {
+        let (dir, store) = setup();
+        fs::write(dir.path().join("f"), b"old").unwrap();
+        let known = entry_for(&store, "f");
+        // The user edits the file after the index saw it.
+        fs::write(dir.path().join("f"), b"user edit!").unwrap();
+        let mut tmp = store.create_temp(&rel("f")).unwrap();
+        tmp.file.write_all(b"remote").unwrap();
+        let remote = Entry {
+            size: 6,
+            hash: Hash::of(b"remote"),
+            ..known.clone()
+        };
+        assert!(matches!(store.commit(tmp, &remote, Some(&known)), Err(StoreError::Changed(_))));
+        assert_eq!(fs::read(dir.path().join("f")).unwrap(), b"user edit!");
+        assert!(matches!(store.delete(&known), Err(StoreError::Changed(_))));
+        assert_eq!(store.clean_temp_files(), 0, "the abandoned temp file was removed");
+    }
+
+    #[test]
+    fn no_write_through_a_symlinked_folder() {
+        let (dir, store) = setup();
+        let outside = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("escape")).unwrap();
+        assert!(matches!(store.create_temp(&rel("escape/x")), Err(StoreError::Symlink(_))));
+        assert!(matches!(store.make_dir(&rel("escape/sub")), Err(StoreError::Symlink(_))));
+        assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn rename_and_copy_keep_content() {
+        let (dir, store) = setup();
+        fs::write(dir.path().join("a"), b"content").unwrap();
+        let a = entry_for(&store, "a");
+        let b = Entry { path: rel("x/b"), ..a.clone() };
+        store.copy(&a, &b, None).unwrap();
+        assert_eq!(fs::read(dir.path().join("x/b")).unwrap(), b"content");
+        let c = Entry { path: rel("c"), ..a.clone() };
+        store.rename(&a, &c, None).unwrap();
+        assert!(!dir.path().join("a").exists());
+        assert!(store.matches(&c.path, Some(&c)).unwrap());
+        let wrong = Entry { path: rel("d"), hash: Hash::of(b"other"), ..c.clone() };
+        assert!(matches!(store.copy(&c, &wrong, None), Err(StoreError::HashMismatch(_))));
+        assert!(!dir.path().join("d").exists());
+    }
+
+    #[test]
+    fn observe_reuses_the_known_hash() {
+        let (dir, store) = setup();
+        fs::write(dir.path().join("f"), b"abc").unwrap();
+        let mut known = entry_for(&store, "f");
+        known.hash = Hash::of(b"pretend");
+        // Same size and mtime: the file is not read again.
+        assert_eq!(store.observe(&rel("f"), Some(&known)).unwrap().unwrap().hash, Hash::of(b"pretend"));
+        assert_eq!(store.observe(&rel("f"), None).unwrap().unwrap().hash, Hash::of(b"abc"));
+        assert_eq!(store.observe(&rel("missing"), None).unwrap(), None);
+    }
+}

@@ -1,0 +1,389 @@
+//! The wire format: every message two nodes exchange, and the frame codec.
+//!
+//! Pure and total: any byte string decodes to a message or a `WireError`,
+//! never a panic, and never an allocation larger than the caps below, whatever
+//! length a peer claims. No IO here.
+//!
+//! A frame is an 8-byte big-endian body length, then the body:
+//! `[u32 BE json_len][zlib-compressed JSON][raw payload]`. The JSON carries
+//! the message; the raw payload carries file bytes, deltas and signatures so
+//! they cost no base64 and no compressor time. Discovery datagrams are
+//! separate (`Announce`): plain JSON, one per UDP packet.
+
+mod path;
+
+pub use path::{PathError, RelPath, MAX_PATH_LEN, STATE_DIR_NAME, TEMP_PREFIX};
+
+use flate2::{read::ZlibDecoder, write::ZlibEncoder, Compression};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
+use std::io::{Read, Write};
+
+/// The protocol version this build speaks; a peer with another is refused.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Largest frame body accepted (payload chunks are at most `MAX_PAYLOAD`).
+pub const MAX_FRAME: u64 = 17 * 1024 * 1024;
+/// Largest raw payload in one frame: one delta segment, with room for its
+/// framing, or one chunk of a whole file.
+pub const MAX_PAYLOAD: usize = 16 * 1024 * 1024 + 64 * 1024;
+/// Largest decompressed JSON accepted (a zlib bomb stops here).
+pub const MAX_JSON: usize = 8 * 1024 * 1024;
+/// Most entries in one `Index`/`Update` message, and wants in one `Want`.
+pub const MAX_ENTRIES: usize = 4096;
+/// Largest discovery datagram.
+pub const MAX_DATAGRAM: usize = 1024;
+/// Bytes before the body: the big-endian length.
+pub const LEN_PREFIX: usize = 8;
+
+/// A node's identity for one run: 64 random bits, shown as 16 hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeId(pub u64);
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+impl fmt::Debug for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+impl Serialize for NodeId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+impl<'de> Deserialize<'de> for NodeId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.len() != 16 {
+            return Err(serde::de::Error::custom("node id must be 16 hex digits"));
+        }
+        u64::from_str_radix(&s, 16)
+            .map(NodeId)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// A blake3 content hash, shown as 64 hex digits. All zero for directories
+/// and deletions.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Hash(pub [u8; 32]);
+
+impl Hash {
+    pub const ZERO: Hash = Hash([0; 32]);
+
+    pub fn of(data: &[u8]) -> Hash {
+        Hash(*blake3::hash(data).as_bytes())
+    }
+
+    /// The first 8 hex digits, for logs.
+    pub fn short(&self) -> String {
+        self.to_string()[..8].to_string()
+    }
+}
+impl From<blake3::Hash> for Hash {
+    fn from(h: blake3::Hash) -> Self {
+        Hash(*h.as_bytes())
+    }
+}
+impl fmt::Display for Hash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+impl fmt::Debug for Hash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.short())
+    }
+}
+impl Serialize for Hash {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+impl<'de> Deserialize<'de> for Hash {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.len() != 64 || !s.is_ascii() {
+            return Err(serde::de::Error::custom("hash must be 64 hex digits"));
+        }
+        let mut out = [0u8; 32];
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).map_err(serde::de::Error::custom)?;
+        }
+        Ok(Hash(out))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Dir,
+    File,
+}
+
+/// One path's version: what every node compares to decide the winner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub path: RelPath,
+    pub kind: Kind,
+    /// A tombstone: the path was deleted at `mtime`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
+    /// File size in bytes (0 for directories and tombstones).
+    pub size: u64,
+    /// The file's mtime, in nanoseconds since the Unix epoch (for
+    /// directories and tombstones: when the change was seen).
+    pub mtime: i64,
+    /// The time that ranks this version under last-modified-wins, in
+    /// nanoseconds: `mtime`, unless a local change had an mtime no newer than
+    /// the version it replaced (a rename, a restored backup), in which case
+    /// it is that version plus one, so the user's latest action still wins.
+    pub version: i64,
+    /// Content hash (zero for directories and tombstones).
+    pub hash: Hash,
+}
+
+/// A file a node asks a peer for, whole.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WantFile {
+    pub path: RelPath,
+    pub hash: Hash,
+}
+
+/// How the content after a `FileStart` is encoded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum ContentMode {
+    /// `Chunk`s of raw file bytes, in order, `entry.size` bytes in all.
+    Full,
+    /// One `Chunk` per segment of `crate::delta::SEGMENT` bytes of the new
+    /// file, each a fast_rsync delta against the same segment of `base`.
+    Delta { base: Hash },
+}
+
+/// Every message of a connection, after the frame is taken off.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Message {
+    /// First message each way on every connection.
+    Hello {
+        version: u32,
+        node: NodeId,
+        listen_port: u16,
+    },
+    /// Sent instead of continuing when the peer's hello is unacceptable;
+    /// the sender closes the connection after it.
+    Refuse { reason: String },
+    /// Part of the sender's whole index; `done` on the last part.
+    Index { entries: Vec<Entry>, done: bool },
+    /// Entries that changed on the sender since its index was sent.
+    Update { entries: Vec<Entry> },
+    /// Please send these files whole.
+    Want { files: Vec<WantFile> },
+    /// Please send `path` as a delta against my copy, whose hash is `base`;
+    /// the payload is my copy's signature (`crate::delta::FileSignature`).
+    WantDelta {
+        path: RelPath,
+        hash: Hash,
+        base: Hash,
+        #[serde(skip)]
+        signature: Vec<u8>,
+    },
+    /// A file's content follows: `Chunk`s, then `FileEnd`.
+    FileStart { entry: Entry, content: ContentMode },
+    /// Content bytes (payload only).
+    Chunk {
+        #[serde(skip)]
+        data: Vec<u8>,
+    },
+    /// The content of the last `FileStart` is complete.
+    FileEnd,
+    /// The wanted version of `path` is no longer here (changed or deleted
+    /// since); an `Update` with the newer entry follows or has been sent.
+    Unavailable { path: RelPath },
+}
+
+impl Message {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Message::Hello { .. } => "hello",
+            Message::Refuse { .. } => "refuse",
+            Message::Index { .. } => "index",
+            Message::Update { .. } => "update",
+            Message::Want { .. } => "want",
+            Message::WantDelta { .. } => "want_delta",
+            Message::FileStart { .. } => "file_start",
+            Message::Chunk { .. } => "chunk",
+            Message::FileEnd => "file_end",
+            Message::Unavailable { .. } => "unavailable",
+        }
+    }
+
+    fn payload(&self) -> &[u8] {
+        match self {
+            Message::WantDelta { signature, .. } => signature,
+            Message::Chunk { data } => data,
+            _ => &[],
+        }
+    }
+
+    fn set_payload(&mut self, payload: Vec<u8>) -> Result<(), WireError> {
+        match self {
+            Message::WantDelta { signature, .. } => *signature = payload,
+            Message::Chunk { data } => *data = payload,
+            _ if payload.is_empty() => {}
+            _ => return Err(WireError::UnexpectedPayload(self.name())),
+        }
+        Ok(())
+    }
+
+    fn check_limits(&self) -> Result<(), WireError> {
+        let n = match self {
+            Message::Index { entries, .. } | Message::Update { entries } => entries.len(),
+            Message::Want { files } => files.len(),
+            _ => 0,
+        };
+        if n > MAX_ENTRIES {
+            return Err(WireError::TooManyEntries(n));
+        }
+        if self.payload().len() > MAX_PAYLOAD {
+            return Err(WireError::TooLarge(self.payload().len() as u64));
+        }
+        Ok(())
+    }
+}
+
+/// A discovery datagram: "node `node` listens for TCP on `port`".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Announce {
+    /// Always "dirsync": tells our datagrams from other traffic on the port.
+    pub app: String,
+    pub version: u32,
+    pub node: NodeId,
+    pub port: u16,
+}
+
+impl Announce {
+    pub const APP: &'static str = "dirsync";
+
+    pub fn new(node: NodeId, port: u16) -> Self {
+        Announce {
+            app: Self::APP.to_string(),
+            version: PROTOCOL_VERSION,
+            node,
+            port,
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    pub fn decode(buf: &[u8]) -> Result<Announce, WireError> {
+        if buf.len() > MAX_DATAGRAM {
+            return Err(WireError::TooLarge(buf.len() as u64));
+        }
+        let a: Announce = serde_json::from_slice(buf).map_err(|e| WireError::Json(e.to_string()))?;
+        if a.app != Self::APP {
+            return Err(WireError::Json(format!("not a dirsync announcement: app {:?}", a.app)));
+        }
+        Ok(a)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    #[error("frame of {0} bytes is over the limit")]
+    TooLarge(u64),
+    #[error("frame body of {0} bytes is too short for its header")]
+    Truncated(usize),
+    #[error("JSON length {json} does not fit a body of {body} bytes")]
+    BadJsonLength { json: usize, body: usize },
+    #[error("decompressed message is over {MAX_JSON} bytes")]
+    JsonTooLarge,
+    #[error("bad zlib data: {0}")]
+    Zlib(String),
+    #[error("bad message: {0}")]
+    Json(String),
+    #[error("{0} entries in one message is over the limit")]
+    TooManyEntries(usize),
+    #[error("message {0} carries no payload, but the frame has one")]
+    UnexpectedPayload(&'static str),
+}
+
+/// Encode `msg` as one frame, length prefix included.
+pub fn encode(msg: &Message) -> Vec<u8> {
+    let json = serde_json::to_vec(msg).unwrap_or_default();
+    let mut z = ZlibEncoder::new(Vec::with_capacity(json.len() / 2 + 16), Compression::default());
+    // Writing into a Vec cannot fail.
+    let _ = z.write_all(&json);
+    let zjson = z.finish().unwrap_or_default();
+    let payload = msg.payload();
+    let body_len = 4 + zjson.len() + payload.len();
+    let mut out = Vec::with_capacity(LEN_PREFIX + body_len);
+    out.extend_from_slice(&(body_len as u64).to_be_bytes());
+    out.extend_from_slice(&(zjson.len() as u32).to_be_bytes());
+    out.extend_from_slice(&zjson);
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Check a frame's length prefix before reading the body it announces.
+pub fn body_len(prefix: [u8; LEN_PREFIX]) -> Result<usize, WireError> {
+    let len = u64::from_be_bytes(prefix);
+    if len > MAX_FRAME {
+        return Err(WireError::TooLarge(len));
+    }
+    Ok(len as usize)
+}
+
+/// Decode one frame body (without its length prefix).
+pub fn decode_body(mut body: Vec<u8>) -> Result<Message, WireError> {
+    if body.len() < 4 {
+        return Err(WireError::Truncated(body.len()));
+    }
+    let json_len = u32::from_be_bytes([body[0], body[1], body[2], body[3]]) as usize;
+    if json_len > body.len() - 4 {
+        return Err(WireError::BadJsonLength {
+            json: json_len,
+            body: body.len(),
+        });
+    }
+    let payload = body.split_off(4 + json_len);
+    let mut json = Vec::new();
+    ZlibDecoder::new(&body[4..])
+        .take(MAX_JSON as u64 + 1)
+        .read_to_end(&mut json)
+        .map_err(|e| WireError::Zlib(e.to_string()))?;
+    if json.len() > MAX_JSON {
+        return Err(WireError::JsonTooLarge);
+    }
+    let mut msg: Message = serde_json::from_slice(&json).map_err(|e| WireError::Json(e.to_string()))?;
+    msg.set_payload(payload)?;
+    msg.check_limits()?;
+    Ok(msg)
+}
+
+/// Decode the first frame in `buf`: `Ok(None)` while it is incomplete,
+/// otherwise the message and the number of bytes it used.
+pub fn decode(buf: &[u8]) -> Result<Option<(Message, usize)>, WireError> {
+    let Some(prefix) = buf.get(..LEN_PREFIX) else {
+        return Ok(None);
+    };
+    let mut p = [0u8; LEN_PREFIX];
+    p.copy_from_slice(prefix);
+    let len = body_len(p)?;
+    let Some(body) = buf.get(LEN_PREFIX..LEN_PREFIX + len) else {
+        return Ok(None);
+    };
+    Ok(Some((decode_body(body.to_vec())?, LEN_PREFIX + len)))
+}
+
+#[cfg(test)]
+mod tests;

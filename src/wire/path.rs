@@ -1,0 +1,210 @@
+//! `RelPath`: a path relative to the synced directory, checked once at the
+//! edge so the rest of the code can trust it.
+//!
+//! A `RelPath` is non-empty UTF-8, uses `/` as separator, and has no empty,
+//! `.` or `..` component, no leading `/`, no NUL or backslash, no component
+//! longer than 255 bytes and no more than 4096 bytes in all. Names reserved
+//! for dirsync's own state and temp files are refused too, so a peer can
+//! never make us overwrite them. Deserializing validates, so a malformed path
+//! in a peer's message fails the decode of that message.
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Prefix of the temp files dirsync writes before renaming into place.
+pub const TEMP_PREFIX: &str = ".dirsync-tmp-";
+/// Name of the default state directory inside the synced directory.
+pub const STATE_DIR_NAME: &str = ".dirsync";
+/// Longest path accepted, in bytes.
+pub const MAX_PATH_LEN: usize = 4096;
+/// Longest single component accepted, in bytes (the common filesystem limit).
+pub const MAX_COMPONENT_LEN: usize = 255;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("empty path")]
+    Empty,
+    #[error("path longer than {MAX_PATH_LEN} bytes")]
+    TooLong,
+    #[error("absolute path {0:?}")]
+    Absolute(String),
+    #[error("path {0:?} has an empty, '.' or '..' component")]
+    BadComponent(String),
+    #[error("path {0:?} contains NUL or a backslash")]
+    BadCharacter(String),
+    #[error("path {0:?} names dirsync's own state or temp files")]
+    Reserved(String),
+    #[error("path {0:?} is not valid UTF-8")]
+    NotUtf8(String),
+}
+
+/// A validated relative path; see the module docs for the rules.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RelPath(String);
+
+impl RelPath {
+    pub fn new(s: impl Into<String>) -> Result<Self, PathError> {
+        let s = s.into();
+        if s.is_empty() {
+            return Err(PathError::Empty);
+        }
+        if s.len() > MAX_PATH_LEN {
+            return Err(PathError::TooLong);
+        }
+        if s.starts_with('/') {
+            return Err(PathError::Absolute(s));
+        }
+        if s.contains('\0') || s.contains('\\') {
+            return Err(PathError::BadCharacter(s));
+        }
+        for (i, part) in s.split('/').enumerate() {
+            if part.is_empty() || part == "." || part == ".." || part.len() > MAX_COMPONENT_LEN {
+                return Err(PathError::BadComponent(s));
+            }
+            if part.starts_with(TEMP_PREFIX) || (i == 0 && part == STATE_DIR_NAME) {
+                return Err(PathError::Reserved(s));
+            }
+        }
+        Ok(RelPath(s))
+    }
+
+    /// The relative path of `full` below `root`, if it is a valid `RelPath`.
+    pub fn from_fs(root: &Path, full: &Path) -> Result<Self, PathError> {
+        let rel = full
+            .strip_prefix(root)
+            .map_err(|_| PathError::Absolute(full.display().to_string()))?;
+        let mut parts = Vec::new();
+        for c in rel.components() {
+            match c {
+                std::path::Component::Normal(os) => parts.push(
+                    os.to_str()
+                        .ok_or_else(|| PathError::NotUtf8(rel.display().to_string()))?,
+                ),
+                _ => return Err(PathError::BadComponent(rel.display().to_string())),
+            }
+        }
+        RelPath::new(parts.join("/"))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The path below `root` on this machine.
+    pub fn to_fs(&self, root: &Path) -> PathBuf {
+        let mut p = root.to_path_buf();
+        p.extend(self.0.split('/'));
+        p
+    }
+
+    /// The parent directory, `None` at the top level.
+    pub fn parent(&self) -> Option<RelPath> {
+        self.0.rfind('/').map(|i| RelPath(self.0[..i].to_string()))
+    }
+
+    /// All ancestors, outermost first (`a/b/c` gives `a`, `a/b`).
+    pub fn ancestors(&self) -> Vec<RelPath> {
+        self.0
+            .match_indices('/')
+            .map(|(i, _)| RelPath(self.0[..i].to_string()))
+            .collect()
+    }
+
+    /// The last component.
+    pub fn file_name(&self) -> &str {
+        self.0.rsplit('/').next().unwrap_or(&self.0)
+    }
+
+    /// True if `self` is `dir` or lies below it.
+    pub fn is_within(&self, dir: &RelPath) -> bool {
+        self.0 == dir.0
+            || (self.0.len() > dir.0.len()
+                && self.0.starts_with(&dir.0)
+                && self.0.as_bytes()[dir.0.len()] == b'/')
+    }
+
+    /// Number of components (`a/b` is 2).
+    pub fn depth(&self) -> usize {
+        self.0.matches('/').count() + 1
+    }
+}
+
+impl fmt::Display for RelPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for RelPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
+
+impl Serialize for RelPath {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for RelPath {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        RelPath::new(s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_ordinary_and_odd_names() {
+        for ok in ["a", "a/b/c.txt", "with space/ü ñ 日本", "a/.hidden", "x/.dirsync", "-rf", "a\nb"] {
+            assert!(RelPath::new(ok).is_ok(), "{ok:?} should be accepted");
+        }
+    }
+
+    #[test]
+    fn rejects_escapes_and_reserved_names() {
+        let long = "x".repeat(MAX_PATH_LEN + 1);
+        let long_part = "y".repeat(MAX_COMPONENT_LEN + 1);
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../escape",
+            "a/../../b",
+            "a/./b",
+            "a//b",
+            "a/",
+            "a\0b",
+            "a\\..\\b",
+            ".dirsync",
+            ".dirsync/index",
+            "d/.dirsync-tmp-x",
+            long.as_str(),
+            long_part.as_str(),
+        ] {
+            assert!(RelPath::new(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn deserialize_validates() {
+        assert!(serde_json::from_str::<RelPath>("\"../x\"").is_err());
+        assert_eq!(serde_json::from_str::<RelPath>("\"a/b\"").unwrap().as_str(), "a/b");
+    }
+
+    #[test]
+    fn structure_helpers() {
+        let p = RelPath::new("a/b/c").unwrap();
+        assert_eq!(p.parent().unwrap().as_str(), "a/b");
+        assert_eq!(p.ancestors().iter().map(|a| a.as_str()).collect::<Vec<_>>(), ["a", "a/b"]);
+        assert_eq!(p.file_name(), "c");
+        assert!(p.is_within(&RelPath::new("a").unwrap()));
+        assert!(!RelPath::new("ab").unwrap().is_within(&RelPath::new("a").unwrap()));
+        assert_eq!(p.depth(), 3);
+        assert_eq!(RelPath::from_fs(Path::new("/r"), Path::new("/r/a/b/c")).unwrap(), p);
+    }
+}

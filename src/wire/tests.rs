@@ -1,0 +1,259 @@
+use super::*;
+
+fn path(s: &str) -> RelPath {
+    RelPath::new(s).unwrap()
+}
+
+fn file_entry() -> Entry {
+    Entry {
+        path: path("docs/report.txt"),
+        kind: Kind::File,
+        deleted: false,
+        size: 11,
+        mtime: 1_764_000_000_123_456_789,
+        version: 1_764_000_000_123_456_789,
+        hash: Hash::of(b"hello world"),
+    }
+}
+
+/// One example of every message, in the order docs/PROTOCOL.md lists them.
+pub(crate) fn examples() -> Vec<(&'static str, Message)> {
+    let e = file_entry();
+    let tomb = Entry {
+        path: path("old.txt"),
+        kind: Kind::File,
+        deleted: true,
+        size: 0,
+        mtime: 1_764_000_100_000_000_000,
+        version: 1_764_000_100_000_000_000,
+        hash: Hash::ZERO,
+    };
+    let dir = Entry {
+        path: path("docs"),
+        kind: Kind::Dir,
+        deleted: false,
+        size: 0,
+        mtime: 1_764_000_000_000_000_000,
+        version: 1_764_000_000_000_000_000,
+        hash: Hash::ZERO,
+    };
+    vec![
+        (
+            "hello",
+            Message::Hello {
+                version: PROTOCOL_VERSION,
+                node: NodeId(0x1234_5678_9abc_def0),
+                listen_port: 6000,
+            },
+        ),
+        (
+            "refuse",
+            Message::Refuse {
+                reason: "protocol version 2 is not spoken here (this node speaks 1)".into(),
+            },
+        ),
+        (
+            "index",
+            Message::Index {
+                entries: vec![dir.clone(), e.clone()],
+                done: true,
+            },
+        ),
+        ("update", Message::Update { entries: vec![tomb] }),
+        (
+            "want",
+            Message::Want {
+                files: vec![WantFile {
+                    path: e.path.clone(),
+                    hash: e.hash,
+                }],
+            },
+        ),
+        (
+            "want_delta",
+            Message::WantDelta {
+                path: e.path.clone(),
+                hash: e.hash,
+                base: Hash::of(b"hello"),
+                signature: vec![0xAB; 40],
+            },
+        ),
+        (
+            "file_start_full",
+            Message::FileStart {
+                entry: e.clone(),
+                content: ContentMode::Full,
+            },
+        ),
+        (
+            "file_start_delta",
+            Message::FileStart {
+                entry: e.clone(),
+                content: ContentMode::Delta { base: Hash::of(b"hello") },
+            },
+        ),
+        ("chunk", Message::Chunk { data: b"hello world".to_vec() }),
+        ("file_end", Message::FileEnd),
+        ("unavailable", Message::Unavailable { path: e.path }),
+    ]
+}
+
+/// What a snapshot shows: the JSON part as sent, and the raw payload's size.
+fn render(msg: &Message) -> String {
+    let json = serde_json::to_string_pretty(msg).unwrap();
+    format!("{json}\n+ raw payload: {} bytes", msg.payload().len())
+}
+
+#[test]
+fn every_message_snapshot() {
+    for (name, msg) in examples() {
+        insta::assert_snapshot!(name, render(&msg));
+    }
+}
+
+#[test]
+fn announce_snapshot_and_round_trip() {
+    let a = Announce::new(NodeId(0xfeed), 6000);
+    let bytes = a.encode();
+    insta::assert_snapshot!("announce", String::from_utf8(bytes.clone()).unwrap());
+    assert_eq!(Announce::decode(&bytes).unwrap(), a);
+}
+
+#[test]
+fn announce_rejects_junk() {
+    assert!(Announce::decode(b"").is_err());
+    assert!(Announce::decode(b"\xff\x00garbage").is_err());
+    assert!(Announce::decode(br#"{"app":"other","version":1,"node":"000000000000feed","port":1}"#).is_err());
+    assert!(Announce::decode(&vec![b' '; MAX_DATAGRAM + 1]).is_err());
+}
+
+#[test]
+fn every_message_round_trips() {
+    for (name, msg) in examples() {
+        let frame = encode(&msg);
+        let (back, used) = decode(&frame).unwrap().unwrap();
+        assert_eq!(back, msg, "{name}");
+        assert_eq!(used, frame.len(), "{name}");
+    }
+}
+
+#[test]
+fn incomplete_frames_ask_for_more() {
+    let frame = encode(&examples()[2].1);
+    for cut in 0..frame.len() {
+        assert_eq!(decode(&frame[..cut]).unwrap(), None, "cut at {cut}");
+    }
+}
+
+#[test]
+fn two_frames_in_one_buffer() {
+    let mut buf = encode(&Message::FileEnd);
+    let first = buf.len();
+    buf.extend(encode(&Message::Chunk { data: vec![7; 3] }));
+    let (m1, n1) = decode(&buf).unwrap().unwrap();
+    assert_eq!((m1, n1), (Message::FileEnd, first));
+    let (m2, _) = decode(&buf[n1..]).unwrap().unwrap();
+    assert_eq!(m2, Message::Chunk { data: vec![7; 3] });
+}
+
+#[test]
+fn oversized_length_is_refused_before_reading() {
+    let huge = (1u64 << 62).to_be_bytes();
+    assert!(matches!(decode(&huge), Err(WireError::TooLarge(_))));
+    assert!(matches!(body_len((MAX_FRAME + 1).to_be_bytes()), Err(WireError::TooLarge(_))));
+    assert_eq!(body_len(MAX_FRAME.to_be_bytes()), Ok(MAX_FRAME as usize));
+}
+
+#[test]
+fn corrupt_bodies_are_errors_not_panics() {
+    let cases: Vec<Vec<u8>> = vec![
+        vec![],
+        vec![0, 0],
+        vec![0, 0, 0, 50, 1, 2],             // json length past the end
+        vec![0, 0, 0, 3, 0xde, 0xad, 0xbe],   // not zlib
+        {
+            // valid zlib, not JSON
+            let mut z = ZlibEncoder::new(Vec::new(), Compression::default());
+            z.write_all(b"not json").unwrap();
+            let zj = z.finish().unwrap();
+            let mut b = (zj.len() as u32).to_be_bytes().to_vec();
+            b.extend(zj);
+            b
+        },
+    ];
+    for body in cases {
+        assert!(decode_body(body.clone()).is_err(), "{body:?}");
+    }
+    // Flip every byte of a valid frame once: never a panic.
+    let frame = encode(&examples()[2].1);
+    for i in LEN_PREFIX..frame.len() {
+        let mut bad = frame[LEN_PREFIX..].to_vec();
+        bad[i - LEN_PREFIX] ^= 0x5a;
+        let _ = decode_body(bad);
+    }
+}
+
+fn body_with_json(json: &[u8], payload: &[u8]) -> Vec<u8> {
+    let mut z = ZlibEncoder::new(Vec::new(), Compression::best());
+    z.write_all(json).unwrap();
+    let zj = z.finish().unwrap();
+    let mut b = (zj.len() as u32).to_be_bytes().to_vec();
+    b.extend(zj);
+    b.extend_from_slice(payload);
+    b
+}
+
+#[test]
+fn zlib_bomb_stops_at_the_cap() {
+    // 64 MiB of spaces compresses to ~64 KiB; decoding must stop at MAX_JSON.
+    let body = body_with_json(&vec![b' '; 64 * 1024 * 1024], &[]);
+    assert!(body.len() < 1024 * 1024);
+    assert_eq!(decode_body(body), Err(WireError::JsonTooLarge));
+}
+
+#[test]
+fn payload_on_a_message_without_one_is_refused() {
+    let body = body_with_json(br#"{"type":"file_end"}"#, b"extra");
+    assert_eq!(decode_body(body), Err(WireError::UnexpectedPayload("file_end")));
+}
+
+#[test]
+fn hostile_paths_fail_the_decode() {
+    for p in ["../escape", "/etc/passwd", "a/../../b", ".dirsync/index", "a\u{0}b"] {
+        let json = serde_json::json!({"type": "want", "files": [{"path": p, "hash": Hash::ZERO}]});
+        let body = body_with_json(json.to_string().as_bytes(), &[]);
+        assert!(matches!(decode_body(body), Err(WireError::Json(_))), "{p}");
+    }
+}
+
+#[test]
+fn too_many_entries_are_refused() {
+    let files: Vec<_> = (0..=MAX_ENTRIES)
+        .map(|i| WantFile {
+            path: RelPath::new(format!("f{i}")).unwrap(),
+            hash: Hash::ZERO,
+        })
+        .collect();
+    let frame = encode(&Message::Want { files });
+    assert!(matches!(decode(&frame), Err(WireError::TooManyEntries(_))));
+}
+
+#[test]
+fn file_bytes_cost_no_base64() {
+    // An incompressible 1 MiB chunk: the frame may add only a few bytes.
+    let data: Vec<u8> = (0..1024 * 1024u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let frame = encode(&Message::Chunk { data: data.clone() });
+    assert!(frame.len() < data.len() + 64, "overhead {}", frame.len() - data.len());
+}
+
+#[test]
+fn node_id_and_hash_parse_strictly() {
+    assert!(serde_json::from_str::<NodeId>("\"12\"").is_err());
+    assert!(serde_json::from_str::<NodeId>("\"zzzzzzzzzzzzzzzz\"").is_err());
+    assert!(serde_json::from_str::<Hash>("\"00\"").is_err());
+    let h = Hash::of(b"x");
+    assert_eq!(serde_json::from_str::<Hash>(&serde_json::to_string(&h).unwrap()).unwrap(), h);
+    // Multi-byte characters must not make the hex parser panic.
+    let odd = format!("\"{}\"", "é".repeat(32));
+    assert!(serde_json::from_str::<Hash>(&odd).is_err());
+}
