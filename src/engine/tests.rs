@@ -1,0 +1,381 @@
+//! Engine tests: inputs in, exact commands out. No sockets, no clock.
+
+use super::*;
+use crate::wire::{ContentMode, Message};
+
+const ME: NodeId = NodeId(10);
+const A: NodeId = NodeId(20);
+const B: NodeId = NodeId(30);
+
+fn p(s: &str) -> RelPath {
+    RelPath::new(s).unwrap()
+}
+
+fn file(path: &str, t: i64, content: &[u8]) -> Entry {
+    Entry {
+        path: p(path),
+        kind: Kind::File,
+        deleted: false,
+        size: content.len() as u64,
+        mtime: t,
+        version: t,
+        hash: Hash::of(content),
+    }
+}
+
+fn big(path: &str, t: i64, seed: u8) -> Entry {
+    Entry {
+        size: DELTA_MIN_SIZE * 2,
+        ..file(path, t, &[seed])
+    }
+}
+
+fn dir(path: &str, t: i64) -> Entry {
+    Entry {
+        path: p(path),
+        kind: Kind::Dir,
+        deleted: false,
+        size: 0,
+        mtime: t,
+        version: t,
+        hash: Hash::ZERO,
+    }
+}
+
+fn tomb(path: &str, t: i64) -> Entry {
+    Entry {
+        deleted: true,
+        size: 0,
+        hash: Hash::ZERO,
+        ..file(path, t, b"")
+    }
+}
+
+fn observed(e: &Entry) -> Observed {
+    Observed {
+        path: e.path.clone(),
+        kind: e.kind,
+        size: e.size,
+        mtime: e.mtime,
+        hash: e.hash,
+    }
+}
+
+fn engine_with(entries: &[Entry]) -> Engine {
+    let mut index = Index::default();
+    for e in entries {
+        index.insert(e.clone());
+    }
+    Engine::new(ME, index)
+}
+
+/// An engine connected to `peers` whose own index has been sent.
+fn connected(entries: &[Entry], peers: &[NodeId]) -> Engine {
+    let mut e = engine_with(entries);
+    for peer in peers {
+        e.handle_connected(*peer);
+    }
+    e.take_commands();
+    e
+}
+
+fn index_msg(entries: Vec<Entry>) -> Message {
+    Message::Index { entries, done: true }
+}
+
+fn want(peer: NodeId, files: &[&Entry]) -> Command {
+    Command::Send {
+        peer,
+        msg: Message::Want {
+            files: files
+                .iter()
+                .map(|e| WantFile {
+                    path: e.path.clone(),
+                    hash: e.hash,
+                })
+                .collect(),
+        },
+    }
+}
+
+fn update(peer: NodeId, entries: Vec<Entry>) -> Command {
+    Command::Send {
+        peer,
+        msg: Message::Update { entries },
+    }
+}
+
+#[test]
+fn connect_sends_the_whole_index_even_when_empty() {
+    let mut e = engine_with(&[]);
+    e.handle_connected(A);
+    assert_eq!(
+        e.take_commands(),
+        vec![Command::Send {
+            peer: A,
+            msg: index_msg(vec![])
+        }]
+    );
+    let f = file("a", 1, b"x");
+    let mut e = engine_with(std::slice::from_ref(&f));
+    e.handle_connected(A);
+    assert_eq!(e.take_commands(), vec![Command::Send { peer: A, msg: index_msg(vec![f]) }]);
+}
+
+#[test]
+fn a_peers_new_files_are_wanted_in_one_batch_and_folders_made_first() {
+    let mut e = connected(&[], &[A]);
+    let (f1, f2, d) = (file("d/x", 5, b"1"), file("y", 5, b"2"), dir("d", 4));
+    e.handle_message(A, index_msg(vec![f2.clone(), f1.clone(), d.clone()]));
+    assert_eq!(
+        e.take_commands(),
+        vec![Command::Apply { peer: A, action: Action::MakeDir { entry: d.clone() } }, want(A, &[&f1, &f2])]
+    );
+    assert_eq!(e.pending(), 2);
+    // Nothing is synchronized until the files arrive.
+    assert_eq!(e.peers().collect::<Vec<_>>(), vec![(A, false)]);
+    e.handle_action_done(A, Action::MakeDir { entry: d }, Ok(()));
+    for f in [&f1, &f2] {
+        assert!(e.accept_content(A, f).is_ok());
+        e.handle_received(A, f.clone(), false, Ok(10));
+    }
+    assert_eq!(e.pending(), 0);
+    assert_eq!(e.peers().collect::<Vec<_>>(), vec![(A, true)]);
+    assert_eq!(e.index().live(&p("d/x")), Some(&f1));
+}
+
+#[test]
+fn older_or_equal_versions_change_nothing() {
+    let mine = file("a", 10, b"new");
+    let mut e = connected(std::slice::from_ref(&mine), &[A]);
+    e.handle_message(A, index_msg(vec![file("a", 9, b"old"), mine.clone(), tomb("a", 3)]));
+    assert_eq!(e.take_commands(), vec![]);
+    assert_eq!(e.peers().collect::<Vec<_>>(), vec![(A, true)]);
+}
+
+#[test]
+fn a_newer_tombstone_deletes_and_an_unknown_one_is_remembered() {
+    let mine = file("a", 10, b"x");
+    let mut e = connected(std::slice::from_ref(&mine), &[A]);
+    let (ta, tb) = (tomb("a", 11), tomb("never-had", 11));
+    e.handle_message(A, index_msg(vec![ta.clone(), tb.clone()]));
+    assert_eq!(
+        e.take_commands(),
+        vec![Command::Apply {
+            peer: A,
+            action: Action::Delete { entry: ta.clone(), local: mine }
+        }]
+    );
+    assert_eq!(e.index().get(&tb.path), Some(&tb));
+}
+
+#[test]
+fn same_content_with_another_mtime_is_a_touch_not_a_transfer() {
+    let mine = file("a", 10, b"same");
+    let theirs = file("a", 12, b"same");
+    let mut e = connected(std::slice::from_ref(&mine), &[A]);
+    e.handle_message(A, index_msg(vec![theirs.clone()]));
+    assert_eq!(
+        e.take_commands(),
+        vec![Command::Apply {
+            peer: A,
+            action: Action::SetMtime { entry: theirs, local: mine }
+        }]
+    );
+}
+
+#[test]
+fn a_rename_moves_local_content_instead_of_transferring_it() {
+    let old = file("old/name.txt", 10, b"content");
+    let mut e = connected(&[old.clone(), file("other", 1, b"o")], &[A, B]);
+    let gone = tomb("old/name.txt", 20);
+    let new = file("new/name.txt", 10, b"content");
+    e.handle_message(A, Message::Update { entries: vec![gone.clone(), new.clone()] });
+    let rename = Action::Rename {
+        from: old,
+        from_tombstone: gone.clone(),
+        entry: new.clone(),
+        local: None,
+    };
+    assert_eq!(e.take_commands(), vec![Command::Apply { peer: A, action: rename.clone() }]);
+    e.handle_action_done(A, rename, Ok(()));
+    // Both halves are recorded and passed on to the other peer.
+    assert_eq!(e.take_commands(), vec![update(B, vec![gone.clone()]), update(B, vec![new.clone()])]);
+    assert_eq!(e.index().get(&gone.path), Some(&gone));
+    assert_eq!(e.index().live(&new.path), Some(&new));
+}
+
+#[test]
+fn a_copy_of_local_content_needs_no_transfer() {
+    let src = file("a", 10, b"content");
+    let mut e = connected(std::slice::from_ref(&src), &[A]);
+    let copy = file("b", 12, b"content");
+    e.handle_message(A, Message::Update { entries: vec![copy.clone()] });
+    assert_eq!(
+        e.take_commands(),
+        vec![Command::Apply {
+            peer: A,
+            action: Action::Copy {
+                from: src,
+                entry: copy,
+                local: None
+            }
+        }]
+    );
+}
+
+#[test]
+fn a_big_older_copy_asks_for_a_delta_and_falls_back_to_whole() {
+    let mine = big("v.bin", 10, 1);
+    let theirs = big("v.bin", 20, 2);
+    let mut e = connected(std::slice::from_ref(&mine), &[A]);
+    e.handle_message(A, Message::Update { entries: vec![theirs.clone()] });
+    assert_eq!(
+        e.take_commands(),
+        vec![Command::RequestDelta {
+            peer: A,
+            want: theirs.clone(),
+            base: mine
+        }]
+    );
+    // The delta did not rebuild the announced file: ask for the whole file.
+    e.handle_received(A, theirs.clone(), true, Err("hash mismatch".into()));
+    assert_eq!(e.take_commands(), vec![want(A, &[&theirs])]);
+    // A whole file failing too gives up on that source.
+    e.handle_received(A, theirs.clone(), false, Err("hash mismatch".into()));
+    assert_eq!(e.take_commands(), vec![]);
+    assert_eq!(e.pending(), 0);
+}
+
+#[test]
+fn one_source_per_file_and_failover_when_it_leaves() {
+    let mut e = connected(&[], &[A, B]);
+    let f = file("f", 5, b"x");
+    e.handle_message(A, Message::Update { entries: vec![f.clone()] });
+    assert_eq!(e.take_commands(), vec![want(A, &[&f])]);
+    // B announces the same version: no second request.
+    e.handle_message(B, Message::Update { entries: vec![f.clone()] });
+    assert_eq!(e.take_commands(), vec![]);
+    // A leaves before sending: ask B.
+    e.handle_disconnected(A);
+    assert_eq!(e.take_commands(), vec![want(B, &[&f])]);
+    assert!(e.accept_content(A, &f).is_err());
+    assert!(e.accept_content(B, &f).is_ok());
+}
+
+#[test]
+fn received_files_are_passed_on_to_the_other_peers_only() {
+    let mut e = connected(&[], &[A, B]);
+    let f = file("f", 5, b"x");
+    e.handle_message(A, Message::Update { entries: vec![f.clone()] });
+    e.take_commands();
+    e.handle_received(A, f.clone(), false, Ok(100));
+    assert_eq!(e.take_commands(), vec![update(B, vec![f])]);
+    assert!(e.take_dirty());
+    assert!(!e.take_dirty());
+}
+
+#[test]
+fn unsolicited_content_is_refused() {
+    let e = connected(&[], &[A]);
+    assert!(e.accept_content(A, &file("x", 1, b"x")).is_err());
+}
+
+#[test]
+fn local_changes_go_to_every_peer() {
+    let old = file("a", 10, b"v1");
+    let mut e = connected(std::slice::from_ref(&old), &[A, B]);
+    let new = file("a", 20, b"v2");
+    let created = file("b", 21, b"new");
+    e.handle_local(100, &[None], vec![observed(&new), observed(&created)]);
+    let changes = vec![new.clone(), created.clone()];
+    assert_eq!(e.take_commands(), vec![update(A, changes.clone()), update(B, changes)]);
+    // Deleting `b` on disk: a tombstone at `now`.
+    e.handle_local(200, &[Some(p("b"))], vec![]);
+    assert_eq!(e.take_commands(), vec![update(A, vec![tomb("b", 200)]), update(B, vec![tomb("b", 200)])]);
+    // A scan that finds everything as indexed changes nothing.
+    e.handle_local(300, &[None], vec![observed(&new)]);
+    assert_eq!(e.take_commands(), vec![]);
+}
+
+#[test]
+fn a_local_file_older_than_the_tombstone_it_replaces_still_wins() {
+    // `mv` keeps an old mtime; the user's latest action must still win.
+    let t = tomb("name", 500);
+    let mut e = connected(std::slice::from_ref(&t), &[A]);
+    let restored = file("name", 100, b"restored");
+    e.handle_local(600, &[None], vec![observed(&restored)]);
+    let expected = Entry { version: 501, ..restored };
+    assert_eq!(e.take_commands(), vec![update(A, vec![expected.clone()])]);
+    assert!(crate::index::beats(&expected, &t));
+}
+
+#[test]
+fn wants_are_served_only_for_the_version_held() {
+    let f = file("a", 10, b"x");
+    let mut e = connected(std::slice::from_ref(&f), &[A]);
+    e.handle_message(
+        A,
+        Message::Want {
+            files: vec![
+                WantFile { path: f.path.clone(), hash: f.hash },
+                WantFile { path: f.path.clone(), hash: Hash::of(b"old") },
+            ],
+        },
+    );
+    assert_eq!(
+        e.take_commands(),
+        vec![
+            Command::SendContent { peer: A, entry: f.clone(), base: None },
+            Command::Send { peer: A, msg: Message::Unavailable { path: f.path.clone() } },
+        ]
+    );
+    let sig = vec![1, 2, 3];
+    e.handle_message(A, Message::WantDelta { path: f.path.clone(), hash: f.hash, base: Hash::of(b"b"), signature: sig.clone() });
+    assert_eq!(e.take_commands(), vec![Command::SendContent { peer: A, entry: f, base: Some((Hash::of(b"b"), sig)) }]);
+}
+
+#[test]
+fn unavailable_drops_that_source() {
+    let mut e = connected(&[], &[A]);
+    let f = file("f", 5, b"x");
+    e.handle_message(A, Message::Update { entries: vec![f.clone()] });
+    e.take_commands();
+    e.handle_message(A, Message::Unavailable { path: f.path.clone() });
+    assert_eq!(e.take_commands(), vec![]);
+    assert_eq!(e.pending(), 0);
+}
+
+#[test]
+fn a_second_hello_or_stray_content_closes_the_connection() {
+    let mut e = connected(&[], &[A]);
+    e.handle_message(A, Message::Hello { version: 1, node: A, listen_port: 1 });
+    e.handle_message(A, Message::FileStart { entry: file("x", 1, b"x"), content: ContentMode::Full });
+    let cmds = e.take_commands();
+    assert_eq!(cmds.len(), 2);
+    assert!(cmds.iter().all(|c| matches!(c, Command::Close { peer, .. } if *peer == A)));
+}
+
+#[test]
+fn two_nodes_pick_the_same_winner_for_equal_mtimes() {
+    let one = file("f", 50, b"one");
+    let two = file("f", 50, b"two");
+    let mut x = connected(std::slice::from_ref(&one), &[A]);
+    let mut y = connected(std::slice::from_ref(&two), &[A]);
+    x.handle_message(A, Message::Update { entries: vec![two.clone()] });
+    y.handle_message(A, Message::Update { entries: vec![one.clone()] });
+    let x_wants = !x.take_commands().is_empty();
+    let y_wants = !y.take_commands().is_empty();
+    // Exactly one side takes the other's version.
+    assert_ne!(x_wants, y_wants);
+}
+
+#[test]
+fn a_local_edit_settles_a_pending_older_want() {
+    let mut e = connected(&[], &[A]);
+    let theirs = file("f", 5, b"theirs");
+    e.handle_message(A, Message::Update { entries: vec![theirs] });
+    e.take_commands();
+    e.handle_local(100, &[None], vec![observed(&file("f", 90, b"mine"))]);
+    assert_eq!(e.pending(), 0);
+}
