@@ -96,7 +96,11 @@ impl Args {
         let state_dir = match self.signature_dir {
             None => default_state,
             Some(s) => {
-                let abs = if s.is_absolute() { s } else { std::env::current_dir().map(|c| c.join(&s)).unwrap_or(s) };
+                let abs = if s.is_absolute() {
+                    s
+                } else {
+                    std::env::current_dir().map(|c| c.join(&s)).unwrap_or(s)
+                };
                 // Compare canonical forms where they exist, so `DIR/../DIR/x` is caught.
                 let canon = abs.canonicalize().unwrap_or_else(|_| abs.clone());
                 if canon != default_state && canon.starts_with(&dir) {
@@ -123,7 +127,12 @@ impl Args {
 /// with the time and pid.
 fn random_node_id() -> NodeId {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
     h.write_u32(std::process::id());
     NodeId(h.finish())
 }

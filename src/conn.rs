@@ -40,7 +40,11 @@ pub enum ConnError {
 pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<(Message, usize), ConnError> {
     let mut prefix = [0u8; LEN_PREFIX];
     if let Err(e) = r.read_exact(&mut prefix).await {
-        return Err(if e.kind() == io::ErrorKind::UnexpectedEof { ConnError::Closed } else { e.into() });
+        return Err(if e.kind() == io::ErrorKind::UnexpectedEof {
+            ConnError::Closed
+        } else {
+            e.into()
+        });
     }
     let len = wire::body_len(prefix)?;
     // Grow the buffer as bytes arrive rather than trusting the length, so a
@@ -81,7 +85,9 @@ pub async fn handshake<N: Net>(net: &N, conn: &mut crate::net::Conn<N>, me: Node
         net.sleep(HANDSHAKE_TIMEOUT).await;
         None
     };
-    let first = futures_lite::future::or(read, timeout).await.ok_or(ConnError::Timeout(HANDSHAKE_TIMEOUT))??;
+    let first = futures_lite::future::or(read, timeout)
+        .await
+        .ok_or(ConnError::Timeout(HANDSHAKE_TIMEOUT))??;
     let refuse = |reason: String| async move {
         let _ = write_msg(&mut conn.writer, &Message::Refuse { reason: reason.clone() }).await;
         let _ = conn.writer.close().await;
@@ -89,7 +95,10 @@ pub async fn handshake<N: Net>(net: &N, conn: &mut crate::net::Conn<N>, me: Node
     };
     match first.0 {
         Message::Hello { version, .. } if version != PROTOCOL_VERSION => {
-            refuse(format!("protocol version {version} is not spoken here (this node speaks {PROTOCOL_VERSION})")).await
+            refuse(format!(
+                "protocol version {version} is not spoken here (this node speaks {PROTOCOL_VERSION})"
+            ))
+            .await
         }
         Message::Hello { node, .. } if node == me => refuse("that is my own node id".into()).await,
         Message::Hello { node, listen_port, .. } => Ok(PeerHello { node, listen_port }),
@@ -103,9 +112,15 @@ pub async fn handshake<N: Net>(net: &N, conn: &mut crate::net::Conn<N>, me: Node
 pub enum Job {
     Send(Message),
     /// Stream `entry`'s content, whole or as a delta against `base`.
-    Content { entry: Entry, base: Option<(Hash, Vec<u8>)> },
+    Content {
+        entry: Entry,
+        base: Option<(Hash, Vec<u8>)>,
+    },
     /// Sign our copy `base` and ask for `want` as a delta against it.
-    RequestDelta { want: Entry, base: Entry },
+    RequestDelta {
+        want: Entry,
+        base: Entry,
+    },
 }
 
 /// Run a connection's writer until its job queue closes or a write fails.
@@ -133,7 +148,13 @@ fn open_version(store: &Store, entry: &Entry) -> Option<File> {
     File::open(path).ok()
 }
 
-async fn send_content<W: AsyncWrite + Unpin>(w: &mut W, store: &Store, peer: NodeId, entry: Entry, base: Option<(Hash, Vec<u8>)>) -> io::Result<()> {
+async fn send_content<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    store: &Store,
+    peer: NodeId,
+    entry: Entry,
+    base: Option<(Hash, Vec<u8>)>,
+) -> io::Result<()> {
     let Some(mut file) = open_version(store, &entry) else {
         // Changed since the index said so: our next update announces it.
         write_msg(w, &Message::Unavailable { path: entry.path.clone() }).await?;
@@ -154,7 +175,14 @@ async fn send_content<W: AsyncWrite + Unpin>(w: &mut W, store: &Store, peer: Nod
         Some((base, _)) => ContentMode::Delta { base: *base },
         None => ContentMode::Full,
     };
-    let mut wire_bytes = write_msg(w, &Message::FileStart { entry: entry.clone(), content }).await?;
+    let mut wire_bytes = write_msg(
+        w,
+        &Message::FileStart {
+            entry: entry.clone(),
+            content,
+        },
+    )
+    .await?;
     match signature {
         Some((_, sig)) => {
             for i in 0..segment_count(entry.size) {
@@ -190,7 +218,10 @@ async fn request_delta<W: AsyncWrite + Unpin>(w: &mut W, store: &Store, want: En
         },
         // Our copy changed meanwhile: ask for the whole file.
         None => Message::Want {
-            files: vec![WantFile { path: want.path, hash: want.hash }],
+            files: vec![WantFile {
+                path: want.path,
+                hash: want.hash,
+            }],
         },
     };
     write_msg(w, &msg).await.map(|_| ())

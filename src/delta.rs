@@ -195,7 +195,9 @@ mod tests {
     /// apply, the way two nodes do; returns the rebuilt bytes and the total
     /// delta size.
     fn round_trip(base: &[u8], new: &[u8]) -> (Vec<u8>, usize) {
-        let sig_bytes = FileSignature::of_file(&mut Cursor::new(base), base.len() as u64).unwrap().to_bytes();
+        let sig_bytes = FileSignature::of_file(&mut Cursor::new(base), base.len() as u64)
+            .unwrap()
+            .to_bytes();
         let sig = FileSignature::from_bytes(&sig_bytes).unwrap();
         let mut rebuilt = Vec::new();
         let mut wire = 0;
@@ -266,7 +268,9 @@ mod tests {
 
     #[test]
     fn hostile_signatures_are_refused() {
-        let good = FileSignature::of_file(&mut Cursor::new(noise(100_000, 9)), 100_000).unwrap().to_bytes();
+        let good = FileSignature::of_file(&mut Cursor::new(noise(100_000, 9)), 100_000)
+            .unwrap()
+            .to_bytes();
         assert!(FileSignature::from_bytes(&good).is_ok());
         let mut zero_block = good.clone();
         zero_block[8 + 4..8 + 8].copy_from_slice(&0u32.to_be_bytes());

@@ -12,7 +12,14 @@ use std::time::Duration;
 use tracing::{debug, warn};
 
 /// Send our announcement every `interval`, or sooner when `wake` fires.
-pub async fn announce_loop<N: Net>(net: N, sock: Arc<N::Udp>, announce: Announce, to: SocketAddr, interval: Duration, wake: async_channel::Receiver<()>) {
+pub async fn announce_loop<N: Net>(
+    net: N,
+    sock: Arc<N::Udp>,
+    announce: Announce,
+    to: SocketAddr,
+    interval: Duration,
+    wake: async_channel::Receiver<()>,
+) {
     let bytes = announce.encode();
     let mut warned = false;
     loop {

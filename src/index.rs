@@ -115,8 +115,7 @@ impl Index {
         };
         // Children of `d` sort after `d` but may interleave with siblings
         // such as `d.txt` (since '.' < '/'), so filter rather than stop early.
-        iter.map(|(_, e)| e)
-            .filter(move |e| dir.is_none_or(|d| e.path.is_within(d)))
+        iter.map(|(_, e)| e).filter(move |e| dir.is_none_or(|d| e.path.is_within(d)))
     }
 
     pub fn len(&self) -> usize {

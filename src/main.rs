@@ -3,6 +3,7 @@
 //! error, 2 bad usage).
 
 use anyhow::Context;
+use argh::{EarlyExit, FromArgs};
 use dirsync::cli::Args;
 use dirsync::net::AsyncStdNet;
 use dirsync::{node, watcher};
@@ -15,7 +16,10 @@ use tracing::warn;
 const DEBOUNCE: Duration = Duration::from_millis(50);
 
 fn main() -> ExitCode {
-    let args: Args = argh::from_env();
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
     if args.version {
         println!("dirsync {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
@@ -37,6 +41,33 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("dirsync: error: {e:#}");
             ExitCode::from(1)
+        }
+    }
+}
+
+/// Parse the command line; on `--help` or a usage error, print and return
+/// the exit code instead.
+fn parse_args() -> Result<Args, ExitCode> {
+    let mut strings = Vec::new();
+    for a in std::env::args_os() {
+        match a.into_string() {
+            Ok(s) => strings.push(s),
+            Err(bad) => {
+                eprintln!("dirsync: error: argument {bad:?} is not valid UTF-8");
+                return Err(ExitCode::from(2));
+            }
+        }
+    }
+    let words: Vec<&str> = strings.iter().map(String::as_str).collect();
+    match Args::from_args(&["dirsync"], words.get(1..).unwrap_or_default()) {
+        Ok(a) => Ok(a),
+        Err(EarlyExit { output, status: Ok(()) }) => {
+            print!("{output}");
+            Err(ExitCode::SUCCESS)
+        }
+        Err(EarlyExit { output, status: Err(()) }) => {
+            eprintln!("dirsync: error: {}", output.trim());
+            Err(ExitCode::from(2))
         }
     }
 }

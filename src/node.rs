@@ -76,10 +76,23 @@ pub enum NodeError {
 
 enum Event<N: Net> {
     Accepted(Conn<N>),
-    Handshaken { conn: Conn<N>, hello: PeerHello, dialed: bool },
+    Handshaken {
+        conn: Conn<N>,
+        hello: PeerHello,
+        dialed: bool,
+    },
     DialFailed(NodeId),
-    Frame { conn: u64, peer: NodeId, msg: Message, bytes: usize },
-    Closed { conn: u64, peer: NodeId, reason: String },
+    Frame {
+        conn: u64,
+        peer: NodeId,
+        msg: Message,
+        bytes: usize,
+    },
+    Closed {
+        conn: u64,
+        peer: NodeId,
+        reason: String,
+    },
     Announce(SocketAddr, Announce),
     Local(LocalEvent),
     Tick,
@@ -171,9 +184,18 @@ pub async fn run<N: Net>(net: N, cfg: Config, local: async_channel::Receiver<Loc
         }
     });
     let to = SocketAddr::new(IpAddr::V4(cfg.broadcast_addr), cfg.broadcast_port);
-    net.spawn(discovery::announce_loop(net.clone(), udp.clone(), Announce::new(cfg.node_id, cfg.listen_port), to, cfg.announce_interval, wake_rx));
+    net.spawn(discovery::announce_loop(
+        net.clone(),
+        udp.clone(),
+        Announce::new(cfg.node_id, cfg.listen_port),
+        to,
+        cfg.announce_interval,
+        wake_rx,
+    ));
     let tx = events.clone();
-    net.spawn(discovery::listen_loop(net.clone(), udp, move |from, a| tx.try_send(Event::Announce(from, a)).is_ok() || !tx.is_closed()));
+    net.spawn(discovery::listen_loop(net.clone(), udp, move |from, a| {
+        tx.try_send(Event::Announce(from, a)).is_ok() || !tx.is_closed()
+    }));
     let tx = events.clone();
     let n = net.clone();
     net.spawn(async move {
@@ -306,7 +328,15 @@ impl<N: Net> Node<N> {
         self.net.spawn(Self::handshake_task(net, conn, me, port, dialed, tx, peer));
     }
 
-    async fn handshake_task(net: N, mut conn: Conn<N>, me: NodeId, port: u16, dialed: bool, tx: async_channel::Sender<Event<N>>, peer: Option<NodeId>) {
+    async fn handshake_task(
+        net: N,
+        mut conn: Conn<N>,
+        me: NodeId,
+        port: u16,
+        dialed: bool,
+        tx: async_channel::Sender<Event<N>>,
+        peer: Option<NodeId>,
+    ) {
         match handshake(&net, &mut conn, me, port).await {
             Ok(hello) => {
                 let _ = tx.send(Event::Handshaken { conn, hello, dialed }).await;
@@ -351,7 +381,16 @@ impl<N: Net> Node<N> {
                 let reason = match futures_lite::future::or(read, stopped).await {
                     None => return,
                     Some(Ok((msg, bytes))) => {
-                        if tx.send(Event::Frame { conn: id, peer, msg, bytes }).await.is_err() {
+                        if tx
+                            .send(Event::Frame {
+                                conn: id,
+                                peer,
+                                msg,
+                                bytes,
+                            })
+                            .await
+                            .is_err()
+                        {
                             return;
                         }
                         continue;
@@ -415,7 +454,11 @@ impl<N: Net> Node<N> {
         }
         let entry = inc.entry.clone();
         let is_delta = inc.is_delta;
-        let action = if self.engine.index().live(&entry.path).is_some() { "modify" } else { "create" };
+        let action = if self.engine.index().live(&entry.path).is_some() {
+            "modify"
+        } else {
+            "create"
+        };
         let result = inc.finish(&self.store);
         match &result {
             Ok(wire_bytes) => {

@@ -34,7 +34,13 @@ pub struct Incoming {
 impl Incoming {
     /// Start receiving `entry`. `expected`: `Ok` with what the path must
     /// still hold if the content was asked for, `Err` with why not.
-    pub fn start(store: &Store, entry: Entry, content: ContentMode, expected: Result<Option<Entry>, String>, frame_bytes: usize) -> Incoming {
+    pub fn start(
+        store: &Store,
+        entry: Entry,
+        content: ContentMode,
+        expected: Result<Option<Entry>, String>,
+        frame_bytes: usize,
+    ) -> Incoming {
         let is_delta = matches!(content, ContentMode::Delta { .. });
         let mut inc = Incoming {
             entry,
@@ -58,7 +64,12 @@ impl Incoming {
         };
         if let ContentMode::Delta { base } = content {
             match &expected {
-                Some(local) if local.hash == base => match store.full_path(&local.path).and_then(|p| File::open(&p).map_err(|e| crate::store::StoreError::Io { path: p.display().to_string(), source: e })) {
+                Some(local) if local.hash == base => match store.full_path(&local.path).and_then(|p| {
+                    File::open(&p).map_err(|e| crate::store::StoreError::Io {
+                        path: p.display().to_string(),
+                        source: e,
+                    })
+                }) {
                     Ok(f) => inc.base = Some((f, local.size)),
                     Err(e) => inc.error = Some(format!("cannot open the delta's base: {e}")),
                 },

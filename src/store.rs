@@ -122,7 +122,11 @@ impl Store {
     }
 
     fn skip(&self, full: &Path) -> bool {
-        full == self.state_dir || full.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(TEMP_PREFIX))
+        full == self.state_dir
+            || full
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(TEMP_PREFIX))
     }
 
     /// What is at `rel` now, hashing only when size or mtime differ from
@@ -273,7 +277,11 @@ impl Store {
     /// A new temp file in the folder of `rel`, created with its parents.
     pub fn create_temp(&self, rel: &RelPath) -> Result<TempFile, StoreError> {
         self.make_parents(rel)?;
-        let dir = self.full_path(rel)?.parent().map(Path::to_path_buf).unwrap_or_else(|| self.root.clone());
+        let dir = self
+            .full_path(rel)?
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| self.root.clone());
         let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
         let path = dir.join(format!("{TEMP_PREFIX}{}-{n}", std::process::id()));
         let file = File::options().write(true).create_new(true).open(&path).map_err(io_err(&path))?;
@@ -404,9 +412,20 @@ mod tests {
         fs::write(root.join("a/b/f.txt"), b"hello").unwrap();
         fs::write(root.join("a/.dirsync-tmp-1-2"), b"partial").unwrap();
         std::os::unix::fs::symlink("/etc", root.join("link")).unwrap();
-        let mut got: Vec<_> = store.scan(None, &|_| None).into_iter().map(|o| (o.path.to_string(), o.kind)).collect();
+        let mut got: Vec<_> = store
+            .scan(None, &|_| None)
+            .into_iter()
+            .map(|o| (o.path.to_string(), o.kind))
+            .collect();
         got.sort();
-        assert_eq!(got, [("a".into(), Kind::Dir), ("a/b".into(), Kind::Dir), ("a/b/f.txt".to_string(), Kind::File)]);
+        assert_eq!(
+            got,
+            [
+                ("a".into(), Kind::Dir),
+                ("a/b".into(), Kind::Dir),
+                ("a/b/f.txt".to_string(), Kind::File)
+            ]
+        );
         assert_eq!(store.clean_temp_files(), 1);
         assert!(!root.join("a/.dirsync-tmp-1-2").exists());
         assert!(root.join(".dirsync/index").exists());
@@ -469,14 +488,24 @@ mod tests {
         let (dir, store) = setup();
         fs::write(dir.path().join("a"), b"content").unwrap();
         let a = entry_for(&store, "a");
-        let b = Entry { path: rel("x/b"), ..a.clone() };
+        let b = Entry {
+            path: rel("x/b"),
+            ..a.clone()
+        };
         store.copy(&a, &b, None).unwrap();
         assert_eq!(fs::read(dir.path().join("x/b")).unwrap(), b"content");
-        let c = Entry { path: rel("c"), ..a.clone() };
+        let c = Entry {
+            path: rel("c"),
+            ..a.clone()
+        };
         store.rename(&a, &c, None).unwrap();
         assert!(!dir.path().join("a").exists());
         assert!(store.matches(&c.path, Some(&c)).unwrap());
-        let wrong = Entry { path: rel("d"), hash: Hash::of(b"other"), ..c.clone() };
+        let wrong = Entry {
+            path: rel("d"),
+            hash: Hash::of(b"other"),
+            ..c.clone()
+        };
         assert!(matches!(store.copy(&c, &wrong, None), Err(StoreError::HashMismatch(_))));
         assert!(!dir.path().join("d").exists());
     }

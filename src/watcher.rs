@@ -114,7 +114,10 @@ mod tests {
         let root = PathBuf::from("/r");
         let state = PathBuf::from("/r/.dirsync");
         assert_eq!(relative(&root, &state, Path::new("/r")), Some(None));
-        assert_eq!(relative(&root, &state, Path::new("/r/a/b")), Some(Some(RelPath::new("a/b").unwrap())));
+        assert_eq!(
+            relative(&root, &state, Path::new("/r/a/b")),
+            Some(Some(RelPath::new("a/b").unwrap()))
+        );
         assert_eq!(relative(&root, &state, Path::new("/r/.dirsync/index")), None);
         assert_eq!(relative(&root, &state, Path::new("/r/a/.dirsync-tmp-1-2")), None);
         assert_eq!(relative(&root, &state, Path::new("/elsewhere")), None);

@@ -177,11 +177,23 @@ impl Engine {
         let entries: Vec<Entry> = self.index.iter().cloned().collect();
         let mut chunks = entries.chunks(MAX_ENTRIES).peekable();
         if chunks.peek().is_none() {
-            self.send(peer, Message::Index { entries: vec![], done: true });
+            self.send(
+                peer,
+                Message::Index {
+                    entries: vec![],
+                    done: true,
+                },
+            );
         }
         while let Some(chunk) = chunks.next() {
             let done = chunks.peek().is_none();
-            self.send(peer, Message::Index { entries: chunk.to_vec(), done });
+            self.send(
+                peer,
+                Message::Index {
+                    entries: chunk.to_vec(),
+                    done,
+                },
+            );
         }
     }
 
@@ -220,7 +232,12 @@ impl Engine {
                     self.serve(peer, &w.path, w.hash, None);
                 }
             }
-            Message::WantDelta { path, hash, base, signature } => {
+            Message::WantDelta {
+                path,
+                hash,
+                base,
+                signature,
+            } => {
                 self.serve(peer, &path, hash, Some((base, signature)));
             }
             Message::Unavailable { path } => {
@@ -410,7 +427,13 @@ impl Engine {
             }
             // A file whose content is already here needs no transfer.
             if let Some(l) = live.as_ref().filter(|l| l.kind == Kind::File && l.hash == e.hash) {
-                self.act(peer, Action::SetMtime { entry: e, local: l.clone() });
+                self.act(
+                    peer,
+                    Action::SetMtime {
+                        entry: e,
+                        local: l.clone(),
+                    },
+                );
                 continue;
             }
             if let Some((from, from_tombstone)) = moving_away.get_mut(&e.hash).and_then(|v| v.pop()) {
@@ -428,7 +451,14 @@ impl Engine {
             }
             let copy_source = self.index.paths_with_hash(&e.hash).next().and_then(|p| self.index.live(p)).cloned();
             if let Some(src) = copy_source {
-                self.act(peer, Action::Copy { from: src, entry: e, local: live });
+                self.act(
+                    peer,
+                    Action::Copy {
+                        from: src,
+                        entry: e,
+                        local: live,
+                    },
+                );
                 continue;
             }
             self.needs.insert(
@@ -481,7 +511,13 @@ impl Engine {
         }
         for d in &deltas {
             if let Command::RequestDelta { peer, want, .. } = d {
-                self.inflight.insert(want.path.clone(), Inflight { peer: *peer, entry: want.clone() });
+                self.inflight.insert(
+                    want.path.clone(),
+                    Inflight {
+                        peer: *peer,
+                        entry: want.clone(),
+                    },
+                );
             }
         }
         for (peer, files) in wants {

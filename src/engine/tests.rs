@@ -119,7 +119,13 @@ fn connect_sends_the_whole_index_even_when_empty() {
     let f = file("a", 1, b"x");
     let mut e = engine_with(std::slice::from_ref(&f));
     e.handle_connected(A);
-    assert_eq!(e.take_commands(), vec![Command::Send { peer: A, msg: index_msg(vec![f]) }]);
+    assert_eq!(
+        e.take_commands(),
+        vec![Command::Send {
+            peer: A,
+            msg: index_msg(vec![f])
+        }]
+    );
 }
 
 #[test]
@@ -129,7 +135,13 @@ fn a_peers_new_files_are_wanted_in_one_batch_and_folders_made_first() {
     e.handle_message(A, index_msg(vec![f2.clone(), f1.clone(), d.clone()]));
     assert_eq!(
         e.take_commands(),
-        vec![Command::Apply { peer: A, action: Action::MakeDir { entry: d.clone() } }, want(A, &[&f1, &f2])]
+        vec![
+            Command::Apply {
+                peer: A,
+                action: Action::MakeDir { entry: d.clone() }
+            },
+            want(A, &[&f1, &f2])
+        ]
     );
     assert_eq!(e.pending(), 2);
     // Nothing is synchronized until the files arrive.
@@ -163,7 +175,10 @@ fn a_newer_tombstone_deletes_and_an_unknown_one_is_remembered() {
         e.take_commands(),
         vec![Command::Apply {
             peer: A,
-            action: Action::Delete { entry: ta.clone(), local: mine }
+            action: Action::Delete {
+                entry: ta.clone(),
+                local: mine
+            }
         }]
     );
     assert_eq!(e.index().get(&tb.path), Some(&tb));
@@ -179,7 +194,10 @@ fn same_content_with_another_mtime_is_a_touch_not_a_transfer() {
         e.take_commands(),
         vec![Command::Apply {
             peer: A,
-            action: Action::SetMtime { entry: theirs, local: mine }
+            action: Action::SetMtime {
+                entry: theirs,
+                local: mine
+            }
         }]
     );
 }
@@ -190,14 +208,25 @@ fn a_rename_moves_local_content_instead_of_transferring_it() {
     let mut e = connected(&[old.clone(), file("other", 1, b"o")], &[A, B]);
     let gone = tomb("old/name.txt", 20);
     let new = file("new/name.txt", 10, b"content");
-    e.handle_message(A, Message::Update { entries: vec![gone.clone(), new.clone()] });
+    e.handle_message(
+        A,
+        Message::Update {
+            entries: vec![gone.clone(), new.clone()],
+        },
+    );
     let rename = Action::Rename {
         from: old,
         from_tombstone: gone.clone(),
         entry: new.clone(),
         local: None,
     };
-    assert_eq!(e.take_commands(), vec![Command::Apply { peer: A, action: rename.clone() }]);
+    assert_eq!(
+        e.take_commands(),
+        vec![Command::Apply {
+            peer: A,
+            action: rename.clone()
+        }]
+    );
     e.handle_action_done(A, rename, Ok(()));
     // Both halves are recorded and passed on to the other peer.
     assert_eq!(e.take_commands(), vec![update(B, vec![gone.clone()]), update(B, vec![new.clone()])]);
@@ -210,7 +239,12 @@ fn a_copy_of_local_content_needs_no_transfer() {
     let src = file("a", 10, b"content");
     let mut e = connected(std::slice::from_ref(&src), &[A]);
     let copy = file("b", 12, b"content");
-    e.handle_message(A, Message::Update { entries: vec![copy.clone()] });
+    e.handle_message(
+        A,
+        Message::Update {
+            entries: vec![copy.clone()],
+        },
+    );
     assert_eq!(
         e.take_commands(),
         vec![Command::Apply {
@@ -229,7 +263,12 @@ fn a_big_older_copy_asks_for_a_delta_and_falls_back_to_whole() {
     let mine = big("v.bin", 10, 1);
     let theirs = big("v.bin", 20, 2);
     let mut e = connected(std::slice::from_ref(&mine), &[A]);
-    e.handle_message(A, Message::Update { entries: vec![theirs.clone()] });
+    e.handle_message(
+        A,
+        Message::Update {
+            entries: vec![theirs.clone()],
+        },
+    );
     assert_eq!(
         e.take_commands(),
         vec![Command::RequestDelta {
@@ -292,7 +331,10 @@ fn local_changes_go_to_every_peer() {
     assert_eq!(e.take_commands(), vec![update(A, changes.clone()), update(B, changes)]);
     // Deleting `b` on disk: a tombstone at `now`.
     e.handle_local(200, &[Some(p("b"))], vec![]);
-    assert_eq!(e.take_commands(), vec![update(A, vec![tomb("b", 200)]), update(B, vec![tomb("b", 200)])]);
+    assert_eq!(
+        e.take_commands(),
+        vec![update(A, vec![tomb("b", 200)]), update(B, vec![tomb("b", 200)])]
+    );
     // A scan that finds everything as indexed changes nothing.
     e.handle_local(300, &[None], vec![observed(&new)]);
     assert_eq!(e.take_commands(), vec![]);
@@ -318,21 +360,49 @@ fn wants_are_served_only_for_the_version_held() {
         A,
         Message::Want {
             files: vec![
-                WantFile { path: f.path.clone(), hash: f.hash },
-                WantFile { path: f.path.clone(), hash: Hash::of(b"old") },
+                WantFile {
+                    path: f.path.clone(),
+                    hash: f.hash,
+                },
+                WantFile {
+                    path: f.path.clone(),
+                    hash: Hash::of(b"old"),
+                },
             ],
         },
     );
     assert_eq!(
         e.take_commands(),
         vec![
-            Command::SendContent { peer: A, entry: f.clone(), base: None },
-            Command::Send { peer: A, msg: Message::Unavailable { path: f.path.clone() } },
+            Command::SendContent {
+                peer: A,
+                entry: f.clone(),
+                base: None
+            },
+            Command::Send {
+                peer: A,
+                msg: Message::Unavailable { path: f.path.clone() }
+            },
         ]
     );
     let sig = vec![1, 2, 3];
-    e.handle_message(A, Message::WantDelta { path: f.path.clone(), hash: f.hash, base: Hash::of(b"b"), signature: sig.clone() });
-    assert_eq!(e.take_commands(), vec![Command::SendContent { peer: A, entry: f, base: Some((Hash::of(b"b"), sig)) }]);
+    e.handle_message(
+        A,
+        Message::WantDelta {
+            path: f.path.clone(),
+            hash: f.hash,
+            base: Hash::of(b"b"),
+            signature: sig.clone(),
+        },
+    );
+    assert_eq!(
+        e.take_commands(),
+        vec![Command::SendContent {
+            peer: A,
+            entry: f,
+            base: Some((Hash::of(b"b"), sig))
+        }]
+    );
 }
 
 #[test]
@@ -349,8 +419,21 @@ fn unavailable_drops_that_source() {
 #[test]
 fn a_second_hello_or_stray_content_closes_the_connection() {
     let mut e = connected(&[], &[A]);
-    e.handle_message(A, Message::Hello { version: 1, node: A, listen_port: 1 });
-    e.handle_message(A, Message::FileStart { entry: file("x", 1, b"x"), content: ContentMode::Full });
+    e.handle_message(
+        A,
+        Message::Hello {
+            version: 1,
+            node: A,
+            listen_port: 1,
+        },
+    );
+    e.handle_message(
+        A,
+        Message::FileStart {
+            entry: file("x", 1, b"x"),
+            content: ContentMode::Full,
+        },
+    );
     let cmds = e.take_commands();
     assert_eq!(cmds.len(), 2);
     assert!(cmds.iter().all(|c| matches!(c, Command::Close { peer, .. } if *peer == A)));
@@ -362,8 +445,18 @@ fn two_nodes_pick_the_same_winner_for_equal_mtimes() {
     let two = file("f", 50, b"two");
     let mut x = connected(std::slice::from_ref(&one), &[A]);
     let mut y = connected(std::slice::from_ref(&two), &[A]);
-    x.handle_message(A, Message::Update { entries: vec![two.clone()] });
-    y.handle_message(A, Message::Update { entries: vec![one.clone()] });
+    x.handle_message(
+        A,
+        Message::Update {
+            entries: vec![two.clone()],
+        },
+    );
+    y.handle_message(
+        A,
+        Message::Update {
+            entries: vec![one.clone()],
+        },
+    );
     let x_wants = !x.take_commands().is_empty();
     let y_wants = !y.take_commands().is_empty();
     // Exactly one side takes the other's version.

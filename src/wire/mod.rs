@@ -60,9 +60,7 @@ impl<'de> Deserialize<'de> for NodeId {
         if s.len() != 16 {
             return Err(serde::de::Error::custom("node id must be 16 hex digits"));
         }
-        u64::from_str_radix(&s, 16)
-            .map(NodeId)
-            .map_err(serde::de::Error::custom)
+        u64::from_str_radix(&s, 16).map(NodeId).map_err(serde::de::Error::custom)
     }
 }
 
@@ -172,11 +170,7 @@ pub enum ContentMode {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Message {
     /// First message each way on every connection.
-    Hello {
-        version: u32,
-        node: NodeId,
-        listen_port: u16,
-    },
+    Hello { version: u32, node: NodeId, listen_port: u16 },
     /// Sent instead of continuing when the peer's hello is unacceptable;
     /// the sender closes the connection after it.
     Refuse { reason: String },

@@ -77,10 +77,7 @@ impl RelPath {
         let mut parts = Vec::new();
         for c in rel.components() {
             match c {
-                std::path::Component::Normal(os) => parts.push(
-                    os.to_str()
-                        .ok_or_else(|| PathError::NotUtf8(rel.display().to_string()))?,
-                ),
+                std::path::Component::Normal(os) => parts.push(os.to_str().ok_or_else(|| PathError::NotUtf8(rel.display().to_string()))?),
                 _ => return Err(PathError::BadComponent(rel.display().to_string())),
             }
         }
@@ -105,10 +102,7 @@ impl RelPath {
 
     /// All ancestors, outermost first (`a/b/c` gives `a`, `a/b`).
     pub fn ancestors(&self) -> Vec<RelPath> {
-        self.0
-            .match_indices('/')
-            .map(|(i, _)| RelPath(self.0[..i].to_string()))
-            .collect()
+        self.0.match_indices('/').map(|(i, _)| RelPath(self.0[..i].to_string())).collect()
     }
 
     /// The last component.
@@ -118,10 +112,7 @@ impl RelPath {
 
     /// True if `self` is `dir` or lies below it.
     pub fn is_within(&self, dir: &RelPath) -> bool {
-        self.0 == dir.0
-            || (self.0.len() > dir.0.len()
-                && self.0.starts_with(&dir.0)
-                && self.0.as_bytes()[dir.0.len()] == b'/')
+        self.0 == dir.0 || (self.0.len() > dir.0.len() && self.0.starts_with(&dir.0) && self.0.as_bytes()[dir.0.len()] == b'/')
     }
 
     /// Number of components (`a/b` is 2).

@@ -92,7 +92,12 @@ pub(crate) fn examples() -> Vec<(&'static str, Message)> {
                 content: ContentMode::Delta { base: Hash::of(b"hello") },
             },
         ),
-        ("chunk", Message::Chunk { data: b"hello world".to_vec() }),
+        (
+            "chunk",
+            Message::Chunk {
+                data: b"hello world".to_vec(),
+            },
+        ),
         ("file_end", Message::FileEnd),
         ("unavailable", Message::Unavailable { path: e.path }),
     ]
@@ -169,8 +174,8 @@ fn corrupt_bodies_are_errors_not_panics() {
     let cases: Vec<Vec<u8>> = vec![
         vec![],
         vec![0, 0],
-        vec![0, 0, 0, 50, 1, 2],             // json length past the end
-        vec![0, 0, 0, 3, 0xde, 0xad, 0xbe],   // not zlib
+        vec![0, 0, 0, 50, 1, 2],            // json length past the end
+        vec![0, 0, 0, 3, 0xde, 0xad, 0xbe], // not zlib
         {
             // valid zlib, not JSON
             let mut z = ZlibEncoder::new(Vec::new(), Compression::default());

@@ -1,0 +1,125 @@
+//! The command line: every bad input gives one clear line and a non-zero
+//! exit, never a panic or a backtrace.
+
+mod common;
+
+use common::*;
+use std::net::TcpListener;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+fn run(args: &[&str]) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("RUST_BACKTRACE", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A case that wrongly starts a node must not hang the test.
+    let (done, _) = wait_until(Duration::from_secs(10), || child.try_wait().unwrap().is_some());
+    if !done {
+        let _ = child.kill();
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// The run failed with `code`, and stderr has exactly one error line
+/// containing `needle`.
+fn assert_clean_failure(out: &Output, code: i32, needle: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "stderr: {err}");
+    assert!(!err.contains("panicked") && !err.contains("backtrace"), "{err}");
+    let error_lines: Vec<_> = err.lines().filter(|l| l.contains("error")).collect();
+    assert_eq!(error_lines.len(), 1, "expected one error line, got: {err}");
+    assert!(error_lines[0].contains(needle), "{needle:?} not in {err}");
+}
+
+#[test]
+fn version_and_help() {
+    let out = run(&["--version"]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("dirsync {}", env!("CARGO_PKG_VERSION"))
+    );
+    let out = run(&["--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--broadcast-port",
+        "--listen-port",
+        "--signature-dir",
+        "--broadcast-addr",
+        "--rescan-interval",
+        "Exit codes",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
+    }
+}
+
+#[test]
+fn missing_dir_argument() {
+    assert_clean_failure(&run(&[]), 2, "missing DIR");
+}
+
+#[test]
+fn nonexistent_dir() {
+    assert_clean_failure(&run(&["/nonexistent/dirsync-test"]), 2, "no such directory");
+}
+
+#[test]
+fn a_file_instead_of_a_dir() {
+    let f = tempfile::NamedTempFile::new().unwrap();
+    assert_clean_failure(&run(&[f.path().to_str().unwrap()]), 2, "not a directory");
+}
+
+#[test]
+fn bad_flags_and_values() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().to_str().unwrap();
+    for (args, needle) in [
+        (vec![dir, "--no-such-flag"], "--no-such-flag"),
+        (vec![dir, "-l", "notaport"], "'-l' with value 'notaport'"),
+        (vec![dir, "-l", "70000"], "'-l' with value '70000'"),
+        (vec![dir, "--broadcast-addr", "nowhere"], "broadcast-addr"),
+    ] {
+        assert_clean_failure(&run(&args), 2, needle);
+    }
+    assert_clean_failure(&run(&[dir, "-l", "0"]), 2, "--listen-port");
+}
+
+#[test]
+fn port_in_use() {
+    let d = tempfile::tempdir().unwrap();
+    let busy = TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = busy.local_addr().unwrap().port().to_string();
+    let bport = free_udp_port().to_string();
+    let out = run(&[d.path().to_str().unwrap(), "-l", &port, "-b", &bport]);
+    assert_clean_failure(&out, 1, &format!("cannot listen on TCP port {port}"));
+}
+
+#[test]
+fn unwritable_signature_dir() {
+    let d = tempfile::tempdir().unwrap();
+    // Below a regular file, so even root cannot create it.
+    let f = tempfile::NamedTempFile::new().unwrap();
+    let sig = f.path().join("sigs");
+    let out = run(&[
+        d.path().to_str().unwrap(),
+        "-s",
+        sig.to_str().unwrap(),
+        "-l",
+        &free_tcp_port().to_string(),
+    ]);
+    assert_clean_failure(&out, 1, "state directory");
+}
+
+#[test]
+fn signature_dir_inside_the_synced_dir_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let sig = d.path().join("sigs");
+    let out = run(&[d.path().to_str().unwrap(), "-s", sig.to_str().unwrap()]);
+    assert_clean_failure(&out, 2, "lies inside DIR");
+}
