@@ -262,3 +262,19 @@ fn node_id_and_hash_parse_strictly() {
     let odd = format!("\"{}\"", "é".repeat(32));
     assert!(serde_json::from_str::<Hash>(&odd).is_err());
 }
+
+#[test]
+fn protocol_doc_shows_every_snapshot() {
+    let doc = include_str!("../../docs/PROTOCOL.md");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/wire/snapshots");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        // The snapshot body follows insta's `---` header.
+        let body = text.splitn(3, "---\n").nth(2).unwrap().trim();
+        let json = body.rsplit_once("\n+ raw payload").map_or(body, |(j, _)| j);
+        assert!(doc.contains(json), "docs/PROTOCOL.md lacks this snapshot:\n{json}");
+        checked += 1;
+    }
+    assert_eq!(checked, examples().len() + 1, "a snapshot per message plus the announcement");
+}
