@@ -252,6 +252,7 @@ impl Engine {
                     self.schedule();
                 }
             }
+            Message::Ping => {}
             other => {
                 self.commands.push(Command::Close {
                     peer,

@@ -201,6 +201,9 @@ pub enum Message {
     /// The wanted version of `path` is no longer here (changed or deleted
     /// since); an `Update` with the newer entry follows or has been sent.
     Unavailable { path: RelPath },
+    /// Keep-alive, sent when nothing else was sent for a while; a
+    /// connection that carries nothing for longer is dead.
+    Ping,
 }
 
 impl Message {
@@ -216,6 +219,7 @@ impl Message {
             Message::Chunk { .. } => "chunk",
             Message::FileEnd => "file_end",
             Message::Unavailable { .. } => "unavailable",
+            Message::Ping => "ping",
         }
     }
 
