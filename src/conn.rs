@@ -19,6 +19,10 @@ use tracing::{info, warn};
 pub const CHUNK: usize = 1024 * 1024;
 /// How long a new connection may take to say hello.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A writer with nothing to send for this long sends a `Ping`.
+pub const PING_INTERVAL: Duration = Duration::from_secs(5);
+/// A reader that receives nothing for this long declares the peer dead.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(20);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnError {
@@ -34,6 +38,21 @@ pub enum ConnError {
     Refused(String),
     #[error("no hello within {0:?}")]
     Timeout(Duration),
+    #[error("nothing received for {0:?}; the peer is gone")]
+    Idle(Duration),
+}
+
+/// Read one frame, or fail with `Idle` if nothing at all arrives within
+/// `IDLE_TIMEOUT` (the peer pings when it has nothing to say).
+pub async fn read_frame_or_idle<N: Net, R: AsyncRead + Unpin>(net: &N, r: &mut R) -> Result<(Message, usize), ConnError> {
+    let read = async { Some(read_frame(r).await) };
+    let idle = async {
+        net.sleep(IDLE_TIMEOUT).await;
+        None
+    };
+    futures_lite::future::or(read, idle)
+        .await
+        .unwrap_or(Err(ConnError::Idle(IDLE_TIMEOUT)))
 }
 
 /// Read one frame. Returns the message and the bytes it took on the wire.
@@ -124,8 +143,20 @@ pub enum Job {
 }
 
 /// Run a connection's writer until its job queue closes or a write fails.
-pub async fn run_writer<W: AsyncWrite + Unpin>(mut w: W, jobs: async_channel::Receiver<Job>, store: Store, peer: NodeId) {
-    while let Ok(job) = jobs.recv().await {
+/// When idle for `PING_INTERVAL` it sends a `Ping`, so the peer's reader
+/// can tell a quiet connection from a dead one.
+pub async fn run_writer<N: Net, W: AsyncWrite + Unpin>(net: N, mut w: W, jobs: async_channel::Receiver<Job>, store: Store, peer: NodeId) {
+    loop {
+        let next = async { Some(jobs.recv().await) };
+        let idle = async {
+            net.sleep(PING_INTERVAL).await;
+            None
+        };
+        let job = match futures_lite::future::or(next, idle).await {
+            Some(Ok(job)) => job,
+            Some(Err(_)) => break, // the node dropped this connection
+            None => Job::Send(Message::Ping),
+        };
         let result = match job {
             Job::Send(msg) => write_msg(&mut w, &msg).await.map(|_| ()),
             Job::Content { entry, base } => send_content(&mut w, &store, peer, entry, base).await,

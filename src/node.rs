@@ -5,7 +5,7 @@
 //! content being received, scans, and persisting the index. Must not: make
 //! sync decisions (the engine does).
 
-use crate::conn::{self, handshake, read_frame, Job, PeerHello};
+use crate::conn::{self, handshake, read_frame_or_idle, Job, PeerHello};
 use crate::discovery;
 use crate::engine::{Action, Command, Engine};
 use crate::index::Index;
@@ -368,12 +368,14 @@ impl<N: Net> Node<N> {
         let addr = SocketAddr::new(conn.peer.ip(), hello.listen_port);
         let (jobs, jobs_rx) = async_channel::unbounded();
         let (stop, stop_rx) = async_channel::bounded::<()>(1);
-        self.net.spawn(conn::run_writer(conn.writer, jobs_rx, self.store.clone(), peer));
+        self.net
+            .spawn(conn::run_writer(self.net.clone(), conn.writer, jobs_rx, self.store.clone(), peer));
         let tx = self.events.clone();
         let mut reader = conn.reader;
+        let net = self.net.clone();
         self.net.spawn(async move {
             loop {
-                let read = async { Some(read_frame(&mut reader).await) };
+                let read = async { Some(read_frame_or_idle(&net, &mut reader).await) };
                 let stopped = async {
                     let _ = stop_rx.recv().await;
                     None
@@ -444,6 +446,7 @@ impl<N: Net> Node<N> {
                 Some(inc) => self.finish_incoming(peer, inc),
                 None => self.close(peer, "file end outside a file".into()),
             },
+            Message::Ping => {}
             other => self.engine.handle_message(peer, other),
         }
     }
