@@ -1,0 +1,629 @@
+#!/usr/bin/env python3
+"""End-to-end checks for dirsync on the docker-compose cluster (`just e2e`).
+
+Needs the image dirsync:e2e (`just image` builds it). Seeds each node's folder
+with distinct files, brings the cluster of docker-compose.yml up, runs the
+checks below in order, prints a summary with each check's time, and ALWAYS
+tears the cluster down and removes the scratch data (on success, failure,
+Ctrl-C or SIGTERM). Each node's log is kept in target/e2e-logs/.
+
+Checks: discovery by broadcast, convergence to the union of the seeds, live
+create / modify / rename (file, folder) / delete (file, folder), a big random
+file and a small edit of it travelling as a delta, a stopped node catching up
+(deletes stay deleted), a node cut from the network converging after reconnect.
+
+The host is the oracle: it keeps a model of the expected tree (files: path ->
+size, mtime_ns, sha256; folders: path), built from what it writes itself, and waits
+(bounded) until every node's folder equals the model. `.dirsync/` and
+`.dirsync-tmp-*` are ignored. After a failed check the later checks compare
+only the paths they touch, so one bug does not hide the others.
+
+Environment: E2E_DIR (scratch dir, default target/e2e), E2E_NET_PREFIX (first
+three octets of the /24 subnet, default 172.28.213), E2E_TIMEOUT (seconds per
+wait, default 90), E2E_BIG_MIB (default 100), E2E_PARTITION_SECS (how long
+a node stays cut off, default 25), E2E_PROJECT (compose project,
+default dirsync-e2e), E2E_KEEP=1 (leave cluster and data up, for debugging).
+Python 3.11 standard library only.
+"""
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from fnmatch import fnmatch
+from pathlib import Path
+from typing import NamedTuple
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+IMAGE = "dirsync:e2e"
+PROJECT = os.environ.get("E2E_PROJECT", "dirsync-e2e")
+SCRATCH = Path(os.environ.get("E2E_DIR") or ROOT / "target" / "e2e").resolve()
+LOG_DIR = ROOT / "target" / "e2e-logs"
+NET_PREFIX = os.environ.get("E2E_NET_PREFIX", "172.28.213")
+TIMEOUT = float(os.environ.get("E2E_TIMEOUT", "90"))
+BIG_MIB = int(os.environ.get("E2E_BIG_MIB", "100"))
+PARTITION_SECS = float(os.environ.get("E2E_PARTITION_SECS", "25"))  # > dirsync's 20 s keep-alive
+KEEP = os.environ.get("E2E_KEEP") == "1"
+MIB = 1 << 20
+STATE_DIR, TMP_PREFIX = ".dirsync", ".dirsync-tmp-"
+DELTA_LIMIT = 0.05  # the edit must cost less than this fraction of the file
+
+COMPOSE = (["docker-compose"] if shutil.which("docker-compose") else ["docker", "compose"]) + [
+    "-p", PROJECT, "-f", str(COMPOSE_FILE)]
+ENV = dict(os.environ, E2E_DIR=str(SCRATCH), E2E_NET_PREFIX=NET_PREFIX)
+
+
+class Failure(Exception):
+    """A check failed; the message names the node and path."""
+
+
+def sh(*args, check=True, timeout=180, merge=False) -> str:
+    """Run a command without stdin; return its stdout (with stderr if merge)."""
+    p = subprocess.run(args, env=ENV, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT if merge else subprocess.PIPE,
+                       timeout=timeout, text=True, errors="replace")
+    if check and p.returncode != 0:
+        raise Failure(f"`{' '.join(args)}` exited {p.returncode}: {(p.stderr or p.stdout).strip()[-1500:]}")
+    return p.stdout
+
+
+# ---------------------------------------------------------------- trees ----
+
+class Entry(NamedTuple):
+    kind: str  # file | dir | symlink | other (dirs: no size, no mtime)
+    size: int
+    mtime_ns: int
+    digest: str  # sha256 of the content, or the symlink target
+
+
+_hashes: dict = {}
+
+
+def entry_of(path: Path) -> Entry:
+    st = path.lstat()
+    if os.path.islink(path):
+        return Entry("symlink", 0, 0, os.readlink(path))
+    if not os.path.isfile(path):
+        return Entry("other", 0, 0, "")
+    key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    if key not in _hashes:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            while chunk := f.read(MIB):
+                h.update(chunk)
+        _hashes[key] = h.hexdigest()
+    return Entry("file", st.st_size, st.st_mtime_ns, _hashes[key])
+
+
+DIR = Entry("dir", 0, 0, "")
+
+
+def snapshot(root: Path) -> dict:
+    """Relative path -> Entry for everything under root but the state dir and temp files."""
+    tree = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        if here == root and STATE_DIR in dirnames:
+            dirnames.remove(STATE_DIR)
+        links = [d for d in dirnames if os.path.islink(here / d)]
+        dirnames[:] = sorted(d for d in dirnames if d not in links and not d.startswith(TMP_PREFIX))
+        for d in dirnames:
+            tree[(here / d).relative_to(root).as_posix()] = DIR
+        for name in filenames + links:
+            if not name.startswith(TMP_PREFIX):
+                try:
+                    tree[(here / name).relative_to(root).as_posix()] = entry_of(here / name)
+                except FileNotFoundError:
+                    pass  # replaced or deleted while we looked: the next poll sees it
+    return tree
+
+
+def under(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith(prefix.rstrip("/") + "/")
+
+
+def scoped(tree: dict, scope) -> dict:
+    """Keep the paths whose top-level name matches one of the scope's patterns."""
+    if scope is None:
+        return tree
+    return {p: e for p, e in tree.items() if any(fnmatch(p.split("/")[0], pat) for pat in scope)}
+
+
+def fmt_ns(ns: int) -> str:
+    return f"{ns // 10**9}.{ns % 10**9:09d}"
+
+
+def differences(expected: dict, actual: dict, limit=6) -> list[str]:
+    out = []
+    for p in sorted(expected.keys() | actual.keys()):
+        e, a = expected.get(p), actual.get(p)
+        if e == a:
+            continue
+        if a is None:
+            out.append(f"missing {p!r}")
+        elif e is None:
+            out.append(f"unexpected {p!r} ({a.kind}" + (f", {a.size} B)" if a.kind == "file" else ")"))
+        elif e.kind != a.kind:
+            out.append(f"{p!r} is a {a.kind}, expected a {e.kind}")
+        elif e.digest != a.digest:
+            out.append(f"content differs {p!r} ({a.size} B, expected {e.size} B)")
+        else:
+            out.append(f"mtime differs {p!r}: {fmt_ns(a.mtime_ns)}, expected {fmt_ns(e.mtime_ns)}")
+    return out[:limit] + ([f"... {len(out) - limit} more"] if len(out) > limit else [])
+
+
+# ----------------------------------------------------------------- logs ----
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+EVENT = re.compile(r":\s+(listening|connected|disconnected|synchronized|sent|applied)(?=\s|$)(.*)$")
+# a value is quoted (Debug) or runs up to the next ` key=` (Display: paths may hold spaces)
+FIELD = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|.*?)(?=\s+\w+=|\s*$)')
+
+
+def parse_event(line: str):
+    """`... dirsync::node: sent path="a/b" peer=3f2a mode=delta wire_bytes=12` -> (kind, fields)."""
+    m = EVENT.search(ANSI.sub("", line))
+    if not m:
+        return None
+    fields = {}
+    for k, v in FIELD.findall(m.group(2)):
+        if v.startswith('"'):
+            try:
+                v = json.loads(v)
+            except ValueError:
+                v = v[1:-1]
+        fields[k] = v
+    return m.group(1), fields
+
+
+def same_path(logged: str, rel: str) -> bool:
+    return logged == rel or logged.endswith("/" + rel)
+
+
+def same_id(a: str, b: str) -> bool:
+    a, b = a.rstrip("."), b.rstrip(".")  # tolerate abbreviated ids (3f2a...)
+    return bool(a) and bool(b) and (a.startswith(b) or b.startswith(a))
+
+
+# -------------------------------------------------------------- cluster ----
+
+class Cluster:
+    def __init__(self):
+        services = sh(*COMPOSE, "config", "--services").split()
+        self.nodes = sorted(services, key=lambda s: (len(s), s))
+        self.cid: dict[str, str] = {}
+        self.model: dict[str, Entry] = {}  # the expected tree
+        self.scope = None  # after a failure: only compare the current check's paths
+        self.degraded = False
+
+    def dir(self, node) -> Path:
+        return SCRATCH / node
+
+    # ----- docker plumbing
+    def prepare(self):
+        try:
+            sh("docker", "image", "inspect", IMAGE)
+        except Failure:
+            raise Failure(f"image {IMAGE} is missing: run `just e2e` (or `just image`) to build it")
+        sh(*COMPOSE, "down", "-v", "--remove-orphans", "-t", "1", check=False)  # leftovers
+        shutil.rmtree(SCRATCH, ignore_errors=True)
+        for n in self.nodes:
+            self.dir(n).mkdir(parents=True)
+
+    def up(self):
+        sh(*COMPOSE, "up", "-d", "--no-build", timeout=300)
+        self.cid = {n: sh(*COMPOSE, "ps", "-q", n).strip() for n in self.nodes}
+        missing = [n for n, c in self.cid.items() if not c]
+        if missing:
+            raise Failure(f"no container for {', '.join(missing)}")
+        return f"{len(self.nodes)} nodes on {NET_PREFIX}.0/24"
+
+    def teardown(self):
+        """Save the node logs, remove the cluster and the scratch data; never raises."""
+        for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(s, signal.SIG_IGN)  # a second Ctrl-C must not skip the cleanup
+        steps = [("save logs", self.save_logs)]
+        if KEEP:
+            print(f"E2E_KEEP=1: cluster {PROJECT} and {SCRATCH} left in place")
+        else:
+            steps += [("compose down", lambda: sh(*COMPOSE, "down", "-v", "--remove-orphans", timeout=300)),
+                      ("remove scratch data", lambda: SCRATCH.exists() and shutil.rmtree(SCRATCH))]
+        for what, step in steps:
+            try:
+                step()
+            except Exception as e:
+                print(f"warning: tear down: {what} failed: {e}", file=sys.stderr)
+
+    def save_logs(self):
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        for n, c in self.cid.items():
+            (LOG_DIR / f"{n}.log").write_text(sh("docker", "logs", c, check=False, merge=True))
+
+    def log_lines(self, node) -> list[str]:
+        return sh("docker", "logs", self.cid[node], check=False, merge=True).splitlines()
+
+    def events(self, node, since=0, kind=None) -> list[dict]:
+        out = []
+        for line in self.log_lines(node)[since:]:
+            ev = parse_event(line)
+            if ev and (kind is None or ev[0] == kind):
+                out.append(ev[1])
+        return out
+
+    def tail(self, node, n=8) -> str:
+        lines = [ANSI.sub("", l) for l in self.log_lines(node)[-n:]] or ["(no log output)"]
+        return "\n".join("      | " + l for l in lines)
+
+    def assert_running(self, nodes):
+        states = sh("docker", "inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}",
+                    *(self.cid[n] for n in nodes)).splitlines()
+        for n, state in zip(nodes, states):
+            status, code = state.split()
+            if status != "running":
+                raise Failure(f"{n}: container is {status} (exit code {code}); last log lines:\n"
+                              + self.tail(n))
+
+    # ----- waiting for convergence
+    def wait_converged(self, nodes=None, timeout=TIMEOUT, model=None):
+        """Wait until every node's tree equals the model (within self.scope)."""
+        nodes = nodes or self.nodes
+        want = scoped(model if model is not None else self.model, self.scope)
+        deadline, next_alive = time.monotonic() + timeout, 0.0
+        while True:
+            diffs = {}
+            for n in nodes:
+                d = differences(want, scoped(snapshot(self.dir(n)), self.scope))
+                if d:
+                    diffs[n] = d
+            if not diffs:
+                return
+            if time.monotonic() > next_alive:
+                self.assert_running(nodes)
+                next_alive = time.monotonic() + 2
+            if time.monotonic() > deadline:
+                lines = [f"  {n}: " + "; ".join(d) + "\n    last log lines:\n" + self.tail(n)
+                         for n, d in diffs.items()]
+                raise Failure(f"not converged after {timeout:.0f}s "
+                              f"({len(diffs)}/{len(nodes)} nodes differ from the expected tree):\n"
+                              + "\n".join(lines))
+            time.sleep(0.5)
+
+    # ----- host-side file operations on one node's folder, mirrored in the model
+    def write(self, node, rel, data: bytes, mtime_ns=None):
+        p = self.dir(node) / rel
+        self.mkdir(node, Path(rel).parent.as_posix())
+        p.write_bytes(data)
+        if mtime_ns is not None:
+            os.utime(p, ns=(mtime_ns, mtime_ns))
+        self.model[rel] = entry_of(p)
+
+    def mkdir(self, node, rel):
+        (self.dir(node) / rel).mkdir(parents=True, exist_ok=True)
+        self.model.update({d.as_posix(): DIR for d in [Path(rel), *Path(rel).parents] if d != Path(".")})
+
+    def delete(self, node, rel):
+        p = self.dir(node) / rel
+        shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+        self.model = {k: v for k, v in self.model.items() if not under(k, rel)}
+
+    def rename(self, node, src, dst):
+        os.rename(self.dir(node) / src, self.dir(node) / dst)
+        self.model = {k: v for k, v in self.model.items() if not under(k, src)}
+        self.model.update({k: v for k, v in snapshot(self.dir(node)).items() if under(k, dst)})
+
+
+# --------------------------------------------------------------- checks ----
+
+T0 = 1_700_000_000_123_456_789  # seed mtimes, nanosecond precision on purpose
+
+
+def seed(c: Cluster):
+    """Distinct files (nested folders, an empty file, a non-ASCII name) per node,
+    plus one path seeded on two nodes with different contents: the newer wins."""
+    for i, n in enumerate(c.nodes, 1):
+        t = T0 + i * 1_000_000_007
+        c.write(n, f"seed-{n}/hello.txt", f"hello from {n}\n".encode(), t)
+        c.write(n, f"seed-{n}/sub/deeper/data.bin", os.urandom(64 * 1024), t + 1)
+        c.write(n, f"seed-{n}/sub/empty.txt", b"", t + 2)
+        c.write(n, f"seed-{n}/spaces and ünïcode {i}.txt", b"x" * (1000 + i), t + 3)
+    a, b = c.nodes[0], c.nodes[1]
+    c.write(a, "shared/conflict.txt", f"older version from {a}\n".encode(), T0)
+    older = c.model["shared/conflict.txt"]
+    c.write(b, "shared/conflict.txt", f"newer version from {b}\n".encode(), T0 + 5 * 10**9)
+    assert c.model["shared/conflict.txt"] != older  # the model keeps the newer one
+
+
+def check_discovery(c: Cluster):
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        ids, problems = {}, []
+        for n in c.nodes:
+            ids[n] = next((e.get("node", "") for e in c.events(n, kind="listening")), "")
+        for n in c.nodes:
+            if not ids[n]:
+                problems.append(f"{n}: no `listening node=<id>` line")
+                continue
+            peers = {e.get("peer", "") for e in c.events(n, kind="connected")}
+            missing = [m for m in c.nodes if m != n and not any(same_id(ids[m], p) for p in peers)]
+            if missing:
+                problems.append(f"{n} (id {ids[n]}): no `connected peer=` for "
+                                + ", ".join(f"{m} (id {ids[m] or '?'})" for m in missing)
+                                + f"; connected to {sorted(peers) or 'nobody'}")
+        if not problems:
+            return "ids " + ", ".join(f"{n}={ids[n]}" for n in c.nodes)
+        c.assert_running(c.nodes)
+        if time.monotonic() > deadline:
+            raise Failure(f"after {TIMEOUT:.0f}s:\n  " + "\n  ".join(problems))
+        time.sleep(1)
+
+
+def check_union(c: Cluster):
+    c.wait_converged()
+    deadline = time.monotonic() + 5  # informational: the log lines may trail the files
+    while True:
+        synced = {n: len({e.get("peer") for e in c.events(n, kind="synchronized")}) for n in c.nodes}
+        if min(synced.values()) >= len(c.nodes) - 1 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    return (f"{len(c.model)} paths; `synchronized peer=` counts "
+            + ", ".join(f"{n}:{k}" for n, k in synced.items()))
+
+
+def check_live_create(c: Cluster):
+    n = c.nodes[1]
+    c.write(n, "live/created.txt", b"created live\n")
+    c.write(n, "live/nested/a/b/new.bin", os.urandom(200 * 1024))
+    c.mkdir(n, "live/empty folder")
+    c.wait_converged()
+    return f"on {n}"
+
+
+def check_live_modify(c: Cluster):
+    n = c.nodes[2]
+    c.write(n, "live/created.txt", b"modified live, and longer than before\n")
+    p = c.dir(n) / "live/nested/a/b/new.bin"
+    with open(p, "r+b") as f:  # in-place overwrite in the middle
+        f.seek(100 * 1024)
+        f.write(os.urandom(1000))
+    c.model["live/nested/a/b/new.bin"] = entry_of(p)
+    c.wait_converged()
+    return f"on {n}"
+
+
+def check_rename_file(c: Cluster):
+    n = c.nodes[0]
+    c.rename(n, "live/created.txt", "live/renamed.txt")
+    c.wait_converged()
+    return f"on {n}"
+
+
+def check_rename_folder(c: Cluster):
+    n, victim = c.nodes[3 % len(c.nodes)], f"seed-{c.nodes[1]}"
+    c.rename(n, victim, f"moved-{victim}")
+    c.wait_converged()
+    return f"{victim}/ -> moved-{victim}/ on {n}"
+
+
+def check_delete_file(c: Cluster):
+    n, rel = c.nodes[1], f"seed-{c.nodes[2]}/hello.txt"
+    c.delete(n, rel)
+    c.wait_converged()
+    return f"{rel} on {n}"
+
+
+def check_delete_folder(c: Cluster):
+    n, rel = c.nodes[2], f"seed-{c.nodes[3 % len(c.nodes)]}/sub"
+    c.delete(n, rel)
+    c.wait_converged()
+    return f"{rel}/ on {n}"
+
+
+BIG = "big/random.bin"
+
+
+def check_big_file(c: Cluster):
+    n = c.nodes[0]
+    p = c.dir(n) / BIG
+    c.mkdir(n, "big")
+    start = time.monotonic()
+    with open(p, "wb") as f:
+        for _ in range(BIG_MIB):
+            f.write(os.urandom(MIB))
+    c.model[BIG] = entry_of(p)
+    c.wait_converged(timeout=max(TIMEOUT, 300))
+    took = time.monotonic() - start
+    sent = [int(e.get("wire_bytes", 0)) for m in c.nodes for e in c.events(m, kind="sent")
+            if same_path(e.get("path", ""), BIG)]
+    size = BIG_MIB * MIB
+    whole = [w for w in sent if w >= size]
+    return (f"{BIG_MIB} MiB from {n} to {len(c.nodes) - 1} nodes in {took:.1f}s; "
+            f"{len(sent)} sends ({len(sent) - len(whole)} of a partly written file), "
+            f"a whole copy costs {min(whole, default=0) / size:.4f}x the file on the wire")
+
+
+def check_delta(c: Cluster):
+    n, size = c.nodes[0], BIG_MIB * MIB
+    marks = {m: len(c.log_lines(m)) for m in c.nodes}
+    p = c.dir(n) / BIG
+    with open(p, "r+b") as f:  # 4 KiB, unaligned, in the middle
+        f.seek(size // 2 + 12345)
+        f.write(os.urandom(4096))
+    c.model[BIG] = entry_of(p)
+    c.wait_converged(timeout=max(TIMEOUT, 300))
+    receivers = [m for m in c.nodes if m != n]
+    deadline = time.monotonic() + 10  # the logs may trail the rename by a moment
+    while time.monotonic() < deadline:
+        applied = [m for m in receivers
+                   if any(same_path(e.get("path", ""), BIG) for e in c.events(m, marks[m], "applied"))]
+        if len(applied) == len(receivers):
+            break
+        time.sleep(0.5)
+    sent = [e for m in c.nodes for e in c.events(m, marks[m], "sent") if same_path(e.get("path", ""), BIG)]
+    if not sent:
+        raise Failure(f"no `sent path={BIG}` log line after the edit on any node: cannot measure")
+    wire = sum(int(e.get("wire_bytes", 0)) for e in sent)
+    modes = ",".join(sorted(e.get("mode", "?") for e in sent))
+    figure = (f"4 KiB edit: {len(sent)} sends ({modes}), {wire} wire bytes = "
+              f"{wire / size:.3%} of the {BIG_MIB} MiB file (limit {DELTA_LIMIT:.0%})")
+    if wire >= DELTA_LIMIT * size:
+        raise Failure(figure)
+    return figure
+
+
+def check_offline(c: Cluster):
+    """Stop a node, change and delete files on the others (and on the stopped
+    node's own folder), restart it: it catches up, deleted files stay deleted."""
+    a, b, d, away = c.nodes[0], c.nodes[1], c.nodes[2], c.nodes[-1]
+    for rel in ("keep.txt", "doomed.txt", "doomed-dir/x.txt", "edit-me.txt"):
+        c.write(a, f"offline/{rel}", f"{rel} before\n".encode())
+    c.wait_converged()
+    sh(*COMPOSE, "stop", away)
+    others = [m for m in c.nodes if m != away]
+    c.delete(a, "offline/doomed.txt")
+    c.delete(a, "offline/doomed-dir")
+    c.write(b, "offline/edit-me.txt", b"edited while node was away\n")
+    c.write(d, "offline/created-while-away.txt", b"new\n")
+    c.write(away, "offline/written-on-stopped-node.txt", b"written while stopped\n")
+    c.wait_converged(others, model={k: v for k, v in c.model.items()
+                                    if k != "offline/written-on-stopped-node.txt"})
+    sh(*COMPOSE, "start", away)
+    c.wait_converged()
+    time.sleep(5)  # a resurrected delete would show up now
+    c.wait_converged(timeout=5)
+    return f"{away} stopped and restarted"
+
+
+def check_partition(c: Cluster):
+    """Cut a node from the network, change different files on both sides,
+    reconnect it with its original IP: everything converges."""
+    a, cut = c.nodes[0], c.nodes[2]
+    for rel in ("shared.txt", "gone.txt", "cut-edit.txt"):
+        c.write(a, f"partition/{rel}", f"{rel} before\n".encode())
+    c.wait_converged()
+    nets = json.loads(sh("docker", "inspect", "-f", "{{json .NetworkSettings.Networks}}", c.cid[cut]))
+    net, cfg = next(iter(nets.items()))
+    ip = (cfg.get("IPAMConfig") or {}).get("IPv4Address") or cfg["IPAddress"]
+    marks = {m: len(c.log_lines(m)) for m in c.nodes}
+    sh("docker", "network", "disconnect", net, c.cid[cut])
+    cut_at = time.monotonic()
+    try:
+        c.write(a, "partition/side-a.txt", b"written on the connected side\n")
+        c.delete(a, "partition/gone.txt")
+        connected_side = dict(c.model)
+        c.write(cut, "partition/side-b.txt", b"written on the cut node\n")
+        c.write(cut, "partition/cut-edit.txt", b"edited on the cut node\n")
+        rest = [m for m in c.nodes if m != cut]
+        c.wait_converged(rest, model=connected_side)
+        if (c.dir(cut) / "partition/side-a.txt").exists():
+            raise Failure(f"{cut} received partition/side-a.txt while disconnected: "
+                          f"`docker network disconnect` did not cut it off")
+        time.sleep(max(0.0, PARTITION_SECS - (time.monotonic() - cut_at)))
+    finally:
+        sh("docker", "network", "connect", "--ip", ip, net, c.cid[cut])
+    c.wait_converged()
+    lost = [m for m in c.nodes if c.events(m, marks[m], "disconnected")]
+    return (f"{cut} ({ip}) cut from {net} for {PARTITION_SECS:.0f}s, reconnected; "
+            f"nodes that logged `disconnected`: {', '.join(lost) or 'none'}")
+
+
+def check_logs(c: Cluster):
+    panics, errors = [], 0
+    for n in c.nodes:
+        for line in c.log_lines(n):
+            line = ANSI.sub("", line)
+            if "panicked at" in line:
+                panics.append(f"{n}: {line.strip()}")
+            errors += " ERROR " in line
+    if panics:
+        raise Failure("panic in the logs:\n  " + "\n  ".join(panics[:5]))
+    return f"{errors} ERROR lines"
+
+
+CHECKS = [  # (name, function, top-level names it touches: compared alone after a failure)
+    ("discovery: every node connects to every other by broadcast", check_discovery, None),
+    ("initial sync: different seeds converge to the union", check_union, None),
+    ("live create (files, nested and empty folders)", check_live_create, ["live"]),
+    ("live modify", check_live_modify, ["live"]),
+    ("live rename file", check_rename_file, ["live"]),
+    ("live rename folder", check_rename_folder, ["seed-*", "moved-*"]),
+    ("live delete file", check_delete_file, ["seed-*"]),
+    ("live delete folder", check_delete_folder, ["seed-*"]),
+    (f"{BIG_MIB} MiB random file reaches all nodes", check_big_file, ["big"]),
+    ("small edit of the big file travels as a delta", check_delta, ["big"]),
+    ("stopped node catches up, deletes stay deleted", check_offline, ["offline"]),
+    ("disconnected node converges after reconnect", check_partition, ["partition"]),
+    ("no panics in the logs", check_logs, None),
+]
+
+
+def start_cluster(c: Cluster):
+    c.prepare()
+    seed(c)
+    return c.up()
+
+
+def main() -> int:
+    def on_signal(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)  # also when started with SIGINT ignored
+
+    results = []  # (status, seconds, name, detail)
+    started = t = time.monotonic()
+    c, name = None, "start"
+    try:
+        c = Cluster()
+        print(f"e2e: {len(c.nodes)} nodes, scratch {SCRATCH}, subnet {NET_PREFIX}.0/24", flush=True)
+        for name, fn, scope in [("seed and start the cluster", start_cluster, None)] + CHECKS:
+            print(f"-> {name}", flush=True)
+            t = time.monotonic()
+            c.scope = scope if c.degraded else None
+            try:
+                detail, status = fn(c) or "", "PASS"
+            except KeyboardInterrupt:
+                raise
+            except Failure as e:
+                detail, status = str(e), "FAIL"
+            except FileNotFoundError as e:
+                detail, status = f"cannot run: {e.filename} is missing (an earlier check failed?)", "FAIL"
+            except Exception as e:
+                where = traceback.extract_tb(e.__traceback__)[-1]
+                detail, status = f"{type(e).__name__}: {e} (e2e.py line {where.lineno})", "FAIL"
+            results.append((status, time.monotonic() - t, name, detail))
+            print(f"   {status} {time.monotonic() - t:.1f}s {detail}", flush=True)
+            if status == "FAIL":
+                if fn is start_cluster:
+                    break  # nothing can run without a cluster
+                c.degraded = True
+    except KeyboardInterrupt as e:
+        results.append(("ABORT", time.monotonic() - t, name, f"interrupted ({str(e) or 'Ctrl-C'})"))
+    except Exception as e:
+        results.append(("ABORT", time.monotonic() - t, name, f"harness error: {e}"))
+    finally:
+        if c is not None:
+            print("-> tear down", flush=True)
+            c.teardown()
+
+    ran = {r[2] for r in results}
+    results += [("SKIP", 0.0, name, "") for name, _, _ in CHECKS if name not in ran]
+    total = time.monotonic() - started
+    print(f"\n==== dirsync e2e summary ({PROJECT}; node logs in {LOG_DIR})")
+    for status, secs, name, detail in results:
+        first, *rest = (detail or "").splitlines() or [""]
+        print(f"{status:5} {secs:7.1f}s  {name}" + (f" — {first}" if first else ""))
+        for line in rest if status != "PASS" else []:
+            print(f"{'':16}{line}")
+    passed = sum(r[0] == "PASS" for r in results)
+    print(f"==== {passed}/{len(results)} passed in {total:.1f}s wall time")
+    return 0 if passed == len(results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

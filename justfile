@@ -1,0 +1,49 @@
+# Developer entry points for dirsync. `just --list` shows them all.
+#
+#   just test       the test suite (the README's test command: cargo test)
+#   just run DIR    run one node on DIR from a release build
+#   just bench      benchmarks (bench/bench.py, loopback in a private netns)
+#   just e2e        docker-compose cluster end-to-end checks (docker/e2e.py)
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+target := "x86_64-unknown-linux-gnu"
+static_bin := "target/" + target + "/release/dirsync"
+context := "target/e2e-context"
+
+# Run the test suite (the README's test command).
+test:
+    cargo test
+
+# Run one node on DIR (extra flags are passed through), release build.
+run DIR *FLAGS:
+    cargo run --release -- {{quote(DIR)}} {{FLAGS}}
+
+# (The private network namespace makes the loopback byte counters count only the
+# measured traffic; it needs root or user namespaces. bench.py compares with rsync.)
+# Benchmarks: bench/bench.py on loopback in a private network namespace.
+bench:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if [ ! -f bench/bench.py ]; then exec cargo bench; fi
+    command -v rsync >/dev/null || { apt-get update -qq && apt-get install -y -qq rsync; }
+    nice cargo build --release --bin dirsync
+    ns=(unshare -n); [ "$(id -u)" = 0 ] || ns=(unshare -rn)
+    exec "${ns[@]}" sh -c 'ip link set lo up && exec python3 bench/bench.py'
+
+# Build the statically linked release binary used by the docker image.
+static:
+    RUSTFLAGS='-C target-feature=+crt-static' nice cargo build --release --target {{target}} --bin dirsync
+
+# Build the image dirsync:e2e: FROM scratch around the static binary, small context.
+image: static
+    rm -rf {{context}} && mkdir -p {{context}}
+    cp {{static_bin}} {{context}}/dirsync
+    # BuildKit needs the buildx plugin; fall back to the classic builder without it.
+    if docker buildx version >/dev/null 2>&1; then b=1; else b=0; fi; \
+      DOCKER_BUILDKIT=$b docker build --quiet -t dirsync:e2e -f docker/Dockerfile {{context}} >/dev/null
+    docker run --rm --network none dirsync:e2e --version
+
+# End-to-end: build the image, run the cluster checks; always tears the cluster down.
+e2e: image
+    python3 docker/e2e.py
