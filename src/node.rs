@@ -12,7 +12,7 @@ use crate::index::Index;
 use crate::net::{Conn, Net};
 use crate::receive::Incoming;
 use crate::store::{system_time_ns, Store, StoreError};
-use crate::wire::{Announce, Entry, Message, NodeId, RelPath, PROTOCOL_VERSION};
+use crate::wire::{Announce, Entry, Kind, Message, NodeId, RelPath, PROTOCOL_VERSION};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -421,7 +421,13 @@ impl<N: Net> Node<N> {
     fn drop_peer(&mut self, peer: NodeId, reason: &str) {
         if let Some(p) = self.peers.remove(&peer) {
             info!(%peer, addr = %p.addr, %reason, "disconnected");
-            self.incoming.remove(&peer);
+            if let Some(inc) = self.incoming.remove(&peer) {
+                let lost = inc.temp_path().is_some_and(|t| !t.exists());
+                drop(inc);
+                if lost {
+                    self.sweep_temp_files();
+                }
+            }
             self.engine.handle_disconnected(peer);
         }
     }
@@ -455,6 +461,12 @@ impl<N: Net> Node<N> {
         if !inc.wanted {
             return;
         }
+        // A newer version (or deletion) arrived while this one was on its
+        // way: it must not replace that (found by the simulation).
+        if let Err(reason) = self.engine.accept_content(peer, &inc.entry) {
+            debug!(%peer, %reason, "discarding superseded content");
+            return;
+        }
         let entry = inc.entry.clone();
         let is_delta = inc.is_delta;
         let action = if self.engine.index().live(&entry.path).is_some() {
@@ -462,7 +474,11 @@ impl<N: Net> Node<N> {
         } else {
             "create"
         };
+        let lost = inc.temp_path().is_some_and(|t| !t.exists());
         let result = inc.finish(&self.store);
+        if result.is_err() && lost {
+            self.sweep_temp_files();
+        }
         match &result {
             Ok(wire_bytes) => {
                 info!(path = %entry.path, action, %peer, mode = if is_delta { "delta" } else { "full" }, wire_bytes, "applied");
@@ -472,6 +488,48 @@ impl<N: Net> Node<N> {
             Err(_) => self.rescan(LocalEvent::Changed(vec![Some(entry.path.clone())])),
         }
         self.engine.handle_received(peer, entry, is_delta, result);
+    }
+
+    /// Stop writing the incoming files the engine no longer wants (a newer
+    /// version or deletion arrived meanwhile), removing their temp files.
+    fn abandon_superseded(&mut self) {
+        for (peer, inc) in self.incoming.iter_mut() {
+            if inc.wanted {
+                if let Err(reason) = self.engine.accept_content(*peer, &inc.entry) {
+                    inc.abandon(reason);
+                }
+            }
+        }
+    }
+
+    /// Remove the temp files no transfer in progress owns. One is abandoned
+    /// where it cannot be removed by name: the user moved the folder it was
+    /// being written in (found by the simulation).
+    fn sweep_temp_files(&self) {
+        let keep = self
+            .incoming
+            .values()
+            .filter_map(|i| i.temp_path().map(std::path::Path::to_path_buf))
+            .collect();
+        let removed = self.store.remove_temp_files_except(&keep);
+        if removed > 0 {
+            info!(count = removed, "removed abandoned temp files");
+        }
+    }
+
+    /// Remove the folders above `path`, innermost first, that the index
+    /// holds as deleted and that are empty now. A folder whose deletion
+    /// arrived while it still held something stays as the container of
+    /// what it holds, and goes with the last of it (found by the
+    /// simulation: such folders used to stay behind on some nodes).
+    fn remove_emptied_parents(&self, path: &RelPath) {
+        for dir in path.ancestors().into_iter().rev() {
+            let deleted = self.engine.index().get(&dir).is_some_and(|e| e.deleted && e.kind == Kind::Dir);
+            if !deleted || !self.store.remove_dir_if_empty(&dir) {
+                return;
+            }
+            debug!(path = %dir, "removed an emptied folder whose deletion is recorded");
+        }
     }
 
     fn close(&mut self, peer: NodeId, reason: String) {
@@ -507,6 +565,13 @@ impl<N: Net> Node<N> {
     }
 
     fn apply(&mut self, peer: NodeId, action: Action) {
+        if let Action::Delete { local, .. } = &action {
+            if local.kind == Kind::Dir {
+                // Transfers into the folder that its deletion superseded
+                // must not keep it from being removed.
+                self.abandon_superseded();
+            }
+        }
         let store = &self.store;
         let result = match &action {
             Action::MakeDir { entry } => store.make_dir(&entry.path),
@@ -516,6 +581,28 @@ impl<N: Net> Node<N> {
             Action::Copy { from, entry, local } => store.copy(from, entry, local.as_ref()),
         };
         let path = action.entry().path.clone();
+        let result = match result {
+            // The peer deleted a folder that still holds something here (a
+            // file it did not know, or one whose own deletion is still on
+            // its way): the deletion is recorded all the same, and the
+            // folder stays as the container of what it holds until that
+            // goes too (see `remove_emptied_parents`).
+            Err(StoreError::Io { source, .. })
+                if matches!(&action, Action::Delete { local, .. } if local.kind == Kind::Dir)
+                    && source.kind() == std::io::ErrorKind::DirectoryNotEmpty =>
+            {
+                debug!(%path, %peer, "folder not empty: its deletion is recorded, it stays for what it holds");
+                Ok(())
+            }
+            other => other,
+        };
+        // The path this action emptied, whose parents may now go.
+        let vacated = match &action {
+            Action::Delete { .. } => Some(path.clone()),
+            Action::Rename { from, .. } => Some(from.path.clone()),
+            _ => None,
+        }
+        .filter(|_| result.is_ok());
         match &result {
             Ok(()) => {
                 info!(%path, action = action.name(), %peer, wire_bytes = 0, "applied");
@@ -529,6 +616,11 @@ impl<N: Net> Node<N> {
             Err(_) => {}
         }
         self.engine.handle_action_done(peer, action, result.map_err(|e| e.to_string()));
+        if let Some(vacated) = vacated {
+            // A rename out of a folder whose deletion is recorded empties it
+            // just as a delete does (found by the simulation).
+            self.remove_emptied_parents(&vacated);
+        }
     }
 
     /// Look at the disk again where `ev` says, and tell the engine.
@@ -561,8 +653,19 @@ impl<N: Net> Node<N> {
                 (vec![Some(from), Some(to)], found)
             }
         };
+        // A folder the index holds as deleted that still holds something is
+        // a container kept for its contents, not a folder made anew.
+        let mut found = found;
+        found.retain(|o| {
+            o.kind != Kind::Dir
+                || !index.get(&o.path).is_some_and(|e| e.deleted && e.kind == Kind::Dir)
+                || !self.store.dir_has_entries(&o.path)
+        });
         let now = self.now_ns();
         self.engine.handle_local(now, &roots, found);
+        for root in roots.iter().flatten() {
+            self.remove_emptied_parents(root);
+        }
     }
 
     fn on_tick(&mut self) {
@@ -571,6 +674,7 @@ impl<N: Net> Node<N> {
         if due(self.last_rescan, self.cfg.rescan_interval) {
             self.last_rescan = now;
             self.rescan(LocalEvent::Changed(vec![None]));
+            self.sweep_temp_files();
         }
         if due(self.last_save, SAVE_INTERVAL) {
             self.last_save = now;

@@ -86,6 +86,19 @@ impl Incoming {
         inc
     }
 
+    /// Stop writing: the content is no longer wanted. Later chunks are
+    /// ignored and the temp file is removed now.
+    pub fn abandon(&mut self, reason: String) {
+        self.error.get_or_insert(reason);
+        self.tmp = None;
+        self.base = None;
+    }
+
+    /// The temp file being written, if any.
+    pub fn temp_path(&self) -> Option<&std::path::Path> {
+        self.tmp.as_ref().map(|t| t.path.as_path())
+    }
+
     pub fn chunk(&mut self, data: &[u8], frame_bytes: usize) {
         self.wire_bytes += frame_bytes as u64;
         if self.error.is_some() {

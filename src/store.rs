@@ -10,6 +10,7 @@
 
 use crate::engine::Observed;
 use crate::wire::{Entry, Hash, Kind, PathError, RelPath, TEMP_PREFIX};
+use std::collections::BTreeSet;
 use std::fs::{self, File, Metadata};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -81,12 +82,16 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 pub struct TempFile {
     pub file: File,
     pub path: PathBuf,
+    /// Renamed into place: nothing to remove on drop.
+    committed: bool,
 }
 
 impl Drop for TempFile {
     fn drop(&mut self) {
         // Committed temp files were renamed away; this removes abandoned ones.
-        let _ = fs::remove_file(&self.path);
+        if !self.committed {
+            let _ = fs::remove_file(&self.path);
+        }
     }
 }
 
@@ -285,19 +290,26 @@ impl Store {
         let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
         let path = dir.join(format!("{TEMP_PREFIX}{}-{n}", std::process::id()));
         let file = File::options().write(true).create_new(true).open(&path).map_err(io_err(&path))?;
-        Ok(TempFile { file, path })
+        Ok(TempFile {
+            file,
+            path,
+            committed: false,
+        })
     }
 
     /// Make `tmp` visible as `entry.path`: fsync, set the mtime, check the
     /// target still holds `expected`, rename over it.
-    pub fn commit(&self, tmp: TempFile, entry: &Entry, expected: Option<&Entry>) -> Result<(), StoreError> {
+    pub fn commit(&self, mut tmp: TempFile, entry: &Entry, expected: Option<&Entry>) -> Result<(), StoreError> {
         tmp.file.sync_all().map_err(io_err(&tmp.path))?;
         filetime::set_file_mtime(&tmp.path, filetime_of(entry.mtime)).map_err(io_err(&tmp.path))?;
         self.ensure_matches(&entry.path, expected)?;
         let full = self.full_path(&entry.path)?;
         fs::rename(&tmp.path, &full).map_err(io_err(&full))?;
-        // The rename consumed the temp file; keep Drop from touching the name.
-        std::mem::forget(tmp);
+        // The rename consumed the temp file's name: dropping it now only
+        // closes the file. (It was `mem::forget`, which leaked one open file
+        // per received file until the node ran out of descriptors; found by
+        // the simulation.)
+        tmp.committed = true;
         Ok(())
     }
 
@@ -310,6 +322,19 @@ impl Store {
             Kind::File => fs::remove_file(&full),
         }
         .map_err(io_err(&full))
+    }
+
+    /// Remove folder `rel` if it is empty. Returns whether it was removed.
+    pub fn remove_dir_if_empty(&self, rel: &RelPath) -> bool {
+        self.full_path(rel).is_ok_and(|p| fs::remove_dir(p).is_ok())
+    }
+
+    /// True if folder `rel` holds anything (synced or not).
+    pub fn dir_has_entries(&self, rel: &RelPath) -> bool {
+        self.full_path(rel)
+            .ok()
+            .and_then(|p| fs::read_dir(p).ok())
+            .is_some_and(|mut d| d.next().is_some())
     }
 
     /// Give file `local.path` the mtime of `entry` (same content).
@@ -354,6 +379,12 @@ impl Store {
 
     /// Remove temp files left by a crash. Returns how many.
     pub fn clean_temp_files(&self) -> usize {
+        self.remove_temp_files_except(&BTreeSet::new())
+    }
+
+    /// Remove every temp file but those in `keep` (being written now).
+    /// Returns how many.
+    pub fn remove_temp_files_except(&self, keep: &BTreeSet<PathBuf>) -> usize {
         let mut removed = 0;
         let mut stack = vec![self.root.clone()];
         while let Some(dir) = stack.pop() {
@@ -362,7 +393,7 @@ impl Store {
                 let full = de.path();
                 let Ok(ft) = de.file_type() else { continue };
                 let is_temp = de.file_name().to_str().is_some_and(|n| n.starts_with(TEMP_PREFIX));
-                if is_temp && ft.is_file() {
+                if is_temp && ft.is_file() && !keep.contains(&full) {
                     if fs::remove_file(&full).is_ok() {
                         removed += 1;
                     }

@@ -157,11 +157,7 @@ impl Engine {
             debug!(path = %e.path, deleted = e.deleted, kind = ?e.kind, "local change");
             self.index.insert(e.clone());
             // A local change may settle a version we were waiting for.
-            if let Some(need) = self.needs.get(&e.path) {
-                if !beats(&need.entry, e) {
-                    self.needs.remove(&e.path);
-                }
-            }
+            self.settle(e);
         }
         self.stats.local_changes += changes.len() as u64;
         self.dirty = true;
@@ -242,8 +238,14 @@ impl Engine {
             }
             Message::Unavailable { path } => {
                 if self.inflight.get(&path).is_some_and(|i| i.peer == peer) {
-                    self.inflight.remove(&path);
-                    if let Some(n) = self.needs.get_mut(&path) {
+                    let asked = self.inflight.remove(&path).map(|i| i.entry);
+                    // Only the version asked for is gone: if a newer one was
+                    // announced meanwhile (by this peer too), keep needing it.
+                    if let Some(n) = self
+                        .needs
+                        .get_mut(&path)
+                        .filter(|n| asked.as_ref().is_some_and(|a| same_version(&n.entry, a)))
+                    {
                         n.sources.remove(&peer);
                         if n.sources.is_empty() {
                             self.needs.remove(&path);
@@ -268,7 +270,13 @@ impl Engine {
     /// there), or `Err` if this content was not asked of that peer.
     pub fn accept_content(&self, peer: NodeId, entry: &Entry) -> Result<Option<Entry>, String> {
         match self.inflight.get(&entry.path) {
-            Some(i) if i.peer == peer && same_version(&i.entry, entry) => Ok(self.index.live(&entry.path).cloned()),
+            Some(i) if i.peer == peer && same_version(&i.entry, entry) => {
+                // Never replace a newer version with an older one.
+                if !wins_over(entry, self.index.get(&entry.path)) {
+                    return Err(format!("{} is newer here than the version asked for", entry.path));
+                }
+                Ok(self.index.live(&entry.path).cloned())
+            }
             Some(_) => Err(format!("{} was asked of another peer or in another version", entry.path)),
             None => Err(format!("{} was not asked for", entry.path)),
         }
@@ -277,7 +285,11 @@ impl Engine {
     /// The content of `entry` from `peer` was written (`Ok`, with the bytes
     /// it cost on the wire) or could not be (`Err`, the reason).
     pub fn handle_received(&mut self, peer: NodeId, entry: Entry, was_delta: bool, result: Result<u64, String>) {
-        if self.inflight.get(&entry.path).is_some_and(|i| i.peer == peer) {
+        if self
+            .inflight
+            .get(&entry.path)
+            .is_some_and(|i| i.peer == peer && same_version(&i.entry, &entry))
+        {
             self.inflight.remove(&entry.path);
         }
         match result {
@@ -291,7 +303,8 @@ impl Engine {
             Err(reason) => {
                 self.stats.failed += 1;
                 warn!(path = %entry.path, %peer, %reason, "receiving failed");
-                if let Some(n) = self.needs.get_mut(&entry.path) {
+                // A failure of an older version leaves a newer need alone.
+                if let Some(n) = self.needs.get_mut(&entry.path).filter(|n| same_version(&n.entry, &entry)) {
                     if was_delta && !n.whole {
                         n.whole = true;
                     } else {
@@ -346,14 +359,22 @@ impl Engine {
     /// The index now holds `entry`, applied on disk.
     fn applied(&mut self, peer: Option<NodeId>, entry: Entry) {
         self.stats.applied += 1;
-        if let Some(n) = self.needs.get(&entry.path) {
-            if !beats(&n.entry, &entry) {
-                self.needs.remove(&entry.path);
-            }
-        }
+        self.settle(&entry);
         self.index.insert(entry.clone());
         self.dirty = true;
         self.broadcast(vec![entry], peer);
+    }
+
+    /// The index now holds `e`: forget the wants and requests it settles.
+    /// A request left in flight would let its older content, arriving
+    /// later, replace `e` on disk (found by the simulation).
+    fn settle(&mut self, e: &Entry) {
+        if self.needs.get(&e.path).is_some_and(|n| !beats(&n.entry, e)) {
+            self.needs.remove(&e.path);
+        }
+        if self.inflight.get(&e.path).is_some_and(|i| !beats(&i.entry, e)) {
+            self.inflight.remove(&e.path);
+        }
     }
 
     /// Compare a peer's entries with ours and act where theirs win.
@@ -410,6 +431,7 @@ impl Engine {
                     Some(l) => self.act(peer, Action::Delete { entry: e, local: l }),
                     None => {
                         // Nothing on disk: just remember the deletion.
+                        self.settle(&e);
                         self.index.insert(e);
                         self.dirty = true;
                     }
@@ -419,6 +441,7 @@ impl Engine {
             if e.kind == Kind::Dir {
                 match live {
                     Some(l) if l.kind == Kind::Dir => {
+                        self.settle(&e);
                         self.index.insert(e);
                         self.dirty = true;
                     }

@@ -416,6 +416,23 @@ fn unavailable_drops_that_source() {
     assert_eq!(e.pending(), 0);
 }
 
+/// Found by the simulation (sim/, live_bursts): the peer changed the file
+/// again before our want arrived, so it answers `Unavailable` for the old
+/// version after announcing the new one; the new one is still wanted.
+#[test]
+fn unavailable_for_an_older_version_keeps_the_newer_need() {
+    let mut e = connected(&[], &[A]);
+    let v1 = file("f", 5, b"one");
+    let v2 = file("f", 6, b"two");
+    e.handle_message(A, Message::Update { entries: vec![v1.clone()] });
+    assert_eq!(e.take_commands(), vec![want(A, &[&v1])]);
+    e.handle_message(A, Message::Update { entries: vec![v2.clone()] });
+    assert_eq!(e.take_commands(), vec![]);
+    e.handle_message(A, Message::Unavailable { path: v1.path.clone() });
+    assert_eq!(e.take_commands(), vec![want(A, &[&v2])]);
+    assert_eq!(e.pending(), 1);
+}
+
 #[test]
 fn a_second_hello_or_stray_content_closes_the_connection() {
     let mut e = connected(&[], &[A]);
@@ -471,4 +488,34 @@ fn a_local_edit_settles_a_pending_older_want() {
     e.take_commands();
     e.handle_local(100, &[None], vec![observed(&file("f", 90, b"mine"))]);
     assert_eq!(e.pending(), 0);
+}
+
+/// Found by the simulation (sim/, live_bursts and faults): content asked
+/// for before a newer local change (or deletion) arrives after it; it must
+/// not replace the newer version, and the path can be asked for again.
+#[test]
+fn content_asked_for_before_a_newer_local_change_is_refused() {
+    for mine in [file("f", 6, b"mine"), tomb("f", 6)] {
+        let mut e = connected(&[file("f", 1, b"old")], &[A]);
+        let theirs = file("f", 5, b"theirs");
+        e.handle_message(
+            A,
+            Message::Update {
+                entries: vec![theirs.clone()],
+            },
+        );
+        assert_eq!(e.take_commands(), vec![want(A, &[&theirs])]);
+        let found = if mine.deleted { vec![] } else { vec![observed(&mine)] };
+        e.handle_local(6, &[Some(p("f"))], found);
+        e.take_commands();
+        assert!(e.accept_content(A, &theirs).is_err(), "{mine:?}");
+        let newer = file("f", 7, b"newer");
+        e.handle_message(
+            A,
+            Message::Update {
+                entries: vec![newer.clone()],
+            },
+        );
+        assert_eq!(e.take_commands(), vec![want(A, &[&newer])], "{mine:?}");
+    }
 }

@@ -1,0 +1,824 @@
+//! `Cluster`: N simulated hosts, each running the real `dirsync::node::run`
+//! over `TurmoilNet`, each with its own real temp directory.
+//!
+//! The test drives the simulation step by step from outside: between steps
+//! it changes files on a host's disk (with mtimes from simulated time) and
+//! hands the change to that node the way the watcher would, on the node's
+//! local-event channel; it partitions, holds, crashes and restarts hosts;
+//! and it checks that every tree ends the same and that no file the
+//! scenario knows should exist was lost.
+
+use crate::net::{epoch, Panics, TurmoilNet, EPOCH_SECS};
+use crate::trace::TraceLog;
+use crate::tree::{describe_difference, Item, Tree, TreeReader, TEMP_PREFIX};
+use dirsync::node::{Config, Counters, LocalEvent};
+use dirsync::wire::{NodeId, RelPath};
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::fs;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const LISTEN_PORT: u16 = 6000;
+pub const BROADCAST_PORT: u16 = 5000;
+/// How often `converge` looks at the trees (simulated time).
+const CHECK_EVERY: Duration = Duration::from_millis(250);
+/// How long the trees must stay the same before a cluster counts as settled.
+const SETTLE: Duration = Duration::from_secs(3);
+
+/// How to build a cluster.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Scenario name, for failure reports.
+    pub name: String,
+    pub nodes: usize,
+    pub seed: u64,
+    pub announce_interval: Duration,
+    pub rescan_interval: Duration,
+    pub min_latency: Duration,
+    pub max_latency: Duration,
+    /// Chance that a message breaks its link (turmoil's `fail_rate`).
+    pub fail_rate: f64,
+    pub tick: Duration,
+    /// Let turmoil run the hosts in a random order at each step.
+    pub random_order: bool,
+}
+
+impl Options {
+    pub fn new(name: &str, nodes: usize, seed: u64) -> Options {
+        Options {
+            name: name.into(),
+            nodes,
+            seed,
+            announce_interval: Duration::from_secs(1),
+            rescan_interval: Duration::from_secs(3600),
+            min_latency: Duration::from_millis(0),
+            max_latency: Duration::from_millis(20),
+            fail_rate: 0.0,
+            tick: Duration::from_millis(1),
+            random_order: true,
+        }
+    }
+}
+
+/// What a path must hold on every node once the cluster settles.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// A file with this content hash.
+    File([u8; 32]),
+    Dir,
+    Gone,
+    /// May or may not exist: only agreement is checked. (Kept rather than
+    /// dropped: a deletion of a folder above it cannot know the outcome.)
+    Unknown,
+}
+
+impl std::fmt::Debug for Expect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Expect::File(h) => write!(f, "file({:02x}{:02x}{:02x}{:02x})", h[0], h[1], h[2], h[3]),
+            Expect::Dir => write!(f, "dir"),
+            Expect::Gone => write!(f, "gone"),
+            Expect::Unknown => write!(f, "unknown"),
+        }
+    }
+}
+
+struct Host {
+    name: String,
+    root: PathBuf,
+    _dir: tempfile::TempDir,
+    local: async_channel::Sender<LocalEvent>,
+    /// Kept so events sent while the node is down wait for its next start.
+    _local_rx: async_channel::Receiver<LocalEvent>,
+    counters: Arc<Counters>,
+    incarnation: Rc<Cell<u64>>,
+    started: bool,
+    running: bool,
+    /// Cut off by `isolate`.
+    isolated: bool,
+}
+
+pub struct Cluster {
+    // Dropped first: the simulation (and the nodes' tasks) before the
+    // directories they use and before the trace subscriber.
+    sim: turmoil::Sim<'static>,
+    pub opts: Options,
+    hosts: Vec<Host>,
+    log: TraceLog,
+    panics: Panics,
+    expected: BTreeMap<String, Expect>,
+    reader: TreeReader,
+    /// Scenario randomness, derived from the seed.
+    pub rng: Rng,
+    /// Simulated time at which each `converge` found the trees equal.
+    converged_at: Vec<Duration>,
+    _trace: tracing::subscriber::DefaultGuard,
+}
+
+/// The node id of `host`'s `incarnation`-th start: a fresh id per start, as
+/// production draws a random one per process.
+pub fn node_id(seed: u64, host: usize, incarnation: u64) -> NodeId {
+    NodeId(splitmix(seed ^ splitmix((host as u64) << 32 | incarnation)))
+}
+
+fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// A small deterministic generator for scenario choices and file contents.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(1);
+        splitmix(self.0)
+    }
+
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+
+    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(len + 8);
+        while out.len() < len {
+            out.extend_from_slice(&self.next_u64().to_le_bytes());
+        }
+        out.truncate(len);
+        out
+    }
+
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len() as u64) as usize]
+    }
+}
+
+fn rel(path: &str) -> RelPath {
+    RelPath::new(path).unwrap_or_else(|e| panic!("bad scenario path {path:?}: {e}"))
+}
+
+impl Cluster {
+    /// Make the hosts' directories; no node runs until `start`.
+    pub fn new(opts: Options) -> Cluster {
+        let log = TraceLog::default();
+        let trace = log.install();
+        let mut b = turmoil::Builder::new();
+        b.simulation_duration(Duration::from_secs(24 * 3600))
+            .tick_duration(opts.tick)
+            .epoch(epoch())
+            .rng_seed(opts.seed)
+            .min_message_latency(opts.min_latency)
+            .max_message_latency(opts.max_latency)
+            .fail_rate(opts.fail_rate)
+            // A broken link heals at once: each failure loses the messages
+            // in flight, as a short outage would.
+            .repair_rate(1.0)
+            // Room for the many small segments of a busy connection.
+            .tcp_capacity(1024);
+        if opts.random_order {
+            b.enable_random_order();
+        }
+        let sim = b.build();
+        let hosts = (0..opts.nodes)
+            .map(|i| {
+                let dir = tempfile::Builder::new().prefix("dirsync-sim-").tempdir().unwrap();
+                let root = dir.path().canonicalize().unwrap();
+                let (local, local_rx) = async_channel::unbounded();
+                Host {
+                    name: format!("n{i}"),
+                    root,
+                    _dir: dir,
+                    local,
+                    _local_rx: local_rx,
+                    counters: Arc::new(Counters::default()),
+                    incarnation: Rc::new(Cell::new(0)),
+                    started: false,
+                    running: false,
+                    isolated: false,
+                }
+            })
+            .collect();
+        Cluster {
+            sim,
+            rng: Rng::new(splitmix(opts.seed ^ 0x5eed)),
+            opts,
+            hosts,
+            log,
+            panics: Panics::default(),
+            expected: BTreeMap::new(),
+            reader: TreeReader::default(),
+            converged_at: Vec::new(),
+            _trace: trace,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.hosts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.hosts.is_empty()
+    }
+
+    pub fn root(&self, host: usize) -> &Path {
+        &self.hosts[host].root
+    }
+
+    pub fn counters(&self, host: usize) -> &Counters {
+        &self.hosts[host].counters
+    }
+
+    pub fn name(&self, host: usize) -> &str {
+        &self.hosts[host].name
+    }
+
+    /// The node id `host` runs under now.
+    pub fn node_id(&self, host: usize) -> NodeId {
+        node_id(self.opts.seed, host, self.hosts[host].incarnation.get())
+    }
+
+    /// Simulated time since the start.
+    pub fn elapsed(&self) -> Duration {
+        self.sim.elapsed()
+    }
+
+    /// Simulated wall-clock time now, in ns since the Unix epoch.
+    pub fn now_ns(&self) -> i64 {
+        (EPOCH_SECS as i64) * 1_000_000_000 + self.sim.elapsed().as_nanos() as i64
+    }
+
+    /// Start every node not started yet.
+    pub fn start_all(&mut self) {
+        for i in 0..self.hosts.len() {
+            if !self.hosts[i].started {
+                self.start(i);
+            }
+        }
+    }
+
+    /// Register `host` with the simulation: its node starts at once, and
+    /// again (with a new id) on every `restart`.
+    pub fn start(&mut self, host: usize) {
+        let h = &mut self.hosts[host];
+        assert!(!h.started, "{} started twice", h.name);
+        h.started = true;
+        h.running = true;
+        let name = h.name.clone();
+        let root = h.root.clone();
+        let incarnation = h.incarnation.clone();
+        let local_rx = h._local_rx.clone();
+        let counters = h.counters.clone();
+        let panics = self.panics.clone();
+        let opts = self.opts.clone();
+        let log = self.log.clone();
+        let host_name = name.clone();
+        self.sim.host(name.as_str(), move || {
+            let n = incarnation.get() + 1;
+            incarnation.set(n);
+            let cfg = Config {
+                dir: root.clone(),
+                state_dir: root.join(crate::tree::STATE_DIR),
+                listen_port: LISTEN_PORT,
+                broadcast_port: BROADCAST_PORT,
+                broadcast_addr: Ipv4Addr::BROADCAST,
+                node_id: node_id(opts.seed, host, n),
+                announce_interval: opts.announce_interval,
+                rescan_interval: opts.rescan_interval,
+                counters: counters.clone(),
+            };
+            let net = TurmoilNet::new(&host_name, panics.clone());
+            let rx = local_rx.clone();
+            let log = log.clone();
+            let host_name = host_name.clone();
+            async move {
+                let t = turmoil::sim_elapsed().unwrap_or_default().as_micros();
+                log.push(format!("{t:>12} {host_name} START incarnation {n} as {}", cfg.node_id));
+                dirsync::node::run(net, cfg, rx).await?;
+                Ok(())
+            }
+        });
+    }
+
+    /// Crash `host` like a power loss: its node stops at once, every task
+    /// and socket dropped, and nothing it would say while going down (FINs,
+    /// RSTs) reaches anyone. Its peers find out when they next send to it.
+    ///
+    /// (The silence is also what keeps a crash deterministic: turmoil drops
+    /// the host's tasks in an order that follows tokio's process-wide task
+    /// ids, which tests running in parallel shift, and each goodbye sent
+    /// would draw its latency from the seeded generator in that order.)
+    pub fn crash(&mut self, host: usize) {
+        let name = self.hosts[host].name.clone();
+        self.note(format!("crash {name}"));
+        self.silently(host, |sim| sim.crash(name.as_str()));
+        self.hosts[host].running = false;
+    }
+
+    /// Start a crashed (or running) node again, with its state on disk and
+    /// a new node id.
+    pub fn restart(&mut self, host: usize) {
+        let name = self.hosts[host].name.clone();
+        self.note(format!("restart {name}"));
+        self.silently(host, |sim| sim.bounce(name.as_str()));
+        self.hosts[host].running = true;
+    }
+
+    /// Run `f` with `host` cut off from every other host (unless it already
+    /// is, by `isolate`, which stays so).
+    fn silently(&mut self, host: usize, f: impl FnOnce(&mut turmoil::Sim<'static>)) {
+        let names: Vec<String> = self.hosts.iter().map(|h| h.name.clone()).collect();
+        let me = names[host].as_str();
+        let was_isolated = self.hosts[host].isolated;
+        for o in names.iter().filter(|o| o.as_str() != me) {
+            self.sim.partition(me, o.as_str());
+        }
+        f(&mut self.sim);
+        if !was_isolated {
+            for o in names.iter().filter(|o| o.as_str() != me) {
+                self.sim.repair(me, o.as_str());
+            }
+        }
+    }
+
+    pub fn is_running(&self, host: usize) -> bool {
+        self.hosts[host].running
+    }
+
+    /// Drop every message between `host` and all the others until `heal`.
+    pub fn isolate(&mut self, host: usize) {
+        self.note(format!("isolate {}", self.hosts[host].name));
+        self.hosts[host].isolated = true;
+        for o in 0..self.hosts.len() {
+            if o != host {
+                self.sim.partition(self.hosts[host].name.as_str(), self.hosts[o].name.as_str());
+            }
+        }
+    }
+
+    /// Undo `isolate`.
+    pub fn heal(&mut self, host: usize) {
+        self.note(format!("heal {}", self.hosts[host].name));
+        self.hosts[host].isolated = false;
+        for o in 0..self.hosts.len() {
+            if o != host {
+                self.sim.repair(self.hosts[host].name.as_str(), self.hosts[o].name.as_str());
+            }
+        }
+    }
+
+    /// Hold the messages between `a` and `b` (they are delivered late, on `release`).
+    pub fn hold(&mut self, a: usize, b: usize) {
+        self.note(format!("hold {} {}", self.hosts[a].name, self.hosts[b].name));
+        self.sim.hold(self.hosts[a].name.as_str(), self.hosts[b].name.as_str());
+    }
+
+    pub fn release(&mut self, a: usize, b: usize) {
+        self.note(format!("release {} {}", self.hosts[a].name, self.hosts[b].name));
+        self.sim.release(self.hosts[a].name.as_str(), self.hosts[b].name.as_str());
+    }
+
+    pub fn set_fail_rate(&mut self, rate: f64) {
+        self.note(format!("fail rate {rate}"));
+        self.sim.set_fail_rate(rate);
+    }
+
+    /// Record a scenario step in the trace.
+    pub fn note(&self, what: String) {
+        let t = self.sim.elapsed().as_micros();
+        self.log.push(format!("{t:>12} cluster {what}"));
+    }
+
+    // ----- running ------------------------------------------------------
+
+    /// Run the simulation for `d` of simulated time.
+    pub fn run_for(&mut self, d: Duration) {
+        let until = self.sim.elapsed() + d;
+        while self.sim.elapsed() < until {
+            if let Err(e) = self.sim.step() {
+                self.fail(&format!("the simulation failed: {e}"));
+            }
+            let panics = self.panics.take();
+            if !panics.is_empty() {
+                self.fail(&format!("a node task panicked:\n{}", panics.join("\n")));
+            }
+        }
+    }
+
+    /// Step until `cond` holds (checked after every step) or `max` passes.
+    /// Returns whether it held.
+    pub fn run_until(&mut self, max: Duration, mut cond: impl FnMut(&mut Cluster) -> bool) -> bool {
+        let until = self.sim.elapsed() + max;
+        while self.sim.elapsed() < until {
+            let tick = self.opts.tick;
+            self.run_for(tick);
+            if cond(self) {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Run until every running node holds the same tree and it stays so for
+    /// a few seconds; then check the trees against the expected files.
+    /// Fails the test if that takes more than `within`. Returns how long it
+    /// took (simulated).
+    pub fn converge(&mut self, within: Duration) -> Duration {
+        let start = self.sim.elapsed();
+        loop {
+            self.run_for(CHECK_EVERY);
+            if self.trees_agree().is_ok() {
+                let agreed_at = self.sim.elapsed();
+                let before = self.trees();
+                self.run_for(SETTLE);
+                if self.trees_agree().is_ok() && self.trees() == before {
+                    self.converged_at.push(agreed_at);
+                    self.note(format!("converged after {:?}", agreed_at - start));
+                    self.assert_converged();
+                    return agreed_at - start;
+                }
+            }
+            if self.sim.elapsed() - start > within {
+                let why = self.trees_agree().err().unwrap_or_default();
+                self.fail(&format!("no convergence within {within:?}:\n{why}"));
+            }
+        }
+    }
+
+    /// Run `d` more (longer than the idle timeout, so a connection that
+    /// died unnoticed is replaced meanwhile) and check that nothing changed
+    /// and everything still holds: convergence was not a passing moment.
+    pub fn assert_stays_converged(&mut self, d: Duration) {
+        let before = self.trees();
+        self.run_for(d);
+        self.assert_converged();
+        let after = self.trees();
+        for (i, (b, a)) in before.iter().zip(&after).enumerate() {
+            if a != b {
+                let diff = describe_difference("before", b, "after", a);
+                self.fail(&format!("{} changed after converging:\n{diff}", self.hosts[i].name));
+            }
+        }
+    }
+
+    /// Every host runs, holds the same tree with no temp file visible, and
+    /// every path whose outcome the scenario knows holds it.
+    pub fn assert_converged(&mut self) {
+        if let Some(h) = self.hosts.iter().find(|h| !h.running) {
+            let name = h.name.clone();
+            self.fail(&format!("{name} is not running"));
+        }
+        if let Err(why) = self.trees_agree() {
+            self.fail(&format!("trees differ:\n{why}"));
+        }
+        let tree = self.tree(0);
+        let mut wrong = String::new();
+        for (path, want) in &self.expected {
+            let got = tree.get(path);
+            let ok = match want {
+                Expect::Gone => got.is_none(),
+                Expect::Dir => got == Some(&Item::Dir),
+                Expect::File(h) => got.and_then(Item::hash) == Some(*h),
+                Expect::Unknown => true,
+            };
+            if !ok {
+                wrong += &format!("  {path}: expected {want:?}, every node has {got:?}\n");
+            }
+        }
+        if !wrong.is_empty() {
+            self.fail(&format!("the trees agree but differ from the expected outcome:\n{wrong}"));
+        }
+    }
+
+    fn trees(&mut self) -> Vec<Tree> {
+        (0..self.hosts.len()).map(|i| self.tree(i)).collect()
+    }
+
+    /// The synced tree of `host`.
+    pub fn tree(&mut self, host: usize) -> Tree {
+        let root = self.hosts[host].root.clone();
+        self.reader.read(&root).0
+    }
+
+    /// `Ok` if every running host holds the same tree and no temp file.
+    fn trees_agree(&mut self) -> Result<(), String> {
+        let running: Vec<usize> = (0..self.hosts.len()).filter(|&i| self.hosts[i].running).collect();
+        let mut why = String::new();
+        let mut first: Option<(usize, Tree)> = None;
+        for i in running {
+            let root = self.hosts[i].root.clone();
+            let (tree, temps) = self.reader.read(&root);
+            if !temps.is_empty() {
+                why += &format!("  {} shows temp files {temps:?}\n", self.hosts[i].name);
+            }
+            match &first {
+                None => first = Some((i, tree)),
+                Some((f, ft)) => why += &describe_difference(&self.hosts[*f].name, ft, &self.hosts[i].name, &tree),
+            }
+        }
+        if why.is_empty() {
+            Ok(())
+        } else {
+            Err(why)
+        }
+    }
+
+    /// Stop the test with `what`, the seed, and the trace (the last lines in
+    /// the message, all of it in a file).
+    pub fn fail(&self, what: &str) -> ! {
+        let lines = self.sanitized_log();
+        let dir = std::env::temp_dir().join("dirsync-sim-failures");
+        let _ = fs::create_dir_all(&dir);
+        let file = dir.join(format!("{}-seed{}.log", self.opts.name, self.opts.seed));
+        let _ = fs::write(&file, lines.join("\n") + "\n");
+        let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+        panic!(
+            "scenario {} seed {} at {:?}: {what}\n--- last trace lines (all in {}):\n{tail}",
+            self.opts.name,
+            self.opts.seed,
+            self.sim.elapsed(),
+            file.display()
+        );
+    }
+
+    // ----- changes on a host's disk -------------------------------------
+
+    /// Write `content` to `path` on `host` before any node starts (no event).
+    pub fn seed_file(&mut self, host: usize, path: &str, content: &[u8]) {
+        self.seed_file_aged(host, path, content, Duration::ZERO);
+    }
+
+    /// Like `seed_file`, with an mtime `age` before the simulation's start.
+    pub fn seed_file_aged(&mut self, host: usize, path: &str, content: &[u8], age: Duration) {
+        assert!(!self.hosts[host].started, "seed_file is for trees that exist before the start");
+        let t = self.now_ns() - age.as_nanos() as i64;
+        self.put(host, path, content, t);
+    }
+
+    /// A folder that exists before the start.
+    pub fn seed_dir(&mut self, host: usize, path: &str) {
+        fs::create_dir_all(self.hosts[host].root.join(path)).unwrap();
+        self.expected.insert(path.into(), Expect::Dir);
+    }
+
+    /// Write `content` at `path` with mtime `mtime_ns`; returns the topmost
+    /// folder this had to create (what a watcher would report).
+    fn put(&mut self, host: usize, path: &str, content: &[u8], mtime_ns: i64) -> Option<RelPath> {
+        let root = self.hosts[host].root.clone();
+        let created = self.make_parents(&root, path);
+        let full = root.join(path);
+        fs::write(&full, content).unwrap();
+        let ft = filetime::FileTime::from_unix_time(mtime_ns.div_euclid(1_000_000_000), mtime_ns.rem_euclid(1_000_000_000) as u32);
+        filetime::set_file_mtime(&full, ft).unwrap();
+        self.expected.insert(path.into(), Expect::File(*blake3::hash(content).as_bytes()));
+        created
+    }
+
+    /// Create the parent folders of `path` under `root`. Returns the
+    /// topmost one created.
+    ///
+    /// The model expects nothing of them: they exist as long as something
+    /// inside does (which the checks of their contents cover), and once
+    /// that is deleted, a folder's own versions decide, which may include
+    /// an older deletion from a node that had not seen this write. A
+    /// deletion the model expected of them no longer holds, though.
+    fn make_parents(&mut self, root: &Path, path: &str) -> Option<RelPath> {
+        let mut created = None;
+        let mut anc = Path::new(path).parent();
+        while let Some(a) = anc.filter(|a| !a.as_os_str().is_empty()) {
+            let s = a.to_string_lossy().to_string();
+            if !root.join(a).exists() {
+                created = Some(rel(&s));
+            }
+            if self.expected.get(&s).is_some_and(|e| *e != Expect::Dir) {
+                self.expected.insert(s, Expect::Unknown);
+            }
+            anc = a.parent();
+        }
+        if let Some(parent) = Path::new(path).parent() {
+            fs::create_dir_all(root.join(parent)).unwrap();
+        }
+        created
+    }
+
+    /// Paths at and below `path` on `host`'s disk, with what they hold.
+    fn on_disk_under(&mut self, host: usize, path: &str) -> Vec<(String, Item)> {
+        let prefix = format!("{path}/");
+        self.tree(host)
+            .into_iter()
+            .filter(|(p, _)| p == path || p.starts_with(&prefix))
+            .collect()
+    }
+
+    /// Paths below `path` that the model expects to exist but `host` does
+    /// not hold: another node made them and `host` has not heard yet, so a
+    /// delete or rename of `path` on `host` leaves them (and `path`) be.
+    fn forget_unseen_under(&mut self, path: &str, seen: &[(String, Item)]) {
+        let prefix = format!("{path}/");
+        let unseen: Vec<String> = self
+            .expected
+            .iter()
+            .filter(|(p, e)| p.starts_with(&prefix) && **e != Expect::Gone && !seen.iter().any(|(s, _)| s == *p))
+            .map(|(p, _)| p.clone())
+            .collect();
+        if !unseen.is_empty() {
+            self.expected.insert(path.into(), Expect::Unknown);
+        }
+        for p in unseen {
+            self.expected.insert(p, Expect::Unknown);
+        }
+    }
+
+    fn tell(&self, host: usize, ev: LocalEvent) {
+        // Unbounded, and a receiver is kept: never fails.
+        let _ = self.hosts[host].local.try_send(ev);
+    }
+
+    /// Create or replace `path` on `host` (mtime: simulated now) and tell its node.
+    pub fn write(&mut self, host: usize, path: &str, content: &[u8]) {
+        self.note(format!("write {} {path} ({} B)", self.hosts[host].name, content.len()));
+        let t = self.now_ns();
+        let created = self.put(host, path, content, t);
+        self.tell(host, LocalEvent::Changed(vec![Some(created.unwrap_or_else(|| rel(path)))]));
+    }
+
+    /// Make a folder (and its parents) on `host`.
+    pub fn mkdir(&mut self, host: usize, path: &str) {
+        self.note(format!("mkdir {} {path}", self.hosts[host].name));
+        let root = self.hosts[host].root.clone();
+        let created = self.make_parents(&root, path);
+        let fresh = !root.join(path).exists();
+        fs::create_dir_all(root.join(path)).unwrap();
+        self.expected.insert(path.into(), Expect::Dir);
+        if let Some(top) = created.or_else(|| fresh.then(|| rel(path))) {
+            self.tell(host, LocalEvent::Changed(vec![Some(top)]));
+        }
+    }
+
+    /// Read `path` on `host`.
+    pub fn read(&self, host: usize, path: &str) -> Option<Vec<u8>> {
+        fs::read(self.hosts[host].root.join(path)).ok()
+    }
+
+    pub fn exists(&self, host: usize, path: &str) -> bool {
+        self.hosts[host].root.join(path).exists()
+    }
+
+    /// Delete `path` (a file, or a folder with everything in it) on `host`.
+    pub fn delete(&mut self, host: usize, path: &str) {
+        self.note(format!("delete {} {path}", self.hosts[host].name));
+        let seen = self.on_disk_under(host, path);
+        let full = self.hosts[host].root.join(path);
+        match fs::symlink_metadata(&full) {
+            Ok(m) if m.is_dir() => fs::remove_dir_all(&full).unwrap(),
+            Ok(_) => fs::remove_file(&full).unwrap(),
+            Err(e) => panic!("delete {path} on {}: {e}", self.hosts[host].name),
+        }
+        for (p, _) in &seen {
+            self.expected.insert(p.clone(), Expect::Gone);
+        }
+        self.forget_unseen_under(path, &seen);
+        self.tell(host, LocalEvent::Changed(vec![Some(rel(path))]));
+    }
+
+    /// Rename `from` to `to` (a fresh path) on `host`; files keep their mtimes.
+    pub fn rename(&mut self, host: usize, from: &str, to: &str) {
+        self.note(format!("rename {} {from} -> {to}", self.hosts[host].name));
+        let root = self.hosts[host].root.clone();
+        assert!(!root.join(to).exists(), "rename target {to} exists");
+        let seen = self.on_disk_under(host, from);
+        let created = self.make_parents(&root, to);
+        fs::rename(root.join(from), root.join(to)).unwrap();
+        for (p, item) in &seen {
+            self.expected.insert(p.clone(), Expect::Gone);
+            let moved = format!("{to}{}", &p[from.len()..]);
+            let e = match item {
+                Item::Dir => Expect::Dir,
+                Item::File { hash, .. } => Expect::File(*hash),
+            };
+            self.expected.insert(moved, e);
+        }
+        self.forget_unseen_under(from, &seen);
+        self.tell(
+            host,
+            LocalEvent::Renamed {
+                from: rel(from),
+                to: rel(to),
+            },
+        );
+        if let Some(top) = created {
+            self.tell(host, LocalEvent::Changed(vec![Some(top)]));
+        }
+    }
+
+    /// The temp files visible in `host`'s directory now.
+    pub fn temp_files(&mut self, host: usize) -> Vec<String> {
+        let root = self.hosts[host].root.clone();
+        self.reader.read(&root).1
+    }
+
+    /// Leave a half-written temp file in `host`'s folder `dir`, as a crash
+    /// in the middle of a transfer would.
+    pub fn plant_temp_file(&mut self, host: usize, dir: &str, content: &[u8]) {
+        let d = self.hosts[host].root.join(dir);
+        fs::create_dir_all(&d).unwrap();
+        fs::write(d.join(format!("{TEMP_PREFIX}crashed-{}", self.rng.next_u64())), content).unwrap();
+    }
+
+    /// Set what the scenario expects at `path` (overriding the model the
+    /// write/delete/rename calls keep).
+    pub fn expect(&mut self, path: &str, e: Expect) {
+        self.expected.insert(path.into(), e);
+    }
+
+    /// The scenario cannot know what `path` ends as: only check agreement.
+    pub fn forget(&mut self, path: &str) {
+        self.expected.insert(path.into(), Expect::Unknown);
+    }
+
+    pub fn expected(&self) -> &BTreeMap<String, Expect> {
+        &self.expected
+    }
+
+    // ----- replay -------------------------------------------------------
+
+    /// The trace with each host's directory and temp-file numbers (which
+    /// differ between runs) replaced by stable names.
+    pub fn sanitized_log(&self) -> Vec<String> {
+        let roots: Vec<(String, String)> = self
+            .hosts
+            .iter()
+            .map(|h| (h.root.display().to_string(), format!("<{}>", h.name)))
+            .collect();
+        self.log
+            .lines()
+            .into_iter()
+            .map(|mut l| {
+                for (r, n) in &roots {
+                    l = l.replace(r, n);
+                }
+                mask_temp_names(&l)
+            })
+            .collect()
+    }
+
+    /// A digest of the run: every trace line, the final trees (with mtimes)
+    /// and the simulated times at which the cluster converged. Two runs of a
+    /// seed must give the same digest.
+    pub fn digest(&mut self) -> String {
+        let mut h = blake3::Hasher::new();
+        for l in self.sanitized_log() {
+            h.update(l.as_bytes());
+            h.update(b"\n");
+        }
+        for i in 0..self.hosts.len() {
+            for (p, item) in self.tree(i) {
+                h.update(format!("{i} {p} {item:?}\n").as_bytes());
+            }
+        }
+        for t in &self.converged_at {
+            h.update(format!("converged {}\n", t.as_nanos()).as_bytes());
+        }
+        h.update(format!("trace lines {}\n", self.log.len()).as_bytes());
+        h.finalize().to_hex().to_string()
+    }
+
+    pub fn converged_at(&self) -> &[Duration] {
+        &self.converged_at
+    }
+
+    pub fn content_bytes_received(&self, host: usize) -> u64 {
+        self.hosts[host].counters.content_bytes_received.load(Ordering::Relaxed)
+    }
+}
+
+/// `.dirsync-tmp-<pid>-<n>` → `.dirsync-tmp-*` (the counter is per process).
+fn mask_temp_names(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut rest = line;
+    while let Some(i) = rest.find(TEMP_PREFIX) {
+        out.push_str(&rest[..i + TEMP_PREFIX.len()]);
+        out.push('*');
+        rest = &rest[i + TEMP_PREFIX.len()..];
+        let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '-')).unwrap_or(rest.len());
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
