@@ -3,6 +3,7 @@
 #   just test       the test suite (the README's test command: cargo test)
 #   just run DIR    run one node on DIR from a release build
 #   just bench      benchmarks (bench/bench.py, loopback in a private netns)
+#   just bench-micro  micro-benchmarks of codec, hashing and deltas (divan)
 #   just e2e        docker-compose cluster end-to-end checks (docker/e2e.py)
 
 set shell := ["bash", "-euo", "pipefail", "-c"]
@@ -25,11 +26,14 @@ run DIR *FLAGS:
 bench:
     #!/usr/bin/env bash
     set -euo pipefail
-    if [ ! -f bench/bench.py ]; then exec cargo bench; fi
     command -v rsync >/dev/null || { apt-get update -qq && apt-get install -y -qq rsync; }
     nice cargo build --release --bin dirsync
     ns=(unshare -n); [ "$(id -u)" = 0 ] || ns=(unshare -rn)
     exec "${ns[@]}" sh -c 'ip link set lo up && exec python3 bench/bench.py'
+
+# Micro-benchmarks (benches/micro.rs): frame codec, blake3, delta steps.
+bench-micro:
+    nice cargo bench --bench micro
 
 # Build the statically linked release binary used by the docker image.
 static:

@@ -13,7 +13,10 @@ use std::time::Duration;
 use tracing::warn;
 
 /// How long the watcher waits for a burst of events on a path to settle.
-const DEBOUNCE: Duration = Duration::from_millis(50);
+/// Short, so a saved file reaches the peers within tens of milliseconds; a
+/// file still being written is sent again when it settles (and a receiver
+/// never applies a version whose content no longer matches).
+const DEBOUNCE: Duration = Duration::from_millis(20);
 
 fn main() -> ExitCode {
     let args = match parse_args() {

@@ -10,7 +10,7 @@ use crate::discovery;
 use crate::engine::{Action, Command, Engine};
 use crate::index::Index;
 use crate::net::{Conn, Net};
-use crate::receive::Incoming;
+use crate::receive::{Incoming, Received};
 use crate::store::{system_time_ns, Store, StoreError};
 use crate::wire::{Announce, Entry, Kind, Message, NodeId, RelPath, PROTOCOL_VERSION};
 use std::collections::{BTreeMap, BTreeSet};
@@ -26,6 +26,9 @@ const MAX_KNOWN_PEERS: usize = 1024;
 /// How often the index is written when it changed.
 const SAVE_INTERVAL: Duration = Duration::from_secs(2);
 const INDEX_FILE: &str = "index";
+/// How many received files may be made durable at once off the event loop
+/// (each holds its temp file open meanwhile).
+const MAX_DURABLE_JOBS: usize = 32;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -94,6 +97,12 @@ enum Event<N: Net> {
         reason: String,
     },
     Announce(SocketAddr, Announce),
+    /// A received file was made durable (or could not be), off the loop.
+    Durable {
+        peer: NodeId,
+        received: Received,
+        result: Result<(), String>,
+    },
     Local(LocalEvent),
     Tick,
 }
@@ -155,6 +164,7 @@ pub async fn run<N: Net>(net: N, cfg: Config, local: async_channel::Receiver<Loc
         dialing: BTreeSet::new(),
         known: BTreeMap::new(),
         incoming: BTreeMap::new(),
+        durable_jobs: BTreeSet::new(),
         next_conn: 0,
         index_path,
         last_save: net.now(),
@@ -233,6 +243,8 @@ struct Node<N: Net> {
     dialing: BTreeSet<NodeId>,
     known: BTreeMap<NodeId, SocketAddr>,
     incoming: BTreeMap<NodeId, Incoming>,
+    /// Temp files of received files being made durable off the loop.
+    durable_jobs: BTreeSet<PathBuf>,
     next_conn: u64,
     index_path: PathBuf,
     last_save: SystemTime,
@@ -274,6 +286,7 @@ impl<N: Net> Node<N> {
                 }
             }
             Event::Announce(from, a) => self.on_announce(from, a),
+            Event::Durable { peer, received, result } => self.install(peer, received, result),
             Event::Local(ev) => self.rescan(ev),
             Event::Tick => self.on_tick(),
         }
@@ -465,17 +478,75 @@ impl<N: Net> Node<N> {
         // way: it must not replace that (found by the simulation).
         if let Err(reason) = self.engine.accept_content(peer, &inc.entry) {
             debug!(%peer, %reason, "discarding superseded content");
+            let path = inc.entry.path.clone();
+            drop(inc);
+            self.remove_emptied_parents(&path);
             return;
         }
-        let entry = inc.entry.clone();
-        let is_delta = inc.is_delta;
+        let (entry, is_delta) = (inc.entry.clone(), inc.is_delta);
+        let lost = inc.temp_path().is_some_and(|t| !t.exists());
+        match inc.finish() {
+            Ok(received) => self.make_durable(peer, received),
+            Err(reason) => {
+                if lost {
+                    self.sweep_temp_files();
+                }
+                self.rescan(LocalEvent::Changed(vec![Some(entry.path.clone())]));
+                self.engine.handle_received(peer, entry, is_delta, Err(reason));
+            }
+        }
+    }
+
+    /// fsync a received file off the loop, so that many files are flushed
+    /// at once (an initial sync of small files waited on each fsync in turn
+    /// before); `install` follows on the loop. Beyond `MAX_DURABLE_JOBS` the
+    /// loop does it itself, which holds the senders back.
+    fn make_durable(&mut self, peer: NodeId, received: Received) {
+        if self.durable_jobs.len() >= MAX_DURABLE_JOBS {
+            let result = received.tmp.make_durable(&received.entry).map_err(|e| e.to_string());
+            return self.install(peer, received, result);
+        }
+        self.durable_jobs.insert(received.tmp.path.clone());
+        let (net, events) = (self.net.clone(), self.events.clone());
+        self.net.spawn(async move {
+            let (received, result) = net
+                .spawn_blocking(move || {
+                    let result = received.tmp.make_durable(&received.entry).map_err(|e| e.to_string());
+                    (received, result)
+                })
+                .await;
+            let _ = events.send(Event::Durable { peer, received, result }).await;
+        });
+    }
+
+    /// Put a durable received file in place, unless it was superseded
+    /// meanwhile, and tell the engine.
+    fn install(&mut self, peer: NodeId, received: Received, durable: Result<(), String>) {
+        let Received {
+            entry,
+            tmp,
+            expected,
+            wire_bytes,
+            is_delta,
+        } = received;
+        self.durable_jobs.remove(&tmp.path);
+        if let Err(reason) = self.engine.accept_content(peer, &entry) {
+            debug!(%peer, %reason, "discarding superseded content");
+            drop(tmp);
+            // Its temp file may have been all that kept a folder whose
+            // deletion arrived meanwhile (found by the simulation).
+            self.remove_emptied_parents(&entry.path);
+            return;
+        }
         let action = if self.engine.index().live(&entry.path).is_some() {
             "modify"
         } else {
             "create"
         };
-        let lost = inc.temp_path().is_some_and(|t| !t.exists());
-        let result = inc.finish(&self.store);
+        let lost = !tmp.path.exists();
+        let result = durable
+            .and_then(|()| self.store.install(tmp, &entry, expected.as_ref()).map_err(|e| e.to_string()))
+            .map(|()| wire_bytes);
         if result.is_err() && lost {
             self.sweep_temp_files();
         }
@@ -510,6 +581,7 @@ impl<N: Net> Node<N> {
             .incoming
             .values()
             .filter_map(|i| i.temp_path().map(std::path::Path::to_path_buf))
+            .chain(self.durable_jobs.iter().cloned())
             .collect();
         let removed = self.store.remove_temp_files_except(&keep);
         if removed > 0 {

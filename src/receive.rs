@@ -136,9 +136,9 @@ impl Incoming {
         Ok(())
     }
 
-    /// The content is complete: verify and put it in place. `Ok` with the
-    /// bytes it cost on the wire.
-    pub fn finish(mut self, store: &Store) -> Result<u64, String> {
+    /// The content is complete: verify it. What remains is to make it
+    /// durable and put it in place (`TempFile::make_durable`, `Store::install`).
+    pub fn finish(mut self) -> Result<Received, String> {
         if let Some(e) = self.error.take() {
             return Err(e);
         }
@@ -149,7 +149,23 @@ impl Incoming {
         if Hash::from(self.hasher.finalize()) != self.entry.hash {
             return Err("content does not match the announced hash".into());
         }
-        store.commit(tmp, &self.entry, self.expected.as_ref()).map_err(|e| e.to_string())?;
-        Ok(self.wire_bytes)
+        Ok(Received {
+            entry: self.entry,
+            tmp,
+            expected: self.expected,
+            wire_bytes: self.wire_bytes,
+            is_delta: self.is_delta,
+        })
     }
+}
+
+/// A received file with the announced content, in its temp file.
+pub struct Received {
+    pub entry: Entry,
+    pub tmp: TempFile,
+    /// What the path must still hold when it is put in place.
+    pub expected: Option<Entry>,
+    /// What it cost on the wire.
+    pub wire_bytes: u64,
+    pub is_delta: bool,
 }

@@ -86,6 +86,17 @@ pub struct TempFile {
     committed: bool,
 }
 
+impl TempFile {
+    /// The first half of a commit: fsync the content, then give it the mtime
+    /// of `entry`. Touches only the temp file, so it may run off the event
+    /// loop, several at once (fsyncs in parallel share the journal's
+    /// flushes; one after the other, each waits for its own).
+    pub fn make_durable(&self, entry: &Entry) -> Result<(), StoreError> {
+        self.file.sync_all().map_err(io_err(&self.path))?;
+        filetime::set_file_mtime(&self.path, filetime_of(entry.mtime)).map_err(io_err(&self.path))
+    }
+}
+
 impl Drop for TempFile {
     fn drop(&mut self) {
         // Committed temp files were renamed away; this removes abandoned ones.
@@ -299,9 +310,14 @@ impl Store {
 
     /// Make `tmp` visible as `entry.path`: fsync, set the mtime, check the
     /// target still holds `expected`, rename over it.
-    pub fn commit(&self, mut tmp: TempFile, entry: &Entry, expected: Option<&Entry>) -> Result<(), StoreError> {
-        tmp.file.sync_all().map_err(io_err(&tmp.path))?;
-        filetime::set_file_mtime(&tmp.path, filetime_of(entry.mtime)).map_err(io_err(&tmp.path))?;
+    pub fn commit(&self, tmp: TempFile, entry: &Entry, expected: Option<&Entry>) -> Result<(), StoreError> {
+        tmp.make_durable(entry)?;
+        self.install(tmp, entry, expected)
+    }
+
+    /// The second half of `commit`, for a `tmp` already made durable: check
+    /// the target still holds `expected`, rename over it.
+    pub fn install(&self, mut tmp: TempFile, entry: &Entry, expected: Option<&Entry>) -> Result<(), StoreError> {
         self.ensure_matches(&entry.path, expected)?;
         let full = self.full_path(&entry.path)?;
         fs::rename(&tmp.path, &full).map_err(io_err(&full))?;

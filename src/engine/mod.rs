@@ -68,6 +68,11 @@ pub struct Engine {
     peers: BTreeMap<NodeId, Peer>,
     needs: BTreeMap<RelPath, Need>,
     inflight: BTreeMap<RelPath, Inflight>,
+    /// Needs that may not be asked for yet: a superset of the needs not in
+    /// flight, so that `schedule` looks only at these and not at every need
+    /// (it runs after every message; a full pass made an initial sync of
+    /// n files cost O(n²)).
+    unscheduled: BTreeSet<RelPath>,
     commands: Vec<Command>,
     dirty: bool,
     stats: Stats,
@@ -81,6 +86,7 @@ impl Engine {
             peers: BTreeMap::new(),
             needs: BTreeMap::new(),
             inflight: BTreeMap::new(),
+            unscheduled: BTreeSet::new(),
             commands: Vec::new(),
             dirty: false,
             stats: Stats::default(),
@@ -196,7 +202,14 @@ impl Engine {
     /// The connection with `peer` closed.
     pub fn handle_disconnected(&mut self, peer: NodeId) {
         self.peers.remove(&peer);
-        self.inflight.retain(|_, i| i.peer != peer);
+        let unscheduled = &mut self.unscheduled;
+        self.inflight.retain(|path, i| {
+            let keep = i.peer != peer;
+            if !keep {
+                unscheduled.insert(path.clone());
+            }
+            keep
+        });
         self.needs.retain(|_, n| {
             n.sources.remove(&peer);
             !n.sources.is_empty()
@@ -239,6 +252,7 @@ impl Engine {
             Message::Unavailable { path } => {
                 if self.inflight.get(&path).is_some_and(|i| i.peer == peer) {
                     let asked = self.inflight.remove(&path).map(|i| i.entry);
+                    self.unscheduled.insert(path.clone());
                     // Only the version asked for is gone: if a newer one was
                     // announced meanwhile (by this peer too), keep needing it.
                     if let Some(n) = self
@@ -291,6 +305,7 @@ impl Engine {
             .is_some_and(|i| i.peer == peer && same_version(&i.entry, &entry))
         {
             self.inflight.remove(&entry.path);
+            self.unscheduled.insert(entry.path.clone());
         }
         match result {
             Ok(bytes) => {
@@ -374,6 +389,7 @@ impl Engine {
         }
         if self.inflight.get(&e.path).is_some_and(|i| !beats(&i.entry, e)) {
             self.inflight.remove(&e.path);
+            self.unscheduled.insert(e.path.clone());
         }
     }
 
@@ -416,6 +432,7 @@ impl Engine {
             if let Some(n) = self.needs.get_mut(&e.path) {
                 if same_version(&n.entry, &e) {
                     n.sources.insert(peer);
+                    self.unscheduled.insert(e.path);
                     continue;
                 }
                 if beats(&n.entry, &e) {
@@ -485,6 +502,7 @@ impl Engine {
                 );
                 continue;
             }
+            self.unscheduled.insert(e.path.clone());
             self.needs.insert(
                 e.path.clone(),
                 Need {
@@ -504,16 +522,18 @@ impl Engine {
     fn schedule(&mut self) {
         let mut wants: BTreeMap<NodeId, Vec<WantFile>> = BTreeMap::new();
         let mut deltas = Vec::new();
-        for (path, need) in &self.needs {
-            if self.inflight.contains_key(path) {
+        for path in std::mem::take(&mut self.unscheduled) {
+            let Some(need) = self.needs.get(&path).filter(|_| !self.inflight.contains_key(&path)) else {
                 continue;
-            }
+            };
             let Some(peer) = need.sources.iter().copied().find(|p| self.peers.contains_key(p)) else {
+                // No source connected now: look again when one announces it.
+                self.unscheduled.insert(path);
                 continue;
             };
             let base = self
                 .index
-                .live(path)
+                .live(&path)
                 .filter(|l| !need.whole && l.kind == Kind::File && l.size >= DELTA_MIN_SIZE && need.entry.size >= DELTA_MIN_SIZE);
             match base {
                 Some(base) => deltas.push(Command::RequestDelta {
@@ -522,7 +542,7 @@ impl Engine {
                     base: base.clone(),
                 }),
                 None => wants.entry(peer).or_default().push(WantFile {
-                    path: path.clone(),
+                    path,
                     hash: need.entry.hash,
                 }),
             }
@@ -575,6 +595,9 @@ impl Engine {
 
     /// Log once per connection when everything `peer` offered is here.
     fn check_synced(&mut self, peer: NodeId) {
+        if self.peers.get(&peer).is_none_or(|p| p.synced || !p.index_done) {
+            return;
+        }
         let waiting = self.needs.values().any(|n| n.sources.contains(&peer)) || self.inflight.values().any(|i| i.peer == peer);
         let Some(p) = self.peers.get_mut(&peer) else { return };
         if p.index_done && !p.synced && !waiting {

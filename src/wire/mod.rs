@@ -315,13 +315,22 @@ pub enum WireError {
     UnexpectedPayload(&'static str),
 }
 
+/// JSON up to this size is stored in zlib's framing without deflating it:
+/// deflate gains a few dozen bytes there, and setting it up (zeroing its
+/// tables) cost more CPU than everything else in sending a small file.
+const STORE_JSON_UP_TO: usize = 512;
+
 /// Encode `msg` as one frame, length prefix included.
 pub fn encode(msg: &Message) -> Vec<u8> {
     let json = serde_json::to_vec(msg).unwrap_or_default();
-    let mut z = ZlibEncoder::new(Vec::with_capacity(json.len() / 2 + 16), Compression::default());
-    // Writing into a Vec cannot fail.
-    let _ = z.write_all(&json);
-    let zjson = z.finish().unwrap_or_default();
+    let zjson = if json.len() <= STORE_JSON_UP_TO {
+        zlib_stored(&json)
+    } else {
+        let mut z = ZlibEncoder::new(Vec::with_capacity(json.len() / 2 + 16), Compression::default());
+        // Writing into a Vec cannot fail.
+        let _ = z.write_all(&json);
+        z.finish().unwrap_or_default()
+    };
     let payload = msg.payload();
     let body_len = 4 + zjson.len() + payload.len();
     let mut out = Vec::with_capacity(LEN_PREFIX + body_len);
@@ -329,6 +338,26 @@ pub fn encode(msg: &Message) -> Vec<u8> {
     out.extend_from_slice(&(zjson.len() as u32).to_be_bytes());
     out.extend_from_slice(&zjson);
     out.extend_from_slice(payload);
+    out
+}
+
+/// `data` as a zlib stream (RFC 1950) of stored deflate blocks (RFC 1951
+/// section 3.2.4), which every zlib decoder reads.
+fn zlib_stored(data: &[u8]) -> Vec<u8> {
+    const MAX_BLOCK: usize = u16::MAX as usize;
+    let blocks = data.len().div_ceil(MAX_BLOCK).max(1);
+    let mut out = Vec::with_capacity(2 + 5 * blocks + data.len() + 4);
+    // CMF: deflate, 32 KiB window; FLG: no dictionary, check bits.
+    out.extend_from_slice(&[0x78, 0x01]);
+    for i in 0..blocks {
+        let block = &data[i * MAX_BLOCK..data.len().min((i + 1) * MAX_BLOCK)];
+        let len = block.len() as u16;
+        out.push(u8::from(i + 1 == blocks)); // BFINAL, BTYPE 00 (stored)
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(block);
+    }
+    out.extend_from_slice(&adler2::adler32_slice(data).to_be_bytes());
     out
 }
 

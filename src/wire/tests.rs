@@ -279,3 +279,39 @@ fn protocol_doc_shows_every_snapshot() {
     }
     assert_eq!(checked, examples().len() + 1, "a snapshot per message plus the announcement");
 }
+
+#[test]
+fn stored_zlib_streams_decode_with_a_standard_decoder() {
+    use flate2::read::ZlibDecoder;
+    use std::io::Read;
+    for len in [0usize, 1, 511, 512, 65_535, 65_536, 140_000] {
+        let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+        let mut back = Vec::new();
+        ZlibDecoder::new(&zlib_stored(&data)[..]).read_to_end(&mut back).unwrap();
+        assert_eq!(back, data, "{len} bytes");
+    }
+}
+
+#[test]
+fn small_json_is_stored_and_large_json_deflated() {
+    let small = Message::FileEnd;
+    let frame = encode(&small);
+    let json = serde_json::to_vec(&small).unwrap();
+    // Stored: JSON plus 2 header, 5 block and 4 checksum bytes.
+    assert_eq!(frame.len(), LEN_PREFIX + 4 + json.len() + 11);
+    assert_eq!(decode(&frame).unwrap().unwrap().0, small);
+
+    let files: Vec<WantFile> = (0..200)
+        .map(|i| WantFile {
+            path: RelPath::new(format!("folder/file{i}.txt")).unwrap(),
+            hash: Hash::of(b"same"),
+        })
+        .collect();
+    let large = Message::Want { files };
+    let frame = encode(&large);
+    assert!(
+        frame.len() < serde_json::to_vec(&large).unwrap().len() / 2,
+        "repetitive JSON deflates"
+    );
+    assert_eq!(decode(&frame).unwrap().unwrap().0, large);
+}
