@@ -6,6 +6,8 @@
 //! - [`engine`]: the sync state machine (no IO, no clock): inputs in,
 //!   [`engine::Command`]s out.
 //! - [`index`]: path → version, the winner rule, the index file.
+//! - [`version`]: version vectors (sequential or concurrent edits).
+//! - [`conflict`]: conflict-copy names and entries.
 //! - [`delta`]: segmented fast_rsync signatures, diffs and patches.
 //! - [`store`]: the filesystem seam: scans, atomic writes, safety checks.
 //! - [`receive`]: assembling and verifying one incoming file.
@@ -21,6 +23,7 @@
 //! for the wire format.
 
 pub mod cli;
+pub mod conflict;
 pub mod conn;
 pub mod delta;
 pub mod discovery;
@@ -31,4 +34,5 @@ pub mod node;
 pub mod receive;
 pub mod store;
 pub mod watcher;
+pub mod version;
 pub mod wire;

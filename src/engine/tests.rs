@@ -6,6 +6,9 @@ use crate::wire::{ContentMode, Message};
 const ME: NodeId = NodeId(10);
 const A: NodeId = NodeId(20);
 const B: NodeId = NodeId(30);
+/// The device that made the versions the helpers below build: one history,
+/// so a later version descends from an earlier one (sequential edits).
+const HIST: NodeId = NodeId(99);
 
 fn p(s: &str) -> RelPath {
     RelPath::new(s).unwrap()
@@ -20,6 +23,8 @@ fn file(path: &str, t: i64, content: &[u8]) -> Entry {
         mtime: t,
         version: t,
         hash: Hash::of(content),
+        vector: Vector::single(HIST, t as u64),
+        by: HIST,
     }
 }
 
@@ -39,6 +44,8 @@ fn dir(path: &str, t: i64) -> Entry {
         mtime: t,
         version: t,
         hash: Hash::ZERO,
+        vector: Vector::single(HIST, t as u64),
+        by: HIST,
     }
 }
 
@@ -49,6 +56,12 @@ fn tomb(path: &str, t: i64) -> Entry {
         hash: Hash::ZERO,
         ..file(path, t, b"")
     }
+}
+
+/// `e` as this engine records it when made locally over `old`.
+fn by_me(old: Option<&Entry>, e: Entry) -> Entry {
+    let vector = old.map(|o| o.vector.clone()).unwrap_or_default().bump(ME, e.version);
+    Entry { vector, by: ME, ..e }
 }
 
 fn observed(e: &Entry) -> Observed {
@@ -327,14 +340,14 @@ fn local_changes_go_to_every_peer() {
     let new = file("a", 20, b"v2");
     let created = file("b", 21, b"new");
     e.handle_local(100, &[None], vec![observed(&new), observed(&created)]);
+    let (new, created) = (by_me(Some(&old), new), by_me(None, created));
     let changes = vec![new.clone(), created.clone()];
     assert_eq!(e.take_commands(), vec![update(A, changes.clone()), update(B, changes)]);
-    // Deleting `b` on disk: a tombstone at `now`.
+    // Deleting `b` on disk: a tombstone at `now`, which saw `created`.
     e.handle_local(200, &[Some(p("b"))], vec![]);
-    assert_eq!(
-        e.take_commands(),
-        vec![update(A, vec![tomb("b", 200)]), update(B, vec![tomb("b", 200)])]
-    );
+    let gone = by_me(Some(&created), tomb("b", 200));
+    assert_eq!(gone.vector, Vector::single(ME, 200));
+    assert_eq!(e.take_commands(), vec![update(A, vec![gone.clone()]), update(B, vec![gone])]);
     // A scan that finds everything as indexed changes nothing.
     e.handle_local(300, &[None], vec![observed(&new)]);
     assert_eq!(e.take_commands(), vec![]);
@@ -347,7 +360,7 @@ fn a_local_file_older_than_the_tombstone_it_replaces_still_wins() {
     let mut e = connected(std::slice::from_ref(&t), &[A]);
     let restored = file("name", 100, b"restored");
     e.handle_local(600, &[None], vec![observed(&restored)]);
-    let expected = Entry { version: 501, ..restored };
+    let expected = by_me(Some(&t), Entry { version: 501, ..restored });
     assert_eq!(e.take_commands(), vec![update(A, vec![expected.clone()])]);
     assert!(crate::index::beats(&expected, &t));
 }
@@ -509,7 +522,12 @@ fn content_asked_for_before_a_newer_local_change_is_refused() {
         e.handle_local(6, &[Some(p("f"))], found);
         e.take_commands();
         assert!(e.accept_content(A, &theirs).is_err(), "{mine:?}");
-        let newer = file("f", 7, b"newer");
+        // A newer version made after seeing ours.
+        let seen = e.index().get(&p("f")).unwrap().vector.clone();
+        let newer = Entry {
+            vector: seen.bump(HIST, 7),
+            ..file("f", 7, b"newer")
+        };
         e.handle_message(
             A,
             Message::Update {
