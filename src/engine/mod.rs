@@ -183,16 +183,24 @@ impl Engine {
     /// scan lacks are deletions, unless they lie at or under a path that
     /// failed (unknown, not gone: their entries stay until a later scan).
     ///
-    /// The mass-delete guard: if DIR is missing, or holds nothing while
-    /// the index holds live files (an unmounted disk looks like this), no
-    /// deletion is recorded; syncing stops (`Command::Suspend`) until a
-    /// scan finds DIR holding something again (`Command::Resume`).
+    /// The mass-delete guard: if DIR is missing, or a scan of the whole of
+    /// DIR finds nothing in it while the index holds live files (an
+    /// unmounted disk looks like this; a user deleting the last files is
+    /// seen path by path by the watcher instead), no deletion is recorded;
+    /// syncing stops (`Command::Suspend`) until a scan finds DIR holding
+    /// something again (`Command::Resume`).
     pub fn handle_scan(&mut self, now: i64, scan: Scan) {
         let Scan { roots, found, failed, dir } = scan;
         let live_files = self.index.live_files().0;
+        // Files the user removes are named by the watcher (a partial scan);
+        // an unmounted disk is seen by a scan of the whole directory (at
+        // start, periodic, after a watcher overflow).
+        let whole = roots.iter().any(Option::is_none);
         let gone = match &dir {
             DirState::Missing(why) => Some(format!("the directory cannot be read ({why})")),
-            DirState::Empty if live_files > 0 => Some(format!("the directory is empty, but the index says it held {live_files} files")),
+            DirState::Empty if whole && live_files > 0 => {
+                Some(format!("the directory is empty, but the index says it held {live_files} files"))
+            }
             _ => None,
         };
         if let Some(reason) = gone {
@@ -760,15 +768,13 @@ impl Engine {
 
 /// True if our live `local` is about to be replaced by `winner`, a version
 /// that did not see it, and holds bytes the winner lacks: a concurrent
-/// edit, whose loser is kept as a conflict copy. Unknown history (an empty
-/// vector) on either side counts as concurrent, so bytes are never dropped
-/// on a guess.
+/// edit, whose loser is kept as a conflict copy. Equal vectors with
+/// different content (two unknown histories: files that met for the first
+/// time) count as concurrent too. An unknown history (empty vector) against
+/// a known one counts as its ancestor: no copy, as before vectors.
 fn loses_concurrently(local: &Entry, winner: &Entry) -> bool {
     if local.kind != Kind::File || winner.deleted || (winner.kind == Kind::File && winner.hash == local.hash) {
         return false;
-    }
-    if local.vector.is_empty() || winner.vector.is_empty() {
-        return true;
     }
     matches!(winner.vector.compare(&local.vector), Causality::Concurrent | Causality::Equal)
 }

@@ -814,6 +814,20 @@ fn an_emptied_or_missing_directory_stops_syncing_instead_of_deleting_everything(
         );
         assert!(e.suspended().is_none());
     }
+    // The user deleted the last files (the watcher names them): an ordinary
+    // deletion.
+    let last = file("last", 10, b"l");
+    let mut e = connected(std::slice::from_ref(&last), &[A]);
+    e.handle_scan(
+        100,
+        Scan {
+            roots: vec![Some(p("last"))],
+            found: vec![],
+            failed: vec![],
+            dir: DirState::Empty,
+        },
+    );
+    assert_eq!(e.take_commands(), vec![update(A, vec![by_me(Some(&last), tomb("last", 100))])]);
     // An empty directory whose index holds no files is just empty.
     let mut e = connected(&[dir("d", 10)], &[A]);
     e.handle_scan(
