@@ -33,6 +33,6 @@ pub mod net;
 pub mod node;
 pub mod receive;
 pub mod store;
-pub mod watcher;
 pub mod version;
+pub mod watcher;
 pub mod wire;

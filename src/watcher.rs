@@ -35,7 +35,8 @@ pub struct WatchError {
 }
 
 /// The fix for the inotify watch limit, logged once.
-pub const WATCH_LIMIT_FIX: &str = "sudo sysctl fs.inotify.max_user_watches=524288 (and add fs.inotify.max_user_watches=524288 to /etc/sysctl.conf to keep it)";
+pub const WATCH_LIMIT_FIX: &str =
+    "sudo sysctl fs.inotify.max_user_watches=524288 (and add fs.inotify.max_user_watches=524288 to /etc/sysctl.conf to keep it)";
 
 /// Log the watch-limit warning the first time only.
 fn warn_watch_limit(warned: &AtomicBool) {
@@ -154,7 +155,10 @@ mod tests {
         use notify::event::{Event, Flag};
         let (root, state) = (PathBuf::from("/r"), PathBuf::from("/r/.dirsync"));
         let now = std::time::Instant::now();
-        let write = DebouncedEvent::new(Event::new(EventKind::Create(notify::event::CreateKind::File)).add_path("/r/a".into()), now);
+        let write = DebouncedEvent::new(
+            Event::new(EventKind::Create(notify::event::CreateKind::File)).add_path("/r/a".into()),
+            now,
+        );
         assert_eq!(
             translate(&root, &state, vec![write.clone()]),
             vec![LocalEvent::Changed(vec![Some(RelPath::new("a").unwrap())])]

@@ -677,9 +677,9 @@ impl Cluster {
         let mut any = false;
         for (p, item) in seen {
             let Item::File { hash, mtime, .. } = item else { continue };
-            let edited = others.iter().any(|t| {
-                matches!(t.get(p), Some(Item::File { hash: h, mtime: m, .. }) if h != hash && m >= mtime)
-            });
+            let edited = others
+                .iter()
+                .any(|t| matches!(t.get(p), Some(Item::File { hash: h, mtime: m, .. }) if h != hash && m >= mtime));
             if edited {
                 self.expected.insert(p.clone(), Expect::Unknown);
                 any = true;

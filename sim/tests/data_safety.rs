@@ -145,7 +145,10 @@ fn concurrent_edits(seed: u64) -> Cluster {
         assert_eq!(copies[0].1, hash(&older), "seed {seed}: the conflict copy holds the older edit");
         assert!(copies[0].0.starts_with("docs/report.sync-conflict-"), "{}", copies[0].0);
     }
-    assert!(conflict_copies(&mut c, 0, "seq.txt").is_empty(), "seed {seed}: a sequential edit made a conflict copy");
+    assert!(
+        conflict_copies(&mut c, 0, "seq.txt").is_empty(),
+        "seed {seed}: a sequential edit made a conflict copy"
+    );
     c
 }
 
@@ -165,7 +168,9 @@ fn edit_vs_delete(seed: u64) -> Cluster {
     let mut rng = Rng::new(seed);
     let n = 3;
     let mut c = Cluster::new(Options::new("edit_vs_delete", n, seed));
-    for p in ["edit-first.txt", "delete-first.txt", "seen.txt"] {
+    // keep.txt: a directory is never emptied (that trips the mass-delete
+    // guard, see tests/guard.rs).
+    for p in ["edit-first.txt", "delete-first.txt", "seen.txt", "keep.txt"] {
         c.seed_file(0, p, format!("original {p}").as_bytes());
     }
     c.start_all();

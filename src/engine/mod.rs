@@ -183,24 +183,18 @@ impl Engine {
     /// scan lacks are deletions, unless they lie at or under a path that
     /// failed (unknown, not gone: their entries stay until a later scan).
     ///
-    /// The mass-delete guard: if DIR is missing, or a scan of the whole of
-    /// DIR finds nothing in it while the index holds live files (an
-    /// unmounted disk looks like this; a user deleting the last files is
-    /// seen path by path by the watcher instead), no deletion is recorded;
-    /// syncing stops (`Command::Suspend`) until a scan finds DIR holding
-    /// something again (`Command::Resume`).
+    /// The mass-delete guard: if DIR is missing, or holds nothing while the
+    /// index holds live files (an unmounted disk looks like this, and so
+    /// does deleting everything: either way the deletion of everything is
+    /// never sent), no deletion is recorded; syncing stops
+    /// (`Command::Suspend`) until a scan finds DIR holding something again
+    /// (`Command::Resume`). To empty DIR on purpose, leave one file in it.
     pub fn handle_scan(&mut self, now: i64, scan: Scan) {
         let Scan { roots, found, failed, dir } = scan;
         let live_files = self.index.live_files().0;
-        // Files the user removes are named by the watcher (a partial scan);
-        // an unmounted disk is seen by a scan of the whole directory (at
-        // start, periodic, after a watcher overflow).
-        let whole = roots.iter().any(Option::is_none);
         let gone = match &dir {
             DirState::Missing(why) => Some(format!("the directory cannot be read ({why})")),
-            DirState::Empty if whole && live_files > 0 => {
-                Some(format!("the directory is empty, but the index says it held {live_files} files"))
-            }
+            DirState::Empty if live_files > 0 => Some(format!("the directory is empty, but the index says it held {live_files} files")),
             _ => None,
         };
         if let Some(reason) = gone {
@@ -568,7 +562,13 @@ impl Engine {
                     // made by two nodes at once): remember all of it.
                     let merged = l.vector.merge(&e.vector);
                     if merged != l.vector {
-                        self.record(Entry { vector: merged, ..l.clone() }, None);
+                        self.record(
+                            Entry {
+                                vector: merged,
+                                ..l.clone()
+                            },
+                            None,
+                        );
                     }
                     continue;
                 }
@@ -785,9 +785,8 @@ fn loses_concurrently(local: &Entry, winner: &Entry) -> bool {
 /// ranked at the delete's version (so it beats the delete everywhere) with
 /// the merge of both vectors (so it descends from both).
 fn resurrection(incoming: &Entry, local: &Entry) -> Option<Entry> {
-    let concurrent = !incoming.vector.is_empty()
-        && !local.vector.is_empty()
-        && incoming.vector.compare(&local.vector) == Causality::Concurrent;
+    let concurrent =
+        !incoming.vector.is_empty() && !local.vector.is_empty() && incoming.vector.compare(&local.vector) == Causality::Concurrent;
     if !(incoming.deleted && !local.deleted && local.kind == Kind::File && concurrent && beats(incoming, local)) {
         return None;
     }

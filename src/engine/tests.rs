@@ -572,7 +572,13 @@ fn a_concurrent_edit_keeps_the_loser_as_a_conflict_copy_before_taking_the_winner
         copy: copy.clone(),
         then: theirs.clone(),
     };
-    assert_eq!(e.take_commands(), vec![Command::Apply { peer: A, action: cc.clone() }]);
+    assert_eq!(
+        e.take_commands(),
+        vec![Command::Apply {
+            peer: A,
+            action: cc.clone()
+        }]
+    );
     // Once the copy is on disk it goes to every peer (the winner's sender
     // too: it lacks it), and only then is the winner asked for.
     e.handle_action_done(A, cc, Ok(()));
@@ -651,7 +657,10 @@ fn an_edit_beats_a_concurrent_delete_and_the_file_comes_back() {
         vector: mine.vector.merge(&gone.vector),
         ..mine.clone()
     };
-    assert_eq!(e.take_commands(), vec![update(A, vec![kept.clone()]), update(B, vec![kept.clone()])]);
+    assert_eq!(
+        e.take_commands(),
+        vec![update(A, vec![kept.clone()]), update(B, vec![kept.clone()])]
+    );
     assert!(crate::index::beats(&kept, &gone));
     assert_eq!(e.index().live(&p("f")), Some(&kept));
     // The node that deleted it takes the file back.
@@ -723,7 +732,10 @@ fn a_rebuilt_index_has_unknown_histories_that_a_newer_delete_still_beats() {
         e.take_commands(),
         vec![Command::Apply {
             peer: A,
-            action: Action::Delete { entry: gone, local: unknown }
+            action: Action::Delete {
+                entry: gone,
+                local: unknown
+            }
         }]
     );
     // Only the first whole scan is of unknown history.
@@ -745,7 +757,10 @@ fn the_same_version_with_more_history_merges_vectors() {
         vector: base.vector.merge(&theirs.vector),
         ..base
     };
-    assert_eq!(e.take_commands(), vec![update(A, vec![merged.clone()]), update(B, vec![merged.clone()])]);
+    assert_eq!(
+        e.take_commands(),
+        vec![update(A, vec![merged.clone()]), update(B, vec![merged.clone()])]
+    );
     // Hearing it again changes nothing.
     e.handle_message(B, index_msg(vec![theirs]));
     assert_eq!(e.take_commands(), vec![]);
@@ -807,27 +822,43 @@ fn an_emptied_or_missing_directory_stops_syncing_instead_of_deleting_everything(
         assert!(matches!(&e.take_commands()[..], [Command::Close { peer, .. }] if *peer == B));
         // The files are back (one was changed meanwhile): syncing resumes.
         let changed = file("a", 50, b"a2");
-        e.handle_scan(300, scan(DirState::Present, vec![observed(&changed), observed(&files[1]), observed(&files[2])]));
+        e.handle_scan(
+            300,
+            scan(
+                DirState::Present,
+                vec![observed(&changed), observed(&files[1]), observed(&files[2])],
+            ),
+        );
         assert_eq!(
             e.take_commands(),
             vec![Command::Resume, update(A, vec![by_me(Some(&files[0]), changed)])]
         );
         assert!(e.suspended().is_none());
     }
-    // The user deleted the last files (the watcher names them): an ordinary
-    // deletion.
-    let last = file("last", 10, b"l");
-    let mut e = connected(std::slice::from_ref(&last), &[A]);
-    e.handle_scan(
-        100,
-        Scan {
-            roots: vec![Some(p("last"))],
-            found: vec![],
-            failed: vec![],
-            dir: DirState::Empty,
-        },
-    );
-    assert_eq!(e.take_commands(), vec![update(A, vec![by_me(Some(&last), tomb("last", 100))])]);
+    // Even the watcher's report of the last files going (a partial scan)
+    // is not sent: the deletion of everything never is. One file left in
+    // DIR and the rest goes as usual.
+    let (last, keep) = (file("last", 10, b"l"), file("keep", 10, b"k"));
+    for (dir, found) in [(DirState::Empty, vec![]), (DirState::Present, vec![observed(&keep)])] {
+        let mut e = connected(std::slice::from_ref(&last), &[A]);
+        let kept = !found.is_empty();
+        e.handle_scan(
+            100,
+            Scan {
+                roots: vec![Some(p("last")), Some(p("keep"))],
+                found,
+                failed: vec![],
+                dir,
+            },
+        );
+        let cmds = e.take_commands();
+        if kept {
+            let gone = by_me(Some(&last), tomb("last", 100));
+            assert_eq!(cmds, vec![update(A, vec![by_me(None, keep.clone()), gone])]);
+        } else {
+            assert!(matches!(&cmds[..], [Command::Suspend { .. }]), "{cmds:?}");
+        }
+    }
     // An empty directory whose index holds no files is just empty.
     let mut e = connected(&[dir("d", 10)], &[A]);
     e.handle_scan(
@@ -840,5 +871,8 @@ fn an_emptied_or_missing_directory_stops_syncing_instead_of_deleting_everything(
         },
     );
     let cmds = e.take_commands();
-    assert!(matches!(&cmds[..], [Command::Send { msg: Message::Update { entries }, .. }] if entries[0].deleted), "{cmds:?}");
+    assert!(
+        matches!(&cmds[..], [Command::Send { msg: Message::Update { entries }, .. }] if entries[0].deleted),
+        "{cmds:?}"
+    );
 }

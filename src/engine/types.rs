@@ -95,6 +95,9 @@ impl Action {
 }
 
 /// What the engine asks the node to do.
+// `Apply` carries up to four entries; commands live only until the node
+// carries them out, so boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     /// Send a control message.
