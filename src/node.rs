@@ -770,13 +770,15 @@ impl<N: Net> Node<N> {
             // Not syncing: look every tick whether DIR is back.
             self.last_rescan = now;
             self.rescan(LocalEvent::Changed(vec![None]));
-            return;
-        }
-        if !self.retry.is_empty() {
+        } else if !self.retry.is_empty() {
+            // Once: what fails again waits for its next watcher event or
+            // the periodic rescan (an unreadable folder would otherwise be
+            // read, and logged, every second).
             let paths = std::mem::take(&mut self.retry).into_iter().map(Some).collect();
             self.rescan(LocalEvent::Changed(paths));
+            self.retry.clear();
         }
-        if due(self.last_rescan, self.cfg.rescan_interval) {
+        if self.engine.suspended().is_none() && due(self.last_rescan, self.cfg.rescan_interval) {
             self.last_rescan = now;
             self.rescan(LocalEvent::Changed(vec![None]));
             self.sweep_temp_files();
@@ -799,6 +801,33 @@ impl<N: Net> Node<N> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_device_id_is_made_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = load_device_id(dir.path(), NodeId(0xabc)).unwrap();
+        assert_eq!(first, NodeId(0xabc));
+        // Later starts (with new node ids) keep it.
+        assert_eq!(load_device_id(dir.path(), NodeId(0xdef)).unwrap(), first);
+        // An unreadable file gives a new one, written for next time.
+        std::fs::write(dir.path().join(DEVICE_FILE), b"junk").unwrap();
+        assert_eq!(load_device_id(dir.path(), NodeId(0x123)).unwrap(), NodeId(0x123));
+        assert_eq!(load_device_id(dir.path(), NodeId(0x456)).unwrap(), NodeId(0x123));
+    }
+
+    #[test]
+    fn a_corrupt_index_is_moved_aside_and_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(INDEX_FILE);
+        let (idx, known) = load_index(&path);
+        assert!(idx.is_empty() && !known, "a missing index: unknown history");
+        std::fs::write(&path, b"not an index").unwrap();
+        let (idx, known) = load_index(&path);
+        assert!(idx.is_empty() && !known);
+        assert_eq!(std::fs::read(path.with_extension("corrupt")).unwrap(), b"not an index");
+        Index::default().save(&path).unwrap();
+        assert!(load_index(&path).1, "a good index: known history");
+    }
 
     #[test]
     fn both_sides_keep_the_same_connection() {

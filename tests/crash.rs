@@ -112,3 +112,29 @@ fn sigkill_while_receiving_leaves_nothing_partial_and_the_restart_converges() {
         );
     }
 }
+
+/// A node killed, its index then corrupted (a torn disk, a bad sector):
+/// it starts anyway, says it rebuilds the index, and syncs.
+#[test]
+fn a_corrupt_index_is_rebuilt_from_a_scan_not_a_crash() {
+    let scratch = tempfile::tempdir().unwrap();
+    let root = scratch.path();
+    let (a, b) = (root.join("a"), root.join("b"));
+    fs::create_dir_all(&a).unwrap();
+    fs::create_dir_all(&b).unwrap();
+    write(&a, "one.txt", b"one");
+    let bport = free_udp_port();
+    let mut pa = Proc::start(&a, free_tcp_port(), bport, &root.join("a.log"));
+    let index = a.join(".dirsync/index");
+    let (saved, _) = wait_until(TIMEOUT, || index.exists());
+    assert!(saved, "no index written:\n{}", pa.log_text());
+    pa.kill();
+    fs::write(&index, b"\x78\x9c garbage, not zlib JSON").unwrap();
+    write(&a, "two.txt", b"two");
+    let pa = Proc::start(&a, free_tcp_port(), bport, &root.join("a2.log"));
+    let pb = Proc::start(&b, free_tcp_port(), bport, &root.join("b.log"));
+    let (ok, _) = wait_until(TIMEOUT, || all_equal(&[&a, &b]) && tree(&b).len() == 2);
+    assert!(ok, "{}\n{}\n{}", describe_difference(&[&a, &b]), pa.log_text(), pb.log_text());
+    assert!(pa.log_text().contains("rebuilding the index from a scan"), "{}", pa.log_text());
+    assert!(a.join(".dirsync/index.corrupt").exists());
+}
