@@ -9,6 +9,7 @@
 //! - [`version`]: version vectors (sequential or concurrent edits).
 //! - [`conflict`]: conflict-copy names and entries.
 //! - [`delta`]: segmented fast_rsync signatures, diffs and patches.
+//! - [`state`]: the device id and loading (or rebuilding) the index.
 //! - [`store`]: the filesystem seam: scans, atomic writes, safety checks.
 //! - [`receive`]: assembling and verifying one incoming file.
 //! - [`conn`]: a connection's handshake, reader and writer tasks.
@@ -32,6 +33,7 @@ pub mod index;
 pub mod net;
 pub mod node;
 pub mod receive;
+pub mod state;
 pub mod store;
 pub mod version;
 pub mod watcher;

@@ -20,6 +20,7 @@
 //! conflict copy (`crate::conflict`) before they are replaced, and an edit
 //! beats a delete that did not see it (the rules: docs/CONFLICTS.md).
 
+mod safety;
 mod types;
 
 #[cfg(test)]
@@ -30,8 +31,9 @@ pub use types::{Action, Command, DirState, Observed, Scan};
 use crate::conflict::conflict_entry;
 use crate::delta::DELTA_MIN_SIZE;
 use crate::index::{beats, same_version, wins_over, Index};
-use crate::version::{Causality, Vector};
+use crate::version::Vector;
 use crate::wire::{Entry, Hash, Kind, Message, NodeId, RelPath, WantFile, MAX_ENTRIES};
+use safety::{loses_concurrently, resurrection};
 use std::collections::{BTreeMap, BTreeSet};
 use tracing::{debug, error, info, warn};
 
@@ -192,12 +194,7 @@ impl Engine {
     pub fn handle_scan(&mut self, now: i64, scan: Scan) {
         let Scan { roots, found, failed, dir } = scan;
         let live_files = self.index.live_files().0;
-        let gone = match &dir {
-            DirState::Missing(why) => Some(format!("the directory cannot be read ({why})")),
-            DirState::Empty if live_files > 0 => Some(format!("the directory is empty, but the index says it held {live_files} files")),
-            _ => None,
-        };
-        if let Some(reason) = gone {
+        if let Some(reason) = safety::dir_gone(&dir, live_files) {
             if self.suspended.is_none() {
                 error!(%reason, "not syncing, so that no deletion of everything reaches the peers: is the disk unmounted? Syncing resumes by itself once the directory holds its files again; to empty it on purpose, leave any one file in it");
                 self.suspended = Some(reason.clone());
@@ -764,35 +761,4 @@ impl Engine {
             info!(%peer, files = p.files_received, bytes = p.bytes_received, "synchronized");
         }
     }
-}
-
-/// True if our live `local` is about to be replaced by `winner`, a version
-/// that did not see it, and holds bytes the winner lacks: a concurrent
-/// edit, whose loser is kept as a conflict copy. Equal vectors with
-/// different content (two unknown histories: files that met for the first
-/// time) count as concurrent too. An unknown history (empty vector) against
-/// a known one counts as its ancestor: no copy, as before vectors.
-fn loses_concurrently(local: &Entry, winner: &Entry) -> bool {
-    if local.kind != Kind::File || winner.deleted || (winner.kind == Kind::File && winner.hash == local.hash) {
-        return false;
-    }
-    matches!(winner.vector.compare(&local.vector), Causality::Concurrent | Causality::Equal)
-}
-
-/// If `incoming` is a delete that would win over our live file `local`
-/// without having seen it (both histories known, neither vector descends
-/// from the other), the version that keeps the file: `local`'s content,
-/// ranked at the delete's version (so it beats the delete everywhere) with
-/// the merge of both vectors (so it descends from both).
-fn resurrection(incoming: &Entry, local: &Entry) -> Option<Entry> {
-    let concurrent =
-        !incoming.vector.is_empty() && !local.vector.is_empty() && incoming.vector.compare(&local.vector) == Causality::Concurrent;
-    if !(incoming.deleted && !local.deleted && local.kind == Kind::File && concurrent && beats(incoming, local)) {
-        return None;
-    }
-    Some(Entry {
-        version: incoming.version,
-        vector: local.vector.merge(&incoming.vector),
-        ..local.clone()
-    })
 }
