@@ -34,6 +34,8 @@ fn entry(i: usize) -> Entry {
         mtime: 1_764_000_000_000_000_000 + i as i64,
         version: 1_764_000_000_000_000_000 + i as i64,
         hash: Hash::of(&i.to_le_bytes()),
+        vector: Default::default(),
+        by: Default::default(),
     }
 }
 

@@ -7,11 +7,13 @@
 use crate::net::Net;
 use crate::wire::{Announce, MAX_DATAGRAM};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::{debug, warn};
 
-/// Send our announcement every `interval`, or sooner when `wake` fires.
+/// Send our announcement every `interval`, or sooner when `wake` fires;
+/// say nothing while `muted` (the node is not syncing).
 pub async fn announce_loop<N: Net>(
     net: N,
     sock: Arc<N::Udp>,
@@ -19,11 +21,14 @@ pub async fn announce_loop<N: Net>(
     to: SocketAddr,
     interval: Duration,
     wake: async_channel::Receiver<()>,
+    muted: Arc<AtomicBool>,
 ) {
     let bytes = announce.encode();
     let mut warned = false;
     loop {
-        if let Err(e) = net.send_to(&sock, &bytes, to).await {
+        if muted.load(Ordering::Relaxed) {
+            // Nothing to send.
+        } else if let Err(e) = net.send_to(&sock, &bytes, to).await {
             if !warned {
                 warn!(%to, error = %e, "cannot send the discovery broadcast");
                 warned = true;

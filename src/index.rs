@@ -12,8 +12,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{Read, Write};
 use std::path::Path;
 
-/// Version of the index file format.
-const INDEX_FORMAT: u32 = 1;
+/// Version of the index file format. Format 1 (before version vectors)
+/// still loads: its entries get empty vectors (history unknown).
+const INDEX_FORMAT: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
@@ -154,7 +155,7 @@ impl Index {
             .read_to_end(&mut json)
             .map_err(|e| corrupt(e.to_string()))?;
         let file: IndexFile = serde_json::from_slice(&json).map_err(|e| corrupt(e.to_string()))?;
-        if file.format != INDEX_FORMAT {
+        if file.format != INDEX_FORMAT && file.format != 1 {
             return Err(corrupt(format!("unknown format {}", file.format)));
         }
         let mut index = Index::default();
@@ -164,7 +165,8 @@ impl Index {
         Ok(index)
     }
 
-    /// Write the index to `path` atomically: temp file, fsync, rename.
+    /// Write the index to `path` atomically: temp file, fsync, rename, then
+    /// fsync the folder so the rename itself survives a power loss.
     pub fn save(&self, path: &Path) -> Result<(), IndexError> {
         let err = |source| IndexError::Io {
             path: path.display().to_string(),
@@ -184,7 +186,15 @@ impl Index {
             let f = w.into_inner().map_err(|e| err(e.into_error()))?;
             f.sync_all().map_err(err)?;
         }
-        std::fs::rename(&tmp, path).map_err(err)
+        std::fs::rename(&tmp, path).map_err(err)?;
+        if let Some(dir) = path.parent() {
+            // Not every filesystem lets a folder be opened for fsync; the
+            // rename is atomic either way.
+            if let Ok(d) = std::fs::File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(())
     }
 }
 
@@ -201,6 +211,8 @@ mod tests {
             mtime,
             version: mtime,
             hash: Hash::of(content),
+            vector: crate::version::Vector::default(),
+            by: crate::wire::NodeId(0),
         }
     }
 
@@ -273,5 +285,20 @@ mod tests {
         assert_eq!(back.iter().cloned().collect::<Vec<_>>(), idx.iter().cloned().collect::<Vec<_>>());
         std::fs::write(&path, b"garbage").unwrap();
         assert!(matches!(Index::load(&path), Err(IndexError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn a_format_1_index_loads_with_unknown_histories() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index");
+        // What dirsync wrote before version vectors.
+        let json = br#"{"format":1,"entries":[{"path":"a","kind":"file","size":1,"mtime":7,"version":7,"hash":"0000000000000000000000000000000000000000000000000000000000000000"}]}"#;
+        let mut z = ZlibEncoder::new(Vec::new(), Compression::fast());
+        z.write_all(json).unwrap();
+        std::fs::write(&path, z.finish().unwrap()).unwrap();
+        let idx = Index::load(&path).unwrap();
+        let a = idx.get(&RelPath::new("a").unwrap()).unwrap();
+        assert!(a.vector.is_empty());
+        assert_eq!((a.size, a.version, a.by), (1, 7, crate::wire::NodeId(0)));
     }
 }

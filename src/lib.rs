@@ -6,7 +6,10 @@
 //! - [`engine`]: the sync state machine (no IO, no clock): inputs in,
 //!   [`engine::Command`]s out.
 //! - [`index`]: path → version, the winner rule, the index file.
+//! - [`version`]: version vectors (sequential or concurrent edits).
+//! - [`conflict`]: conflict-copy names and entries.
 //! - [`delta`]: segmented fast_rsync signatures, diffs and patches.
+//! - [`state`]: the device id and loading (or rebuilding) the index.
 //! - [`store`]: the filesystem seam: scans, atomic writes, safety checks.
 //! - [`receive`]: assembling and verifying one incoming file.
 //! - [`conn`]: a connection's handshake, reader and writer tasks.
@@ -21,6 +24,7 @@
 //! for the wire format.
 
 pub mod cli;
+pub mod conflict;
 pub mod conn;
 pub mod delta;
 pub mod discovery;
@@ -29,6 +33,8 @@ pub mod index;
 pub mod net;
 pub mod node;
 pub mod receive;
+pub mod state;
 pub mod store;
+pub mod version;
 pub mod watcher;
 pub mod wire;

@@ -7,16 +7,16 @@
 
 use crate::conn::{self, handshake, read_frame_or_idle, Job, PeerHello};
 use crate::discovery;
-use crate::engine::{Action, Command, Engine};
-use crate::index::Index;
+use crate::engine::{Action, Command, DirState, Engine, Scan};
 use crate::net::{Conn, Net};
 use crate::receive::{Incoming, Received};
+use crate::state::{load_device_id, load_index};
 use crate::store::{system_time_ns, Store, StoreError};
 use crate::wire::{Announce, Entry, Kind, Message, NodeId, RelPath, PROTOCOL_VERSION};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tracing::{debug, info, warn};
@@ -148,14 +148,19 @@ pub async fn run<N: Net>(net: N, cfg: Config, local: async_channel::Receiver<Loc
         info!(count = cleaned, "removed temp files left by an earlier run");
     }
     let index_path = cfg.state_dir.join(INDEX_FILE);
-    let index = Index::load(&index_path).unwrap_or_else(|e| {
-        warn!(error = %e, "rebuilding the index from a scan");
-        Index::default()
-    });
+    let (index, history_known) = load_index(&index_path);
+    let device = load_device_id(&cfg.state_dir, cfg.node_id)?;
+    let mut engine = Engine::new(cfg.node_id, index).with_device(device);
+    if !history_known {
+        engine = engine.with_unknown_history();
+    }
+    let muted = Arc::new(AtomicBool::new(false));
     let (events, inbox) = async_channel::bounded::<Event<N>>(256);
     let (wake_announcer, wake_rx) = async_channel::bounded::<()>(1);
     let mut node = Node {
-        engine: Engine::new(cfg.node_id, index),
+        engine,
+        muted: muted.clone(),
+        retry: BTreeSet::new(),
         net: net.clone(),
         store,
         events: events.clone(),
@@ -172,9 +177,11 @@ pub async fn run<N: Net>(net: N, cfg: Config, local: async_channel::Receiver<Loc
         cfg: cfg.clone(),
     };
     node.rescan(LocalEvent::Changed(vec![None]));
+    // The mass-delete guard may have stopped syncing before anything starts.
+    node.run_commands();
     node.save_index();
     let (files, bytes) = node.engine.index().live_files();
-    info!(node = %cfg.node_id, dir = %cfg.dir.display(), listen_port = cfg.listen_port, broadcast_port = cfg.broadcast_port, files, bytes, "listening");
+    info!(node = %cfg.node_id, %device, dir = %cfg.dir.display(), listen_port = cfg.listen_port, broadcast_port = cfg.broadcast_port, files, bytes, "listening");
 
     let tx = events.clone();
     let n = net.clone();
@@ -201,6 +208,7 @@ pub async fn run<N: Net>(net: N, cfg: Config, local: async_channel::Receiver<Loc
         to,
         cfg.announce_interval,
         wake_rx,
+        muted,
     ));
     let tx = events.clone();
     net.spawn(discovery::listen_loop(net.clone(), udp, move |from, a| {
@@ -249,6 +257,10 @@ struct Node<N: Net> {
     index_path: PathBuf,
     last_save: SystemTime,
     last_rescan: SystemTime,
+    /// Set while not syncing (the mass-delete guard): no announcements.
+    muted: Arc<AtomicBool>,
+    /// Paths a scan could not observe, to look at again on the next tick.
+    retry: BTreeSet<RelPath>,
 }
 
 /// Of two connections with the same peer, keep the one dialed by the
@@ -270,6 +282,7 @@ impl<N: Net> Node<N> {
 
     fn handle(&mut self, ev: Event<N>) {
         match ev {
+            Event::Accepted(_) if self.engine.suspended().is_some() => {} // dropped: not syncing
             Event::Accepted(conn) => self.spawn_handshake(conn, false, None),
             Event::Handshaken { conn, hello, dialed } => self.register(conn, hello, dialed),
             Event::DialFailed(peer) => {
@@ -294,7 +307,7 @@ impl<N: Net> Node<N> {
     }
 
     fn on_announce(&mut self, from: SocketAddr, a: Announce) {
-        if a.node == self.me() {
+        if a.node == self.me() || self.engine.suspended().is_some() {
             return;
         }
         if a.version != PROTOCOL_VERSION {
@@ -451,6 +464,7 @@ impl<N: Net> Node<N> {
                 let expected = self.engine.accept_content(peer, &entry);
                 if let Err(reason) = &expected {
                     debug!(%peer, %reason, "discarding content");
+                    self.engine.content_refused(peer, &entry);
                 }
                 let inc = Incoming::start(&self.store, entry, content, expected, bytes);
                 if let Some(old) = self.incoming.insert(peer, inc) {
@@ -623,6 +637,17 @@ impl<N: Net> Node<N> {
                     Command::RequestDelta { peer, want, base } => self.queue(peer, Job::RequestDelta { want, base }),
                     Command::Apply { peer, action } => self.apply(peer, action),
                     Command::Close { peer, reason } => self.close(peer, reason),
+                    Command::Suspend { reason } => {
+                        self.muted.store(true, Ordering::Relaxed);
+                        let peers: Vec<NodeId> = self.peers.keys().copied().collect();
+                        for p in peers {
+                            self.drop_peer(p, &format!("not syncing: {reason}"));
+                        }
+                    }
+                    Command::Resume => {
+                        self.muted.store(false, Ordering::Relaxed);
+                        let _ = self.wake_announcer.try_send(());
+                    }
                 }
             }
         }
@@ -651,6 +676,7 @@ impl<N: Net> Node<N> {
             Action::SetMtime { entry, local } => store.set_mtime(entry, local),
             Action::Rename { from, entry, local, .. } => store.rename(from, entry, local.as_ref()),
             Action::Copy { from, entry, local } => store.copy(from, entry, local.as_ref()),
+            Action::ConflictCopy { from, copy, .. } => store.copy(from, copy, None),
         };
         let path = action.entry().path.clone();
         let result = match result {
@@ -698,7 +724,7 @@ impl<N: Net> Node<N> {
     /// Look at the disk again where `ev` says, and tell the engine.
     fn rescan(&mut self, ev: LocalEvent) {
         let index = self.engine.index();
-        let (roots, found) = match ev {
+        let (roots, found, failed, root_failed) = match ev {
             LocalEvent::Changed(mut roots) => {
                 if roots.iter().any(Option::is_none) {
                     roots = vec![None];
@@ -706,10 +732,15 @@ impl<N: Net> Node<N> {
                 roots.sort();
                 roots.dedup();
                 let mut found = Vec::new();
+                let mut failed = Vec::new();
+                let mut root_failed = false;
                 for root in &roots {
-                    found.extend(self.store.scan(root.as_ref(), &|p| index.get(p).cloned()));
+                    let r = self.store.scan_checked(root.as_ref(), &|p| index.get(p).cloned());
+                    found.extend(r.found);
+                    failed.extend(r.failed);
+                    root_failed |= r.root_failed;
                 }
-                (roots, found)
+                (roots, found, failed, root_failed)
             }
             LocalEvent::Renamed { from, to } => {
                 // A renamed file keeps its size and mtime: reuse the hash
@@ -720,9 +751,11 @@ impl<N: Net> Node<N> {
                         index.get(&RelPath::new(format!("{from}{suffix}")).ok()?).cloned()
                     })
                 };
-                let mut found = self.store.scan(Some(&to), &known);
-                found.extend(self.store.scan(Some(&from), &|p| index.get(p).cloned()));
-                (vec![Some(from), Some(to)], found)
+                let mut r = self.store.scan_checked(Some(&to), &known);
+                let r2 = self.store.scan_checked(Some(&from), &|p| index.get(p).cloned());
+                r.found.extend(r2.found);
+                r.failed.extend(r2.failed);
+                (vec![Some(from), Some(to)], r.found, r.failed, false)
             }
         };
         // A folder the index holds as deleted that still holds something is
@@ -734,7 +767,23 @@ impl<N: Net> Node<N> {
                 || !self.store.dir_has_entries(&o.path)
         });
         let now = self.now_ns();
-        self.engine.handle_local(now, &roots, found);
+        let dir = match self.store.dir_state() {
+            DirState::Present if root_failed => DirState::Missing("cannot read it".into()),
+            d => d,
+        };
+        // A file still being written (or unreadable) keeps its old entry and
+        // is looked at again on the next tick.
+        self.retry.extend(failed.iter().cloned());
+        let scan = Scan {
+            roots: roots.clone(),
+            found,
+            failed,
+            dir,
+        };
+        self.engine.handle_scan(now, scan);
+        if self.engine.suspended().is_some() {
+            return;
+        }
         for root in roots.iter().flatten() {
             self.remove_emptied_parents(root);
         }
@@ -743,7 +792,19 @@ impl<N: Net> Node<N> {
     fn on_tick(&mut self) {
         let now = self.net.now();
         let due = |last: SystemTime, every: Duration| now.duration_since(last).map_or(true, |d| d >= every);
-        if due(self.last_rescan, self.cfg.rescan_interval) {
+        if self.engine.suspended().is_some() {
+            // Not syncing: look every tick whether DIR is back.
+            self.last_rescan = now;
+            self.rescan(LocalEvent::Changed(vec![None]));
+        } else if !self.retry.is_empty() {
+            // Once: what fails again waits for its next watcher event or
+            // the periodic rescan (an unreadable folder would otherwise be
+            // read, and logged, every second).
+            let paths = std::mem::take(&mut self.retry).into_iter().map(Some).collect();
+            self.rescan(LocalEvent::Changed(paths));
+            self.retry.clear();
+        }
+        if self.engine.suspended().is_none() && due(self.last_rescan, self.cfg.rescan_interval) {
             self.last_rescan = now;
             self.rescan(LocalEvent::Changed(vec![None]));
             self.sweep_temp_files();

@@ -8,7 +8,7 @@
 //! that no symlink lies on the way, so nothing is written outside the root.
 //! Must not: decide what to change (the engine does).
 
-use crate::engine::Observed;
+use crate::engine::{DirState, Observed};
 use crate::wire::{Entry, Hash, Kind, PathError, RelPath, TEMP_PREFIX};
 use std::collections::BTreeSet;
 use std::fs::{self, File, Metadata};
@@ -106,6 +106,16 @@ impl Drop for TempFile {
     }
 }
 
+/// What `Store::scan_checked` saw.
+#[derive(Debug, Default)]
+pub struct ScanResult {
+    pub found: Vec<Observed>,
+    /// Paths that could not be observed (their subtrees are unknown).
+    pub failed: Vec<RelPath>,
+    /// DIR itself could not be read: nothing is known.
+    pub root_failed: bool,
+}
+
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
@@ -198,27 +208,52 @@ impl Store {
     /// gives the index entry for a path, to skip hashing unchanged files.
     /// Unreadable paths are logged and left out.
     pub fn scan(&self, root: Option<&RelPath>, known: &dyn Fn(&RelPath) -> Option<Entry>) -> Vec<Observed> {
+        self.scan_checked(root, known).found
+    }
+
+    /// Like `scan`, and also the paths that could not be observed: a file
+    /// whose size changed while it was hashed (still being written), an
+    /// unreadable file or folder. Such a path (and for a folder, all below
+    /// it) is unknown, not gone: it must not become a deletion.
+    pub fn scan_checked(&self, root: Option<&RelPath>, known: &dyn Fn(&RelPath) -> Option<Entry>) -> ScanResult {
         let mut found = Vec::new();
-        let mut stack = Vec::new();
+        let mut failed = Vec::new();
+        // Folders to read, with their relative path (`None`: the root).
+        let mut stack: Vec<(PathBuf, Option<RelPath>)> = Vec::new();
         match root {
             Some(r) => match self.observe(r, known(r).as_ref()) {
                 Ok(Some(o)) => {
                     let is_dir = o.kind == Kind::Dir;
                     found.push(o);
                     if is_dir {
-                        stack.push(r.to_fs(&self.root));
+                        stack.push((r.to_fs(&self.root), Some(r.clone())));
                     }
                 }
                 Ok(None) => {}
-                Err(e) => debug!(path = %r, error = %e, "not scanned"),
+                Err(e) => {
+                    debug!(path = %r, error = %e, "not scanned; trying again later");
+                    failed.push(r.clone());
+                }
             },
-            None => stack.push(self.root.clone()),
+            None => stack.push((self.root.clone(), None)),
         }
-        while let Some(dir) = stack.pop() {
+        while let Some((dir, rel_dir)) = stack.pop() {
             let entries = match fs::read_dir(&dir) {
                 Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue, // gone meanwhile
                 Err(e) => {
-                    warn!(dir = %dir.display(), error = %e, "cannot read directory");
+                    warn!(dir = %dir.display(), error = %e, "cannot read directory; what it holds is left as it was");
+                    match rel_dir {
+                        Some(r) => failed.push(r),
+                        // The root itself: everything is unknown.
+                        None => {
+                            return ScanResult {
+                                found: Vec::new(),
+                                failed,
+                                root_failed: true,
+                            }
+                        }
+                    }
                     continue;
                 }
             };
@@ -236,21 +271,56 @@ impl Store {
                 };
                 let meta = match fs::symlink_metadata(&full) {
                     Ok(m) => m,
-                    Err(_) => continue, // gone meanwhile
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue, // gone meanwhile
+                    Err(e) => {
+                        debug!(path = %rel, error = %e, "not scanned; trying again later");
+                        failed.push(rel);
+                        continue;
+                    }
                 };
                 match self.observe_meta(&rel, &full, &meta, known(&rel).as_ref()) {
                     Ok(Some(o)) => {
                         if o.kind == Kind::Dir {
-                            stack.push(full);
+                            stack.push((full, Some(rel)));
                         }
                         found.push(o);
                     }
                     Ok(None) => {}
-                    Err(e) => debug!(path = %rel, error = %e, "not scanned"),
+                    Err(e) => {
+                        debug!(path = %rel, error = %e, "not scanned; trying again later");
+                        failed.push(rel);
+                    }
                 }
             }
         }
-        found
+        ScanResult {
+            found,
+            failed,
+            root_failed: false,
+        }
+    }
+
+    /// What DIR itself holds, for the mass-delete guard: `Missing` if it
+    /// cannot be read as a directory, `Empty` if it holds nothing synced
+    /// (dirsync's state folder and temp files do not count).
+    pub fn dir_state(&self) -> DirState {
+        match fs::metadata(&self.root) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return DirState::Missing("not a directory".into()),
+            Err(e) => return DirState::Missing(e.to_string()),
+        }
+        match fs::read_dir(&self.root) {
+            Ok(entries) => {
+                let mut entries = entries;
+                let synced = entries.any(|de| de.is_ok_and(|de| !self.skip(&de.path())));
+                if synced {
+                    DirState::Present
+                } else {
+                    DirState::Empty
+                }
+            }
+            Err(e) => DirState::Missing(e.to_string()),
+        }
     }
 
     /// True if `rel` holds what `expected` says (`None`: nothing).
@@ -446,6 +516,8 @@ mod tests {
             mtime: o.mtime,
             version: o.mtime,
             hash: o.hash,
+            vector: Default::default(),
+            by: Default::default(),
         }
     }
 
@@ -491,6 +563,8 @@ mod tests {
             mtime: 1_500_000_000_123_456_789,
             version: 1_500_000_000_123_456_789,
             hash: Hash::of(b"data"),
+            vector: Default::default(),
+            by: Default::default(),
         };
         assert!(!dir.path().join("d/new.txt").exists());
         store.commit(tmp, &e, None).unwrap();
@@ -555,6 +629,41 @@ mod tests {
         };
         assert!(matches!(store.copy(&c, &wrong, None), Err(StoreError::HashMismatch(_))));
         assert!(!dir.path().join("d").exists());
+    }
+
+    #[test]
+    fn unreadable_paths_are_failed_not_missing() {
+        use std::os::unix::fs::PermissionsExt;
+        let (dir, store) = setup();
+        fs::create_dir_all(dir.path().join("locked")).unwrap();
+        fs::write(dir.path().join("locked/f"), b"x").unwrap();
+        fs::write(dir.path().join("ok"), b"y").unwrap();
+        fs::set_permissions(dir.path().join("locked"), fs::Permissions::from_mode(0o000)).unwrap();
+        let readable = fs::read_dir(dir.path().join("locked")).is_ok(); // root ignores modes
+        let r = store.scan_checked(None, &|_| None);
+        let (found, failed) = (r.found, r.failed);
+        fs::set_permissions(dir.path().join("locked"), fs::Permissions::from_mode(0o755)).unwrap();
+        let names: Vec<_> = found.iter().map(|o| o.path.as_str()).collect();
+        if readable {
+            assert_eq!(failed, Vec::<RelPath>::new());
+        } else {
+            assert_eq!(failed, vec![rel("locked")]);
+            assert!(names.contains(&"ok") && names.contains(&"locked"), "{names:?}");
+            assert!(!names.contains(&"locked/f"));
+        }
+    }
+
+    #[test]
+    fn dir_state_tells_missing_empty_and_present() {
+        let (dir, store) = setup();
+        assert_eq!(store.dir_state(), DirState::Empty);
+        fs::create_dir_all(dir.path().join(".dirsync")).unwrap();
+        fs::write(dir.path().join(".dirsync-tmp-1-1"), b"").unwrap();
+        assert_eq!(store.dir_state(), DirState::Empty, "state and temp files do not count");
+        fs::write(dir.path().join("f"), b"").unwrap();
+        assert_eq!(store.dir_state(), DirState::Present);
+        let gone = Store::new(dir.path().join("nope"), dir.path().join("nope/.dirsync"));
+        assert!(matches!(gone.dir_state(), DirState::Missing(_)));
     }
 
     #[test]

@@ -4,13 +4,21 @@
 //! Owns: the notify watcher and the translation of its paths. Must not:
 //! decide what changed (the node rescans the named paths and the engine
 //! compares with the index, so our own writes cause no echo).
+//!
+//! When the watcher cannot be trusted it asks for a full rescan at once: on
+//! an event queue overflow (inotify `IN_Q_OVERFLOW`, notify's rescan flag)
+//! and on any watcher error. Hitting the inotify watch limit (ENOSPC from
+//! `inotify_add_watch`, notify's `MaxFilesWatch`) logs one warning with the
+//! fix; the folders left unwatched are then covered by the periodic rescan.
 
 use crate::node::LocalEvent;
 use crate::wire::RelPath;
 use notify::event::{EventKind, ModifyKind, RenameMode};
 use notify::RecursiveMode;
-use notify_debouncer_full::{new_debouncer, DebounceEventResult, Debouncer, RecommendedCache};
+use notify_debouncer_full::{new_debouncer, DebounceEventResult, DebouncedEvent, Debouncer, RecommendedCache};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tracing::{debug, warn};
 
@@ -20,67 +28,100 @@ pub struct Watcher {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("cannot watch {path}: {source}{hint}")]
+#[error("cannot watch {path}: {source}")]
 pub struct WatchError {
     path: String,
     source: notify::Error,
-    hint: &'static str,
+}
+
+/// The fix for the inotify watch limit, logged once.
+pub const WATCH_LIMIT_FIX: &str =
+    "sudo sysctl fs.inotify.max_user_watches=524288 (and add fs.inotify.max_user_watches=524288 to /etc/sysctl.conf to keep it)";
+
+/// Log the watch-limit warning the first time only.
+fn warn_watch_limit(warned: &AtomicBool) {
+    if !warned.swap(true, Ordering::Relaxed) {
+        warn!(
+            fix = WATCH_LIMIT_FIX,
+            "the inotify watch limit is reached: some folders are not watched, and their changes are found only by the periodic rescan (--rescan-interval)"
+        );
+    }
+}
+
+/// What to do about one batch of watcher results: the local event to
+/// send, if any (errors and overflows ask for a rescan of everything).
+fn on_errors(errors: &[notify::Error], limit_warned: &AtomicBool) -> LocalEvent {
+    for e in errors {
+        if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) {
+            warn_watch_limit(limit_warned);
+        } else {
+            warn!(error = %e, "watcher error; rescanning the whole directory");
+        }
+    }
+    LocalEvent::Changed(vec![None])
+}
+
+/// The local events for one batch of debounced watcher events: renames as
+/// such, everything else as paths to rescan; an overflow (lost events)
+/// asks for the whole directory at once.
+fn translate(root: &Path, state: &Path, events: Vec<DebouncedEvent>) -> Vec<LocalEvent> {
+    let mut out = Vec::new();
+    let mut changed: Vec<Option<RelPath>> = Vec::new();
+    for ev in events {
+        if ev.need_rescan() {
+            warn!("the watcher's event queue overflowed; rescanning the whole directory");
+            changed.push(None);
+            continue;
+        }
+        match ev.kind {
+            EventKind::Access(_) => {}
+            EventKind::Modify(ModifyKind::Name(RenameMode::Both)) if ev.paths.len() == 2 => {
+                match (relative(root, state, &ev.paths[0]), relative(root, state, &ev.paths[1])) {
+                    (Some(Some(from)), Some(Some(to))) => out.push(LocalEvent::Renamed { from, to }),
+                    (from, to) => changed.extend(from.into_iter().chain(to)),
+                }
+            }
+            _ => changed.extend(ev.paths.iter().filter_map(|p| relative(root, state, p))),
+        }
+    }
+    if !changed.is_empty() {
+        out.push(LocalEvent::Changed(changed));
+    }
+    out
 }
 
 /// Watch `root` recursively; events go to `tx` after `debounce`.
 pub fn watch(root: &Path, state_dir: &Path, debounce: Duration, tx: async_channel::Sender<LocalEvent>) -> Result<Watcher, WatchError> {
     let root_buf = root.to_path_buf();
     let state = state_dir.to_path_buf();
+    let limit_warned = Arc::new(AtomicBool::new(false));
+    let warned = limit_warned.clone();
     let handler = move |result: DebounceEventResult| match result {
         Ok(events) => {
-            let mut changed: Vec<Option<RelPath>> = Vec::new();
-            for ev in events {
-                if ev.need_rescan() {
-                    warn!("watcher lost events; rescanning the whole directory");
-                    changed.push(None);
-                    continue;
-                }
-                match ev.kind {
-                    EventKind::Access(_) => {}
-                    EventKind::Modify(ModifyKind::Name(RenameMode::Both)) if ev.paths.len() == 2 => {
-                        match (relative(&root_buf, &state, &ev.paths[0]), relative(&root_buf, &state, &ev.paths[1])) {
-                            (Some(Some(from)), Some(Some(to))) => {
-                                let _ = tx.send_blocking(LocalEvent::Renamed { from, to });
-                            }
-                            (from, to) => changed.extend(from.into_iter().chain(to)),
-                        }
-                    }
-                    _ => changed.extend(ev.paths.iter().filter_map(|p| relative(&root_buf, &state, p))),
-                }
-            }
-            if !changed.is_empty() {
-                let _ = tx.send_blocking(LocalEvent::Changed(changed));
+            for ev in translate(&root_buf, &state, events) {
+                let _ = tx.send_blocking(ev);
             }
         }
         Err(errors) => {
-            for e in errors {
-                warn!(error = %e, "watcher error; rescanning");
-            }
-            let _ = tx.send_blocking(LocalEvent::Changed(vec![None]));
+            let _ = tx.send_blocking(on_errors(&errors, &warned));
         }
     };
     let mut debouncer = new_debouncer(debounce, None, handler).map_err(|source| WatchError {
         path: root.display().to_string(),
         source,
-        hint: "",
     })?;
-    debouncer.watch(root, RecursiveMode::Recursive).map_err(|source| {
-        let hint = if matches!(source.kind, notify::ErrorKind::MaxFilesWatch) {
-            " (raise fs.inotify.max_user_watches, e.g. sysctl fs.inotify.max_user_watches=524288)"
-        } else {
-            ""
-        };
-        WatchError {
-            path: root.display().to_string(),
-            source,
-            hint,
+    match debouncer.watch(root, RecursiveMode::Recursive) {
+        Ok(()) => {}
+        // The folders watched before the limit stay watched; the rest are
+        // covered by the periodic rescan.
+        Err(e) if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) => warn_watch_limit(&limit_warned),
+        Err(source) => {
+            return Err(WatchError {
+                path: root.display().to_string(),
+                source,
+            })
         }
-    })?;
+    }
     Ok(Watcher { _debouncer: debouncer })
 }
 
@@ -108,6 +149,34 @@ fn relative(root: &Path, state_dir: &Path, path: &Path) -> Option<Option<RelPath
 mod tests {
     use super::*;
     use std::path::PathBuf;
+
+    #[test]
+    fn an_overflow_asks_for_a_full_rescan_at_once() {
+        use notify::event::{Event, Flag};
+        let (root, state) = (PathBuf::from("/r"), PathBuf::from("/r/.dirsync"));
+        let now = std::time::Instant::now();
+        let write = DebouncedEvent::new(
+            Event::new(EventKind::Create(notify::event::CreateKind::File)).add_path("/r/a".into()),
+            now,
+        );
+        assert_eq!(
+            translate(&root, &state, vec![write.clone()]),
+            vec![LocalEvent::Changed(vec![Some(RelPath::new("a").unwrap())])]
+        );
+        let overflow = DebouncedEvent::new(Event::new(EventKind::Other).set_flag(Flag::Rescan), now);
+        let got = translate(&root, &state, vec![write, overflow]);
+        assert!(matches!(&got[..], [LocalEvent::Changed(p)] if p.contains(&None)), "{got:?}");
+    }
+
+    #[test]
+    fn errors_ask_for_a_full_rescan_and_the_watch_limit_warns_once() {
+        let warned = AtomicBool::new(false);
+        let limit = || notify::Error::new(notify::ErrorKind::MaxFilesWatch);
+        assert_eq!(on_errors(&[limit()], &warned), LocalEvent::Changed(vec![None]));
+        assert!(warned.load(Ordering::Relaxed));
+        let other = notify::Error::generic("boom");
+        assert_eq!(on_errors(&[other, limit()], &warned), LocalEvent::Changed(vec![None]));
+    }
 
     #[test]
     fn relative_paths_skip_own_files() {

@@ -284,6 +284,8 @@ fn partition_conflicts(seed: u64) -> Cluster {
         c.write(a, "edit-vs-del.txt", b"edited before the delete");
         c.run_for(ms(50 + rng.below(500)));
         c.delete(b, "edit-vs-del.txt");
+        // The delete did not see the edit: the edit wins, the file stays.
+        c.expect("edit-vs-del.txt", Expect::File(hash(b"edited before the delete")));
     }));
     steps.push(Box::new(move |c, rng| {
         // Both sides in the same instant: equal mtimes.
@@ -303,6 +305,8 @@ fn partition_conflicts(seed: u64) -> Cluster {
             c.write(b, "rn.txt", b"edited before the rename");
             c.run_for(ms(50 + rng.below(500)));
             c.rename(a, "rn.txt", "rn-moved.txt");
+            // The rename's delete of rn.txt did not see the edit: both stay.
+            c.expect("rn.txt", Expect::File(hash(b"edited before the rename")));
         }
     }));
     let (a, b) = side(&mut rng);

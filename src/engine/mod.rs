@@ -13,19 +13,29 @@
 //! with a signature when an older copy is here to diff against). Asking one
 //! source per path means a node joining a cluster of three receives each
 //! file once, not three times.
+//!
+//! Every entry carries a version vector (`crate::version`). `index::beats`
+//! still picks the winner; the vectors tell whether the two versions were
+//! concurrent, and then: the losing bytes of a live file are kept as a
+//! conflict copy (`crate::conflict`) before they are replaced, and an edit
+//! beats a delete that did not see it (the rules: docs/CONFLICTS.md).
 
+mod safety;
 mod types;
 
 #[cfg(test)]
 mod tests;
 
-pub use types::{Action, Command, Observed};
+pub use types::{Action, Command, DirState, Observed, Scan};
 
+use crate::conflict::conflict_entry;
 use crate::delta::DELTA_MIN_SIZE;
 use crate::index::{beats, same_version, wins_over, Index};
+use crate::version::Vector;
 use crate::wire::{Entry, Hash, Kind, Message, NodeId, RelPath, WantFile, MAX_ENTRIES};
+use safety::{loses_concurrently, resurrection};
 use std::collections::{BTreeMap, BTreeSet};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// A version this node wants, and the peers that announced it.
 #[derive(Debug, Clone)]
@@ -64,6 +74,14 @@ pub struct Stats {
 
 pub struct Engine {
     me: NodeId,
+    /// This directory's persistent identity, the key of its counters in
+    /// version vectors.
+    device: NodeId,
+    /// The index was missing or rebuilt: paths the first whole scan finds
+    /// get an empty vector (history unknown) rather than a new local change.
+    unknown_history: bool,
+    /// Why syncing stopped (the mass-delete guard), while it is stopped.
+    suspended: Option<String>,
     index: Index,
     peers: BTreeMap<NodeId, Peer>,
     needs: BTreeMap<RelPath, Need>,
@@ -82,6 +100,9 @@ impl Engine {
     pub fn new(me: NodeId, index: Index) -> Self {
         Engine {
             me,
+            device: me,
+            unknown_history: false,
+            suspended: None,
             index,
             peers: BTreeMap::new(),
             needs: BTreeMap::new(),
@@ -93,8 +114,32 @@ impl Engine {
         }
     }
 
+    /// Use `device` (persistent, see `node::load_device_id`) in version
+    /// vectors instead of the run's node id.
+    pub fn with_device(mut self, device: NodeId) -> Self {
+        self.device = device;
+        self
+    }
+
+    /// The index was missing or unreadable: what the first whole scan finds
+    /// has an unknown history (an empty vector), so a peer's newer delete
+    /// still wins over it and it never counts as a concurrent edit.
+    pub fn with_unknown_history(mut self) -> Self {
+        self.unknown_history = true;
+        self
+    }
+
     pub fn me(&self) -> NodeId {
         self.me
+    }
+
+    pub fn device(&self) -> NodeId {
+        self.device
+    }
+
+    /// Why syncing is stopped, if it is (the mass-delete guard).
+    pub fn suspended(&self) -> Option<&str> {
+        self.suspended.as_deref()
     }
 
     pub fn index(&self) -> &Index {
@@ -128,10 +173,46 @@ impl Engine {
     // ----- local changes -------------------------------------------------
 
     /// What the disk holds under each of `roots` (`None`: the whole tree)
-    /// is `found`. Differences from the index become local changes, sent
-    /// to every peer; index entries under a root that `found` lacks are
-    /// deletions.
+    /// is `found` (every path observed, DIR present).
     pub fn handle_local(&mut self, now: i64, roots: &[Option<RelPath>], found: Vec<Observed>) {
+        self.handle_scan(
+            now,
+            Scan {
+                roots: roots.to_vec(),
+                found,
+                failed: vec![],
+                dir: DirState::Present,
+            },
+        );
+    }
+
+    /// A look at the disk. Differences from the index become local
+    /// changes, sent to every peer; index entries under a root that the
+    /// scan lacks are deletions, unless they lie at or under a path that
+    /// failed (unknown, not gone: their entries stay until a later scan).
+    ///
+    /// The mass-delete guard: if DIR is missing, or holds nothing while the
+    /// index holds live files (an unmounted disk looks like this, and so
+    /// does deleting everything: either way the deletion of everything is
+    /// never sent), no deletion is recorded; syncing stops
+    /// (`Command::Suspend`) until a scan finds DIR holding something again
+    /// (`Command::Resume`). To empty DIR on purpose, leave one file in it.
+    pub fn handle_scan(&mut self, now: i64, scan: Scan) {
+        let Scan { roots, found, failed, dir } = scan;
+        let live_files = self.index.live_files().0;
+        if let Some(reason) = safety::dir_gone(&dir, live_files) {
+            if self.suspended.is_none() {
+                error!(%reason, "not syncing, so that no deletion of everything reaches the peers: is the disk unmounted? Syncing resumes by itself once the directory holds its files again; to empty it on purpose, leave any one file in it");
+                self.suspended = Some(reason.clone());
+                self.commands.push(Command::Suspend { reason });
+            }
+            return;
+        }
+        if self.suspended.take().is_some() {
+            info!("the directory is back: syncing again");
+            self.commands.push(Command::Resume);
+        }
+        let unknown = std::mem::take(&mut self.unknown_history) && roots.iter().any(Option::is_none);
         let found: BTreeMap<RelPath, Observed> = found.into_iter().map(|o| (o.path.clone(), o)).collect();
         let mut changes = Vec::new();
         for o in found.values() {
@@ -143,18 +224,24 @@ impl Engine {
                 continue;
             }
             let mtime = if o.kind == Kind::Dir { now } else { o.mtime };
-            changes.push(local_version(old, o.path.clone(), o.kind, false, o.size, mtime, o.hash));
+            let mut e = self.local_version(old, o.path.clone(), o.kind, false, o.size, mtime, o.hash);
+            if unknown && old.is_none() {
+                e.vector = Vector::default();
+            }
+            changes.push(e);
         }
         let mut gone = Vec::new();
-        for root in roots {
+        for root in &roots {
             for e in self.index.under(root.as_ref()) {
-                if !e.deleted && !found.contains_key(&e.path) {
+                let unknown = failed.iter().any(|f| e.path.is_within(f));
+                if !e.deleted && !found.contains_key(&e.path) && !unknown {
                     gone.push(e.clone());
                 }
             }
         }
         for e in gone {
-            changes.push(local_version(Some(&e), e.path.clone(), e.kind, true, 0, now, Hash::ZERO));
+            let t = self.local_version(Some(&e), e.path.clone(), e.kind, true, 0, now, Hash::ZERO);
+            changes.push(t);
         }
         if changes.is_empty() {
             return;
@@ -175,6 +262,11 @@ impl Engine {
 
     /// A connection with `peer` finished its handshake: send our index.
     pub fn handle_connected(&mut self, peer: NodeId) {
+        if let Some(reason) = &self.suspended {
+            let reason = format!("not syncing: {reason}");
+            self.commands.push(Command::Close { peer, reason });
+            return;
+        }
         self.peers.insert(peer, Peer::default());
         let entries: Vec<Entry> = self.index.iter().cloned().collect();
         let mut chunks = entries.chunks(MAX_ENTRIES).peekable();
@@ -283,27 +375,59 @@ impl Engine {
     /// still hold on disk for the new content to replace it (`None`: nothing
     /// there), or `Err` if this content was not asked of that peer.
     pub fn accept_content(&self, peer: NodeId, entry: &Entry) -> Result<Option<Entry>, String> {
-        match self.inflight.get(&entry.path) {
-            Some(i) if i.peer == peer && same_version(&i.entry, entry) => {
-                // Never replace a newer version with an older one.
-                if !wins_over(entry, self.index.get(&entry.path)) {
-                    return Err(format!("{} is newer here than the version asked for", entry.path));
-                }
-                Ok(self.index.live(&entry.path).cloned())
+        if self.answers_request(peer, entry) {
+            // Never replace a newer version with an older one.
+            if !wins_over(entry, self.index.get(&entry.path)) {
+                return Err(format!("{} is newer here than the version asked for", entry.path));
             }
+            return Ok(self.index.live(&entry.path).cloned());
+        }
+        match self.inflight.get(&entry.path) {
             Some(_) => Err(format!("{} was asked of another peer or in another version", entry.path)),
             None => Err(format!("{} was not asked for", entry.path)),
         }
     }
 
+    /// True if `entry`'s content from `peer` answers our request for its
+    /// path: asked of that peer, in that version or in the one needed now.
+    /// (A peer answers a want with the version it holds now, which may
+    /// have moved on with the same content, e.g. an edit that won against
+    /// a delete; found by the simulation.)
+    fn answers_request(&self, peer: NodeId, entry: &Entry) -> bool {
+        self.inflight.get(&entry.path).is_some_and(|i| {
+            i.peer == peer && (same_version(&i.entry, entry) || self.needs.get(&entry.path).is_some_and(|n| same_version(&n.entry, entry)))
+        })
+    }
+
+    /// `peer` started sending content for `entry` that `accept_content`
+    /// refused. If it is the answer to our request for that path (the
+    /// content asked for, in a version we cannot use), the request is over:
+    /// that peer stops being a source of the need, which is asked again
+    /// elsewhere. Otherwise it answers an older request and changes nothing.
+    pub fn content_refused(&mut self, peer: NodeId, entry: &Entry) {
+        if !self
+            .inflight
+            .get(&entry.path)
+            .is_some_and(|i| i.peer == peer && i.entry.hash == entry.hash)
+        {
+            return;
+        }
+        self.inflight.remove(&entry.path);
+        self.unscheduled.insert(entry.path.clone());
+        if let Some(n) = self.needs.get_mut(&entry.path) {
+            n.sources.remove(&peer);
+            if n.sources.is_empty() {
+                self.needs.remove(&entry.path);
+            }
+        }
+        self.schedule();
+        self.check_synced(peer);
+    }
+
     /// The content of `entry` from `peer` was written (`Ok`, with the bytes
     /// it cost on the wire) or could not be (`Err`, the reason).
     pub fn handle_received(&mut self, peer: NodeId, entry: Entry, was_delta: bool, result: Result<u64, String>) {
-        if self
-            .inflight
-            .get(&entry.path)
-            .is_some_and(|i| i.peer == peer && same_version(&i.entry, &entry))
-        {
+        if self.answers_request(peer, &entry) {
             self.inflight.remove(&entry.path);
             self.unscheduled.insert(entry.path.clone());
         }
@@ -337,6 +461,24 @@ impl Engine {
 
     /// An `Action` finished: `Ok` if the disk now holds it.
     pub fn handle_action_done(&mut self, peer: NodeId, action: Action, result: Result<(), String>) {
+        if let Action::ConflictCopy { from, copy, then } = action {
+            match result {
+                Ok(()) => {
+                    info!(path = %from.path, copy = %copy.path, "concurrent edit: the losing version is kept as a conflict copy");
+                    self.stats.applied += 1;
+                    self.record(copy, None);
+                    // Now the winner may replace the loser.
+                    self.handle_entries(peer, vec![then]);
+                    self.schedule();
+                }
+                Err(reason) => {
+                    self.stats.failed += 1;
+                    warn!(path = %from.path, copy = %copy.path, %reason, "could not keep the losing version of a concurrent edit; keeping it in place for now");
+                }
+            }
+            self.check_synced(peer);
+            return;
+        }
         match result {
             Ok(()) => {
                 if let Action::Rename { from_tombstone, .. } = &action {
@@ -374,10 +516,35 @@ impl Engine {
     /// The index now holds `entry`, applied on disk.
     fn applied(&mut self, peer: Option<NodeId>, entry: Entry) {
         self.stats.applied += 1;
+        self.record(entry, peer);
+    }
+
+    /// Put `entry` in the index and announce it to every peer but `except`.
+    fn record(&mut self, entry: Entry, except: Option<NodeId>) {
         self.settle(&entry);
         self.index.insert(entry.clone());
         self.dirty = true;
-        self.broadcast(vec![entry], peer);
+        self.broadcast(vec![entry], except);
+    }
+
+    /// A new local version of `path`, ranked above the `old` one it replaces
+    /// (see `Entry::version`), its vector bumped for this device.
+    #[allow(clippy::too_many_arguments)]
+    fn local_version(&self, old: Option<&Entry>, path: RelPath, kind: Kind, deleted: bool, size: u64, mtime: i64, hash: Hash) -> Entry {
+        let floor = old.map_or(i64::MIN, |o| o.version.saturating_add(1));
+        let version = mtime.max(floor);
+        let vector = old.map(|o| o.vector.clone()).unwrap_or_default().bump(self.device, version);
+        Entry {
+            path,
+            kind,
+            deleted,
+            size,
+            mtime,
+            version,
+            hash,
+            vector,
+            by: self.device,
+        }
     }
 
     /// The index now holds `e`: forget the wants and requests it settles.
@@ -418,7 +585,7 @@ impl Engine {
         let mut moving_away: BTreeMap<Hash, Vec<(Entry, Entry)>> = BTreeMap::new();
         for e in entries.iter().filter(|e| e.deleted) {
             if let Some(local) = self.index.live(&e.path) {
-                if local.kind == Kind::File && beats(e, local) {
+                if local.kind == Kind::File && beats(e, local) && resurrection(e, local).is_none() {
                     moving_away.entry(local.hash).or_default().push((local.clone(), e.clone()));
                 }
             }
@@ -426,6 +593,31 @@ impl Engine {
         let mut renamed = BTreeSet::new();
         for e in entries {
             let local = self.index.get(&e.path).cloned();
+            if let Some(l) = &local {
+                if let Some(m) = resurrection(&e, l) {
+                    // An edit against a delete that did not see it: the edit
+                    // wins, as a version that saw both, so the delete's
+                    // holders take the file back.
+                    info!(path = %l.path, "an edit here was concurrent with a delete elsewhere: the file stays");
+                    self.record(m, None);
+                    continue;
+                }
+                if same_version(&e, l) && e.vector != l.vector {
+                    // The same version reached us with more history (e.g.
+                    // made by two nodes at once): remember all of it.
+                    let merged = l.vector.merge(&e.vector);
+                    if merged != l.vector {
+                        self.record(
+                            Entry {
+                                vector: merged,
+                                ..l.clone()
+                            },
+                            None,
+                        );
+                    }
+                    continue;
+                }
+            }
             if !wins_over(&e, local.as_ref()) {
                 continue;
             }
@@ -440,6 +632,25 @@ impl Engine {
                 }
             }
             let live = local.filter(|l| !l.deleted);
+            if let Some(l) = live.as_ref().filter(|l| loses_concurrently(l, &e)) {
+                match conflict_entry(l) {
+                    Some(copy) if wins_over(&copy, self.index.get(&copy.path)) && self.index.get(&copy.path).is_none_or(|c| c.deleted) => {
+                        self.act(
+                            peer,
+                            Action::ConflictCopy {
+                                from: l.clone(),
+                                copy,
+                                then: e,
+                            },
+                        );
+                        continue;
+                    }
+                    // Made already (here or by a peer), or deleted since by
+                    // someone who saw it: the loser may go.
+                    Some(_) => {}
+                    None => warn!(path = %l.path, "no valid conflict-copy name; the losing version is replaced"),
+                }
+            }
             if e.deleted {
                 if renamed.contains(&e.path) {
                     continue;
@@ -604,20 +815,5 @@ impl Engine {
             p.synced = true;
             info!(%peer, files = p.files_received, bytes = p.bytes_received, "synchronized");
         }
-    }
-}
-
-/// A new local version of `path`, ranked above the `old` one it replaces
-/// (see `Entry::version`).
-fn local_version(old: Option<&Entry>, path: RelPath, kind: Kind, deleted: bool, size: u64, mtime: i64, hash: Hash) -> Entry {
-    let floor = old.map_or(i64::MIN, |o| o.version.saturating_add(1));
-    Entry {
-        path,
-        kind,
-        deleted,
-        size,
-        mtime,
-        version: mtime.max(floor),
-        hash,
     }
 }

@@ -6,6 +6,9 @@ use crate::wire::{ContentMode, Message};
 const ME: NodeId = NodeId(10);
 const A: NodeId = NodeId(20);
 const B: NodeId = NodeId(30);
+/// The device that made the versions the helpers below build: one history,
+/// so a later version descends from an earlier one (sequential edits).
+const HIST: NodeId = NodeId(99);
 
 fn p(s: &str) -> RelPath {
     RelPath::new(s).unwrap()
@@ -20,6 +23,8 @@ fn file(path: &str, t: i64, content: &[u8]) -> Entry {
         mtime: t,
         version: t,
         hash: Hash::of(content),
+        vector: Vector::single(HIST, t as u64),
+        by: HIST,
     }
 }
 
@@ -39,6 +44,8 @@ fn dir(path: &str, t: i64) -> Entry {
         mtime: t,
         version: t,
         hash: Hash::ZERO,
+        vector: Vector::single(HIST, t as u64),
+        by: HIST,
     }
 }
 
@@ -49,6 +56,12 @@ fn tomb(path: &str, t: i64) -> Entry {
         hash: Hash::ZERO,
         ..file(path, t, b"")
     }
+}
+
+/// `e` as this engine records it when made locally over `old`.
+fn by_me(old: Option<&Entry>, e: Entry) -> Entry {
+    let vector = old.map(|o| o.vector.clone()).unwrap_or_default().bump(ME, e.version);
+    Entry { vector, by: ME, ..e }
 }
 
 fn observed(e: &Entry) -> Observed {
@@ -327,14 +340,14 @@ fn local_changes_go_to_every_peer() {
     let new = file("a", 20, b"v2");
     let created = file("b", 21, b"new");
     e.handle_local(100, &[None], vec![observed(&new), observed(&created)]);
+    let (new, created) = (by_me(Some(&old), new), by_me(None, created));
     let changes = vec![new.clone(), created.clone()];
     assert_eq!(e.take_commands(), vec![update(A, changes.clone()), update(B, changes)]);
-    // Deleting `b` on disk: a tombstone at `now`.
+    // Deleting `b` on disk: a tombstone at `now`, which saw `created`.
     e.handle_local(200, &[Some(p("b"))], vec![]);
-    assert_eq!(
-        e.take_commands(),
-        vec![update(A, vec![tomb("b", 200)]), update(B, vec![tomb("b", 200)])]
-    );
+    let gone = by_me(Some(&created), tomb("b", 200));
+    assert_eq!(gone.vector, Vector::single(ME, 200));
+    assert_eq!(e.take_commands(), vec![update(A, vec![gone.clone()]), update(B, vec![gone])]);
     // A scan that finds everything as indexed changes nothing.
     e.handle_local(300, &[None], vec![observed(&new)]);
     assert_eq!(e.take_commands(), vec![]);
@@ -347,7 +360,7 @@ fn a_local_file_older_than_the_tombstone_it_replaces_still_wins() {
     let mut e = connected(std::slice::from_ref(&t), &[A]);
     let restored = file("name", 100, b"restored");
     e.handle_local(600, &[None], vec![observed(&restored)]);
-    let expected = Entry { version: 501, ..restored };
+    let expected = by_me(Some(&t), Entry { version: 501, ..restored });
     assert_eq!(e.take_commands(), vec![update(A, vec![expected.clone()])]);
     assert!(crate::index::beats(&expected, &t));
 }
@@ -509,7 +522,12 @@ fn content_asked_for_before_a_newer_local_change_is_refused() {
         e.handle_local(6, &[Some(p("f"))], found);
         e.take_commands();
         assert!(e.accept_content(A, &theirs).is_err(), "{mine:?}");
-        let newer = file("f", 7, b"newer");
+        // A newer version made after seeing ours.
+        let seen = e.index().get(&p("f")).unwrap().vector.clone();
+        let newer = Entry {
+            vector: seen.bump(HIST, 7),
+            ..file("f", 7, b"newer")
+        };
         e.handle_message(
             A,
             Message::Update {
@@ -518,4 +536,388 @@ fn content_asked_for_before_a_newer_local_change_is_refused() {
         );
         assert_eq!(e.take_commands(), vec![want(A, &[&newer])], "{mine:?}");
     }
+}
+
+// ----- data safety: version vectors, conflicts, tombstones, the guard ----
+
+/// The common ancestor both sides start from, then a version of it made by
+/// device `dev` at time `t` that saw it.
+fn edited(base: &Entry, dev: NodeId, t: i64, content: &[u8]) -> Entry {
+    Entry {
+        vector: base.vector.bump(dev, t),
+        by: dev,
+        ..file(base.path.as_str(), t, content)
+    }
+}
+
+fn deleted(base: &Entry, dev: NodeId, t: i64) -> Entry {
+    Entry {
+        vector: base.vector.bump(dev, t),
+        by: dev,
+        ..tomb(base.path.as_str(), t)
+    }
+}
+
+#[test]
+fn a_concurrent_edit_keeps_the_loser_as_a_conflict_copy_before_taking_the_winner() {
+    let base = file("report.txt", 10, b"base");
+    let mine = edited(&base, ME, 20, b"mine");
+    let theirs = edited(&base, A, 30, b"theirs");
+    let mut e = connected(std::slice::from_ref(&mine), &[A, B]);
+    e.handle_message(A, index_msg(vec![theirs.clone()]));
+    let copy = crate::conflict::conflict_entry(&mine).unwrap();
+    assert_eq!(copy.path.as_str(), "report.sync-conflict-19700101-000000-00000000.txt");
+    let cc = Action::ConflictCopy {
+        from: mine.clone(),
+        copy: copy.clone(),
+        then: theirs.clone(),
+    };
+    assert_eq!(
+        e.take_commands(),
+        vec![Command::Apply {
+            peer: A,
+            action: cc.clone()
+        }]
+    );
+    // Once the copy is on disk it goes to every peer (the winner's sender
+    // too: it lacks it), and only then is the winner asked for.
+    e.handle_action_done(A, cc, Ok(()));
+    assert_eq!(
+        e.take_commands(),
+        vec![update(A, vec![copy.clone()]), update(B, vec![copy.clone()]), want(A, &[&theirs])]
+    );
+    assert_eq!(e.index().live(&copy.path), Some(&copy));
+}
+
+#[test]
+fn a_failed_conflict_copy_leaves_the_loser_in_place() {
+    let base = file("f", 10, b"base");
+    let mine = edited(&base, ME, 20, b"mine");
+    let theirs = edited(&base, A, 30, b"theirs");
+    let mut e = connected(std::slice::from_ref(&mine), &[A]);
+    e.handle_message(A, index_msg(vec![theirs.clone()]));
+    let cmds = e.take_commands();
+    let Some(Command::Apply { action, .. }) = cmds.into_iter().next() else {
+        panic!("no conflict copy")
+    };
+    e.handle_action_done(A, action, Err("disk full".into()));
+    assert_eq!(e.take_commands(), vec![]);
+    assert_eq!(e.index().live(&p("f")), Some(&mine));
+}
+
+#[test]
+fn a_sequential_edit_makes_no_conflict_copy() {
+    let base = file("f", 10, b"base");
+    let mine = edited(&base, ME, 20, b"mine");
+    // The peer edited our version: it saw it.
+    let theirs = edited(&mine, A, 30, b"theirs");
+    let mut e = connected(std::slice::from_ref(&mine), &[A]);
+    e.handle_message(A, index_msg(vec![theirs.clone()]));
+    assert_eq!(e.take_commands(), vec![want(A, &[&theirs])]);
+}
+
+#[test]
+fn the_winning_side_of_a_concurrent_edit_changes_nothing() {
+    let base = file("f", 10, b"base");
+    let mine = edited(&base, ME, 40, b"mine, newer");
+    let theirs = edited(&base, A, 30, b"theirs");
+    let mut e = connected(std::slice::from_ref(&mine), &[A]);
+    e.handle_message(A, index_msg(vec![theirs]));
+    // The loser's holder keeps its copy; this node lacks those bytes.
+    assert_eq!(e.take_commands(), vec![]);
+}
+
+#[test]
+fn a_conflict_copy_made_elsewhere_or_deleted_since_is_not_made_again() {
+    let base = file("f", 10, b"base");
+    let mine = edited(&base, ME, 20, b"mine");
+    let theirs = edited(&base, A, 30, b"theirs");
+    let copy = crate::conflict::conflict_entry(&mine).unwrap();
+    // A peer made the identical copy already: only the winner is wanted.
+    let mut e = connected(&[mine.clone(), copy.clone()], &[A]);
+    e.handle_message(A, index_msg(vec![theirs.clone()]));
+    assert_eq!(e.take_commands(), vec![want(A, &[&theirs])]);
+    // The user deleted the copy after seeing it: it stays deleted.
+    let gone = deleted(&copy, B, 50);
+    let mut e = connected(&[mine, gone], &[A]);
+    e.handle_message(A, index_msg(vec![theirs.clone()]));
+    assert_eq!(e.take_commands(), vec![want(A, &[&theirs])]);
+}
+
+#[test]
+fn an_edit_beats_a_concurrent_delete_and_the_file_comes_back() {
+    let base = file("f", 10, b"base");
+    let mine = edited(&base, ME, 20, b"edited here");
+    let gone = deleted(&base, A, 30);
+    let mut e = connected(std::slice::from_ref(&mine), &[A, B]);
+    e.handle_message(A, index_msg(vec![gone.clone()]));
+    // The file stays, as a version that saw both and outranks the delete.
+    let kept = Entry {
+        version: 30,
+        vector: mine.vector.merge(&gone.vector),
+        ..mine.clone()
+    };
+    assert_eq!(
+        e.take_commands(),
+        vec![update(A, vec![kept.clone()]), update(B, vec![kept.clone()])]
+    );
+    assert!(crate::index::beats(&kept, &gone));
+    assert_eq!(e.index().live(&p("f")), Some(&kept));
+    // The node that deleted it takes the file back.
+    let mut d = connected(std::slice::from_ref(&gone), &[ME]);
+    d.handle_message(ME, index_msg(vec![kept.clone()]));
+    assert_eq!(d.take_commands(), vec![want(ME, &[&kept])]);
+    // And ignores the plain edit, which it outranks: only the holder of
+    // the edit decides, so the two never race.
+    let mut d = connected(std::slice::from_ref(&gone), &[ME]);
+    d.handle_message(ME, index_msg(vec![mine]));
+    assert_eq!(d.take_commands(), vec![]);
+}
+
+#[test]
+fn a_delete_that_saw_the_edit_wins() {
+    let base = file("f", 10, b"base");
+    let mine = edited(&base, ME, 20, b"edited here");
+    let gone = deleted(&mine, A, 30);
+    let mut e = connected(std::slice::from_ref(&mine), &[A]);
+    e.handle_message(A, index_msg(vec![gone.clone()]));
+    assert_eq!(
+        e.take_commands(),
+        vec![Command::Apply {
+            peer: A,
+            action: Action::Delete { entry: gone, local: mine }
+        }]
+    );
+}
+
+#[test]
+fn a_node_that_was_away_does_not_bring_a_deleted_file_back() {
+    // It holds the version the delete saw; the delete wins, the file goes.
+    let base = file("f", 10, b"base");
+    let gone = deleted(&base, A, 30);
+    let mut e = connected(std::slice::from_ref(&base), &[A]);
+    e.handle_message(A, index_msg(vec![gone.clone()]));
+    assert_eq!(
+        e.take_commands(),
+        vec![Command::Apply {
+            peer: A,
+            action: Action::Delete { entry: gone, local: base }
+        }]
+    );
+    // A file re-created after the delete (it saw the tombstone) comes back.
+    let gone = deleted(&file("g", 10, b"x"), A, 30);
+    let again = edited(&gone, B, 40, b"re-created");
+    let mut e = connected(std::slice::from_ref(&gone), &[B]);
+    e.handle_message(B, index_msg(vec![again.clone()]));
+    assert_eq!(e.take_commands(), vec![want(B, &[&again])]);
+}
+
+#[test]
+fn a_rebuilt_index_has_unknown_histories_that_a_newer_delete_still_beats() {
+    let mut e = Engine::new(ME, Index::default()).with_unknown_history();
+    e.handle_connected(A);
+    e.take_commands();
+    let found = file("f", 10, b"on disk");
+    e.handle_local(100, &[None], vec![observed(&found)]);
+    let unknown = Entry {
+        vector: Vector::default(),
+        by: ME,
+        ..found
+    };
+    assert_eq!(e.take_commands(), vec![update(A, vec![unknown.clone()])]);
+    // Not concurrent with anything: the newer delete wins as before.
+    let gone = deleted(&file("f", 5, b"older"), A, 30);
+    e.handle_message(A, index_msg(vec![gone.clone()]));
+    assert_eq!(
+        e.take_commands(),
+        vec![Command::Apply {
+            peer: A,
+            action: Action::Delete {
+                entry: gone,
+                local: unknown
+            }
+        }]
+    );
+    // Only the first whole scan is of unknown history.
+    e.handle_local(200, &[None], vec![observed(&file("new", 150, b"n"))]);
+    let cmds = e.take_commands();
+    assert!(matches!(&cmds[..], [Command::Send { msg: Message::Update { entries }, .. }] if entries[0].vector == Vector::single(ME, 150)));
+}
+
+#[test]
+fn the_same_version_with_more_history_merges_vectors() {
+    let base = file("f", 10, b"same");
+    let theirs = Entry {
+        vector: base.vector.bump(A, 5),
+        ..base.clone()
+    };
+    let mut e = connected(std::slice::from_ref(&base), &[A, B]);
+    e.handle_message(A, index_msg(vec![theirs.clone()]));
+    let merged = Entry {
+        vector: base.vector.merge(&theirs.vector),
+        ..base
+    };
+    assert_eq!(
+        e.take_commands(),
+        vec![update(A, vec![merged.clone()]), update(B, vec![merged.clone()])]
+    );
+    // Hearing it again changes nothing.
+    e.handle_message(B, index_msg(vec![theirs]));
+    assert_eq!(e.take_commands(), vec![]);
+}
+
+#[test]
+fn a_path_that_could_not_be_observed_is_not_deleted() {
+    let f = file("growing.log", 10, b"start");
+    let d = dir("locked", 10);
+    let inner = file("locked/x", 10, b"x");
+    let mut e = connected(&[f.clone(), d, inner], &[A]);
+    // Hashing failed (the file grew while read) and a folder was unreadable.
+    e.handle_scan(
+        100,
+        Scan {
+            roots: vec![None],
+            found: vec![],
+            failed: vec![p("growing.log"), p("locked")],
+            dir: DirState::Present,
+        },
+    );
+    assert_eq!(e.take_commands(), vec![]);
+    assert_eq!(e.index().live(&p("growing.log")), Some(&f));
+    // Once observed, it is an ordinary change.
+    let done = file("growing.log", 20, b"start and more");
+    e.handle_scan(
+        200,
+        Scan {
+            roots: vec![Some(p("growing.log"))],
+            found: vec![observed(&done)],
+            failed: vec![],
+            dir: DirState::Present,
+        },
+    );
+    assert_eq!(e.take_commands(), vec![update(A, vec![by_me(Some(&f), done)])]);
+}
+
+#[test]
+fn an_emptied_or_missing_directory_stops_syncing_instead_of_deleting_everything() {
+    let files = [file("a", 10, b"a"), file("d/b", 10, b"b"), dir("d", 10)];
+    for state in [DirState::Empty, DirState::Missing("No such file or directory".into())] {
+        let mut e = connected(&files, &[A]);
+        let scan = |dir: DirState, found: Vec<Observed>| Scan {
+            roots: vec![None],
+            found,
+            failed: vec![],
+            dir,
+        };
+        e.handle_scan(100, scan(state.clone(), vec![]));
+        let cmds = e.take_commands();
+        assert!(matches!(&cmds[..], [Command::Suspend { .. }]), "{cmds:?}");
+        assert!(e.suspended().is_some());
+        // Nothing was recorded as deleted, and more scans change nothing.
+        assert!(e.index().iter().all(|x| !x.deleted));
+        e.handle_scan(200, scan(state.clone(), vec![]));
+        assert_eq!(e.take_commands(), vec![]);
+        // Peers are turned away while it lasts.
+        e.handle_connected(B);
+        assert!(matches!(&e.take_commands()[..], [Command::Close { peer, .. }] if *peer == B));
+        // The files are back (one was changed meanwhile): syncing resumes.
+        let changed = file("a", 50, b"a2");
+        e.handle_scan(
+            300,
+            scan(
+                DirState::Present,
+                vec![observed(&changed), observed(&files[1]), observed(&files[2])],
+            ),
+        );
+        assert_eq!(
+            e.take_commands(),
+            vec![Command::Resume, update(A, vec![by_me(Some(&files[0]), changed)])]
+        );
+        assert!(e.suspended().is_none());
+    }
+    // Even the watcher's report of the last files going (a partial scan)
+    // is not sent: the deletion of everything never is. One file left in
+    // DIR and the rest goes as usual.
+    let (last, keep) = (file("last", 10, b"l"), file("keep", 10, b"k"));
+    for (dir, found) in [(DirState::Empty, vec![]), (DirState::Present, vec![observed(&keep)])] {
+        let mut e = connected(std::slice::from_ref(&last), &[A]);
+        let kept = !found.is_empty();
+        e.handle_scan(
+            100,
+            Scan {
+                roots: vec![Some(p("last")), Some(p("keep"))],
+                found,
+                failed: vec![],
+                dir,
+            },
+        );
+        let cmds = e.take_commands();
+        if kept {
+            let gone = by_me(Some(&last), tomb("last", 100));
+            assert_eq!(cmds, vec![update(A, vec![by_me(None, keep.clone()), gone])]);
+        } else {
+            assert!(matches!(&cmds[..], [Command::Suspend { .. }]), "{cmds:?}");
+        }
+    }
+    // An empty directory whose index holds no files is just empty.
+    let mut e = connected(&[dir("d", 10)], &[A]);
+    e.handle_scan(
+        100,
+        Scan {
+            roots: vec![None],
+            found: vec![],
+            failed: vec![],
+            dir: DirState::Empty,
+        },
+    );
+    let cmds = e.take_commands();
+    assert!(
+        matches!(&cmds[..], [Command::Send { msg: Message::Update { entries }, .. }] if entries[0].deleted),
+        "{cmds:?}"
+    );
+}
+
+/// Found by the simulation (faults, seed 5000018): the peer answers our want
+/// with the version it holds now, with the same content in a newer version
+/// (its edit won against a delete). That is the version we need: taken.
+#[test]
+fn content_in_the_needed_version_answers_a_want_for_an_older_one() {
+    let mut e = connected(&[], &[A]);
+    let v1 = file("f", 5, b"one");
+    e.handle_message(A, Message::Update { entries: vec![v1.clone()] });
+    assert_eq!(e.take_commands(), vec![want(A, &[&v1])]);
+    let v2 = Entry {
+        version: v1.version + 10,
+        ..v1.clone()
+    };
+    e.handle_message(A, Message::Update { entries: vec![v2.clone()] });
+    assert_eq!(e.take_commands(), vec![]);
+    assert!(e.accept_content(A, &v2).is_ok());
+    e.handle_received(A, v2.clone(), false, Ok(3));
+    assert_eq!(e.pending(), 0);
+    assert_eq!(e.index().get(&v2.path), Some(&v2));
+}
+
+/// Content of the file asked for, in a version we cannot use, ends that
+/// request: the need is asked of another source instead of waiting forever.
+#[test]
+fn refused_content_of_the_asked_file_asks_another_source() {
+    let mut e = connected(&[], &[A, B]);
+    let v = file("f", 5, b"one");
+    e.handle_message(A, Message::Update { entries: vec![v.clone()] });
+    assert_eq!(e.take_commands(), vec![want(A, &[&v])]);
+    e.handle_message(B, Message::Update { entries: vec![v.clone()] });
+    assert_eq!(e.take_commands(), vec![]);
+    let stale = Entry {
+        version: v.version - 1,
+        ..v.clone()
+    };
+    assert!(e.accept_content(A, &stale).is_err());
+    e.content_refused(A, &stale);
+    assert_eq!(e.take_commands(), vec![want(B, &[&v])]);
+    // Content of another file version (an older request's answer) changes nothing.
+    let other = file("f", 4, b"older");
+    e.content_refused(B, &other);
+    assert_eq!(e.take_commands(), vec![]);
+    assert_eq!(e.pending(), 1);
 }

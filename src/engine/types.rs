@@ -16,6 +16,29 @@ pub struct Observed {
     pub hash: Hash,
 }
 
+/// What a scan saw of DIR itself, for the mass-delete guard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DirState {
+    /// DIR holds at least one synced file or folder.
+    Present,
+    /// DIR exists but holds nothing dirsync syncs.
+    Empty,
+    /// DIR cannot be read as a directory (the reason).
+    Missing(String),
+}
+
+/// One look at the disk: what was found under `roots` (`None`: the whole
+/// tree), the paths that could not be observed (a file being written, an
+/// unreadable folder: their subtrees are unknown, not gone), and the state
+/// of DIR itself.
+#[derive(Debug, Clone)]
+pub struct Scan {
+    pub roots: Vec<Option<RelPath>>,
+    pub found: Vec<Observed>,
+    pub failed: Vec<RelPath>,
+    pub dir: DirState,
+}
+
 /// A change to make on this node's disk because a peer's version won.
 /// Each carries what the path must still hold locally (`local`) so the node
 /// never overwrites or deletes a change the user made meanwhile.
@@ -38,6 +61,10 @@ pub enum Action {
     },
     /// Copy our file `from` to `entry.path` (its content is `entry`'s).
     Copy { from: Entry, entry: Entry, local: Option<Entry> },
+    /// Keep our losing version `from` of a concurrent edit as the new file
+    /// `copy` (a conflict copy; its path must be free), then apply `then`,
+    /// the winning version of `from.path`.
+    ConflictCopy { from: Entry, copy: Entry, then: Entry },
 }
 
 impl Action {
@@ -48,7 +75,8 @@ impl Action {
             | Action::Delete { entry, .. }
             | Action::SetMtime { entry, .. }
             | Action::Rename { entry, .. }
-            | Action::Copy { entry, .. } => entry,
+            | Action::Copy { entry, .. }
+            | Action::ConflictCopy { copy: entry, .. } => entry,
         }
     }
 
@@ -61,11 +89,15 @@ impl Action {
             Action::SetMtime { .. } => "touch",
             Action::Rename { .. } => "rename",
             Action::Copy { .. } => "copy",
+            Action::ConflictCopy { .. } => "conflict-copy",
         }
     }
 }
 
 /// What the engine asks the node to do.
+// `Apply` carries up to four entries; commands live only until the node
+// carries them out, so boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     /// Send a control message.
@@ -85,4 +117,9 @@ pub enum Command {
     Apply { peer: NodeId, action: Action },
     /// Close the connection with `peer`.
     Close { peer: NodeId, reason: String },
+    /// Stop syncing: DIR looks gone (the reason says why). Close every
+    /// connection, stop announcing, and rescan until DIR is back.
+    Suspend { reason: String },
+    /// DIR is back: sync again.
+    Resume,
 }

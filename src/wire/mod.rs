@@ -12,7 +12,8 @@
 
 mod path;
 
-pub use path::{PathError, RelPath, MAX_PATH_LEN, STATE_DIR_NAME, TEMP_PREFIX};
+pub use crate::version::Vector;
+pub use path::{PathError, RelPath, MAX_COMPONENT_LEN, MAX_PATH_LEN, STATE_DIR_NAME, TEMP_PREFIX};
 
 use flate2::{read::ZlibDecoder, write::ZlibEncoder, Compression};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -36,8 +37,17 @@ pub const MAX_DATAGRAM: usize = 1024;
 pub const LEN_PREFIX: usize = 8;
 
 /// A node's identity for one run: 64 random bits, shown as 16 hex digits.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// The same type names a device (a synced directory's persistent identity,
+/// see `crate::version`), whose ids appear in version vectors.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct NodeId(pub u64);
+
+impl NodeId {
+    /// The first 8 hex digits, for conflict-copy names.
+    pub fn short(&self) -> String {
+        format!("{:08x}", self.0 >> 32)
+    }
+}
 
 impl fmt::Display for NodeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -145,6 +155,14 @@ pub struct Entry {
     pub version: i64,
     /// Content hash (zero for directories and tombstones).
     pub hash: Hash,
+    /// The version vector: for every device that ever changed this path, the
+    /// counter of its latest change (see `crate::version`). Empty when the
+    /// history is unknown (an index rebuilt from a scan, an older peer).
+    #[serde(default)]
+    pub vector: Vector,
+    /// The device that made this version (zero when unknown).
+    #[serde(default)]
+    pub by: NodeId,
 }
 
 /// A file a node asks a peer for, whole.

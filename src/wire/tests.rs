@@ -13,6 +13,8 @@ fn file_entry() -> Entry {
         mtime: 1_764_000_000_123_456_789,
         version: 1_764_000_000_123_456_789,
         hash: Hash::of(b"hello world"),
+        vector: Vector::single(NodeId(0xa1b2_c3d4_e5f6_0718), 1_764_000_000_123_456_789),
+        by: NodeId(0xa1b2_c3d4_e5f6_0718),
     }
 }
 
@@ -27,6 +29,8 @@ pub(crate) fn examples() -> Vec<(&'static str, Message)> {
         mtime: 1_764_000_100_000_000_000,
         version: 1_764_000_100_000_000_000,
         hash: Hash::ZERO,
+        vector: Vector::single(NodeId(0xa1b2_c3d4_e5f6_0718), 1_764_000_000_123_456_789).bump(NodeId(0xfeed), 1_764_000_100_000_000_000),
+        by: NodeId(0xfeed),
     };
     let dir = Entry {
         path: path("docs"),
@@ -36,6 +40,8 @@ pub(crate) fn examples() -> Vec<(&'static str, Message)> {
         mtime: 1_764_000_000_000_000_000,
         version: 1_764_000_000_000_000_000,
         hash: Hash::ZERO,
+        vector: Vector::single(NodeId(0xa1b2_c3d4_e5f6_0718), 1_764_000_000_000_000_000),
+        by: NodeId(0xa1b2_c3d4_e5f6_0718),
     };
     vec![
         (

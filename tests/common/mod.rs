@@ -30,11 +30,17 @@ pub struct Proc {
 
 impl Proc {
     pub fn start(dir: &Path, listen_port: u16, broadcast_port: u16, log: &Path) -> Proc {
+        Proc::start_with(dir, listen_port, broadcast_port, log, &[])
+    }
+
+    /// `start` with more flags.
+    pub fn start_with(dir: &Path, listen_port: u16, broadcast_port: u16, log: &Path, extra: &[&str]) -> Proc {
         let err = fs::File::options().create(true).append(true).open(log).unwrap();
         let child = Command::new(BIN)
             .arg(dir)
             .args(["-l", &listen_port.to_string(), "-b", &broadcast_port.to_string()])
             .args(["--broadcast-addr", "127.255.255.255"])
+            .args(extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

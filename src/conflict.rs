@@ -1,0 +1,134 @@
+//! Conflict copies: where the losing version of a concurrent edit is kept.
+//!
+//! Owns: the copy's name and entry, both pure functions of the losing
+//! entry, so every node that holds the loser makes the identical file (same
+//! path, bytes, mtime and version) and the copies never multiply. Must not:
+//! decide when a copy is made (the engine does) or write it (the store does).
+//!
+//! `dir/report.txt` lost by device `a1b2c3d4…` with mtime 2026-11-25
+//! 14:30:00 UTC becomes `dir/report.sync-conflict-20261125-143000-a1b2c3d4.txt`.
+
+use crate::version::Vector;
+use crate::wire::{Entry, Kind, RelPath, MAX_COMPONENT_LEN};
+
+const MARK: &str = ".sync-conflict-";
+
+/// The conflict copy of `loser` (a live file), or `None` if no valid name
+/// can be made.
+pub fn conflict_entry(loser: &Entry) -> Option<Entry> {
+    if loser.deleted || loser.kind != Kind::File {
+        return None;
+    }
+    let path = conflict_path(&loser.path, loser.mtime, &loser.by.short())?;
+    let vector = if loser.by.0 == 0 {
+        Vector::default()
+    } else {
+        Vector::single(loser.by, loser.vector.get(loser.by).max(1))
+    };
+    Some(Entry {
+        path,
+        vector,
+        ..loser.clone()
+    })
+}
+
+/// `stem.sync-conflict-YYYYMMDD-HHMMSS-<short>.ext` next to `path`; the
+/// time is `mtime_ns` in UTC. A name that would pass 255 bytes loses the end
+/// of its stem.
+pub fn conflict_path(path: &RelPath, mtime_ns: i64, short: &str) -> Option<RelPath> {
+    let s = path.as_str();
+    let (parent, name) = match s.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, s),
+    };
+    // A leading dot starts a hidden name, not an extension.
+    let (stem, ext) = match name.rfind('.') {
+        Some(i) if i > 0 => (&name[..i], &name[i..]),
+        _ => (name, ""),
+    };
+    let (y, mo, d, h, mi, se) = utc(mtime_ns.div_euclid(1_000_000_000));
+    let tail = format!("{MARK}{y:04}{mo:02}{d:02}-{h:02}{mi:02}{se:02}-{short}{ext}");
+    let mut stem = stem.to_string();
+    while stem.len() + tail.len() > MAX_COMPONENT_LEN && !stem.is_empty() {
+        stem.pop();
+    }
+    let new = format!("{stem}{tail}");
+    let full = match parent {
+        Some(p) => format!("{p}/{new}"),
+        None => new,
+    };
+    RelPath::new(full).ok()
+}
+
+/// Seconds since the epoch → (year, month, day, hour, minute, second), UTC
+/// (Howard Hinnant's civil-from-days).
+fn utc(secs: i64) -> (i64, u32, u32, u32, u32, u32) {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d, (rem / 3600) as u32, (rem % 3600 / 60) as u32, (rem % 60) as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{Hash, NodeId};
+
+    fn p(s: &str) -> RelPath {
+        RelPath::new(s).unwrap()
+    }
+
+    /// 2026-11-25 14:30:00 UTC, in ns.
+    const T: i64 = 1_795_617_000_000_000_000;
+
+    #[test]
+    fn names_follow_the_pattern() {
+        let n = |path: &str| conflict_path(&p(path), T + 999, "a1b2c3d4").unwrap().to_string();
+        assert_eq!(n("dir/report.txt"), "dir/report.sync-conflict-20261125-143000-a1b2c3d4.txt");
+        assert_eq!(n("a.tar.gz"), "a.tar.sync-conflict-20261125-143000-a1b2c3d4.gz");
+        assert_eq!(n("Makefile"), "Makefile.sync-conflict-20261125-143000-a1b2c3d4");
+        assert_eq!(n(".bashrc"), ".bashrc.sync-conflict-20261125-143000-a1b2c3d4");
+        let long = "x".repeat(250) + ".txt";
+        let got = n(&long);
+        assert!(got.len() <= 255 && got.ends_with("-a1b2c3d4.txt"), "{got}");
+    }
+
+    #[test]
+    fn dates_are_utc_calendar_dates() {
+        assert_eq!(utc(0), (1970, 1, 1, 0, 0, 0));
+        assert_eq!(utc(951_782_400), (2000, 2, 29, 0, 0, 0));
+        assert_eq!(utc(T / 1_000_000_000), (2026, 11, 25, 14, 30, 0));
+        assert_eq!(utc(-1), (1969, 12, 31, 23, 59, 59));
+    }
+
+    #[test]
+    fn the_copy_is_a_pure_function_of_the_loser() {
+        let dev = NodeId(0xa1b2_c3d4_0000_0001);
+        let loser = Entry {
+            path: p("report.txt"),
+            kind: Kind::File,
+            deleted: false,
+            size: 3,
+            mtime: T,
+            version: T + 1,
+            hash: Hash::of(b"abc"),
+            vector: Vector::single(dev, 77).bump(NodeId(5), 3),
+            by: dev,
+        };
+        let c = conflict_entry(&loser).unwrap();
+        assert_eq!(c, conflict_entry(&loser.clone()).unwrap());
+        assert_eq!(c.path.as_str(), "report.sync-conflict-20261125-143000-a1b2c3d4.txt");
+        assert_eq!((c.size, c.mtime, c.version, c.hash, c.by), (3, T, T + 1, loser.hash, dev));
+        assert_eq!(c.vector, Vector::single(dev, 77));
+        let tomb = Entry { deleted: true, ..loser };
+        assert_eq!(conflict_entry(&tomb), None);
+    }
+}

@@ -1,0 +1,49 @@
+//! The data-safety rules the engine applies when versions meet and when the
+//! disk looks gone: pure functions of entries, so every node decides alike.
+//! The rules in words, with their tests: docs/CONFLICTS.md.
+
+use super::DirState;
+use crate::index::beats;
+use crate::version::Causality;
+use crate::wire::{Entry, Kind};
+
+/// Why syncing must stop (the mass-delete guard): DIR is missing, or holds
+/// nothing synced while the index holds `live_files` live files.
+pub(super) fn dir_gone(dir: &DirState, live_files: usize) -> Option<String> {
+    match dir {
+        DirState::Missing(why) => Some(format!("the directory cannot be read ({why})")),
+        DirState::Empty if live_files > 0 => Some(format!("the directory is empty, but the index says it held {live_files} files")),
+        _ => None,
+    }
+}
+
+/// True if our live `local` is about to be replaced by `winner`, a version
+/// that did not see it, and holds bytes the winner lacks: a concurrent
+/// edit, whose loser is kept as a conflict copy. Equal vectors with
+/// different content (two unknown histories: files that met for the first
+/// time) count as concurrent too. An unknown history (empty vector) against
+/// a known one counts as its ancestor: no copy, as before vectors.
+pub(super) fn loses_concurrently(local: &Entry, winner: &Entry) -> bool {
+    if local.kind != Kind::File || winner.deleted || (winner.kind == Kind::File && winner.hash == local.hash) {
+        return false;
+    }
+    matches!(winner.vector.compare(&local.vector), Causality::Concurrent | Causality::Equal)
+}
+
+/// If `incoming` is a delete that would win over our live file `local`
+/// without having seen it (both histories known, neither vector descends
+/// from the other), the version that keeps the file: `local`'s content,
+/// ranked at the delete's version (so it beats the delete everywhere) with
+/// the merge of both vectors (so it descends from both).
+pub(super) fn resurrection(incoming: &Entry, local: &Entry) -> Option<Entry> {
+    let concurrent =
+        !incoming.vector.is_empty() && !local.vector.is_empty() && incoming.vector.compare(&local.vector) == Causality::Concurrent;
+    if !(incoming.deleted && !local.deleted && local.kind == Kind::File && concurrent && beats(incoming, local)) {
+        return None;
+    }
+    Some(Entry {
+        version: incoming.version,
+        vector: local.vector.merge(&incoming.vector),
+        ..local.clone()
+    })
+}
