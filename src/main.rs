@@ -1,23 +1,26 @@
-//! The `dirsync` binary: parse flags, start logging, the watcher and the
-//! node, and turn errors into one line and an exit code (0 ok, 1 runtime
-//! error, 2 bad usage).
+//! The `dirsync` binary: parse flags, start logging, the watcher, the
+//! signal handler, the control socket, the progress display and the node,
+//! and turn errors into one line and an exit code (0 ok, also after
+//! SIGINT/SIGTERM; 1 runtime error; 2 bad usage; 3 `status` found no node).
 
 use anyhow::Context;
-use argh::{EarlyExit, FromArgs};
-use dirsync::cli::Args;
+use argh::EarlyExit;
+use dirsync::cli::{Invocation, StatusArgs};
+use dirsync::control::{self, Control, ControlError};
 use dirsync::net::AsyncStdNet;
-use dirsync::{node, watcher};
+use dirsync::{node, progress, watcher};
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
-use tracing::warn;
+use tracing::{info, warn};
 
 /// How long the watcher waits for a burst of events on a path to settle.
 const DEBOUNCE: Duration = Duration::from_millis(50);
 
 fn main() -> ExitCode {
     let args = match parse_args() {
-        Ok(a) => a,
+        Ok(Invocation::Run(a)) => a,
+        Ok(Invocation::Status(s)) => return status(s),
         Err(code) => return code,
     };
     if args.version {
@@ -31,12 +34,22 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,notify=warn".into()))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
-    match run(config) {
+    let tty = std::io::stderr().is_terminal();
+    let filter = || tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,notify=warn".into());
+    let bars = tty.then(progress::terminal_bars);
+    match &bars {
+        Some(m) => tracing_subscriber::fmt()
+            .with_env_filter(filter())
+            .with_writer(progress::LogWriter(m.clone()))
+            .with_ansi(true)
+            .init(),
+        None => tracing_subscriber::fmt()
+            .with_env_filter(filter())
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .init(),
+    }
+    match run(config, bars) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("dirsync: error: {e:#}");
@@ -47,7 +60,7 @@ fn main() -> ExitCode {
 
 /// Parse the command line; on `--help` or a usage error, print and return
 /// the exit code instead.
-fn parse_args() -> Result<Args, ExitCode> {
+fn parse_args() -> Result<Invocation, ExitCode> {
     let mut strings = Vec::new();
     for a in std::env::args_os() {
         match a.into_string() {
@@ -59,7 +72,7 @@ fn parse_args() -> Result<Args, ExitCode> {
         }
     }
     let words: Vec<&str> = strings.iter().map(String::as_str).collect();
-    match Args::from_args(&["dirsync"], words.get(1..).unwrap_or_default()) {
+    match dirsync::cli::parse(words.get(1..).unwrap_or_default()) {
         Ok(a) => Ok(a),
         Err(EarlyExit { output, status: Ok(()) }) => {
             print!("{output}");
@@ -72,8 +85,67 @@ fn parse_args() -> Result<Args, ExitCode> {
     }
 }
 
-fn run(config: node::Config) -> anyhow::Result<()> {
+/// `dirsync status`: ask the node, print its answer.
+fn status(args: StatusArgs) -> ExitCode {
+    let state_dir = match args.state_dir() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("dirsync: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match control::query(&state_dir) {
+        Ok(s) if args.json => {
+            println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Ok(s) => {
+            print!("{}", s.render());
+            ExitCode::SUCCESS
+        }
+        Err(e @ ControlError::NotRunning(_)) => {
+            eprintln!("dirsync: error: {e}");
+            ExitCode::from(3)
+        }
+        Err(e) => {
+            eprintln!("dirsync: error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// SIGINT and SIGTERM become one shutdown request; a second one ends the
+/// process at once.
+fn on_signals(shutdown: async_channel::Sender<()>) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).context("cannot handle signals")?;
+    std::thread::Builder::new().name("signals".into()).spawn(move || {
+        let mut seen = false;
+        for sig in signals.forever() {
+            if seen {
+                eprintln!("dirsync: second signal {sig}; stopping at once");
+                std::process::exit(1);
+            }
+            seen = true;
+            info!(signal = sig, "stopping: finishing nothing new, saving the index");
+            let _ = shutdown.try_send(());
+        }
+    })?;
+    Ok(())
+}
+
+fn run(mut config: node::Config, bars: Option<indicatif::MultiProgress>) -> anyhow::Result<()> {
     node::prepare_state_dir(&config.state_dir)?;
+    control::restrict_state_dir(&config.state_dir).context("cannot restrict the state directory to its owner")?;
+    let (shutdown_tx, shutdown_rx) = async_channel::bounded(1);
+    on_signals(shutdown_tx)?;
+    let (status_tx, status_rx) = async_channel::unbounded();
+    let _socket = control::serve(&config.state_dir, status_tx.clone())?;
+    progress::spawn(status_tx, bars).context("cannot start the progress display")?;
+    config.control = Control {
+        shutdown: Some(shutdown_rx),
+        status: Some(status_rx),
+    };
     let (tx, rx) = async_channel::unbounded();
     // Without a watcher the periodic rescan still finds every change.
     let _watcher = match watcher::watch(&config.dir, &config.state_dir, DEBOUNCE, tx) {

@@ -5,14 +5,17 @@
 //! content being received, scans, and persisting the index. Must not: make
 //! sync decisions (the engine does).
 
-use crate::conn::{self, handshake, read_frame_or_idle, Job, PeerHello};
+use crate::conn::{self, handshake, read_frame_or_idle, Job, PeerHello, Traffic};
+use crate::control::{Control, PeerStatus, Status, StatusRequest};
 use crate::discovery;
 use crate::engine::{Action, Command, Engine};
+use crate::ignore_rules::{IgnoreRules, IGNORE_FILE};
 use crate::index::Index;
 use crate::net::{Conn, Net};
 use crate::receive::Incoming;
+use crate::static_peers::StaticPeers;
 use crate::store::{system_time_ns, Store, StoreError};
-use crate::wire::{Announce, Entry, Kind, Message, NodeId, RelPath, PROTOCOL_VERSION};
+use crate::wire::{Announce, Entry, Hash, Kind, Message, NodeId, RelPath, PROTOCOL_VERSION};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -41,6 +44,13 @@ pub struct Config {
     /// Full rescan period (catches what the watcher missed).
     pub rescan_interval: Duration,
     pub counters: Arc<Counters>,
+    /// `HOST:PORT`s to keep dialling (`--peer`), whatever discovery finds.
+    pub static_peers: Vec<String>,
+    /// Broadcast discovery: announce and listen (`--no-discovery`: neither).
+    pub discovery: bool,
+    /// Shutdown and status requests from the host process (none in the
+    /// simulation).
+    pub control: Control,
 }
 
 /// Counters a test or benchmark can read while the node runs.
@@ -79,9 +89,9 @@ enum Event<N: Net> {
     Handshaken {
         conn: Conn<N>,
         hello: PeerHello,
-        dialed: bool,
+        origin: Origin,
     },
-    DialFailed(NodeId),
+    DialFailed(Origin),
     Frame {
         conn: u64,
         peer: NodeId,
@@ -96,6 +106,18 @@ enum Event<N: Net> {
     Announce(SocketAddr, Announce),
     Local(LocalEvent),
     Tick,
+    Status(StatusRequest),
+}
+
+/// Who started a connection.
+#[derive(Debug, Clone, Copy)]
+enum Origin {
+    /// The peer dialled us.
+    Accepted,
+    /// We dialled a peer discovery found.
+    Discovered(NodeId),
+    /// We dialled static target number `i`.
+    Static(usize),
 }
 
 struct PeerConn {
@@ -103,6 +125,7 @@ struct PeerConn {
     dialer: NodeId,
     addr: SocketAddr,
     jobs: async_channel::Sender<Job>,
+    traffic: Arc<Traffic>,
     /// Dropping it stops the reader task.
     _stop: async_channel::Sender<()>,
 }
@@ -128,10 +151,16 @@ pub async fn run<N: Net>(net: N, cfg: Config, local: async_channel::Receiver<Loc
         port: cfg.listen_port,
         source,
     })?;
-    let udp = Arc::new(net.bind_udp(cfg.broadcast_port).await.map_err(|source| NodeError::Broadcast {
-        port: cfg.broadcast_port,
-        source,
-    })?);
+    let udp = if cfg.discovery {
+        Some(Arc::new(net.bind_udp(cfg.broadcast_port).await.map_err(|source| {
+            NodeError::Broadcast {
+                port: cfg.broadcast_port,
+                source,
+            }
+        })?))
+    } else {
+        None
+    };
 
     let store = Store::new(cfg.dir.clone(), cfg.state_dir.clone());
     let cleaned = store.clean_temp_files();
@@ -159,8 +188,11 @@ pub async fn run<N: Net>(net: N, cfg: Config, local: async_channel::Receiver<Loc
         index_path,
         last_save: net.now(),
         last_rescan: net.now(),
+        statics: StaticPeers::new(&cfg.static_peers, net.now()),
+        ignore_seen: None,
         cfg: cfg.clone(),
     };
+    node.load_ignore();
     node.rescan(LocalEvent::Changed(vec![None]));
     node.save_index();
     let (files, bytes) = node.engine.index().live_files();
@@ -183,19 +215,31 @@ pub async fn run<N: Net>(net: N, cfg: Config, local: async_channel::Receiver<Loc
             }
         }
     });
-    let to = SocketAddr::new(IpAddr::V4(cfg.broadcast_addr), cfg.broadcast_port);
-    net.spawn(discovery::announce_loop(
-        net.clone(),
-        udp.clone(),
-        Announce::new(cfg.node_id, cfg.listen_port),
-        to,
-        cfg.announce_interval,
-        wake_rx,
-    ));
-    let tx = events.clone();
-    net.spawn(discovery::listen_loop(net.clone(), udp, move |from, a| {
-        tx.try_send(Event::Announce(from, a)).is_ok() || !tx.is_closed()
-    }));
+    if let Some(udp) = udp {
+        let to = SocketAddr::new(IpAddr::V4(cfg.broadcast_addr), cfg.broadcast_port);
+        net.spawn(discovery::announce_loop(
+            net.clone(),
+            udp.clone(),
+            Announce::new(cfg.node_id, cfg.listen_port),
+            to,
+            cfg.announce_interval,
+            wake_rx,
+        ));
+        let tx = events.clone();
+        net.spawn(discovery::listen_loop(net.clone(), udp, move |from, a| {
+            tx.try_send(Event::Announce(from, a)).is_ok() || !tx.is_closed()
+        }));
+    }
+    if let Some(requests) = cfg.control.status.clone() {
+        let tx = events.clone();
+        net.spawn(async move {
+            while let Ok(req) = requests.recv().await {
+                if tx.send(Event::Status(req)).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
     let tx = events.clone();
     let n = net.clone();
     net.spawn(async move {
@@ -216,8 +260,24 @@ pub async fn run<N: Net>(net: N, cfg: Config, local: async_channel::Receiver<Loc
     });
     drop(events);
 
-    while let Ok(ev) = inbox.recv().await {
-        node.handle(ev);
+    let shutdown = cfg.control.shutdown.clone();
+    loop {
+        let next = async { Some(inbox.recv().await) };
+        let stop = async {
+            match &shutdown {
+                Some(rx) if rx.recv().await.is_ok() => None,
+                // No shutdown source (or it is gone): run on.
+                _ => futures_lite::future::pending().await,
+            }
+        };
+        match futures_lite::future::or(next, stop).await {
+            Some(Ok(ev)) => node.handle(ev),
+            Some(Err(_)) => break,
+            None => {
+                node.shut_down();
+                break;
+            }
+        }
     }
     Ok(())
 }
@@ -237,6 +297,9 @@ struct Node<N: Net> {
     index_path: PathBuf,
     last_save: SystemTime,
     last_rescan: SystemTime,
+    statics: StaticPeers,
+    /// The index's hash of `.dirsyncignore` the rules were last loaded for.
+    ignore_seen: Option<Option<Hash>>,
 }
 
 /// Of two connections with the same peer, keep the one dialed by the
@@ -258,10 +321,22 @@ impl<N: Net> Node<N> {
 
     fn handle(&mut self, ev: Event<N>) {
         match ev {
-            Event::Accepted(conn) => self.spawn_handshake(conn, false, None),
-            Event::Handshaken { conn, hello, dialed } => self.register(conn, hello, dialed),
-            Event::DialFailed(peer) => {
+            Event::Accepted(conn) => self.spawn_handshake(conn, Origin::Accepted),
+            Event::Handshaken { conn, hello, origin } => self.register(conn, hello, origin),
+            Event::DialFailed(Origin::Discovered(peer)) => {
                 self.dialing.remove(&peer);
+            }
+            Event::DialFailed(Origin::Static(i)) => {
+                let wait = self.statics.failed(i, self.net.now());
+                debug!(
+                    target = self.statics.addr(i).unwrap_or("?"),
+                    ?wait,
+                    "static peer unreachable; retrying later"
+                );
+            }
+            Event::DialFailed(Origin::Accepted) => {}
+            Event::Status(req) => {
+                let _ = req.reply.try_send(self.status());
             }
             Event::Frame { conn, peer, msg, bytes } => {
                 if self.peers.get(&peer).is_some_and(|p| p.id == conn) {
@@ -278,6 +353,7 @@ impl<N: Net> Node<N> {
             Event::Tick => self.on_tick(),
         }
         self.run_commands();
+        self.check_ignore_file();
     }
 
     fn on_announce(&mut self, from: SocketAddr, a: Announce) {
@@ -301,45 +377,46 @@ impl<N: Net> Node<N> {
         // One side dials: the smaller id. The other waits to be dialed.
         if self.me() < a.node && !self.peers.contains_key(&a.node) && !self.dialing.contains(&a.node) {
             self.dialing.insert(a.node);
-            self.dial(a.node, addr);
+            self.dial(Origin::Discovered(a.node), addr.to_string());
         }
     }
 
-    fn dial(&self, peer: NodeId, addr: SocketAddr) {
+    /// Dial `target` (`HOST:PORT`, resolved first) and shake hands.
+    fn dial(&self, origin: Origin, target: String) {
         let net = self.net.clone();
         let tx = self.events.clone();
         let me = self.me();
         let port = self.cfg.listen_port;
         self.net.spawn(async move {
-            match net.connect(addr).await {
-                Ok(conn) => Self::handshake_task(net, conn, me, port, true, tx, Some(peer)).await,
+            let addrs = match net.resolve(&target).await {
+                Ok(a) if !a.is_empty() => a,
+                Ok(_) => Vec::new(),
                 Err(e) => {
-                    debug!(%peer, %addr, error = %e, "dial failed");
-                    let _ = tx.send(Event::DialFailed(peer)).await;
+                    debug!(%target, error = %e, "cannot resolve");
+                    Vec::new()
+                }
+            };
+            for addr in addrs {
+                match net.connect(addr).await {
+                    Ok(conn) => return Self::handshake_task(net, conn, me, port, tx, origin).await,
+                    Err(e) => debug!(%target, %addr, error = %e, "dial failed"),
                 }
             }
+            let _ = tx.send(Event::DialFailed(origin)).await;
         });
     }
 
-    fn spawn_handshake(&self, conn: Conn<N>, dialed: bool, peer: Option<NodeId>) {
+    fn spawn_handshake(&self, conn: Conn<N>, origin: Origin) {
         let net = self.net.clone();
         let tx = self.events.clone();
         let (me, port) = (self.me(), self.cfg.listen_port);
-        self.net.spawn(Self::handshake_task(net, conn, me, port, dialed, tx, peer));
+        self.net.spawn(Self::handshake_task(net, conn, me, port, tx, origin));
     }
 
-    async fn handshake_task(
-        net: N,
-        mut conn: Conn<N>,
-        me: NodeId,
-        port: u16,
-        dialed: bool,
-        tx: async_channel::Sender<Event<N>>,
-        peer: Option<NodeId>,
-    ) {
+    async fn handshake_task(net: N, mut conn: Conn<N>, me: NodeId, port: u16, tx: async_channel::Sender<Event<N>>, origin: Origin) {
         match handshake(&net, &mut conn, me, port).await {
             Ok(hello) => {
-                let _ = tx.send(Event::Handshaken { conn, hello, dialed }).await;
+                let _ = tx.send(Event::Handshaken { conn, hello, origin }).await;
                 return;
             }
             Err(e @ (conn::ConnError::Refused(_) | conn::ConnError::RefusedByPeer(_))) => {
@@ -347,15 +424,18 @@ impl<N: Net> Node<N> {
             }
             Err(e) => debug!(addr = %conn.peer, error = %e, "handshake failed"),
         }
-        if let Some(p) = peer {
-            let _ = tx.send(Event::DialFailed(p)).await;
-        }
+        let _ = tx.send(Event::DialFailed(origin)).await;
     }
 
-    fn register(&mut self, conn: Conn<N>, hello: PeerHello, dialed: bool) {
+    fn register(&mut self, conn: Conn<N>, hello: PeerHello, origin: Origin) {
         let peer = hello.node;
         self.dialing.remove(&peer);
-        let dialer = if dialed { self.me() } else { peer };
+        if let Origin::Static(i) = origin {
+            // Its id is known only now: the rule below keeps one
+            // connection when both sides list each other.
+            self.statics.connected(i, peer);
+        }
+        let dialer = if matches!(origin, Origin::Accepted) { peer } else { self.me() };
         if let Some(existing) = self.peers.get(&peer) {
             if !keep_new(existing.dialer, dialer) {
                 debug!(%peer, "closing a duplicate connection");
@@ -368,8 +448,15 @@ impl<N: Net> Node<N> {
         let addr = SocketAddr::new(conn.peer.ip(), hello.listen_port);
         let (jobs, jobs_rx) = async_channel::unbounded();
         let (stop, stop_rx) = async_channel::bounded::<()>(1);
-        self.net
-            .spawn(conn::run_writer(self.net.clone(), conn.writer, jobs_rx, self.store.clone(), peer));
+        let traffic = Arc::new(Traffic::default());
+        self.net.spawn(conn::run_writer(
+            self.net.clone(),
+            conn.writer,
+            jobs_rx,
+            self.store.clone(),
+            peer,
+            traffic.clone(),
+        ));
         let tx = self.events.clone();
         let mut reader = conn.reader;
         let net = self.net.clone();
@@ -410,6 +497,7 @@ impl<N: Net> Node<N> {
                 dialer,
                 addr,
                 jobs,
+                traffic,
                 _stop: stop,
             },
         );
@@ -429,6 +517,7 @@ impl<N: Net> Node<N> {
                 }
             }
             self.engine.handle_disconnected(peer);
+            self.statics.disconnected(peer, self.net.now());
         }
     }
 
@@ -445,7 +534,12 @@ impl<N: Net> Node<N> {
                 }
             }
             Message::Chunk { data } => match self.incoming.get_mut(&peer) {
-                Some(inc) => inc.chunk(&data, bytes),
+                Some(inc) => {
+                    inc.chunk(&data, bytes);
+                    if let Some(p) = self.peers.get(&peer) {
+                        p.traffic.bytes_received.fetch_add(bytes as u64, Ordering::Relaxed);
+                    }
+                }
                 None => self.close(peer, "chunk outside a file".into()),
             },
             Message::FileEnd => match self.incoming.remove(&peer) {
@@ -558,6 +652,9 @@ impl<N: Net> Node<N> {
 
     fn queue(&self, peer: NodeId, job: Job) {
         if let Some(p) = self.peers.get(&peer) {
+            if let Job::Content { entry, .. } = &job {
+                p.traffic.queued(entry);
+            }
             // Unbounded: only fails when the writer has stopped, and then the
             // reader reports the closed connection.
             let _ = p.jobs.try_send(job);
@@ -680,13 +777,103 @@ impl<N: Net> Node<N> {
             self.last_save = now;
             self.save_index();
         }
+        let connected = self.peers.keys().copied().collect();
+        for (i, target) in self.statics.due(now, &connected) {
+            debug!(%target, "dialling static peer");
+            self.dial(Origin::Static(i), target);
+        }
+        self.engine.share_digest();
     }
 
     fn save_index(&mut self) {
         if self.engine.take_dirty() {
             if let Err(e) = self.engine.index().save(&self.index_path) {
                 warn!(error = %e, "cannot save the index");
+                self.engine.note_error(format!("cannot save the index: {e}"));
             }
+        }
+    }
+
+    /// Read `.dirsyncignore` from disk and give the engine its rules.
+    fn load_ignore(&mut self) {
+        let (rules, errors) = IgnoreRules::load(&self.cfg.dir);
+        for e in errors {
+            warn!(error = %e, "ignore rules");
+        }
+        if rules.source().is_some() {
+            info!(rules = ?rules, "ignore rules loaded");
+        }
+        self.ignore_seen = Some(self.ignore_file_hash());
+        self.engine.set_ignore(rules);
+    }
+
+    fn ignore_file_hash(&self) -> Option<Hash> {
+        let path = RelPath::new(IGNORE_FILE).ok()?;
+        self.engine.index().live(&path).map(|e| e.hash)
+    }
+
+    /// When the index holds another `.dirsyncignore` than the rules came
+    /// from (a local edit, or a peer's version applied), read it again, and
+    /// rescan everything: paths no longer ignored are found and announced.
+    fn check_ignore_file(&mut self) {
+        if self.ignore_seen == Some(self.ignore_file_hash()) {
+            return;
+        }
+        self.load_ignore();
+        self.rescan(LocalEvent::Changed(vec![None]));
+        self.run_commands();
+    }
+
+    /// Stop on a shutdown request: no more work is taken, incoming files
+    /// are abandoned (their temp files removed, nothing partial visible),
+    /// the index is saved and every connection closed.
+    fn shut_down(&mut self) {
+        let abandoned = self.incoming.len();
+        // Dropping an `Incoming` removes its temp file.
+        self.incoming.clear();
+        self.sweep_temp_files();
+        self.save_index();
+        let peers: Vec<NodeId> = self.peers.keys().copied().collect();
+        for p in peers {
+            self.drop_peer(p, "shutting down");
+        }
+        info!(abandoned_transfers = abandoned, "shut down");
+    }
+
+    /// What `dirsync status` shows.
+    fn status(&mut self) -> Status {
+        let pending = self.engine.pending_by_peer();
+        let peers = self
+            .engine
+            .peers()
+            .filter_map(|(id, synced)| {
+                let p = self.peers.get(&id)?;
+                let (receive_files, receive_bytes) = pending.get(&id).copied().unwrap_or_default();
+                let t = &p.traffic;
+                Some(PeerStatus {
+                    id,
+                    addr: p.addr.to_string(),
+                    synced,
+                    digest: self.engine.peer_digest(id),
+                    receive_files,
+                    receive_bytes,
+                    send_files: t.send_files.load(Ordering::Relaxed),
+                    send_bytes: t.send_bytes.load(Ordering::Relaxed),
+                    bytes_received: t.bytes_received.load(Ordering::Relaxed),
+                    bytes_sent: t.bytes_sent.load(Ordering::Relaxed),
+                })
+            })
+            .collect();
+        let (files, bytes) = self.engine.index().live_files();
+        Status {
+            node: self.me(),
+            dir: self.cfg.dir.display().to_string(),
+            listen_port: self.cfg.listen_port,
+            files: files as u64,
+            bytes,
+            digest: self.engine.tree_digest(),
+            peers,
+            last_error: self.engine.last_error().map(str::to_string),
         }
     }
 }

@@ -302,6 +302,9 @@ impl Cluster {
                 announce_interval: opts.announce_interval,
                 rescan_interval: opts.rescan_interval,
                 counters: counters.clone(),
+                static_peers: Vec::new(),
+                discovery: true,
+                control: Default::default(),
             };
             let net = TurmoilNet::new(&host_name, panics.clone());
             let rx = local_rx.clone();

@@ -22,6 +22,7 @@ mod tests;
 pub use types::{Action, Command, Observed};
 
 use crate::delta::DELTA_MIN_SIZE;
+use crate::ignore_rules::IgnoreRules;
 use crate::index::{beats, same_version, wins_over, Index};
 use crate::wire::{Entry, Hash, Kind, Message, NodeId, RelPath, WantFile, MAX_ENTRIES};
 use std::collections::{BTreeMap, BTreeSet};
@@ -52,6 +53,10 @@ struct Peer {
     /// Files and bytes received from this peer since it connected.
     files_received: u64,
     bytes_received: u64,
+    /// The tree digest the peer last told us.
+    digest: Option<Hash>,
+    /// The tree digest we last told the peer.
+    digest_sent: Option<Hash>,
 }
 
 /// Counters for logs, tests and benchmarks.
@@ -71,6 +76,12 @@ pub struct Engine {
     commands: Vec<Command>,
     dirty: bool,
     stats: Stats,
+    /// Paths this node keeps to itself (`.dirsyncignore`).
+    ignore: IgnoreRules,
+    /// The tree digest of the index, while the index has not changed.
+    digest: Option<Hash>,
+    /// The last failure, for `dirsync status`.
+    last_error: Option<String>,
 }
 
 impl Engine {
@@ -84,6 +95,9 @@ impl Engine {
             commands: Vec::new(),
             dirty: false,
             stats: Stats::default(),
+            ignore: IgnoreRules::default(),
+            digest: None,
+            last_error: None,
         }
     }
 
@@ -119,6 +133,115 @@ impl Engine {
         self.needs.len()
     }
 
+    /// What is still to receive, per peer: files and bytes. A path counts
+    /// for the peer it is asked of, or else the first connected source.
+    pub fn pending_by_peer(&self) -> BTreeMap<NodeId, (u64, u64)> {
+        let mut out: BTreeMap<NodeId, (u64, u64)> = BTreeMap::new();
+        for (path, need) in &self.needs {
+            let peer = self
+                .inflight
+                .get(path)
+                .map(|i| i.peer)
+                .or_else(|| need.sources.iter().copied().find(|p| self.peers.contains_key(p)));
+            if let Some(peer) = peer {
+                let slot = out.entry(peer).or_default();
+                slot.0 += 1;
+                slot.1 += need.entry.size;
+            }
+        }
+        out
+    }
+
+    /// Use `rules` from now on. Paths they ignore are neither announced,
+    /// nor changed for a peer, nor served; what the index holds of them
+    /// stays as it is.
+    pub fn set_ignore(&mut self, rules: IgnoreRules) {
+        self.ignore = rules;
+        self.digest = None;
+    }
+
+    pub fn ignore_rules(&self) -> &IgnoreRules {
+        &self.ignore
+    }
+
+    fn ignored(&self, path: &RelPath, kind: Kind) -> bool {
+        self.ignore.is_ignored(path, kind == Kind::Dir)
+    }
+
+    /// The index changed: persist it, and its digest is stale.
+    fn touched(&mut self) {
+        self.dirty = true;
+        self.digest = None;
+    }
+
+    /// One blake3 hash over the synchronized tree, equal on two nodes
+    /// exactly when they hold the same tree: for every path in the index
+    /// (sorted, ignored paths left out), a folder by its path, a file by
+    /// its path, size, mtime and content hash, and a deletion by its path
+    /// alone. Version ranks, folder times and tombstone times are left
+    /// out: they say when a node saw something, not what it holds.
+    pub fn tree_digest(&mut self) -> Hash {
+        if let Some(d) = self.digest {
+            return d;
+        }
+        let mut h = blake3::Hasher::new();
+        for e in self.index.iter().filter(|e| !self.ignored(&e.path, e.kind)) {
+            h.update(e.path.as_str().as_bytes());
+            h.update(&[0]);
+            match (e.deleted, e.kind) {
+                (true, _) => {
+                    h.update(b"x");
+                }
+                (false, Kind::Dir) => {
+                    h.update(b"d");
+                }
+                (false, Kind::File) => {
+                    h.update(b"f");
+                    h.update(&e.size.to_be_bytes());
+                    h.update(&e.mtime.to_be_bytes());
+                    h.update(&e.hash.0);
+                }
+            }
+        }
+        let d = Hash::from(h.finalize());
+        self.digest = Some(d);
+        d
+    }
+
+    /// Tell every peer our tree digest if it changed since we last told
+    /// it. The node calls this at a steady pace (once a second), which is
+    /// the rate limit.
+    pub fn share_digest(&mut self) {
+        let digest = self.tree_digest();
+        let stale: Vec<NodeId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.digest_sent != Some(digest))
+            .map(|(id, _)| *id)
+            .collect();
+        for peer in stale {
+            if let Some(p) = self.peers.get_mut(&peer) {
+                p.digest_sent = Some(digest);
+            }
+            self.send(peer, Message::TreeDigest { digest });
+        }
+    }
+
+    /// The tree digest `peer` last told us.
+    pub fn peer_digest(&self, peer: NodeId) -> Option<Hash> {
+        self.peers.get(&peer).and_then(|p| p.digest)
+    }
+
+    /// The last failure seen (for `dirsync status`).
+    pub fn last_error(&self) -> Option<&str> {
+        self.last_error.as_deref()
+    }
+
+    /// Record a failure the node met outside the engine.
+    pub fn note_error(&mut self, what: String) {
+        self.last_error = Some(what);
+    }
+
     // ----- local changes -------------------------------------------------
 
     /// What the disk holds under each of `roots` (`None`: the whole tree)
@@ -126,7 +249,11 @@ impl Engine {
     /// to every peer; index entries under a root that `found` lacks are
     /// deletions.
     pub fn handle_local(&mut self, now: i64, roots: &[Option<RelPath>], found: Vec<Observed>) {
-        let found: BTreeMap<RelPath, Observed> = found.into_iter().map(|o| (o.path.clone(), o)).collect();
+        let found: BTreeMap<RelPath, Observed> = found
+            .into_iter()
+            .filter(|o| !self.ignored(&o.path, o.kind))
+            .map(|o| (o.path.clone(), o))
+            .collect();
         let mut changes = Vec::new();
         for o in found.values() {
             let old = self.index.get(&o.path);
@@ -142,7 +269,7 @@ impl Engine {
         let mut gone = Vec::new();
         for root in roots {
             for e in self.index.under(root.as_ref()) {
-                if !e.deleted && !found.contains_key(&e.path) {
+                if !e.deleted && !found.contains_key(&e.path) && !self.ignored(&e.path, e.kind) {
                     gone.push(e.clone());
                 }
             }
@@ -160,7 +287,7 @@ impl Engine {
             self.settle(e);
         }
         self.stats.local_changes += changes.len() as u64;
-        self.dirty = true;
+        self.touched();
         self.broadcast(changes, None);
         self.check_all_synced();
     }
@@ -170,7 +297,7 @@ impl Engine {
     /// A connection with `peer` finished its handshake: send our index.
     pub fn handle_connected(&mut self, peer: NodeId) {
         self.peers.insert(peer, Peer::default());
-        let entries: Vec<Entry> = self.index.iter().cloned().collect();
+        let entries: Vec<Entry> = self.index.iter().filter(|e| !self.ignored(&e.path, e.kind)).cloned().collect();
         let mut chunks = entries.chunks(MAX_ENTRIES).peekable();
         if chunks.peek().is_none() {
             self.send(
@@ -254,6 +381,11 @@ impl Engine {
                     self.schedule();
                 }
             }
+            Message::TreeDigest { digest } => {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.digest = Some(digest);
+                }
+            }
             Message::Ping => {}
             other => {
                 self.commands.push(Command::Close {
@@ -303,6 +435,7 @@ impl Engine {
             Err(reason) => {
                 self.stats.failed += 1;
                 warn!(path = %entry.path, %peer, %reason, "receiving failed");
+                self.last_error = Some(format!("receiving {} from {peer}: {reason}", entry.path));
                 // A failure of an older version leaves a newer need alone.
                 if let Some(n) = self.needs.get_mut(&entry.path).filter(|n| same_version(&n.entry, &entry)) {
                     if was_delta && !n.whole {
@@ -334,6 +467,7 @@ impl Engine {
             Err(reason) => {
                 self.stats.failed += 1;
                 warn!(path = %action.entry().path, %peer, %reason, "could not apply change");
+                self.last_error = Some(format!("{} {}: {reason}", action.name(), action.entry().path));
                 self.needs.remove(&action.entry().path);
             }
         }
@@ -361,7 +495,7 @@ impl Engine {
         self.stats.applied += 1;
         self.settle(&entry);
         self.index.insert(entry.clone());
-        self.dirty = true;
+        self.touched();
         self.broadcast(vec![entry], peer);
     }
 
@@ -400,7 +534,7 @@ impl Engine {
         // Deletions in this batch that will remove a live local file: their
         // content can serve a rename instead of a transfer.
         let mut moving_away: BTreeMap<Hash, Vec<(Entry, Entry)>> = BTreeMap::new();
-        for e in entries.iter().filter(|e| e.deleted) {
+        for e in entries.iter().filter(|e| e.deleted && !self.ignored(&e.path, e.kind)) {
             if let Some(local) = self.index.live(&e.path) {
                 if local.kind == Kind::File && beats(e, local) {
                     moving_away.entry(local.hash).or_default().push((local.clone(), e.clone()));
@@ -409,6 +543,11 @@ impl Engine {
         }
         let mut renamed = BTreeSet::new();
         for e in entries {
+            if self.ignored(&e.path, e.kind) {
+                // Kept to ourselves: a peer's version neither replaces nor
+                // deletes it.
+                continue;
+            }
             let local = self.index.get(&e.path).cloned();
             if !wins_over(&e, local.as_ref()) {
                 continue;
@@ -433,7 +572,7 @@ impl Engine {
                         // Nothing on disk: just remember the deletion.
                         self.settle(&e);
                         self.index.insert(e);
-                        self.dirty = true;
+                        self.touched();
                     }
                 }
                 continue;
@@ -443,7 +582,7 @@ impl Engine {
                     Some(l) if l.kind == Kind::Dir => {
                         self.settle(&e);
                         self.index.insert(e);
-                        self.dirty = true;
+                        self.touched();
                     }
                     _ => self.act(peer, Action::MakeDir { entry: e }),
                 }
@@ -555,7 +694,7 @@ impl Engine {
     /// Answer a peer's want: send the content if we still hold that version.
     fn serve(&mut self, peer: NodeId, path: &RelPath, hash: Hash, base: Option<(Hash, Vec<u8>)>) {
         match self.index.live(path) {
-            Some(e) if e.kind == Kind::File && e.hash == hash => {
+            Some(e) if e.kind == Kind::File && e.hash == hash && !self.ignored(path, Kind::File) => {
                 let entry = e.clone();
                 self.commands.push(Command::SendContent { peer, entry, base });
             }
