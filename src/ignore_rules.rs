@@ -75,6 +75,17 @@ impl IgnoreRules {
         }
     }
 
+    /// How many patterns (ignores and `!` exceptions) the rules hold.
+    pub fn len(&self) -> usize {
+        self.matcher
+            .as_ref()
+            .map_or(0, |m| m.num_ignores() as usize + m.num_whitelists() as usize)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// The content hash of the file these rules came from.
     pub fn source(&self) -> Option<Hash> {
         self.source

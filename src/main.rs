@@ -127,7 +127,10 @@ fn on_signals(shutdown: async_channel::Sender<()>) -> anyhow::Result<()> {
                 std::process::exit(1);
             }
             seen = true;
-            info!(signal = sig, "stopping: finishing nothing new, saving the index");
+            info!(
+                signal = sig,
+                "stopping: abandoning transfers in progress, saving the index, closing connections"
+            );
             let _ = shutdown.try_send(());
         }
     })?;

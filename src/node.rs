@@ -298,7 +298,7 @@ struct Node<N: Net> {
     last_save: SystemTime,
     last_rescan: SystemTime,
     statics: StaticPeers,
-    /// The index's hash of `.dirsyncignore` the rules were last loaded for.
+    /// The content hash of the `.dirsyncignore` the rules came from.
     ignore_seen: Option<Option<Hash>>,
 }
 
@@ -801,9 +801,9 @@ impl<N: Net> Node<N> {
             warn!(error = %e, "ignore rules");
         }
         if rules.source().is_some() {
-            info!(rules = ?rules, "ignore rules loaded");
+            info!(patterns = rules.len(), "ignore rules loaded from {IGNORE_FILE}");
         }
-        self.ignore_seen = Some(self.ignore_file_hash());
+        self.ignore_seen = Some(rules.source());
         self.engine.set_ignore(rules);
     }
 

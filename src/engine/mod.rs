@@ -536,19 +536,19 @@ impl Engine {
         let mut moving_away: BTreeMap<Hash, Vec<(Entry, Entry)>> = BTreeMap::new();
         for e in entries.iter().filter(|e| e.deleted && !self.ignored(&e.path, e.kind)) {
             if let Some(local) = self.index.live(&e.path) {
-                if local.kind == Kind::File && beats(e, local) {
+                if local.kind == Kind::File && beats(e, local) && !self.ignored(&local.path, local.kind) {
                     moving_away.entry(local.hash).or_default().push((local.clone(), e.clone()));
                 }
             }
         }
         let mut renamed = BTreeSet::new();
         for e in entries {
-            if self.ignored(&e.path, e.kind) {
+            let local = self.index.get(&e.path).cloned();
+            if self.ignored(&e.path, e.kind) || local.as_ref().is_some_and(|l| self.ignored(&l.path, l.kind)) {
                 // Kept to ourselves: a peer's version neither replaces nor
-                // deletes it.
+                // deletes it (whether the rule names its kind or ours).
                 continue;
             }
-            let local = self.index.get(&e.path).cloned();
             if !wins_over(&e, local.as_ref()) {
                 continue;
             }

@@ -519,3 +519,5 @@ fn content_asked_for_before_a_newer_local_change_is_refused() {
         assert_eq!(e.take_commands(), vec![want(A, &[&newer])], "{mine:?}");
     }
 }
+
+mod ignore;
