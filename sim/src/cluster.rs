@@ -46,6 +46,9 @@ pub struct Options {
     pub tick: Duration,
     /// Let turmoil run the hosts in a random order at each step.
     pub random_order: bool,
+    /// Paths each node keeps to itself (its ignore rules): left out when
+    /// trees are compared.
+    pub local_only: fn(&str) -> bool,
 }
 
 impl Options {
@@ -61,6 +64,7 @@ impl Options {
             fail_rate: 0.0,
             tick: Duration::from_millis(1),
             random_order: true,
+            local_only: |_| false,
         }
     }
 }
@@ -515,8 +519,16 @@ impl Cluster {
 
     /// The synced tree of `host`.
     pub fn tree(&mut self, host: usize) -> Tree {
+        self.read_tree(host).0
+    }
+
+    /// The synced tree of `host` (without its local-only paths) and the
+    /// temp files in it.
+    fn read_tree(&mut self, host: usize) -> (Tree, Vec<String>) {
         let root = self.hosts[host].root.clone();
-        self.reader.read(&root).0
+        let (mut tree, temps) = self.reader.read(&root);
+        tree.retain(|p, _| !(self.opts.local_only)(p));
+        (tree, temps)
     }
 
     /// `Ok` if every running host holds the same tree and no temp file.
@@ -525,8 +537,7 @@ impl Cluster {
         let mut why = String::new();
         let mut first: Option<(usize, Tree)> = None;
         for i in running {
-            let root = self.hosts[i].root.clone();
-            let (tree, temps) = self.reader.read(&root);
+            let (tree, temps) = self.read_tree(i);
             if !temps.is_empty() {
                 why += &format!("  {} shows temp files {temps:?}\n", self.hosts[i].name);
             }
