@@ -148,13 +148,20 @@ impl Traffic {
         self.send_bytes.fetch_add(entry.size, Ordering::Relaxed);
     }
 
-    fn dequeued(&self, entry: &Entry) {
+    /// `n` more bytes of the file being sent went out.
+    fn progressed(&self, n: u64) {
+        let _ = self
+            .send_bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| Some(b.saturating_sub(n)));
+    }
+
+    /// The file `entry` is done with (sent or not), `progressed` of its
+    /// bytes counted already.
+    fn dequeued(&self, entry: &Entry, progressed: u64) {
         let _ = self
             .send_files
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_sub(1)));
-        let _ = self
-            .send_bytes
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_sub(entry.size)));
+        self.progressed(entry.size.saturating_sub(progressed));
     }
 }
 
@@ -200,8 +207,9 @@ pub async fn run_writer<N: Net, W: AsyncWrite + Unpin>(
             Job::Send(msg) => write_msg(&mut w, &msg).await.map(|_| ()),
             Job::Content { entry, base } => {
                 let size_of = entry.clone();
-                let r = send_content(&mut w, &store, peer, entry, base, &traffic).await;
-                traffic.dequeued(&size_of);
+                let mut progressed = 0;
+                let r = send_content(&mut w, &store, peer, entry, base, &traffic, &mut progressed).await;
+                traffic.dequeued(&size_of, progressed);
                 r
             }
             Job::RequestDelta { want, base } => request_delta(&mut w, &store, want, base).await,
@@ -230,6 +238,7 @@ async fn send_content<W: AsyncWrite + Unpin>(
     entry: Entry,
     base: Option<(Hash, Vec<u8>)>,
     traffic: &Traffic,
+    progressed: &mut u64,
 ) -> io::Result<()> {
     let Some(mut file) = open_version(store, &entry) else {
         // Changed since the index said so: our next update announces it.
@@ -266,6 +275,8 @@ async fn send_content<W: AsyncWrite + Unpin>(
                 let delta = sig.diff_segment(i as usize, &data).map_err(io::Error::other)?;
                 let n = write_msg(w, &Message::Chunk { data: delta }).await?;
                 traffic.bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
+                traffic.progressed(data.len() as u64);
+                *progressed += data.len() as u64;
                 wire_bytes += n;
             }
         }
@@ -278,6 +289,8 @@ async fn send_content<W: AsyncWrite + Unpin>(
                 remaining -= n as u64;
                 let sent = write_msg(w, &Message::Chunk { data: buf[..n].to_vec() }).await?;
                 traffic.bytes_sent.fetch_add(sent as u64, Ordering::Relaxed);
+                traffic.progressed(n as u64);
+                *progressed += n as u64;
                 wire_bytes += sent;
             }
         }

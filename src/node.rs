@@ -92,6 +92,8 @@ enum Event<N: Net> {
         origin: Origin,
     },
     DialFailed(Origin),
+    /// Static target `i` is the address of this connected node.
+    StaticConnected(usize, NodeId),
     Frame {
         conn: u64,
         peer: NodeId,
@@ -335,6 +337,13 @@ impl<N: Net> Node<N> {
                 );
             }
             Event::DialFailed(Origin::Accepted) => {}
+            Event::StaticConnected(i, node) => {
+                self.statics.connected(i, node);
+                if !self.peers.contains_key(&node) {
+                    // Gone meanwhile: due again after the shortest wait.
+                    self.statics.disconnected(node, self.net.now());
+                }
+            }
             Event::Status(req) => {
                 let _ = req.reply.try_send(self.status());
             }
@@ -381,12 +390,16 @@ impl<N: Net> Node<N> {
         }
     }
 
-    /// Dial `target` (`HOST:PORT`, resolved first) and shake hands.
+    /// Dial `target` (`HOST:PORT`, resolved first) and shake hands. A
+    /// static target that resolves to the address of a peer connected
+    /// already (it dialled us first) is not dialled: a second connection
+    /// would only replace the first, interrupting its transfers.
     fn dial(&self, origin: Origin, target: String) {
         let net = self.net.clone();
         let tx = self.events.clone();
         let me = self.me();
         let port = self.cfg.listen_port;
+        let connected: BTreeMap<SocketAddr, NodeId> = self.peers.iter().map(|(id, p)| (p.addr, *id)).collect();
         self.net.spawn(async move {
             let addrs = match net.resolve(&target).await {
                 Ok(a) if !a.is_empty() => a,
@@ -396,6 +409,10 @@ impl<N: Net> Node<N> {
                     Vec::new()
                 }
             };
+            if let (Origin::Static(i), Some(node)) = (origin, addrs.iter().find_map(|a| connected.get(a))) {
+                let _ = tx.send(Event::StaticConnected(i, *node)).await;
+                return;
+            }
             for addr in addrs {
                 match net.connect(addr).await {
                     Ok(conn) => return Self::handshake_task(net, conn, me, port, tx, origin).await,
@@ -849,6 +866,9 @@ impl<N: Net> Node<N> {
             .filter_map(|(id, synced)| {
                 let p = self.peers.get(&id)?;
                 let (receive_files, receive_bytes) = pending.get(&id).copied().unwrap_or_default();
+                // Less what already arrived of the file on its way.
+                let arrived = self.incoming.get(&id).filter(|i| i.wanted).map_or(0, |i| i.wire_bytes);
+                let receive_bytes = receive_bytes.saturating_sub(arrived);
                 let t = &p.traffic;
                 Some(PeerStatus {
                     id,

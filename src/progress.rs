@@ -113,11 +113,15 @@ impl View for Bars {
                 continue;
             }
             let (bar, base) = self.bars.entry(p.id).or_insert_with(|| {
-                let bar = self.multi.add(ProgressBar::new(0).with_style(Self::style()));
+                let bar = self.multi.add(ProgressBar::new(remaining).with_style(Self::style()));
                 bar.set_prefix(format!("{} {}", p.id.to_string().get(..8).unwrap_or_default(), p.addr));
                 (bar, moved(p))
             });
-            let done = moved(p).saturating_sub(*base);
+            if moved(p) < *base {
+                // A new connection with the peer: its counters start at 0.
+                *base = 0;
+            }
+            let done = moved(p) - *base;
             bar.set_length(done + remaining);
             bar.set_position(done);
             bar.set_message(format!("↓ {} files ↑ {} files", p.receive_files, p.send_files));
@@ -137,15 +141,18 @@ impl View for Bars {
 }
 
 /// Log lines: one every `LOG_EVERY` while anything is pending, and one
-/// when it all arrived.
+/// when it all arrived. The node is asked every second, so the first line
+/// already has a rate.
 #[derive(Default)]
 struct Lines {
+    /// When the last line was logged (or transfers were first seen), and
+    /// the bytes moved by then.
     last: Option<(Instant, u64)>,
 }
 
 impl View for Lines {
     fn every(&self) -> Duration {
-        LOG_EVERY
+        Duration::from_secs(1)
     }
 
     fn show(&mut self, s: &Status) {
@@ -159,10 +166,16 @@ impl View for Lines {
             }
             return;
         }
-        let rate = match self.last {
-            Some((t, m)) => moved_now.saturating_sub(m) as f64 / now.duration_since(t).as_secs_f64().max(0.001),
-            None => 0.0,
+        let Some((t, m)) = self.last else {
+            self.last = Some((now, moved_now));
+            return;
         };
+        let elapsed = now.duration_since(t);
+        if elapsed < LOG_EVERY {
+            return;
+        }
+        // Counters start over with a new connection: no rate this time.
+        let rate = moved_now.saturating_sub(m) as f64 / elapsed.as_secs_f64();
         let left = if rate > 0.0 {
             format!("{:.0} s", (rb + sb) as f64 / rate)
         } else {
