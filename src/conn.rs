@@ -17,6 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::{info, warn};
 
+/// Why a connection to ourselves is refused.
+pub const OWN_ID: &str = "that is my own node id";
 /// Bytes of file per `Chunk` when sending whole files.
 pub const CHUNK: usize = 1024 * 1024;
 /// How long a new connection may take to say hello.
@@ -121,7 +123,7 @@ pub async fn handshake<N: Net>(net: &N, conn: &mut crate::net::Conn<N>, me: Node
             ))
             .await
         }
-        Message::Hello { node, .. } if node == me => refuse("that is my own node id".into()).await,
+        Message::Hello { node, .. } if node == me => refuse(OWN_ID.into()).await,
         Message::Hello { node, listen_port, .. } => Ok(PeerHello { node, listen_port }),
         Message::Refuse { reason } => Err(ConnError::RefusedByPeer(reason)),
         other => refuse(format!("expected hello, got {}", other.name())).await,

@@ -94,6 +94,8 @@ enum Event<N: Net> {
     DialFailed(Origin),
     /// Static target `i` is the address of this connected node.
     StaticConnected(usize, NodeId),
+    /// Static target `i` is this node itself.
+    StaticIsSelf(usize),
     Frame {
         conn: u64,
         peer: NodeId,
@@ -337,6 +339,13 @@ impl<N: Net> Node<N> {
                 );
             }
             Event::DialFailed(Origin::Accepted) => {}
+            Event::StaticIsSelf(i) => {
+                info!(
+                    target = self.statics.addr(i).unwrap_or("?"),
+                    "this static peer is this node itself; not dialling it again"
+                );
+                self.statics.forget(i);
+            }
             Event::StaticConnected(i, node) => {
                 self.statics.connected(i, node);
                 if !self.peers.contains_key(&node) {
@@ -435,6 +444,13 @@ impl<N: Net> Node<N> {
             Ok(hello) => {
                 let _ = tx.send(Event::Handshaken { conn, hello, origin }).await;
                 return;
+            }
+            Err(conn::ConnError::Refused(r) | conn::ConnError::RefusedByPeer(r)) if r == conn::OWN_ID => {
+                if let Origin::Static(i) = origin {
+                    let _ = tx.send(Event::StaticIsSelf(i)).await;
+                    return;
+                }
+                debug!(addr = %conn.peer, "a connection to ourselves");
             }
             Err(e @ (conn::ConnError::Refused(_) | conn::ConnError::RefusedByPeer(_))) => {
                 warn!(addr = %conn.peer, error = %e, "connection refused");
@@ -826,7 +842,7 @@ impl<N: Net> Node<N> {
 
     fn ignore_file_hash(&self) -> Option<Hash> {
         let path = RelPath::new(IGNORE_FILE).ok()?;
-        self.engine.index().live(&path).map(|e| e.hash)
+        self.engine.index().live(&path).filter(|e| e.kind == Kind::File).map(|e| e.hash)
     }
 
     /// When the index holds another `.dirsyncignore` than the rules came

@@ -24,6 +24,8 @@ struct Target {
     /// The node that answered there last.
     node: Option<NodeId>,
     dialing: bool,
+    /// The target is this node itself.
+    is_self: bool,
     next_attempt: SystemTime,
     backoff: Duration,
 }
@@ -44,6 +46,7 @@ impl StaticPeers {
                     addr: a.clone(),
                     node: None,
                     dialing: false,
+                    is_self: false,
                     next_attempt: now,
                     backoff: BACKOFF_MIN,
                 })
@@ -56,7 +59,7 @@ impl StaticPeers {
     pub fn due(&mut self, now: SystemTime, connected: &BTreeSet<NodeId>) -> Vec<(usize, String)> {
         let mut out = Vec::new();
         for (i, t) in self.targets.iter_mut().enumerate() {
-            if t.dialing || t.node.is_some_and(|n| connected.contains(&n)) || now < t.next_attempt {
+            if t.dialing || t.is_self || t.node.is_some_and(|n| connected.contains(&n)) || now < t.next_attempt {
                 continue;
             }
             t.dialing = true;
@@ -93,6 +96,15 @@ impl StaticPeers {
         }
     }
 
+    /// Target `i` is this node itself (a shared list of every host): never
+    /// dial it again.
+    pub fn forget(&mut self, i: usize) {
+        if let Some(t) = self.targets.get_mut(i) {
+            t.dialing = false;
+            t.is_self = true;
+        }
+    }
+
     pub fn addr(&self, i: usize) -> Option<&str> {
         self.targets.get(i).map(|t| t.addr.as_str())
     }
@@ -125,6 +137,15 @@ mod tests {
         s.disconnected(NodeId(7), now);
         assert!(s.due(now, &none).is_empty());
         assert_eq!(s.due(now + BACKOFF_MIN, &none).len(), 1, "redialled after the shortest wait");
+    }
+
+    #[test]
+    fn a_forgotten_target_is_never_due() {
+        let t0 = SystemTime::UNIX_EPOCH;
+        let mut s = StaticPeers::new(&["me:1".to_string()], t0);
+        assert_eq!(s.due(t0, &BTreeSet::new()).len(), 1);
+        s.forget(0);
+        assert!(s.due(t0 + Duration::from_secs(10 * 365 * 86400), &BTreeSet::new()).is_empty());
     }
 
     #[test]

@@ -36,8 +36,11 @@ fn static_peers_without_discovery_sync_and_status_shows_equal_digests() {
     write(&b, "deep/from-b.bin", &vec![3u8; 100_000]);
     let (pa, pb) = (free_tcp_port(), free_tcp_port());
     let peer = |port: u16| vec!["--no-discovery".to_string(), "--peer".into(), format!("127.0.0.1:{port}")];
-    // B names A by host name: names resolve.
-    let pa_proc = Proc::start_with(&a, pa, &peer(pb), &root.join("a.log"));
+    // A is given the list of every host, itself included (one list shared
+    // by all hosts); B names A by host name: names resolve.
+    let mut a_flags = peer(pb);
+    a_flags.extend(["--peer".to_string(), format!("127.0.0.1:{pa}")]);
+    let pa_proc = Proc::start_with(&a, pa, &a_flags, &root.join("a.log"));
     let mut b_flags = peer(pa);
     b_flags[2] = format!("localhost:{pa}");
     let pb_proc = Proc::start_with(&b, pb, &b_flags, &root.join("b.log"));
@@ -76,6 +79,8 @@ fn static_peers_without_discovery_sync_and_status_shows_equal_digests() {
         assert!(r.contains("synchronized"), "{r}");
         assert!(r.contains("error    none"), "{r}");
     }
+    let (ok, _) = wait_until(TIMEOUT, || pa_proc.log_text().contains("is this node itself"));
+    assert!(ok, "A did not notice it is its own static peer:\n{}", pa_proc.log_text());
     // Discovery is off: neither node announced or heard anything.
     assert!(!pa_proc.log_text().contains("discovered") && !pb_proc.log_text().contains("discovered"));
 
