@@ -193,3 +193,58 @@ impl View for Lines {
         self.last = Some((now, moved_now));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::PeerStatus;
+    use crate::wire::Hash;
+
+    fn status(peers: Vec<PeerStatus>) -> Status {
+        Status {
+            node: NodeId(1),
+            dir: "/d".into(),
+            listen_port: 6000,
+            files: 0,
+            bytes: 0,
+            digest: Hash::ZERO,
+            peers,
+            last_error: None,
+        }
+    }
+
+    fn peer(receive_files: u64, receive_bytes: u64, bytes_received: u64) -> PeerStatus {
+        PeerStatus {
+            id: NodeId(2),
+            addr: "10.0.0.2:6000".into(),
+            synced: false,
+            digest: None,
+            receive_files,
+            receive_bytes,
+            send_files: 0,
+            send_bytes: 0,
+            bytes_received,
+            bytes_sent: 0,
+        }
+    }
+
+    #[test]
+    fn a_bar_per_busy_peer_counting_from_when_it_appeared() {
+        let mut v = Bars::new(MultiProgress::with_draw_target(ProgressDrawTarget::hidden()));
+        v.show(&status(vec![peer(0, 0, 500)]));
+        assert!(v.bars.is_empty(), "nothing pending: no bar");
+        v.show(&status(vec![peer(2, 1000, 500)]));
+        v.show(&status(vec![peer(1, 600, 900)]));
+        let (bar, _) = &v.bars[&NodeId(2)];
+        assert_eq!((bar.position(), bar.length()), (400, Some(1000)));
+        // A new connection: its counters start over, the bar goes on.
+        v.show(&status(vec![peer(1, 500, 100)]));
+        let (bar, _) = &v.bars[&NodeId(2)];
+        assert_eq!((bar.position(), bar.length()), (100, Some(600)));
+        v.show(&status(vec![peer(0, 0, 600)]));
+        assert!(v.bars.is_empty(), "done: the bar goes");
+        v.show(&status(vec![peer(1, 10, 0)]));
+        v.show(&status(vec![]));
+        assert!(v.bars.is_empty(), "a peer gone: its bar goes");
+    }
+}
