@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
-const BIG: usize = 192 * 1024 * 1024;
+const BIG: usize = 128 * 1024 * 1024;
 
 fn temp_files(root: &Path) -> Vec<String> {
     let mut out = Vec::new();
@@ -59,6 +59,9 @@ fn sigterm_during_a_transfer_leaves_no_partial_file() {
     let t = tree(&b);
     if let Some((_, hash, _)) = t.get("big.bin") {
         assert_eq!(hash, &big_hash, "a partial big.bin is visible");
+    }
+    if !t.contains_key("big.bin") {
+        assert!(log.contains("abandoned_transfers=1"), "{log}");
     }
     println!(
         "at SIGTERM: {}",

@@ -197,3 +197,15 @@ fn pending_transfers_are_counted_per_peer() {
     assert_eq!(pending.get(&A), Some(&(1, 5)));
     assert_eq!(pending.get(&B), Some(&(1, 3)));
 }
+
+#[test]
+fn the_last_failure_is_kept_for_status() {
+    let mut e = connected(&[], &[A]);
+    assert_eq!(e.last_error(), None);
+    let f = file("x", 5, b"x");
+    e.handle_message(A, index_msg(vec![f.clone()]));
+    e.take_commands();
+    e.handle_received(A, f, false, Err("disk full".into()));
+    let err = e.last_error().unwrap_or_default();
+    assert!(err.contains("disk full") && err.contains('x'), "{err}");
+}
