@@ -143,7 +143,16 @@ fn run(mut config: node::Config, bars: Option<indicatif::MultiProgress>) -> anyh
     let (shutdown_tx, shutdown_rx) = async_channel::bounded(1);
     on_signals(shutdown_tx)?;
     let (status_tx, status_rx) = async_channel::unbounded();
-    let _socket = control::serve(&config.state_dir, status_tx.clone())?;
+    // Without the socket the node still syncs; only `dirsync status` cannot
+    // reach it. A socket that answers means another node runs here: stop.
+    let _socket = match control::serve(&config.state_dir, status_tx.clone()) {
+        Ok(s) => Some(s),
+        Err(e @ ControlError::AlreadyRunning(_)) => return Err(e.into()),
+        Err(e) => {
+            warn!(error = %e, "no control socket: `dirsync status` will not reach this node");
+            None
+        }
+    };
     progress::spawn(status_tx, bars).context("cannot start the progress display")?;
     config.control = Control {
         shutdown: Some(shutdown_rx),

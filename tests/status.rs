@@ -127,6 +127,15 @@ fn status_json_and_state_dir_is_private() {
     let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&a.join(".dirsync")), 0o700);
     assert_eq!(mode(&a.join(".dirsync/control.sock")), 0o600);
+    // A second node on the same directory is refused: one line, exit 1.
+    let second = Command::new(BIN)
+        .arg(&a)
+        .args(["-l", &free_tcp_port().to_string(), "--no-discovery"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{err}");
+    assert!(err.contains("another dirsync node already runs"), "{err}");
     p.signal("TERM");
     assert_eq!(p.wait_exit(TIMEOUT), Some(0));
     assert!(!a.join(".dirsync/control.sock").exists(), "the socket is removed on exit");
