@@ -49,6 +49,11 @@ pub struct Options {
     /// Paths each node keeps to itself (its ignore rules): left out when
     /// trees are compared.
     pub local_only: fn(&str) -> bool,
+    /// Broadcast discovery on every node.
+    pub discovery: bool,
+    /// Give every node the list of every host (itself included) as static
+    /// peers, `n0:6000`, `n1:6000`...
+    pub static_peers: bool,
 }
 
 impl Options {
@@ -65,6 +70,8 @@ impl Options {
             tick: Duration::from_millis(1),
             random_order: true,
             local_only: |_| false,
+            discovery: true,
+            static_peers: false,
         }
     }
 }
@@ -306,8 +313,12 @@ impl Cluster {
                 announce_interval: opts.announce_interval,
                 rescan_interval: opts.rescan_interval,
                 counters: counters.clone(),
-                static_peers: Vec::new(),
-                discovery: true,
+                static_peers: if opts.static_peers {
+                    (0..opts.nodes).map(|i| format!("n{i}:{LISTEN_PORT}")).collect()
+                } else {
+                    Vec::new()
+                },
+                discovery: opts.discovery,
                 control: Default::default(),
             };
             let net = TurmoilNet::new(&host_name, panics.clone());
