@@ -91,7 +91,7 @@ impl Status {
     pub fn render(&self) -> String {
         let mut out = String::new();
         out += &format!("node     {}  {}  (TCP port {})\n", self.node, self.dir, self.listen_port);
-        out += &format!("tree     {}  {} files, {}\n", self.digest, self.files, human_bytes(self.bytes));
+        out += &format!("tree     {}  {}, {}\n", self.digest, files(self.files), human_bytes(self.bytes));
         if self.peers.is_empty() {
             out += "peers    none connected\n";
         } else {
@@ -112,12 +112,23 @@ impl Status {
             .fold((0, 0), |(f, b), p| (f + p.receive_files, b + p.receive_bytes));
         let (sf, sb) = self.peers.iter().fold((0, 0), |(f, b), p| (f + p.send_files, b + p.send_bytes));
         out += &format!(
-            "pending  receiving {rf} files ({}), sending {sf} files ({})\n",
+            "pending  receiving {} ({}), sending {} ({})\n",
+            files(rf),
             human_bytes(rb),
+            files(sf),
             human_bytes(sb)
         );
         out += &format!("error    {}\n", self.last_error.as_deref().unwrap_or("none"));
         out
+    }
+}
+
+/// `1 file`, `2 files`.
+fn files(n: u64) -> String {
+    if n == 1 {
+        "1 file".into()
+    } else {
+        format!("{n} files")
     }
 }
 
@@ -299,7 +310,7 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[3].ends_with("in sync"), "{text}");
         assert!(lines[4].contains("syncing") && lines[4].ends_with("tree unknown"), "{text}");
-        assert!(text.contains("receiving 2 files (2.0 MiB), sending 1 files (10 B)"), "{text}");
+        assert!(text.contains("receiving 2 files (2.0 MiB), sending 1 file (10 B)"), "{text}");
         assert!(text.contains(&Hash::of(b"tree").to_string()), "{text}");
     }
 

@@ -900,12 +900,12 @@ impl<N: Net> Node<N> {
                 })
             })
             .collect();
-        let (files, bytes) = self.engine.index().live_files();
+        let (files, bytes) = self.engine.tree_size();
         Status {
             node: self.me(),
             dir: self.cfg.dir.display().to_string(),
             listen_port: self.cfg.listen_port,
-            files: files as u64,
+            files,
             bytes,
             digest: self.engine.tree_digest(),
             peers,

@@ -227,6 +227,15 @@ impl Engine {
         }
     }
 
+    /// Live files in the synchronized tree (ignored paths left out) and
+    /// their total size.
+    pub fn tree_size(&self) -> (u64, u64) {
+        self.index
+            .iter()
+            .filter(|e| !e.deleted && e.kind == Kind::File && !self.ignored(&e.path, e.kind))
+            .fold((0, 0), |(n, b), e| (n + 1, b + e.size))
+    }
+
     /// The tree digest `peer` last told us.
     pub fn peer_digest(&self, peer: NodeId) -> Option<Hash> {
         self.peers.get(&peer).and_then(|p| p.digest)

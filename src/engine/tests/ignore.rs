@@ -156,10 +156,11 @@ fn digests_agree_on_the_same_tree_whatever_the_history() {
     for d in [other_mtime, other_content, no_tomb] {
         assert_ne!(one.tree_digest(), d);
     }
-    // Ignored paths are not part of it.
+    // Ignored paths are not part of it, nor of the size.
     let mut three = engine_with(&[dir("d", 1), f.clone(), t, file("x.log", 1, b"local")]);
     three.set_ignore(rules("*.log\n"));
     assert_eq!(three.tree_digest(), one.tree_digest());
+    assert_eq!(three.tree_size(), (1, 1));
 }
 
 #[test]
