@@ -59,6 +59,10 @@ pub struct Status {
     /// This node's tree digest (see `Engine::tree_digest`).
     pub digest: Hash,
     pub peers: Vec<PeerStatus>,
+    /// Static peers (`--peer`) not connected now, with the seconds until
+    /// the next attempt.
+    #[serde(default)]
+    pub unreachable: Vec<(String, u64)>,
     /// The last failure, if any.
     pub last_error: Option<String>,
 }
@@ -105,6 +109,9 @@ impl Status {
                 None => "tree unknown".to_string(),
             };
             out += &format!("  {}  {:<21}  {:<12}  {}\n", p.id, p.addr, state, tree);
+        }
+        for (addr, wait) in &self.unreachable {
+            out += &format!("  {:<16}  {addr:<21}  not connected, next try in {wait} s\n", "(--peer)");
         }
         let (rf, rb) = self
             .peers
@@ -299,6 +306,7 @@ mod tests {
                     bytes_sent: 0,
                 },
             ],
+            unreachable: vec![("nas.lan:6000".into(), 4)],
             last_error: None,
         }
     }
@@ -310,6 +318,7 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[3].ends_with("in sync"), "{text}");
         assert!(lines[4].contains("syncing") && lines[4].ends_with("tree unknown"), "{text}");
+        assert!(lines[5].contains("nas.lan:6000") && lines[5].ends_with("next try in 4 s"), "{text}");
         assert!(text.contains("receiving 2 files (2.0 MiB), sending 1 file (10 B)"), "{text}");
         assert!(text.contains(&Hash::of(b"tree").to_string()), "{text}");
     }

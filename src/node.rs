@@ -909,6 +909,12 @@ impl<N: Net> Node<N> {
             bytes,
             digest: self.engine.tree_digest(),
             peers,
+            unreachable: self
+                .statics
+                .unconnected(self.net.now(), &self.peers.keys().copied().collect())
+                .into_iter()
+                .map(|(addr, wait)| (addr, wait.as_secs()))
+                .collect(),
             last_error: self.engine.last_error().map(str::to_string),
         }
     }

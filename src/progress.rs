@@ -209,6 +209,7 @@ mod tests {
             bytes: 0,
             digest: Hash::ZERO,
             peers,
+            unreachable: vec![],
             last_error: None,
         }
     }

@@ -105,6 +105,23 @@ impl StaticPeers {
         }
     }
 
+    /// Targets not connected now (itself left out), each with the wait
+    /// before its next attempt (zero while one runs).
+    pub fn unconnected(&self, now: SystemTime, connected: &BTreeSet<NodeId>) -> Vec<(String, Duration)> {
+        self.targets
+            .iter()
+            .filter(|t| !t.is_self && !t.node.is_some_and(|n| connected.contains(&n)))
+            .map(|t| {
+                let wait = if t.dialing {
+                    Duration::ZERO
+                } else {
+                    t.next_attempt.duration_since(now).unwrap_or_default()
+                };
+                (t.addr.clone(), wait)
+            })
+            .collect()
+    }
+
     pub fn addr(&self, i: usize) -> Option<&str> {
         self.targets.get(i).map(|t| t.addr.as_str())
     }
@@ -131,8 +148,10 @@ mod tests {
             assert_eq!(s.due(now, &none).len(), 1);
         }
         assert_eq!(waits, vec![1, 2, 4, 8, 16, 30, 30]);
+        assert_eq!(s.unconnected(now, &none), vec![("a:1".to_string(), Duration::ZERO)]);
         s.connected(0, NodeId(7));
         let conn = BTreeSet::from([NodeId(7)]);
+        assert!(s.unconnected(now, &conn).is_empty());
         assert!(s.due(now + BACKOFF_MAX, &conn).is_empty(), "connected: not dialled");
         s.disconnected(NodeId(7), now);
         assert!(s.due(now, &none).is_empty());
