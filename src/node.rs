@@ -263,6 +263,7 @@ pub async fn run<N: Net>(net: N, cfg: Config, local: async_channel::Receiver<Loc
         }
     });
     drop(events);
+    node.dial_static_peers();
 
     let shutdown = cfg.control.shutdown.clone();
     loop {
@@ -413,6 +414,10 @@ impl<N: Net> Node<N> {
             let addrs = match net.resolve(&target).await {
                 Ok(a) if !a.is_empty() => a,
                 Ok(_) => Vec::new(),
+                Err(e) if matches!(origin, Origin::Static(_)) => {
+                    warn!(%target, error = %e, "cannot resolve static peer; retrying later");
+                    Vec::new()
+                }
                 Err(e) => {
                     debug!(%target, error = %e, "cannot resolve");
                     Vec::new()
@@ -810,12 +815,17 @@ impl<N: Net> Node<N> {
             self.last_save = now;
             self.save_index();
         }
+        self.dial_static_peers();
+        self.engine.share_digest();
+    }
+
+    /// Dial the static peers that are due.
+    fn dial_static_peers(&mut self) {
         let connected = self.peers.keys().copied().collect();
-        for (i, target) in self.statics.due(now, &connected) {
+        for (i, target) in self.statics.due(self.net.now(), &connected) {
             debug!(%target, "dialling static peer");
             self.dial(Origin::Static(i), target);
         }
-        self.engine.share_digest();
     }
 
     fn save_index(&mut self) {
