@@ -8,6 +8,7 @@ use argh::EarlyExit;
 use dirsync::cli::{Invocation, StatusArgs};
 use dirsync::control::{self, Control, ControlError};
 use dirsync::net::AsyncStdNet;
+use dirsync::wire::STATE_DIR_NAME;
 use dirsync::{node, progress, watcher};
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -138,8 +139,17 @@ fn on_signals(shutdown: async_channel::Sender<()>) -> anyhow::Result<()> {
 }
 
 fn run(mut config: node::Config, bars: Option<indicatif::MultiProgress>) -> anyhow::Result<()> {
+    // Make the state directory owner-only when it is ours: the default, or
+    // one this run creates. A directory given with -s that exists already
+    // (it may be shared, like /tmp) keeps its permissions; the socket in it
+    // is 0600 in any case.
+    let ours = !config.state_dir.exists() || config.state_dir == config.dir.join(STATE_DIR_NAME);
     node::prepare_state_dir(&config.state_dir)?;
-    control::restrict_state_dir(&config.state_dir).context("cannot restrict the state directory to its owner")?;
+    if ours {
+        if let Err(e) = control::restrict_state_dir(&config.state_dir) {
+            warn!(error = %e, path = %config.state_dir.display(), "cannot make the state directory owner-only");
+        }
+    }
     let (shutdown_tx, shutdown_rx) = async_channel::bounded(1);
     on_signals(shutdown_tx)?;
     let (status_tx, status_rx) = async_channel::unbounded();
