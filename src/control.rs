@@ -163,6 +163,8 @@ pub enum ControlError {
     AlreadyRunning(String),
     #[error("control socket {path}: {source}")]
     Io { path: String, source: std::io::Error },
+    #[error("the node did not answer within {0:?} (busy, e.g. hashing a large tree at start? try again)")]
+    NoAnswer(Duration),
     #[error("the node sent an answer that does not parse: {0}")]
     BadAnswer(String),
 }
@@ -248,6 +250,11 @@ fn answer(mut s: UnixStream, requests: &async_channel::Sender<StatusRequest>) ->
 
 /// Ask the node running on `state_dir` for its status.
 pub fn query(state_dir: &Path) -> Result<Status, ControlError> {
+    query_within(state_dir, CLIENT_TIMEOUT)
+}
+
+/// `query`, waiting at most `timeout` for the answer.
+pub fn query_within(state_dir: &Path, timeout: Duration) -> Result<Status, ControlError> {
     let path = socket_path(state_dir);
     let shown = path.display().to_string();
     let mut s = match UnixStream::connect(&path) {
@@ -261,10 +268,16 @@ pub fn query(state_dir: &Path) -> Result<Status, ControlError> {
         path: shown.clone(),
         source,
     };
-    s.set_read_timeout(Some(CLIENT_TIMEOUT)).map_err(io)?;
+    s.set_read_timeout(Some(timeout)).map_err(io)?;
     s.write_all(b"status\n").map_err(io)?;
     let mut line = String::new();
-    BufReader::new(&s).read_line(&mut line).map_err(io)?;
+    match BufReader::new(&s).read_line(&mut line) {
+        Ok(_) => {}
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+            return Err(ControlError::NoAnswer(timeout))
+        }
+        Err(e) => return Err(io(e)),
+    }
     serde_json::from_str(&line).map_err(|e| ControlError::BadAnswer(e.to_string()))
 }
 
@@ -343,5 +356,16 @@ mod tests {
         assert!(matches!(serve(d.path(), tx2), Err(ControlError::AlreadyRunning(_))));
         drop(sock);
         assert!(!socket_path(d.path()).exists());
+    }
+
+    #[test]
+    fn a_busy_node_is_reported_as_such() {
+        let d = tempfile::tempdir().unwrap();
+        let (tx, rx) = async_channel::unbounded::<StatusRequest>();
+        let _sock = serve(d.path(), tx).unwrap();
+        // The node holds the request and never answers.
+        let e = query_within(d.path(), Duration::from_millis(100)).unwrap_err();
+        assert!(matches!(e, ControlError::NoAnswer(_)), "{e}");
+        drop(rx);
     }
 }
