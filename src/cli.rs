@@ -3,9 +3,10 @@
 //! Owns: what each flag means and every check on user input, so a mistake
 //! gives one clear line instead of a panic. Must not: start anything.
 
+use crate::control::Control;
 use crate::node::{Config, Counters};
 use crate::wire::{NodeId, STATE_DIR_NAME};
-use argh::FromArgs;
+use argh::{EarlyExit, FromArgs};
 use std::hash::{BuildHasher, Hasher};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -20,7 +21,10 @@ use std::time::Duration;
 #[argh(
     example = "Sync ~/shared with every host on the LAN running the same:\n  $ dirsync ~/shared",
     example = "Two nodes on one host, for a try-out:\n  $ dirsync /tmp/a -l 6001 --broadcast-addr 127.255.255.255\n  $ dirsync /tmp/b -l 6002 --broadcast-addr 127.255.255.255",
-    note = "Logs go to stderr; set RUST_LOG=debug for more. Exit codes: 0 success, 1 runtime error (a port in use, an unwritable state directory), 2 bad usage."
+    example = "Peers broadcast cannot reach (another subnet, a VPN), no broadcast at all:\n  $ dirsync ~/shared --no-discovery --peer 10.8.0.2:6000 --peer nas.lan:6000",
+    example = "Ask the running node how it is doing (peers, pending transfers, tree digest):\n  $ dirsync status ~/shared",
+    note = "Paths matching DIR/.dirsyncignore (gitignore syntax) stay local; the file itself syncs. Logs go to stderr; set RUST_LOG=debug for more. SIGINT or SIGTERM stop the node cleanly (exit 0); a second one stops it at once. A directory named like a command is given as ./status.",
+    note = "Exit codes: 0 success (also after SIGINT/SIGTERM), 1 runtime error (a port in use, an unwritable state directory), 2 bad usage."
 )]
 pub struct Args {
     /// the directory to keep in sync (must exist)
@@ -47,9 +51,75 @@ pub struct Args {
     #[argh(option, default = "60")]
     pub rescan_interval: u64,
 
+    /// a peer to keep connected, as HOST:PORT (its TCP listen port), for
+    /// peers broadcast cannot reach; repeatable
+    #[argh(option)]
+    pub peer: Vec<String>,
+
+    /// turn broadcast discovery off: send no announcements, hear none
+    /// (use with --peer)
+    #[argh(switch)]
+    pub no_discovery: bool,
+
     /// print the version and exit
     #[argh(switch)]
     pub version: bool,
+}
+
+/// Show what the dirsync node running on DIR is doing: its peers (id,
+/// address, synchronized or not), pending transfers, last error, and its
+/// tree digest next to each peer's, equal when both hold the same tree.
+#[derive(FromArgs, Debug)]
+#[argh(
+    example = "The node syncing the current directory:\n  $ dirsync status",
+    example = "Compare trees across machines: run on each and compare the tree lines:\n  $ dirsync status ~/shared",
+    note = "Exit codes: 0 the node answered, 1 an error, 2 bad usage, 3 no node runs for DIR."
+)]
+pub struct StatusArgs {
+    /// the synced directory (default: the current one)
+    #[argh(positional, default = "PathBuf::from(\".\")")]
+    pub dir: PathBuf,
+
+    /// the node's state directory, if it was started with -s (default DIR/.dirsync)
+    #[argh(option, short = 's')]
+    pub signature_dir: Option<PathBuf>,
+
+    /// print the status as JSON
+    #[argh(switch)]
+    pub json: bool,
+}
+
+impl StatusArgs {
+    /// Where the node keeps its state, hence its control socket.
+    pub fn state_dir(&self) -> Result<PathBuf, CliError> {
+        if let Some(s) = &self.signature_dir {
+            return Ok(s.canonicalize().unwrap_or_else(|_| s.clone()));
+        }
+        let shown = self.dir.display().to_string();
+        let dir = self.dir.canonicalize().map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => CliError::NoSuchDir(shown.clone()),
+            _ => CliError::Unreadable(shown, e),
+        })?;
+        Ok(dir.join(STATE_DIR_NAME))
+    }
+}
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Invocation {
+    /// `dirsync DIR [flags]`: run a node.
+    Run(Args),
+    /// `dirsync status [DIR]`.
+    Status(StatusArgs),
+}
+
+/// Parse the words after the program name. A first word that is a command
+/// (`status`) selects it; anything else is `dirsync DIR`.
+pub fn parse(words: &[&str]) -> Result<Invocation, EarlyExit> {
+    match words.first() {
+        Some(&"status") => StatusArgs::from_args(&["dirsync", "status"], &words[1..]).map(Invocation::Status),
+        _ => Args::from_args(&["dirsync"], words).map(Invocation::Run),
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +138,8 @@ pub enum CliError {
     StateInsideDir(String),
     #[error("--rescan-interval must be at least 1 second")]
     ZeroRescan,
+    #[error("--peer {0}: expected HOST:PORT with a port between 1 and 65535")]
+    BadPeer(String),
 }
 
 impl Args {
@@ -91,6 +163,12 @@ impl Args {
         }
         if self.rescan_interval == 0 {
             return Err(CliError::ZeroRescan);
+        }
+        for p in &self.peer {
+            let port = p.rsplit_once(':').and_then(|(host, port)| (!host.is_empty()).then_some(port));
+            if port.and_then(|p| p.parse::<u16>().ok()).is_none_or(|p| p == 0) {
+                return Err(CliError::BadPeer(p.clone()));
+            }
         }
         let default_state = dir.join(STATE_DIR_NAME);
         let state_dir = match self.signature_dir {
@@ -119,6 +197,9 @@ impl Args {
             announce_interval: Duration::from_secs(2),
             rescan_interval: Duration::from_secs(self.rescan_interval),
             counters: Arc::new(Counters::default()),
+            static_peers: self.peer,
+            discovery: !self.no_discovery,
+            control: Control::default(),
         })
     }
 }

@@ -12,9 +12,13 @@ use crate::wire::{self, ContentMode, Entry, Hash, Message, NodeId, WantFile, Wir
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use std::fs::File;
 use std::io::{self, Read};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tracing::{info, warn};
 
+/// Why a connection to ourselves is refused.
+pub const OWN_ID: &str = "that is my own node id";
 /// Bytes of file per `Chunk` when sending whole files.
 pub const CHUNK: usize = 1024 * 1024;
 /// How long a new connection may take to say hello.
@@ -119,10 +123,47 @@ pub async fn handshake<N: Net>(net: &N, conn: &mut crate::net::Conn<N>, me: Node
             ))
             .await
         }
-        Message::Hello { node, .. } if node == me => refuse("that is my own node id".into()).await,
+        Message::Hello { node, .. } if node == me => refuse(OWN_ID.into()).await,
         Message::Hello { node, listen_port, .. } => Ok(PeerHello { node, listen_port }),
         Message::Refuse { reason } => Err(ConnError::RefusedByPeer(reason)),
         other => refuse(format!("expected hello, got {}", other.name())).await,
+    }
+}
+
+/// One connection's content traffic, shared by the node (which queues
+/// content and counts what arrives) and the writer (which sends it), for
+/// `dirsync status` and the progress display.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    /// Files (and their bytes) queued for sending and not yet sent.
+    pub send_files: AtomicU64,
+    pub send_bytes: AtomicU64,
+    /// Content bytes on the wire so far, each way.
+    pub bytes_sent: AtomicU64,
+    pub bytes_received: AtomicU64,
+}
+
+impl Traffic {
+    /// `entry`'s content is queued for sending.
+    pub fn queued(&self, entry: &Entry) {
+        self.send_files.fetch_add(1, Ordering::Relaxed);
+        self.send_bytes.fetch_add(entry.size, Ordering::Relaxed);
+    }
+
+    /// `n` more bytes of the file being sent went out.
+    fn progressed(&self, n: u64) {
+        let _ = self
+            .send_bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| Some(b.saturating_sub(n)));
+    }
+
+    /// The file `entry` is done with (sent or not), `progressed` of its
+    /// bytes counted already.
+    fn dequeued(&self, entry: &Entry, progressed: u64) {
+        let _ = self
+            .send_files
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_sub(1)));
+        self.progressed(entry.size.saturating_sub(progressed));
     }
 }
 
@@ -145,7 +186,14 @@ pub enum Job {
 /// Run a connection's writer until its job queue closes or a write fails.
 /// When idle for `PING_INTERVAL` it sends a `Ping`, so the peer's reader
 /// can tell a quiet connection from a dead one.
-pub async fn run_writer<N: Net, W: AsyncWrite + Unpin>(net: N, mut w: W, jobs: async_channel::Receiver<Job>, store: Store, peer: NodeId) {
+pub async fn run_writer<N: Net, W: AsyncWrite + Unpin>(
+    net: N,
+    mut w: W,
+    jobs: async_channel::Receiver<Job>,
+    store: Store,
+    peer: NodeId,
+    traffic: Arc<Traffic>,
+) {
     loop {
         let next = async { Some(jobs.recv().await) };
         let idle = async {
@@ -159,7 +207,13 @@ pub async fn run_writer<N: Net, W: AsyncWrite + Unpin>(net: N, mut w: W, jobs: a
         };
         let result = match job {
             Job::Send(msg) => write_msg(&mut w, &msg).await.map(|_| ()),
-            Job::Content { entry, base } => send_content(&mut w, &store, peer, entry, base).await,
+            Job::Content { entry, base } => {
+                let size_of = entry.clone();
+                let mut progressed = 0;
+                let r = send_content(&mut w, &store, peer, entry, base, &traffic, &mut progressed).await;
+                traffic.dequeued(&size_of, progressed);
+                r
+            }
             Job::RequestDelta { want, base } => request_delta(&mut w, &store, want, base).await,
         };
         if let Err(e) = result {
@@ -185,6 +239,8 @@ async fn send_content<W: AsyncWrite + Unpin>(
     peer: NodeId,
     entry: Entry,
     base: Option<(Hash, Vec<u8>)>,
+    traffic: &Traffic,
+    progressed: &mut u64,
 ) -> io::Result<()> {
     let Some(mut file) = open_version(store, &entry) else {
         // Changed since the index said so: our next update announces it.
@@ -219,7 +275,11 @@ async fn send_content<W: AsyncWrite + Unpin>(
             for i in 0..segment_count(entry.size) {
                 let data = read_segment(&mut file, entry.size, i)?;
                 let delta = sig.diff_segment(i as usize, &data).map_err(io::Error::other)?;
-                wire_bytes += write_msg(w, &Message::Chunk { data: delta }).await?;
+                let n = write_msg(w, &Message::Chunk { data: delta }).await?;
+                traffic.bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
+                traffic.progressed(data.len() as u64);
+                *progressed += data.len() as u64;
+                wire_bytes += n;
             }
         }
         None => {
@@ -229,7 +289,11 @@ async fn send_content<W: AsyncWrite + Unpin>(
                 let n = (remaining as usize).min(CHUNK);
                 file.read_exact(&mut buf[..n])?;
                 remaining -= n as u64;
-                wire_bytes += write_msg(w, &Message::Chunk { data: buf[..n].to_vec() }).await?;
+                let sent = write_msg(w, &Message::Chunk { data: buf[..n].to_vec() }).await?;
+                traffic.bytes_sent.fetch_add(sent as u64, Ordering::Relaxed);
+                traffic.progressed(n as u64);
+                *progressed += n as u64;
+                wire_bytes += sent;
             }
         }
     }

@@ -18,6 +18,12 @@
 //!   implementation; `sim/` implements it over turmoil.
 //! - [`node`]: the event loop that drives the engine through all of these.
 //! - [`watcher`]: notify → local change events.
+//! - [`ignore_rules`]: `.dirsyncignore` (gitignore syntax) → which paths
+//!   stay local; the engine applies them.
+//! - [`static_peers`]: `--peer` targets and their reconnection backoff.
+//! - [`control`]: `dirsync status`: the status report, the control socket
+//!   in the state directory and its client.
+//! - [`progress`]: the progress display (a terminal) or progress log lines.
 //! - [`cli`]: flags → validated `node::Config`.
 //!
 //! See docs/ARCHITECTURE.md for how they fit together and docs/PROTOCOL.md
@@ -26,14 +32,18 @@
 pub mod cli;
 pub mod conflict;
 pub mod conn;
+pub mod control;
 pub mod delta;
 pub mod discovery;
 pub mod engine;
+pub mod ignore_rules;
 pub mod index;
 pub mod net;
 pub mod node;
+pub mod progress;
 pub mod receive;
 pub mod state;
+pub mod static_peers;
 pub mod store;
 pub mod version;
 pub mod watcher;

@@ -1,16 +1,19 @@
-//! The `dirsync` binary: parse flags, start logging, the watcher and the
-//! node, and turn errors into one line and an exit code (0 ok, 1 runtime
-//! error, 2 bad usage).
+//! The `dirsync` binary: parse flags, start logging, the watcher, the
+//! signal handler, the control socket, the progress display and the node,
+//! and turn errors into one line and an exit code (0 ok, also after
+//! SIGINT/SIGTERM; 1 runtime error; 2 bad usage; 3 `status` found no node).
 
 use anyhow::Context;
-use argh::{EarlyExit, FromArgs};
-use dirsync::cli::Args;
+use argh::EarlyExit;
+use dirsync::cli::{Invocation, StatusArgs};
+use dirsync::control::{self, Control, ControlError};
 use dirsync::net::AsyncStdNet;
-use dirsync::{node, watcher};
+use dirsync::wire::STATE_DIR_NAME;
+use dirsync::{node, progress, watcher};
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
-use tracing::warn;
+use tracing::{info, warn};
 
 /// How long the watcher waits for a burst of events on a path to settle.
 /// Short, so a saved file reaches the peers within tens of milliseconds; a
@@ -20,7 +23,8 @@ const DEBOUNCE: Duration = Duration::from_millis(20);
 
 fn main() -> ExitCode {
     let args = match parse_args() {
-        Ok(a) => a,
+        Ok(Invocation::Run(a)) => a,
+        Ok(Invocation::Status(s)) => return status(s),
         Err(code) => return code,
     };
     if args.version {
@@ -34,12 +38,22 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,notify=warn".into()))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
-    match run(config) {
+    let tty = std::io::stderr().is_terminal();
+    let filter = || tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,notify=warn".into());
+    let bars = tty.then(progress::terminal_bars);
+    match &bars {
+        Some(m) => tracing_subscriber::fmt()
+            .with_env_filter(filter())
+            .with_writer(progress::LogWriter(m.clone()))
+            .with_ansi(true)
+            .init(),
+        None => tracing_subscriber::fmt()
+            .with_env_filter(filter())
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .init(),
+    }
+    match run(config, bars) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("dirsync: error: {e:#}");
@@ -50,7 +64,7 @@ fn main() -> ExitCode {
 
 /// Parse the command line; on `--help` or a usage error, print and return
 /// the exit code instead.
-fn parse_args() -> Result<Args, ExitCode> {
+fn parse_args() -> Result<Invocation, ExitCode> {
     let mut strings = Vec::new();
     for a in std::env::args_os() {
         match a.into_string() {
@@ -62,7 +76,7 @@ fn parse_args() -> Result<Args, ExitCode> {
         }
     }
     let words: Vec<&str> = strings.iter().map(String::as_str).collect();
-    match Args::from_args(&["dirsync"], words.get(1..).unwrap_or_default()) {
+    match dirsync::cli::parse(words.get(1..).unwrap_or_default()) {
         Ok(a) => Ok(a),
         Err(EarlyExit { output, status: Ok(()) }) => {
             print!("{output}");
@@ -75,8 +89,88 @@ fn parse_args() -> Result<Args, ExitCode> {
     }
 }
 
-fn run(config: node::Config) -> anyhow::Result<()> {
+/// `dirsync status`: ask the node, print its answer.
+fn status(args: StatusArgs) -> ExitCode {
+    let state_dir = match args.state_dir() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("dirsync: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match control::query(&state_dir) {
+        Ok(s) if args.json => {
+            println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Ok(s) => {
+            print!("{}", s.render());
+            ExitCode::SUCCESS
+        }
+        Err(e @ ControlError::NotRunning(_)) => {
+            eprintln!("dirsync: error: {e}");
+            ExitCode::from(3)
+        }
+        Err(e) => {
+            eprintln!("dirsync: error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// SIGINT and SIGTERM become one shutdown request; a second one ends the
+/// process at once.
+fn on_signals(shutdown: async_channel::Sender<()>) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).context("cannot handle signals")?;
+    std::thread::Builder::new().name("signals".into()).spawn(move || {
+        let mut seen = false;
+        for sig in signals.forever() {
+            if seen {
+                eprintln!("dirsync: second signal {sig}; stopping at once");
+                std::process::exit(1);
+            }
+            seen = true;
+            info!(
+                signal = sig,
+                "stopping: abandoning transfers in progress, saving the index, closing connections"
+            );
+            let _ = shutdown.try_send(());
+        }
+    })?;
+    Ok(())
+}
+
+fn run(mut config: node::Config, bars: Option<indicatif::MultiProgress>) -> anyhow::Result<()> {
+    // Make the state directory owner-only when it is ours: the default, or
+    // one this run creates. A directory given with -s that exists already
+    // (it may be shared, like /tmp) keeps its permissions; the socket in it
+    // is 0600 in any case.
+    let ours = !config.state_dir.exists() || config.state_dir == config.dir.join(STATE_DIR_NAME);
     node::prepare_state_dir(&config.state_dir)?;
+    if ours {
+        if let Err(e) = control::restrict_state_dir(&config.state_dir) {
+            warn!(error = %e, path = %config.state_dir.display(), "cannot make the state directory owner-only");
+        }
+    }
+    let (shutdown_tx, shutdown_rx) = async_channel::bounded(1);
+    on_signals(shutdown_tx)?;
+    let (status_tx, status_rx) = async_channel::unbounded();
+    // Without the socket the node still syncs; only `dirsync status` cannot
+    // reach it. A socket that answers means another node runs here: stop.
+    let _socket = match control::serve(&config.state_dir, status_tx.clone()) {
+        Ok(s) => Some(s),
+        Err(e @ ControlError::AlreadyRunning(_)) => return Err(e.into()),
+        Err(e) => {
+            warn!(error = %e, "no control socket: `dirsync status` will not reach this node");
+            None
+        }
+    };
+    progress::spawn(status_tx, bars).context("cannot start the progress display")?;
+    config.control = Control {
+        shutdown: Some(shutdown_rx),
+        status: Some(status_rx),
+    };
     let (tx, rx) = async_channel::unbounded();
     // Without a watcher the periodic rescan still finds every change.
     let _watcher = match watcher::watch(&config.dir, &config.state_dir, DEBOUNCE, tx) {

@@ -5,14 +5,17 @@
 //! content being received, scans, and persisting the index. Must not: make
 //! sync decisions (the engine does).
 
-use crate::conn::{self, handshake, read_frame_or_idle, Job, PeerHello};
+use crate::conn::{self, handshake, read_frame_or_idle, Job, PeerHello, Traffic};
+use crate::control::{Control, PeerStatus, Status, StatusRequest};
 use crate::discovery;
 use crate::engine::{Action, Command, DirState, Engine, Scan};
+use crate::ignore_rules::{IgnoreRules, IGNORE_FILE};
 use crate::net::{Conn, Net};
 use crate::receive::{Incoming, Received};
 use crate::state::{load_device_id, load_index};
+use crate::static_peers::StaticPeers;
 use crate::store::{system_time_ns, Store, StoreError};
-use crate::wire::{Announce, Entry, Kind, Message, NodeId, RelPath, PROTOCOL_VERSION};
+use crate::wire::{Announce, Entry, Hash, Kind, Message, NodeId, RelPath, PROTOCOL_VERSION};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -44,6 +47,13 @@ pub struct Config {
     /// Full rescan period (catches what the watcher missed).
     pub rescan_interval: Duration,
     pub counters: Arc<Counters>,
+    /// `HOST:PORT`s to keep dialling (`--peer`), whatever discovery finds.
+    pub static_peers: Vec<String>,
+    /// Broadcast discovery: announce and listen (`--no-discovery`: neither).
+    pub discovery: bool,
+    /// Shutdown and status requests from the host process (none in the
+    /// simulation).
+    pub control: Control,
 }
 
 /// Counters a test or benchmark can read while the node runs.
@@ -82,9 +92,13 @@ enum Event<N: Net> {
     Handshaken {
         conn: Conn<N>,
         hello: PeerHello,
-        dialed: bool,
+        origin: Origin,
     },
-    DialFailed(NodeId),
+    DialFailed(Origin),
+    /// Static target `i` is the address of this connected node.
+    StaticConnected(usize, NodeId),
+    /// Static target `i` is this node itself.
+    StaticIsSelf(usize),
     Frame {
         conn: u64,
         peer: NodeId,
@@ -105,6 +119,18 @@ enum Event<N: Net> {
     },
     Local(LocalEvent),
     Tick,
+    Status(StatusRequest),
+}
+
+/// Who started a connection.
+#[derive(Debug, Clone, Copy)]
+enum Origin {
+    /// The peer dialled us.
+    Accepted,
+    /// We dialled a peer discovery found.
+    Discovered(NodeId),
+    /// We dialled static target number `i`.
+    Static(usize),
 }
 
 struct PeerConn {
@@ -112,6 +138,7 @@ struct PeerConn {
     dialer: NodeId,
     addr: SocketAddr,
     jobs: async_channel::Sender<Job>,
+    traffic: Arc<Traffic>,
     /// Dropping it stops the reader task.
     _stop: async_channel::Sender<()>,
 }
@@ -137,10 +164,16 @@ pub async fn run<N: Net>(net: N, cfg: Config, local: async_channel::Receiver<Loc
         port: cfg.listen_port,
         source,
     })?;
-    let udp = Arc::new(net.bind_udp(cfg.broadcast_port).await.map_err(|source| NodeError::Broadcast {
-        port: cfg.broadcast_port,
-        source,
-    })?);
+    let udp = if cfg.discovery {
+        Some(Arc::new(net.bind_udp(cfg.broadcast_port).await.map_err(|source| {
+            NodeError::Broadcast {
+                port: cfg.broadcast_port,
+                source,
+            }
+        })?))
+    } else {
+        None
+    };
 
     let store = Store::new(cfg.dir.clone(), cfg.state_dir.clone());
     let cleaned = store.clean_temp_files();
@@ -174,8 +207,11 @@ pub async fn run<N: Net>(net: N, cfg: Config, local: async_channel::Receiver<Loc
         index_path,
         last_save: net.now(),
         last_rescan: net.now(),
+        statics: StaticPeers::new(&cfg.static_peers, net.now()),
+        ignore_seen: None,
         cfg: cfg.clone(),
     };
+    node.load_ignore();
     node.rescan(LocalEvent::Changed(vec![None]));
     // The mass-delete guard may have stopped syncing before anything starts.
     node.run_commands();
@@ -200,20 +236,32 @@ pub async fn run<N: Net>(net: N, cfg: Config, local: async_channel::Receiver<Loc
             }
         }
     });
-    let to = SocketAddr::new(IpAddr::V4(cfg.broadcast_addr), cfg.broadcast_port);
-    net.spawn(discovery::announce_loop(
-        net.clone(),
-        udp.clone(),
-        Announce::new(cfg.node_id, cfg.listen_port),
-        to,
-        cfg.announce_interval,
-        wake_rx,
-        muted,
-    ));
-    let tx = events.clone();
-    net.spawn(discovery::listen_loop(net.clone(), udp, move |from, a| {
-        tx.try_send(Event::Announce(from, a)).is_ok() || !tx.is_closed()
-    }));
+    if let Some(udp) = udp {
+        let to = SocketAddr::new(IpAddr::V4(cfg.broadcast_addr), cfg.broadcast_port);
+        net.spawn(discovery::announce_loop(
+            net.clone(),
+            udp.clone(),
+            Announce::new(cfg.node_id, cfg.listen_port),
+            to,
+            cfg.announce_interval,
+            wake_rx,
+            muted,
+        ));
+        let tx = events.clone();
+        net.spawn(discovery::listen_loop(net.clone(), udp, move |from, a| {
+            tx.try_send(Event::Announce(from, a)).is_ok() || !tx.is_closed()
+        }));
+    }
+    if let Some(requests) = cfg.control.status.clone() {
+        let tx = events.clone();
+        net.spawn(async move {
+            while let Ok(req) = requests.recv().await {
+                if tx.send(Event::Status(req)).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
     let tx = events.clone();
     let n = net.clone();
     net.spawn(async move {
@@ -233,9 +281,26 @@ pub async fn run<N: Net>(net: N, cfg: Config, local: async_channel::Receiver<Loc
         }
     });
     drop(events);
+    node.dial_static_peers();
 
-    while let Ok(ev) = inbox.recv().await {
-        node.handle(ev);
+    let shutdown = cfg.control.shutdown.clone();
+    loop {
+        let next = async { Some(inbox.recv().await) };
+        let stop = async {
+            match &shutdown {
+                Some(rx) if rx.recv().await.is_ok() => None,
+                // No shutdown source (or it is gone): run on.
+                _ => futures_lite::future::pending().await,
+            }
+        };
+        match futures_lite::future::or(next, stop).await {
+            Some(Ok(ev)) => node.handle(ev),
+            Some(Err(_)) => break,
+            None => {
+                node.shut_down();
+                break;
+            }
+        }
     }
     Ok(())
 }
@@ -261,6 +326,9 @@ struct Node<N: Net> {
     muted: Arc<AtomicBool>,
     /// Paths a scan could not observe, to look at again on the next tick.
     retry: BTreeSet<RelPath>,
+    statics: StaticPeers,
+    /// The content hash of the `.dirsyncignore` the rules came from.
+    ignore_seen: Option<Option<Hash>>,
 }
 
 /// Of two connections with the same peer, keep the one dialed by the
@@ -283,10 +351,36 @@ impl<N: Net> Node<N> {
     fn handle(&mut self, ev: Event<N>) {
         match ev {
             Event::Accepted(_) if self.engine.suspended().is_some() => {} // dropped: not syncing
-            Event::Accepted(conn) => self.spawn_handshake(conn, false, None),
-            Event::Handshaken { conn, hello, dialed } => self.register(conn, hello, dialed),
-            Event::DialFailed(peer) => {
+            Event::Accepted(conn) => self.spawn_handshake(conn, Origin::Accepted),
+            Event::Handshaken { conn, hello, origin } => self.register(conn, hello, origin),
+            Event::DialFailed(Origin::Discovered(peer)) => {
                 self.dialing.remove(&peer);
+            }
+            Event::DialFailed(Origin::Static(i)) => {
+                let wait = self.statics.failed(i, self.net.now());
+                debug!(
+                    target = self.statics.addr(i).unwrap_or("?"),
+                    ?wait,
+                    "static peer unreachable; retrying later"
+                );
+            }
+            Event::DialFailed(Origin::Accepted) => {}
+            Event::StaticIsSelf(i) => {
+                info!(
+                    target = self.statics.addr(i).unwrap_or("?"),
+                    "this static peer is this node itself; not dialling it again"
+                );
+                self.statics.forget(i);
+            }
+            Event::StaticConnected(i, node) => {
+                self.statics.connected(i, node);
+                if !self.peers.contains_key(&node) {
+                    // Gone meanwhile: due again after the shortest wait.
+                    self.statics.disconnected(node, self.net.now());
+                }
+            }
+            Event::Status(req) => {
+                let _ = req.reply.try_send(self.status());
             }
             Event::Frame { conn, peer, msg, bytes } => {
                 if self.peers.get(&peer).is_some_and(|p| p.id == conn) {
@@ -304,6 +398,7 @@ impl<N: Net> Node<N> {
             Event::Tick => self.on_tick(),
         }
         self.run_commands();
+        self.check_ignore_file();
     }
 
     fn on_announce(&mut self, from: SocketAddr, a: Announce) {
@@ -327,61 +422,84 @@ impl<N: Net> Node<N> {
         // One side dials: the smaller id. The other waits to be dialed.
         if self.me() < a.node && !self.peers.contains_key(&a.node) && !self.dialing.contains(&a.node) {
             self.dialing.insert(a.node);
-            self.dial(a.node, addr);
+            self.dial(Origin::Discovered(a.node), addr.to_string());
         }
     }
 
-    fn dial(&self, peer: NodeId, addr: SocketAddr) {
+    /// Dial `target` (`HOST:PORT`, resolved first) and shake hands. A
+    /// static target that resolves to the address of a peer connected
+    /// already (it dialled us first) is not dialled: a second connection
+    /// would only replace the first, interrupting its transfers.
+    fn dial(&self, origin: Origin, target: String) {
         let net = self.net.clone();
         let tx = self.events.clone();
         let me = self.me();
         let port = self.cfg.listen_port;
+        let connected: BTreeMap<SocketAddr, NodeId> = self.peers.iter().map(|(id, p)| (p.addr, *id)).collect();
         self.net.spawn(async move {
-            match net.connect(addr).await {
-                Ok(conn) => Self::handshake_task(net, conn, me, port, true, tx, Some(peer)).await,
+            let addrs = match net.resolve(&target).await {
+                Ok(a) if !a.is_empty() => a,
+                Ok(_) => Vec::new(),
+                Err(e) if matches!(origin, Origin::Static(_)) => {
+                    warn!(%target, error = %e, "cannot resolve static peer; retrying later");
+                    Vec::new()
+                }
                 Err(e) => {
-                    debug!(%peer, %addr, error = %e, "dial failed");
-                    let _ = tx.send(Event::DialFailed(peer)).await;
+                    debug!(%target, error = %e, "cannot resolve");
+                    Vec::new()
+                }
+            };
+            if let (Origin::Static(i), Some(node)) = (origin, addrs.iter().find_map(|a| connected.get(a))) {
+                let _ = tx.send(Event::StaticConnected(i, *node)).await;
+                return;
+            }
+            for addr in addrs {
+                match net.connect(addr).await {
+                    Ok(conn) => return Self::handshake_task(net, conn, me, port, tx, origin).await,
+                    Err(e) => debug!(%target, %addr, error = %e, "dial failed"),
                 }
             }
+            let _ = tx.send(Event::DialFailed(origin)).await;
         });
     }
 
-    fn spawn_handshake(&self, conn: Conn<N>, dialed: bool, peer: Option<NodeId>) {
+    fn spawn_handshake(&self, conn: Conn<N>, origin: Origin) {
         let net = self.net.clone();
         let tx = self.events.clone();
         let (me, port) = (self.me(), self.cfg.listen_port);
-        self.net.spawn(Self::handshake_task(net, conn, me, port, dialed, tx, peer));
+        self.net.spawn(Self::handshake_task(net, conn, me, port, tx, origin));
     }
 
-    async fn handshake_task(
-        net: N,
-        mut conn: Conn<N>,
-        me: NodeId,
-        port: u16,
-        dialed: bool,
-        tx: async_channel::Sender<Event<N>>,
-        peer: Option<NodeId>,
-    ) {
+    async fn handshake_task(net: N, mut conn: Conn<N>, me: NodeId, port: u16, tx: async_channel::Sender<Event<N>>, origin: Origin) {
         match handshake(&net, &mut conn, me, port).await {
             Ok(hello) => {
-                let _ = tx.send(Event::Handshaken { conn, hello, dialed }).await;
+                let _ = tx.send(Event::Handshaken { conn, hello, origin }).await;
                 return;
+            }
+            Err(conn::ConnError::Refused(r) | conn::ConnError::RefusedByPeer(r)) if r == conn::OWN_ID => {
+                if let Origin::Static(i) = origin {
+                    let _ = tx.send(Event::StaticIsSelf(i)).await;
+                    return;
+                }
+                debug!(addr = %conn.peer, "a connection to ourselves");
             }
             Err(e @ (conn::ConnError::Refused(_) | conn::ConnError::RefusedByPeer(_))) => {
                 warn!(addr = %conn.peer, error = %e, "connection refused");
             }
             Err(e) => debug!(addr = %conn.peer, error = %e, "handshake failed"),
         }
-        if let Some(p) = peer {
-            let _ = tx.send(Event::DialFailed(p)).await;
-        }
+        let _ = tx.send(Event::DialFailed(origin)).await;
     }
 
-    fn register(&mut self, conn: Conn<N>, hello: PeerHello, dialed: bool) {
+    fn register(&mut self, conn: Conn<N>, hello: PeerHello, origin: Origin) {
         let peer = hello.node;
         self.dialing.remove(&peer);
-        let dialer = if dialed { self.me() } else { peer };
+        if let Origin::Static(i) = origin {
+            // Its id is known only now: the rule below keeps one
+            // connection when both sides list each other.
+            self.statics.connected(i, peer);
+        }
+        let dialer = if matches!(origin, Origin::Accepted) { peer } else { self.me() };
         if let Some(existing) = self.peers.get(&peer) {
             if !keep_new(existing.dialer, dialer) {
                 debug!(%peer, "closing a duplicate connection");
@@ -394,8 +512,15 @@ impl<N: Net> Node<N> {
         let addr = SocketAddr::new(conn.peer.ip(), hello.listen_port);
         let (jobs, jobs_rx) = async_channel::unbounded();
         let (stop, stop_rx) = async_channel::bounded::<()>(1);
-        self.net
-            .spawn(conn::run_writer(self.net.clone(), conn.writer, jobs_rx, self.store.clone(), peer));
+        let traffic = Arc::new(Traffic::default());
+        self.net.spawn(conn::run_writer(
+            self.net.clone(),
+            conn.writer,
+            jobs_rx,
+            self.store.clone(),
+            peer,
+            traffic.clone(),
+        ));
         let tx = self.events.clone();
         let mut reader = conn.reader;
         let net = self.net.clone();
@@ -436,6 +561,7 @@ impl<N: Net> Node<N> {
                 dialer,
                 addr,
                 jobs,
+                traffic,
                 _stop: stop,
             },
         );
@@ -455,6 +581,7 @@ impl<N: Net> Node<N> {
                 }
             }
             self.engine.handle_disconnected(peer);
+            self.statics.disconnected(peer, self.net.now());
         }
     }
 
@@ -472,7 +599,12 @@ impl<N: Net> Node<N> {
                 }
             }
             Message::Chunk { data } => match self.incoming.get_mut(&peer) {
-                Some(inc) => inc.chunk(&data, bytes),
+                Some(inc) => {
+                    inc.chunk(&data, bytes);
+                    if let Some(p) = self.peers.get(&peer) {
+                        p.traffic.bytes_received.fetch_add(bytes as u64, Ordering::Relaxed);
+                    }
+                }
                 None => self.close(peer, "chunk outside a file".into()),
             },
             Message::FileEnd => match self.incoming.remove(&peer) {
@@ -655,6 +787,9 @@ impl<N: Net> Node<N> {
 
     fn queue(&self, peer: NodeId, job: Job) {
         if let Some(p) = self.peers.get(&peer) {
+            if let Job::Content { entry, .. } = &job {
+                p.traffic.queued(entry);
+            }
             // Unbounded: only fails when the writer has stopped, and then the
             // reader reports the closed connection.
             let _ = p.jobs.try_send(job);
@@ -813,13 +948,117 @@ impl<N: Net> Node<N> {
             self.last_save = now;
             self.save_index();
         }
+        self.dial_static_peers();
+        self.engine.share_digest();
+    }
+
+    /// Dial the static peers that are due.
+    fn dial_static_peers(&mut self) {
+        let connected = self.peers.keys().copied().collect();
+        for (i, target) in self.statics.due(self.net.now(), &connected) {
+            debug!(%target, "dialling static peer");
+            self.dial(Origin::Static(i), target);
+        }
     }
 
     fn save_index(&mut self) {
         if self.engine.take_dirty() {
             if let Err(e) = self.engine.index().save(&self.index_path) {
                 warn!(error = %e, "cannot save the index");
+                self.engine.note_error(format!("cannot save the index: {e}"));
             }
+        }
+    }
+
+    /// Read `.dirsyncignore` from disk and give the engine its rules.
+    fn load_ignore(&mut self) {
+        let (rules, errors) = IgnoreRules::load(&self.cfg.dir);
+        for e in errors {
+            warn!(error = %e, "ignore rules");
+        }
+        if rules.source().is_some() {
+            info!(patterns = rules.len(), "ignore rules loaded from {IGNORE_FILE}");
+        }
+        self.ignore_seen = Some(rules.source());
+        self.engine.set_ignore(rules);
+    }
+
+    fn ignore_file_hash(&self) -> Option<Hash> {
+        let path = RelPath::new(IGNORE_FILE).ok()?;
+        self.engine.index().live(&path).filter(|e| e.kind == Kind::File).map(|e| e.hash)
+    }
+
+    /// When the index holds another `.dirsyncignore` than the rules came
+    /// from (a local edit, or a peer's version applied), read it again, and
+    /// rescan everything: paths no longer ignored are found and announced.
+    fn check_ignore_file(&mut self) {
+        if self.ignore_seen == Some(self.ignore_file_hash()) {
+            return;
+        }
+        self.load_ignore();
+        self.rescan(LocalEvent::Changed(vec![None]));
+        self.run_commands();
+    }
+
+    /// Stop on a shutdown request: no more work is taken, incoming files
+    /// are abandoned (their temp files removed, nothing partial visible),
+    /// the index is saved and every connection closed.
+    fn shut_down(&mut self) {
+        let abandoned = self.incoming.len();
+        // Dropping an `Incoming` removes its temp file.
+        self.incoming.clear();
+        self.sweep_temp_files();
+        self.save_index();
+        let peers: Vec<NodeId> = self.peers.keys().copied().collect();
+        for p in peers {
+            self.drop_peer(p, "shutting down");
+        }
+        info!(abandoned_transfers = abandoned, "shut down");
+    }
+
+    /// What `dirsync status` shows.
+    fn status(&mut self) -> Status {
+        let pending = self.engine.pending_by_peer();
+        let peers = self
+            .engine
+            .peers()
+            .filter_map(|(id, synced)| {
+                let p = self.peers.get(&id)?;
+                let (receive_files, receive_bytes) = pending.get(&id).copied().unwrap_or_default();
+                // Less what already arrived of the file on its way.
+                let arrived = self.incoming.get(&id).filter(|i| i.wanted).map_or(0, |i| i.wire_bytes);
+                let receive_bytes = receive_bytes.saturating_sub(arrived);
+                let t = &p.traffic;
+                Some(PeerStatus {
+                    id,
+                    addr: p.addr.to_string(),
+                    synced,
+                    digest: self.engine.peer_digest(id),
+                    receive_files,
+                    receive_bytes,
+                    send_files: t.send_files.load(Ordering::Relaxed),
+                    send_bytes: t.send_bytes.load(Ordering::Relaxed),
+                    bytes_received: t.bytes_received.load(Ordering::Relaxed),
+                    bytes_sent: t.bytes_sent.load(Ordering::Relaxed),
+                })
+            })
+            .collect();
+        let (files, bytes) = self.engine.tree_size();
+        Status {
+            node: self.me(),
+            dir: self.cfg.dir.display().to_string(),
+            listen_port: self.cfg.listen_port,
+            files,
+            bytes,
+            digest: self.engine.tree_digest(),
+            peers,
+            unreachable: self
+                .statics
+                .unconnected(self.net.now(), &self.peers.keys().copied().collect())
+                .into_iter()
+                .map(|(addr, wait)| (addr, wait.as_secs()))
+                .collect(),
+            last_error: self.engine.last_error().map(str::to_string),
         }
     }
 }

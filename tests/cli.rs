@@ -53,10 +53,31 @@ fn version_and_help() {
         "--signature-dir",
         "--broadcast-addr",
         "--rescan-interval",
+        "--peer",
+        "--no-discovery",
+        "dirsync status",
+        ".dirsyncignore",
+        "SIGTERM",
         "Exit codes",
     ] {
         assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
     }
+    let out = run(&["status", "--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for word in ["Usage: dirsync status", "--json", "Exit codes", "3 no node runs"] {
+        assert!(help.contains(word), "{word} missing from status --help:\n{help}");
+    }
+}
+
+#[test]
+fn bad_peer_addresses() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().to_str().unwrap();
+    for bad in ["nohost", "host:", ":6000", "host:0", "host:70000", "host:port"] {
+        assert_clean_failure(&run(&[dir, "--peer", bad]), 2, &format!("--peer {bad}"));
+    }
+    assert_clean_failure(&run(&["status", dir, "--bogus"]), 2, "--bogus");
 }
 
 #[test]

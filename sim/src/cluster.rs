@@ -46,6 +46,14 @@ pub struct Options {
     pub tick: Duration,
     /// Let turmoil run the hosts in a random order at each step.
     pub random_order: bool,
+    /// Paths each node keeps to itself (its ignore rules): left out when
+    /// trees are compared.
+    pub local_only: fn(&str) -> bool,
+    /// Broadcast discovery on every node.
+    pub discovery: bool,
+    /// Give every node the list of every host (itself included) as static
+    /// peers, `n0:6000`, `n1:6000`...
+    pub static_peers: bool,
 }
 
 impl Options {
@@ -61,6 +69,9 @@ impl Options {
             fail_rate: 0.0,
             tick: Duration::from_millis(1),
             random_order: true,
+            local_only: |_| false,
+            discovery: true,
+            static_peers: false,
         }
     }
 }
@@ -302,6 +313,13 @@ impl Cluster {
                 announce_interval: opts.announce_interval,
                 rescan_interval: opts.rescan_interval,
                 counters: counters.clone(),
+                static_peers: if opts.static_peers {
+                    (0..opts.nodes).map(|i| format!("n{i}:{LISTEN_PORT}")).collect()
+                } else {
+                    Vec::new()
+                },
+                discovery: opts.discovery,
+                control: Default::default(),
             };
             let net = TurmoilNet::new(&host_name, panics.clone());
             let rx = local_rx.clone();
@@ -533,8 +551,16 @@ impl Cluster {
 
     /// The synced tree of `host`.
     pub fn tree(&mut self, host: usize) -> Tree {
+        self.read_tree(host).0
+    }
+
+    /// The synced tree of `host` (without its local-only paths) and the
+    /// temp files in it.
+    fn read_tree(&mut self, host: usize) -> (Tree, Vec<String>) {
         let root = self.hosts[host].root.clone();
-        self.reader.read(&root).0
+        let (mut tree, temps) = self.reader.read(&root);
+        tree.retain(|p, _| !(self.opts.local_only)(p));
+        (tree, temps)
     }
 
     /// `Ok` if every running host holds the same tree and no temp file.
@@ -543,8 +569,7 @@ impl Cluster {
         let mut why = String::new();
         let mut first: Option<(usize, Tree)> = None;
         for i in running {
-            let root = self.hosts[i].root.clone();
-            let (tree, temps) = self.reader.read(&root);
+            let (tree, temps) = self.read_tree(i);
             if !temps.is_empty() {
                 why += &format!("  {} shows temp files {temps:?}\n", self.hosts[i].name);
             }

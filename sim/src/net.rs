@@ -73,6 +73,14 @@ impl Net for TurmoilNet {
         TcpListener::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port)).await
     }
 
+    /// Host names resolve through turmoil's DNS (`n0:6000`).
+    async fn resolve(&self, target: &str) -> io::Result<Vec<SocketAddr>> {
+        let bad = || io::Error::new(io::ErrorKind::InvalidInput, format!("{target}: not HOST:PORT"));
+        let (host, port) = target.rsplit_once(':').ok_or_else(bad)?;
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        Ok(vec![SocketAddr::new(turmoil::lookup(host), port)])
+    }
+
     async fn accept(&self, listener: &TcpListener) -> io::Result<Conn<Self>> {
         let (stream, peer) = listener.accept().await?;
         Ok(split(stream, peer))

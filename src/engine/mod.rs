@@ -30,6 +30,7 @@ pub use types::{Action, Command, DirState, Observed, Scan};
 
 use crate::conflict::conflict_entry;
 use crate::delta::DELTA_MIN_SIZE;
+use crate::ignore_rules::IgnoreRules;
 use crate::index::{beats, same_version, wins_over, Index};
 use crate::version::Vector;
 use crate::wire::{Entry, Hash, Kind, Message, NodeId, RelPath, WantFile, MAX_ENTRIES};
@@ -62,6 +63,10 @@ struct Peer {
     /// Files and bytes received from this peer since it connected.
     files_received: u64,
     bytes_received: u64,
+    /// The tree digest the peer last told us.
+    digest: Option<Hash>,
+    /// The tree digest we last told the peer.
+    digest_sent: Option<Hash>,
 }
 
 /// Counters for logs, tests and benchmarks.
@@ -94,6 +99,12 @@ pub struct Engine {
     commands: Vec<Command>,
     dirty: bool,
     stats: Stats,
+    /// Paths this node keeps to itself (`.dirsyncignore`).
+    ignore: IgnoreRules,
+    /// The tree digest of the index, while the index has not changed.
+    digest: Option<Hash>,
+    /// The last failure, for `dirsync status`.
+    last_error: Option<String>,
 }
 
 impl Engine {
@@ -111,6 +122,9 @@ impl Engine {
             commands: Vec::new(),
             dirty: false,
             stats: Stats::default(),
+            ignore: IgnoreRules::default(),
+            digest: None,
+            last_error: None,
         }
     }
 
@@ -170,6 +184,124 @@ impl Engine {
         self.needs.len()
     }
 
+    /// What is still to receive, per peer: files and bytes. A path counts
+    /// for the peer it is asked of, or else the first connected source.
+    pub fn pending_by_peer(&self) -> BTreeMap<NodeId, (u64, u64)> {
+        let mut out: BTreeMap<NodeId, (u64, u64)> = BTreeMap::new();
+        for (path, need) in &self.needs {
+            let peer = self
+                .inflight
+                .get(path)
+                .map(|i| i.peer)
+                .or_else(|| need.sources.iter().copied().find(|p| self.peers.contains_key(p)));
+            if let Some(peer) = peer {
+                let slot = out.entry(peer).or_default();
+                slot.0 += 1;
+                slot.1 += need.entry.size;
+            }
+        }
+        out
+    }
+
+    /// Use `rules` from now on. Paths they ignore are neither announced,
+    /// nor changed for a peer, nor served; what the index holds of them
+    /// stays as it is.
+    pub fn set_ignore(&mut self, rules: IgnoreRules) {
+        self.ignore = rules;
+        self.digest = None;
+    }
+
+    pub fn ignore_rules(&self) -> &IgnoreRules {
+        &self.ignore
+    }
+
+    fn ignored(&self, path: &RelPath, kind: Kind) -> bool {
+        self.ignore.is_ignored(path, kind == Kind::Dir)
+    }
+
+    /// The index changed: persist it, and its digest is stale.
+    fn touched(&mut self) {
+        self.dirty = true;
+        self.digest = None;
+    }
+
+    /// One blake3 hash over the synchronized tree, equal on two nodes
+    /// exactly when they hold the same tree: for every path in the index
+    /// (sorted, ignored paths left out), a folder by its path, a file by
+    /// its path, size, mtime and content hash, and a deletion by its path
+    /// alone. Version ranks, folder times and tombstone times are left
+    /// out: they say when a node saw something, not what it holds.
+    pub fn tree_digest(&mut self) -> Hash {
+        if let Some(d) = self.digest {
+            return d;
+        }
+        let mut h = blake3::Hasher::new();
+        for e in self.index.iter().filter(|e| !self.ignored(&e.path, e.kind)) {
+            h.update(e.path.as_str().as_bytes());
+            h.update(&[0]);
+            match (e.deleted, e.kind) {
+                (true, _) => {
+                    h.update(b"x");
+                }
+                (false, Kind::Dir) => {
+                    h.update(b"d");
+                }
+                (false, Kind::File) => {
+                    h.update(b"f");
+                    h.update(&e.size.to_be_bytes());
+                    h.update(&e.mtime.to_be_bytes());
+                    h.update(&e.hash.0);
+                }
+            }
+        }
+        let d = Hash::from(h.finalize());
+        self.digest = Some(d);
+        d
+    }
+
+    /// Tell every peer our tree digest if it changed since we last told
+    /// it. The node calls this at a steady pace (once a second), which is
+    /// the rate limit.
+    pub fn share_digest(&mut self) {
+        let digest = self.tree_digest();
+        let stale: Vec<NodeId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.digest_sent != Some(digest))
+            .map(|(id, _)| *id)
+            .collect();
+        for peer in stale {
+            if let Some(p) = self.peers.get_mut(&peer) {
+                p.digest_sent = Some(digest);
+            }
+            self.send(peer, Message::TreeDigest { digest });
+        }
+    }
+
+    /// Live files in the synchronized tree (ignored paths left out) and
+    /// their total size.
+    pub fn tree_size(&self) -> (u64, u64) {
+        self.index
+            .iter()
+            .filter(|e| !e.deleted && e.kind == Kind::File && !self.ignored(&e.path, e.kind))
+            .fold((0, 0), |(n, b), e| (n + 1, b + e.size))
+    }
+
+    /// The tree digest `peer` last told us.
+    pub fn peer_digest(&self, peer: NodeId) -> Option<Hash> {
+        self.peers.get(&peer).and_then(|p| p.digest)
+    }
+
+    /// The last failure seen (for `dirsync status`).
+    pub fn last_error(&self) -> Option<&str> {
+        self.last_error.as_deref()
+    }
+
+    /// Record a failure the node met outside the engine.
+    pub fn note_error(&mut self, what: String) {
+        self.last_error = Some(what);
+    }
+
     // ----- local changes -------------------------------------------------
 
     /// What the disk holds under each of `roots` (`None`: the whole tree)
@@ -213,7 +345,11 @@ impl Engine {
             self.commands.push(Command::Resume);
         }
         let unknown = std::mem::take(&mut self.unknown_history) && roots.iter().any(Option::is_none);
-        let found: BTreeMap<RelPath, Observed> = found.into_iter().map(|o| (o.path.clone(), o)).collect();
+        let found: BTreeMap<RelPath, Observed> = found
+            .into_iter()
+            .filter(|o| !self.ignored(&o.path, o.kind))
+            .map(|o| (o.path.clone(), o))
+            .collect();
         let mut changes = Vec::new();
         for o in found.values() {
             let old = self.index.get(&o.path);
@@ -234,7 +370,7 @@ impl Engine {
         for root in &roots {
             for e in self.index.under(root.as_ref()) {
                 let unknown = failed.iter().any(|f| e.path.is_within(f));
-                if !e.deleted && !found.contains_key(&e.path) && !unknown {
+                if !e.deleted && !found.contains_key(&e.path) && !unknown && !self.ignored(&e.path, e.kind) {
                     gone.push(e.clone());
                 }
             }
@@ -253,7 +389,7 @@ impl Engine {
             self.settle(e);
         }
         self.stats.local_changes += changes.len() as u64;
-        self.dirty = true;
+        self.touched();
         self.broadcast(changes, None);
         self.check_all_synced();
     }
@@ -268,7 +404,7 @@ impl Engine {
             return;
         }
         self.peers.insert(peer, Peer::default());
-        let entries: Vec<Entry> = self.index.iter().cloned().collect();
+        let entries: Vec<Entry> = self.index.iter().filter(|e| !self.ignored(&e.path, e.kind)).cloned().collect();
         let mut chunks = entries.chunks(MAX_ENTRIES).peekable();
         if chunks.peek().is_none() {
             self.send(
@@ -360,6 +496,11 @@ impl Engine {
                     self.schedule();
                 }
             }
+            Message::TreeDigest { digest } => {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.digest = Some(digest);
+                }
+            }
             Message::Ping => {}
             other => {
                 self.commands.push(Command::Close {
@@ -442,6 +583,7 @@ impl Engine {
             Err(reason) => {
                 self.stats.failed += 1;
                 warn!(path = %entry.path, %peer, %reason, "receiving failed");
+                self.last_error = Some(format!("receiving {} from {peer}: {reason}", entry.path));
                 // A failure of an older version leaves a newer need alone.
                 if let Some(n) = self.needs.get_mut(&entry.path).filter(|n| same_version(&n.entry, &entry)) {
                     if was_delta && !n.whole {
@@ -491,6 +633,7 @@ impl Engine {
             Err(reason) => {
                 self.stats.failed += 1;
                 warn!(path = %action.entry().path, %peer, %reason, "could not apply change");
+                self.last_error = Some(format!("{} {}: {reason}", action.name(), action.entry().path));
                 self.needs.remove(&action.entry().path);
             }
         }
@@ -523,7 +666,7 @@ impl Engine {
     fn record(&mut self, entry: Entry, except: Option<NodeId>) {
         self.settle(&entry);
         self.index.insert(entry.clone());
-        self.dirty = true;
+        self.touched();
         self.broadcast(vec![entry], except);
     }
 
@@ -583,9 +726,10 @@ impl Engine {
         // Deletions in this batch that will remove a live local file: their
         // content can serve a rename instead of a transfer.
         let mut moving_away: BTreeMap<Hash, Vec<(Entry, Entry)>> = BTreeMap::new();
-        for e in entries.iter().filter(|e| e.deleted) {
+        for e in entries.iter().filter(|e| e.deleted && !self.ignored(&e.path, e.kind)) {
             if let Some(local) = self.index.live(&e.path) {
-                if local.kind == Kind::File && beats(e, local) && resurrection(e, local).is_none() {
+                if local.kind == Kind::File && beats(e, local) && resurrection(e, local).is_none() && !self.ignored(&local.path, local.kind)
+                {
                     moving_away.entry(local.hash).or_default().push((local.clone(), e.clone()));
                 }
             }
@@ -593,6 +737,11 @@ impl Engine {
         let mut renamed = BTreeSet::new();
         for e in entries {
             let local = self.index.get(&e.path).cloned();
+            if self.ignored(&e.path, e.kind) || local.as_ref().is_some_and(|l| self.ignored(&l.path, l.kind)) {
+                // Kept to ourselves: a peer's version neither replaces nor
+                // deletes it (whether the rule names its kind or ours).
+                continue;
+            }
             if let Some(l) = &local {
                 if let Some(m) = resurrection(&e, l) {
                     // An edit against a delete that did not see it: the edit
@@ -661,7 +810,7 @@ impl Engine {
                         // Nothing on disk: just remember the deletion.
                         self.settle(&e);
                         self.index.insert(e);
-                        self.dirty = true;
+                        self.touched();
                     }
                 }
                 continue;
@@ -671,7 +820,7 @@ impl Engine {
                     Some(l) if l.kind == Kind::Dir => {
                         self.settle(&e);
                         self.index.insert(e);
-                        self.dirty = true;
+                        self.touched();
                     }
                     _ => self.act(peer, Action::MakeDir { entry: e }),
                 }
@@ -786,7 +935,7 @@ impl Engine {
     /// Answer a peer's want: send the content if we still hold that version.
     fn serve(&mut self, peer: NodeId, path: &RelPath, hash: Hash, base: Option<(Hash, Vec<u8>)>) {
         match self.index.live(path) {
-            Some(e) if e.kind == Kind::File && e.hash == hash => {
+            Some(e) if e.kind == Kind::File && e.hash == hash && !self.ignored(path, Kind::File) => {
                 let entry = e.clone();
                 self.commands.push(Command::SendContent { peer, entry, base });
             }

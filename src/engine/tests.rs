@@ -921,3 +921,4 @@ fn refused_content_of_the_asked_file_asks_another_source() {
     assert_eq!(e.take_commands(), vec![]);
     assert_eq!(e.pending(), 1);
 }
+mod ignore;

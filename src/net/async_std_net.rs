@@ -49,6 +49,11 @@ impl Net for AsyncStdNet {
         Ok(split(stream, addr))
     }
 
+    async fn resolve(&self, target: &str) -> io::Result<Vec<SocketAddr>> {
+        use async_std::net::ToSocketAddrs;
+        Ok(target.to_socket_addrs().await?.collect())
+    }
+
     async fn bind_udp(&self, port: u16) -> io::Result<UdpSocket> {
         let sock = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
         sock.set_reuse_address(true)?;

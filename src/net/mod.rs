@@ -33,6 +33,16 @@ pub trait Net: Clone + Send + Sync + 'static {
     fn accept(&self, listener: &Self::Listener) -> impl Future<Output = io::Result<Conn<Self>>> + Send;
     fn connect(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Conn<Self>>> + Send;
 
+    /// The addresses `target` (`HOST:PORT`) stands for. This default takes
+    /// literal addresses only; the production runtime resolves names.
+    fn resolve(&self, target: &str) -> impl Future<Output = io::Result<Vec<SocketAddr>>> + Send {
+        let r = target
+            .parse::<SocketAddr>()
+            .map(|a| vec![a])
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{target}: {e}")));
+        async move { r }
+    }
+
     /// Bind `port` for broadcast discovery, shared with other processes on
     /// the same host (SO_REUSEADDR/SO_REUSEPORT).
     fn bind_udp(&self, port: u16) -> impl Future<Output = io::Result<Self::Udp>> + Send;

@@ -222,6 +222,10 @@ pub enum Message {
     /// Keep-alive, sent when nothing else was sent for a while; a
     /// connection that carries nothing for longer is dead.
     Ping,
+    /// The sender's tree digest (see `Engine::tree_digest`), sent after
+    /// connecting and whenever it changed, at most once a second, so
+    /// `dirsync status` can show whether two nodes hold the same tree.
+    TreeDigest { digest: Hash },
 }
 
 impl Message {
@@ -238,6 +242,7 @@ impl Message {
             Message::FileEnd => "file_end",
             Message::Unavailable { .. } => "unavailable",
             Message::Ping => "ping",
+            Message::TreeDigest { .. } => "tree_digest",
         }
     }
 

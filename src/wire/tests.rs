@@ -107,6 +107,12 @@ pub(crate) fn examples() -> Vec<(&'static str, Message)> {
         ("file_end", Message::FileEnd),
         ("unavailable", Message::Unavailable { path: e.path }),
         ("ping", Message::Ping),
+        (
+            "tree_digest",
+            Message::TreeDigest {
+                digest: Hash::of(b"the whole tree"),
+            },
+        ),
     ]
 }
 

@@ -55,6 +55,51 @@ impl Proc {
         }
     }
 
+    /// Start with `args` instead of the loopback broadcast flags.
+    pub fn start_args(dir: &Path, listen_port: u16, args: &[String], log: &Path) -> Proc {
+        let err = fs::File::options().create(true).append(true).open(log).unwrap();
+        let child = Command::new(BIN)
+            .arg(dir)
+            .args(["-l", &listen_port.to_string()])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .unwrap();
+        Proc {
+            child,
+            dir: dir.to_path_buf(),
+            log: log.to_path_buf(),
+            listen_port,
+        }
+    }
+
+    /// Send `signal` (e.g. "TERM") to the process.
+    pub fn signal(&self, signal: &str) {
+        let ok = Command::new("kill")
+            .args([format!("-{signal}"), self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{signal} failed");
+    }
+
+    /// Wait up to `timeout` for the process to exit; its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let mut code = None;
+        let (done, _) = wait_until(timeout, || match self.child.try_wait() {
+            Ok(Some(s)) => {
+                code = s.code();
+                true
+            }
+            _ => false,
+        });
+        assert!(done, "the process did not exit within {timeout:?}:\n{}", self.log_text());
+        code
+    }
+
     pub fn log_text(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
     }

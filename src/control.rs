@@ -1,0 +1,371 @@
+//! The node's local control: what a running node tells `dirsync status`
+//! (and the progress display), and the Unix socket it listens on in the
+//! state directory.
+//!
+//! Owns: the `Status` report, the request channel into the node loop, the
+//! control socket (owner-only: the state directory is 0700, the socket
+//! 0600) and its client. The socket is production IO on std threads, kept
+//! out of the `Net` trait: the node only sees `StatusRequest`s on a
+//! channel, so the same node code runs in the simulation without it. Must
+//! not: change anything in the node (the control socket is read-only).
+
+use crate::wire::{Hash, NodeId};
+use serde::{Deserialize, Serialize};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tracing::{debug, warn};
+
+/// The control socket's name in the state directory.
+pub const SOCKET_NAME: &str = "control.sock";
+/// How long a client waits for the node's answer.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Inputs the node takes from its host process, besides local changes.
+/// Both are optional: the simulation runs without them.
+#[derive(Debug, Clone, Default)]
+pub struct Control {
+    /// A message here asks the node to shut down cleanly.
+    pub shutdown: Option<async_channel::Receiver<()>>,
+    /// Requests for the node's status.
+    pub status: Option<async_channel::Receiver<StatusRequest>>,
+}
+
+/// A request for the node's status; the answer goes to `reply`.
+#[derive(Debug)]
+pub struct StatusRequest {
+    pub reply: async_channel::Sender<Status>,
+}
+
+impl StatusRequest {
+    /// A request, and where its answer arrives.
+    pub fn new() -> (StatusRequest, async_channel::Receiver<Status>) {
+        let (reply, rx) = async_channel::bounded(1);
+        (StatusRequest { reply }, rx)
+    }
+}
+
+/// What a running node reports about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub node: NodeId,
+    pub dir: String,
+    pub listen_port: u16,
+    /// Live files in the index and their total size.
+    pub files: u64,
+    pub bytes: u64,
+    /// This node's tree digest (see `Engine::tree_digest`).
+    pub digest: Hash,
+    pub peers: Vec<PeerStatus>,
+    /// Static peers (`--peer`) not connected now, with the seconds until
+    /// the next attempt.
+    #[serde(default)]
+    pub unreachable: Vec<(String, u64)>,
+    /// The last failure, if any.
+    pub last_error: Option<String>,
+}
+
+/// One connected peer, as the node sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerStatus {
+    pub id: NodeId,
+    pub addr: String,
+    /// The initial sync with this peer is complete.
+    pub synced: bool,
+    /// The tree digest the peer last told us.
+    pub digest: Option<Hash>,
+    /// Files and bytes still to receive from it, and to send to it.
+    pub receive_files: u64,
+    pub receive_bytes: u64,
+    pub send_files: u64,
+    pub send_bytes: u64,
+    /// Content bytes (on the wire) received from and sent to it so far.
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+}
+
+impl Status {
+    pub fn pending_files(&self) -> u64 {
+        self.peers.iter().map(|p| p.receive_files + p.send_files).sum()
+    }
+
+    /// The report `dirsync status` prints.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        out += &format!("node     {}  {}  (TCP port {})\n", self.node, self.dir, self.listen_port);
+        out += &format!("tree     {}  {}, {}\n", self.digest, files(self.files), human_bytes(self.bytes));
+        if self.peers.is_empty() {
+            out += "peers    none connected\n";
+        } else {
+            out += &format!("peers    {}\n", self.peers.len());
+        }
+        for p in &self.peers {
+            let state = if p.synced { "synchronized" } else { "syncing" };
+            let tree = match p.digest {
+                Some(d) if d == self.digest => format!("tree {}  in sync", d.short()),
+                Some(d) => format!("tree {}  differs", d.short()),
+                None => "tree unknown".to_string(),
+            };
+            out += &format!("  {}  {:<21}  {:<12}  {}\n", p.id, p.addr, state, tree);
+        }
+        for (addr, wait) in &self.unreachable {
+            out += &format!("  {:<16}  {addr:<21}  not connected, next try in {wait} s\n", "(--peer)");
+        }
+        let (rf, rb) = self
+            .peers
+            .iter()
+            .fold((0, 0), |(f, b), p| (f + p.receive_files, b + p.receive_bytes));
+        let (sf, sb) = self.peers.iter().fold((0, 0), |(f, b), p| (f + p.send_files, b + p.send_bytes));
+        out += &format!(
+            "pending  receiving {} ({}), sending {} ({})\n",
+            files(rf),
+            human_bytes(rb),
+            files(sf),
+            human_bytes(sb)
+        );
+        out += &format!("error    {}\n", self.last_error.as_deref().unwrap_or("none"));
+        out
+    }
+}
+
+/// `1 file`, `2 files`.
+fn files(n: u64) -> String {
+    if n == 1 {
+        "1 file".into()
+    } else {
+        format!("{n} files")
+    }
+}
+
+/// `1536` → `1.5 KiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("no dirsync node is running for this directory (no control socket at {0})")]
+    NotRunning(String),
+    #[error("another dirsync node already runs on this state directory (its control socket {0} answers)")]
+    AlreadyRunning(String),
+    #[error("control socket {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("the node did not answer within {0:?} (busy, e.g. hashing a large tree at start? try again)")]
+    NoAnswer(Duration),
+    #[error("the node sent an answer that does not parse: {0}")]
+    BadAnswer(String),
+}
+
+/// The control socket's path for a state directory.
+pub fn socket_path(state_dir: &Path) -> PathBuf {
+    state_dir.join(SOCKET_NAME)
+}
+
+/// Make the state directory owner-only (0700).
+pub fn restrict_state_dir(state_dir: &Path) -> std::io::Result<()> {
+    std::fs::set_permissions(state_dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// The control socket, listening; removed from disk when dropped.
+pub struct ControlSocket {
+    path: PathBuf,
+}
+
+impl Drop for ControlSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Listen on the control socket in `state_dir` and answer every client
+/// with the node's status, asked over `requests`. A socket file left by a
+/// node that is gone is replaced; one that answers means another node runs.
+pub fn serve(state_dir: &Path, requests: async_channel::Sender<StatusRequest>) -> Result<ControlSocket, ControlError> {
+    let path = socket_path(state_dir);
+    let shown = path.display().to_string();
+    let err = |source| ControlError::Io {
+        path: shown.clone(),
+        source,
+    };
+    if path.exists() {
+        if UnixStream::connect(&path).is_ok() {
+            return Err(ControlError::AlreadyRunning(shown));
+        }
+        std::fs::remove_file(&path).map_err(err)?;
+    }
+    let listener = UnixListener::bind(&path).map_err(err)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+    std::thread::Builder::new()
+        .name("control".into())
+        .spawn(move || {
+            for stream in listener.incoming() {
+                match stream {
+                    Ok(s) => {
+                        if let Err(e) = answer(s, &requests) {
+                            debug!(error = %e, "control client");
+                        }
+                        if requests.is_closed() {
+                            return;
+                        }
+                    }
+                    Err(e) => warn!(error = %e, "control socket accept failed"),
+                }
+            }
+        })
+        .map_err(err)?;
+    Ok(ControlSocket { path })
+}
+
+fn answer(mut s: UnixStream, requests: &async_channel::Sender<StatusRequest>) -> std::io::Result<()> {
+    s.set_read_timeout(Some(CLIENT_TIMEOUT))?;
+    s.set_write_timeout(Some(CLIENT_TIMEOUT))?;
+    // One request line; only "status" is spoken.
+    let mut line = String::new();
+    BufReader::new(std::io::Read::take(&s, 256)).read_line(&mut line)?;
+    if line.trim() != "status" {
+        return s.write_all(b"{\"error\":\"unknown request\"}\n");
+    }
+    let (req, reply) = StatusRequest::new();
+    if requests.send_blocking(req).is_err() {
+        return Ok(());
+    }
+    let Ok(status) = reply.recv_blocking() else { return Ok(()) };
+    let mut json = serde_json::to_vec(&status).map_err(std::io::Error::other)?;
+    json.push(b'\n');
+    s.write_all(&json)
+}
+
+/// Ask the node running on `state_dir` for its status.
+pub fn query(state_dir: &Path) -> Result<Status, ControlError> {
+    query_within(state_dir, CLIENT_TIMEOUT)
+}
+
+/// `query`, waiting at most `timeout` for the answer.
+pub fn query_within(state_dir: &Path, timeout: Duration) -> Result<Status, ControlError> {
+    let path = socket_path(state_dir);
+    let shown = path.display().to_string();
+    let mut s = match UnixStream::connect(&path) {
+        Ok(s) => s,
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) => {
+            return Err(ControlError::NotRunning(shown))
+        }
+        Err(source) => return Err(ControlError::Io { path: shown, source }),
+    };
+    let io = |source| ControlError::Io {
+        path: shown.clone(),
+        source,
+    };
+    s.set_read_timeout(Some(timeout)).map_err(io)?;
+    s.write_all(b"status\n").map_err(io)?;
+    let mut line = String::new();
+    match BufReader::new(&s).read_line(&mut line) {
+        Ok(_) => {}
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+            return Err(ControlError::NoAnswer(timeout))
+        }
+        Err(e) => return Err(io(e)),
+    }
+    serde_json::from_str(&line).map_err(|e| ControlError::BadAnswer(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status() -> Status {
+        Status {
+            node: NodeId(0x1a2b),
+            dir: "/srv/shared".into(),
+            listen_port: 6000,
+            files: 3,
+            bytes: 1536,
+            digest: Hash::of(b"tree"),
+            peers: vec![
+                PeerStatus {
+                    id: NodeId(0x3c4d),
+                    addr: "10.0.0.2:6000".into(),
+                    synced: true,
+                    digest: Some(Hash::of(b"tree")),
+                    receive_files: 0,
+                    receive_bytes: 0,
+                    send_files: 0,
+                    send_bytes: 0,
+                    bytes_received: 10,
+                    bytes_sent: 0,
+                },
+                PeerStatus {
+                    id: NodeId(0x5e6f),
+                    addr: "10.0.0.3:6000".into(),
+                    synced: false,
+                    digest: None,
+                    receive_files: 2,
+                    receive_bytes: 2 * 1024 * 1024,
+                    send_files: 1,
+                    send_bytes: 10,
+                    bytes_received: 0,
+                    bytes_sent: 0,
+                },
+            ],
+            unreachable: vec![("nas.lan:6000".into(), 4)],
+            last_error: None,
+        }
+    }
+
+    #[test]
+    fn render_marks_peers_in_sync() {
+        let text = status().render();
+        assert!(text.contains("0000000000003c4d  10.0.0.2:6000"), "{text}");
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[3].ends_with("in sync"), "{text}");
+        assert!(lines[4].contains("syncing") && lines[4].ends_with("tree unknown"), "{text}");
+        assert!(lines[5].contains("nas.lan:6000") && lines[5].ends_with("next try in 4 s"), "{text}");
+        assert!(text.contains("receiving 2 files (2.0 MiB), sending 1 file (10 B)"), "{text}");
+        assert!(text.contains(&Hash::of(b"tree").to_string()), "{text}");
+    }
+
+    #[test]
+    fn socket_round_trip_and_no_node() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(matches!(query(d.path()), Err(ControlError::NotRunning(_))));
+        let (tx, rx) = async_channel::unbounded::<StatusRequest>();
+        let sock = serve(d.path(), tx).unwrap();
+        let mode = std::fs::metadata(socket_path(d.path())).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let node = std::thread::spawn(move || {
+            let req = rx.recv_blocking().unwrap();
+            req.reply.send_blocking(status()).unwrap();
+            rx
+        });
+        assert_eq!(query(d.path()).unwrap(), status());
+        let _node_still_runs = node.join().unwrap();
+        // A second node on the same state directory is refused.
+        let (tx2, _rx2) = async_channel::unbounded();
+        assert!(matches!(serve(d.path(), tx2), Err(ControlError::AlreadyRunning(_))));
+        drop(sock);
+        assert!(!socket_path(d.path()).exists());
+    }
+
+    #[test]
+    fn a_busy_node_is_reported_as_such() {
+        let d = tempfile::tempdir().unwrap();
+        let (tx, rx) = async_channel::unbounded::<StatusRequest>();
+        let _sock = serve(d.path(), tx).unwrap();
+        // The node holds the request and never answers.
+        let e = query_within(d.path(), Duration::from_millis(100)).unwrap_err();
+        assert!(matches!(e, ControlError::NoAnswer(_)), "{e}");
+        drop(rx);
+    }
+}

@@ -1,0 +1,158 @@
+//! Ignore rules: `.dirsyncignore` at the root of DIR, in gitignore syntax
+//! (the `ignore` crate's gitignore matcher), deciding which paths this node
+//! keeps to itself.
+//!
+//! Owns: parsing the file and answering "is this path ignored?". Must not:
+//! read the disk on its own accord or decide what to do with an ignored
+//! path (the engine filters, the node re-reads the file when its entry in
+//! the index changes).
+//!
+//! Built in, whatever the file says: dirsync's own state folder and temp
+//! files are never synced (`RelPath` refuses their names), and the ignore
+//! file itself always syncs, so every node ends with the same rules.
+
+use crate::wire::{Hash, RelPath};
+use ignore::gitignore::{Gitignore, GitignoreBuilder};
+use std::path::Path;
+
+/// The ignore file's name, at the root of DIR.
+pub const IGNORE_FILE: &str = ".dirsyncignore";
+
+/// A parsed `.dirsyncignore` (empty: nothing ignored).
+#[derive(Clone, Default)]
+pub struct IgnoreRules {
+    matcher: Option<Gitignore>,
+    /// Content hash of the text these rules came from (`None`: no file).
+    source: Option<Hash>,
+}
+
+impl std::fmt::Debug for IgnoreRules {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IgnoreRules")
+            .field("patterns", &self.matcher.as_ref().map_or(0, Gitignore::num_ignores))
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+impl IgnoreRules {
+    /// Rules from the text of an ignore file. Lines that are not valid
+    /// patterns are left out and returned, each with the reason.
+    pub fn parse(text: &str) -> (IgnoreRules, Vec<String>) {
+        let mut b = GitignoreBuilder::new("");
+        let mut errors = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            if let Err(e) = b.add_line(None, line) {
+                errors.push(format!("{IGNORE_FILE} line {}: {e}", n + 1));
+            }
+        }
+        let matcher = match b.build() {
+            Ok(m) if m.num_ignores() + m.num_whitelists() > 0 => Some(m),
+            Ok(_) => None,
+            Err(e) => {
+                errors.push(format!("{IGNORE_FILE}: {e}"));
+                None
+            }
+        };
+        let rules = IgnoreRules {
+            matcher,
+            source: Some(Hash::of(text.as_bytes())),
+        };
+        (rules, errors)
+    }
+
+    /// Read `root/.dirsyncignore` (missing or unreadable: no rules, and the
+    /// reason for an unreadable one).
+    pub fn load(root: &Path) -> (IgnoreRules, Vec<String>) {
+        match std::fs::read(root.join(IGNORE_FILE)) {
+            Ok(bytes) => {
+                let (mut rules, errors) = Self::parse(&String::from_utf8_lossy(&bytes));
+                rules.source = Some(Hash::of(&bytes));
+                (rules, errors)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (IgnoreRules::default(), Vec::new()),
+            Err(e) => (IgnoreRules::default(), vec![format!("{IGNORE_FILE}: {e}")]),
+        }
+    }
+
+    /// How many patterns (ignores and `!` exceptions) the rules hold.
+    pub fn len(&self) -> usize {
+        self.matcher
+            .as_ref()
+            .map_or(0, |m| m.num_ignores() as usize + m.num_whitelists() as usize)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The content hash of the file these rules came from.
+    pub fn source(&self) -> Option<Hash> {
+        self.source
+    }
+
+    /// True if `path` (a folder when `is_dir`), or a folder above it, is
+    /// ignored. The ignore file itself never is.
+    pub fn is_ignored(&self, path: &RelPath, is_dir: bool) -> bool {
+        let Some(m) = &self.matcher else { return false };
+        if path.as_str() == IGNORE_FILE {
+            return false;
+        }
+        m.matched_path_or_any_parents(Path::new(path.as_str()), is_dir).is_ignore()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> RelPath {
+        RelPath::new(s).unwrap()
+    }
+
+    #[test]
+    fn gitignore_syntax() {
+        let (r, errors) = IgnoreRules::parse("# comment\n*.log\nbuild/\n/top.txt\n!keep.log\ncache/**/*.bin\n");
+        assert!(errors.is_empty(), "{errors:?}");
+        assert!(r.is_ignored(&p("a.log"), false));
+        assert!(r.is_ignored(&p("deep/er/a.log"), false));
+        assert!(!r.is_ignored(&p("keep.log"), false));
+        assert!(r.is_ignored(&p("build"), true));
+        assert!(!r.is_ignored(&p("build"), false), "build/ matches folders only");
+        assert!(r.is_ignored(&p("build/out/x.o"), false), "everything below an ignored folder");
+        assert!(r.is_ignored(&p("src/build/x.o"), false));
+        assert!(r.is_ignored(&p("top.txt"), false));
+        assert!(!r.is_ignored(&p("sub/top.txt"), false), "a leading / anchors at the root");
+        assert!(r.is_ignored(&p("cache/a/b/c.bin"), false));
+        assert!(!r.is_ignored(&p("cache/a/b/c.txt"), false));
+        assert!(!r.is_ignored(&p("readme.md"), false));
+    }
+
+    #[test]
+    fn the_ignore_file_itself_always_syncs() {
+        let (r, _) = IgnoreRules::parse(".*\n*\n");
+        assert!(r.is_ignored(&p(".hidden"), false));
+        assert!(!r.is_ignored(&p(IGNORE_FILE), false));
+    }
+
+    #[test]
+    fn no_file_ignores_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let (r, errors) = IgnoreRules::load(d.path());
+        assert!(errors.is_empty());
+        assert_eq!(r.source(), None);
+        assert!(!r.is_ignored(&p("a.log"), false));
+        std::fs::write(d.path().join(IGNORE_FILE), "*.log\n").unwrap();
+        let (r, _) = IgnoreRules::load(d.path());
+        assert_eq!(r.source(), Some(Hash::of(b"*.log\n")));
+        assert!(r.is_ignored(&p("a.log"), false));
+    }
+
+    #[test]
+    fn bad_patterns_are_reported_and_skipped() {
+        let (r, errors) = IgnoreRules::parse("*.log\n[z-a\n");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].contains("line 2"), "{errors:?}");
+        assert!(r.is_ignored(&p("x.log"), false));
+    }
+}
