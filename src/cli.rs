@@ -3,6 +3,7 @@
 //! Owns: what each flag means and every check on user input, so a mistake
 //! gives one clear line instead of a panic. Must not: start anything.
 
+use crate::key::{ClusterKey, KeyError, KEY_FILE_ENV};
 use crate::node::{Config, Counters};
 use crate::wire::{NodeId, STATE_DIR_NAME};
 use argh::FromArgs;
@@ -47,6 +48,10 @@ pub struct Args {
     #[argh(option, default = "60")]
     pub rescan_interval: u64,
 
+    /// cluster key file (64 hex digits, from `dirsync keygen FILE`): authenticate and encrypt every connection; only nodes with the same key sync (default: $DIRSYNC_KEY_FILE, else none)
+    #[argh(option)]
+    pub key_file: Option<PathBuf>,
+
     /// print the version and exit
     #[argh(switch)]
     pub version: bool,
@@ -68,6 +73,8 @@ pub enum CliError {
     StateInsideDir(String),
     #[error("--rescan-interval must be at least 1 second")]
     ZeroRescan,
+    #[error(transparent)]
+    Key(#[from] KeyError),
 }
 
 impl Args {
@@ -109,6 +116,13 @@ impl Args {
                 canon
             }
         };
+        let key_file = self
+            .key_file
+            .or_else(|| std::env::var_os(KEY_FILE_ENV).filter(|v| !v.is_empty()).map(PathBuf::from));
+        let key = key_file.as_deref().map(ClusterKey::load).transpose()?;
+        if let Some(f) = key_file.as_deref().filter(|f| ClusterKey::file_is_shared(f)) {
+            tracing::warn!(file = %f.display(), "the key file is readable by other users; chmod 600 it");
+        }
         Ok(Config {
             dir,
             state_dir,
@@ -118,6 +132,7 @@ impl Args {
             node_id: random_node_id(),
             announce_interval: Duration::from_secs(2),
             rescan_interval: Duration::from_secs(self.rescan_interval),
+            key,
             counters: Arc::new(Counters::default()),
         })
     }
@@ -136,3 +151,26 @@ fn random_node_id() -> NodeId {
     h.write_u32(std::process::id());
     NodeId(h.finish())
 }
+
+/// `dirsync keygen FILE`: write a new random cluster key to FILE.
+#[derive(FromArgs, Debug)]
+#[argh(
+    example = "Make a key, copy it to every host (scp, a USB stick), start each node with it:\n  $ dirsync keygen ~/.dirsync.key\n  $ dirsync ~/shared --key-file ~/.dirsync.key",
+    note = "The file gets mode 0600 and 64 hex digits. An existing file is never overwritten."
+)]
+pub struct KeygenArgs {
+    /// where to write the key (must not exist)
+    #[argh(positional)]
+    pub file: PathBuf,
+}
+
+impl KeygenArgs {
+    /// Write the key; returns its fingerprint (safe to show).
+    pub fn run(&self) -> Result<String, CliError> {
+        Ok(ClusterKey::generate_file(&self.file)?.fingerprint())
+    }
+}
+
+/// Command words dispatched before the main `dirsync DIR` flags (a
+/// directory literally named like one is given as `./keygen`).
+pub const KEYGEN: &str = "keygen";

@@ -7,6 +7,7 @@
 
 use crate::delta::{read_segment, segment_count, FileSignature};
 use crate::net::Net;
+use crate::secure::{self, Link};
 use crate::store::Store;
 use crate::wire::{self, ContentMode, Entry, Hash, Message, NodeId, WantFile, WireError, LEN_PREFIX, PROTOCOL_VERSION};
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -17,8 +18,13 @@ use tracing::{info, warn};
 
 /// Bytes of file per `Chunk` when sending whole files.
 pub const CHUNK: usize = 1024 * 1024;
-/// How long a new connection may take to say hello.
+/// How long a new connection may take to say hello (and, with a cluster
+/// key, to finish the key handshake before it).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest frame accepted before the handshake is done: a hello or a
+/// refusal is a few hundred bytes, so an unknown peer cannot make us hold
+/// megabytes per half-open connection.
+pub const MAX_HELLO: u64 = 16 * 1024;
 /// A writer with nothing to send for this long sends a `Ping`.
 pub const PING_INTERVAL: Duration = Duration::from_secs(5);
 /// A reader that receives nothing for this long declares the peer dead.
@@ -40,6 +46,20 @@ pub enum ConnError {
     Timeout(Duration),
     #[error("nothing received for {0:?}; the peer is gone")]
     Idle(Duration),
+    #[error("key handshake: {0}")]
+    Secure(#[from] secure::SecureError),
+}
+
+impl ConnError {
+    /// A refusal worth a warning (either side said no, or the keys differ),
+    /// as opposed to a connection that merely failed.
+    pub fn is_refusal(&self) -> bool {
+        match self {
+            ConnError::Refused(_) | ConnError::RefusedByPeer(_) => true,
+            ConnError::Secure(e) => e.is_key_refusal(),
+            _ => false,
+        }
+    }
 }
 
 /// Read one frame, or fail with `Idle` if nothing at all arrives within
@@ -57,6 +77,11 @@ pub async fn read_frame_or_idle<N: Net, R: AsyncRead + Unpin>(net: &N, r: &mut R
 
 /// Read one frame. Returns the message and the bytes it took on the wire.
 pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<(Message, usize), ConnError> {
+    read_frame_max(r, wire::MAX_FRAME).await
+}
+
+/// Read one frame whose body is at most `max` bytes (`MAX_FRAME` at most).
+pub async fn read_frame_max<R: AsyncRead + Unpin>(r: &mut R, max: u64) -> Result<(Message, usize), ConnError> {
     let mut prefix = [0u8; LEN_PREFIX];
     if let Err(e) = r.read_exact(&mut prefix).await {
         return Err(if e.kind() == io::ErrorKind::UnexpectedEof {
@@ -66,6 +91,9 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<(Message, usi
         });
     }
     let len = wire::body_len(prefix)?;
+    if len as u64 > max {
+        return Err(WireError::TooLarge(len as u64).into());
+    }
     // Grow the buffer as bytes arrive rather than trusting the length, so a
     // peer that claims 16 MiB and sends nothing costs nothing.
     let mut body = Vec::with_capacity(len.min(64 * 1024));
@@ -76,10 +104,12 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<(Message, usi
     Ok((wire::decode_body(body)?, LEN_PREFIX + len))
 }
 
-/// Write one frame; returns its size on the wire.
+/// Write one frame and flush it (an encrypted writer holds the last record
+/// until flushed); returns its size on the wire.
 pub async fn write_msg<W: AsyncWrite + Unpin>(w: &mut W, msg: &Message) -> io::Result<usize> {
     let frame = wire::encode(msg);
     w.write_all(&frame).await?;
+    w.flush().await?;
     Ok(frame.len())
 }
 
@@ -92,21 +122,28 @@ pub struct PeerHello {
 
 /// Exchange hellos. Refuses (and tells the peer why) a foreign protocol
 /// version or a peer using our own node id.
-pub async fn handshake<N: Net>(net: &N, conn: &mut crate::net::Conn<N>, me: NodeId, listen_port: u16) -> Result<PeerHello, ConnError> {
+pub async fn handshake<N: Net>(net: &N, conn: &mut Link<N>, me: NodeId, listen_port: u16) -> Result<PeerHello, ConnError> {
     let hello = Message::Hello {
         version: PROTOCOL_VERSION,
         node: me,
         listen_port,
     };
     write_msg(&mut conn.writer, &hello).await?;
-    let read = async { Some(read_frame(&mut conn.reader).await) };
+    let read = async { Some(read_frame_max(&mut conn.reader, MAX_HELLO).await) };
     let timeout = async {
         net.sleep(HANDSHAKE_TIMEOUT).await;
         None
     };
-    let first = futures_lite::future::or(read, timeout)
-        .await
-        .ok_or(ConnError::Timeout(HANDSHAKE_TIMEOUT))??;
+    let first = match futures_lite::future::or(read, timeout).await {
+        None => return Err(ConnError::Timeout(HANDSHAKE_TIMEOUT)),
+        // A keyed dialer's first bytes, read as a frame length.
+        Some(Err(ConnError::Wire(WireError::TooLarge(n)))) if n == u64::from_be_bytes(secure::MAGIC) => {
+            return Err(ConnError::Refused(
+                "the peer requires a cluster key and this node has none (--key-file)".into(),
+            ))
+        }
+        Some(r) => r?,
+    };
     let refuse = |reason: String| async move {
         let _ = write_msg(&mut conn.writer, &Message::Refuse { reason: reason.clone() }).await;
         let _ = conn.writer.close().await;

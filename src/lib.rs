@@ -9,7 +9,10 @@
 //! - [`delta`]: segmented fast_rsync signatures, diffs and patches.
 //! - [`store`]: the filesystem seam: scans, atomic writes, safety checks.
 //! - [`receive`]: assembling and verifying one incoming file.
+//! - [`secure`]: the transport under every connection: plain, or Noise
+//!   with the cluster key ([`key`]: key files, fingerprints).
 //! - [`conn`]: a connection's handshake, reader and writer tasks.
+//! - [`limits`]: caps on peers and on connections in their handshake.
 //! - [`discovery`]: UDP broadcast announcements.
 //! - [`net`]: the `Net` trait (sockets, tasks, clock) and its async-std
 //!   implementation; `sim/` implements it over turmoil.
@@ -26,9 +29,12 @@ pub mod delta;
 pub mod discovery;
 pub mod engine;
 pub mod index;
+pub mod key;
+pub mod limits;
 pub mod net;
 pub mod node;
 pub mod receive;
+pub mod secure;
 pub mod store;
 pub mod watcher;
 pub mod wire;

@@ -4,7 +4,7 @@
 
 use anyhow::Context;
 use argh::{EarlyExit, FromArgs};
-use dirsync::cli::Args;
+use dirsync::cli::{self, Args, KeygenArgs};
 use dirsync::net::AsyncStdNet;
 use dirsync::{node, watcher};
 use std::io::IsTerminal;
@@ -16,6 +16,9 @@ use tracing::warn;
 const DEBOUNCE: Duration = Duration::from_millis(50);
 
 fn main() -> ExitCode {
+    if std::env::args_os().nth(1).is_some_and(|a| a == cli::KEYGEN) {
+        return keygen();
+    }
     let args = match parse_args() {
         Ok(a) => a,
         Err(code) => return code,
@@ -24,6 +27,12 @@ fn main() -> ExitCode {
         println!("dirsync {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
     }
+    // Logging first: checking the flags may warn (a key file others can read).
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,notify=warn".into()))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
     let config = match args.into_config() {
         Ok(c) => c,
         Err(e) => {
@@ -31,11 +40,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,notify=warn".into()))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -68,6 +72,42 @@ fn parse_args() -> Result<Args, ExitCode> {
         Err(EarlyExit { output, status: Err(()) }) => {
             eprintln!("dirsync: error: {}", output.trim());
             Err(ExitCode::from(2))
+        }
+    }
+}
+
+/// `dirsync keygen FILE`.
+fn keygen() -> ExitCode {
+    let mut words = Vec::new();
+    for a in std::env::args_os().skip(2) {
+        match a.into_string() {
+            Ok(s) => words.push(s),
+            Err(bad) => {
+                eprintln!("dirsync: error: argument {bad:?} is not valid UTF-8");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    let args = match KeygenArgs::from_args(&["dirsync", cli::KEYGEN], &words) {
+        Ok(a) => a,
+        Err(EarlyExit { output, status: Ok(()) }) => {
+            print!("{output}");
+            return ExitCode::SUCCESS;
+        }
+        Err(EarlyExit { output, status: Err(()) }) => {
+            eprintln!("dirsync: error: {}", output.trim());
+            return ExitCode::from(2);
+        }
+    };
+    match args.run() {
+        Ok(fingerprint) => {
+            println!("wrote a new cluster key to {} (fingerprint {fingerprint})", args.file.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("dirsync: error: {e}");
+            ExitCode::from(1)
         }
     }
 }

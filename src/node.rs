@@ -9,8 +9,11 @@ use crate::conn::{self, handshake, read_frame_or_idle, Job, PeerHello};
 use crate::discovery;
 use crate::engine::{Action, Command, Engine};
 use crate::index::Index;
+use crate::key::ClusterKey;
+use crate::limits::{HandshakeSlots, Slot, MAX_HANDSHAKES, MAX_PEERS};
 use crate::net::{Conn, Net};
 use crate::receive::Incoming;
+use crate::secure::{self, Link};
 use crate::store::{system_time_ns, Store, StoreError};
 use crate::wire::{Announce, Entry, Kind, Message, NodeId, RelPath, PROTOCOL_VERSION};
 use std::collections::{BTreeMap, BTreeSet};
@@ -40,6 +43,9 @@ pub struct Config {
     pub announce_interval: Duration,
     /// Full rescan period (catches what the watcher missed).
     pub rescan_interval: Duration,
+    /// The cluster key: with one, every connection is authenticated and
+    /// encrypted, and only nodes with the same key are dialled.
+    pub key: Option<ClusterKey>,
     pub counters: Arc<Counters>,
 }
 
@@ -77,7 +83,7 @@ pub enum NodeError {
 enum Event<N: Net> {
     Accepted(Conn<N>),
     Handshaken {
-        conn: Conn<N>,
+        conn: Link<N>,
         hello: PeerHello,
         dialed: bool,
     },
@@ -156,6 +162,8 @@ pub async fn run<N: Net>(net: N, cfg: Config, local: async_channel::Receiver<Loc
         known: BTreeMap::new(),
         incoming: BTreeMap::new(),
         next_conn: 0,
+        slots: HandshakeSlots::default(),
+        at_capacity: false,
         index_path,
         last_save: net.now(),
         last_rescan: net.now(),
@@ -165,6 +173,13 @@ pub async fn run<N: Net>(net: N, cfg: Config, local: async_channel::Receiver<Loc
     node.save_index();
     let (files, bytes) = node.engine.index().live_files();
     info!(node = %cfg.node_id, dir = %cfg.dir.display(), listen_port = cfg.listen_port, broadcast_port = cfg.broadcast_port, files, bytes, "listening");
+    match &cfg.key {
+        Some(k) => info!(fingerprint = %k.fingerprint(), "cluster key on: connections are authenticated and encrypted"),
+        None => warn!(
+            dir = %cfg.dir.display(),
+            "no cluster key (--key-file): any host on the network can read and change this directory"
+        ),
+    }
 
     let tx = events.clone();
     let n = net.clone();
@@ -187,7 +202,7 @@ pub async fn run<N: Net>(net: N, cfg: Config, local: async_channel::Receiver<Loc
     net.spawn(discovery::announce_loop(
         net.clone(),
         udp.clone(),
-        Announce::new(cfg.node_id, cfg.listen_port),
+        Announce::new(cfg.node_id, cfg.listen_port).with_key(cfg.key.as_ref().map(ClusterKey::fingerprint)),
         to,
         cfg.announce_interval,
         wake_rx,
@@ -234,6 +249,10 @@ struct Node<N: Net> {
     known: BTreeMap<NodeId, SocketAddr>,
     incoming: BTreeMap<NodeId, Incoming>,
     next_conn: u64,
+    /// Connections between accept (or dial) and their hello.
+    slots: HandshakeSlots,
+    /// A cap was hit and logged; reset when there is room again.
+    at_capacity: bool,
     index_path: PathBuf,
     last_save: SystemTime,
     last_rescan: SystemTime,
@@ -258,7 +277,10 @@ impl<N: Net> Node<N> {
 
     fn handle(&mut self, ev: Event<N>) {
         match ev {
-            Event::Accepted(conn) => self.spawn_handshake(conn, false, None),
+            Event::Accepted(conn) => match self.take_slot("an incoming connection") {
+                Some(slot) => self.spawn_handshake(conn, slot),
+                None => drop(conn),
+            },
             Event::Handshaken { conn, hello, dialed } => self.register(conn, hello, dialed),
             Event::DialFailed(peer) => {
                 self.dialing.remove(&peer);
@@ -288,6 +310,13 @@ impl<N: Net> Node<N> {
             debug!(peer = %a.node, version = a.version, "ignoring announcement of another protocol version");
             return;
         }
+        // Only nodes holding our key (or, without one, nodes without one)
+        // are worth a connection: the others would be refused anyway.
+        let ours = self.cfg.key.as_ref().map(ClusterKey::fingerprint);
+        if a.key != ours {
+            debug!(peer = %a.node, "ignoring the announcement of a node with another cluster key (or none)");
+            return;
+        }
         let addr = SocketAddr::new(from.ip(), a.port);
         if self.known.get(&a.node) != Some(&addr) {
             if self.known.len() >= MAX_KNOWN_PEERS && !self.known.contains_key(&a.node) {
@@ -300,19 +329,37 @@ impl<N: Net> Node<N> {
         }
         // One side dials: the smaller id. The other waits to be dialed.
         if self.me() < a.node && !self.peers.contains_key(&a.node) && !self.dialing.contains(&a.node) {
-            self.dialing.insert(a.node);
-            self.dial(a.node, addr);
+            // Without a free slot the next announcement tries again.
+            if let Some(slot) = self.take_slot("a dial") {
+                self.dialing.insert(a.node);
+                self.dial(a.node, addr, slot);
+            }
         }
     }
 
-    fn dial(&self, peer: NodeId, addr: SocketAddr) {
+    /// A handshake slot, or `None` (logged once until there is room again)
+    /// when `MAX_HANDSHAKES` connections are already in their handshake.
+    fn take_slot(&mut self, what: &str) -> Option<Slot> {
+        let slot = self.slots.try_take(MAX_HANDSHAKES);
+        if slot.is_none() && !self.at_capacity {
+            self.at_capacity = true;
+            warn!(
+                limit = MAX_HANDSHAKES,
+                "too many connections in their handshake; closing {what} (and more, silently)"
+            );
+        }
+        slot
+    }
+
+    fn dial(&self, peer: NodeId, addr: SocketAddr, slot: Slot) {
         let net = self.net.clone();
         let tx = self.events.clone();
         let me = self.me();
         let port = self.cfg.listen_port;
+        let key = self.cfg.key.clone();
         self.net.spawn(async move {
             match net.connect(addr).await {
-                Ok(conn) => Self::handshake_task(net, conn, me, port, true, tx, Some(peer)).await,
+                Ok(conn) => Self::handshake_task(net, conn, me, port, key, true, tx, Some(peer), slot).await,
                 Err(e) => {
                     debug!(%peer, %addr, error = %e, "dial failed");
                     let _ = tx.send(Event::DialFailed(peer)).await;
@@ -321,40 +368,66 @@ impl<N: Net> Node<N> {
         });
     }
 
-    fn spawn_handshake(&self, conn: Conn<N>, dialed: bool, peer: Option<NodeId>) {
+    fn spawn_handshake(&self, conn: Conn<N>, slot: Slot) {
         let net = self.net.clone();
         let tx = self.events.clone();
-        let (me, port) = (self.me(), self.cfg.listen_port);
-        self.net.spawn(Self::handshake_task(net, conn, me, port, dialed, tx, peer));
+        let (me, port, key) = (self.me(), self.cfg.listen_port, self.cfg.key.clone());
+        self.net
+            .spawn(Self::handshake_task(net, conn, me, port, key, false, tx, None, slot));
     }
 
+    /// The transport handshake (the key, if any), then the hellos, all
+    /// within `HANDSHAKE_TIMEOUT`; the slot is held until then.
+    #[allow(clippy::too_many_arguments)]
     async fn handshake_task(
         net: N,
-        mut conn: Conn<N>,
+        conn: Conn<N>,
         me: NodeId,
         port: u16,
+        key: Option<ClusterKey>,
         dialed: bool,
         tx: async_channel::Sender<Event<N>>,
         peer: Option<NodeId>,
+        slot: Slot,
     ) {
-        match handshake(&net, &mut conn, me, port).await {
-            Ok(hello) => {
+        let addr = conn.peer;
+        let work = async {
+            let mut link = secure::secure(conn, key.as_ref(), dialed).await?;
+            let hello = handshake(&net, &mut link, me, port).await?;
+            Ok::<_, conn::ConnError>((link, hello))
+        };
+        let timeout = async {
+            net.sleep(conn::HANDSHAKE_TIMEOUT).await;
+            Err(conn::ConnError::Timeout(conn::HANDSHAKE_TIMEOUT))
+        };
+        let result = futures_lite::future::or(work, timeout).await;
+        drop(slot);
+        match result {
+            Ok((conn, hello)) => {
                 let _ = tx.send(Event::Handshaken { conn, hello, dialed }).await;
                 return;
             }
-            Err(e @ (conn::ConnError::Refused(_) | conn::ConnError::RefusedByPeer(_))) => {
-                warn!(addr = %conn.peer, error = %e, "connection refused");
-            }
-            Err(e) => debug!(addr = %conn.peer, error = %e, "handshake failed"),
+            Err(e) if e.is_refusal() => warn!(%addr, error = %e, "connection refused"),
+            Err(e) => debug!(%addr, error = %e, "handshake failed"),
         }
         if let Some(p) = peer {
             let _ = tx.send(Event::DialFailed(p)).await;
         }
     }
 
-    fn register(&mut self, conn: Conn<N>, hello: PeerHello, dialed: bool) {
+    fn register(&mut self, conn: Link<N>, hello: PeerHello, dialed: bool) {
         let peer = hello.node;
         self.dialing.remove(&peer);
+        if self.slots.in_use() < MAX_HANDSHAKES && self.peers.len() < MAX_PEERS {
+            self.at_capacity = false;
+        }
+        if !self.peers.contains_key(&peer) && self.peers.len() >= MAX_PEERS {
+            if !self.at_capacity {
+                self.at_capacity = true;
+                warn!(limit = MAX_PEERS, %peer, addr = %conn.peer, "too many peers; closing this connection (and more, silently)");
+            }
+            return;
+        }
         let dialer = if dialed { self.me() } else { peer };
         if let Some(existing) = self.peers.get(&peer) {
             if !keep_new(existing.dialer, dialer) {

@@ -11,6 +11,7 @@
 use crate::net::{epoch, Panics, TurmoilNet, EPOCH_SECS};
 use crate::trace::TraceLog;
 use crate::tree::{describe_difference, Item, Tree, TreeReader, TEMP_PREFIX};
+use dirsync::key::ClusterKey;
 use dirsync::node::{Config, Counters, LocalEvent};
 use dirsync::wire::{NodeId, RelPath};
 use std::cell::Cell;
@@ -46,6 +47,8 @@ pub struct Options {
     pub tick: Duration,
     /// Let turmoil run the hosts in a random order at each step.
     pub random_order: bool,
+    /// Host i's cluster key (`--key-file`); hosts past the end have none.
+    pub keys: Vec<Option<ClusterKey>>,
 }
 
 impl Options {
@@ -61,6 +64,7 @@ impl Options {
             fail_rate: 0.0,
             tick: Duration::from_millis(1),
             random_order: true,
+            keys: Vec::new(),
         }
     }
 }
@@ -301,6 +305,7 @@ impl Cluster {
                 node_id: node_id(opts.seed, host, n),
                 announce_interval: opts.announce_interval,
                 rescan_interval: opts.rescan_interval,
+                key: opts.keys.get(host).cloned().flatten(),
                 counters: counters.clone(),
             };
             let net = TurmoilNet::new(&host_name, panics.clone());

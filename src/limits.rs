@@ -1,0 +1,66 @@
+//! Resource limits on what other hosts can make a node hold: peers,
+//! connections still in their handshake, and the bookkeeping of a slot per
+//! handshake. (Sizes of frames, messages and deltas are capped in `wire`,
+//! `conn` and `delta`; time limits are in `conn`.)
+//!
+//! Owns: the numbers and the slot counter. Must not: do IO.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// Most connected peers. Each may hold one frame being read (up to
+/// `wire::MAX_FRAME`, 17 MiB) and one delta segment being rebuilt (4 MiB),
+/// so this bounds what peers can make a node allocate to about 1.3 GiB in
+/// the worst case, far above any LAN cluster this tool is meant for.
+pub const MAX_PEERS: usize = 64;
+/// Most connections between accept (or dial) and a finished hello. Before
+/// the hello a connection may hold at most a `conn::MAX_HELLO` frame, and
+/// `conn::HANDSHAKE_TIMEOUT` ends it, so a flood of idle connections costs
+/// at most this many small tasks; further connections are closed at once.
+pub const MAX_HANDSHAKES: usize = 32;
+
+/// A counter of handshakes in progress, shared with the handshake tasks.
+#[derive(Debug, Clone, Default)]
+pub struct HandshakeSlots(Arc<AtomicUsize>);
+
+impl HandshakeSlots {
+    /// Take a slot if fewer than `max` are taken; dropping the slot frees it.
+    pub fn try_take(&self, max: usize) -> Option<Slot> {
+        self.0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .ok()
+            .map(|_| Slot(self.0.clone()))
+    }
+
+    pub fn in_use(&self) -> usize {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// One handshake in progress.
+#[derive(Debug)]
+pub struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_capped_and_freed_on_drop() {
+        let slots = HandshakeSlots::default();
+        let a = slots.try_take(2).expect("first slot");
+        let b = slots.try_take(2).expect("second slot");
+        assert!(slots.try_take(2).is_none(), "a third slot past the cap");
+        drop(a);
+        assert_eq!(slots.in_use(), 1);
+        let _c = slots.try_take(2).expect("a freed slot is reusable");
+        drop(b);
+        assert_eq!(slots.in_use(), 1);
+    }
+}
