@@ -38,3 +38,6 @@ pub mod secure;
 pub mod store;
 pub mod watcher;
 pub mod wire;
+
+#[cfg(test)]
+mod fuzz;

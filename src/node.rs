@@ -320,7 +320,11 @@ impl<N: Net> Node<N> {
         let addr = SocketAddr::new(from.ip(), a.port);
         if self.known.get(&a.node) != Some(&addr) {
             if self.known.len() >= MAX_KNOWN_PEERS && !self.known.contains_key(&a.node) {
-                return;
+                // A flood of made-up ids must not keep real newcomers out
+                // (it used to): forget the nodes we are not connected to;
+                // real ones are learnt again from their next announcement.
+                let peers = &self.peers;
+                self.known.retain(|id, _| peers.contains_key(id));
             }
             self.known.insert(a.node, addr);
             info!(peer = %a.node, %addr, "discovered");

@@ -12,7 +12,7 @@
 
 mod path;
 
-pub use path::{PathError, RelPath, MAX_PATH_LEN, STATE_DIR_NAME, TEMP_PREFIX};
+pub use path::{PathError, RelPath, MAX_DEPTH, MAX_PATH_LEN, STATE_DIR_NAME, TEMP_PREFIX};
 
 use flate2::{read::ZlibDecoder, write::ZlibEncoder, Compression};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
