@@ -57,8 +57,16 @@ fn time() -> impl Strategy<Value = i64> {
 }
 
 fn entry() -> impl Strategy<Value = Entry> {
-    (path(), any::<bool>(), any::<bool>(), prop_oneof![0u64..300_000, any::<u64>()], time(), time(), hash()).prop_map(
-        |(path, is_dir, deleted, size, mtime, version, hash)| Entry {
+    (
+        path(),
+        any::<bool>(),
+        any::<bool>(),
+        prop_oneof![0u64..300_000, any::<u64>()],
+        time(),
+        time(),
+        hash(),
+    )
+        .prop_map(|(path, is_dir, deleted, size, mtime, version, hash)| Entry {
             path,
             kind: if is_dir { Kind::Dir } else { Kind::File },
             deleted,
@@ -66,8 +74,7 @@ fn entry() -> impl Strategy<Value = Entry> {
             mtime,
             version,
             hash,
-        },
-    )
+        })
 }
 
 fn message() -> impl Strategy<Value = Message> {
@@ -117,7 +124,10 @@ enum Mutation {
 fn mutations() -> impl Strategy<Value = Vec<Mutation>> {
     let m = prop_oneof![
         (any::<usize>(), 1u8..=255).prop_map(|(i, b)| Mutation::Flip(i, b)),
-        (any::<usize>(), prop_oneof![Just(0u8), Just(0xff), Just(b'"'), Just(b'{'), Just(b'/'), Just(b'.'), any::<u8>()])
+        (
+            any::<usize>(),
+            prop_oneof![Just(0u8), Just(0xff), Just(b'"'), Just(b'{'), Just(b'/'), Just(b'.'), any::<u8>()]
+        )
             .prop_map(|(i, b)| Mutation::Set(i, b)),
         any::<usize>().prop_map(Mutation::Truncate),
         (any::<usize>(), proptest::collection::vec(any::<u8>(), 1..16)).prop_map(|(i, v)| Mutation::Insert(i, v)),
@@ -176,7 +186,9 @@ fn check_decode(frame: &[u8]) -> Result<(), TestCaseError> {
     if let Ok(Some((msg, used))) = wire::decode(frame) {
         prop_assert!(used <= frame.len());
         let again = wire::encode(&msg);
-        let (back, _) = wire::decode(&again).map_err(|e| TestCaseError::fail(e.to_string()))?.expect("a whole frame");
+        let (back, _) = wire::decode(&again)
+            .map_err(|e| TestCaseError::fail(e.to_string()))?
+            .expect("a whole frame");
         prop_assert_eq!(back, msg);
     }
     Ok(())
@@ -215,8 +227,24 @@ fn jsonish() -> impl Strategy<Value = serde_json::Value> {
             proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
             proptest::collection::btree_map(
                 prop::sample::select(vec![
-                    "type", "path", "entries", "files", "hash", "base", "kind", "size", "mtime", "version", "deleted",
-                    "done", "node", "listen_port", "reason", "entry", "content", "mode",
+                    "type",
+                    "path",
+                    "entries",
+                    "files",
+                    "hash",
+                    "base",
+                    "kind",
+                    "size",
+                    "mtime",
+                    "version",
+                    "deleted",
+                    "done",
+                    "node",
+                    "listen_port",
+                    "reason",
+                    "entry",
+                    "content",
+                    "mode",
                 ])
                 .prop_map(String::from),
                 inner,
@@ -444,6 +472,9 @@ fn deep_json_nesting_is_an_error_not_a_stack_overflow() {
     for depth in [200, 100_000] {
         let json = format!(r#"{{"type":"ping","x":{}{}}}"#, "[".repeat(depth), "]".repeat(depth));
         let frame = frame_of_json(json.as_bytes(), &[]);
-        assert!(matches!(wire::decode(&frame), Err(wire::WireError::Json(_))), "depth {depth} accepted");
+        assert!(
+            matches!(wire::decode(&frame), Err(wire::WireError::Json(_))),
+            "depth {depth} accepted"
+        );
     }
 }

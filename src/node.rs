@@ -160,9 +160,11 @@ pub async fn run<N: Net>(net: N, cfg: Config, local: async_channel::Receiver<Loc
         peers: BTreeMap::new(),
         dialing: BTreeSet::new(),
         known: BTreeMap::new(),
+        foreign: BTreeSet::new(),
         incoming: BTreeMap::new(),
         next_conn: 0,
         slots: HandshakeSlots::default(),
+        dial_slots: HandshakeSlots::default(),
         at_capacity: false,
         index_path,
         last_save: net.now(),
@@ -247,10 +249,15 @@ struct Node<N: Net> {
     peers: BTreeMap<NodeId, PeerConn>,
     dialing: BTreeSet<NodeId>,
     known: BTreeMap<NodeId, SocketAddr>,
+    /// Nodes heard announcing another key (or none), logged once each.
+    foreign: BTreeSet<NodeId>,
     incoming: BTreeMap<NodeId, Incoming>,
     next_conn: u64,
-    /// Connections between accept (or dial) and their hello.
+    /// Connections between accept and their hello.
     slots: HandshakeSlots,
+    /// Our dials between connect and their hello: a budget of their own,
+    /// so a flood of incoming connections does not stop us dialling.
+    dial_slots: HandshakeSlots,
     /// A cap was hit and logged; reset when there is room again.
     at_capacity: bool,
     index_path: PathBuf,
@@ -277,7 +284,7 @@ impl<N: Net> Node<N> {
 
     fn handle(&mut self, ev: Event<N>) {
         match ev {
-            Event::Accepted(conn) => match self.take_slot("an incoming connection") {
+            Event::Accepted(conn) => match self.take_slot(false) {
                 Some(slot) => self.spawn_handshake(conn, slot),
                 None => drop(conn),
             },
@@ -314,7 +321,17 @@ impl<N: Net> Node<N> {
         // are worth a connection: the others would be refused anyway.
         let ours = self.cfg.key.as_ref().map(ClusterKey::fingerprint);
         if a.key != ours {
-            debug!(peer = %a.node, "ignoring the announcement of a node with another cluster key (or none)");
+            if self.foreign.len() >= MAX_KNOWN_PEERS {
+                self.foreign.clear();
+            }
+            if self.foreign.insert(a.node) {
+                let why = match (&ours, &a.key) {
+                    (Some(_), None) => "it has no cluster key",
+                    (None, Some(_)) => "it has a cluster key and this node has none",
+                    _ => "it announces another cluster key",
+                };
+                warn!(peer = %a.node, addr = %from, "not connecting: {why}");
+            }
             return;
         }
         let addr = SocketAddr::new(from.ip(), a.port);
@@ -334,22 +351,25 @@ impl<N: Net> Node<N> {
         // One side dials: the smaller id. The other waits to be dialed.
         if self.me() < a.node && !self.peers.contains_key(&a.node) && !self.dialing.contains(&a.node) {
             // Without a free slot the next announcement tries again.
-            if let Some(slot) = self.take_slot("a dial") {
+            if let Some(slot) = self.take_slot(true) {
                 self.dialing.insert(a.node);
                 self.dial(a.node, addr, slot);
             }
         }
     }
 
-    /// A handshake slot, or `None` (logged once until there is room again)
-    /// when `MAX_HANDSHAKES` connections are already in their handshake.
-    fn take_slot(&mut self, what: &str) -> Option<Slot> {
-        let slot = self.slots.try_take(MAX_HANDSHAKES);
+    /// A handshake slot for a dial or an incoming connection, or `None`
+    /// (logged once until a handshake succeeds again) when `MAX_HANDSHAKES`
+    /// of them are already in their handshake.
+    fn take_slot(&mut self, dial: bool) -> Option<Slot> {
+        let slots = if dial { &self.dial_slots } else { &self.slots };
+        let slot = slots.try_take(MAX_HANDSHAKES);
         if slot.is_none() && !self.at_capacity {
             self.at_capacity = true;
+            let what = if dial { "not dialling" } else { "closing new connections" };
             warn!(
                 limit = MAX_HANDSHAKES,
-                "too many connections in their handshake; closing {what} (and more, silently)"
+                "too many connections in their handshake; {what} until some finish"
             );
         }
         slot

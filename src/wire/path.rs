@@ -159,7 +159,16 @@ mod tests {
     #[test]
     fn accepts_ordinary_and_odd_names() {
         let deepest = vec!["d"; MAX_DEPTH].join("/");
-        for ok in ["a", "a/b/c.txt", "with space/ü ñ 日本", "a/.hidden", "x/.dirsync", "-rf", "a\nb", &deepest] {
+        for ok in [
+            "a",
+            "a/b/c.txt",
+            "with space/ü ñ 日本",
+            "a/.hidden",
+            "x/.dirsync",
+            "-rf",
+            "a\nb",
+            &deepest,
+        ] {
             assert!(RelPath::new(ok).is_ok(), "{ok:?} should be accepted");
         }
     }
