@@ -1,12 +1,13 @@
 //! Resource limits on what other hosts can make a node hold: peers,
-//! connections still in their handshake, and the bookkeeping of a slot per
-//! handshake. (Sizes of frames, messages and deltas are capped in `wire`,
+//! connections still in their handshake (a slot per handshake), and the
+//! log lines their refusals cost. (Sizes of frames, messages and deltas are capped in `wire`,
 //! `conn` and `delta`; time limits are in `conn`.)
 //!
 //! Owns: the numbers and the slot counter. Must not: do IO.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 /// Most connected peers. Each may hold one frame being read (up to
 /// `wire::MAX_FRAME`, 17 MiB) and one delta segment being rebuilt (4 MiB),
@@ -47,6 +48,42 @@ impl Drop for Slot {
     }
 }
 
+/// Refusal warnings per `WARN_WINDOW`; past that they go to the debug log,
+/// so a host opening connections in a loop cannot flood the log.
+pub const WARNS_PER_WINDOW: u32 = 10;
+pub const WARN_WINDOW: Duration = Duration::from_secs(10);
+
+/// Counts warnings per window, shared by the handshake tasks.
+#[derive(Debug, Clone, Default)]
+pub struct WarnBudget(Arc<Mutex<WarnWindow>>);
+
+#[derive(Debug, Default)]
+struct WarnWindow {
+    start: Option<SystemTime>,
+    used: u32,
+    suppressed: u64,
+}
+
+impl WarnBudget {
+    /// `Some(n)` if a warning may be logged now (`n` were suppressed since
+    /// the last one), `None` if it should go to the debug log.
+    pub fn allow(&self, now: SystemTime) -> Option<u64> {
+        let mut w = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let expired = w.start.is_none_or(|s| now.duration_since(s).map_or(true, |d| d >= WARN_WINDOW));
+        if expired {
+            w.start = Some(now);
+            w.used = 0;
+        }
+        if w.used < WARNS_PER_WINDOW {
+            w.used += 1;
+            Some(std::mem::take(&mut w.suppressed))
+        } else {
+            w.suppressed += 1;
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,5 +99,19 @@ mod tests {
         let _c = slots.try_take(2).expect("a freed slot is reusable");
         drop(b);
         assert_eq!(slots.in_use(), 1);
+    }
+
+    #[test]
+    fn warnings_are_budgeted_per_window() {
+        let budget = WarnBudget::default();
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
+        for _ in 0..WARNS_PER_WINDOW {
+            assert_eq!(budget.allow(t0), Some(0));
+        }
+        assert_eq!(budget.allow(t0 + Duration::from_secs(1)), None);
+        assert_eq!(budget.allow(t0 + Duration::from_secs(2)), None);
+        // A new window: the next warning reports how many were held back.
+        assert_eq!(budget.allow(t0 + WARN_WINDOW), Some(2));
+        assert_eq!(budget.allow(t0 + WARN_WINDOW), Some(0));
     }
 }

@@ -10,7 +10,7 @@ use crate::discovery;
 use crate::engine::{Action, Command, Engine};
 use crate::index::Index;
 use crate::key::ClusterKey;
-use crate::limits::{HandshakeSlots, Slot, MAX_HANDSHAKES, MAX_PEERS};
+use crate::limits::{HandshakeSlots, Slot, WarnBudget, MAX_HANDSHAKES, MAX_PEERS};
 use crate::net::{Conn, Net};
 use crate::receive::Incoming;
 use crate::secure::{self, Link};
@@ -165,6 +165,7 @@ pub async fn run<N: Net>(net: N, cfg: Config, local: async_channel::Receiver<Loc
         next_conn: 0,
         slots: HandshakeSlots::default(),
         dial_slots: HandshakeSlots::default(),
+        warns: WarnBudget::default(),
         at_capacity: false,
         index_path,
         last_save: net.now(),
@@ -258,6 +259,8 @@ struct Node<N: Net> {
     /// Our dials between connect and their hello: a budget of their own,
     /// so a flood of incoming connections does not stop us dialling.
     dial_slots: HandshakeSlots,
+    /// Rate limit on refusal warnings (a connect loop must not flood the log).
+    warns: WarnBudget,
     /// A cap was hit and logged; reset when there is room again.
     at_capacity: bool,
     index_path: PathBuf,
@@ -381,9 +384,10 @@ impl<N: Net> Node<N> {
         let me = self.me();
         let port = self.cfg.listen_port;
         let key = self.cfg.key.clone();
+        let warns = self.warns.clone();
         self.net.spawn(async move {
             match net.connect(addr).await {
-                Ok(conn) => Self::handshake_task(net, conn, me, port, key, true, tx, Some(peer), slot).await,
+                Ok(conn) => Self::handshake_task(net, conn, me, port, key, true, tx, Some(peer), slot, warns).await,
                 Err(e) => {
                     debug!(%peer, %addr, error = %e, "dial failed");
                     let _ = tx.send(Event::DialFailed(peer)).await;
@@ -396,8 +400,9 @@ impl<N: Net> Node<N> {
         let net = self.net.clone();
         let tx = self.events.clone();
         let (me, port, key) = (self.me(), self.cfg.listen_port, self.cfg.key.clone());
+        let warns = self.warns.clone();
         self.net
-            .spawn(Self::handshake_task(net, conn, me, port, key, false, tx, None, slot));
+            .spawn(Self::handshake_task(net, conn, me, port, key, false, tx, None, slot, warns));
     }
 
     /// The transport handshake (the key, if any), then the hellos, all
@@ -413,6 +418,7 @@ impl<N: Net> Node<N> {
         tx: async_channel::Sender<Event<N>>,
         peer: Option<NodeId>,
         slot: Slot,
+        warns: WarnBudget,
     ) {
         let addr = conn.peer;
         let work = async {
@@ -431,7 +437,11 @@ impl<N: Net> Node<N> {
                 let _ = tx.send(Event::Handshaken { conn, hello, dialed }).await;
                 return;
             }
-            Err(e) if e.is_refusal() => warn!(%addr, error = %e, "connection refused"),
+            Err(e) if e.is_refusal() => match warns.allow(net.now()) {
+                Some(0) => warn!(%addr, error = %e, "connection refused"),
+                Some(suppressed) => warn!(%addr, error = %e, suppressed, "connection refused"),
+                None => debug!(%addr, error = %e, "connection refused"),
+            },
             Err(e) => debug!(%addr, error = %e, "handshake failed"),
         }
         if let Some(p) = peer {

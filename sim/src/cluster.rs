@@ -321,6 +321,18 @@ impl Cluster {
         });
     }
 
+    /// Run `f` as an extra turmoil host named `name` beside the nodes (a
+    /// hostile or impostor client written by the scenario); it can reach
+    /// the nodes at their names and `LISTEN_PORT`/`BROADCAST_PORT`.
+    pub fn add_host<F, Fut>(&mut self, name: &str, f: F)
+    where
+        F: Fn() -> Fut + 'static,
+        Fut: std::future::Future<Output = turmoil::Result> + 'static,
+    {
+        self.note(format!("add host {name}"));
+        self.sim.host(name, f);
+    }
+
     /// Crash `host` like a power loss: its node stops at once, every task
     /// and socket dropped, and nothing it would say while going down (FINs,
     /// RSTs) reaches anyone. Its peers find out when they next send to it.
