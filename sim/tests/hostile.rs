@@ -79,7 +79,10 @@ fn random_message(rng: &mut Rng) -> Message {
 fn fuzz_node(seed: u64, connections: u64) -> u64 {
     let mut c = Cluster::new(Options::new("hostile_fuzz", 2, seed));
     c.seed_file(0, "seed.txt", b"honest");
-    c.expect("seed.txt", Expect::File(*blake3::hash(b"honest").as_bytes()));
+    // Without a cluster key the hostile host is a peer like any other: its
+    // well-formed messages may delete or replace seed.txt (a long run found
+    // exactly that). Only agreement is checked for it.
+    c.expect("seed.txt", Expect::Unknown);
     let frames = Rc::new(Cell::new(0u64));
     let sent = frames.clone();
     c.add_host("hostile", move || {
