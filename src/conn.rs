@@ -95,11 +95,23 @@ pub async fn read_frame_max<R: AsyncRead + Unpin>(r: &mut R, max: u64) -> Result
         return Err(WireError::TooLarge(len as u64).into());
     }
     // Grow the buffer as bytes arrive rather than trusting the length, so a
-    // peer that claims 16 MiB and sends nothing costs nothing.
-    let mut body = Vec::with_capacity(len.min(64 * 1024));
-    let got = r.take(len as u64).read_to_end(&mut body).await?;
-    if got < len {
-        return Err(ConnError::Closed);
+    // peer that claims 16 MiB and sends nothing costs nothing; and grow it
+    // by doubling only up to the length, never past it (read_to_end's
+    // doubling could reserve nearly twice the frame).
+    let mut body: Vec<u8> = Vec::new();
+    while body.len() < len {
+        if body.len() == body.capacity() {
+            let target = (body.capacity() * 2).max(64 * 1024).min(len);
+            body.reserve_exact(target - body.len());
+        }
+        let start = body.len();
+        let end = body.capacity().min(len);
+        body.resize(end, 0);
+        let n = r.read(&mut body[start..]).await?;
+        body.truncate(start + n);
+        if n == 0 {
+            return Err(ConnError::Closed);
+        }
     }
     Ok((wire::decode_body(body)?, LEN_PREFIX + len))
 }
@@ -293,4 +305,37 @@ async fn request_delta<W: AsyncWrite + Unpin>(w: &mut W, store: &Store, want: En
         },
     };
     write_msg(w, &msg).await.map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(bytes: Vec<u8>, max: u64) -> Result<(Message, usize), ConnError> {
+        futures_lite::future::block_on(read_frame_max(&mut futures_lite::io::Cursor::new(bytes), max))
+    }
+
+    #[test]
+    fn frames_read_whole_and_lies_fail() {
+        let big = Message::Chunk {
+            data: (0..300_000u32).map(|i| i as u8).collect(),
+        };
+        let frame = wire::encode(&big);
+        assert_eq!(read(frame.clone(), wire::MAX_FRAME).unwrap(), (big, frame.len()));
+        // Cut short: the peer closed mid-frame.
+        assert!(matches!(
+            read(frame[..frame.len() - 1].to_vec(), wire::MAX_FRAME),
+            Err(ConnError::Closed)
+        ));
+        // A length far beyond what follows, within the cap.
+        let mut lie = (16u64 * 1024 * 1024).to_be_bytes().to_vec();
+        lie.extend_from_slice(&[0; 100]);
+        assert!(matches!(read(lie, wire::MAX_FRAME), Err(ConnError::Closed)));
+        // Over this phase's cap (a hello is small), and over the frame cap.
+        assert!(matches!(read(frame, MAX_HELLO), Err(ConnError::Wire(WireError::TooLarge(_)))));
+        assert!(matches!(
+            read((1u64 << 62).to_be_bytes().to_vec(), wire::MAX_FRAME),
+            Err(ConnError::Wire(WireError::TooLarge(_)))
+        ));
+    }
 }

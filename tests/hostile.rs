@@ -495,3 +495,25 @@ fn junk_datagrams_on_the_broadcast_port() {
     );
     assert!(c.alive());
 }
+
+/// More peers than the cap: the excess is closed after its hello, and the
+/// honest pair keeps syncing over its connection meanwhile.
+#[test]
+fn the_peer_cap_holds() {
+    let mut rig = Rig::new(|_, _| {});
+    let crowd: Vec<TcpStream> = (0..dirsync::limits::MAX_PEERS as u64 + 4)
+        .map(|i| peer(&rig.a, 0xc000 + i))
+        .collect();
+    let (capped, _) = wait_until(TIMEOUT, || rig.a.log_text().contains("too many peers"));
+    assert!(capped, "the peer cap was never hit:\n{}", rig.a.log_text());
+    let connected = rig
+        .a
+        .log_text()
+        .lines()
+        .filter(|l| l.contains(" connected ") || l.ends_with(" connected"))
+        .count();
+    assert!(connected <= dirsync::limits::MAX_PEERS + 1, "{connected} connections registered");
+    rig.check("more peers than the cap");
+    drop(crowd);
+    rig.check("the crowd left");
+}
