@@ -6,6 +6,7 @@
 //! engine does) or write into the synced directory (the node does).
 
 use crate::delta::{read_segment, segment_count, FileSignature};
+use crate::limits::Queued;
 use crate::net::Net;
 use crate::secure::{self, Link};
 use crate::store::Store;
@@ -13,6 +14,7 @@ use crate::wire::{self, ContentMode, Entry, Hash, Message, NodeId, WantFile, Wir
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use std::fs::File;
 use std::io::{self, Read};
+use std::sync::Arc;
 use std::time::Duration;
 use tracing::{info, warn};
 
@@ -191,32 +193,64 @@ pub enum Job {
     },
 }
 
-/// Run a connection's writer until its job queue closes or a write fails.
-/// When idle for `PING_INTERVAL` it sends a `Ping`, so the peer's reader
-/// can tell a quiet connection from a dead one.
-pub async fn run_writer<N: Net, W: AsyncWrite + Unpin>(net: N, mut w: W, jobs: async_channel::Receiver<Job>, store: Store, peer: NodeId) {
-    loop {
-        let next = async { Some(jobs.recv().await) };
-        let idle = async {
-            net.sleep(PING_INTERVAL).await;
-            None
-        };
-        let job = match futures_lite::future::or(next, idle).await {
-            Some(Ok(job)) => job,
-            Some(Err(_)) => break, // the node dropped this connection
-            None => Job::Send(Message::Ping),
-        };
-        let result = match job {
-            Job::Send(msg) => write_msg(&mut w, &msg).await.map(|_| ()),
-            Job::Content { entry, base } => send_content(&mut w, &store, peer, entry, base).await,
-            Job::RequestDelta { want, base } => request_delta(&mut w, &store, want, base).await,
-        };
-        if let Err(e) = result {
-            warn!(%peer, error = %e, "write failed; closing connection");
-            break;
+impl Job {
+    /// Signature bytes this job holds (counted against the queue's cap).
+    pub fn signature_bytes(&self) -> usize {
+        match self {
+            Job::Content { base: Some((_, sig)), .. } => sig.len(),
+            _ => 0,
         }
     }
-    let _ = w.close().await;
+}
+
+/// Run a connection's writer until its job queue closes, a write fails, or
+/// `stop` closes (the node dropped the connection: a write blocked on a
+/// peer that does not read must not keep the socket and the queue alive).
+/// When idle for `PING_INTERVAL` it sends a `Ping`, so the peer's reader
+/// can tell a quiet connection from a dead one. Each job is uncounted from
+/// `queued` when done.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_writer<N: Net, W: AsyncWrite + Unpin>(
+    net: N,
+    mut w: W,
+    jobs: async_channel::Receiver<Job>,
+    store: Store,
+    peer: NodeId,
+    stop: async_channel::Receiver<()>,
+    queued: Arc<Queued>,
+) {
+    let stopped = async {
+        let _ = stop.recv().await;
+    };
+    let work = async {
+        loop {
+            let next = async { Some(jobs.recv().await) };
+            let idle = async {
+                net.sleep(PING_INTERVAL).await;
+                None
+            };
+            let (job, counted) = match futures_lite::future::or(next, idle).await {
+                Some(Ok(job)) => (job, true),
+                Some(Err(_)) => break, // the node dropped this connection
+                None => (Job::Send(Message::Ping), false),
+            };
+            let sig = job.signature_bytes();
+            let result = match job {
+                Job::Send(msg) => write_msg(&mut w, &msg).await.map(|_| ()),
+                Job::Content { entry, base } => send_content(&mut w, &store, peer, entry, base).await,
+                Job::RequestDelta { want, base } => request_delta(&mut w, &store, want, base).await,
+            };
+            if counted {
+                queued.done(sig);
+            }
+            if let Err(e) = result {
+                warn!(%peer, error = %e, "write failed; closing connection");
+                break;
+            }
+        }
+        let _ = w.close().await;
+    };
+    futures_lite::future::or(work, stopped).await;
 }
 
 /// Open `entry`'s file if it still is that version.

@@ -10,7 +10,7 @@ use crate::discovery;
 use crate::engine::{Action, Command, Engine};
 use crate::index::Index;
 use crate::key::ClusterKey;
-use crate::limits::{HandshakeSlots, Slot, WarnBudget, MAX_HANDSHAKES, MAX_PEERS};
+use crate::limits::{HandshakeSlots, Queued, Slot, WarnBudget, MAX_HANDSHAKES, MAX_PEERS, MAX_QUEUED_SIGNATURE_BYTES, QUEUE_SLACK};
 use crate::net::{Conn, Net};
 use crate::receive::Incoming;
 use crate::secure::{self, Link};
@@ -109,7 +109,9 @@ struct PeerConn {
     dialer: NodeId,
     addr: SocketAddr,
     jobs: async_channel::Sender<Job>,
-    /// Dropping it stops the reader task.
+    /// What waits in `jobs` (see `limits::Queued`).
+    queued: Arc<Queued>,
+    /// Dropping it stops the reader and writer tasks.
     _stop: async_channel::Sender<()>,
 }
 
@@ -475,8 +477,16 @@ impl<N: Net> Node<N> {
         let addr = SocketAddr::new(conn.peer.ip(), hello.listen_port);
         let (jobs, jobs_rx) = async_channel::unbounded();
         let (stop, stop_rx) = async_channel::bounded::<()>(1);
-        self.net
-            .spawn(conn::run_writer(self.net.clone(), conn.writer, jobs_rx, self.store.clone(), peer));
+        let queued = Arc::new(Queued::default());
+        self.net.spawn(conn::run_writer(
+            self.net.clone(),
+            conn.writer,
+            jobs_rx,
+            self.store.clone(),
+            peer,
+            stop_rx.clone(),
+            queued.clone(),
+        ));
         let tx = self.events.clone();
         let mut reader = conn.reader;
         let net = self.net.clone();
@@ -517,6 +527,7 @@ impl<N: Net> Node<N> {
                 dialer,
                 addr,
                 jobs,
+                queued,
                 _stop: stop,
             },
         );
@@ -663,11 +674,25 @@ impl<N: Net> Node<N> {
         }
     }
 
-    fn queue(&self, peer: NodeId, job: Job) {
-        if let Some(p) = self.peers.get(&peer) {
-            // Unbounded: only fails when the writer has stopped, and then the
-            // reader reports the closed connection.
-            let _ = p.jobs.try_send(job);
+    fn queue(&mut self, peer: NodeId, mut job: Job) {
+        let Some(p) = self.peers.get(&peer) else {
+            return;
+        };
+        let sig = job.signature_bytes();
+        if sig > 0 && p.queued.signature_bytes.load(Ordering::Acquire) + sig > MAX_QUEUED_SIGNATURE_BYTES {
+            // Too many signatures waiting: answer with the whole file.
+            if let Job::Content { base, entry } = &mut job {
+                debug!(%peer, path = %entry.path, "signature queue full; sending the whole file");
+                *base = None;
+            }
+        }
+        let jobs = p.queued.add(job.signature_bytes());
+        let limit = self.engine.index().len() + QUEUE_SLACK;
+        // Unbounded channel: only fails when the writer has stopped, and
+        // then the reader reports the closed connection.
+        let _ = p.jobs.try_send(job);
+        if jobs > limit {
+            self.close(peer, format!("{jobs} jobs queued: the peer asks faster than it reads"));
         }
     }
 

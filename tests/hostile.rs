@@ -517,3 +517,34 @@ fn the_peer_cap_holds() {
     drop(crowd);
     rig.check("the crowd left");
 }
+
+/// A peer that keeps asking for files and never reads what it is sent is
+/// disconnected before its queue exhausts the node's memory.
+#[test]
+fn a_peer_that_asks_without_reading_is_dropped() {
+    let mut rig = Rig::new(|_, _| {});
+    let mut s = peer(&rig.a, 0xbad7);
+    s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    let want = Message::Want {
+        files: vec![
+            WantFile {
+                path: RelPath::new("seed.txt").unwrap(),
+                hash: Hash::of(b"from b"),
+            };
+            wire::MAX_ENTRIES
+        ],
+    };
+    let frame = wire::encode(&want);
+    println!("one want of {} paths: {} bytes on the wire", wire::MAX_ENTRIES, frame.len());
+    let mut sent = 0;
+    for _ in 0..64 {
+        if s.write_all(&frame).is_err() {
+            break;
+        }
+        sent += 1;
+    }
+    let (dropped, _) = wait_until(TIMEOUT, || rig.a.log_text().contains("the peer asks faster than it reads"));
+    assert!(dropped, "after {sent} wants the node still queues:\n{}", rig.a.log_text());
+    assert!(closed_by_node(&mut s), "the connection stayed open");
+    rig.check("a peer asking without reading");
+}
