@@ -172,9 +172,19 @@ pub async fn handshake<N: Net>(net: &N, conn: &mut Link<N>, me: NodeId, listen_p
         }
         Message::Hello { node, .. } if node == me => refuse("that is my own node id".into()).await,
         Message::Hello { node, listen_port, .. } => Ok(PeerHello { node, listen_port }),
-        Message::Refuse { reason } => Err(ConnError::RefusedByPeer(reason)),
+        Message::Refuse { reason } => Err(ConnError::RefusedByPeer(printable(&reason))),
         other => refuse(format!("expected hello, got {}", other.name())).await,
     }
+}
+
+/// A peer's free text made safe for one log line: control characters
+/// escaped (no forged lines), at most 200 characters.
+pub fn printable(text: &str) -> String {
+    let mut out: String = text.chars().take(200).flat_map(char::escape_default).collect();
+    if text.chars().nth(200).is_some() {
+        out.push('…');
+    }
+    out
 }
 
 /// Work for a connection's writer task, in order.
@@ -347,6 +357,14 @@ mod tests {
 
     fn read(bytes: Vec<u8>, max: u64) -> Result<(Message, usize), ConnError> {
         futures_lite::future::block_on(read_frame_max(&mut futures_lite::io::Cursor::new(bytes), max))
+    }
+
+    #[test]
+    fn peer_text_is_one_short_log_line() {
+        assert_eq!(printable("no key"), "no key");
+        assert_eq!(printable("a\nINFO forged line\u{1b}[31m"), "a\\nINFO forged line\\u{1b}[31m");
+        let long = printable(&"x".repeat(10_000));
+        assert!(long.chars().count() <= 201 && !long.contains('\n'));
     }
 
     #[test]

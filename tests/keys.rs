@@ -150,6 +150,18 @@ fn nodes_with_the_same_key_sync_and_others_are_refused_before_any_data() {
     );
     assert_eq!(used, got.len(), "more than the refusal was sent to a client without the key");
     assert!(!got.windows(11).any(|w| w == b"secret of a"));
+
+    // A client that connects and says nothing is dropped during the key
+    // handshake too (it is under the same 5-second limit).
+    let mut silent = TcpStream::connect(addr(&a)).unwrap();
+    silent.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut buf = Vec::new();
+    let r = silent.read_to_end(&mut buf);
+    assert!(
+        r.is_ok() || r.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "a silent client was not dropped: {r:?}"
+    );
+    assert!(buf.is_empty(), "a keyed listener spoke first: {} bytes", buf.len());
 }
 
 #[test]
