@@ -152,7 +152,7 @@ fn random_node_id() -> NodeId {
     NodeId(h.finish())
 }
 
-/// `dirsync keygen FILE`: write a new random cluster key to FILE.
+/// Write a new random cluster key to FILE, for `--key-file` on every node.
 #[derive(FromArgs, Debug)]
 #[argh(
     example = "Make a key, copy it to every host (scp, a USB stick), start each node with it:\n  $ dirsync keygen ~/.dirsync.key\n  $ dirsync ~/shared --key-file ~/.dirsync.key",

@@ -32,6 +32,8 @@ fn config() -> Config {
         cases: env("DIRSYNC_FUZZ_CASES").map_or(DEFAULT_CASES, |n| n.min(u32::MAX as u64) as u32),
         rng_seed: RngSeed::Fixed(env("DIRSYNC_FUZZ_SEED").unwrap_or(0x6469_7273_796e_6321)),
         failure_persistence: None,
+        // Report a failure in seconds, not after hours of shrinking.
+        max_shrink_iters: 4096,
         ..Config::default()
     }
 }

@@ -335,7 +335,11 @@ impl<N: Net> Node<N> {
                     (None, Some(_)) => "it has a cluster key and this node has none",
                     _ => "it announces another cluster key",
                 };
-                warn!(peer = %a.node, addr = %from, "not connecting: {why}");
+                // Made-up ids are free to send: the same budget as refusals.
+                match self.warns.allow(self.net.now()) {
+                    Some(_) => warn!(peer = %a.node, addr = %from, "not connecting: {why}"),
+                    None => debug!(peer = %a.node, addr = %from, "not connecting: {why}"),
+                }
             }
             return;
         }
