@@ -18,7 +18,8 @@
 //!   implementation; `sim/` implements it over turmoil.
 //! - [`node`]: the event loop that drives the engine through all of these.
 //! - [`watcher`]: notify → local change events.
-//! - [`cli`]: flags → validated `node::Config`.
+//! - [`cli`]: flags → validated `node::Config`, and `dirsync keygen`.
+//! - `fuzz` (tests only): bounded fuzzing of every input a peer reaches.
 //!
 //! See docs/ARCHITECTURE.md for how they fit together and docs/PROTOCOL.md
 //! for the wire format.

@@ -171,26 +171,11 @@ pub async fn secure_halves<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     Ok((
         Reader {
             inner: reader,
-            rx: Some(Box::new(Rx {
-                state: state.clone(),
-                nonce: 0,
-                hdr: [0; 2],
-                hdr_got: 0,
-                rec: Vec::new(),
-                rec_got: 0,
-                plain: Vec::new(),
-                plain_pos: 0,
-                failed: false,
-            })),
+            rx: Some(Box::new(Rx::new(state.clone()))),
         },
         Writer {
             inner: writer,
-            tx: Some(Box::new(Tx {
-                state,
-                nonce: 0,
-                out: Vec::new(),
-                out_pos: 0,
-            })),
+            tx: Some(Box::new(Tx::new(state))),
         },
     ))
 }
@@ -210,14 +195,35 @@ struct Rx {
     nonce: u64,
     hdr: [u8; 2],
     hdr_got: usize,
-    /// The record being read: its length is known once `hdr_got == 2`.
+    /// The record being read (`rec_len` bytes of it, known once
+    /// `hdr_got == 2`). Buffers are allocated once at their full size.
     rec: Vec<u8>,
+    rec_len: usize,
     rec_got: usize,
-    /// Decrypted bytes not yet handed out.
+    /// Decrypted bytes; `plain[plain_pos..plain_len]` not yet handed out.
     plain: Vec<u8>,
+    plain_len: usize,
     plain_pos: usize,
     /// A record failed: every later read fails too.
     failed: bool,
+}
+
+impl Rx {
+    fn new(state: Arc<StatelessTransportState>) -> Rx {
+        Rx {
+            state,
+            nonce: 0,
+            hdr: [0; 2],
+            hdr_got: 0,
+            rec: vec![0; MAX_RECORD],
+            rec_len: 0,
+            rec_got: 0,
+            plain: vec![0; MAX_PLAIN],
+            plain_len: 0,
+            plain_pos: 0,
+            failed: false,
+        }
+    }
 }
 
 /// The read half: plain, or records decrypted and checked one by one.
@@ -232,17 +238,7 @@ impl<R> Reader<R> {
     pub fn with_state(inner: R, state: StatelessTransportState) -> Reader<R> {
         Reader {
             inner,
-            rx: Some(Box::new(Rx {
-                state: Arc::new(state),
-                nonce: 0,
-                hdr: [0; 2],
-                hdr_got: 0,
-                rec: Vec::new(),
-                rec_got: 0,
-                plain: Vec::new(),
-                plain_pos: 0,
-                failed: false,
-            })),
+            rx: Some(Box::new(Rx::new(Arc::new(state)))),
         }
     }
 }
@@ -261,8 +257,8 @@ impl<R: AsyncRead + Unpin> AsyncRead for Reader<R> {
             if rx.failed {
                 return Poll::Ready(Err(bad("an earlier record failed to authenticate")));
             }
-            if rx.plain_pos < rx.plain.len() {
-                let n = buf.len().min(rx.plain.len() - rx.plain_pos);
+            if rx.plain_pos < rx.plain_len {
+                let n = buf.len().min(rx.plain_len - rx.plain_pos);
                 buf[..n].copy_from_slice(&rx.plain[rx.plain_pos..rx.plain_pos + n]);
                 rx.plain_pos += n;
                 return Poll::Ready(Ok(n));
@@ -286,20 +282,19 @@ impl<R: AsyncRead + Unpin> AsyncRead for Reader<R> {
                         rx.failed = true;
                         return Poll::Ready(Err(bad("record shorter than its tag")));
                     }
-                    rx.rec.resize(len, 0);
+                    rx.rec_len = len;
                     rx.rec_got = 0;
                 }
             }
-            while rx.rec_got < rx.rec.len() {
-                let n = ready!(Pin::new(&mut this.inner).poll_read(cx, &mut rx.rec[rx.rec_got..]))?;
+            while rx.rec_got < rx.rec_len {
+                let n = ready!(Pin::new(&mut this.inner).poll_read(cx, &mut rx.rec[rx.rec_got..rx.rec_len]))?;
                 if n == 0 {
                     return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
                 }
                 rx.rec_got += n;
             }
-            rx.plain.resize(rx.rec.len() - TAG, 0);
-            match rx.state.read_message(rx.nonce, &rx.rec, &mut rx.plain) {
-                Ok(n) => rx.plain.truncate(n),
+            match rx.state.read_message(rx.nonce, &rx.rec[..rx.rec_len], &mut rx.plain) {
+                Ok(n) => rx.plain_len = n,
                 Err(_) => {
                     rx.failed = true;
                     return Poll::Ready(Err(bad("a record failed to authenticate")));
@@ -309,7 +304,7 @@ impl<R: AsyncRead + Unpin> AsyncRead for Reader<R> {
             rx.plain_pos = 0;
             rx.hdr_got = 0;
             rx.rec_got = 0;
-            rx.rec.clear();
+            rx.rec_len = 0;
         }
     }
 }
@@ -317,9 +312,22 @@ impl<R: AsyncRead + Unpin> AsyncRead for Reader<R> {
 struct Tx {
     state: Arc<StatelessTransportState>,
     nonce: u64,
-    /// An encrypted record not yet fully written.
+    /// An encrypted record, `out[out_pos..out_len]` not yet written.
     out: Vec<u8>,
+    out_len: usize,
     out_pos: usize,
+}
+
+impl Tx {
+    fn new(state: Arc<StatelessTransportState>) -> Tx {
+        Tx {
+            state,
+            nonce: 0,
+            out: vec![0; 2 + MAX_RECORD],
+            out_len: 0,
+            out_pos: 0,
+        }
+    }
 }
 
 /// The write half: plain, or each write sealed as records. Bytes are
@@ -334,14 +342,14 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
         let Some(tx) = self.tx.as_deref_mut() else {
             return Poll::Ready(Ok(()));
         };
-        while tx.out_pos < tx.out.len() {
-            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &tx.out[tx.out_pos..]))?;
+        while tx.out_pos < tx.out_len {
+            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &tx.out[tx.out_pos..tx.out_len]))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
             tx.out_pos += n;
         }
-        tx.out.clear();
+        tx.out_len = 0;
         tx.out_pos = 0;
         Poll::Ready(Ok(()))
     }
@@ -359,13 +367,12 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for Writer<W> {
         }
         let n = buf.len().min(MAX_PLAIN);
         if let Some(tx) = this.tx.as_deref_mut() {
-            tx.out.resize(2 + n + TAG, 0);
             let len = tx
                 .state
                 .write_message(tx.nonce, &buf[..n], &mut tx.out[2..])
                 .map_err(|e| io::Error::other(e.to_string()))?;
             tx.out[..2].copy_from_slice(&(len as u16).to_be_bytes());
-            tx.out.truncate(2 + len);
+            tx.out_len = 2 + len;
             tx.out_pos = 0;
             tx.nonce += 1;
         }
