@@ -174,3 +174,36 @@ impl KeygenArgs {
 /// Command words dispatched before the main `dirsync DIR` flags (a
 /// directory literally named like one is given as `./keygen`).
 pub const KEYGEN: &str = "keygen";
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Invocation {
+    /// `dirsync DIR [flags]`
+    Sync(Args),
+    /// `dirsync keygen FILE`
+    Keygen(KeygenArgs),
+}
+
+/// Parse the words after the program name: a known command word first
+/// selects that command, anything else is `dirsync DIR [flags]`.
+pub fn parse(words: &[&str]) -> Result<Invocation, argh::EarlyExit> {
+    match words.split_first() {
+        Some((&KEYGEN, rest)) => KeygenArgs::from_args(&["dirsync", KEYGEN], rest).map(Invocation::Keygen),
+        _ => Args::from_args(&["dirsync"], words).map(Invocation::Sync),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_words_dispatch_and_dirs_named_like_them_still_sync() {
+        assert!(matches!(parse(&["keygen", "k"]), Ok(Invocation::Keygen(k)) if k.file.as_os_str() == "k"));
+        assert!(matches!(parse(&["./keygen"]), Ok(Invocation::Sync(a)) if a.dir.as_deref() == Some(std::path::Path::new("./keygen"))));
+        assert!(
+            matches!(parse(&["d", "--key-file", "k"]), Ok(Invocation::Sync(a)) if a.key_file.as_deref() == Some(std::path::Path::new("k")))
+        );
+        assert!(parse(&["keygen"]).is_err(), "keygen without a file");
+    }
+}

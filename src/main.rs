@@ -3,8 +3,8 @@
 //! error, 2 bad usage).
 
 use anyhow::Context;
-use argh::{EarlyExit, FromArgs};
-use dirsync::cli::{self, Args, KeygenArgs};
+use argh::EarlyExit;
+use dirsync::cli::{self, Invocation, KeygenArgs};
 use dirsync::net::AsyncStdNet;
 use dirsync::{node, watcher};
 use std::io::IsTerminal;
@@ -16,11 +16,9 @@ use tracing::warn;
 const DEBOUNCE: Duration = Duration::from_millis(50);
 
 fn main() -> ExitCode {
-    if std::env::args_os().nth(1).is_some_and(|a| a == cli::KEYGEN) {
-        return keygen();
-    }
     let args = match parse_args() {
-        Ok(a) => a,
+        Ok(Invocation::Sync(a)) => a,
+        Ok(Invocation::Keygen(k)) => return keygen(&k),
         Err(code) => return code,
     };
     if args.version {
@@ -49,11 +47,11 @@ fn main() -> ExitCode {
     }
 }
 
-/// Parse the command line; on `--help` or a usage error, print and return
-/// the exit code instead.
-fn parse_args() -> Result<Args, ExitCode> {
+/// Parse the command line (`cli::parse` picks the command); on `--help`
+/// or a usage error, print and return the exit code instead.
+fn parse_args() -> Result<Invocation, ExitCode> {
     let mut strings = Vec::new();
-    for a in std::env::args_os() {
+    for a in std::env::args_os().skip(1) {
         match a.into_string() {
             Ok(s) => strings.push(s),
             Err(bad) => {
@@ -63,7 +61,7 @@ fn parse_args() -> Result<Args, ExitCode> {
         }
     }
     let words: Vec<&str> = strings.iter().map(String::as_str).collect();
-    match Args::from_args(&["dirsync"], words.get(1..).unwrap_or_default()) {
+    match cli::parse(&words) {
         Ok(a) => Ok(a),
         Err(EarlyExit { output, status: Ok(()) }) => {
             print!("{output}");
@@ -77,29 +75,7 @@ fn parse_args() -> Result<Args, ExitCode> {
 }
 
 /// `dirsync keygen FILE`.
-fn keygen() -> ExitCode {
-    let mut words = Vec::new();
-    for a in std::env::args_os().skip(2) {
-        match a.into_string() {
-            Ok(s) => words.push(s),
-            Err(bad) => {
-                eprintln!("dirsync: error: argument {bad:?} is not valid UTF-8");
-                return ExitCode::from(2);
-            }
-        }
-    }
-    let words: Vec<&str> = words.iter().map(String::as_str).collect();
-    let args = match KeygenArgs::from_args(&["dirsync", cli::KEYGEN], &words) {
-        Ok(a) => a,
-        Err(EarlyExit { output, status: Ok(()) }) => {
-            print!("{output}");
-            return ExitCode::SUCCESS;
-        }
-        Err(EarlyExit { output, status: Err(()) }) => {
-            eprintln!("dirsync: error: {}", output.trim());
-            return ExitCode::from(2);
-        }
-    };
+fn keygen(args: &KeygenArgs) -> ExitCode {
     match args.run() {
         Ok(fingerprint) => {
             println!("wrote a new cluster key to {} (fingerprint {fingerprint})", args.file.display());
