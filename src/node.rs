@@ -26,6 +26,8 @@ use tracing::{debug, info, warn};
 
 /// Most peers we remember from announcements (a flood of fake ids stops here).
 const MAX_KNOWN_PEERS: usize = 1024;
+/// How long a node whose handshake was refused is not dialled again.
+const REFUSED_BACKOFF: Duration = Duration::from_secs(30);
 /// How often the index is written when it changed.
 const SAVE_INTERVAL: Duration = Duration::from_secs(2);
 const INDEX_FILE: &str = "index";
@@ -87,7 +89,12 @@ enum Event<N: Net> {
         hello: PeerHello,
         dialed: bool,
     },
-    DialFailed(NodeId),
+    /// A dial failed; `refused`: the peer refused us (or we it), so it is
+    /// not dialled again for `REFUSED_BACKOFF`.
+    DialFailed {
+        peer: NodeId,
+        refused: bool,
+    },
     Frame {
         conn: u64,
         peer: NodeId,
@@ -163,6 +170,7 @@ pub async fn run<N: Net>(net: N, cfg: Config, local: async_channel::Receiver<Loc
         dialing: BTreeSet::new(),
         known: BTreeMap::new(),
         foreign: BTreeSet::new(),
+        refused: BTreeMap::new(),
         incoming: BTreeMap::new(),
         next_conn: 0,
         slots: HandshakeSlots::default(),
@@ -254,6 +262,8 @@ struct Node<N: Net> {
     known: BTreeMap<NodeId, SocketAddr>,
     /// Nodes heard announcing another key (or none), logged once each.
     foreign: BTreeSet<NodeId>,
+    /// Nodes whose handshake refused (or was refused), and when.
+    refused: BTreeMap<NodeId, SystemTime>,
     incoming: BTreeMap<NodeId, Incoming>,
     next_conn: u64,
     /// Connections between accept and their hello.
@@ -294,8 +304,14 @@ impl<N: Net> Node<N> {
                 None => drop(conn),
             },
             Event::Handshaken { conn, hello, dialed } => self.register(conn, hello, dialed),
-            Event::DialFailed(peer) => {
+            Event::DialFailed { peer, refused } => {
                 self.dialing.remove(&peer);
+                if refused {
+                    if self.refused.len() >= MAX_KNOWN_PEERS {
+                        self.refused.clear();
+                    }
+                    self.refused.insert(peer, self.net.now());
+                }
             }
             Event::Frame { conn, peer, msg, bytes } => {
                 if self.peers.get(&peer).is_some_and(|p| p.id == conn) {
@@ -358,7 +374,13 @@ impl<N: Net> Node<N> {
             let _ = self.wake_announcer.try_send(());
         }
         // One side dials: the smaller id. The other waits to be dialed.
-        if self.me() < a.node && !self.peers.contains_key(&a.node) && !self.dialing.contains(&a.node) {
+        // A node that refused us (another key behind a replayed fingerprint,
+        // a version we do not speak) is not dialled at every announcement.
+        let backing_off = self
+            .refused
+            .get(&a.node)
+            .is_some_and(|t| self.net.now().duration_since(*t).is_ok_and(|d| d < REFUSED_BACKOFF));
+        if self.me() < a.node && !backing_off && !self.peers.contains_key(&a.node) && !self.dialing.contains(&a.node) {
             // Without a free slot the next announcement tries again.
             if let Some(slot) = self.take_slot(true) {
                 self.dialing.insert(a.node);
@@ -396,7 +418,7 @@ impl<N: Net> Node<N> {
                 Ok(conn) => Self::handshake_task(net, conn, me, port, key, true, tx, Some(peer), slot, warns).await,
                 Err(e) => {
                     debug!(%peer, %addr, error = %e, "dial failed");
-                    let _ = tx.send(Event::DialFailed(peer)).await;
+                    let _ = tx.send(Event::DialFailed { peer, refused: false }).await;
                 }
             }
         });
@@ -438,20 +460,26 @@ impl<N: Net> Node<N> {
         };
         let result = futures_lite::future::or(work, timeout).await;
         drop(slot);
-        match result {
+        let refused = match result {
             Ok((conn, hello)) => {
                 let _ = tx.send(Event::Handshaken { conn, hello, dialed }).await;
                 return;
             }
-            Err(e) if e.is_refusal() => match warns.allow(net.now()) {
-                Some(0) => warn!(%addr, error = %e, "connection refused"),
-                Some(suppressed) => warn!(%addr, error = %e, suppressed, "connection refused"),
-                None => debug!(%addr, error = %e, "connection refused"),
-            },
-            Err(e) => debug!(%addr, error = %e, "handshake failed"),
-        }
-        if let Some(p) = peer {
-            let _ = tx.send(Event::DialFailed(p)).await;
+            Err(e) if e.is_refusal() => {
+                match warns.allow(net.now()) {
+                    Some(0) => warn!(%addr, error = %e, "connection refused"),
+                    Some(suppressed) => warn!(%addr, error = %e, suppressed, "connection refused"),
+                    None => debug!(%addr, error = %e, "connection refused"),
+                }
+                true
+            }
+            Err(e) => {
+                debug!(%addr, error = %e, "handshake failed");
+                false
+            }
+        };
+        if let Some(peer) = peer {
+            let _ = tx.send(Event::DialFailed { peer, refused }).await;
         }
     }
 

@@ -224,6 +224,15 @@ fn impostor(seed: u64) {
     c.run_for(secs(10));
     let seen = seen.borrow();
     assert!(seen.connections >= 2, "seed {seed}: the keyed nodes never dialled the impostor");
+    // After a refusal each node waits 30 s before dialling it again, though
+    // it announces every second.
+    let rounds = c.elapsed().as_secs() as usize / 30 + 1;
+    assert!(
+        seen.connections <= 2 * rounds,
+        "seed {seed}: {} dials of the impostor in {:?}",
+        seen.connections,
+        c.elapsed()
+    );
     assert!(
         !seen.bytes.windows(secret.len()).any(|w| w == secret.as_slice()) && !seen.bytes.windows(10).any(|w| w == b"secret.txt"),
         "seed {seed}: the impostor read the directory"
