@@ -162,6 +162,34 @@ fn nodes_with_the_same_key_sync_and_others_are_refused_before_any_data() {
         "a silent client was not dropped: {r:?}"
     );
     assert!(buf.is_empty(), "a keyed listener spoke first: {} bytes", buf.len());
+
+    // Junk at the key handshake: garbage, a huge length, the magic and then
+    // garbage, a truncated first message, a record-sized lie.
+    let mut junk: Vec<Vec<u8>> = vec![
+        (0..5000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect(),
+        (1u64 << 62).to_be_bytes().to_vec(),
+        [&b"dsynckey"[..], &[0, 48], &[7; 48]].concat(),
+        [&b"dsynckey"[..], &[0, 48], &[7; 10]].concat(),
+        [&b"dsynckey"[..], &[0xff, 0xff], &[1; 300]].concat(),
+    ];
+    junk.push(b"dsynckey".to_vec());
+    for bytes in &junk {
+        let mut s = TcpStream::connect(addr(&a)).unwrap();
+        s.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let _ = std::io::Write::write_all(&mut s, bytes);
+        let mut got = Vec::new();
+        let r = s.read_to_end(&mut got);
+        assert!(
+            r.is_ok() || r.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+            "junk left open: {r:?}"
+        );
+        assert!(got.len() <= 64, "{} bytes answered to junk", got.len());
+    }
+    let mut a = a;
+    assert!(a.alive(), "{}", a.log_text());
+    write(&a_dir, "after-junk.txt", b"still here");
+    let (ok, _) = wait_until(TIMEOUT, || all_equal(&[&a_dir, &b_dir]));
+    assert!(ok, "no sync after junk at the key handshake:\n{}", a.log_text());
 }
 
 #[test]
