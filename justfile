@@ -5,6 +5,7 @@
 #   just bench      benchmarks (bench/bench.py, loopback in a private netns)
 #   just bench-micro  micro-benchmarks of codec, hashing and deltas (divan)
 #   just e2e        docker-compose cluster end-to-end checks (docker/e2e.py)
+#   just fuzz       long fuzzing runs (cargo-fuzz on nightly, else long proptest runs)
 
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
@@ -15,6 +16,27 @@ context := "target/e2e-context"
 # Run the test suite (the README's test command).
 test:
     cargo test
+
+# Long fuzzing. With a nightly toolchain and cargo-fuzz: the coverage-guided
+# targets in fuzz/ for FUZZ_SECONDS each (default 300). Without (this is the
+# case on stable-only machines): the same entry points as bounded proptest
+# runs with DIRSYNC_FUZZ_CASES cases each (default 100000; `cargo test`
+# runs 512) and DIRSYNC_FUZZ_SEED, plus DIRSYNC_FUZZ_CONNECTIONS hostile
+# connections per seed against simulated nodes (SIM_SEEDS seeds).
+fuzz:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if cargo +nightly fuzz --version >/dev/null 2>&1; then
+        cd fuzz
+        for t in frame announce signature delta record connection; do
+            cargo +nightly fuzz run "$t" -- -max_total_time="${FUZZ_SECONDS:-300}"
+        done
+    else
+        echo "cargo-fuzz on nightly not available: long proptest and simulation runs instead"
+        DIRSYNC_FUZZ_CASES="${DIRSYNC_FUZZ_CASES:-100000}" nice cargo test --lib fuzz -- --nocapture
+        DIRSYNC_FUZZ_CONNECTIONS="${DIRSYNC_FUZZ_CONNECTIONS:-2000}" SIM_SEEDS="${SIM_SEEDS:-8}" \
+            nice cargo test -p dirsync-sim --test hostile -- --nocapture
+    fi
 
 # Run one node on DIR (extra flags are passed through), release build.
 run DIR *FLAGS:

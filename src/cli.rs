@@ -4,6 +4,7 @@
 //! gives one clear line instead of a panic. Must not: start anything.
 
 use crate::control::Control;
+use crate::key::{ClusterKey, KeyError, KEY_FILE_ENV};
 use crate::node::{Config, Counters};
 use crate::wire::{NodeId, STATE_DIR_NAME};
 use argh::{EarlyExit, FromArgs};
@@ -60,6 +61,9 @@ pub struct Args {
     /// (use with --peer)
     #[argh(switch)]
     pub no_discovery: bool,
+    /// cluster key file (64 hex digits, from `dirsync keygen FILE`): authenticate and encrypt every connection; only nodes with the same key sync (default: $DIRSYNC_KEY_FILE, else none)
+    #[argh(option)]
+    pub key_file: Option<PathBuf>,
 
     /// print the version and exit
     #[argh(switch)]
@@ -111,6 +115,8 @@ pub enum Invocation {
     Run(Args),
     /// `dirsync status [DIR]`.
     Status(StatusArgs),
+    /// `dirsync keygen FILE`
+    Keygen(KeygenArgs),
 }
 
 /// Parse the words after the program name. A first word that is a command
@@ -118,6 +124,7 @@ pub enum Invocation {
 pub fn parse(words: &[&str]) -> Result<Invocation, EarlyExit> {
     match words.first() {
         Some(&"status") => StatusArgs::from_args(&["dirsync", "status"], &words[1..]).map(Invocation::Status),
+        Some(&KEYGEN) => KeygenArgs::from_args(&["dirsync", KEYGEN], &words[1..]).map(Invocation::Keygen),
         _ => Args::from_args(&["dirsync"], words).map(Invocation::Run),
     }
 }
@@ -140,6 +147,8 @@ pub enum CliError {
     ZeroRescan,
     #[error("--peer {0}: expected HOST:PORT with a port between 1 and 65535")]
     BadPeer(String),
+    #[error(transparent)]
+    Key(#[from] KeyError),
 }
 
 impl Args {
@@ -187,6 +196,13 @@ impl Args {
                 canon
             }
         };
+        let key_file = self
+            .key_file
+            .or_else(|| std::env::var_os(KEY_FILE_ENV).filter(|v| !v.is_empty()).map(PathBuf::from));
+        let key = key_file.as_deref().map(ClusterKey::load).transpose()?;
+        if let Some(f) = key_file.as_deref().filter(|f| ClusterKey::file_is_shared(f)) {
+            tracing::warn!(file = %f.display(), "the key file is readable by other users; chmod 600 it");
+        }
         Ok(Config {
             dir,
             state_dir,
@@ -196,6 +212,7 @@ impl Args {
             node_id: random_node_id(),
             announce_interval: Duration::from_secs(2),
             rescan_interval: Duration::from_secs(self.rescan_interval),
+            key,
             counters: Arc::new(Counters::default()),
             static_peers: self.peer,
             discovery: !self.no_discovery,
@@ -216,4 +233,42 @@ fn random_node_id() -> NodeId {
     );
     h.write_u32(std::process::id());
     NodeId(h.finish())
+}
+
+/// Write a new random cluster key to FILE, for `--key-file` on every node.
+#[derive(FromArgs, Debug)]
+#[argh(
+    example = "Make a key, copy it to every host (scp, a USB stick), start each node with it:\n  $ dirsync keygen ~/.dirsync.key\n  $ dirsync ~/shared --key-file ~/.dirsync.key",
+    note = "The file gets mode 0600 and 64 hex digits. An existing file is never overwritten."
+)]
+pub struct KeygenArgs {
+    /// where to write the key (must not exist)
+    #[argh(positional)]
+    pub file: PathBuf,
+}
+
+impl KeygenArgs {
+    /// Write the key; returns its fingerprint (safe to show).
+    pub fn run(&self) -> Result<String, CliError> {
+        Ok(ClusterKey::generate_file(&self.file)?.fingerprint())
+    }
+}
+
+/// Command words dispatched before the main `dirsync DIR` flags (a
+/// directory literally named like one is given as `./keygen`).
+pub const KEYGEN: &str = "keygen";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_words_dispatch_and_dirs_named_like_them_still_sync() {
+        assert!(matches!(parse(&["keygen", "k"]), Ok(Invocation::Keygen(k)) if k.file.as_os_str() == "k"));
+        assert!(matches!(parse(&["./keygen"]), Ok(Invocation::Run(a)) if a.dir.as_deref() == Some(std::path::Path::new("./keygen"))));
+        assert!(
+            matches!(parse(&["d", "--key-file", "k"]), Ok(Invocation::Run(a)) if a.key_file.as_deref() == Some(std::path::Path::new("k")))
+        );
+        assert!(parse(&["keygen"]).is_err(), "keygen without a file");
+    }
 }

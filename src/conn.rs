@@ -6,7 +6,9 @@
 //! engine does) or write into the synced directory (the node does).
 
 use crate::delta::{read_segment, segment_count, FileSignature};
+use crate::limits::Queued;
 use crate::net::Net;
+use crate::secure::{self, Link};
 use crate::store::Store;
 use crate::wire::{self, ContentMode, Entry, Hash, Message, NodeId, WantFile, WireError, LEN_PREFIX, PROTOCOL_VERSION};
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -21,8 +23,13 @@ use tracing::{info, warn};
 pub const OWN_ID: &str = "that is my own node id";
 /// Bytes of file per `Chunk` when sending whole files.
 pub const CHUNK: usize = 1024 * 1024;
-/// How long a new connection may take to say hello.
+/// How long a new connection may take to say hello (and, with a cluster
+/// key, to finish the key handshake before it).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest frame accepted before the handshake is done: a hello or a
+/// refusal is a few hundred bytes, so an unknown peer cannot make us hold
+/// megabytes per half-open connection.
+pub const MAX_HELLO: u64 = 16 * 1024;
 /// A writer with nothing to send for this long sends a `Ping`.
 pub const PING_INTERVAL: Duration = Duration::from_secs(5);
 /// A reader that receives nothing for this long declares the peer dead.
@@ -44,6 +51,20 @@ pub enum ConnError {
     Timeout(Duration),
     #[error("nothing received for {0:?}; the peer is gone")]
     Idle(Duration),
+    #[error("key handshake: {0}")]
+    Secure(#[from] secure::SecureError),
+}
+
+impl ConnError {
+    /// A refusal worth a warning (either side said no, or the keys differ),
+    /// as opposed to a connection that merely failed.
+    pub fn is_refusal(&self) -> bool {
+        match self {
+            ConnError::Refused(_) | ConnError::RefusedByPeer(_) => true,
+            ConnError::Secure(e) => e.is_key_refusal(),
+            _ => false,
+        }
+    }
 }
 
 /// Read one frame, or fail with `Idle` if nothing at all arrives within
@@ -61,6 +82,11 @@ pub async fn read_frame_or_idle<N: Net, R: AsyncRead + Unpin>(net: &N, r: &mut R
 
 /// Read one frame. Returns the message and the bytes it took on the wire.
 pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<(Message, usize), ConnError> {
+    read_frame_max(r, wire::MAX_FRAME).await
+}
+
+/// Read one frame whose body is at most `max` bytes (`MAX_FRAME` at most).
+pub async fn read_frame_max<R: AsyncRead + Unpin>(r: &mut R, max: u64) -> Result<(Message, usize), ConnError> {
     let mut prefix = [0u8; LEN_PREFIX];
     if let Err(e) = r.read_exact(&mut prefix).await {
         return Err(if e.kind() == io::ErrorKind::UnexpectedEof {
@@ -70,20 +96,37 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<(Message, usi
         });
     }
     let len = wire::body_len(prefix)?;
+    if len as u64 > max {
+        return Err(WireError::TooLarge(len as u64).into());
+    }
     // Grow the buffer as bytes arrive rather than trusting the length, so a
-    // peer that claims 16 MiB and sends nothing costs nothing.
-    let mut body = Vec::with_capacity(len.min(64 * 1024));
-    let got = r.take(len as u64).read_to_end(&mut body).await?;
-    if got < len {
-        return Err(ConnError::Closed);
+    // peer that claims 16 MiB and sends nothing costs nothing; and grow it
+    // by doubling only up to the length, never past it (read_to_end's
+    // doubling could reserve nearly twice the frame).
+    let mut body: Vec<u8> = Vec::new();
+    while body.len() < len {
+        if body.len() == body.capacity() {
+            let target = (body.capacity() * 2).max(64 * 1024).min(len);
+            body.reserve_exact(target - body.len());
+        }
+        let start = body.len();
+        let end = body.capacity().min(len);
+        body.resize(end, 0);
+        let n = r.read(&mut body[start..]).await?;
+        body.truncate(start + n);
+        if n == 0 {
+            return Err(ConnError::Closed);
+        }
     }
     Ok((wire::decode_body(body)?, LEN_PREFIX + len))
 }
 
-/// Write one frame; returns its size on the wire.
+/// Write one frame and flush it (an encrypted writer holds the last record
+/// until flushed); returns its size on the wire.
 pub async fn write_msg<W: AsyncWrite + Unpin>(w: &mut W, msg: &Message) -> io::Result<usize> {
     let frame = wire::encode(msg);
     w.write_all(&frame).await?;
+    w.flush().await?;
     Ok(frame.len())
 }
 
@@ -96,21 +139,28 @@ pub struct PeerHello {
 
 /// Exchange hellos. Refuses (and tells the peer why) a foreign protocol
 /// version or a peer using our own node id.
-pub async fn handshake<N: Net>(net: &N, conn: &mut crate::net::Conn<N>, me: NodeId, listen_port: u16) -> Result<PeerHello, ConnError> {
+pub async fn handshake<N: Net>(net: &N, conn: &mut Link<N>, me: NodeId, listen_port: u16) -> Result<PeerHello, ConnError> {
     let hello = Message::Hello {
         version: PROTOCOL_VERSION,
         node: me,
         listen_port,
     };
     write_msg(&mut conn.writer, &hello).await?;
-    let read = async { Some(read_frame(&mut conn.reader).await) };
+    let read = async { Some(read_frame_max(&mut conn.reader, MAX_HELLO).await) };
     let timeout = async {
         net.sleep(HANDSHAKE_TIMEOUT).await;
         None
     };
-    let first = futures_lite::future::or(read, timeout)
-        .await
-        .ok_or(ConnError::Timeout(HANDSHAKE_TIMEOUT))??;
+    let first = match futures_lite::future::or(read, timeout).await {
+        None => return Err(ConnError::Timeout(HANDSHAKE_TIMEOUT)),
+        // A keyed dialer's first bytes, read as a frame length.
+        Some(Err(ConnError::Wire(WireError::TooLarge(n)))) if n == u64::from_be_bytes(secure::MAGIC) => {
+            return Err(ConnError::Refused(
+                "the peer requires a cluster key and this node has none (--key-file)".into(),
+            ))
+        }
+        Some(r) => r?,
+    };
     let refuse = |reason: String| async move {
         let _ = write_msg(&mut conn.writer, &Message::Refuse { reason: reason.clone() }).await;
         let _ = conn.writer.close().await;
@@ -125,7 +175,7 @@ pub async fn handshake<N: Net>(net: &N, conn: &mut crate::net::Conn<N>, me: Node
         }
         Message::Hello { node, .. } if node == me => refuse(OWN_ID.into()).await,
         Message::Hello { node, listen_port, .. } => Ok(PeerHello { node, listen_port }),
-        Message::Refuse { reason } => Err(ConnError::RefusedByPeer(reason)),
+        Message::Refuse { reason } => Err(ConnError::RefusedByPeer(printable(&reason))),
         other => refuse(format!("expected hello, got {}", other.name())).await,
     }
 }
@@ -167,6 +217,16 @@ impl Traffic {
     }
 }
 
+/// A peer's free text made safe for one log line: control characters
+/// escaped (no forged lines), at most 200 characters.
+pub fn printable(text: &str) -> String {
+    let mut out: String = text.chars().take(200).flat_map(char::escape_default).collect();
+    if text.chars().nth(200).is_some() {
+        out.push('…');
+    }
+    out
+}
+
 /// Work for a connection's writer task, in order.
 #[derive(Debug)]
 pub enum Job {
@@ -183,45 +243,71 @@ pub enum Job {
     },
 }
 
-/// Run a connection's writer until its job queue closes or a write fails.
+impl Job {
+    /// Signature bytes this job holds (counted against the queue's cap).
+    pub fn signature_bytes(&self) -> usize {
+        match self {
+            Job::Content { base: Some((_, sig)), .. } => sig.len(),
+            _ => 0,
+        }
+    }
+}
+
+/// Run a connection's writer until its job queue closes, a write fails, or
+/// `stop` closes (the node dropped the connection: a write blocked on a
+/// peer that does not read must not keep the socket and the queue alive).
 /// When idle for `PING_INTERVAL` it sends a `Ping`, so the peer's reader
-/// can tell a quiet connection from a dead one.
+/// can tell a quiet connection from a dead one. Each job is uncounted from
+/// `queued` when done.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_writer<N: Net, W: AsyncWrite + Unpin>(
     net: N,
     mut w: W,
     jobs: async_channel::Receiver<Job>,
     store: Store,
     peer: NodeId,
+    stop: async_channel::Receiver<()>,
+    queued: Arc<Queued>,
     traffic: Arc<Traffic>,
 ) {
-    loop {
-        let next = async { Some(jobs.recv().await) };
-        let idle = async {
-            net.sleep(PING_INTERVAL).await;
-            None
-        };
-        let job = match futures_lite::future::or(next, idle).await {
-            Some(Ok(job)) => job,
-            Some(Err(_)) => break, // the node dropped this connection
-            None => Job::Send(Message::Ping),
-        };
-        let result = match job {
-            Job::Send(msg) => write_msg(&mut w, &msg).await.map(|_| ()),
-            Job::Content { entry, base } => {
-                let size_of = entry.clone();
-                let mut progressed = 0;
-                let r = send_content(&mut w, &store, peer, entry, base, &traffic, &mut progressed).await;
-                traffic.dequeued(&size_of, progressed);
-                r
+    let stopped = async {
+        let _ = stop.recv().await;
+    };
+    let work = async {
+        loop {
+            let next = async { Some(jobs.recv().await) };
+            let idle = async {
+                net.sleep(PING_INTERVAL).await;
+                None
+            };
+            let (job, counted) = match futures_lite::future::or(next, idle).await {
+                Some(Ok(job)) => (job, true),
+                Some(Err(_)) => break, // the node dropped this connection
+                None => (Job::Send(Message::Ping), false),
+            };
+            let sig = job.signature_bytes();
+            let result = match job {
+                Job::Send(msg) => write_msg(&mut w, &msg).await.map(|_| ()),
+                Job::Content { entry, base } => {
+                    let size_of = entry.clone();
+                    let mut progressed = 0;
+                    let r = send_content(&mut w, &store, peer, entry, base, &traffic, &mut progressed).await;
+                    traffic.dequeued(&size_of, progressed);
+                    r
+                }
+                Job::RequestDelta { want, base } => request_delta(&mut w, &store, want, base).await,
+            };
+            if counted {
+                queued.done(sig);
             }
-            Job::RequestDelta { want, base } => request_delta(&mut w, &store, want, base).await,
-        };
-        if let Err(e) = result {
-            warn!(%peer, error = %e, "write failed; closing connection");
-            break;
+            if let Err(e) = result {
+                warn!(%peer, error = %e, "write failed; closing connection");
+                break;
+            }
         }
-    }
-    let _ = w.close().await;
+        let _ = w.close().await;
+    };
+    futures_lite::future::or(work, stopped).await;
 }
 
 /// Open `entry`'s file if it still is that version.
@@ -320,4 +406,45 @@ async fn request_delta<W: AsyncWrite + Unpin>(w: &mut W, store: &Store, want: En
         },
     };
     write_msg(w, &msg).await.map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(bytes: Vec<u8>, max: u64) -> Result<(Message, usize), ConnError> {
+        futures_lite::future::block_on(read_frame_max(&mut futures_lite::io::Cursor::new(bytes), max))
+    }
+
+    #[test]
+    fn peer_text_is_one_short_log_line() {
+        assert_eq!(printable("no key"), "no key");
+        assert_eq!(printable("a\nINFO forged line\u{1b}[31m"), "a\\nINFO forged line\\u{1b}[31m");
+        let long = printable(&"x".repeat(10_000));
+        assert!(long.chars().count() <= 201 && !long.contains('\n'));
+    }
+
+    #[test]
+    fn frames_read_whole_and_lies_fail() {
+        let big = Message::Chunk {
+            data: (0..300_000u32).map(|i| i as u8).collect(),
+        };
+        let frame = wire::encode(&big);
+        assert_eq!(read(frame.clone(), wire::MAX_FRAME).unwrap(), (big, frame.len()));
+        // Cut short: the peer closed mid-frame.
+        assert!(matches!(
+            read(frame[..frame.len() - 1].to_vec(), wire::MAX_FRAME),
+            Err(ConnError::Closed)
+        ));
+        // A length far beyond what follows, within the cap.
+        let mut lie = (16u64 * 1024 * 1024).to_be_bytes().to_vec();
+        lie.extend_from_slice(&[0; 100]);
+        assert!(matches!(read(lie, wire::MAX_FRAME), Err(ConnError::Closed)));
+        // Over this phase's cap (a hello is small), and over the frame cap.
+        assert!(matches!(read(frame, MAX_HELLO), Err(ConnError::Wire(WireError::TooLarge(_)))));
+        assert!(matches!(
+            read((1u64 << 62).to_be_bytes().to_vec(), wire::MAX_FRAME),
+            Err(ConnError::Wire(WireError::TooLarge(_)))
+        ));
+    }
 }

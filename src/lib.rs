@@ -12,7 +12,10 @@
 //! - [`state`]: the device id and loading (or rebuilding) the index.
 //! - [`store`]: the filesystem seam: scans, atomic writes, safety checks.
 //! - [`receive`]: assembling and verifying one incoming file.
+//! - [`secure`]: the transport under every connection: plain, or Noise
+//!   with the cluster key ([`key`]: key files, fingerprints).
 //! - [`conn`]: a connection's handshake, reader and writer tasks.
+//! - [`limits`]: caps on peers and on connections in their handshake.
 //! - [`discovery`]: UDP broadcast announcements.
 //! - [`net`]: the `Net` trait (sockets, tasks, clock) and its async-std
 //!   implementation; `sim/` implements it over turmoil.
@@ -24,7 +27,9 @@
 //! - [`control`]: `dirsync status`: the status report, the control socket
 //!   in the state directory and its client.
 //! - [`progress`]: the progress display (a terminal) or progress log lines.
-//! - [`cli`]: flags → validated `node::Config`.
+//! - [`cli`]: flags → validated `node::Config`, and the command words
+//!   (`status`, `keygen`).
+//! - `fuzz` (tests only): bounded fuzzing of every input a peer reaches.
 //!
 //! See docs/ARCHITECTURE.md for how they fit together and docs/PROTOCOL.md
 //! for the wire format.
@@ -38,13 +43,19 @@ pub mod discovery;
 pub mod engine;
 pub mod ignore_rules;
 pub mod index;
+pub mod key;
+pub mod limits;
 pub mod net;
 pub mod node;
 pub mod progress;
 pub mod receive;
+pub mod secure;
 pub mod state;
 pub mod static_peers;
 pub mod store;
 pub mod version;
 pub mod watcher;
 pub mod wire;
+
+#[cfg(test)]
+mod fuzz;

@@ -5,7 +5,7 @@
 
 use anyhow::Context;
 use argh::EarlyExit;
-use dirsync::cli::{Invocation, StatusArgs};
+use dirsync::cli::{Invocation, KeygenArgs, StatusArgs};
 use dirsync::control::{self, Control, ControlError};
 use dirsync::net::AsyncStdNet;
 use dirsync::wire::STATE_DIR_NAME;
@@ -25,19 +25,14 @@ fn main() -> ExitCode {
     let args = match parse_args() {
         Ok(Invocation::Run(a)) => a,
         Ok(Invocation::Status(s)) => return status(s),
+        Ok(Invocation::Keygen(k)) => return keygen(&k),
         Err(code) => return code,
     };
     if args.version {
         println!("dirsync {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
     }
-    let config = match args.into_config() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("dirsync: error: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    // Logging first: checking the flags may warn (a key file others can read).
     let tty = std::io::stderr().is_terminal();
     let filter = || tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,notify=warn".into());
     let bars = tty.then(progress::terminal_bars);
@@ -53,6 +48,13 @@ fn main() -> ExitCode {
             .with_ansi(false)
             .init(),
     }
+    let config = match args.into_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("dirsync: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     match run(config, bars) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -66,7 +68,7 @@ fn main() -> ExitCode {
 /// the exit code instead.
 fn parse_args() -> Result<Invocation, ExitCode> {
     let mut strings = Vec::new();
-    for a in std::env::args_os() {
+    for a in std::env::args_os().skip(1) {
         match a.into_string() {
             Ok(s) => strings.push(s),
             Err(bad) => {
@@ -76,7 +78,7 @@ fn parse_args() -> Result<Invocation, ExitCode> {
         }
     }
     let words: Vec<&str> = strings.iter().map(String::as_str).collect();
-    match dirsync::cli::parse(words.get(1..).unwrap_or_default()) {
+    match dirsync::cli::parse(&words) {
         Ok(a) => Ok(a),
         Err(EarlyExit { output, status: Ok(()) }) => {
             print!("{output}");
@@ -110,6 +112,20 @@ fn status(args: StatusArgs) -> ExitCode {
         Err(e @ ControlError::NotRunning(_)) => {
             eprintln!("dirsync: error: {e}");
             ExitCode::from(3)
+        }
+        Err(e) => {
+            eprintln!("dirsync: error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `dirsync keygen FILE`.
+fn keygen(args: &KeygenArgs) -> ExitCode {
+    match args.run() {
+        Ok(fingerprint) => {
+            println!("wrote a new cluster key to {} (fingerprint {fingerprint})", args.file.display());
+            ExitCode::SUCCESS
         }
         Err(e) => {
             eprintln!("dirsync: error: {e}");

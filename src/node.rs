@@ -10,8 +10,11 @@ use crate::control::{Control, PeerStatus, Status, StatusRequest};
 use crate::discovery;
 use crate::engine::{Action, Command, DirState, Engine, Scan};
 use crate::ignore_rules::{IgnoreRules, IGNORE_FILE};
+use crate::key::ClusterKey;
+use crate::limits::{HandshakeSlots, Queued, Slot, WarnBudget, MAX_HANDSHAKES, MAX_PEERS, MAX_QUEUED_SIGNATURE_BYTES, QUEUE_SLACK};
 use crate::net::{Conn, Net};
 use crate::receive::{Incoming, Received};
+use crate::secure::{self, Link};
 use crate::state::{load_device_id, load_index};
 use crate::static_peers::StaticPeers;
 use crate::store::{system_time_ns, Store, StoreError};
@@ -26,6 +29,8 @@ use tracing::{debug, info, warn};
 
 /// Most peers we remember from announcements (a flood of fake ids stops here).
 const MAX_KNOWN_PEERS: usize = 1024;
+/// How long a node whose handshake was refused is not dialled again.
+const REFUSED_BACKOFF: Duration = Duration::from_secs(30);
 /// How often the index is written when it changed.
 const SAVE_INTERVAL: Duration = Duration::from_secs(2);
 const INDEX_FILE: &str = "index";
@@ -46,6 +51,9 @@ pub struct Config {
     pub announce_interval: Duration,
     /// Full rescan period (catches what the watcher missed).
     pub rescan_interval: Duration,
+    /// The cluster key: with one, every connection is authenticated and
+    /// encrypted, and only nodes with the same key are dialled.
+    pub key: Option<ClusterKey>,
     pub counters: Arc<Counters>,
     /// `HOST:PORT`s to keep dialling (`--peer`), whatever discovery finds.
     pub static_peers: Vec<String>,
@@ -90,11 +98,16 @@ pub enum NodeError {
 enum Event<N: Net> {
     Accepted(Conn<N>),
     Handshaken {
-        conn: Conn<N>,
+        conn: Link<N>,
         hello: PeerHello,
         origin: Origin,
     },
-    DialFailed(Origin),
+    /// A dial failed; `refused`: the peer refused us (or we it), so it is
+    /// not dialled again for `REFUSED_BACKOFF`.
+    DialFailed {
+        origin: Origin,
+        refused: bool,
+    },
     /// Static target `i` is the address of this connected node.
     StaticConnected(usize, NodeId),
     /// Static target `i` is this node itself.
@@ -139,7 +152,9 @@ struct PeerConn {
     addr: SocketAddr,
     jobs: async_channel::Sender<Job>,
     traffic: Arc<Traffic>,
-    /// Dropping it stops the reader task.
+    /// What waits in `jobs` (see `limits::Queued`).
+    queued: Arc<Queued>,
+    /// Dropping it stops the reader and writer tasks.
     _stop: async_channel::Sender<()>,
 }
 
@@ -201,6 +216,12 @@ pub async fn run<N: Net>(net: N, cfg: Config, local: async_channel::Receiver<Loc
         peers: BTreeMap::new(),
         dialing: BTreeSet::new(),
         known: BTreeMap::new(),
+        foreign: BTreeSet::new(),
+        refused: BTreeMap::new(),
+        slots: HandshakeSlots::default(),
+        dial_slots: HandshakeSlots::default(),
+        warns: WarnBudget::default(),
+        at_capacity: false,
         incoming: BTreeMap::new(),
         durable_jobs: BTreeSet::new(),
         next_conn: 0,
@@ -218,6 +239,13 @@ pub async fn run<N: Net>(net: N, cfg: Config, local: async_channel::Receiver<Loc
     node.save_index();
     let (files, bytes) = node.engine.index().live_files();
     info!(node = %cfg.node_id, %device, dir = %cfg.dir.display(), listen_port = cfg.listen_port, broadcast_port = cfg.broadcast_port, files, bytes, "listening");
+    match &cfg.key {
+        Some(k) => info!(fingerprint = %k.fingerprint(), "cluster key on: connections are authenticated and encrypted"),
+        None => warn!(
+            dir = %cfg.dir.display(),
+            "no cluster key (--key-file): any host on the network can read and change this directory"
+        ),
+    }
 
     let tx = events.clone();
     let n = net.clone();
@@ -241,7 +269,7 @@ pub async fn run<N: Net>(net: N, cfg: Config, local: async_channel::Receiver<Loc
         net.spawn(discovery::announce_loop(
             net.clone(),
             udp.clone(),
-            Announce::new(cfg.node_id, cfg.listen_port),
+            Announce::new(cfg.node_id, cfg.listen_port).with_key(cfg.key.as_ref().map(ClusterKey::fingerprint)),
             to,
             cfg.announce_interval,
             wake_rx,
@@ -315,6 +343,19 @@ struct Node<N: Net> {
     peers: BTreeMap<NodeId, PeerConn>,
     dialing: BTreeSet<NodeId>,
     known: BTreeMap<NodeId, SocketAddr>,
+    /// Nodes heard announcing another key (or none), logged once each.
+    foreign: BTreeSet<NodeId>,
+    /// Nodes whose handshake refused (or was refused), and when.
+    refused: BTreeMap<NodeId, SystemTime>,
+    /// Connections between accept and their hello.
+    slots: HandshakeSlots,
+    /// Our dials between connect and their hello: a budget of their own,
+    /// so a flood of incoming connections does not stop us dialling.
+    dial_slots: HandshakeSlots,
+    /// Rate limit on refusal warnings (a connect loop must not flood the log).
+    warns: WarnBudget,
+    /// A cap was hit and logged; reset when there is room again.
+    at_capacity: bool,
     incoming: BTreeMap<NodeId, Incoming>,
     /// Temp files of received files being made durable off the loop.
     durable_jobs: BTreeSet<PathBuf>,
@@ -351,12 +392,26 @@ impl<N: Net> Node<N> {
     fn handle(&mut self, ev: Event<N>) {
         match ev {
             Event::Accepted(_) if self.engine.suspended().is_some() => {} // dropped: not syncing
-            Event::Accepted(conn) => self.spawn_handshake(conn, Origin::Accepted),
+            Event::Accepted(conn) => match self.take_slot(false) {
+                Some(slot) => self.spawn_handshake(conn, Origin::Accepted, slot),
+                None => drop(conn),
+            },
             Event::Handshaken { conn, hello, origin } => self.register(conn, hello, origin),
-            Event::DialFailed(Origin::Discovered(peer)) => {
+            Event::DialFailed {
+                origin: Origin::Discovered(peer),
+                refused,
+            } => {
                 self.dialing.remove(&peer);
+                if refused {
+                    if self.refused.len() >= MAX_KNOWN_PEERS {
+                        self.refused.clear();
+                    }
+                    self.refused.insert(peer, self.net.now());
+                }
             }
-            Event::DialFailed(Origin::Static(i)) => {
+            Event::DialFailed {
+                origin: Origin::Static(i), ..
+            } => {
                 let wait = self.statics.failed(i, self.net.now());
                 debug!(
                     target = self.statics.addr(i).unwrap_or("?"),
@@ -364,7 +419,9 @@ impl<N: Net> Node<N> {
                     "static peer unreachable; retrying later"
                 );
             }
-            Event::DialFailed(Origin::Accepted) => {}
+            Event::DialFailed {
+                origin: Origin::Accepted, ..
+            } => {}
             Event::StaticIsSelf(i) => {
                 info!(
                     target = self.statics.addr(i).unwrap_or("?"),
@@ -409,10 +466,35 @@ impl<N: Net> Node<N> {
             debug!(peer = %a.node, version = a.version, "ignoring announcement of another protocol version");
             return;
         }
+        // Only nodes holding our key (or, without one, nodes without one)
+        // are worth a connection: the others would be refused anyway.
+        let ours = self.cfg.key.as_ref().map(ClusterKey::fingerprint);
+        if a.key != ours {
+            if self.foreign.len() >= MAX_KNOWN_PEERS {
+                self.foreign.clear();
+            }
+            if self.foreign.insert(a.node) {
+                let why = match (&ours, &a.key) {
+                    (Some(_), None) => "it has no cluster key",
+                    (None, Some(_)) => "it has a cluster key and this node has none",
+                    _ => "it announces another cluster key",
+                };
+                // Made-up ids are free to send: the same budget as refusals.
+                match self.warns.allow(self.net.now()) {
+                    Some(_) => warn!(peer = %a.node, addr = %from, "not connecting: {why}"),
+                    None => debug!(peer = %a.node, addr = %from, "not connecting: {why}"),
+                }
+            }
+            return;
+        }
         let addr = SocketAddr::new(from.ip(), a.port);
         if self.known.get(&a.node) != Some(&addr) {
             if self.known.len() >= MAX_KNOWN_PEERS && !self.known.contains_key(&a.node) {
-                return;
+                // A flood of made-up ids must not keep real newcomers out
+                // (it used to): forget the nodes we are not connected to;
+                // real ones are learnt again from their next announcement.
+                let peers = &self.peers;
+                self.known.retain(|id, _| peers.contains_key(id));
             }
             self.known.insert(a.node, addr);
             info!(peer = %a.node, %addr, "discovered");
@@ -420,21 +502,49 @@ impl<N: Net> Node<N> {
             let _ = self.wake_announcer.try_send(());
         }
         // One side dials: the smaller id. The other waits to be dialed.
-        if self.me() < a.node && !self.peers.contains_key(&a.node) && !self.dialing.contains(&a.node) {
-            self.dialing.insert(a.node);
-            self.dial(Origin::Discovered(a.node), addr.to_string());
+        // A node that refused us (another key behind a replayed fingerprint,
+        // a version we do not speak) is not dialled at every announcement.
+        let backing_off = self
+            .refused
+            .get(&a.node)
+            .is_some_and(|t| self.net.now().duration_since(*t).is_ok_and(|d| d < REFUSED_BACKOFF));
+        if self.me() < a.node && !backing_off && !self.peers.contains_key(&a.node) && !self.dialing.contains(&a.node) {
+            // Without a free slot the next announcement tries again.
+            if let Some(slot) = self.take_slot(true) {
+                self.dialing.insert(a.node);
+                self.dial(Origin::Discovered(a.node), addr.to_string(), slot);
+            }
         }
+    }
+
+    /// A handshake slot for a dial or an incoming connection, or `None`
+    /// (logged once until a handshake succeeds again) when `MAX_HANDSHAKES`
+    /// of them are already in their handshake.
+    fn take_slot(&mut self, dial: bool) -> Option<Slot> {
+        let slots = if dial { &self.dial_slots } else { &self.slots };
+        let slot = slots.try_take(MAX_HANDSHAKES);
+        if slot.is_none() && !self.at_capacity {
+            self.at_capacity = true;
+            let what = if dial { "not dialling" } else { "closing new connections" };
+            warn!(
+                limit = MAX_HANDSHAKES,
+                "too many connections in their handshake; {what} until some finish"
+            );
+        }
+        slot
     }
 
     /// Dial `target` (`HOST:PORT`, resolved first) and shake hands. A
     /// static target that resolves to the address of a peer connected
     /// already (it dialled us first) is not dialled: a second connection
     /// would only replace the first, interrupting its transfers.
-    fn dial(&self, origin: Origin, target: String) {
+    fn dial(&self, origin: Origin, target: String, slot: Slot) {
         let net = self.net.clone();
         let tx = self.events.clone();
         let me = self.me();
         let port = self.cfg.listen_port;
+        let key = self.cfg.key.clone();
+        let warns = self.warns.clone();
         let connected: BTreeMap<SocketAddr, NodeId> = self.peers.iter().map(|(id, p)| (p.addr, *id)).collect();
         self.net.spawn(async move {
             let addrs = match net.resolve(&target).await {
@@ -455,24 +565,52 @@ impl<N: Net> Node<N> {
             }
             for addr in addrs {
                 match net.connect(addr).await {
-                    Ok(conn) => return Self::handshake_task(net, conn, me, port, tx, origin).await,
+                    Ok(conn) => return Self::handshake_task(net, conn, me, port, key, tx, origin, slot, warns).await,
                     Err(e) => debug!(%target, %addr, error = %e, "dial failed"),
                 }
             }
-            let _ = tx.send(Event::DialFailed(origin)).await;
+            let _ = tx.send(Event::DialFailed { origin, refused: false }).await;
         });
     }
 
-    fn spawn_handshake(&self, conn: Conn<N>, origin: Origin) {
+    fn spawn_handshake(&self, conn: Conn<N>, origin: Origin, slot: Slot) {
         let net = self.net.clone();
         let tx = self.events.clone();
-        let (me, port) = (self.me(), self.cfg.listen_port);
-        self.net.spawn(Self::handshake_task(net, conn, me, port, tx, origin));
+        let (me, port, key) = (self.me(), self.cfg.listen_port, self.cfg.key.clone());
+        let warns = self.warns.clone();
+        self.net
+            .spawn(Self::handshake_task(net, conn, me, port, key, tx, origin, slot, warns));
     }
 
-    async fn handshake_task(net: N, mut conn: Conn<N>, me: NodeId, port: u16, tx: async_channel::Sender<Event<N>>, origin: Origin) {
-        match handshake(&net, &mut conn, me, port).await {
-            Ok(hello) => {
+    /// The transport handshake (the key, if any), then the hellos, all
+    /// within `HANDSHAKE_TIMEOUT`; the slot is held until then.
+    #[allow(clippy::too_many_arguments)]
+    async fn handshake_task(
+        net: N,
+        conn: Conn<N>,
+        me: NodeId,
+        port: u16,
+        key: Option<ClusterKey>,
+        tx: async_channel::Sender<Event<N>>,
+        origin: Origin,
+        slot: Slot,
+        warns: WarnBudget,
+    ) {
+        let addr = conn.peer;
+        let dialed = !matches!(origin, Origin::Accepted);
+        let work = async {
+            let mut link = secure::secure(conn, key.as_ref(), dialed).await?;
+            let hello = handshake(&net, &mut link, me, port).await?;
+            Ok::<_, conn::ConnError>((link, hello))
+        };
+        let timeout = async {
+            net.sleep(conn::HANDSHAKE_TIMEOUT).await;
+            Err(conn::ConnError::Timeout(conn::HANDSHAKE_TIMEOUT))
+        };
+        let result = futures_lite::future::or(work, timeout).await;
+        drop(slot);
+        let refused = match result {
+            Ok((conn, hello)) => {
                 let _ = tx.send(Event::Handshaken { conn, hello, origin }).await;
                 return;
             }
@@ -481,19 +619,38 @@ impl<N: Net> Node<N> {
                     let _ = tx.send(Event::StaticIsSelf(i)).await;
                     return;
                 }
-                debug!(addr = %conn.peer, "a connection to ourselves");
+                debug!(%addr, "a connection to ourselves");
+                false
             }
-            Err(e @ (conn::ConnError::Refused(_) | conn::ConnError::RefusedByPeer(_))) => {
-                warn!(addr = %conn.peer, error = %e, "connection refused");
+            Err(e) if e.is_refusal() => {
+                match warns.allow(net.now()) {
+                    Some(0) => warn!(%addr, error = %e, "connection refused"),
+                    Some(suppressed) => warn!(%addr, error = %e, suppressed, "connection refused"),
+                    None => debug!(%addr, error = %e, "connection refused"),
+                }
+                true
             }
-            Err(e) => debug!(addr = %conn.peer, error = %e, "handshake failed"),
-        }
-        let _ = tx.send(Event::DialFailed(origin)).await;
+            Err(e) => {
+                debug!(%addr, error = %e, "handshake failed");
+                false
+            }
+        };
+        let _ = tx.send(Event::DialFailed { origin, refused }).await;
     }
 
-    fn register(&mut self, conn: Conn<N>, hello: PeerHello, origin: Origin) {
+    fn register(&mut self, conn: Link<N>, hello: PeerHello, origin: Origin) {
         let peer = hello.node;
         self.dialing.remove(&peer);
+        if self.slots.in_use() < MAX_HANDSHAKES && self.peers.len() < MAX_PEERS {
+            self.at_capacity = false;
+        }
+        if !self.peers.contains_key(&peer) && self.peers.len() >= MAX_PEERS {
+            if !self.at_capacity {
+                self.at_capacity = true;
+                warn!(limit = MAX_PEERS, %peer, addr = %conn.peer, "too many peers; closing this connection (and more, silently)");
+            }
+            return;
+        }
         if let Origin::Static(i) = origin {
             // Its id is known only now: the rule below keeps one
             // connection when both sides list each other.
@@ -513,12 +670,15 @@ impl<N: Net> Node<N> {
         let (jobs, jobs_rx) = async_channel::unbounded();
         let (stop, stop_rx) = async_channel::bounded::<()>(1);
         let traffic = Arc::new(Traffic::default());
+        let queued = Arc::new(Queued::default());
         self.net.spawn(conn::run_writer(
             self.net.clone(),
             conn.writer,
             jobs_rx,
             self.store.clone(),
             peer,
+            stop_rx.clone(),
+            queued.clone(),
             traffic.clone(),
         ));
         let tx = self.events.clone();
@@ -562,6 +722,7 @@ impl<N: Net> Node<N> {
                 addr,
                 jobs,
                 traffic,
+                queued,
                 _stop: stop,
             },
         );
@@ -785,14 +946,28 @@ impl<N: Net> Node<N> {
         }
     }
 
-    fn queue(&self, peer: NodeId, job: Job) {
-        if let Some(p) = self.peers.get(&peer) {
-            if let Job::Content { entry, .. } = &job {
-                p.traffic.queued(entry);
+    fn queue(&mut self, peer: NodeId, mut job: Job) {
+        let Some(p) = self.peers.get(&peer) else {
+            return;
+        };
+        let sig = job.signature_bytes();
+        if sig > 0 && p.queued.signature_bytes.load(Ordering::Acquire) + sig > MAX_QUEUED_SIGNATURE_BYTES {
+            // Too many signatures waiting: answer with the whole file.
+            if let Job::Content { base, entry } = &mut job {
+                debug!(%peer, path = %entry.path, "signature queue full; sending the whole file");
+                *base = None;
             }
-            // Unbounded: only fails when the writer has stopped, and then the
-            // reader reports the closed connection.
-            let _ = p.jobs.try_send(job);
+        }
+        if let Job::Content { entry, .. } = &job {
+            p.traffic.queued(entry);
+        }
+        let jobs = p.queued.add(job.signature_bytes());
+        let limit = self.engine.index().len() + QUEUE_SLACK;
+        // Unbounded channel: only fails when the writer has stopped, and
+        // then the reader reports the closed connection.
+        let _ = p.jobs.try_send(job);
+        if jobs > limit {
+            self.close(peer, format!("{jobs} jobs queued: the peer asks faster than it reads"));
         }
     }
 
@@ -956,8 +1131,16 @@ impl<N: Net> Node<N> {
     fn dial_static_peers(&mut self) {
         let connected = self.peers.keys().copied().collect();
         for (i, target) in self.statics.due(self.net.now(), &connected) {
-            debug!(%target, "dialling static peer");
-            self.dial(Origin::Static(i), target);
+            match self.take_slot(true) {
+                Some(slot) => {
+                    debug!(%target, "dialling static peer");
+                    self.dial(Origin::Static(i), target, slot);
+                }
+                // No room for a handshake now: due again after a wait.
+                None => {
+                    self.statics.failed(i, self.net.now());
+                }
+            }
         }
     }
 

@@ -23,7 +23,7 @@ fn a_directory_emptied_under_a_running_node_deletes_nothing_and_resumes_when_bac
     }
     let bport = free_udp_port();
     let pa = Proc::start(&a, free_tcp_port(), bport, &root.join("a.log"));
-    let pb = Proc::start_with(&b, free_tcp_port(), bport, &root.join("b.log"), &["--rescan-interval", "2"]);
+    let pb = Proc::start_with(&b, free_tcp_port(), bport, &root.join("b.log"), &["--rescan-interval", "2"], &[]);
     let (ok, _) = wait_until(TIMEOUT, || all_equal(&[&a, &b]));
     assert!(ok, "no initial sync:\n{}", describe_difference(&[&a, &b]));
     let original = tree(&a);

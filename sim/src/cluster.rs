@@ -11,6 +11,7 @@
 use crate::net::{epoch, Panics, TurmoilNet, EPOCH_SECS};
 use crate::trace::TraceLog;
 use crate::tree::{describe_difference, Item, Tree, TreeReader, TEMP_PREFIX};
+use dirsync::key::ClusterKey;
 use dirsync::node::{Config, Counters, LocalEvent};
 use dirsync::wire::{NodeId, RelPath};
 use std::cell::Cell;
@@ -54,6 +55,8 @@ pub struct Options {
     /// Give every node the list of every host (itself included) as static
     /// peers, `n0:6000`, `n1:6000`...
     pub static_peers: bool,
+    /// Host i's cluster key (`--key-file`); hosts past the end have none.
+    pub keys: Vec<Option<ClusterKey>>,
 }
 
 impl Options {
@@ -72,6 +75,7 @@ impl Options {
             local_only: |_| false,
             discovery: true,
             static_peers: false,
+            keys: Vec::new(),
         }
     }
 }
@@ -312,6 +316,7 @@ impl Cluster {
                 node_id: node_id(opts.seed, host, n),
                 announce_interval: opts.announce_interval,
                 rescan_interval: opts.rescan_interval,
+                key: opts.keys.get(host).cloned().flatten(),
                 counters: counters.clone(),
                 static_peers: if opts.static_peers {
                     (0..opts.nodes).map(|i| format!("n{i}:{LISTEN_PORT}")).collect()
@@ -332,6 +337,18 @@ impl Cluster {
                 Ok(())
             }
         });
+    }
+
+    /// Run `f` as an extra turmoil host named `name` beside the nodes (a
+    /// hostile or impostor client written by the scenario); it can reach
+    /// the nodes at their names and `LISTEN_PORT`/`BROADCAST_PORT`.
+    pub fn add_host<F, Fut>(&mut self, name: &str, f: F)
+    where
+        F: Fn() -> Fut + 'static,
+        Fut: std::future::Future<Output = turmoil::Result> + 'static,
+    {
+        self.note(format!("add host {name}"));
+        self.sim.host(name, f);
     }
 
     /// Crash `host` like a power loss: its node stops at once, every task

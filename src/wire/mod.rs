@@ -13,7 +13,7 @@
 mod path;
 
 pub use crate::version::Vector;
-pub use path::{PathError, RelPath, MAX_COMPONENT_LEN, MAX_PATH_LEN, STATE_DIR_NAME, TEMP_PREFIX};
+pub use path::{PathError, RelPath, MAX_COMPONENT_LEN, MAX_DEPTH, MAX_PATH_LEN, STATE_DIR_NAME, TEMP_PREFIX};
 
 use flate2::{read::ZlibDecoder, write::ZlibEncoder, Compression};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -288,6 +288,11 @@ pub struct Announce {
     pub version: u32,
     pub node: NodeId,
     pub port: u16,
+    /// With a cluster key: its fingerprint (`ClusterKey::fingerprint`, 16
+    /// hex digits), so keyed nodes dial only nodes holding the same key.
+    /// Absent without a key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 impl Announce {
@@ -299,7 +304,14 @@ impl Announce {
             version: PROTOCOL_VERSION,
             node,
             port,
+            key: None,
         }
+    }
+
+    /// The same announcement carrying a key fingerprint (or none).
+    pub fn with_key(mut self, fingerprint: Option<String>) -> Self {
+        self.key = fingerprint;
+        self
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -313,6 +325,12 @@ impl Announce {
         let a: Announce = serde_json::from_slice(buf).map_err(|e| WireError::Json(e.to_string()))?;
         if a.app != Self::APP {
             return Err(WireError::Json(format!("not a dirsync announcement: app {:?}", a.app)));
+        }
+        if a.key
+            .as_ref()
+            .is_some_and(|k| k.len() != 16 || !k.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return Err(WireError::Json("announcement key fingerprint must be 16 hex digits".into()));
         }
         Ok(a)
     }

@@ -20,12 +20,15 @@ pub const STATE_DIR_NAME: &str = ".dirsync";
 pub const MAX_PATH_LEN: usize = 4096;
 /// Longest single component accepted, in bytes (the common filesystem limit).
 pub const MAX_COMPONENT_LEN: usize = 255;
+/// Most components in one path. Checking a path's ancestors costs its
+/// depth times its length, so a peer must not choose thousands.
+pub const MAX_DEPTH: usize = 256;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
     #[error("empty path")]
     Empty,
-    #[error("path longer than {MAX_PATH_LEN} bytes")]
+    #[error("path longer than {MAX_PATH_LEN} bytes or deeper than {MAX_DEPTH} components")]
     TooLong,
     #[error("absolute path {0:?}")]
     Absolute(String),
@@ -57,6 +60,9 @@ impl RelPath {
         }
         if s.contains('\0') || s.contains('\\') {
             return Err(PathError::BadCharacter(s));
+        }
+        if s.bytes().filter(|&b| b == b'/').count() >= MAX_DEPTH {
+            return Err(PathError::TooLong);
         }
         for (i, part) in s.split('/').enumerate() {
             if part.is_empty() || part == "." || part == ".." || part.len() > MAX_COMPONENT_LEN {
@@ -152,7 +158,17 @@ mod tests {
 
     #[test]
     fn accepts_ordinary_and_odd_names() {
-        for ok in ["a", "a/b/c.txt", "with space/ü ñ 日本", "a/.hidden", "x/.dirsync", "-rf", "a\nb"] {
+        let deepest = vec!["d"; MAX_DEPTH].join("/");
+        for ok in [
+            "a",
+            "a/b/c.txt",
+            "with space/ü ñ 日本",
+            "a/.hidden",
+            "x/.dirsync",
+            "-rf",
+            "a\nb",
+            &deepest,
+        ] {
             assert!(RelPath::new(ok).is_ok(), "{ok:?} should be accepted");
         }
     }
@@ -161,6 +177,7 @@ mod tests {
     fn rejects_escapes_and_reserved_names() {
         let long = "x".repeat(MAX_PATH_LEN + 1);
         let long_part = "y".repeat(MAX_COMPONENT_LEN + 1);
+        let deep = vec!["d"; MAX_DEPTH + 1].join("/");
         for bad in [
             "",
             "/etc/passwd",
@@ -176,6 +193,7 @@ mod tests {
             "d/.dirsync-tmp-x",
             long.as_str(),
             long_part.as_str(),
+            deep.as_str(),
         ] {
             assert!(RelPath::new(bad).is_err(), "{bad:?} should be rejected");
         }

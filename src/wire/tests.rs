@@ -138,6 +138,16 @@ fn announce_snapshot_and_round_trip() {
 }
 
 #[test]
+fn keyed_announce_snapshot_and_round_trip() {
+    let a = Announce::new(NodeId(0xfeed), 6000).with_key(Some("4f6f84a5d5b13be1".into()));
+    let bytes = a.encode();
+    insta::assert_snapshot!("announce_keyed", String::from_utf8(bytes.clone()).unwrap());
+    assert_eq!(Announce::decode(&bytes).unwrap(), a);
+    let bad = br#"{"app":"dirsync","version":1,"node":"000000000000feed","port":1,"key":"xyz"}"#;
+    assert!(Announce::decode(bad).is_err());
+}
+
+#[test]
 fn announce_rejects_junk() {
     assert!(Announce::decode(b"").is_err());
     assert!(Announce::decode(b"\xff\x00garbage").is_err());
@@ -289,7 +299,7 @@ fn protocol_doc_shows_every_snapshot() {
         assert!(doc.contains(json), "docs/PROTOCOL.md lacks this snapshot:\n{json}");
         checked += 1;
     }
-    assert_eq!(checked, examples().len() + 1, "a snapshot per message plus the announcement");
+    assert_eq!(checked, examples().len() + 2, "a snapshot per message plus the two announcements");
 }
 
 #[test]

@@ -30,17 +30,19 @@ pub struct Proc {
 
 impl Proc {
     pub fn start(dir: &Path, listen_port: u16, broadcast_port: u16, log: &Path) -> Proc {
-        Proc::start_with(dir, listen_port, broadcast_port, log, &[])
+        Proc::start_with(dir, listen_port, broadcast_port, log, &[], &[])
     }
 
-    /// `start` with more flags.
-    pub fn start_with(dir: &Path, listen_port: u16, broadcast_port: u16, log: &Path, extra: &[&str]) -> Proc {
+    /// `start` with extra flags and environment variables.
+    pub fn start_with(dir: &Path, listen_port: u16, broadcast_port: u16, log: &Path, args: &[&str], env: &[(&str, &str)]) -> Proc {
         let err = fs::File::options().create(true).append(true).open(log).unwrap();
         let child = Command::new(BIN)
             .arg(dir)
             .args(["-l", &listen_port.to_string(), "-b", &broadcast_port.to_string()])
             .args(["--broadcast-addr", "127.255.255.255"])
-            .args(extra)
+            .args(args)
+            .env_remove("DIRSYNC_KEY_FILE")
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -62,6 +64,7 @@ impl Proc {
             .arg(dir)
             .args(["-l", &listen_port.to_string()])
             .args(args)
+            .env_remove("DIRSYNC_KEY_FILE")
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -102,6 +105,11 @@ impl Proc {
 
     pub fn log_text(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The process has not exited.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     pub fn kill(&mut self) {
