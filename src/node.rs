@@ -735,15 +735,25 @@ impl<N: Net> Node<N> {
         if let Some(p) = self.peers.remove(&peer) {
             info!(%peer, addr = %p.addr, %reason, "disconnected");
             if let Some(inc) = self.incoming.remove(&peer) {
-                let lost = inc.temp_path().is_some_and(|t| !t.exists());
-                drop(inc);
-                if lost {
-                    self.sweep_temp_files();
-                }
+                self.discard_incoming(inc);
             }
             self.engine.handle_disconnected(peer);
             self.statics.disconnected(peer, self.net.now());
         }
+    }
+
+    /// Drop an incoming file, removing its temp file. Where the user moved
+    /// the folder it was written in, the temp file is swept by name; where
+    /// it was all that kept a folder whose deletion arrived meanwhile, that
+    /// folder goes now (found by the simulation).
+    fn discard_incoming(&mut self, inc: Incoming) {
+        let path = inc.entry.path.clone();
+        let lost = inc.temp_path().is_some_and(|t| !t.exists());
+        drop(inc);
+        if lost {
+            self.sweep_temp_files();
+        }
+        self.remove_emptied_parents(&path);
     }
 
     fn on_message(&mut self, peer: NodeId, msg: Message, bytes: usize) {
@@ -785,9 +795,7 @@ impl<N: Net> Node<N> {
         // way: it must not replace that (found by the simulation).
         if let Err(reason) = self.engine.accept_content(peer, &inc.entry) {
             debug!(%peer, %reason, "discarding superseded content");
-            let path = inc.entry.path.clone();
-            drop(inc);
-            self.remove_emptied_parents(&path);
+            self.discard_incoming(inc);
             return;
         }
         let (entry, is_delta) = (inc.entry.clone(), inc.is_delta);
@@ -798,6 +806,7 @@ impl<N: Net> Node<N> {
                 if lost {
                     self.sweep_temp_files();
                 }
+                self.remove_emptied_parents(&entry.path);
                 self.rescan(LocalEvent::Changed(vec![Some(entry.path.clone())]));
                 self.engine.handle_received(peer, entry, is_delta, Err(reason));
             }
