@@ -748,7 +748,7 @@ impl<N: Net> Node<N> {
     /// folder goes now (found by the simulation).
     fn discard_incoming(&mut self, inc: Incoming) {
         let path = inc.entry.path.clone();
-        let lost = inc.temp_path().is_some_and(|t| !t.exists());
+        let lost = inc.temp_lost();
         drop(inc);
         if lost {
             self.sweep_temp_files();
@@ -799,7 +799,7 @@ impl<N: Net> Node<N> {
             return;
         }
         let (entry, is_delta) = (inc.entry.clone(), inc.is_delta);
-        let lost = inc.temp_path().is_some_and(|t| !t.exists());
+        let lost = inc.temp_lost();
         match inc.finish() {
             Ok(received) => self.make_durable(peer, received),
             Err(reason) => {
@@ -848,7 +848,9 @@ impl<N: Net> Node<N> {
         self.durable_jobs.remove(&tmp.path);
         if let Err(reason) = self.engine.accept_content(peer, &entry) {
             debug!(%peer, %reason, "discarding superseded content");
-            drop(tmp);
+            if !tmp.discard() {
+                self.sweep_temp_files();
+            }
             // Its temp file may have been all that kept a folder whose
             // deletion arrived meanwhile (found by the simulation).
             self.remove_emptied_parents(&entry.path);

@@ -29,6 +29,8 @@ pub struct Incoming {
     segments: u64,
     pub wire_bytes: u64,
     error: Option<String>,
+    /// A temp file of this transfer was dropped after the user moved it.
+    temp_lost: bool,
 }
 
 impl Incoming {
@@ -54,6 +56,7 @@ impl Incoming {
             segments: 0,
             wire_bytes: frame_bytes as u64,
             error: None,
+            temp_lost: false,
         };
         let expected = match expected {
             Ok(e) => e,
@@ -90,13 +93,26 @@ impl Incoming {
     /// ignored and the temp file is removed now.
     pub fn abandon(&mut self, reason: String) {
         self.error.get_or_insert(reason);
-        self.tmp = None;
+        self.discard_temp();
         self.base = None;
+    }
+
+    fn discard_temp(&mut self) {
+        if let Some(tmp) = self.tmp.take() {
+            self.temp_lost |= !tmp.discard();
+        }
     }
 
     /// The temp file being written, if any.
     pub fn temp_path(&self) -> Option<&std::path::Path> {
         self.tmp.as_ref().map(|t| t.path.as_path())
+    }
+
+    /// Whether a temp file of this transfer is no longer where it was
+    /// written (the user moved its folder), so that dropping the transfer
+    /// cannot remove it by name.
+    pub fn temp_lost(&self) -> bool {
+        self.temp_lost || self.temp_path().is_some_and(|t| !t.exists())
     }
 
     pub fn chunk(&mut self, data: &[u8], frame_bytes: usize) {
@@ -106,7 +122,7 @@ impl Incoming {
         }
         if let Err(e) = self.write_chunk(data) {
             self.error = Some(e);
-            self.tmp = None; // drops (removes) the temp file
+            self.discard_temp();
         }
     }
 

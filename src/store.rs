@@ -95,6 +95,14 @@ impl TempFile {
         self.file.sync_all().map_err(io_err(&self.path))?;
         filetime::set_file_mtime(&self.path, filetime_of(entry.mtime)).map_err(io_err(&self.path))
     }
+
+    /// Remove the temp file now. False when its name no longer held it: the
+    /// user moved the folder it was written in, and only a sweep by name
+    /// pattern finds it (found by the simulation).
+    pub fn discard(mut self) -> bool {
+        self.committed = true;
+        !matches!(fs::remove_file(&self.path), Err(e) if e.kind() == io::ErrorKind::NotFound)
+    }
 }
 
 impl Drop for TempFile {
