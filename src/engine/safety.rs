@@ -31,14 +31,13 @@ pub(super) fn loses_concurrently(local: &Entry, winner: &Entry) -> bool {
 }
 
 /// If `incoming` is a delete that would win over our live file `local`
-/// without having seen it (both histories known, neither vector descends
-/// from the other), the version that keeps the file: `local`'s content,
-/// ranked at the delete's version (so it beats the delete everywhere) with
-/// the merge of both vectors (so it descends from both).
+/// without having seen the edit that made its content (both histories
+/// known), the version that keeps the file: `local`'s content, ranked at
+/// the delete's version (so it beats the delete everywhere) with the merge
+/// of both vectors (so it descends from both).
 pub(super) fn resurrection(incoming: &Entry, local: &Entry) -> Option<Entry> {
-    let concurrent =
-        !incoming.vector.is_empty() && !local.vector.is_empty() && incoming.vector.compare(&local.vector) == Causality::Concurrent;
-    if !(incoming.deleted && !local.deleted && local.kind == Kind::File && concurrent && beats(incoming, local)) {
+    let known = !incoming.vector.is_empty() && !local.vector.is_empty();
+    if !(incoming.deleted && !local.deleted && local.kind == Kind::File && known && missed_the_edit(incoming, local) && beats(incoming, local)) {
         return None;
     }
     Some(Entry {
@@ -46,4 +45,16 @@ pub(super) fn resurrection(incoming: &Entry, local: &Entry) -> Option<Entry> {
         vector: local.vector.merge(&incoming.vector),
         ..local.clone()
     })
+}
+
+/// Whether `delete` was made without seeing the edit that gave `live` its
+/// content. Judged by the editor's own counter, not the whole vector: a
+/// file kept by `resurrection` carries the first deleter's history, and a
+/// later delete by someone who saw the edit, but not that first delete,
+/// must still win (found by the simulation: the file came back).
+fn missed_the_edit(delete: &Entry, live: &Entry) -> bool {
+    match live.vector.get(live.by) {
+        0 => delete.vector.compare(&live.vector) == Causality::Concurrent,
+        edit => delete.vector.get(live.by) < edit,
+    }
 }

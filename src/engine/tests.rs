@@ -675,6 +675,34 @@ fn an_edit_beats_a_concurrent_delete_and_the_file_comes_back() {
 }
 
 #[test]
+fn a_delete_that_saw_a_kept_edit_wins_though_it_missed_the_first_delete() {
+    let base = file("f", 10, b"base");
+    let mine = edited(&base, ME, 20, b"edited here");
+    let kept = resurrection_of(&mine, &deleted(&base, A, 30));
+    // B saw the edit (not A's delete) and deleted the file after it.
+    let gone = deleted(&mine, B, 40);
+    let mut e = connected(std::slice::from_ref(&kept), &[B]);
+    e.handle_message(B, index_msg(vec![gone.clone()]));
+    assert_eq!(
+        e.take_commands(),
+        vec![Command::Apply {
+            peer: B,
+            action: Action::Delete { entry: gone, local: kept }
+        }]
+    );
+}
+
+/// What `an_edit_beats_a_concurrent_delete_and_the_file_comes_back` shows
+/// the holder of `edit` records when `delete` missed it.
+fn resurrection_of(edit: &Entry, delete: &Entry) -> Entry {
+    Entry {
+        version: delete.version,
+        vector: edit.vector.merge(&delete.vector),
+        ..edit.clone()
+    }
+}
+
+#[test]
 fn a_delete_that_saw_the_edit_wins() {
     let base = file("f", 10, b"base");
     let mine = edited(&base, ME, 20, b"edited here");
