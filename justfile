@@ -42,9 +42,11 @@ fuzz:
 run DIR *FLAGS:
     cargo run --release -- {{quote(DIR)}} {{FLAGS}}
 
-# (The private network namespace makes the loopback byte counters count only the
-# measured traffic; it needs root or user namespaces. bench.py compares with rsync.)
-# Benchmarks: bench/bench.py on loopback in a private network namespace.
+# The private network namespace makes the loopback byte counters count only
+# the measured traffic; it needs root or user namespaces. Knobs (bench.py):
+# BENCH_REPEAT, BENCH_ONLY, BENCH_SCALE, BENCH_SETTLE.
+#
+# Benchmarks against rsync and a raw copy: bench/bench.py on loopback in a private network namespace.
 bench:
     #!/usr/bin/env bash
     set -euo pipefail

@@ -200,6 +200,7 @@ class Cluster:
         self.nodes = sorted(services, key=lambda s: (len(s), s))
         self.cid: dict[str, str] = {}
         self.model: dict[str, Entry] = {}  # the expected tree
+        self.conflict_loser = None  # (node, entry, mtime) of the seeded conflict's older side
         self.scope = None  # after a failure: only compare the current check's paths
         self.degraded = False
 
@@ -326,7 +327,9 @@ T0 = 1_700_000_000_123_456_789  # seed mtimes, nanosecond precision on purpose
 
 def seed(c: Cluster):
     """Distinct files (nested folders, an empty file, a non-ASCII name) per node,
-    plus one path seeded on two nodes with different contents: the newer wins."""
+    plus one path seeded on two nodes with different contents: the newer wins,
+    and the older is kept as a conflict copy (two unknown histories that meet
+    count as concurrent edits; docs/CONFLICTS.md)."""
     for i, n in enumerate(c.nodes, 1):
         t = T0 + i * 1_000_000_007
         c.write(n, f"seed-{n}/hello.txt", f"hello from {n}\n".encode(), t)
@@ -338,6 +341,7 @@ def seed(c: Cluster):
     older = c.model["shared/conflict.txt"]
     c.write(b, "shared/conflict.txt", f"newer version from {b}\n".encode(), T0 + 5 * 10**9)
     assert c.model["shared/conflict.txt"] != older  # the model keeps the newer one
+    c.conflict_loser = (a, older, T0)
 
 
 def check_discovery(c: Cluster):
@@ -365,6 +369,13 @@ def check_discovery(c: Cluster):
 
 
 def check_union(c: Cluster):
+    # The loser's copy is named by its mtime (UTC) and the loser's device id,
+    # which its node logs at start (`listening ... device=`).
+    loser, older, mtime_ns = c.conflict_loser
+    device = next((e.get("device", "") for e in c.events(loser, kind="listening")), "")
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(mtime_ns // 10**9))
+    copy = f"shared/conflict.sync-conflict-{stamp}-{device[:8]}.txt"
+    c.model[copy] = older
     c.wait_converged()
     deadline = time.monotonic() + 5  # informational: the log lines may trail the files
     while True:
@@ -372,7 +383,7 @@ def check_union(c: Cluster):
         if min(synced.values()) >= len(c.nodes) - 1 or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    return (f"{len(c.model)} paths; `synchronized peer=` counts "
+    return (f"{len(c.model)} paths, conflict copy {copy.split('/')[-1]}; `synchronized peer=` counts "
             + ", ".join(f"{n}:{k}" for n, k in synced.items()))
 
 
