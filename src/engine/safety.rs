@@ -37,7 +37,13 @@ pub(super) fn loses_concurrently(local: &Entry, winner: &Entry) -> bool {
 /// of both vectors (so it descends from both).
 pub(super) fn resurrection(incoming: &Entry, local: &Entry) -> Option<Entry> {
     let known = !incoming.vector.is_empty() && !local.vector.is_empty();
-    if !(incoming.deleted && !local.deleted && local.kind == Kind::File && known && missed_the_edit(incoming, local) && beats(incoming, local)) {
+    if !(incoming.deleted
+        && !local.deleted
+        && local.kind == Kind::File
+        && known
+        && missed_the_edit(incoming, local)
+        && beats(incoming, local))
+    {
         return None;
     }
     Some(Entry {
