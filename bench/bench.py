@@ -74,6 +74,8 @@ def wait(cond, what, timeout=TIMEOUT, every=0.002):
 class Node:
     """A dirsync process on loopback; stderr goes to a log file."""
 
+    running: list["Node"] = []  # killed at exit, also when a workload fails
+
     def __init__(self, directory, scratch):
         self.dir = Path(directory)
         self.port = port()
@@ -84,6 +86,7 @@ class Node:
             stderr=open(self.log, "w"),
             env={**os.environ, "RUST_LOG": "info"},
         )
+        Node.running.append(self)
         # The log is read incrementally: polling every few milliseconds must
         # not re-read megabytes of `applied` lines (that CPU would be taken
         # from the nodes being measured).
@@ -114,6 +117,8 @@ class Node:
     def stop(self):
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait()
+        if self in Node.running:
+            Node.running.remove(self)
 
 
 def make_small_tree(root, files, folders, lo=1024, hi=16 * 1024, seed=1):
@@ -140,8 +145,11 @@ def tree_digest(root):
         if rel.startswith(".dirsync") or "/.dirsync-tmp-" in "/" + rel:
             continue
         h.update(rel.encode())
-        if p.is_file():
-            h.update(str(p.stat().st_size).encode())
+        try:
+            if p.is_file():
+                h.update(str(p.stat().st_size).encode())
+        except FileNotFoundError:
+            return object()  # moved while we walked: equal to no other digest
     return h.hexdigest()
 
 
@@ -159,10 +167,12 @@ class RsyncDaemon:
     def push(self, src, *flags):
         """Push src/ to the daemon; returns (seconds, client peak RSS MiB)."""
         start = time.monotonic()
-        subprocess.run(["rsync", "-a", *flags, f"{src}/", f"rsync://127.0.0.1:{self.port}/dst/"], check=True)
+        client = subprocess.Popen(["rsync", "-a", *flags, f"{src}/", f"rsync://127.0.0.1:{self.port}/dst/"])
+        _, status, usage = os.wait4(client.pid, 0)  # this child's own peak RSS
         took = time.monotonic() - start
-        import resource
-        return took, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        if status != 0:
+            raise RuntimeError(f"rsync push failed (wait status {status})")
+        return took, usage.ru_maxrss / 1024
 
     def stop(self):
         self.proc.kill()
@@ -446,6 +456,8 @@ def main():
     try:
         run_workloads(scratch_root)
     finally:
+        for node in list(Node.running):
+            node.stop()
         shutil.rmtree(scratch_root, ignore_errors=True)
 
 
