@@ -84,7 +84,7 @@ class Node:
             [str(BIN), str(self.dir), "-l", str(self.port), "-b", str(BPORT), "--broadcast-addr", "127.255.255.255"],
             stdout=subprocess.DEVNULL,
             stderr=open(self.log, "w"),
-            env={**os.environ, "RUST_LOG": "info"},
+            env={**os.environ, "RUST_LOG": os.environ.get("NODE_LOG", "info")},
         )
         Node.running.append(self)
         # The log is read incrementally: polling every few milliseconds must

@@ -19,6 +19,12 @@ pub const MAX_PEERS: usize = 64;
 /// `conn::HANDSHAKE_TIMEOUT` ends it, so a flood of idle connections costs
 /// at most this many small tasks; further connections are closed at once.
 pub const MAX_HANDSHAKES: usize = 32;
+/// Most frames read from all peers together and not yet handled by the
+/// node loop. Readers wait for a place (and TCP holds the sender back), so
+/// a peer streaming 1 MiB chunks faster than the disk takes them costs a
+/// few MiB, not the event queue's worth (256 chunks: a receiver's memory
+/// peaked at 200 MiB in `just bench` before this).
+pub const MAX_FRAMES_IN_FLIGHT: usize = 8;
 
 /// A counter of handshakes in progress, shared with the handshake tasks.
 #[derive(Debug, Clone, Default)]

@@ -11,7 +11,9 @@ use crate::discovery;
 use crate::engine::{Action, Command, DirState, Engine, Scan};
 use crate::ignore_rules::{IgnoreRules, IGNORE_FILE};
 use crate::key::ClusterKey;
-use crate::limits::{HandshakeSlots, Queued, Slot, WarnBudget, MAX_HANDSHAKES, MAX_PEERS, MAX_QUEUED_SIGNATURE_BYTES, QUEUE_SLACK};
+use crate::limits::{
+    HandshakeSlots, Queued, Slot, WarnBudget, MAX_FRAMES_IN_FLIGHT, MAX_HANDSHAKES, MAX_PEERS, MAX_QUEUED_SIGNATURE_BYTES, QUEUE_SLACK,
+};
 use crate::net::{Conn, Net};
 use crate::receive::{Incoming, Received};
 use crate::secure::{self, Link};
@@ -205,6 +207,7 @@ pub async fn run<N: Net>(net: N, cfg: Config, local: async_channel::Receiver<Loc
     let muted = Arc::new(AtomicBool::new(false));
     let (events, inbox) = async_channel::bounded::<Event<N>>(256);
     let (wake_announcer, wake_rx) = async_channel::bounded::<()>(1);
+    let (frame_credit, frames_in_flight) = async_channel::bounded::<()>(MAX_FRAMES_IN_FLIGHT);
     let mut node = Node {
         engine,
         muted: muted.clone(),
@@ -212,6 +215,8 @@ pub async fn run<N: Net>(net: N, cfg: Config, local: async_channel::Receiver<Loc
         net: net.clone(),
         store,
         events: events.clone(),
+        frame_credit,
+        frames_in_flight,
         wake_announcer,
         peers: BTreeMap::new(),
         dialing: BTreeSet::new(),
@@ -339,6 +344,11 @@ struct Node<N: Net> {
     store: Store,
     engine: Engine,
     events: async_channel::Sender<Event<N>>,
+    /// Readers put one token here per frame they hand to the loop, which
+    /// takes it back when it handles the frame: at most
+    /// `MAX_FRAMES_IN_FLIGHT` frames wait in memory (see there).
+    frame_credit: async_channel::Sender<()>,
+    frames_in_flight: async_channel::Receiver<()>,
     wake_announcer: async_channel::Sender<()>,
     peers: BTreeMap<NodeId, PeerConn>,
     dialing: BTreeSet<NodeId>,
@@ -440,6 +450,7 @@ impl<N: Net> Node<N> {
                 let _ = req.reply.try_send(self.status());
             }
             Event::Frame { conn, peer, msg, bytes } => {
+                let _ = self.frames_in_flight.try_recv();
                 if self.peers.get(&peer).is_some_and(|p| p.id == conn) {
                     self.on_message(peer, msg, bytes);
                 }
@@ -681,7 +692,7 @@ impl<N: Net> Node<N> {
             queued.clone(),
             traffic.clone(),
         ));
-        let tx = self.events.clone();
+        let (tx, credit) = (self.events.clone(), self.frame_credit.clone());
         let mut reader = conn.reader;
         let net = self.net.clone();
         self.net.spawn(async move {
@@ -694,6 +705,9 @@ impl<N: Net> Node<N> {
                 let reason = match futures_lite::future::or(read, stopped).await {
                     None => return,
                     Some(Ok((msg, bytes))) => {
+                        if credit.send(()).await.is_err() {
+                            return;
+                        }
                         if tx
                             .send(Event::Frame {
                                 conn: id,
