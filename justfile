@@ -5,6 +5,7 @@
 #   just bench      benchmarks (bench/bench.py, loopback in a private netns)
 #   just bench-micro  micro-benchmarks of codec, hashing and deltas (divan)
 #   just e2e        docker-compose cluster end-to-end checks (docker/e2e.py)
+#   just sim [N]    long simulation sweeps (N seeds per scenario, default 256)
 #   just fuzz       long fuzzing runs (cargo-fuzz on nightly, else long proptest runs)
 
 set shell := ["bash", "-euo", "pipefail", "-c"]
@@ -23,6 +24,8 @@ test:
 # runs with DIRSYNC_FUZZ_CASES cases each (default 100000; `cargo test`
 # runs 512) and DIRSYNC_FUZZ_SEED, plus DIRSYNC_FUZZ_CONNECTIONS hostile
 # connections per seed against simulated nodes (SIM_SEEDS seeds).
+#
+# Long fuzzing runs (see above for the knobs).
 fuzz:
     #!/usr/bin/env bash
     set -euo pipefail
@@ -37,6 +40,13 @@ fuzz:
         DIRSYNC_FUZZ_CONNECTIONS="${DIRSYNC_FUZZ_CONNECTIONS:-2000}" SIM_SEEDS="${SIM_SEEDS:-8}" \
             nice cargo test -p dirsync-sim --test hostile -- --nocapture
     fi
+
+# `cargo test` runs 32 seeds per scenario; a failing seed replays alone
+# with SIM_SEED=S (SIM_LOG=dirsync=debug echoes the nodes' logs).
+#
+# Long simulation sweeps: every scenario over SEEDS seeds.
+sim SEEDS="256":
+    SIM_SEEDS={{SEEDS}} nice cargo test -p dirsync-sim
 
 # Run one node on DIR (extra flags are passed through), release build.
 run DIR *FLAGS:
