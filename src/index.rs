@@ -8,8 +8,8 @@
 use crate::wire::{Entry, Hash, Kind, RelPath};
 use flate2::{read::ZlibDecoder, write::ZlibEncoder, Compression};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::{Read, Write};
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
 use std::path::Path;
 
 /// Version of the index file format. Format 1 (before version vectors)
@@ -62,13 +62,22 @@ pub fn wins_over(new: &Entry, old: Option<&Entry>) -> bool {
 pub struct Index {
     entries: BTreeMap<RelPath, Entry>,
     /// Live files by content hash, to find local copies (renames, copies).
-    by_hash: HashMap<Hash, BTreeSet<RelPath>>,
+    /// Sorted `Vec`s: almost every hash has one path, and a `BTreeSet`'s
+    /// first node costs about 280 bytes for each.
+    by_hash: HashMap<Hash, Vec<RelPath>>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct IndexFile {
     format: u32,
     entries: Vec<Entry>,
+}
+
+/// What `save` writes: `IndexFile`, borrowing the entries.
+#[derive(Serialize)]
+struct IndexFileRef<'a> {
+    format: u32,
+    entries: Vec<&'a Entry>,
 }
 
 impl Index {
@@ -84,16 +93,21 @@ impl Index {
     pub fn insert(&mut self, entry: Entry) {
         if let Some(old) = self.entries.get(&entry.path) {
             if old.kind == Kind::File && !old.deleted {
-                if let Some(set) = self.by_hash.get_mut(&old.hash) {
-                    set.remove(&old.path);
-                    if set.is_empty() {
+                if let Some(paths) = self.by_hash.get_mut(&old.hash) {
+                    if let Ok(i) = paths.binary_search(&old.path) {
+                        paths.remove(i);
+                    }
+                    if paths.is_empty() {
                         self.by_hash.remove(&old.hash);
                     }
                 }
             }
         }
         if entry.kind == Kind::File && !entry.deleted {
-            self.by_hash.entry(entry.hash).or_default().insert(entry.path.clone());
+            let paths = self.by_hash.entry(entry.hash).or_default();
+            if let Err(i) = paths.binary_search(&entry.path) {
+                paths.insert(i, entry.path.clone());
+            }
         }
         self.entries.insert(entry.path.clone(), entry);
     }
@@ -172,16 +186,16 @@ impl Index {
             path: path.display().to_string(),
             source,
         };
-        let file = IndexFile {
+        let file = IndexFileRef {
             format: INDEX_FORMAT,
-            entries: self.entries.values().cloned().collect(),
+            entries: self.entries.values().collect(),
         };
-        let json = serde_json::to_vec(&file).map_err(|e| err(std::io::Error::other(e)))?;
         let tmp = path.with_extension("tmp");
         {
+            // Streamed: the JSON of a large index is never whole in memory.
             let f = std::fs::File::create(&tmp).map_err(err)?;
             let mut z = ZlibEncoder::new(std::io::BufWriter::new(f), Compression::fast());
-            z.write_all(&json).map_err(err)?;
+            serde_json::to_writer(&mut z, &file).map_err(|e| err(std::io::Error::other(e)))?;
             let w = z.finish().map_err(err)?;
             let f = w.into_inner().map_err(|e| err(e.into_error()))?;
             f.sync_all().map_err(err)?;
@@ -201,6 +215,7 @@ impl Index {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     fn file(path: &str, mtime: i64, content: &[u8]) -> Entry {
         Entry {

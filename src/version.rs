@@ -16,14 +16,30 @@
 //! restart below its old counters.
 
 use crate::wire::NodeId;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
 /// Device → counter of its latest change. Absent devices count as 0.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Vector(pub BTreeMap<NodeId, u64>);
+/// Sorted by device, no zero counters; on the wire a JSON object. (A
+/// sorted `Vec`, not a `BTreeMap`: most vectors hold one or two devices,
+/// and a map's first node costs about 200 bytes, for every path in the
+/// index.)
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Vector(Vec<(NodeId, u64)>);
+
+impl Serialize for Vector {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(d, c)| (d, c)))
+    }
+}
+
+impl<'de> Deserialize<'de> for Vector {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Vector, D::Error> {
+        let map = BTreeMap::<NodeId, u64>::deserialize(d)?;
+        Ok(Vector(map.into_iter().filter(|(_, c)| *c > 0).collect()))
+    }
+}
 
 /// How two vectors relate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,19 +64,34 @@ impl Vector {
     }
 
     pub fn get(&self, device: NodeId) -> u64 {
-        self.0.get(&device).copied().unwrap_or(0)
+        self.find(device).map_or(0, |i| self.0[i].1)
+    }
+
+    fn find(&self, device: NodeId) -> Result<usize, usize> {
+        self.0.binary_search_by_key(&device, |(d, _)| *d)
+    }
+
+    /// Raise `device`'s counter to at least `counter`.
+    fn raise(&mut self, device: NodeId, counter: u64) {
+        match self.find(device) {
+            Ok(i) => self.0[i].1 = self.0[i].1.max(counter),
+            Err(_) if counter == 0 => {}
+            Err(i) => self.0.insert(i, (device, counter)),
+        }
     }
 
     /// A one-device vector.
     pub fn single(device: NodeId, counter: u64) -> Vector {
-        Vector(BTreeMap::from([(device, counter)]))
+        let mut v = Vector::default();
+        v.raise(device, counter);
+        v
     }
 
     /// This vector after `device` made a change ranked at `version` (ns).
     pub fn bump(&self, device: NodeId, version: i64) -> Vector {
         let mut v = self.clone();
         let next = self.get(device).saturating_add(1).max(u64::try_from(version).unwrap_or(0));
-        v.0.insert(device, next);
+        v.raise(device, next);
         v
     }
 
@@ -68,8 +99,7 @@ impl Vector {
     pub fn merge(&self, other: &Vector) -> Vector {
         let mut v = self.clone();
         for (d, c) in &other.0 {
-            let e = v.0.entry(*d).or_insert(0);
-            *e = (*e).max(*c);
+            v.raise(*d, *c);
         }
         v
     }
@@ -78,7 +108,7 @@ impl Vector {
     pub fn compare(&self, other: &Vector) -> Causality {
         let mut greater = false;
         let mut less = false;
-        for d in self.0.keys().chain(other.0.keys()) {
+        for d in self.0.iter().chain(&other.0).map(|(d, _)| d) {
             match self.get(*d).cmp(&other.get(*d)) {
                 Ordering::Greater => greater = true,
                 Ordering::Less => less = true,

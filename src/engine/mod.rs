@@ -404,26 +404,22 @@ impl Engine {
             return;
         }
         self.peers.insert(peer, Peer::default());
-        let entries: Vec<Entry> = self.index.iter().filter(|e| !self.ignored(&e.path, e.kind)).cloned().collect();
-        let mut chunks = entries.chunks(MAX_ENTRIES).peekable();
-        if chunks.peek().is_none() {
-            self.send(
-                peer,
-                Message::Index {
-                    entries: vec![],
-                    done: true,
-                },
-            );
+        // Batches are cut as the index is walked: one copy of a large index
+        // (the one queued for the peer), not two.
+        let mut batches = Vec::new();
+        let mut batch = Vec::new();
+        for e in self.index.iter().filter(|e| !self.ignored(&e.path, e.kind)) {
+            batch.push(e.clone());
+            if batch.len() == MAX_ENTRIES {
+                batches.push(std::mem::take(&mut batch));
+            }
         }
-        while let Some(chunk) = chunks.next() {
-            let done = chunks.peek().is_none();
-            self.send(
-                peer,
-                Message::Index {
-                    entries: chunk.to_vec(),
-                    done,
-                },
-            );
+        if !batch.is_empty() || batches.is_empty() {
+            batches.push(batch);
+        }
+        let last = batches.len() - 1;
+        for (i, entries) in batches.into_iter().enumerate() {
+            self.send(peer, Message::Index { entries, done: i == last });
         }
     }
 
