@@ -764,10 +764,17 @@ impl<N: Net> Node<N> {
         let path = inc.entry.path.clone();
         let lost = inc.temp_lost();
         drop(inc);
+        self.temp_dropped(&path, lost);
+    }
+
+    /// A transfer's temp file for `path` was dropped: sweep it by name if
+    /// the user had moved it (`lost`), and remove the folders it alone kept
+    /// (their deletion arrived meanwhile).
+    fn temp_dropped(&mut self, path: &RelPath, lost: bool) {
         if lost {
             self.sweep_temp_files();
         }
-        self.remove_emptied_parents(&path);
+        self.remove_emptied_parents(path);
     }
 
     fn on_message(&mut self, peer: NodeId, msg: Message, bytes: usize) {
@@ -817,10 +824,7 @@ impl<N: Net> Node<N> {
         match inc.finish() {
             Ok(received) => self.make_durable(peer, received),
             Err(reason) => {
-                if lost {
-                    self.sweep_temp_files();
-                }
-                self.remove_emptied_parents(&entry.path);
+                self.temp_dropped(&entry.path, lost);
                 self.rescan(LocalEvent::Changed(vec![Some(entry.path.clone())]));
                 self.engine.handle_received(peer, entry, is_delta, Err(reason));
             }
@@ -862,12 +866,8 @@ impl<N: Net> Node<N> {
         self.durable_jobs.remove(&tmp.path);
         if let Err(reason) = self.engine.accept_content(peer, &entry) {
             debug!(%peer, %reason, "discarding superseded content");
-            if !tmp.discard() {
-                self.sweep_temp_files();
-            }
-            // Its temp file may have been all that kept a folder whose
-            // deletion arrived meanwhile (found by the simulation).
-            self.remove_emptied_parents(&entry.path);
+            let lost = !tmp.discard();
+            self.temp_dropped(&entry.path, lost);
             return;
         }
         let action = if self.engine.index().live(&entry.path).is_some() {
@@ -879,8 +879,8 @@ impl<N: Net> Node<N> {
         let result = durable
             .and_then(|()| self.store.install(tmp, &entry, expected.as_ref()).map_err(|e| e.to_string()))
             .map(|()| wire_bytes);
-        if result.is_err() && lost {
-            self.sweep_temp_files();
+        if result.is_err() {
+            self.temp_dropped(&entry.path, lost);
         }
         match &result {
             Ok(wire_bytes) => {
