@@ -112,12 +112,8 @@ impl FileSignature {
             }
             let (raw, tail) = rest.split_at(len);
             rest = tail;
-            // Header: 4-byte magic, block size, crypto hash size.
-            if raw.len() < 12 {
-                return Err(DeltaError::BadSignature("segment header too short"));
-            }
-            let block = u32::from_be_bytes([raw[4], raw[5], raw[6], raw[7]]);
-            let hash_size = u32::from_be_bytes([raw[8], raw[9], raw[10], raw[11]]);
+            let options = header(raw).ok_or(DeltaError::BadSignature("segment header too short"))?;
+            let (block, hash_size) = (options.block_size, options.crypto_hash_size);
             if !(MIN_BLOCK..=MAX_BLOCK).contains(&block) || hash_size == 0 || hash_size > 16 {
                 return Err(DeltaError::BadSignature("block or hash size out of range"));
             }
@@ -140,7 +136,8 @@ impl FileSignature {
         // A segment the edit did not touch (most of a big file) is found by
         // signing it, several times cheaper than searching it for blocks.
         if let Some(sig) = self.segments.get(index) {
-            if Signature::calculate(new_data, options_of(sig)).serialized() == sig.serialized() {
+            let same = header(sig.serialized()).is_some_and(|o| Signature::calculate(new_data, o).serialized() == sig.serialized());
+            if same {
                 return Ok(copy_whole(new_data.len()));
             }
         }
@@ -164,14 +161,15 @@ impl FileSignature {
     }
 }
 
-/// The options a signature was made with (its header: magic, block size,
-/// hash size; checked by `FileSignature::from_bytes`).
-fn options_of(sig: &Signature) -> SignatureOptions {
-    let raw = sig.serialized();
-    SignatureOptions {
-        block_size: u32::from_be_bytes([raw[4], raw[5], raw[6], raw[7]]),
-        crypto_hash_size: u32::from_be_bytes([raw[8], raw[9], raw[10], raw[11]]),
-    }
+/// The options a serialized fast_rsync signature was made with, from its
+/// header: 4-byte magic, block size, crypto hash size (all big-endian).
+/// `None` if the header is cut short.
+fn header(raw: &[u8]) -> Option<SignatureOptions> {
+    let word = |at: usize| Some(u32::from_be_bytes(raw.get(at..at + 4)?.try_into().ok()?));
+    Some(SignatureOptions {
+        block_size: word(4)?,
+        crypto_hash_size: word(8)?,
+    })
 }
 
 /// The librsync delta "copy `len` bytes of the base from offset 0": magic,
