@@ -3,7 +3,7 @@
 //! hashing, and a delta's three steps (signature, diff, apply) on one 4 MiB
 //! segment. Run with `cargo bench --bench micro` (or `just bench-micro`).
 
-use dirsync::delta::{apply_segment, FileSignature};
+use dirsync::fs::delta::{apply_segment, FileSignature};
 use dirsync::wire::{decode, encode, Entry, Hash, Kind, Message, RelPath, WantFile};
 use divan::{black_box, Bencher};
 use std::io::Cursor;

@@ -11,11 +11,11 @@
 //! cargo-fuzz targets in `fuzz/` drive the same entry points with
 //! coverage guidance where a nightly toolchain is available.
 
-use crate::delta::{apply_segment, FileSignature, SEGMENT};
-use crate::engine::{Command, Engine};
-use crate::index::Index;
-use crate::key::ClusterKey;
-use crate::secure;
+use crate::engine::index::Index;
+use crate::engine::{Command, Engine, Receive, Transfer};
+use crate::fs::delta::{apply_segment, FileSignature, SEGMENT};
+use crate::transport::key::ClusterKey;
+use crate::transport::secure;
 use crate::wire::{self, Announce, ContentMode, Entry, Hash, Kind, Message, NodeId, RelPath, WantFile, MAX_JSON};
 use flate2::{write::ZlibEncoder, Compression};
 use futures_lite::AsyncReadExt;
@@ -427,23 +427,37 @@ proptest! {
         let mut engine = Engine::new(NodeId(1), index);
         engine.handle_connected(PEER);
         engine.take_commands();
+        let mut streaming = None;
         for msg in msgs {
             let name = msg.name();
             match msg {
-                // Content goes through accept_content and handle_received, as the node does.
+                // Content frames go through the engine's decisions, as the
+                // node's do; what it keeps is reported received.
                 Message::FileStart { entry, .. } => {
-                    let accepted = engine.accept_content(PEER, &entry);
-                    engine.handle_received(PEER, entry, false, accepted.map(|_| 1).map_err(|e| e.to_string()));
+                    streaming = Some(entry.clone());
+                    engine.handle_file_start(PEER, &entry);
                 }
-                Message::Chunk { .. } | Message::FileEnd => {}
+                Message::Chunk { .. } => {
+                    engine.handle_chunk(PEER);
+                }
+                Message::FileEnd => {
+                    if let (Receive::Write { .. }, Some(entry)) = (engine.handle_file_end(PEER), streaming.take()) {
+                        engine.handle_received(PEER, entry, Transfer::Whole, Ok(1));
+                    }
+                }
                 other => engine.handle_message(PEER, other),
             }
             let commands = engine.take_commands();
             for c in &commands {
                 let peer = match c {
-                    Command::Send { peer, .. } | Command::SendContent { peer, .. } | Command::RequestDelta { peer, .. } | Command::Apply { peer, .. } | Command::Close { peer, .. } => *peer,
-                    // Local decisions (the mass-delete guard), not for a peer.
-                    Command::Suspend { .. } | Command::Resume => continue,
+                    Command::Send { peer, .. }
+                    | Command::SendContent { peer, .. }
+                    | Command::RequestDelta { peer, .. }
+                    | Command::Apply { peer, .. }
+                    | Command::Close { peer, .. }
+                    | Command::Abandon { peer, .. } => *peer,
+                    // Local decisions, not for a peer.
+                    Command::Suspend { .. } | Command::Resume | Command::Rescan { .. } | Command::RemoveEmptyDirs { .. } | Command::ReloadIgnore => continue,
                 };
                 prop_assert_eq!(peer, PEER, "a command for a peer that said nothing");
                 if let Command::Close { reason, .. } = c {

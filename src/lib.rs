@@ -34,27 +34,11 @@
 //! See docs/ARCHITECTURE.md for how they fit together and docs/PROTOCOL.md
 //! for the wire format.
 
-pub mod cli;
-pub mod conflict;
-pub mod conn;
-pub mod control;
-pub mod delta;
-pub mod discovery;
+pub mod app;
 pub mod engine;
-pub mod ignore_rules;
-pub mod index;
-pub mod key;
-pub mod limits;
-pub mod net;
+pub mod fs;
 pub mod node;
-pub mod progress;
-pub mod receive;
-pub mod secure;
-pub mod state;
-pub mod static_peers;
-pub mod store;
-pub mod version;
-pub mod watcher;
+pub mod transport;
 pub mod wire;
 
 #[cfg(test)]

@@ -5,11 +5,15 @@
 
 use anyhow::Context;
 use argh::EarlyExit;
-use dirsync::cli::{Invocation, KeygenArgs, StatusArgs};
-use dirsync::control::{self, Control, ControlError};
-use dirsync::net::AsyncStdNet;
+use dirsync::app::cli::{Invocation, KeygenArgs, StatusArgs};
+use dirsync::app::control::{self, ControlError};
+use dirsync::app::progress;
+use dirsync::fs::state::prepare_state_dir;
+use dirsync::fs::watcher;
+use dirsync::node;
+use dirsync::node::status::Control;
+use dirsync::transport::net::AsyncStdNet;
 use dirsync::wire::STATE_DIR_NAME;
-use dirsync::{node, progress, watcher};
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -78,7 +82,7 @@ fn parse_args() -> Result<Invocation, ExitCode> {
         }
     }
     let words: Vec<&str> = strings.iter().map(String::as_str).collect();
-    match dirsync::cli::parse(&words) {
+    match dirsync::app::cli::parse(&words) {
         Ok(a) => Ok(a),
         Err(EarlyExit { output, status: Ok(()) }) => {
             print!("{output}");
@@ -163,7 +167,7 @@ fn run(mut config: node::Config, bars: Option<indicatif::MultiProgress>) -> anyh
     // (it may be shared, like /tmp) keeps its permissions; the socket in it
     // is 0600 in any case.
     let ours = !config.state_dir.exists() || config.state_dir == config.dir.join(STATE_DIR_NAME);
-    node::prepare_state_dir(&config.state_dir)?;
+    prepare_state_dir(&config.state_dir)?;
     if ours {
         if let Err(e) = control::restrict_state_dir(&config.state_dir) {
             warn!(error = %e, path = %config.state_dir.display(), "cannot make the state directory owner-only");

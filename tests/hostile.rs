@@ -505,7 +505,7 @@ fn junk_datagrams_on_the_broadcast_port() {
 #[test]
 fn the_peer_cap_holds() {
     let mut rig = Rig::new(|_, _| {});
-    let crowd: Vec<TcpStream> = (0..dirsync::limits::MAX_PEERS as u64 + 4)
+    let crowd: Vec<TcpStream> = (0..dirsync::transport::limits::MAX_PEERS as u64 + 4)
         .map(|i| peer(&rig.a, 0xc000 + i))
         .collect();
     let (capped, _) = wait_until(TIMEOUT, || rig.a.log_text().contains("too many peers"));
@@ -516,7 +516,10 @@ fn the_peer_cap_holds() {
         .lines()
         .filter(|l| l.contains(" connected ") || l.ends_with(" connected"))
         .count();
-    assert!(connected <= dirsync::limits::MAX_PEERS + 1, "{connected} connections registered");
+    assert!(
+        connected <= dirsync::transport::limits::MAX_PEERS + 1,
+        "{connected} connections registered"
+    );
     rig.check("more peers than the cap");
     drop(crowd);
     rig.check("the crowd left");

@@ -6,10 +6,10 @@
 mod common;
 
 use common::*;
-use dirsync::conn::{handshake, read_frame};
-use dirsync::key::ClusterKey;
-use dirsync::net::{AsyncStdNet, Net};
-use dirsync::secure::{secure, SecureError};
+use dirsync::transport::conn::{handshake, read_frame};
+use dirsync::transport::key::ClusterKey;
+use dirsync::transport::net::{AsyncStdNet, Net};
+use dirsync::transport::secure::{establish, SecureError};
 use dirsync::wire::{self, Message, NodeId};
 use std::fs;
 use std::io::Read;
@@ -33,7 +33,7 @@ fn addr(p: &Proc) -> SocketAddr {
 fn dial_with(p: &Proc, key: &ClusterKey) -> Result<Message, String> {
     AsyncStdNet::block_on(async {
         let conn = AsyncStdNet.connect(addr(p)).await.map_err(|e| e.to_string())?;
-        let mut link = secure::<AsyncStdNet>(conn, Some(key), true).await.map_err(|e| e.to_string())?;
+        let mut link = establish::<AsyncStdNet>(conn, Some(key), true).await.map_err(|e| e.to_string())?;
         let hello = handshake(&AsyncStdNet, &mut link, NodeId(0x7e57), 1)
             .await
             .map_err(|e| e.to_string())?;

@@ -4,7 +4,7 @@
 #![no_main]
 
 use dirsync::engine::{Command, Engine};
-use dirsync::index::Index;
+use dirsync::engine::index::Index;
 use dirsync::wire::{self, Message, NodeId};
 use libfuzzer_sys::fuzz_target;
 

@@ -2,7 +2,7 @@
 //! segment of output.
 #![no_main]
 
-use dirsync::delta::{apply_segment, SEGMENT};
+use dirsync::fs::delta::{apply_segment, SEGMENT};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -2,8 +2,8 @@
 //! never a plaintext byte that was not sealed with the key.
 #![no_main]
 
-use dirsync::key::ClusterKey;
-use dirsync::secure::{Reader, NOISE_PARAMS};
+use dirsync::transport::key::ClusterKey;
+use dirsync::transport::secure::{Reader, NOISE_PARAMS};
 use futures_lite::AsyncReadExt;
 use libfuzzer_sys::fuzz_target;
 

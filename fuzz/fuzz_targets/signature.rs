@@ -2,7 +2,7 @@
 //! it, then diffed against: never a panic.
 #![no_main]
 
-use dirsync::delta::FileSignature;
+use dirsync::fs::delta::FileSignature;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

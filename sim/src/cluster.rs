@@ -11,8 +11,9 @@
 use crate::net::{epoch, Panics, TurmoilNet, EPOCH_SECS};
 use crate::trace::TraceLog;
 use crate::tree::{describe_difference, Item, Tree, TreeReader, TEMP_PREFIX};
-use dirsync::key::ClusterKey;
-use dirsync::node::{Config, Counters, LocalEvent};
+use dirsync::fs::watcher::LocalEvent;
+use dirsync::node::{Config, Counters};
+use dirsync::transport::key::ClusterKey;
 use dirsync::wire::{NodeId, RelPath};
 use std::cell::Cell;
 use std::collections::BTreeMap;

@@ -2,7 +2,7 @@
 //!
 //! The same node code as production (`dirsync::node::run`) runs on turmoil
 //! hosts over a simulated network: [`TurmoilNet`] implements
-//! `dirsync::net::Net` with turmoil's TCP and UDP, the host's paused tokio
+//! `dirsync::transport::net::Net` with turmoil's TCP and UDP, the host's paused tokio
 //! runtime for tasks and sleeps, and simulated time for the clock. Each
 //! host's synced directory is a real temp directory (turmoil simulates only
 //! the network); the [`Cluster`] writes files there with simulated mtimes and

@@ -5,7 +5,7 @@
 //! tasks, sleep, clock) onto the simulation. Must not: reach a real socket,
 //! a real thread or the real clock, or a seed would not replay.
 
-use dirsync::net::{Conn, Net};
+use dirsync::transport::net::{Net, Socket};
 use futures_lite::FutureExt;
 use std::future::Future;
 use std::io;
@@ -54,9 +54,9 @@ impl TurmoilNet {
     }
 }
 
-fn split(stream: TcpStream, peer: SocketAddr) -> Conn<TurmoilNet> {
+fn split(stream: TcpStream, peer: SocketAddr) -> Socket<TurmoilNet> {
     let (r, w) = stream.into_split();
-    Conn {
+    Socket {
         reader: r.compat(),
         writer: w.compat_write(),
         peer,
@@ -81,12 +81,12 @@ impl Net for TurmoilNet {
         Ok(vec![SocketAddr::new(turmoil::lookup(host), port)])
     }
 
-    async fn accept(&self, listener: &TcpListener) -> io::Result<Conn<Self>> {
+    async fn accept(&self, listener: &TcpListener) -> io::Result<Socket<Self>> {
         let (stream, peer) = listener.accept().await?;
         Ok(split(stream, peer))
     }
 
-    async fn connect(&self, addr: SocketAddr) -> io::Result<Conn<Self>> {
+    async fn connect(&self, addr: SocketAddr) -> io::Result<Socket<Self>> {
         // The same bound as production: a SYN lost to a partition would
         // otherwise wait forever.
         let timeout = async {

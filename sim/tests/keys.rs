@@ -11,7 +11,7 @@
 //!
 //! and a keyed run replays exactly from its seed.
 
-use dirsync::key::ClusterKey;
+use dirsync::transport::key::ClusterKey;
 use dirsync::wire::{self, Announce, Message, NodeId, PROTOCOL_VERSION};
 use dirsync_sim::{sweep_seeds, Cluster, Expect, Options, Rng};
 use std::cell::RefCell;

@@ -3,8 +3,8 @@
 //! The rules in words, with their tests: docs/CONFLICTS.md.
 
 use super::DirState;
-use crate::index::beats;
-use crate::version::Causality;
+use crate::engine::index::beats;
+use crate::wire::version::Causality;
 use crate::wire::{Entry, Kind};
 
 /// Why syncing must stop (the mass-delete guard): DIR is missing, or holds

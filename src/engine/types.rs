@@ -14,6 +14,9 @@ pub struct Observed {
     pub mtime: i64,
     /// The content hash (zero for directories).
     pub hash: Hash,
+    /// A folder that holds at least one entry of any kind (temp files,
+    /// symlinks and ignored names count too); false for files.
+    pub occupied: bool,
 }
 
 /// What a scan saw of DIR itself, for the mass-delete guard.
@@ -94,6 +97,41 @@ impl Action {
     }
 }
 
+/// Why a disk `Action` failed, as far as the engine's decisions go.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ActionError {
+    /// The path no longer holds what the action expected: the user changed
+    /// it meanwhile, and that change wins.
+    #[error("{0}")]
+    Changed(String),
+    /// A folder to remove still holds something.
+    #[error("{0}")]
+    NotEmpty(String),
+    /// Anything else (the reason).
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// How a file's content travelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transfer {
+    Whole,
+    /// As a delta against our copy.
+    Delta,
+}
+
+/// What the node does with the content a peer streams, decided once per
+/// frame (`Engine::handle_file_start`, `handle_chunk`, `handle_file_end`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Receive {
+    /// Keep it: the path must still hold `expected` when it is installed.
+    Write { expected: Option<Entry> },
+    /// Throw it away (not asked for, or superseded meanwhile): the reason.
+    Drop { reason: String },
+    /// The frame breaks the protocol; a `Command::Close` follows.
+    Violation,
+}
+
 /// What the engine asks the node to do.
 // `Apply` carries up to four entries; commands live only until the node
 // carries them out, so boxing would buy nothing.
@@ -117,6 +155,18 @@ pub enum Command {
     Apply { peer: NodeId, action: Action },
     /// Close the connection with `peer`.
     Close { peer: NodeId, reason: String },
+    /// Stop writing the file `peer` is sending: a newer version or a
+    /// deletion made it unwanted (later frames of it are dropped).
+    Abandon { peer: NodeId, reason: String },
+    /// Look at these paths on disk again (and all below them).
+    Rescan { paths: Vec<RelPath> },
+    /// Remove these folders, innermost first, each only if it is empty,
+    /// stopping at the first that is not: their deletion is recorded and
+    /// the last thing they held is gone.
+    RemoveEmptyDirs { dirs: Vec<RelPath> },
+    /// The index holds another `.dirsyncignore` than the rules came from:
+    /// read it again and rescan everything.
+    ReloadIgnore,
     /// Stop syncing: DIR looks gone (the reason says why). Close every
     /// connection, stop announcing, and rescan until DIR is back.
     Suspend { reason: String },

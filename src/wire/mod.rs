@@ -12,8 +12,9 @@
 
 mod path;
 
-pub use crate::version::Vector;
+pub mod version;
 pub use path::{PathError, RelPath, MAX_COMPONENT_LEN, MAX_DEPTH, MAX_PATH_LEN, STATE_DIR_NAME, TEMP_PREFIX};
+pub use version::Vector;
 
 use flate2::{read::ZlibDecoder, write::ZlibEncoder, Compression};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -38,7 +39,7 @@ pub const LEN_PREFIX: usize = 8;
 
 /// A node's identity for one run: 64 random bits, shown as 16 hex digits.
 /// The same type names a device (a synced directory's persistent identity,
-/// see `crate::version`), whose ids appear in version vectors.
+/// see `crate::wire::version`), whose ids appear in version vectors.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct NodeId(pub u64);
 
@@ -156,7 +157,7 @@ pub struct Entry {
     /// Content hash (zero for directories and tombstones).
     pub hash: Hash,
     /// The version vector: for every device that ever changed this path, the
-    /// counter of its latest change (see `crate::version`). Empty when the
+    /// counter of its latest change (see `crate::wire::version`). Empty when the
     /// history is unknown (an index rebuilt from a scan, an older peer).
     #[serde(default)]
     pub vector: Vector,
@@ -178,7 +179,7 @@ pub struct WantFile {
 pub enum ContentMode {
     /// `Chunk`s of raw file bytes, in order, `entry.size` bytes in all.
     Full,
-    /// One `Chunk` per segment of `crate::delta::SEGMENT` bytes of the new
+    /// One `Chunk` per segment of `crate::fs::delta::SEGMENT` bytes of the new
     /// file, each a fast_rsync delta against the same segment of `base`.
     Delta { base: Hash },
 }
@@ -199,7 +200,7 @@ pub enum Message {
     /// Please send these files whole.
     Want { files: Vec<WantFile> },
     /// Please send `path` as a delta against my copy, whose hash is `base`;
-    /// the payload is my copy's signature (`crate::delta::FileSignature`).
+    /// the payload is my copy's signature (`crate::fs::delta::FileSignature`).
     WantDelta {
         path: RelPath,
         hash: Hash,

@@ -1,7 +1,7 @@
 //! Engine tests for ignore rules and the tree digest.
 
 use super::*;
-use crate::ignore_rules::{IgnoreRules, IGNORE_FILE};
+use crate::engine::ignore::{IgnoreRules, IGNORE_FILE};
 
 fn rules(text: &str) -> IgnoreRules {
     let (r, errors) = IgnoreRules::parse(text);
@@ -206,7 +206,7 @@ fn the_last_failure_is_kept_for_status() {
     let f = file("x", 5, b"x");
     e.handle_message(A, index_msg(vec![f.clone()]));
     e.take_commands();
-    e.handle_received(A, f, false, Err("disk full".into()));
+    e.handle_received(A, f, Transfer::Whole, Err("disk full".into()));
     let err = e.last_error().unwrap_or_default();
     assert!(err.contains("disk full") && err.contains('x'), "{err}");
 }

@@ -6,7 +6,8 @@
 //! `StatusRequest` as `dirsync status`), polled from a thread of its own,
 //! so the node loop knows nothing of it. Must not: change anything.
 
-use crate::control::{human_bytes, Status, StatusRequest};
+use crate::app::control::human_bytes;
+use crate::node::status::{Status, StatusRequest};
 use crate::wire::NodeId;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::BTreeMap;
@@ -72,7 +73,7 @@ trait View: Send {
 }
 
 /// Bytes moved so far with a peer, both ways.
-fn moved(p: &crate::control::PeerStatus) -> u64 {
+fn moved(p: &crate::node::status::PeerStatus) -> u64 {
     p.bytes_received + p.bytes_sent
 }
 
@@ -197,7 +198,7 @@ impl View for Lines {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::PeerStatus;
+    use crate::node::status::PeerStatus;
     use crate::wire::Hash;
 
     fn status(peers: Vec<PeerStatus>) -> Status {

@@ -18,9 +18,6 @@ use std::io::{self, Read, Seek, SeekFrom};
 
 /// Bytes per segment.
 pub const SEGMENT: u64 = 4 * 1024 * 1024;
-/// Files smaller than this are always sent whole: a delta cannot pay back
-/// the round trip and the signature.
-pub const DELTA_MIN_SIZE: u64 = 64 * 1024;
 /// Bytes of MD4 kept per block (fast_rsync allows at most 16).
 const CRYPTO_HASH_SIZE: u32 = 8;
 const MIN_BLOCK: u32 = 512;

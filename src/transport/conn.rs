@@ -1,15 +1,16 @@
 //! One peer connection's tasks: the handshake, the reader that turns frames
-//! into node events, and the writer that sends queued messages and streams
-//! file content (whole, or as per-segment deltas) and signatures.
+//! into node events (`run_reader`), and the writer that sends queued
+//! messages and streams file content (whole, or as per-segment deltas) and
+//! signatures (`run_writer`).
 //!
 //! Owns: the bytes of a connection. Must not: decide what to send (the
 //! engine does) or write into the synced directory (the node does).
 
-use crate::delta::{read_segment, segment_count, FileSignature};
-use crate::limits::Queued;
-use crate::net::Net;
-use crate::secure::{self, Link};
-use crate::store::Store;
+use crate::fs::delta::{read_segment, segment_count, FileSignature};
+use crate::fs::store::Store;
+use crate::transport::limits::Queued;
+use crate::transport::net::Net;
+use crate::transport::secure::{self, Connection};
 use crate::wire::{self, ContentMode, Entry, Hash, Message, NodeId, WantFile, WireError, LEN_PREFIX, PROTOCOL_VERSION};
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use std::fs::File;
@@ -121,6 +122,50 @@ pub async fn read_frame_max<R: AsyncRead + Unpin>(r: &mut R, max: u64) -> Result
     Ok((wire::decode_body(body)?, LEN_PREFIX + len))
 }
 
+/// What a connection's reader hands the node.
+#[derive(Debug)]
+pub enum Inbound {
+    /// A frame, and the bytes it took on the wire.
+    Frame { msg: Message, bytes: usize },
+    /// The connection ended (the reason).
+    Closed { reason: String },
+}
+
+/// Run a connection's reader until the connection ends, `stop` closes, or
+/// the node stops taking events. Each frame first takes a place in
+/// `credit` (the node frees it when it has handled the frame), so at most
+/// that channel's capacity of frames wait in memory across all peers.
+pub async fn run_reader<N: Net, R: AsyncRead + Unpin, E>(
+    net: N,
+    mut reader: R,
+    stop: async_channel::Receiver<()>,
+    credit: async_channel::Sender<()>,
+    events: async_channel::Sender<E>,
+    event: impl Fn(Inbound) -> E,
+) {
+    loop {
+        let read = async { Some(read_frame_or_idle(&net, &mut reader).await) };
+        let stopped = async {
+            let _ = stop.recv().await;
+            None
+        };
+        let inbound = match futures_lite::future::or(read, stopped).await {
+            None => return,
+            Some(Ok((msg, bytes))) => {
+                if credit.send(()).await.is_err() {
+                    return;
+                }
+                Inbound::Frame { msg, bytes }
+            }
+            Some(Err(e)) => Inbound::Closed { reason: e.to_string() },
+        };
+        let closed = matches!(inbound, Inbound::Closed { .. });
+        if events.send(event(inbound)).await.is_err() || closed {
+            return;
+        }
+    }
+}
+
 /// Write one frame and flush it (an encrypted writer holds the last record
 /// until flushed); returns its size on the wire.
 pub async fn write_msg<W: AsyncWrite + Unpin>(w: &mut W, msg: &Message) -> io::Result<usize> {
@@ -139,7 +184,7 @@ pub struct PeerHello {
 
 /// Exchange hellos. Refuses (and tells the peer why) a foreign protocol
 /// version or a peer using our own node id.
-pub async fn handshake<N: Net>(net: &N, conn: &mut Link<N>, me: NodeId, listen_port: u16) -> Result<PeerHello, ConnError> {
+pub async fn handshake<N: Net>(net: &N, conn: &mut Connection<N>, me: NodeId, listen_port: u16) -> Result<PeerHello, ConnError> {
     let hello = Message::Hello {
         version: PROTOCOL_VERSION,
         node: me,

@@ -11,7 +11,6 @@
 //! `inotify_add_watch`, notify's `MaxFilesWatch`) logs one warning with the
 //! fix; the folders left unwatched are then covered by the periodic rescan.
 
-use crate::node::LocalEvent;
 use crate::wire::RelPath;
 use notify::event::{EventKind, ModifyKind, RenameMode};
 use notify::RecursiveMode;
@@ -21,6 +20,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::{debug, warn};
+
+/// A change on the local disk, from the watcher (or the simulation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LocalEvent {
+    /// Look again at these paths and everything below them (`None`: the
+    /// whole directory).
+    Changed(Vec<Option<RelPath>>),
+    /// `from` was renamed to `to`.
+    Renamed { from: RelPath, to: RelPath },
+}
 
 /// Keeps the watcher alive; dropping it stops watching.
 pub struct Watcher {

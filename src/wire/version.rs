@@ -4,7 +4,7 @@
 //! Syncthing does.
 //!
 //! Owns: the vector type, its partial order, `bump` (a local change) and
-//! `merge`. Must not: pick winners (`crate::index::beats` does) or decide
+//! `merge`. Must not: pick winners (`crate::engine::index::beats` does) or decide
 //! what to do about a conflict (the engine does).
 //!
 //! A vector maps a device id (a synced directory's persistent identity, see

@@ -4,7 +4,7 @@
 //!
 //! Owns: the UDP socket's traffic. Must not: dial anyone (the node decides).
 
-use crate::net::Net;
+use crate::transport::net::Net;
 use crate::wire::{Announce, MAX_DATAGRAM};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,7 +13,7 @@ use std::time::Duration;
 use tracing::{debug, warn};
 
 /// Send our announcement every `interval`, or sooner when `wake` fires;
-/// say nothing while `muted` (the node is not syncing).
+/// say nothing while `suspended` (the node is not syncing).
 pub async fn announce_loop<N: Net>(
     net: N,
     sock: Arc<N::Udp>,
@@ -21,12 +21,12 @@ pub async fn announce_loop<N: Net>(
     to: SocketAddr,
     interval: Duration,
     wake: async_channel::Receiver<()>,
-    muted: Arc<AtomicBool>,
+    suspended: Arc<AtomicBool>,
 ) {
     let bytes = announce.encode();
     let mut warned = false;
     loop {
-        if muted.load(Ordering::Relaxed) {
+        if suspended.load(Ordering::Relaxed) {
             // Nothing to send.
         } else if let Err(e) = net.send_to(&sock, &bytes, to).await {
             if !warned {

@@ -8,7 +8,7 @@
 //! that no symlink lies on the way, so nothing is written outside the root.
 //! Must not: decide what to change (the engine does).
 
-use crate::engine::{DirState, Observed};
+use crate::engine::{ActionError, DirState, Observed};
 use crate::wire::{Entry, Hash, Kind, PathError, RelPath, TEMP_PREFIX};
 use std::collections::BTreeSet;
 use std::fs::{self, File, Metadata};
@@ -34,6 +34,16 @@ pub enum StoreError {
     HashMismatch(String),
     #[error(transparent)]
     Path(#[from] PathError),
+}
+
+impl From<StoreError> for ActionError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Changed(_) => ActionError::Changed(e.to_string()),
+            StoreError::Io { ref source, .. } if source.kind() == io::ErrorKind::DirectoryNotEmpty => ActionError::NotEmpty(e.to_string()),
+            e => ActionError::Failed(e.to_string()),
+        }
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
@@ -78,7 +88,8 @@ pub fn hash_file(path: &Path) -> io::Result<(Hash, u64)> {
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// A file being written; it becomes visible only through `Store::commit`.
+/// A file being written; it becomes visible only through `Store::install`
+/// (or `Store::commit`, which makes it durable first).
 pub struct TempFile {
     pub file: File,
     pub path: PathBuf,
@@ -136,10 +147,6 @@ impl Store {
         Store { root, state_dir }
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     /// The full path of `rel`, after checking that no ancestor inside the
     /// root is a symlink.
     pub fn full_path(&self, rel: &RelPath) -> Result<PathBuf, StoreError> {
@@ -184,6 +191,7 @@ impl Store {
                 size: 0,
                 mtime: 0,
                 hash: Hash::ZERO,
+                occupied: false,
             }));
         }
         if !ft.is_file() {
@@ -209,6 +217,7 @@ impl Store {
             size,
             mtime,
             hash,
+            occupied: false,
         }))
     }
 
@@ -226,16 +235,16 @@ impl Store {
     pub fn scan_checked(&self, root: Option<&RelPath>, known: &dyn Fn(&RelPath) -> Option<Entry>) -> ScanResult {
         let mut found = Vec::new();
         let mut failed = Vec::new();
-        // Folders to read, with their relative path (`None`: the root).
-        let mut stack: Vec<(PathBuf, Option<RelPath>)> = Vec::new();
+        // Folders to read, with their relative path (`None`: the root) and
+        // where `found` holds them.
+        let mut stack: Vec<(PathBuf, Option<RelPath>, Option<usize>)> = Vec::new();
         match root {
             Some(r) => match self.observe(r, known(r).as_ref()) {
                 Ok(Some(o)) => {
-                    let is_dir = o.kind == Kind::Dir;
-                    found.push(o);
-                    if is_dir {
-                        stack.push((r.to_fs(&self.root), Some(r.clone())));
+                    if o.kind == Kind::Dir {
+                        stack.push((r.to_fs(&self.root), Some(r.clone()), Some(found.len())));
                     }
+                    found.push(o);
                 }
                 Ok(None) => {}
                 Err(e) => {
@@ -243,9 +252,9 @@ impl Store {
                     failed.push(r.clone());
                 }
             },
-            None => stack.push((self.root.clone(), None)),
+            None => stack.push((self.root.clone(), None, None)),
         }
-        while let Some((dir, rel_dir)) = stack.pop() {
+        while let Some((dir, rel_dir, at)) = stack.pop() {
             let entries = match fs::read_dir(&dir) {
                 Ok(e) => e,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue, // gone meanwhile
@@ -266,6 +275,9 @@ impl Store {
                 }
             };
             for de in entries.flatten() {
+                if let Some(o) = at.and_then(|i| found.get_mut(i)) {
+                    o.occupied = true;
+                }
                 let full = de.path();
                 if self.skip(&full) {
                     continue;
@@ -289,7 +301,7 @@ impl Store {
                 match self.observe_meta(&rel, &full, &meta, known(&rel).as_ref()) {
                     Ok(Some(o)) => {
                         if o.kind == Kind::Dir {
-                            stack.push((full, Some(rel)));
+                            stack.push((full, Some(rel), Some(found.len())));
                         }
                         found.push(o);
                     }
@@ -421,14 +433,6 @@ impl Store {
     /// Remove folder `rel` if it is empty. Returns whether it was removed.
     pub fn remove_dir_if_empty(&self, rel: &RelPath) -> bool {
         self.full_path(rel).is_ok_and(|p| fs::remove_dir(p).is_ok())
-    }
-
-    /// True if folder `rel` holds anything (synced or not).
-    pub fn dir_has_entries(&self, rel: &RelPath) -> bool {
-        self.full_path(rel)
-            .ok()
-            .and_then(|p| fs::read_dir(p).ok())
-            .is_some_and(|mut d| d.next().is_some())
     }
 
     /// Give file `local.path` the mtime of `entry` (same content).

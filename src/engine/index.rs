@@ -2,31 +2,11 @@
 //! and the one rule that decides between two versions of a path.
 //!
 //! Owns: `beats` (last-modified-wins with a deterministic tie-break), the
-//! path and hash lookups, and the index file's format (zlib JSON, written
-//! atomically). Must not: scan the disk or decide what to send.
+//! path and hash lookups. Must not: touch the disk (the index file is
+//! `fs::state`'s) or decide what to send.
 
 use crate::wire::{Entry, Hash, Kind, RelPath};
-use flate2::{read::ZlibDecoder, write::ZlibEncoder, Compression};
-use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
-use std::io::Read;
-use std::path::Path;
-
-/// Version of the index file format. Format 1 (before version vectors)
-/// still loads: its entries get empty vectors (history unknown).
-const INDEX_FORMAT: u32 = 2;
-
-#[derive(Debug, thiserror::Error)]
-pub enum IndexError {
-    #[error("index file {path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("index file {path} is corrupt: {reason}")]
-    Corrupt { path: String, reason: String },
-}
 
 /// The order in which versions win. Newer version time (the mtime, see
 /// `Entry::version`) wins; at equal times an
@@ -65,19 +45,6 @@ pub struct Index {
     /// Sorted `Vec`s: almost every hash has one path, and a `BTreeSet`'s
     /// first node costs about 280 bytes for each.
     by_hash: HashMap<Hash, Vec<RelPath>>,
-}
-
-#[derive(Deserialize)]
-struct IndexFile {
-    format: u32,
-    entries: Vec<Entry>,
-}
-
-/// What `save` writes: `IndexFile`, borrowing the entries.
-#[derive(Serialize)]
-struct IndexFileRef<'a> {
-    format: u32,
-    entries: Vec<&'a Entry>,
 }
 
 impl Index {
@@ -148,74 +115,11 @@ impl Index {
             .filter(|e| !e.deleted && e.kind == Kind::File)
             .fold((0, 0), |(n, b), e| (n + 1, b + e.size))
     }
-
-    /// Read an index file. A missing file is an empty index.
-    pub fn load(path: &Path) -> Result<Index, IndexError> {
-        let err = |source| IndexError::Io {
-            path: path.display().to_string(),
-            source,
-        };
-        let bytes = match std::fs::read(path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Index::default()),
-            Err(e) => return Err(err(e)),
-        };
-        let corrupt = |reason: String| IndexError::Corrupt {
-            path: path.display().to_string(),
-            reason,
-        };
-        let mut json = Vec::new();
-        ZlibDecoder::new(&bytes[..])
-            .read_to_end(&mut json)
-            .map_err(|e| corrupt(e.to_string()))?;
-        let file: IndexFile = serde_json::from_slice(&json).map_err(|e| corrupt(e.to_string()))?;
-        if file.format != INDEX_FORMAT && file.format != 1 {
-            return Err(corrupt(format!("unknown format {}", file.format)));
-        }
-        let mut index = Index::default();
-        for e in file.entries {
-            index.insert(e);
-        }
-        Ok(index)
-    }
-
-    /// Write the index to `path` atomically: temp file, fsync, rename, then
-    /// fsync the folder so the rename itself survives a power loss.
-    pub fn save(&self, path: &Path) -> Result<(), IndexError> {
-        let err = |source| IndexError::Io {
-            path: path.display().to_string(),
-            source,
-        };
-        let file = IndexFileRef {
-            format: INDEX_FORMAT,
-            entries: self.entries.values().collect(),
-        };
-        let tmp = path.with_extension("tmp");
-        {
-            // Streamed: the JSON of a large index is never whole in memory.
-            let f = std::fs::File::create(&tmp).map_err(err)?;
-            let mut z = ZlibEncoder::new(std::io::BufWriter::new(f), Compression::fast());
-            serde_json::to_writer(&mut z, &file).map_err(|e| err(std::io::Error::other(e)))?;
-            let w = z.finish().map_err(err)?;
-            let f = w.into_inner().map_err(|e| err(e.into_error()))?;
-            f.sync_all().map_err(err)?;
-        }
-        std::fs::rename(&tmp, path).map_err(err)?;
-        if let Some(dir) = path.parent() {
-            // Not every filesystem lets a folder be opened for fsync; the
-            // rename is atomic either way.
-            if let Ok(d) = std::fs::File::open(dir) {
-                let _ = d.sync_all();
-            }
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
 
     fn file(path: &str, mtime: i64, content: &[u8]) -> Entry {
         Entry {
@@ -226,7 +130,7 @@ mod tests {
             mtime,
             version: mtime,
             hash: Hash::of(content),
-            vector: crate::version::Vector::default(),
+            vector: crate::wire::version::Vector::default(),
             by: crate::wire::NodeId(0),
         }
     }
@@ -285,35 +189,5 @@ mod tests {
         let got: Vec<_> = idx.under(Some(&d)).map(|e| e.path.as_str()).collect();
         assert_eq!(got, ["d", "d/x", "d/y/z"]);
         assert_eq!(idx.under(None).count(), 5);
-    }
-
-    #[test]
-    fn save_and_load_round_trip_and_corruption_is_an_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("index");
-        assert!(Index::load(&path).unwrap().is_empty());
-        let mut idx = Index::default();
-        idx.insert(file("a/b", 7, b"x"));
-        idx.insert(tomb("gone", 9));
-        idx.save(&path).unwrap();
-        let back = Index::load(&path).unwrap();
-        assert_eq!(back.iter().cloned().collect::<Vec<_>>(), idx.iter().cloned().collect::<Vec<_>>());
-        std::fs::write(&path, b"garbage").unwrap();
-        assert!(matches!(Index::load(&path), Err(IndexError::Corrupt { .. })));
-    }
-
-    #[test]
-    fn a_format_1_index_loads_with_unknown_histories() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("index");
-        // What dirsync wrote before version vectors.
-        let json = br#"{"format":1,"entries":[{"path":"a","kind":"file","size":1,"mtime":7,"version":7,"hash":"0000000000000000000000000000000000000000000000000000000000000000"}]}"#;
-        let mut z = ZlibEncoder::new(Vec::new(), Compression::fast());
-        z.write_all(json).unwrap();
-        std::fs::write(&path, z.finish().unwrap()).unwrap();
-        let idx = Index::load(&path).unwrap();
-        let a = idx.get(&RelPath::new("a").unwrap()).unwrap();
-        assert!(a.vector.is_empty());
-        assert_eq!((a.size, a.version, a.by), (1, 7, crate::wire::NodeId(0)));
     }
 }

@@ -9,8 +9,7 @@
 //! channel, so the same node code runs in the simulation without it. Must
 //! not: change anything in the node (the control socket is read-only).
 
-use crate::wire::{Hash, NodeId};
-use serde::{Deserialize, Serialize};
+use crate::node::status::{Status, StatusRequest};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -23,74 +22,7 @@ pub const SOCKET_NAME: &str = "control.sock";
 /// How long a client waits for the node's answer.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Inputs the node takes from its host process, besides local changes.
-/// Both are optional: the simulation runs without them.
-#[derive(Debug, Clone, Default)]
-pub struct Control {
-    /// A message here asks the node to shut down cleanly.
-    pub shutdown: Option<async_channel::Receiver<()>>,
-    /// Requests for the node's status.
-    pub status: Option<async_channel::Receiver<StatusRequest>>,
-}
-
-/// A request for the node's status; the answer goes to `reply`.
-#[derive(Debug)]
-pub struct StatusRequest {
-    pub reply: async_channel::Sender<Status>,
-}
-
-impl StatusRequest {
-    /// A request, and where its answer arrives.
-    pub fn new() -> (StatusRequest, async_channel::Receiver<Status>) {
-        let (reply, rx) = async_channel::bounded(1);
-        (StatusRequest { reply }, rx)
-    }
-}
-
-/// What a running node reports about itself.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Status {
-    pub node: NodeId,
-    pub dir: String,
-    pub listen_port: u16,
-    /// Live files in the index and their total size.
-    pub files: u64,
-    pub bytes: u64,
-    /// This node's tree digest (see `Engine::tree_digest`).
-    pub digest: Hash,
-    pub peers: Vec<PeerStatus>,
-    /// Static peers (`--peer`) not connected now, with the seconds until
-    /// the next attempt.
-    #[serde(default)]
-    pub unreachable: Vec<(String, u64)>,
-    /// The last failure, if any.
-    pub last_error: Option<String>,
-}
-
-/// One connected peer, as the node sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PeerStatus {
-    pub id: NodeId,
-    pub addr: String,
-    /// The initial sync with this peer is complete.
-    pub synced: bool,
-    /// The tree digest the peer last told us.
-    pub digest: Option<Hash>,
-    /// Files and bytes still to receive from it, and to send to it.
-    pub receive_files: u64,
-    pub receive_bytes: u64,
-    pub send_files: u64,
-    pub send_bytes: u64,
-    /// Content bytes (on the wire) received from and sent to it so far.
-    pub bytes_received: u64,
-    pub bytes_sent: u64,
-}
-
 impl Status {
-    pub fn pending_files(&self) -> u64 {
-        self.peers.iter().map(|p| p.receive_files + p.send_files).sum()
-    }
-
     /// The report `dirsync status` prints.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -284,6 +216,8 @@ pub fn query_within(state_dir: &Path, timeout: Duration) -> Result<Status, Contr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::node::status::PeerStatus;
+    use crate::wire::{Hash, NodeId};
 
     fn status() -> Status {
         Status {

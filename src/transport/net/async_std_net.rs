@@ -1,9 +1,9 @@
 //! `Net` over async-std: the production runtime. The only file that names
 //! async-std, so moving to smol is a change here alone.
 
-use super::{Conn, Net};
+use super::{Net, Socket};
 use async_std::net::{TcpListener, TcpStream, UdpSocket};
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Domain, Protocol, Type};
 use std::future::Future;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -19,9 +19,9 @@ impl AsyncStdNet {
     }
 }
 
-fn split(stream: TcpStream, peer: SocketAddr) -> Conn<AsyncStdNet> {
+fn split(stream: TcpStream, peer: SocketAddr) -> Socket<AsyncStdNet> {
     let _ = stream.set_nodelay(true);
-    Conn {
+    Socket {
         reader: stream.clone(),
         writer: stream,
         peer,
@@ -39,12 +39,12 @@ impl Net for AsyncStdNet {
         TcpListener::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port)).await
     }
 
-    async fn accept(&self, listener: &TcpListener) -> io::Result<Conn<Self>> {
+    async fn accept(&self, listener: &TcpListener) -> io::Result<Socket<Self>> {
         let (stream, peer) = listener.accept().await?;
         Ok(split(stream, peer))
     }
 
-    async fn connect(&self, addr: SocketAddr) -> io::Result<Conn<Self>> {
+    async fn connect(&self, addr: SocketAddr) -> io::Result<Socket<Self>> {
         let stream = async_std::io::timeout(Duration::from_secs(5), TcpStream::connect(addr)).await?;
         Ok(split(stream, addr))
     }
@@ -55,7 +55,7 @@ impl Net for AsyncStdNet {
     }
 
     async fn bind_udp(&self, port: u16) -> io::Result<UdpSocket> {
-        let sock = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+        let sock = socket2::Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
         sock.set_reuse_address(true)?;
         sock.set_reuse_port(true)?;
         sock.set_broadcast(true)?;

@@ -8,7 +8,7 @@
 //! `dir/report.txt` lost by device `a1b2c3d4…` with mtime 2026-11-25
 //! 14:30:00 UTC becomes `dir/report.sync-conflict-20261125-143000-a1b2c3d4.txt`.
 
-use crate::version::Vector;
+use crate::wire::version::Vector;
 use crate::wire::{Entry, Kind, RelPath, MAX_COMPONENT_LEN};
 
 const MARK: &str = ".sync-conflict-";

@@ -4,10 +4,11 @@
 //! index expected (rule 6: a local edit made meanwhile is never lost).
 //!
 //! Owns: writing and verifying received bytes. Must not: decide whether the
-//! content is wanted (the engine does, through `Engine::accept_content`).
+//! content is wanted (the engine does, once per frame).
 
-use crate::delta::{apply_segment, read_segment, segment_count, SEGMENT};
-use crate::store::{Store, TempFile};
+use crate::engine::Transfer;
+use crate::fs::delta::{apply_segment, read_segment, segment_count, SEGMENT};
+use crate::fs::store::{Store, TempFile};
 use crate::wire::{ContentMode, Entry, Hash};
 use std::fs::File;
 use std::io::Write;
@@ -21,7 +22,7 @@ pub struct Incoming {
     tmp: Option<TempFile>,
     /// For a delta: our copy it applies to, and its length.
     base: Option<(File, u64)>,
-    pub is_delta: bool,
+    pub transfer: Transfer,
     /// The engine asked for this content; its outcome must be reported.
     pub wanted: bool,
     hasher: blake3::Hasher,
@@ -43,13 +44,16 @@ impl Incoming {
         expected: Result<Option<Entry>, String>,
         frame_bytes: usize,
     ) -> Incoming {
-        let is_delta = matches!(content, ContentMode::Delta { .. });
+        let transfer = match content {
+            ContentMode::Delta { .. } => Transfer::Delta,
+            ContentMode::Full => Transfer::Whole,
+        };
         let mut inc = Incoming {
             entry,
             expected: None,
             tmp: None,
             base: None,
-            is_delta,
+            transfer,
             wanted: expected.is_ok(),
             hasher: blake3::Hasher::new(),
             written: 0,
@@ -68,7 +72,7 @@ impl Incoming {
         if let ContentMode::Delta { base } = content {
             match &expected {
                 Some(local) if local.hash == base => match store.full_path(&local.path).and_then(|p| {
-                    File::open(&p).map_err(|e| crate::store::StoreError::Io {
+                    File::open(&p).map_err(|e| crate::fs::store::StoreError::Io {
                         path: p.display().to_string(),
                         source: e,
                     })
@@ -170,7 +174,7 @@ impl Incoming {
             tmp,
             expected: self.expected,
             wire_bytes: self.wire_bytes,
-            is_delta: self.is_delta,
+            transfer: self.transfer,
         })
     }
 }
@@ -183,5 +187,5 @@ pub struct Received {
     pub expected: Option<Entry>,
     /// What it cost on the wire.
     pub wire_bytes: u64,
-    pub is_delta: bool,
+    pub transfer: Transfer,
 }

@@ -18,8 +18,8 @@
 //! frames inside are the wire module's) or hold the key longer than the
 //! handshake.
 
-use crate::key::ClusterKey;
-use crate::net::{Conn, Net};
+use crate::transport::key::ClusterKey;
+use crate::transport::net::{Net, Socket};
 use crate::wire::{self, Message, MAX_FRAME};
 use futures_lite::{ready, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use snow::StatelessTransportState;
@@ -78,7 +78,7 @@ impl SecureError {
 
 /// A connection after the transport layer: what the hello and everything
 /// after it travel over.
-pub struct Link<N: Net> {
+pub struct Connection<N: Net> {
     pub reader: Reader<N::Reader>,
     pub writer: Writer<N::Writer>,
     pub peer: SocketAddr,
@@ -86,16 +86,16 @@ pub struct Link<N: Net> {
 
 /// Run the transport handshake on a fresh connection. Without a key the
 /// connection passes through unchanged. `initiator`: we dialed.
-pub async fn secure<N: Net>(conn: Conn<N>, key: Option<&ClusterKey>, initiator: bool) -> Result<Link<N>, SecureError> {
-    let (reader, writer) = secure_halves(conn.reader, conn.writer, key, initiator).await?;
-    Ok(Link {
+pub async fn establish<N: Net>(socket: Socket<N>, key: Option<&ClusterKey>, initiator: bool) -> Result<Connection<N>, SecureError> {
+    let (reader, writer) = secure_halves(socket.reader, socket.writer, key, initiator).await?;
+    Ok(Connection {
         reader,
         writer,
-        peer: conn.peer,
+        peer: socket.peer,
     })
 }
 
-/// `secure` on any pair of halves.
+/// `establish` on any pair of halves.
 pub async fn secure_halves<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     mut reader: R,
     mut writer: W,
@@ -399,12 +399,12 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for Writer<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conn::{handshake, read_frame, write_msg, ConnError};
-    use crate::net::AsyncStdNet;
+    use crate::transport::conn::{handshake, read_frame, write_msg, ConnError};
+    use crate::transport::net::AsyncStdNet;
     use crate::wire::NodeId;
 
     /// A connected pair over loopback: (dialer's side, listener's side).
-    async fn pair() -> (Conn<AsyncStdNet>, Conn<AsyncStdNet>) {
+    async fn pair() -> (Socket<AsyncStdNet>, Socket<AsyncStdNet>) {
         let net = AsyncStdNet;
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = std_listener.local_addr().unwrap().port();
@@ -419,10 +419,13 @@ mod tests {
     async fn connect(
         ka: Option<&ClusterKey>,
         kb: Option<&ClusterKey>,
-    ) -> (Result<Link<AsyncStdNet>, ConnError>, Result<Link<AsyncStdNet>, ConnError>) {
+    ) -> (
+        Result<Connection<AsyncStdNet>, ConnError>,
+        Result<Connection<AsyncStdNet>, ConnError>,
+    ) {
         let (a, b) = pair().await;
         let side = |conn, key, initiator, me| async move {
-            let mut link = secure::<AsyncStdNet>(conn, key, initiator).await?;
+            let mut link = establish::<AsyncStdNet>(conn, key, initiator).await?;
             handshake(&AsyncStdNet, &mut link, NodeId(me), 1).await?;
             Ok::<_, ConnError>(link)
         };
@@ -486,7 +489,7 @@ mod tests {
             // The dialer's records go through a tap that flips one bit.
             let (ra, wa) = (a.reader, a.writer);
             let (la, lb) =
-                futures_lite::future::zip(secure_halves(ra, wa, Some(&k), true), secure::<AsyncStdNet>(b, Some(&k), false)).await;
+                futures_lite::future::zip(secure_halves(ra, wa, Some(&k), true), establish::<AsyncStdNet>(b, Some(&k), false)).await;
             let (_, mut wa) = la.unwrap();
             let mut lb = lb.unwrap();
             let frame = wire::encode(&Message::Ping);

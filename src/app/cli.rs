@@ -3,9 +3,9 @@
 //! Owns: what each flag means and every check on user input, so a mistake
 //! gives one clear line instead of a panic. Must not: start anything.
 
-use crate::control::Control;
-use crate::key::{ClusterKey, KeyError, KEY_FILE_ENV};
+use crate::node::status::Control;
 use crate::node::{Config, Counters};
+use crate::transport::key::{ClusterKey, KeyError, KEY_FILE_ENV};
 use crate::wire::{NodeId, STATE_DIR_NAME};
 use argh::{EarlyExit, FromArgs};
 use std::hash::{BuildHasher, Hasher};

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
 /// A connected stream, split into halves that two tasks can own.
-pub struct Conn<N: Net> {
+pub struct Socket<N: Net> {
     pub reader: N::Reader,
     pub writer: N::Writer,
     pub peer: SocketAddr,
@@ -30,8 +30,8 @@ pub trait Net: Clone + Send + Sync + 'static {
 
     /// Listen for TCP connections on `port` (all interfaces).
     fn listen(&self, port: u16) -> impl Future<Output = io::Result<Self::Listener>> + Send;
-    fn accept(&self, listener: &Self::Listener) -> impl Future<Output = io::Result<Conn<Self>>> + Send;
-    fn connect(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Conn<Self>>> + Send;
+    fn accept(&self, listener: &Self::Listener) -> impl Future<Output = io::Result<Socket<Self>>> + Send;
+    fn connect(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Socket<Self>>> + Send;
 
     /// The addresses `target` (`HOST:PORT`) stands for. This default takes
     /// literal addresses only; the production runtime resolves names.

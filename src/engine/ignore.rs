@@ -3,7 +3,7 @@
 //! keeps to itself.
 //!
 //! Owns: parsing the file and answering "is this path ignored?". Must not:
-//! read the disk on its own accord or decide what to do with an ignored
+//! read the disk (`fs::state::load_ignore_rules` does) or decide what to do with an ignored
 //! path (the engine filters, the node re-reads the file when its entry in
 //! the index changes).
 //!
@@ -61,18 +61,12 @@ impl IgnoreRules {
         (rules, errors)
     }
 
-    /// Read `root/.dirsyncignore` (missing or unreadable: no rules, and the
-    /// reason for an unreadable one).
-    pub fn load(root: &Path) -> (IgnoreRules, Vec<String>) {
-        match std::fs::read(root.join(IGNORE_FILE)) {
-            Ok(bytes) => {
-                let (mut rules, errors) = Self::parse(&String::from_utf8_lossy(&bytes));
-                rules.source = Some(Hash::of(&bytes));
-                (rules, errors)
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (IgnoreRules::default(), Vec::new()),
-            Err(e) => (IgnoreRules::default(), vec![format!("{IGNORE_FILE}: {e}")]),
-        }
+    /// Rules from the bytes of an ignore file (not UTF-8: read lossily),
+    /// remembering the hash of exactly these bytes.
+    pub fn from_bytes(bytes: &[u8]) -> (IgnoreRules, Vec<String>) {
+        let (mut rules, errors) = Self::parse(&String::from_utf8_lossy(bytes));
+        rules.source = Some(Hash::of(bytes));
+        (rules, errors)
     }
 
     /// How many patterns (ignores and `!` exceptions) the rules hold.
@@ -133,19 +127,6 @@ mod tests {
         let (r, _) = IgnoreRules::parse(".*\n*\n");
         assert!(r.is_ignored(&p(".hidden"), false));
         assert!(!r.is_ignored(&p(IGNORE_FILE), false));
-    }
-
-    #[test]
-    fn no_file_ignores_nothing() {
-        let d = tempfile::tempdir().unwrap();
-        let (r, errors) = IgnoreRules::load(d.path());
-        assert!(errors.is_empty());
-        assert_eq!(r.source(), None);
-        assert!(!r.is_ignored(&p("a.log"), false));
-        std::fs::write(d.path().join(IGNORE_FILE), "*.log\n").unwrap();
-        let (r, _) = IgnoreRules::load(d.path());
-        assert_eq!(r.source(), Some(Hash::of(b"*.log\n")));
-        assert!(r.is_ignored(&p("a.log"), false));
     }
 
     #[test]

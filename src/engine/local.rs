@@ -1,0 +1,140 @@
+//! Local changes: a look at the disk (`Scan`) compared with the index,
+//! and the mass-delete guard.
+
+use super::{safety, Command, DirState, Engine, Observed, Scan};
+use crate::wire::version::Vector;
+use crate::wire::{Entry, Hash, Kind, RelPath};
+use std::collections::BTreeMap;
+use tracing::{debug, error, info};
+
+impl Engine {
+    /// What the disk holds under each of `roots` (`None`: the whole tree)
+    /// is `found` (every path observed, DIR present).
+    pub fn handle_local(&mut self, now: i64, roots: &[Option<RelPath>], found: Vec<Observed>) {
+        self.handle_scan(
+            now,
+            Scan {
+                roots: roots.to_vec(),
+                found,
+                failed: vec![],
+                dir: DirState::Present,
+            },
+        );
+    }
+
+    /// A look at the disk. Differences from the index become local
+    /// changes, sent to every peer; index entries under a root that the
+    /// scan lacks are deletions, unless they lie at or under a path that
+    /// failed (unknown, not gone: their entries stay until a later scan).
+    ///
+    /// The mass-delete guard: if DIR is missing, or holds nothing while the
+    /// index holds live files (an unmounted disk looks like this, and so
+    /// does deleting everything: either way the deletion of everything is
+    /// never sent), no deletion is recorded; syncing stops
+    /// (`Command::Suspend`) until a scan finds DIR holding something again
+    /// (`Command::Resume`). To empty DIR on purpose, leave one file in it.
+    pub fn handle_scan(&mut self, now: i64, scan: Scan) {
+        let Scan { roots, found, failed, dir } = scan;
+        let live_files = self.index.live_files().0;
+        if let Some(reason) = safety::dir_gone(&dir, live_files) {
+            if self.suspended.is_none() {
+                error!(%reason, "not syncing, so that no deletion of everything reaches the peers: is the disk unmounted? Syncing resumes by itself once the directory holds its files again; to empty it on purpose, leave any one file in it");
+                self.suspended = Some(reason.clone());
+                self.commands.push(Command::Suspend { reason });
+            }
+            return;
+        }
+        if self.suspended.take().is_some() {
+            info!("the directory is back: syncing again");
+            self.commands.push(Command::Resume);
+        }
+        for root in roots.iter().flatten() {
+            self.vacated(root);
+        }
+        let unknown = std::mem::take(&mut self.unknown_history) && roots.iter().any(Option::is_none);
+        let found: BTreeMap<RelPath, Observed> = found
+            .into_iter()
+            .filter(|o| !self.ignored(&o.path, o.kind) && !self.is_container(o))
+            .map(|o| (o.path.clone(), o))
+            .collect();
+        let mut changes = Vec::new();
+        for o in found.values() {
+            let old = self.index.get(&o.path);
+            let unchanged = old.is_some_and(|e| {
+                !e.deleted && e.kind == o.kind && (o.kind == Kind::Dir || (e.size == o.size && e.mtime == o.mtime && e.hash == o.hash))
+            });
+            if unchanged {
+                continue;
+            }
+            let mtime = if o.kind == Kind::Dir { now } else { o.mtime };
+            let mut e = self.local_version(old, o.path.clone(), o.kind, false, o.size, mtime, o.hash);
+            if unknown && old.is_none() {
+                e.vector = Vector::default();
+            }
+            changes.push(e);
+        }
+        let mut gone = Vec::new();
+        for root in &roots {
+            for e in self.index.under(root.as_ref()) {
+                let unknown = failed.iter().any(|f| e.path.is_within(f));
+                if !e.deleted && !found.contains_key(&e.path) && !unknown && !self.ignored(&e.path, e.kind) {
+                    gone.push(e.clone());
+                }
+            }
+        }
+        for e in gone {
+            let t = self.local_version(Some(&e), e.path.clone(), e.kind, true, 0, now, Hash::ZERO);
+            changes.push(t);
+        }
+        if changes.is_empty() {
+            return;
+        }
+        for e in &changes {
+            debug!(path = %e.path, deleted = e.deleted, kind = ?e.kind, "local change");
+            self.index.insert(e.clone());
+            // A local change may settle a version we were waiting for.
+            self.settle(e);
+        }
+        self.stats.local_changes += changes.len() as u64;
+        self.touched();
+        self.broadcast(changes, None);
+        self.check_all_synced();
+    }
+
+    /// A folder whose deletion is recorded but that still holds something
+    /// (a file the deleter did not know, a transfer's temp file) is kept as
+    /// the container of what it holds, not seen as a folder made anew; it
+    /// goes with the last of its contents (`Command::RemoveEmptyDirs`).
+    fn is_container(&self, o: &Observed) -> bool {
+        o.kind == Kind::Dir && o.occupied && self.index.get(&o.path).is_some_and(|e| e.deleted && e.kind == Kind::Dir)
+    }
+
+    /// A new local version of `path`, ranked above the `old` one it replaces
+    /// (see `Entry::version`), its vector bumped for this device.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn local_version(
+        &self,
+        old: Option<&Entry>,
+        path: RelPath,
+        kind: Kind,
+        deleted: bool,
+        size: u64,
+        mtime: i64,
+        hash: Hash,
+    ) -> Entry {
+        let floor = old.map_or(i64::MIN, |o| o.version.saturating_add(1));
+        let version = mtime.max(floor);
+        let vector = old.map(|o| o.vector.clone()).unwrap_or_default().bump(self.device, version);
+        Entry {
+            path,
+            kind,
+            deleted,
+            size,
+            mtime,
+            version,
+            hash,
+            vector,
+            by: self.device,
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! Outcomes: the content a peer streams (one decision per frame), files
+//! received, and disk actions done. Each failure is recorded and looked at
+//! again (`Command::Rescan`); folders a change emptied go
+//! (`Command::RemoveEmptyDirs`).
+
+use super::index::{same_version, wins_over};
+use super::{Action, ActionError, Command, Engine, Receive, Receiving, Transfer};
+use crate::wire::{Entry, Kind, NodeId, RelPath};
+use tracing::{debug, info, warn};
+
+impl Engine {
+    /// `peer` starts streaming `entry`'s content (`FileStart`).
+    pub fn handle_file_start(&mut self, peer: NodeId, entry: &Entry) -> Receive {
+        let Some(p) = self.peers.get(&peer) else {
+            return Receive::Drop {
+                reason: "not connected".into(),
+            };
+        };
+        if let Some(r) = &p.receiving {
+            let reason = format!("new file started before {} ended", r.entry.path);
+            self.commands.push(Command::Close { peer, reason });
+            return Receive::Violation;
+        }
+        let wanted = self.content_wanted(peer, entry);
+        if wanted.is_err() {
+            self.refused_answer(peer, entry);
+        }
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.receiving = Some(Receiving {
+                entry: entry.clone(),
+                wanted: wanted.is_ok(),
+            });
+        }
+        match wanted {
+            Ok(expected) => Receive::Write { expected },
+            Err(reason) => Receive::Drop { reason },
+        }
+    }
+
+    /// A `Chunk` of the file `peer` is streaming: false (and the
+    /// connection closes) if it streams none.
+    pub fn handle_chunk(&mut self, peer: NodeId) -> bool {
+        if self.peers.get(&peer).is_some_and(|p| p.receiving.is_none()) {
+            self.commands.push(Command::Close {
+                peer,
+                reason: "chunk outside a file".into(),
+            });
+            return false;
+        }
+        true
+    }
+
+    /// `peer` ended the file it streams (`FileEnd`): `Write` if it is still
+    /// wanted (verify it and make it durable), `Drop` if not.
+    pub fn handle_file_end(&mut self, peer: NodeId) -> Receive {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return Receive::Drop {
+                reason: "not connected".into(),
+            };
+        };
+        let Some(r) = p.receiving.take() else {
+            let reason = "file end outside a file".to_string();
+            self.commands.push(Command::Close { peer, reason });
+            return Receive::Violation;
+        };
+        if !r.wanted {
+            return Receive::Drop {
+                reason: "not asked for".into(),
+            };
+        }
+        self.still_wanted(peer, &r.entry)
+    }
+
+    /// A received file is durable in its temp file: `Write` if it is still
+    /// wanted (put it in place, then report with `handle_received`).
+    pub fn handle_durable(&mut self, peer: NodeId, entry: &Entry) -> Receive {
+        self.still_wanted(peer, entry)
+    }
+
+    /// A newer version (or deletion) may have arrived while this one was
+    /// on its way: it must not replace that (found by the simulation).
+    fn still_wanted(&mut self, peer: NodeId, entry: &Entry) -> Receive {
+        match self.content_wanted(peer, entry) {
+            Ok(expected) => Receive::Write { expected },
+            Err(reason) => {
+                debug!(%peer, %reason, "discarding superseded content");
+                self.vacated(&entry.path);
+                Receive::Drop { reason }
+            }
+        }
+    }
+
+    /// Stop every transfer whose content is no longer wanted.
+    pub(super) fn abandon_superseded(&mut self) {
+        let receiving: Vec<(NodeId, Entry)> = self
+            .peers
+            .iter()
+            .filter_map(|(id, p)| p.receiving.as_ref().filter(|r| r.wanted).map(|r| (*id, r.entry.clone())))
+            .collect();
+        for (peer, entry) in receiving {
+            if let Err(reason) = self.content_wanted(peer, &entry) {
+                if let Some(r) = self.peers.get_mut(&peer).and_then(|p| p.receiving.as_mut()) {
+                    r.wanted = false;
+                }
+                self.commands.push(Command::Abandon { peer, reason });
+            }
+        }
+    }
+
+    /// What the path must still hold on disk for `entry`'s content from
+    /// `peer` to replace it (`None`: nothing there), or `Err` if this
+    /// content was not asked of that peer or is superseded.
+    pub(super) fn content_wanted(&self, peer: NodeId, entry: &Entry) -> Result<Option<Entry>, String> {
+        if self.answers_request(peer, entry) {
+            // Never replace a newer version with an older one.
+            if !wins_over(entry, self.index.get(&entry.path)) {
+                return Err(format!("{} is newer here than the version asked for", entry.path));
+            }
+            return Ok(self.index.live(&entry.path).cloned());
+        }
+        match self.inflight.get(&entry.path) {
+            Some(_) => Err(format!("{} was asked of another peer or in another version", entry.path)),
+            None => Err(format!("{} was not asked for", entry.path)),
+        }
+    }
+
+    /// True if `entry`'s content from `peer` answers our request for its
+    /// path: asked of that peer, in that version or in the one needed now.
+    /// (A peer answers a want with the version it holds now, which may
+    /// have moved on with the same content, e.g. an edit that won against
+    /// a delete; found by the simulation.)
+    fn answers_request(&self, peer: NodeId, entry: &Entry) -> bool {
+        self.inflight.get(&entry.path).is_some_and(|i| {
+            i.peer == peer && (same_version(&i.entry, entry) || self.needs.get(&entry.path).is_some_and(|n| same_version(&n.entry, entry)))
+        })
+    }
+
+    /// `peer` started sending content for `entry` that we cannot use. If
+    /// it is the answer to our request for that path (the content asked
+    /// for, in a version we cannot use), the request is over: that peer
+    /// stops being a source of the need, which is asked again elsewhere.
+    /// Otherwise it answers an older request and changes nothing.
+    fn refused_answer(&mut self, peer: NodeId, entry: &Entry) {
+        if !self
+            .inflight
+            .get(&entry.path)
+            .is_some_and(|i| i.peer == peer && i.entry.hash == entry.hash)
+        {
+            return;
+        }
+        self.inflight.remove(&entry.path);
+        self.unscheduled.insert(entry.path.clone());
+        self.drop_source(&entry.path, peer);
+        self.schedule();
+        self.check_synced(peer);
+    }
+
+    /// `peer` no longer serves the need for `path`; a need left with no
+    /// source is given up until someone announces it again.
+    pub(super) fn drop_source(&mut self, path: &RelPath, peer: NodeId) {
+        if let Some(n) = self.needs.get_mut(path) {
+            n.sources.remove(&peer);
+            if n.sources.is_empty() {
+                self.needs.remove(path);
+            }
+        }
+    }
+
+    /// The content of `entry` from `peer` was written (`Ok`, with the bytes
+    /// it cost on the wire) or could not be (`Err`, the reason).
+    pub fn handle_received(&mut self, peer: NodeId, entry: Entry, transfer: Transfer, result: Result<u64, String>) {
+        if self.answers_request(peer, &entry) {
+            self.inflight.remove(&entry.path);
+            self.unscheduled.insert(entry.path.clone());
+        }
+        match result {
+            Ok(bytes) => {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.files_received += 1;
+                    p.bytes_received += bytes;
+                }
+                self.applied(Some(peer), entry);
+            }
+            Err(reason) => {
+                self.stats.failed += 1;
+                warn!(path = %entry.path, %peer, %reason, "receiving failed");
+                self.last_error = Some(format!("receiving {} from {peer}: {reason}", entry.path));
+                // A failure of an older version leaves a newer need alone.
+                let need = self.needs.get_mut(&entry.path).filter(|n| same_version(&n.entry, &entry));
+                match need {
+                    Some(n) if transfer == Transfer::Delta && !n.whole => n.whole = true,
+                    Some(_) => self.drop_source(&entry.path, peer),
+                    None => {}
+                }
+                self.vacated(&entry.path);
+                // The disk may hold something else than we thought.
+                self.commands.push(Command::Rescan { paths: vec![entry.path] });
+            }
+        }
+        self.schedule();
+        self.check_synced(peer);
+    }
+
+    /// An `Action` finished: `Ok` if the disk now holds it.
+    pub fn handle_action_done(&mut self, peer: NodeId, action: Action, result: Result<(), ActionError>) {
+        let result = match result {
+            // The peer deleted a folder that still holds something here (a
+            // file it did not know, or one whose own deletion is still on
+            // its way): the deletion is recorded all the same, and the
+            // folder stays as the container of what it holds until that
+            // goes too (see `Engine::deleted_ancestors`).
+            Err(ActionError::NotEmpty(_)) if matches!(&action, Action::Delete { local, .. } if local.kind == Kind::Dir) => {
+                debug!(path = %action.entry().path, %peer, "folder not empty: its deletion is recorded, it stays for what it holds");
+                Ok(())
+            }
+            other => other,
+        };
+        if let Action::ConflictCopy { from, copy, then } = action {
+            match result {
+                Ok(()) => {
+                    info!(path = %from.path, copy = %copy.path, "concurrent edit: the losing version is kept as a conflict copy");
+                    self.stats.applied += 1;
+                    self.record(copy, None);
+                    // Now the winner may replace the loser.
+                    self.handle_entries(peer, vec![then]);
+                    self.schedule();
+                }
+                Err(reason) => {
+                    self.stats.failed += 1;
+                    warn!(path = %from.path, copy = %copy.path, %reason, "could not keep the losing version of a concurrent edit; keeping it in place for now");
+                }
+            }
+            self.check_synced(peer);
+            return;
+        }
+        match result {
+            Ok(()) => {
+                if let Action::Rename { from_tombstone, .. } = &action {
+                    // The source path is gone: the peer's deletion of it is
+                    // applied too.
+                    self.applied(Some(peer), from_tombstone.clone());
+                }
+                self.applied(Some(peer), action.entry().clone());
+                // What a delete or a rename moved away may have been the
+                // last thing a deleted folder held (found by the simulation).
+                match &action {
+                    Action::Delete { entry, .. } => self.vacated(&entry.path),
+                    Action::Rename { from, .. } => self.vacated(&from.path),
+                    _ => {}
+                }
+            }
+            Err(e) => {
+                self.stats.failed += 1;
+                let path = action.entry().path.clone();
+                warn!(%path, %peer, reason = %e, "could not apply change");
+                self.last_error = Some(format!("{} {path}: {e}", action.name()));
+                self.needs.remove(&path);
+                if let ActionError::Changed(_) = e {
+                    // The user changed it meanwhile: that change wins
+                    // locally and is announced like any other.
+                    self.commands.push(Command::Rescan { paths: vec![path] });
+                }
+            }
+        }
+        self.check_synced(peer);
+    }
+}

@@ -1,0 +1,418 @@
+//! Peers: connections, their indexes and updates, and what we ask of
+//! them and answer them. Where a peer's version wins, the disk changes
+//! (`Action`s) or the content is asked for (`Need`, `Inflight`).
+
+use super::conflict::conflict_entry;
+use super::index::{beats, same_version, wins_over};
+use super::safety::{loses_concurrently, resurrection};
+use super::{Action, Command, Engine, Inflight, Need, Peer, DELTA_MIN_SIZE};
+use crate::wire::{Entry, Hash, Kind, Message, NodeId, RelPath, WantFile, MAX_ENTRIES};
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet};
+use tracing::{debug, info, warn};
+
+/// Directories first (outermost first), then files, then deletions
+/// (innermost first), so a folder exists before its files and is empty
+/// before it is removed.
+fn apply_order(a: &Entry, b: &Entry) -> Ordering {
+    let class = |e: &Entry| match (e.deleted, e.kind) {
+        (false, Kind::Dir) => 0,
+        (false, Kind::File) => 1,
+        (true, _) => 2,
+    };
+    class(a)
+        .cmp(&class(b))
+        .then_with(|| match class(a) {
+            2 => b.path.depth().cmp(&a.path.depth()),
+            _ => a.path.depth().cmp(&b.path.depth()),
+        })
+        .then_with(|| a.path.cmp(&b.path))
+}
+
+/// What one batch of a peer's entries has decided so far.
+struct Batch {
+    /// See `Engine::moving_away`.
+    moving_away: BTreeMap<Hash, Vec<(Entry, Entry)>>,
+    /// Paths a rename in this batch took away: their deletion is done.
+    renamed: BTreeSet<RelPath>,
+}
+
+impl Engine {
+    /// A connection with `peer` finished its handshake: send our index.
+    pub fn handle_connected(&mut self, peer: NodeId) {
+        if let Some(reason) = &self.suspended {
+            let reason = format!("not syncing: {reason}");
+            self.commands.push(Command::Close { peer, reason });
+            return;
+        }
+        self.peers.insert(peer, Peer::default());
+        // Batches are cut as the index is walked: one copy of a large index
+        // (the one queued for the peer), not two.
+        let mut batches = Vec::new();
+        let mut batch = Vec::new();
+        for e in self.index.iter().filter(|e| !self.ignored(&e.path, e.kind)) {
+            batch.push(e.clone());
+            if batch.len() == MAX_ENTRIES {
+                batches.push(std::mem::take(&mut batch));
+            }
+        }
+        if !batch.is_empty() || batches.is_empty() {
+            batches.push(batch);
+        }
+        let last = batches.len() - 1;
+        for (i, entries) in batches.into_iter().enumerate() {
+            self.send(peer, Message::Index { entries, done: i == last });
+        }
+    }
+
+    /// The connection with `peer` closed. A file it was sending is
+    /// dropped by the node; the deleted folders that file alone kept go.
+    pub fn handle_disconnected(&mut self, peer: NodeId) {
+        if let Some(r) = self.peers.remove(&peer).and_then(|p| p.receiving) {
+            self.vacated(&r.entry.path);
+        }
+        let unscheduled = &mut self.unscheduled;
+        self.inflight.retain(|path, i| {
+            let keep = i.peer != peer;
+            if !keep {
+                unscheduled.insert(path.clone());
+            }
+            keep
+        });
+        self.needs.retain(|_, n| {
+            n.sources.remove(&peer);
+            !n.sources.is_empty()
+        });
+        self.schedule();
+    }
+
+    /// A control message from `peer` (content frames go to `handle_file_start`,
+    /// `handle_chunk` and `handle_file_end`).
+    pub fn handle_message(&mut self, peer: NodeId, msg: Message) {
+        if !self.peers.contains_key(&peer) {
+            return;
+        }
+        match msg {
+            Message::Index { entries, done } => {
+                self.handle_entries(peer, entries);
+                if done {
+                    if let Some(p) = self.peers.get_mut(&peer) {
+                        p.index_done = true;
+                    }
+                }
+                self.schedule();
+            }
+            Message::Update { entries } => {
+                self.handle_entries(peer, entries);
+                self.schedule();
+            }
+            Message::Want { files } => {
+                for w in files {
+                    self.serve(peer, &w.path, w.hash, None);
+                }
+            }
+            Message::WantDelta {
+                path,
+                hash,
+                base,
+                signature,
+            } => {
+                self.serve(peer, &path, hash, Some((base, signature)));
+            }
+            Message::Unavailable { path } => {
+                if self.inflight.get(&path).is_some_and(|i| i.peer == peer) {
+                    let asked = self.inflight.remove(&path).map(|i| i.entry);
+                    self.unscheduled.insert(path.clone());
+                    // Only the version asked for is gone: if a newer one was
+                    // announced meanwhile (by this peer too), keep needing it.
+                    if self
+                        .needs
+                        .get(&path)
+                        .is_some_and(|n| asked.as_ref().is_some_and(|a| same_version(&n.entry, a)))
+                    {
+                        self.drop_source(&path, peer);
+                    }
+                    self.schedule();
+                }
+            }
+            Message::TreeDigest { digest } => {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.digest = Some(digest);
+                }
+            }
+            Message::Ping => {}
+            other => {
+                self.commands.push(Command::Close {
+                    peer,
+                    reason: format!("unexpected {} message after the handshake", other.name()),
+                });
+            }
+        }
+        self.check_synced(peer);
+    }
+
+    /// Compare a peer's entries with ours and act where theirs win.
+    pub(super) fn handle_entries(&mut self, peer: NodeId, entries: Vec<Entry>) {
+        let mut entries = entries;
+        entries.sort_by(apply_order);
+        let mut batch = Batch {
+            moving_away: self.moving_away(&entries),
+            renamed: BTreeSet::new(),
+        };
+        for e in entries {
+            self.handle_entry(peer, e, &mut batch);
+        }
+    }
+
+    /// Deletions in this batch that will remove a live local file: their
+    /// content can serve a rename instead of a transfer.
+    fn moving_away(&self, entries: &[Entry]) -> BTreeMap<Hash, Vec<(Entry, Entry)>> {
+        let mut moving_away: BTreeMap<Hash, Vec<(Entry, Entry)>> = BTreeMap::new();
+        for e in entries.iter().filter(|e| e.deleted && !self.ignored(&e.path, e.kind)) {
+            if let Some(local) = self.index.live(&e.path) {
+                if local.kind == Kind::File && beats(e, local) && resurrection(e, local).is_none() && !self.ignored(&local.path, local.kind)
+                {
+                    moving_away.entry(local.hash).or_default().push((local.clone(), e.clone()));
+                }
+            }
+        }
+        moving_away
+    }
+
+    /// One entry of a peer's batch.
+    fn handle_entry(&mut self, peer: NodeId, e: Entry, batch: &mut Batch) {
+        let local = self.index.get(&e.path).cloned();
+        if self.ignored(&e.path, e.kind) || local.as_ref().is_some_and(|l| self.ignored(&l.path, l.kind)) {
+            // Kept to ourselves: a peer's version neither replaces nor
+            // deletes it (whether the rule names its kind or ours).
+            return;
+        }
+        if let Some(l) = &local {
+            if self.merged_history(&e, l) {
+                return;
+            }
+        }
+        if !wins_over(&e, local.as_ref()) {
+            return;
+        }
+        if let Some(n) = self.needs.get_mut(&e.path) {
+            if same_version(&n.entry, &e) {
+                n.sources.insert(peer);
+                self.unscheduled.insert(e.path);
+                return;
+            }
+            if beats(&n.entry, &e) {
+                return;
+            }
+        }
+        let live = local.filter(|l| !l.deleted);
+        if let Some(l) = live.as_ref().filter(|l| loses_concurrently(l, &e)) {
+            match conflict_entry(l) {
+                Some(copy) if wins_over(&copy, self.index.get(&copy.path)) && self.index.get(&copy.path).is_none_or(|c| c.deleted) => {
+                    let from = l.clone();
+                    self.act(peer, Action::ConflictCopy { from, copy, then: e });
+                    return;
+                }
+                // Made already (here or by a peer), or deleted since by
+                // someone who saw it: the loser may go.
+                Some(_) => {}
+                None => warn!(path = %l.path, "no valid conflict-copy name; the losing version is replaced"),
+            }
+        }
+        self.take_winner(peer, e, live, batch);
+    }
+
+    /// Where `e` meets our `local` version without replacing it: an edit
+    /// here that a delete did not see, or the same version with more
+    /// history. True if that settles `e`.
+    fn merged_history(&mut self, e: &Entry, local: &Entry) -> bool {
+        if let Some(m) = resurrection(e, local) {
+            // An edit against a delete that did not see it: the edit wins,
+            // as a version that saw both, so the delete's holders take the
+            // file back.
+            info!(path = %local.path, "an edit here was concurrent with a delete elsewhere: the file stays");
+            self.record(m, None);
+            return true;
+        }
+        if same_version(e, local) && e.vector != local.vector {
+            // The same version reached us with more history (e.g. made by
+            // two nodes at once): remember all of it.
+            let merged = local.vector.merge(&e.vector);
+            if merged != local.vector {
+                self.record(
+                    Entry {
+                        vector: merged,
+                        ..local.clone()
+                    },
+                    None,
+                );
+            }
+            return true;
+        }
+        false
+    }
+
+    /// `e` wins over our `live` version (or nothing): change the disk, from
+    /// local content where we have it, or ask for it.
+    fn take_winner(&mut self, peer: NodeId, e: Entry, live: Option<Entry>, batch: &mut Batch) {
+        if e.deleted {
+            if batch.renamed.contains(&e.path) {
+                return;
+            }
+            match live {
+                Some(l) => self.act(peer, Action::Delete { entry: e, local: l }),
+                // Nothing on disk: just remember the deletion.
+                None => self.remember(e),
+            }
+            return;
+        }
+        if e.kind == Kind::Dir {
+            match live {
+                Some(l) if l.kind == Kind::Dir => self.remember(e),
+                _ => self.act(peer, Action::MakeDir { entry: e }),
+            }
+            return;
+        }
+        // A file whose content is already here needs no transfer.
+        if let Some(l) = live.as_ref().filter(|l| l.kind == Kind::File && l.hash == e.hash) {
+            let local = l.clone();
+            self.act(peer, Action::SetMtime { entry: e, local });
+            return;
+        }
+        if let Some((from, from_tombstone)) = batch.moving_away.get_mut(&e.hash).and_then(|v| v.pop()) {
+            batch.renamed.insert(from.path.clone());
+            let action = Action::Rename {
+                from,
+                from_tombstone,
+                entry: e,
+                local: live,
+            };
+            self.act(peer, action);
+            return;
+        }
+        let copy_source = self.index.paths_with_hash(&e.hash).next().and_then(|p| self.index.live(p)).cloned();
+        if let Some(from) = copy_source {
+            self.act(
+                peer,
+                Action::Copy {
+                    from,
+                    entry: e,
+                    local: live,
+                },
+            );
+            return;
+        }
+        self.unscheduled.insert(e.path.clone());
+        let need = Need {
+            entry: e,
+            sources: BTreeSet::from([peer]),
+            whole: false,
+        };
+        self.needs.insert(need.entry.path.clone(), need);
+    }
+
+    /// Put `e` in the index without a disk change (and without announcing
+    /// it: nothing changed here that a peer could lack because of us).
+    fn remember(&mut self, e: Entry) {
+        self.settle(&e);
+        self.index.insert(e);
+        self.touched();
+    }
+
+    fn act(&mut self, peer: NodeId, action: Action) {
+        if matches!(&action, Action::Delete { local, .. } if local.kind == Kind::Dir) {
+            // Transfers into the folder that its deletion superseded must
+            // not keep it from being removed.
+            self.abandon_superseded();
+        }
+        self.commands.push(Command::Apply { peer, action });
+    }
+
+    /// Ask for every needed version that is not already on its way.
+    pub(super) fn schedule(&mut self) {
+        let mut wants: BTreeMap<NodeId, Vec<WantFile>> = BTreeMap::new();
+        let mut deltas = Vec::new();
+        for path in std::mem::take(&mut self.unscheduled) {
+            let Some(need) = self.needs.get(&path).filter(|_| !self.inflight.contains_key(&path)) else {
+                continue;
+            };
+            let Some(peer) = need.sources.iter().copied().find(|p| self.peers.contains_key(p)) else {
+                // No source connected now: look again when one announces it.
+                self.unscheduled.insert(path);
+                continue;
+            };
+            let base = self
+                .index
+                .live(&path)
+                .filter(|l| !need.whole && l.kind == Kind::File && l.size >= DELTA_MIN_SIZE && need.entry.size >= DELTA_MIN_SIZE);
+            match base {
+                Some(base) => deltas.push(Command::RequestDelta {
+                    peer,
+                    want: need.entry.clone(),
+                    base: base.clone(),
+                }),
+                None => wants.entry(peer).or_default().push(WantFile {
+                    path,
+                    hash: need.entry.hash,
+                }),
+            }
+        }
+        for (peer, files) in &wants {
+            for f in files {
+                let entry = self.needs[&f.path].entry.clone();
+                self.inflight.insert(f.path.clone(), Inflight { peer: *peer, entry });
+            }
+        }
+        for d in &deltas {
+            if let Command::RequestDelta { peer, want, .. } = d {
+                self.inflight.insert(
+                    want.path.clone(),
+                    Inflight {
+                        peer: *peer,
+                        entry: want.clone(),
+                    },
+                );
+            }
+        }
+        for (peer, files) in wants {
+            for chunk in files.chunks(MAX_ENTRIES) {
+                self.send(peer, Message::Want { files: chunk.to_vec() });
+            }
+        }
+        self.commands.extend(deltas);
+    }
+
+    /// Answer a peer's want: send the content if we still hold that version.
+    fn serve(&mut self, peer: NodeId, path: &RelPath, hash: Hash, base: Option<(Hash, Vec<u8>)>) {
+        match self.index.live(path) {
+            Some(e) if e.kind == Kind::File && e.hash == hash && !self.ignored(path, Kind::File) => {
+                let entry = e.clone();
+                self.commands.push(Command::SendContent { peer, entry, base });
+            }
+            _ => {
+                debug!(%path, %peer, "asked for a version we no longer hold");
+                self.send(peer, Message::Unavailable { path: path.clone() });
+            }
+        }
+    }
+
+    pub(super) fn check_all_synced(&mut self) {
+        let peers: Vec<NodeId> = self.peers.keys().copied().collect();
+        for p in peers {
+            self.check_synced(p);
+        }
+    }
+
+    /// Log once per connection when everything `peer` offered is here.
+    pub(super) fn check_synced(&mut self, peer: NodeId) {
+        if self.peers.get(&peer).is_none_or(|p| p.synced || !p.index_done) {
+            return;
+        }
+        let waiting = self.needs.values().any(|n| n.sources.contains(&peer)) || self.inflight.values().any(|i| i.peer == peer);
+        let Some(p) = self.peers.get_mut(&peer) else { return };
+        if p.index_done && !p.synced && !waiting {
+            p.synced = true;
+            info!(%peer, files = p.files_received, bytes = p.bytes_received, "synchronized");
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! Engine tests for concurrent edits: conflict copies, edits against
+//! deletes, merged histories.
+
+use super::*;
+
+/// The common ancestor both sides start from, then a version of it made by
+/// device `dev` at time `t` that saw it.
+fn edited(base: &Entry, dev: NodeId, t: i64, content: &[u8]) -> Entry {
+    Entry {
+        vector: base.vector.bump(dev, t),
+        by: dev,
+        ..file(base.path.as_str(), t, content)
+    }
+}
+
+fn deleted(base: &Entry, dev: NodeId, t: i64) -> Entry {
+    Entry {
+        vector: base.vector.bump(dev, t),
+        by: dev,
+        ..tomb(base.path.as_str(), t)
+    }
+}
+
+#[test]
+fn a_concurrent_edit_keeps_the_loser_as_a_conflict_copy_before_taking_the_winner() {
+    let base = file("report.txt", 10, b"base");
+    let mine = edited(&base, ME, 20, b"mine");
+    let theirs = edited(&base, A, 30, b"theirs");
+    let mut e = connected(std::slice::from_ref(&mine), &[A, B]);
+    e.handle_message(A, index_msg(vec![theirs.clone()]));
+    let copy = crate::engine::conflict::conflict_entry(&mine).unwrap();
+    assert_eq!(copy.path.as_str(), "report.sync-conflict-19700101-000000-00000000.txt");
+    let cc = Action::ConflictCopy {
+        from: mine.clone(),
+        copy: copy.clone(),
+        then: theirs.clone(),
+    };
+    assert_eq!(
+        e.take_commands(),
+        vec![Command::Apply {
+            peer: A,
+            action: cc.clone()
+        }]
+    );
+    // Once the copy is on disk it goes to every peer (the winner's sender
+    // too: it lacks it), and only then is the winner asked for.
+    e.handle_action_done(A, cc, Ok(()));
+    assert_eq!(
+        e.take_commands(),
+        vec![update(A, vec![copy.clone()]), update(B, vec![copy.clone()]), want(A, &[&theirs])]
+    );
+    assert_eq!(e.index().live(&copy.path), Some(&copy));
+}
+
+#[test]
+fn a_failed_conflict_copy_leaves_the_loser_in_place() {
+    let base = file("f", 10, b"base");
+    let mine = edited(&base, ME, 20, b"mine");
+    let theirs = edited(&base, A, 30, b"theirs");
+    let mut e = connected(std::slice::from_ref(&mine), &[A]);
+    e.handle_message(A, index_msg(vec![theirs.clone()]));
+    let cmds = e.take_commands();
+    let Some(Command::Apply { action, .. }) = cmds.into_iter().next() else {
+        panic!("no conflict copy")
+    };
+    e.handle_action_done(A, action, Err(ActionError::Failed("disk full".into())));
+    assert_eq!(e.take_commands(), vec![]);
+    assert_eq!(e.index().live(&p("f")), Some(&mine));
+}
+
+#[test]
+fn a_sequential_edit_makes_no_conflict_copy() {
+    let base = file("f", 10, b"base");
+    let mine = edited(&base, ME, 20, b"mine");
+    // The peer edited our version: it saw it.
+    let theirs = edited(&mine, A, 30, b"theirs");
+    let mut e = connected(std::slice::from_ref(&mine), &[A]);
+    e.handle_message(A, index_msg(vec![theirs.clone()]));
+    assert_eq!(e.take_commands(), vec![want(A, &[&theirs])]);
+}
+
+#[test]
+fn the_winning_side_of_a_concurrent_edit_changes_nothing() {
+    let base = file("f", 10, b"base");
+    let mine = edited(&base, ME, 40, b"mine, newer");
+    let theirs = edited(&base, A, 30, b"theirs");
+    let mut e = connected(std::slice::from_ref(&mine), &[A]);
+    e.handle_message(A, index_msg(vec![theirs]));
+    // The loser's holder keeps its copy; this node lacks those bytes.
+    assert_eq!(e.take_commands(), vec![]);
+}
+
+#[test]
+fn a_conflict_copy_made_elsewhere_or_deleted_since_is_not_made_again() {
+    let base = file("f", 10, b"base");
+    let mine = edited(&base, ME, 20, b"mine");
+    let theirs = edited(&base, A, 30, b"theirs");
+    let copy = crate::engine::conflict::conflict_entry(&mine).unwrap();
+    // A peer made the identical copy already: only the winner is wanted.
+    let mut e = connected(&[mine.clone(), copy.clone()], &[A]);
+    e.handle_message(A, index_msg(vec![theirs.clone()]));
+    assert_eq!(e.take_commands(), vec![want(A, &[&theirs])]);
+    // The user deleted the copy after seeing it: it stays deleted.
+    let gone = deleted(&copy, B, 50);
+    let mut e = connected(&[mine, gone], &[A]);
+    e.handle_message(A, index_msg(vec![theirs.clone()]));
+    assert_eq!(e.take_commands(), vec![want(A, &[&theirs])]);
+}
+
+#[test]
+fn an_edit_beats_a_concurrent_delete_and_the_file_comes_back() {
+    let base = file("f", 10, b"base");
+    let mine = edited(&base, ME, 20, b"edited here");
+    let gone = deleted(&base, A, 30);
+    let mut e = connected(std::slice::from_ref(&mine), &[A, B]);
+    e.handle_message(A, index_msg(vec![gone.clone()]));
+    // The file stays, as a version that saw both and outranks the delete.
+    let kept = Entry {
+        version: 30,
+        vector: mine.vector.merge(&gone.vector),
+        ..mine.clone()
+    };
+    assert_eq!(
+        e.take_commands(),
+        vec![update(A, vec![kept.clone()]), update(B, vec![kept.clone()])]
+    );
+    assert!(crate::engine::index::beats(&kept, &gone));
+    assert_eq!(e.index().live(&p("f")), Some(&kept));
+    // The node that deleted it takes the file back.
+    let mut d = connected(std::slice::from_ref(&gone), &[ME]);
+    d.handle_message(ME, index_msg(vec![kept.clone()]));
+    assert_eq!(d.take_commands(), vec![want(ME, &[&kept])]);
+    // And ignores the plain edit, which it outranks: only the holder of
+    // the edit decides, so the two never race.
+    let mut d = connected(std::slice::from_ref(&gone), &[ME]);
+    d.handle_message(ME, index_msg(vec![mine]));
+    assert_eq!(d.take_commands(), vec![]);
+}
+
+#[test]
+fn a_delete_that_saw_a_kept_edit_wins_though_it_missed_the_first_delete() {
+    let base = file("f", 10, b"base");
+    let mine = edited(&base, ME, 20, b"edited here");
+    let kept = resurrection_of(&mine, &deleted(&base, A, 30));
+    // B saw the edit (not A's delete) and deleted the file after it.
+    let gone = deleted(&mine, B, 40);
+    let mut e = connected(std::slice::from_ref(&kept), &[B]);
+    e.handle_message(B, index_msg(vec![gone.clone()]));
+    assert_eq!(
+        e.take_commands(),
+        vec![Command::Apply {
+            peer: B,
+            action: Action::Delete { entry: gone, local: kept }
+        }]
+    );
+}
+
+/// What `an_edit_beats_a_concurrent_delete_and_the_file_comes_back` shows
+/// the holder of `edit` records when `delete` missed it.
+fn resurrection_of(edit: &Entry, delete: &Entry) -> Entry {
+    Entry {
+        version: delete.version,
+        vector: edit.vector.merge(&delete.vector),
+        ..edit.clone()
+    }
+}
+
+#[test]
+fn a_delete_that_saw_the_edit_wins() {
+    let base = file("f", 10, b"base");
+    let mine = edited(&base, ME, 20, b"edited here");
+    let gone = deleted(&mine, A, 30);
+    let mut e = connected(std::slice::from_ref(&mine), &[A]);
+    e.handle_message(A, index_msg(vec![gone.clone()]));
+    assert_eq!(
+        e.take_commands(),
+        vec![Command::Apply {
+            peer: A,
+            action: Action::Delete { entry: gone, local: mine }
+        }]
+    );
+}
+
+#[test]
+fn a_node_that_was_away_does_not_bring_a_deleted_file_back() {
+    // It holds the version the delete saw; the delete wins, the file goes.
+    let base = file("f", 10, b"base");
+    let gone = deleted(&base, A, 30);
+    let mut e = connected(std::slice::from_ref(&base), &[A]);
+    e.handle_message(A, index_msg(vec![gone.clone()]));
+    assert_eq!(
+        e.take_commands(),
+        vec![Command::Apply {
+            peer: A,
+            action: Action::Delete { entry: gone, local: base }
+        }]
+    );
+    // A file re-created after the delete (it saw the tombstone) comes back.
+    let gone = deleted(&file("g", 10, b"x"), A, 30);
+    let again = edited(&gone, B, 40, b"re-created");
+    let mut e = connected(std::slice::from_ref(&gone), &[B]);
+    e.handle_message(B, index_msg(vec![again.clone()]));
+    assert_eq!(e.take_commands(), vec![want(B, &[&again])]);
+}
+
+#[test]
+fn a_rebuilt_index_has_unknown_histories_that_a_newer_delete_still_beats() {
+    let mut e = Engine::new(ME, Index::default()).with_unknown_history();
+    e.handle_connected(A);
+    e.take_commands();
+    let found = file("f", 10, b"on disk");
+    e.handle_local(100, &[None], vec![observed(&found)]);
+    let unknown = Entry {
+        vector: Vector::default(),
+        by: ME,
+        ..found
+    };
+    assert_eq!(e.take_commands(), vec![update(A, vec![unknown.clone()])]);
+    // Not concurrent with anything: the newer delete wins as before.
+    let gone = deleted(&file("f", 5, b"older"), A, 30);
+    e.handle_message(A, index_msg(vec![gone.clone()]));
+    assert_eq!(
+        e.take_commands(),
+        vec![Command::Apply {
+            peer: A,
+            action: Action::Delete {
+                entry: gone,
+                local: unknown
+            }
+        }]
+    );
+    // Only the first whole scan is of unknown history.
+    e.handle_local(200, &[None], vec![observed(&file("new", 150, b"n"))]);
+    let cmds = e.take_commands();
+    assert!(matches!(&cmds[..], [Command::Send { msg: Message::Update { entries }, .. }] if entries[0].vector == Vector::single(ME, 150)));
+}
+
+#[test]
+fn the_same_version_with_more_history_merges_vectors() {
+    let base = file("f", 10, b"same");
+    let theirs = Entry {
+        vector: base.vector.bump(A, 5),
+        ..base.clone()
+    };
+    let mut e = connected(std::slice::from_ref(&base), &[A, B]);
+    e.handle_message(A, index_msg(vec![theirs.clone()]));
+    let merged = Entry {
+        vector: base.vector.merge(&theirs.vector),
+        ..base
+    };
+    assert_eq!(
+        e.take_commands(),
+        vec![update(A, vec![merged.clone()]), update(B, vec![merged.clone()])]
+    );
+    // Hearing it again changes nothing.
+    e.handle_message(B, index_msg(vec![theirs]));
+    assert_eq!(e.take_commands(), vec![]);
+}

@@ -1,0 +1,305 @@
+//! Engine tests for what arrives and what was done: content frames (one
+//! decision per frame), received files, disk actions and their failures,
+//! folders emptied by deletes, and the ignore file changing.
+
+use super::*;
+
+/// An engine connected to A that asked A for `f`.
+fn asking_for(f: &Entry, local: &[Entry]) -> Engine {
+    let mut e = connected(local, &[A]);
+    e.handle_message(A, Message::Update { entries: vec![f.clone()] });
+    assert_eq!(e.take_commands(), vec![want(A, &[f])]);
+    e
+}
+
+/// A folder's tombstone.
+fn dir_tomb(path: &str, t: i64) -> Entry {
+    Entry {
+        deleted: true,
+        ..dir(path, t)
+    }
+}
+
+fn close(peer: NodeId, reason: &str) -> Command {
+    Command::Close {
+        peer,
+        reason: reason.into(),
+    }
+}
+
+#[test]
+fn content_frames_out_of_order_close_the_connection() {
+    let f = file("f", 5, b"x");
+    let mut e = asking_for(&f, &[]);
+    assert!(!e.handle_chunk(A));
+    assert_eq!(e.take_commands(), vec![close(A, "chunk outside a file")]);
+    assert_eq!(e.handle_file_end(A), Receive::Violation);
+    assert_eq!(e.take_commands(), vec![close(A, "file end outside a file")]);
+    assert_eq!(e.handle_file_start(A, &f), Receive::Write { expected: None });
+    assert!(e.handle_chunk(A));
+    assert_eq!(e.handle_file_start(A, &f), Receive::Violation);
+    assert_eq!(e.take_commands(), vec![close(A, "new file started before f ended")]);
+}
+
+#[test]
+fn content_asked_for_is_written_and_what_was_not_is_dropped() {
+    let old = file("f", 1, b"old");
+    let f = file("f", 5, b"x");
+    let mut e = asking_for(&f, std::slice::from_ref(&old));
+    // Not asked for: dropped at the start, and silently at the end.
+    let other = file("g", 5, b"y");
+    assert!(matches!(e.handle_file_start(A, &other), Receive::Drop { .. }));
+    assert!(matches!(e.handle_file_end(A), Receive::Drop { .. }));
+    // Asked for: written, and the path must still hold our old version.
+    let expected = Some(old);
+    assert_eq!(
+        e.handle_file_start(A, &f),
+        Receive::Write {
+            expected: expected.clone()
+        }
+    );
+    assert_eq!(
+        e.handle_file_end(A),
+        Receive::Write {
+            expected: expected.clone()
+        }
+    );
+    assert_eq!(e.handle_durable(A, &f), Receive::Write { expected });
+    assert_eq!(e.take_commands(), vec![]);
+}
+
+#[test]
+fn content_superseded_while_made_durable_is_dropped_and_its_emptied_folders_go() {
+    let (d, f) = (dir("d", 1), file("d/f", 5, b"x"));
+    let mut e = asking_for(&f, std::slice::from_ref(&d));
+    assert_eq!(e.handle_file_start(A, &f), Receive::Write { expected: None });
+    assert_eq!(e.handle_file_end(A), Receive::Write { expected: None });
+    // While it is made durable, the folder and the file are deleted by a
+    // newer version; the folder still holds the temp file.
+    e.handle_message(
+        A,
+        Message::Update {
+            entries: vec![tomb("d/f", 9), dir_tomb("d", 9)],
+        },
+    );
+    let delete = Action::Delete {
+        entry: dir_tomb("d", 9),
+        local: d,
+    };
+    assert_eq!(
+        e.take_commands(),
+        vec![Command::Apply {
+            peer: A,
+            action: delete.clone()
+        }]
+    );
+    e.handle_action_done(A, delete, Err(ActionError::NotEmpty("d: not empty".into())));
+    assert_eq!(
+        e.index().get(&p("d")),
+        Some(&dir_tomb("d", 9)),
+        "the deletion is recorded all the same"
+    );
+    e.take_commands();
+    assert!(matches!(e.handle_durable(A, &f), Receive::Drop { .. }));
+    assert_eq!(e.take_commands(), vec![Command::RemoveEmptyDirs { dirs: vec![p("d")] }]);
+}
+
+#[test]
+fn deleting_a_folder_abandons_the_transfers_into_it_first() {
+    let (d, f) = (dir("d", 1), file("d/f", 5, b"x"));
+    let mut e = asking_for(&f, std::slice::from_ref(&d));
+    assert_eq!(e.handle_file_start(A, &f), Receive::Write { expected: None });
+    e.handle_message(
+        A,
+        Message::Update {
+            entries: vec![tomb("d/f", 9), dir_tomb("d", 9)],
+        },
+    );
+    assert_eq!(
+        e.take_commands(),
+        vec![
+            Command::Abandon {
+                peer: A,
+                reason: "d/f was not asked for".into()
+            },
+            Command::Apply {
+                peer: A,
+                action: Action::Delete {
+                    entry: dir_tomb("d", 9),
+                    local: d
+                }
+            }
+        ]
+    );
+    // The abandoned file's end is dropped without a report.
+    assert_eq!(
+        e.handle_file_end(A),
+        Receive::Drop {
+            reason: "not asked for".into()
+        }
+    );
+}
+
+#[test]
+fn a_delete_or_rename_out_of_a_deleted_folder_removes_it_when_emptied() {
+    let (inner, other) = (file("d/x", 1, b"x"), file("d/y", 1, b"y"));
+    let mut e = connected(&[dir_tomb("d", 3), inner.clone(), other.clone()], &[]);
+    let gone = tomb("d/x", 9);
+    e.handle_action_done(A, Action::Delete { entry: gone, local: inner }, Ok(()));
+    assert_eq!(e.take_commands(), vec![Command::RemoveEmptyDirs { dirs: vec![p("d")] }]);
+    let moved = file("e", 9, b"y");
+    let rename = Action::Rename {
+        from: other,
+        from_tombstone: tomb("d/y", 9),
+        entry: moved,
+        local: None,
+    };
+    e.handle_action_done(A, rename, Ok(()));
+    assert_eq!(e.take_commands(), vec![Command::RemoveEmptyDirs { dirs: vec![p("d")] }]);
+    // A folder that is not deleted stays.
+    let mut e = connected(&[dir("d", 3), file("d/x", 1, b"x")], &[]);
+    e.handle_action_done(
+        A,
+        Action::Delete {
+            entry: tomb("d/x", 9),
+            local: file("d/x", 1, b"x"),
+        },
+        Ok(()),
+    );
+    assert_eq!(e.take_commands(), vec![]);
+}
+
+#[test]
+fn a_change_the_user_made_meanwhile_is_looked_at_again() {
+    let local = file("f", 1, b"mine");
+    let mut e = connected(std::slice::from_ref(&local), &[A]);
+    let theirs = file("f", 5, b"x");
+    let action = Action::SetMtime { entry: theirs, local };
+    e.handle_action_done(A, action.clone(), Err(ActionError::Changed("f: changed".into())));
+    assert_eq!(e.take_commands(), vec![Command::Rescan { paths: vec![p("f")] }]);
+    // Any other failure is recorded, not looked at again.
+    e.handle_action_done(A, action, Err(ActionError::Failed("f: disk full".into())));
+    assert_eq!(e.take_commands(), vec![]);
+    assert_eq!(e.last_error(), Some("touch f: f: disk full"));
+}
+
+#[test]
+fn a_folder_still_holding_something_is_kept_as_a_container_not_made_anew() {
+    let d = dir_tomb("d", 3);
+    let mut e = connected(std::slice::from_ref(&d), &[A]);
+    let occupied = Observed {
+        occupied: true,
+        ..observed(&dir("d", 0))
+    };
+    e.handle_local(9, &[None], vec![occupied.clone()]);
+    assert_eq!(e.take_commands(), vec![]);
+    assert_eq!(e.index().get(&p("d")), Some(&d));
+    // An empty one is a folder the user made again.
+    let empty = Observed {
+        occupied: false,
+        ..occupied
+    };
+    e.handle_local(9, &[None], vec![empty]);
+    let cmds = e.take_commands();
+    assert!(
+        matches!(&cmds[..], [Command::Send { msg: Message::Update { entries }, .. }] if !entries[0].deleted),
+        "{cmds:?}"
+    );
+}
+
+#[test]
+fn a_look_at_a_path_removes_the_deleted_folders_it_alone_kept() {
+    let mut e = connected(&[dir_tomb("a", 3), dir_tomb("a/b", 3)], &[A]);
+    e.handle_local(9, &[Some(p("a/b/c"))], vec![]);
+    assert_eq!(
+        e.take_commands(),
+        vec![Command::RemoveEmptyDirs {
+            dirs: vec![p("a/b"), p("a")]
+        }]
+    );
+}
+
+#[test]
+fn a_disconnect_mid_file_removes_the_deleted_folders_it_kept() {
+    let f = file("d/f", 5, b"x");
+    let mut e = asking_for(&f, &[]);
+    assert_eq!(e.handle_file_start(A, &f), Receive::Write { expected: None });
+    e.handle_message(
+        A,
+        Message::Update {
+            entries: vec![dir_tomb("d", 9)],
+        },
+    );
+    e.take_commands();
+    e.handle_disconnected(A);
+    assert_eq!(e.take_commands(), vec![Command::RemoveEmptyDirs { dirs: vec![p("d")] }]);
+}
+
+#[test]
+fn the_ignore_file_is_read_again_when_the_index_holds_another_version() {
+    use crate::engine::ignore::{IgnoreRules, IGNORE_FILE};
+    let mut e = connected(&[], &[A]);
+    let (rules, _) = IgnoreRules::parse("*.log\n");
+    e.set_ignore(rules);
+    // Our own scan of the file the rules came from: nothing to read again.
+    e.handle_local(5, &[None], vec![observed(&file(IGNORE_FILE, 5, b"*.log\n"))]);
+    assert!(!e.take_commands().contains(&Command::ReloadIgnore));
+    // A peer's version replaces it: read it again, once.
+    let theirs = file(IGNORE_FILE, 9, b"*.tmp\n");
+    e.handle_message(
+        A,
+        Message::Update {
+            entries: vec![theirs.clone()],
+        },
+    );
+    e.take_commands();
+    e.handle_file_start(A, &theirs);
+    e.handle_file_end(A);
+    e.handle_received(A, theirs, Transfer::Whole, Ok(6));
+    assert_eq!(e.take_commands().iter().filter(|c| **c == Command::ReloadIgnore).count(), 1);
+    assert_eq!(e.take_commands(), vec![]);
+}
+
+/// Found by the simulation (faults, seed 5000018): the peer answers our want
+/// with the version it holds now, with the same content in a newer version
+/// (its edit won against a delete). That is the version we need: taken.
+#[test]
+fn content_in_the_needed_version_answers_a_want_for_an_older_one() {
+    let mut e = connected(&[], &[A]);
+    let v1 = file("f", 5, b"one");
+    e.handle_message(A, Message::Update { entries: vec![v1.clone()] });
+    assert_eq!(e.take_commands(), vec![want(A, &[&v1])]);
+    let v2 = Entry {
+        version: v1.version + 10,
+        ..v1.clone()
+    };
+    e.handle_message(A, Message::Update { entries: vec![v2.clone()] });
+    assert_eq!(e.take_commands(), vec![]);
+    assert!(e.content_wanted(A, &v2).is_ok());
+    e.handle_received(A, v2.clone(), Transfer::Whole, Ok(3));
+    assert_eq!(e.pending(), 0);
+    assert_eq!(e.index().get(&v2.path), Some(&v2));
+}
+
+/// Content of the file asked for, in a version we cannot use, ends that
+/// request: the need is asked of another source instead of waiting forever.
+#[test]
+fn refused_content_of_the_asked_file_asks_another_source() {
+    let mut e = connected(&[], &[A, B]);
+    let v = file("f", 5, b"one");
+    e.handle_message(A, Message::Update { entries: vec![v.clone()] });
+    assert_eq!(e.take_commands(), vec![want(A, &[&v])]);
+    e.handle_message(B, Message::Update { entries: vec![v.clone()] });
+    assert_eq!(e.take_commands(), vec![]);
+    let stale = Entry {
+        version: v.version - 1,
+        ..v.clone()
+    };
+    assert!(matches!(e.handle_file_start(A, &stale), Receive::Drop { .. }));
+    assert_eq!(e.take_commands(), vec![want(B, &[&v])]);
+    // Content of another file version (an older request's answer) changes nothing.
+    let other = file("f", 4, b"older");
+    assert!(matches!(e.handle_file_start(B, &other), Receive::Drop { .. }));
+    assert_eq!(e.take_commands(), vec![]);
+    assert_eq!(e.pending(), 1);
+}

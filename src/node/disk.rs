@@ -1,0 +1,142 @@
+//! The node's disk work outside of received files: applying the engine's
+//! actions, looking at the disk again (rescans), persisting the index and
+//! reading the ignore file.
+//!
+//! Owns: the paths to look at again and when the index was last saved.
+//! Must not: decide what a result means (the engine does, from
+//! `ActionError`).
+
+use super::Node;
+use crate::engine::ignore::IGNORE_FILE;
+use crate::engine::{Action, ActionError, DirState, Scan};
+use crate::fs::state::{load_ignore_rules, save_index};
+use crate::fs::store::ScanResult;
+use crate::fs::watcher::LocalEvent;
+use crate::transport::net::Net;
+use crate::wire::{Entry, NodeId, RelPath};
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+use tracing::{debug, info, warn};
+
+impl<N: Net> Node<N> {
+    /// Carry out `action` and tell the engine how it went.
+    pub(super) fn apply(&mut self, peer: NodeId, action: Action) {
+        let store = &self.store;
+        let result = match &action {
+            Action::MakeDir { entry } => store.make_dir(&entry.path),
+            Action::Delete { local, .. } => store.delete(local),
+            Action::SetMtime { entry, local } => store.set_mtime(entry, local),
+            Action::Rename { from, entry, local, .. } => store.rename(from, entry, local.as_ref()),
+            Action::Copy { from, entry, local } => store.copy(from, entry, local.as_ref()),
+            Action::ConflictCopy { from, copy, .. } => store.copy(from, copy, None),
+        }
+        .map_err(ActionError::from);
+        if result.is_ok() {
+            info!(path = %action.entry().path, action = action.name(), %peer, wire_bytes = 0, "applied");
+            self.cfg.counters.actions_applied.fetch_add(1, Ordering::Relaxed);
+        }
+        self.engine.handle_action_done(peer, action, result);
+    }
+
+    /// Remove `dirs`, innermost first, while they are empty.
+    pub(super) fn remove_empty_dirs(&self, dirs: &[RelPath]) {
+        for dir in dirs {
+            if !self.store.remove_dir_if_empty(dir) {
+                return;
+            }
+            debug!(path = %dir, "removed an emptied folder whose deletion is recorded");
+        }
+    }
+
+    /// Look at the disk again where `ev` says, and tell the engine.
+    pub(super) fn rescan(&mut self, ev: LocalEvent) {
+        let (roots, result) = match ev {
+            LocalEvent::Changed(roots) => self.scan_roots(roots),
+            LocalEvent::Renamed { from, to } => self.scan_rename(from, to),
+        };
+        let dir = match self.store.dir_state() {
+            DirState::Present if result.root_failed => DirState::Missing("cannot read it".into()),
+            d => d,
+        };
+        // A file still being written (or unreadable) keeps its old entry and
+        // is looked at again on the next tick.
+        self.retry.extend(result.failed.iter().cloned());
+        let scan = Scan {
+            roots,
+            found: result.found,
+            failed: result.failed,
+            dir,
+        };
+        self.engine.handle_scan(self.now_ns(), scan);
+    }
+
+    /// Scan each of `roots` (`None`: the whole tree, which covers all).
+    fn scan_roots(&self, mut roots: Vec<Option<RelPath>>) -> (Vec<Option<RelPath>>, ScanResult) {
+        if roots.iter().any(Option::is_none) {
+            roots = vec![None];
+        }
+        roots.sort();
+        roots.dedup();
+        let index = self.engine.index();
+        let mut all = ScanResult::default();
+        for root in &roots {
+            let r = self.store.scan_checked(root.as_ref(), &|p| index.get(p).cloned());
+            all.found.extend(r.found);
+            all.failed.extend(r.failed);
+            all.root_failed |= r.root_failed;
+        }
+        (roots, all)
+    }
+
+    /// Scan both ends of a rename. A renamed file keeps its size and mtime:
+    /// the hash the index has under its old name is reused, not read again.
+    fn scan_rename(&self, from: RelPath, to: RelPath) -> (Vec<Option<RelPath>>, ScanResult) {
+        let index = self.engine.index();
+        let known = |p: &RelPath| -> Option<Entry> {
+            index.get(p).cloned().or_else(|| {
+                let suffix = p.as_str().strip_prefix(to.as_str())?;
+                index.get(&RelPath::new(format!("{from}{suffix}")).ok()?).cloned()
+            })
+        };
+        let mut r = self.store.scan_checked(Some(&to), &known);
+        let r2 = self.store.scan_checked(Some(&from), &|p| index.get(p).cloned());
+        r.found.extend(r2.found);
+        r.failed.extend(r2.failed);
+        r.root_failed = false;
+        (vec![Some(from), Some(to)], r)
+    }
+
+    /// Look again, once, at the paths the last scans could not observe:
+    /// what fails again waits for its next watcher event or the periodic
+    /// rescan (an unreadable folder would otherwise be read, and logged,
+    /// every second).
+    pub(super) fn retry_failed_paths(&mut self) {
+        if self.retry.is_empty() {
+            return;
+        }
+        let paths: BTreeSet<RelPath> = std::mem::take(&mut self.retry);
+        self.rescan(LocalEvent::Changed(paths.into_iter().map(Some).collect()));
+        self.retry.clear();
+    }
+
+    pub(super) fn save_index(&mut self) {
+        if self.engine.take_dirty() {
+            if let Err(e) = save_index(self.engine.index(), &self.index_path) {
+                warn!(error = %e, "cannot save the index");
+                self.engine.note_error(format!("cannot save the index: {e}"));
+            }
+        }
+    }
+
+    /// Read `.dirsyncignore` from disk and give the engine its rules.
+    pub(super) fn load_ignore(&mut self) {
+        let (rules, errors) = load_ignore_rules(&self.cfg.dir);
+        for e in errors {
+            warn!(error = %e, "ignore rules");
+        }
+        if rules.source().is_some() {
+            info!(patterns = rules.len(), "ignore rules loaded from {IGNORE_FILE}");
+        }
+        self.engine.set_ignore(rules);
+    }
+}

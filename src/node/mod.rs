@@ -1,0 +1,439 @@
+//! The node: one event loop that owns the engine and carries out its
+//! commands through the network (`Net`), the disk (`Store`) and the
+//! connection tasks.
+//!
+//! - this file: `Config`, the start-up, the feeder tasks, the loop, the
+//!   engine's commands, the tick and the shutdown;
+//! - [`peers`]: announcements, dialling, handshakes, connections;
+//! - [`incoming`]: received files, from the first frame to the install;
+//! - [`disk`]: disk actions, rescans, the index file, the ignore file;
+//! - [`status`]: the status report and the host process's channels.
+//!
+//! Must not: make sync decisions. Every `match` on an outcome that chooses
+//! what happens next lives in the engine, with an exact-command test.
+
+mod disk;
+mod incoming;
+mod peers;
+pub mod status;
+
+use crate::engine::{Command, Engine};
+use crate::fs::receive::Received;
+use crate::fs::state::{load_device_id, load_index, prepare_state_dir, StateError, INDEX_FILE};
+use crate::fs::store::{system_time_ns, Store};
+use crate::fs::watcher::LocalEvent;
+use crate::transport::conn::{Inbound, Job, PeerHello};
+use crate::transport::discovery;
+use crate::transport::key::ClusterKey;
+use crate::transport::limits::MAX_FRAMES_IN_FLIGHT;
+use crate::transport::net::{Net, Socket};
+use crate::transport::secure::Connection;
+use crate::transport::static_peers::StaticPeers;
+use crate::wire::{Announce, Message, NodeId, RelPath};
+use incoming::Receiving;
+use peers::{ConnId, Origin, Peers};
+use status::{Control, StatusRequest};
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tracing::{debug, info, warn};
+
+/// How often the index is written when it changed.
+const SAVE_INTERVAL: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The synced directory (absolute).
+    pub dir: PathBuf,
+    /// Where the index lives (never synced).
+    pub state_dir: PathBuf,
+    pub listen_port: u16,
+    pub broadcast_port: u16,
+    pub broadcast_addr: Ipv4Addr,
+    pub node_id: NodeId,
+    pub announce_interval: Duration,
+    /// Full rescan period (catches what the watcher missed).
+    pub rescan_interval: Duration,
+    /// The cluster key: with one, every connection is authenticated and
+    /// encrypted, and only nodes with the same key are dialled.
+    pub key: Option<ClusterKey>,
+    pub counters: Arc<Counters>,
+    /// `HOST:PORT`s to keep dialling (`--peer`), whatever discovery finds.
+    pub static_peers: Vec<String>,
+    /// Broadcast discovery: announce and listen (`--no-discovery`: neither).
+    pub discovery: bool,
+    /// Shutdown and status requests from the host process (none in the
+    /// simulation).
+    pub control: Control,
+}
+
+/// Counters a test or benchmark can read while the node runs.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Wire bytes of file content received (whole files and deltas).
+    pub content_bytes_received: AtomicU64,
+    pub files_received: AtomicU64,
+    /// Changes applied without a transfer (deletes, renames, folders...).
+    pub actions_applied: AtomicU64,
+    pub connections: AtomicU64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("cannot listen on TCP port {port}: {source} (is another dirsync running? choose another with --listen-port)")]
+    Listen { port: u16, source: std::io::Error },
+    #[error("cannot bind UDP broadcast port {port}: {source}")]
+    Broadcast { port: u16, source: std::io::Error },
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// Everything the loop reacts to.
+enum Event<N: Net> {
+    Accepted(Socket<N>),
+    Handshaken {
+        connection: Connection<N>,
+        hello: PeerHello,
+        origin: Origin,
+    },
+    /// A dial failed; `refused`: the peer refused us (or we it).
+    DialFailed {
+        origin: Origin,
+        refused: bool,
+    },
+    /// Static target `i` is the address of this connected node.
+    StaticConnected(usize, NodeId),
+    /// Static target `i` is this node itself.
+    StaticIsSelf(usize),
+    /// From connection `conn_id`'s reader.
+    Inbound {
+        conn_id: ConnId,
+        peer: NodeId,
+        inbound: Inbound,
+    },
+    Announce(SocketAddr, Announce),
+    /// A received file was made durable (or could not be), off the loop.
+    Durable {
+        peer: NodeId,
+        received: Received,
+        result: Result<(), String>,
+    },
+    Local(LocalEvent),
+    Tick,
+    Status(StatusRequest),
+}
+
+struct Node<N: Net> {
+    net: N,
+    cfg: Config,
+    store: Store,
+    engine: Engine,
+    events: async_channel::Sender<Event<N>>,
+    /// Readers put one token here per frame they hand to the loop, which
+    /// takes it back when it handles the frame: at most
+    /// `MAX_FRAMES_IN_FLIGHT` frames wait in memory (see there).
+    frame_credit: async_channel::Sender<()>,
+    frames_in_flight: async_channel::Receiver<()>,
+    wake_announcer: async_channel::Sender<()>,
+    /// Set while the engine has suspended syncing (the mass-delete guard):
+    /// the announcer stays quiet.
+    suspended: Arc<AtomicBool>,
+    peers: Peers,
+    receiving: Receiving,
+    index_path: PathBuf,
+    last_save: SystemTime,
+    last_rescan: SystemTime,
+    /// Paths a scan could not observe, to look at again on the next tick.
+    retry: BTreeSet<RelPath>,
+}
+
+/// Run a node until the process ends. Returns early only on a start-up
+/// error (ports, state directory).
+pub async fn run<N: Net>(net: N, cfg: Config, local: async_channel::Receiver<LocalEvent>) -> Result<(), NodeError> {
+    prepare_state_dir(&cfg.state_dir)?;
+    let listener = net.listen(cfg.listen_port).await.map_err(|source| NodeError::Listen {
+        port: cfg.listen_port,
+        source,
+    })?;
+    let udp = match cfg.discovery {
+        true => Some(Arc::new(net.bind_udp(cfg.broadcast_port).await.map_err(|source| {
+            NodeError::Broadcast {
+                port: cfg.broadcast_port,
+                source,
+            }
+        })?)),
+        false => None,
+    };
+    let (events, inbox) = async_channel::bounded::<Event<N>>(256);
+    let (wake_announcer, wake_rx) = async_channel::bounded::<()>(1);
+    let mut node = Node::start(net.clone(), cfg.clone(), events.clone(), wake_announcer)?;
+
+    spawn_accept_loop(&net, listener, events.clone());
+    if let Some(udp) = udp {
+        let to = SocketAddr::new(IpAddr::V4(cfg.broadcast_addr), cfg.broadcast_port);
+        let announce = Announce::new(cfg.node_id, cfg.listen_port).with_key(cfg.key.as_ref().map(ClusterKey::fingerprint));
+        let suspended = node.suspended.clone();
+        net.spawn(discovery::announce_loop(
+            net.clone(),
+            udp.clone(),
+            announce,
+            to,
+            cfg.announce_interval,
+            wake_rx,
+            suspended,
+        ));
+        let tx = events.clone();
+        net.spawn(discovery::listen_loop(net.clone(), udp, move |from, a| {
+            tx.try_send(Event::Announce(from, a)).is_ok() || !tx.is_closed()
+        }));
+    }
+    if let Some(requests) = cfg.control.status.clone() {
+        forward(&net, requests, events.clone(), Event::Status);
+    }
+    forward(&net, local, events.clone(), Event::Local);
+    let (n, tx) = (net.clone(), events.clone());
+    net.spawn(async move {
+        loop {
+            n.sleep(Duration::from_secs(1)).await;
+            if tx.send(Event::Tick).await.is_err() {
+                return;
+            }
+        }
+    });
+    drop(events);
+    node.dial_static_peers();
+    node.run_loop(inbox, cfg.control.shutdown.clone()).await;
+    Ok(())
+}
+
+/// Accept connections on `listener` for as long as the loop runs.
+fn spawn_accept_loop<N: Net>(net: &N, listener: N::Listener, events: async_channel::Sender<Event<N>>) {
+    let n = net.clone();
+    net.spawn(async move {
+        loop {
+            match n.accept(&listener).await {
+                Ok(socket) => {
+                    if events.send(Event::Accepted(socket)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    debug!(error = %e, "accept failed");
+                    n.sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    });
+}
+
+/// Feed what arrives on `from` into the loop as events.
+fn forward<N: Net, T: Send + 'static>(
+    net: &N,
+    from: async_channel::Receiver<T>,
+    events: async_channel::Sender<Event<N>>,
+    event: impl Fn(T) -> Event<N> + Send + 'static,
+) {
+    net.spawn(async move {
+        while let Ok(item) = from.recv().await {
+            if events.send(event(item)).await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
+impl<N: Net> Node<N> {
+    /// Load the state, look at the disk, and be ready to sync.
+    fn start(
+        net: N,
+        cfg: Config,
+        events: async_channel::Sender<Event<N>>,
+        wake_announcer: async_channel::Sender<()>,
+    ) -> Result<Self, NodeError> {
+        let store = Store::new(cfg.dir.clone(), cfg.state_dir.clone());
+        let cleaned = store.clean_temp_files();
+        if cleaned > 0 {
+            info!(count = cleaned, "removed temp files left by an earlier run");
+        }
+        let index_path = cfg.state_dir.join(INDEX_FILE);
+        let (index, history_known) = load_index(&index_path);
+        let device = load_device_id(&cfg.state_dir, cfg.node_id)?;
+        let mut engine = Engine::new(cfg.node_id, index).with_device(device);
+        if !history_known {
+            engine = engine.with_unknown_history();
+        }
+        let (frame_credit, frames_in_flight) = async_channel::bounded::<()>(MAX_FRAMES_IN_FLIGHT);
+        let now = net.now();
+        let mut node = Node {
+            engine,
+            suspended: Arc::new(AtomicBool::new(false)),
+            retry: BTreeSet::new(),
+            store,
+            events,
+            frame_credit,
+            frames_in_flight,
+            wake_announcer,
+            peers: Peers::new(StaticPeers::new(&cfg.static_peers, now)),
+            receiving: Receiving::default(),
+            index_path,
+            last_save: now,
+            last_rescan: now,
+            cfg,
+            net,
+        };
+        node.load_ignore();
+        node.rescan(LocalEvent::Changed(vec![None]));
+        // The mass-delete guard may have stopped syncing before anything starts.
+        node.run_commands();
+        node.save_index();
+        let (files, bytes) = node.engine.index().live_files();
+        let cfg = &node.cfg;
+        info!(node = %cfg.node_id, %device, dir = %cfg.dir.display(), listen_port = cfg.listen_port, broadcast_port = cfg.broadcast_port, files, bytes, "listening");
+        match &cfg.key {
+            Some(k) => info!(fingerprint = %k.fingerprint(), "cluster key on: connections are authenticated and encrypted"),
+            None => warn!(
+                dir = %cfg.dir.display(),
+                "no cluster key (--key-file): any host on the network can read and change this directory"
+            ),
+        }
+        Ok(node)
+    }
+
+    /// Handle events until every feeder is gone or a shutdown is asked.
+    async fn run_loop(&mut self, inbox: async_channel::Receiver<Event<N>>, shutdown: Option<async_channel::Receiver<()>>) {
+        loop {
+            let next = async { Some(inbox.recv().await) };
+            let stop = async {
+                match &shutdown {
+                    Some(rx) if rx.recv().await.is_ok() => None,
+                    // No shutdown source (or it is gone): run on.
+                    _ => futures_lite::future::pending().await,
+                }
+            };
+            match futures_lite::future::or(next, stop).await {
+                Some(Ok(ev)) => self.handle(ev),
+                Some(Err(_)) => return,
+                None => return self.shut_down(),
+            }
+        }
+    }
+
+    fn now_ns(&self) -> i64 {
+        system_time_ns(self.net.now())
+    }
+
+    fn handle(&mut self, ev: Event<N>) {
+        match ev {
+            Event::Accepted(socket) => self.on_accepted(socket),
+            Event::Handshaken { connection, hello, origin } => self.register(connection, hello, origin),
+            Event::DialFailed { origin, refused } => self.on_dial_failed(origin, refused),
+            Event::StaticIsSelf(i) => self.on_static_is_self(i),
+            Event::StaticConnected(i, node) => self.on_static_connected(i, node),
+            Event::Status(req) => {
+                let _ = req.reply.try_send(self.status());
+            }
+            Event::Inbound { conn_id, peer, inbound } => {
+                let current = self.peers.is_current(peer, conn_id);
+                match inbound {
+                    Inbound::Frame { msg, bytes } => {
+                        let _ = self.frames_in_flight.try_recv();
+                        if current {
+                            self.on_message(peer, msg, bytes);
+                        }
+                    }
+                    Inbound::Closed { reason } if current => self.drop_peer(peer, &reason),
+                    Inbound::Closed { .. } => {}
+                }
+            }
+            Event::Announce(from, a) => self.on_announce(from, a),
+            Event::Durable { peer, received, result } => self.install(peer, received, result),
+            Event::Local(ev) => self.rescan(ev),
+            Event::Tick => self.on_tick(),
+        }
+        self.run_commands();
+    }
+
+    fn on_message(&mut self, peer: NodeId, msg: Message, bytes: usize) {
+        match msg {
+            Message::FileStart { entry, content } => self.on_file_start(peer, entry, content, bytes),
+            Message::Chunk { data } => self.on_chunk(peer, &data, bytes),
+            Message::FileEnd => self.on_file_end(peer),
+            other => self.engine.handle_message(peer, other),
+        }
+    }
+
+    /// Carry out the engine's commands until it has no more.
+    fn run_commands(&mut self) {
+        loop {
+            let commands = self.engine.take_commands();
+            if commands.is_empty() {
+                return;
+            }
+            for cmd in commands {
+                self.run_command(cmd);
+            }
+        }
+    }
+
+    fn run_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Send { peer, msg } => self.queue(peer, Job::Send(msg)),
+            Command::SendContent { peer, entry, base } => self.queue(peer, Job::Content { entry, base }),
+            Command::RequestDelta { peer, want, base } => self.queue(peer, Job::RequestDelta { want, base }),
+            Command::Apply { peer, action } => self.apply(peer, action),
+            Command::Close { peer, reason } => self.close(peer, reason),
+            Command::Abandon { peer, reason } => self.abandon(peer, reason),
+            Command::Rescan { paths } => self.rescan(LocalEvent::Changed(paths.into_iter().map(Some).collect())),
+            Command::RemoveEmptyDirs { dirs } => self.remove_empty_dirs(&dirs),
+            Command::ReloadIgnore => {
+                // Paths no longer ignored are found and announced.
+                self.load_ignore();
+                self.rescan(LocalEvent::Changed(vec![None]));
+            }
+            Command::Suspend { reason } => {
+                self.suspended.store(true, Ordering::Relaxed);
+                self.drop_all_peers(&format!("not syncing: {reason}"));
+            }
+            Command::Resume => {
+                self.suspended.store(false, Ordering::Relaxed);
+                let _ = self.wake_announcer.try_send(());
+            }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let now = self.net.now();
+        let due = |last: SystemTime, every: Duration| now.duration_since(last).map_or(true, |d| d >= every);
+        if self.engine.suspended().is_some() {
+            // Not syncing: look every tick whether DIR is back.
+            self.last_rescan = now;
+            self.rescan(LocalEvent::Changed(vec![None]));
+        } else {
+            self.retry_failed_paths();
+        }
+        if self.engine.suspended().is_none() && due(self.last_rescan, self.cfg.rescan_interval) {
+            self.last_rescan = now;
+            self.rescan(LocalEvent::Changed(vec![None]));
+            self.receiving.sweep(&self.store);
+        }
+        if due(self.last_save, SAVE_INTERVAL) {
+            self.last_save = now;
+            self.save_index();
+        }
+        self.dial_static_peers();
+        self.engine.share_digest();
+    }
+
+    /// Stop on a shutdown request: no more work is taken, incoming files
+    /// are abandoned (their temp files removed, nothing partial visible),
+    /// the index is saved and every connection closed.
+    fn shut_down(&mut self) {
+        let abandoned = self.receiving.abandon_all(&self.store);
+        self.save_index();
+        self.drop_all_peers("shutting down");
+        info!(abandoned_transfers = abandoned, "shut down");
+    }
+}

@@ -1,0 +1,545 @@
+//! The node's peers: who is connected, who is being dialled, who was heard
+//! announcing, and the budgets that keep other hosts from costing us much
+//! (handshake slots, the peer cap, refusal warnings).
+//!
+//! Owns: `Peers` and the work around it: announcements, dialling, the
+//! handshake task, registering a connection (spawning its reader and
+//! writer) and dropping it, and queueing work for a peer's writer. Must
+//! not: decide anything about sync (the engine does).
+
+use super::{Event, Node};
+use crate::transport::conn::{self, handshake, ConnError, Inbound, Job, PeerHello, Traffic};
+use crate::transport::key::ClusterKey;
+use crate::transport::limits::{
+    HandshakeSlots, Queued, Slot, WarnBudget, MAX_HANDSHAKES, MAX_PEERS, MAX_QUEUED_SIGNATURE_BYTES, QUEUE_SLACK,
+};
+use crate::transport::net::{Net, Socket};
+use crate::transport::secure::{self, Connection};
+use crate::transport::static_peers::StaticPeers;
+use crate::wire::{Announce, NodeId, PROTOCOL_VERSION};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tracing::{debug, info, warn};
+
+/// Most peers we remember from announcements (a flood of fake ids stops here).
+const MAX_KNOWN_PEERS: usize = 1024;
+/// How long a node whose handshake was refused is not dialled again.
+const REFUSED_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Names one connection with a peer, so that events of a connection that
+/// was replaced are told from those of the current one.
+pub(super) type ConnId = u64;
+
+/// Who started a connection.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Origin {
+    /// The peer dialled us.
+    Accepted,
+    /// We dialled a peer discovery found.
+    Discovered(NodeId),
+    /// We dialled static target number `i`.
+    Static(usize),
+}
+
+impl Origin {
+    fn dialed(self) -> bool {
+        !matches!(self, Origin::Accepted)
+    }
+}
+
+/// A connected peer.
+pub(super) struct Peer {
+    pub conn_id: ConnId,
+    /// Who dialled this connection (see `keep_new`).
+    dialer: NodeId,
+    pub addr: SocketAddr,
+    jobs: async_channel::Sender<Job>,
+    pub traffic: Arc<Traffic>,
+    /// What waits in `jobs` (see `limits::Queued`).
+    queued: Arc<Queued>,
+    /// Dropping it stops the reader and writer tasks.
+    _stop: async_channel::Sender<()>,
+}
+
+/// Everything the node knows about other nodes.
+pub(super) struct Peers {
+    connected: BTreeMap<NodeId, Peer>,
+    dialing: BTreeSet<NodeId>,
+    /// Addresses heard in announcements.
+    known: BTreeMap<NodeId, SocketAddr>,
+    /// Nodes heard announcing another key (or none), logged once each.
+    foreign: BTreeSet<NodeId>,
+    /// Nodes whose handshake refused (or was refused), and when.
+    refused: BTreeMap<NodeId, SystemTime>,
+    /// Connections accepted and not yet past their hello.
+    accept_slots: HandshakeSlots,
+    /// Our dials between connect and their hello: a budget of their own,
+    /// so a flood of incoming connections does not stop us dialling.
+    dial_slots: HandshakeSlots,
+    /// Rate limit on refusal warnings (a connect loop must not flood the log).
+    warns: WarnBudget,
+    /// A cap was hit and logged; reset when there is room again.
+    at_capacity: bool,
+    statics: StaticPeers,
+    next_conn: ConnId,
+}
+
+impl Peers {
+    pub fn new(statics: StaticPeers) -> Peers {
+        Peers {
+            connected: BTreeMap::new(),
+            dialing: BTreeSet::new(),
+            known: BTreeMap::new(),
+            foreign: BTreeSet::new(),
+            refused: BTreeMap::new(),
+            accept_slots: HandshakeSlots::default(),
+            dial_slots: HandshakeSlots::default(),
+            warns: WarnBudget::default(),
+            at_capacity: false,
+            statics,
+            next_conn: 0,
+        }
+    }
+
+    pub fn get(&self, peer: NodeId) -> Option<&Peer> {
+        self.connected.get(&peer)
+    }
+
+    /// True if `conn_id` is the current connection with `peer`.
+    pub fn is_current(&self, peer: NodeId, conn_id: ConnId) -> bool {
+        self.connected.get(&peer).is_some_and(|p| p.conn_id == conn_id)
+    }
+
+    pub fn ids(&self) -> BTreeSet<NodeId> {
+        self.connected.keys().copied().collect()
+    }
+
+    /// Static peers (`--peer`) not connected now, with the seconds until
+    /// the next attempt.
+    pub fn unreachable(&self, now: SystemTime) -> Vec<(String, u64)> {
+        self.statics
+            .unconnected(now, &self.ids())
+            .into_iter()
+            .map(|(addr, wait)| (addr, wait.as_secs()))
+            .collect()
+    }
+
+    /// A handshake slot for a connection we accept or dial, or `None`
+    /// (logged once until a handshake succeeds again) when `MAX_HANDSHAKES`
+    /// of them are already in their handshake.
+    fn take_slot(&mut self, origin: Origin) -> Option<Slot> {
+        let (slots, what) = if origin.dialed() {
+            (&self.dial_slots, "not dialling")
+        } else {
+            (&self.accept_slots, "closing new connections")
+        };
+        let slot = slots.try_take(MAX_HANDSHAKES);
+        if slot.is_none() && !self.at_capacity {
+            self.at_capacity = true;
+            warn!(
+                limit = MAX_HANDSHAKES,
+                "too many connections in their handshake; {what} until some finish"
+            );
+        }
+        slot
+    }
+
+    /// Learn `addr` for `node` from an announcement; true if it is news.
+    fn learn(&mut self, node: NodeId, addr: SocketAddr) -> bool {
+        if self.known.get(&node) == Some(&addr) {
+            return false;
+        }
+        if self.known.len() >= MAX_KNOWN_PEERS && !self.known.contains_key(&node) {
+            // A flood of made-up ids must not keep real newcomers out (it
+            // used to): forget the nodes we are not connected to; real ones
+            // are learnt again from their next announcement.
+            let connected = &self.connected;
+            self.known.retain(|id, _| connected.contains_key(id));
+        }
+        self.known.insert(node, addr);
+        true
+    }
+
+    /// One side dials: the smaller id; the other waits to be dialled. A
+    /// node that refused us (another key behind a replayed fingerprint, a
+    /// version we do not speak) is not dialled at every announcement.
+    fn should_dial(&self, me: NodeId, node: NodeId, now: SystemTime) -> bool {
+        let backing_off = self
+            .refused
+            .get(&node)
+            .is_some_and(|t| now.duration_since(*t).is_ok_and(|d| d < REFUSED_BACKOFF));
+        me < node && !backing_off && !self.connected.contains_key(&node) && !self.dialing.contains(&node)
+    }
+}
+
+/// Of two connections with the same peer, keep the one dialed by the
+/// smaller node id; both sides apply the same rule, so they keep the same
+/// one. A new connection from the same dialer replaces the old (the old one
+/// is dead but not yet noticed).
+fn keep_new(existing_dialer: NodeId, new_dialer: NodeId) -> bool {
+    new_dialer <= existing_dialer
+}
+
+/// What a handshake task needs, cloned from the node.
+struct Handshake<N: Net> {
+    net: N,
+    me: NodeId,
+    listen_port: u16,
+    key: Option<ClusterKey>,
+    events: async_channel::Sender<Event<N>>,
+    warns: WarnBudget,
+}
+
+impl<N: Net> Handshake<N> {
+    /// The transport handshake (the key, if any), then the hellos, all
+    /// within `HANDSHAKE_TIMEOUT`; the slot is held until then.
+    async fn run(self, socket: Socket<N>, origin: Origin, slot: Slot) {
+        let addr = socket.peer;
+        let work = async {
+            let mut connection = secure::establish(socket, self.key.as_ref(), origin.dialed()).await?;
+            let hello = handshake(&self.net, &mut connection, self.me, self.listen_port).await?;
+            Ok::<_, ConnError>((connection, hello))
+        };
+        let timeout = async {
+            self.net.sleep(conn::HANDSHAKE_TIMEOUT).await;
+            Err(ConnError::Timeout(conn::HANDSHAKE_TIMEOUT))
+        };
+        let result = futures_lite::future::or(work, timeout).await;
+        drop(slot);
+        let refused = match result {
+            Ok((connection, hello)) => {
+                let _ = self.events.send(Event::Handshaken { connection, hello, origin }).await;
+                return;
+            }
+            Err(ConnError::Refused(r) | ConnError::RefusedByPeer(r)) if r == conn::OWN_ID => {
+                if let Origin::Static(i) = origin {
+                    let _ = self.events.send(Event::StaticIsSelf(i)).await;
+                    return;
+                }
+                debug!(%addr, "a connection to ourselves");
+                false
+            }
+            Err(e) if e.is_refusal() => {
+                match self.warns.allow(self.net.now()) {
+                    Some(0) => warn!(%addr, error = %e, "connection refused"),
+                    Some(suppressed) => warn!(%addr, error = %e, suppressed, "connection refused"),
+                    None => debug!(%addr, error = %e, "connection refused"),
+                }
+                true
+            }
+            Err(e) => {
+                debug!(%addr, error = %e, "handshake failed");
+                false
+            }
+        };
+        let _ = self.events.send(Event::DialFailed { origin, refused }).await;
+    }
+}
+
+impl<N: Net> Node<N> {
+    fn handshake(&self) -> Handshake<N> {
+        Handshake {
+            net: self.net.clone(),
+            me: self.cfg.node_id,
+            listen_port: self.cfg.listen_port,
+            key: self.cfg.key.clone(),
+            events: self.events.clone(),
+            warns: self.peers.warns.clone(),
+        }
+    }
+
+    /// A peer dialled us: shake hands, if there is a slot for it.
+    pub(super) fn on_accepted(&mut self, socket: Socket<N>) {
+        if self.engine.suspended().is_some() {
+            return; // dropped: not syncing
+        }
+        if let Some(slot) = self.peers.take_slot(Origin::Accepted) {
+            self.net.spawn(self.handshake().run(socket, Origin::Accepted, slot));
+        }
+    }
+
+    pub(super) fn on_announce(&mut self, from: SocketAddr, a: Announce) {
+        if a.node == self.cfg.node_id || self.engine.suspended().is_some() {
+            return;
+        }
+        if a.version != PROTOCOL_VERSION {
+            debug!(peer = %a.node, version = a.version, "ignoring announcement of another protocol version");
+            return;
+        }
+        // Only nodes holding our key (or, without one, nodes without one)
+        // are worth a connection: the others would be refused anyway.
+        let ours = self.cfg.key.as_ref().map(ClusterKey::fingerprint);
+        if a.key != ours {
+            self.foreign_announcement(from, &a, ours.is_some());
+            return;
+        }
+        let addr = SocketAddr::new(from.ip(), a.port);
+        if self.peers.learn(a.node, addr) {
+            info!(peer = %a.node, %addr, "discovered");
+            // Answer a newcomer at once so it need not wait an interval.
+            let _ = self.wake_announcer.try_send(());
+        }
+        if self.peers.should_dial(self.cfg.node_id, a.node, self.net.now()) {
+            let origin = Origin::Discovered(a.node);
+            // Without a free slot the next announcement tries again.
+            if let Some(slot) = self.peers.take_slot(origin) {
+                self.peers.dialing.insert(a.node);
+                self.dial(origin, addr.to_string(), slot);
+            }
+        }
+    }
+
+    /// An announcement with another key than ours (or none): logged once
+    /// per node, within the warning budget.
+    fn foreign_announcement(&mut self, from: SocketAddr, a: &Announce, keyed: bool) {
+        if self.peers.foreign.len() >= MAX_KNOWN_PEERS {
+            self.peers.foreign.clear();
+        }
+        if !self.peers.foreign.insert(a.node) {
+            return;
+        }
+        let why = match (keyed, &a.key) {
+            (true, None) => "it has no cluster key",
+            (false, Some(_)) => "it has a cluster key and this node has none",
+            _ => "it announces another cluster key",
+        };
+        // Made-up ids are free to send: the same budget as refusals.
+        match self.peers.warns.allow(self.net.now()) {
+            Some(_) => warn!(peer = %a.node, addr = %from, "not connecting: {why}"),
+            None => debug!(peer = %a.node, addr = %from, "not connecting: {why}"),
+        }
+    }
+
+    /// Dial the static peers that are due.
+    pub(super) fn dial_static_peers(&mut self) {
+        let connected = self.peers.ids();
+        for (i, target) in self.peers.statics.due(self.net.now(), &connected) {
+            match self.peers.take_slot(Origin::Static(i)) {
+                Some(slot) => {
+                    debug!(%target, "dialling static peer");
+                    self.dial(Origin::Static(i), target, slot);
+                }
+                // No room for a handshake now: due again after a wait.
+                None => {
+                    self.peers.statics.failed(i, self.net.now());
+                }
+            }
+        }
+    }
+
+    /// Dial `target` (`HOST:PORT`, resolved first) and shake hands. A
+    /// static target that resolves to the address of a peer connected
+    /// already (it dialled us first) is not dialled: a second connection
+    /// would only replace the first, interrupting its transfers.
+    fn dial(&self, origin: Origin, target: String, slot: Slot) {
+        let net = self.net.clone();
+        let handshake = self.handshake();
+        let connected: BTreeMap<SocketAddr, NodeId> = self.peers.connected.iter().map(|(id, p)| (p.addr, *id)).collect();
+        self.net.spawn(async move {
+            let addrs = match net.resolve(&target).await {
+                Ok(a) => a,
+                Err(e) if matches!(origin, Origin::Static(_)) => {
+                    warn!(%target, error = %e, "cannot resolve static peer; retrying later");
+                    Vec::new()
+                }
+                Err(e) => {
+                    debug!(%target, error = %e, "cannot resolve");
+                    Vec::new()
+                }
+            };
+            if let (Origin::Static(i), Some(node)) = (origin, addrs.iter().find_map(|a| connected.get(a))) {
+                let _ = handshake.events.send(Event::StaticConnected(i, *node)).await;
+                return;
+            }
+            for addr in addrs {
+                match net.connect(addr).await {
+                    Ok(socket) => return handshake.run(socket, origin, slot).await,
+                    Err(e) => debug!(%target, %addr, error = %e, "dial failed"),
+                }
+            }
+            let _ = handshake.events.send(Event::DialFailed { origin, refused: false }).await;
+        });
+    }
+
+    /// A dial or handshake failed; `refused`: the peer refused us (or we
+    /// it), so it is not dialled again for `REFUSED_BACKOFF`.
+    pub(super) fn on_dial_failed(&mut self, origin: Origin, refused: bool) {
+        let now = self.net.now();
+        match origin {
+            Origin::Discovered(peer) => {
+                self.peers.dialing.remove(&peer);
+                if refused {
+                    if self.peers.refused.len() >= MAX_KNOWN_PEERS {
+                        self.peers.refused.clear();
+                    }
+                    self.peers.refused.insert(peer, now);
+                }
+            }
+            Origin::Static(i) => {
+                let wait = self.peers.statics.failed(i, now);
+                let target = self.peers.statics.addr(i).unwrap_or("?");
+                debug!(target, ?wait, "static peer unreachable; retrying later");
+            }
+            Origin::Accepted => {}
+        }
+    }
+
+    /// Static target `i` turned out to be this node itself.
+    pub(super) fn on_static_is_self(&mut self, i: usize) {
+        let target = self.peers.statics.addr(i).unwrap_or("?");
+        info!(target, "this static peer is this node itself; not dialling it again");
+        self.peers.statics.forget(i);
+    }
+
+    /// Static target `i` is the address of `node`, connected already.
+    pub(super) fn on_static_connected(&mut self, i: usize, node: NodeId) {
+        self.peers.statics.connected(i, node);
+        if !self.peers.connected.contains_key(&node) {
+            // Gone meanwhile: due again after the shortest wait.
+            self.peers.statics.disconnected(node, self.net.now());
+        }
+    }
+
+    /// A handshake succeeded: keep the connection (one per peer, see
+    /// `keep_new`), start its reader and writer, tell the engine.
+    pub(super) fn register(&mut self, connection: Connection<N>, hello: PeerHello, origin: Origin) {
+        let peer = hello.node;
+        self.peers.dialing.remove(&peer);
+        if self.peers.accept_slots.in_use() < MAX_HANDSHAKES && self.peers.connected.len() < MAX_PEERS {
+            self.peers.at_capacity = false;
+        }
+        if !self.peers.connected.contains_key(&peer) && self.peers.connected.len() >= MAX_PEERS {
+            if !self.peers.at_capacity {
+                self.peers.at_capacity = true;
+                warn!(limit = MAX_PEERS, %peer, addr = %connection.peer, "too many peers; closing this connection (and more, silently)");
+            }
+            return;
+        }
+        if let Origin::Static(i) = origin {
+            // Its id is known only now: the rule below keeps one
+            // connection when both sides list each other.
+            self.peers.statics.connected(i, peer);
+        }
+        let dialer = if origin.dialed() { self.cfg.node_id } else { peer };
+        if let Some(existing) = self.peers.connected.get(&peer) {
+            if !keep_new(existing.dialer, dialer) {
+                debug!(%peer, "closing a duplicate connection");
+                return;
+            }
+            self.drop_peer(peer, "replaced by a newer connection");
+        }
+        let addr = SocketAddr::new(connection.peer.ip(), hello.listen_port);
+        let record = self.start_connection(connection, peer, dialer, addr);
+        self.peers.connected.insert(peer, record);
+        self.cfg.counters.connections.fetch_add(1, Ordering::Relaxed);
+        info!(%peer, %addr, "connected");
+        self.engine.handle_connected(peer);
+    }
+
+    /// Spawn a registered connection's writer and reader.
+    fn start_connection(&mut self, connection: Connection<N>, peer: NodeId, dialer: NodeId, addr: SocketAddr) -> Peer {
+        let conn_id = self.peers.next_conn;
+        self.peers.next_conn += 1;
+        let (jobs, jobs_rx) = async_channel::unbounded();
+        let (stop, stop_rx) = async_channel::bounded::<()>(1);
+        let traffic = Arc::new(Traffic::default());
+        let queued = Arc::new(Queued::default());
+        self.net.spawn(conn::run_writer(
+            self.net.clone(),
+            connection.writer,
+            jobs_rx,
+            self.store.clone(),
+            peer,
+            stop_rx.clone(),
+            queued.clone(),
+            traffic.clone(),
+        ));
+        self.net.spawn(conn::run_reader(
+            self.net.clone(),
+            connection.reader,
+            stop_rx,
+            self.frame_credit.clone(),
+            self.events.clone(),
+            move |inbound: Inbound| Event::Inbound { conn_id, peer, inbound },
+        ));
+        Peer {
+            conn_id,
+            dialer,
+            addr,
+            jobs,
+            traffic,
+            queued,
+            _stop: stop,
+        }
+    }
+
+    /// Forget the connection with `peer` (its tasks stop), and drop the
+    /// file it was sending.
+    pub(super) fn drop_peer(&mut self, peer: NodeId, reason: &str) {
+        if let Some(p) = self.peers.connected.remove(&peer) {
+            info!(%peer, addr = %p.addr, %reason, "disconnected");
+            self.receiving.drop_from(peer, &self.store);
+            self.engine.handle_disconnected(peer);
+            self.peers.statics.disconnected(peer, self.net.now());
+        }
+    }
+
+    /// Every connection, for `reason`.
+    pub(super) fn drop_all_peers(&mut self, reason: &str) {
+        for peer in self.peers.ids() {
+            self.drop_peer(peer, reason);
+        }
+    }
+
+    pub(super) fn close(&mut self, peer: NodeId, reason: String) {
+        warn!(%peer, %reason, "protocol error; closing connection");
+        self.drop_peer(peer, &reason);
+    }
+
+    /// Queue `job` for `peer`'s writer. A peer that asks faster than it
+    /// reads is dropped (see `limits::QUEUE_SLACK`); past
+    /// `MAX_QUEUED_SIGNATURE_BYTES` of waiting signatures, content is sent
+    /// whole.
+    pub(super) fn queue(&mut self, peer: NodeId, mut job: Job) {
+        let Some(p) = self.peers.connected.get(&peer) else {
+            return;
+        };
+        let sig = job.signature_bytes();
+        if sig > 0 && p.queued.signature_bytes.load(Ordering::Acquire) + sig > MAX_QUEUED_SIGNATURE_BYTES {
+            if let Job::Content { base, entry } = &mut job {
+                debug!(%peer, path = %entry.path, "signature queue full; sending the whole file");
+                *base = None;
+            }
+        }
+        if let Job::Content { entry, .. } = &job {
+            p.traffic.queued(entry);
+        }
+        let jobs = p.queued.add(job.signature_bytes());
+        let limit = self.engine.index().len() + QUEUE_SLACK;
+        // Unbounded channel: only fails when the writer has stopped, and
+        // then the reader reports the closed connection.
+        let _ = p.jobs.try_send(job);
+        if jobs > limit {
+            self.close(peer, format!("{jobs} jobs queued: the peer asks faster than it reads"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_sides_keep_the_same_connection() {
+        let (a, b) = (NodeId(1), NodeId(2));
+        // A holds the connection B dialed, then sees the one it dialed.
+        assert!(keep_new(b, a));
+        // B holds the connection A dialed, then sees its own: keeps A's.
+        assert!(!keep_new(a, b));
+        // A reconnect from the same dialer replaces the stale connection.
+        assert!(keep_new(a, a));
+    }
+}

@@ -1,0 +1,117 @@
+//! What the node tells its host process: the status report (`dirsync
+//! status`, the progress display) and the channels the host reaches the
+//! node loop through.
+//!
+//! Owns: the `Status` report and how the node fills it in. Must not: change
+//! anything in the node (a status request is read-only).
+
+use super::Node;
+use crate::transport::net::Net;
+use crate::wire::{Hash, NodeId};
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::Ordering;
+
+/// Inputs the node takes from its host process, besides local changes.
+/// Both are optional: the simulation runs without them.
+#[derive(Debug, Clone, Default)]
+pub struct Control {
+    /// A message here asks the node to shut down cleanly.
+    pub shutdown: Option<async_channel::Receiver<()>>,
+    /// Requests for the node's status.
+    pub status: Option<async_channel::Receiver<StatusRequest>>,
+}
+
+/// A request for the node's status; the answer goes to `reply`.
+#[derive(Debug)]
+pub struct StatusRequest {
+    pub reply: async_channel::Sender<Status>,
+}
+
+impl StatusRequest {
+    /// A request, and where its answer arrives.
+    pub fn new() -> (StatusRequest, async_channel::Receiver<Status>) {
+        let (reply, rx) = async_channel::bounded(1);
+        (StatusRequest { reply }, rx)
+    }
+}
+
+/// What a running node reports about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub node: NodeId,
+    pub dir: String,
+    pub listen_port: u16,
+    /// Live files in the index and their total size.
+    pub files: u64,
+    pub bytes: u64,
+    /// This node's tree digest (see `Engine::tree_digest`).
+    pub digest: Hash,
+    pub peers: Vec<PeerStatus>,
+    /// Static peers (`--peer`) not connected now, with the seconds until
+    /// the next attempt.
+    #[serde(default)]
+    pub unreachable: Vec<(String, u64)>,
+    /// The last failure, if any.
+    pub last_error: Option<String>,
+}
+
+/// One connected peer, as the node sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerStatus {
+    pub id: NodeId,
+    pub addr: String,
+    /// The initial sync with this peer is complete.
+    pub synced: bool,
+    /// The tree digest the peer last told us.
+    pub digest: Option<Hash>,
+    /// Files and bytes still to receive from it, and to send to it.
+    pub receive_files: u64,
+    pub receive_bytes: u64,
+    pub send_files: u64,
+    pub send_bytes: u64,
+    /// Content bytes (on the wire) received from and sent to it so far.
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+}
+
+impl<N: Net> Node<N> {
+    /// What `dirsync status` shows.
+    pub(super) fn status(&mut self) -> Status {
+        let pending = self.engine.pending_by_peer();
+        let peers = self
+            .engine
+            .peers()
+            .filter_map(|(id, synced)| {
+                let p = self.peers.get(id)?;
+                let (receive_files, receive_bytes) = pending.get(&id).copied().unwrap_or_default();
+                // Less what already arrived of the file on its way.
+                let receive_bytes = receive_bytes.saturating_sub(self.receiving.arrived_from(id));
+                let t = &p.traffic;
+                Some(PeerStatus {
+                    id,
+                    addr: p.addr.to_string(),
+                    synced,
+                    digest: self.engine.peer_digest(id),
+                    receive_files,
+                    receive_bytes,
+                    send_files: t.send_files.load(Ordering::Relaxed),
+                    send_bytes: t.send_bytes.load(Ordering::Relaxed),
+                    bytes_received: t.bytes_received.load(Ordering::Relaxed),
+                    bytes_sent: t.bytes_sent.load(Ordering::Relaxed),
+                })
+            })
+            .collect();
+        let (files, bytes) = self.engine.tree_size();
+        Status {
+            node: self.cfg.node_id,
+            dir: self.cfg.dir.display().to_string(),
+            listen_port: self.cfg.listen_port,
+            files,
+            bytes,
+            digest: self.engine.tree_digest(),
+            peers,
+            unreachable: self.peers.unreachable(self.net.now()),
+            last_error: self.engine.last_error().map(str::to_string),
+        }
+    }
+}

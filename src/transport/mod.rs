@@ -1,0 +1,21 @@
+//! Everything between this node and the network.
+//!
+//! - [`net`]: the `Net` trait (sockets, tasks, clock) and its async-std
+//!   implementation; `sim/` implements it over turmoil.
+//! - [`secure`]: the layer under every connection: plain, or Noise records
+//!   with the cluster key ([`key`]: key files and fingerprints).
+//! - [`conn`]: one connection's handshake, reader task and writer task.
+//! - [`discovery`]: UDP broadcast announcements.
+//! - [`limits`]: caps on peers, handshakes and queued work.
+//! - [`static_peers`]: `--peer` targets and their reconnection backoff.
+//!
+//! Depends on `wire` and `fs` (the writer streams files). Must not: decide
+//! anything about sync.
+
+pub mod conn;
+pub mod discovery;
+pub mod key;
+pub mod limits;
+pub mod net;
+pub mod secure;
+pub mod static_peers;
