@@ -57,6 +57,9 @@ impl Status {
             files(sf),
             human_bytes(sb)
         );
+        if let Some(why) = &self.suspended {
+            out += &format!("NOT SYNCING  {why}\n");
+        }
         out += &format!("error    {}\n", self.last_error.as_deref().unwrap_or("none"));
         out
     }
@@ -255,6 +258,8 @@ mod tests {
             ],
             unreachable: vec![("nas.lan:6000".into(), 4)],
             last_error: None,
+            suspended: None,
+            counters: Default::default(),
         }
     }
 

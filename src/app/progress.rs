@@ -212,6 +212,8 @@ mod tests {
             peers,
             unreachable: vec![],
             last_error: None,
+            suspended: None,
+            counters: Default::default(),
         }
     }
 

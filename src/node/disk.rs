@@ -6,7 +6,7 @@
 //! Must not: decide what a result means (the engine does, from
 //! `ActionError`).
 
-use super::Node;
+use super::{Counters, Node};
 use crate::engine::ignore::IGNORE_FILE;
 use crate::engine::{Action, ActionError, DirState, Scan};
 use crate::fs::state::{load_ignore_rules, save_index};
@@ -15,7 +15,6 @@ use crate::fs::watcher::LocalEvent;
 use crate::transport::net::Net;
 use crate::wire::{Entry, NodeId, RelPath};
 use std::collections::BTreeSet;
-use std::sync::atomic::Ordering;
 use tracing::{debug, info, warn};
 
 impl<N: Net> Node<N> {
@@ -31,9 +30,16 @@ impl<N: Net> Node<N> {
             Action::ConflictCopy { from, copy, .. } => store.copy(from, copy, None),
         }
         .map_err(ActionError::from);
-        if result.is_ok() {
-            info!(path = %action.entry().path, action = action.name(), %peer, wire_bytes = 0, "applied");
-            self.cfg.counters.actions_applied.fetch_add(1, Ordering::Relaxed);
+        let counters = &self.cfg.counters;
+        match &result {
+            Ok(()) => {
+                info!(path = %action.entry().path, action = action.name(), %peer, wire_bytes = 0, "applied");
+                Counters::bump(&counters.actions_applied);
+                if let Action::Rename { .. } = action {
+                    Counters::bump(&counters.renames_applied);
+                }
+            }
+            Err(_) => Counters::bump(&counters.failures),
         }
         self.engine.handle_action_done(peer, action, result);
     }

@@ -7,7 +7,7 @@
 //! sweeping the temp files no transfer owns. Must not: decide whether
 //! content is wanted (the engine does, once per frame).
 
-use super::{Event, Node};
+use super::{Counters, Event, Node};
 use crate::engine::{Receive, Transfer};
 use crate::fs::receive::{Incoming, Received};
 use crate::fs::store::Store;
@@ -16,6 +16,7 @@ use crate::wire::{ContentMode, Entry, NodeId};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use tracing::{debug, info};
 
 /// How many received files may be made durable at once off the event loop
@@ -23,15 +24,23 @@ use tracing::{debug, info};
 const MAX_DURABLE_JOBS: usize = 32;
 
 /// The files on their way in.
-#[derive(Default)]
 pub(super) struct Receiving {
     /// The file each peer is streaming now.
     streaming: BTreeMap<NodeId, Incoming>,
     /// Temp files of received files being made durable off the loop.
     durable: BTreeSet<PathBuf>,
+    counters: Arc<Counters>,
 }
 
 impl Receiving {
+    pub fn new(counters: Arc<Counters>) -> Receiving {
+        Receiving {
+            streaming: BTreeMap::new(),
+            durable: BTreeSet::new(),
+            counters,
+        }
+    }
+
     /// Content bytes already arrived of the file `peer` is streaming, if
     /// it was asked for.
     pub fn arrived_from(&self, peer: NodeId) -> u64 {
@@ -68,6 +77,7 @@ impl Receiving {
         let removed = store.remove_temp_files_except(&keep);
         if removed > 0 {
             info!(count = removed, "removed abandoned temp files");
+            self.counters.temp_files_removed.fetch_add(removed as u64, Ordering::Relaxed);
         }
     }
 
@@ -124,6 +134,7 @@ impl<N: Net> Node<N> {
                 if lost {
                     self.receiving.sweep(&self.store);
                 }
+                Counters::bump(&self.cfg.counters.failures);
                 self.engine.handle_received(peer, entry, transfer, Err(reason));
             }
         }
@@ -190,11 +201,19 @@ impl<N: Net> Node<N> {
                     Transfer::Whole => "full",
                 };
                 info!(path = %entry.path, action, %peer, mode, wire_bytes, "applied");
-                self.cfg.counters.content_bytes_received.fetch_add(*wire_bytes, Ordering::Relaxed);
-                self.cfg.counters.files_received.fetch_add(1, Ordering::Relaxed);
+                let counters = &self.cfg.counters;
+                counters.content_bytes_received.fetch_add(*wire_bytes, Ordering::Relaxed);
+                Counters::bump(&counters.files_received);
+                if transfer == Transfer::Delta {
+                    Counters::bump(&counters.deltas_received);
+                }
             }
-            Err(_) if lost => self.receiving.sweep(&self.store),
-            Err(_) => {}
+            Err(_) => {
+                Counters::bump(&self.cfg.counters.failures);
+                if lost {
+                    self.receiving.sweep(&self.store);
+                }
+            }
         }
         self.engine.handle_received(peer, entry, transfer, result);
     }

@@ -17,6 +17,8 @@ mod incoming;
 mod peers;
 pub mod status;
 
+pub use status::{CounterValues, Counters};
+
 use crate::engine::{Command, Engine};
 use crate::fs::receive::Received;
 use crate::fs::state::{load_device_id, load_index, prepare_state_dir, StateError, INDEX_FILE};
@@ -36,7 +38,7 @@ use status::{Control, StatusRequest};
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tracing::{debug, info, warn};
@@ -68,17 +70,6 @@ pub struct Config {
     /// Shutdown and status requests from the host process (none in the
     /// simulation).
     pub control: Control,
-}
-
-/// Counters a test or benchmark can read while the node runs.
-#[derive(Debug, Default)]
-pub struct Counters {
-    /// Wire bytes of file content received (whole files and deltas).
-    pub content_bytes_received: AtomicU64,
-    pub files_received: AtomicU64,
-    /// Changes applied without a transfer (deletes, renames, folders...).
-    pub actions_applied: AtomicU64,
-    pub connections: AtomicU64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -257,9 +248,14 @@ impl<N: Net> Node<N> {
         let cleaned = store.clean_temp_files();
         if cleaned > 0 {
             info!(count = cleaned, "removed temp files left by an earlier run");
+            cfg.counters.temp_files_removed.fetch_add(cleaned as u64, Ordering::Relaxed);
         }
         let index_path = cfg.state_dir.join(INDEX_FILE);
+        let had_index = index_path.exists();
         let (index, history_known) = load_index(&index_path);
+        if had_index && !history_known {
+            Counters::bump(&cfg.counters.index_rebuilt);
+        }
         let device = load_device_id(&cfg.state_dir, cfg.node_id)?;
         let mut engine = Engine::new(cfg.node_id, index).with_device(device);
         if !history_known {
@@ -277,7 +273,7 @@ impl<N: Net> Node<N> {
             frames_in_flight,
             wake_announcer,
             peers: Peers::new(StaticPeers::new(&cfg.static_peers, now)),
-            receiving: Receiving::default(),
+            receiving: Receiving::new(cfg.counters.clone()),
             index_path,
             last_save: now,
             last_rescan: now,
@@ -344,7 +340,12 @@ impl<N: Net> Node<N> {
                             self.on_message(peer, msg, bytes);
                         }
                     }
-                    Inbound::Closed { reason } if current => self.drop_peer(peer, &reason),
+                    Inbound::Closed { reason, malformed } if current => {
+                        if malformed {
+                            Counters::bump(&self.cfg.counters.protocol_errors);
+                        }
+                        self.drop_peer(peer, &reason);
+                    }
                     Inbound::Closed { .. } => {}
                 }
             }

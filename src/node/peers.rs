@@ -7,7 +7,7 @@
 //! writer) and dropping it, and queueing work for a peer's writer. Must
 //! not: decide anything about sync (the engine does).
 
-use super::{Event, Node};
+use super::{Counters, Event, Node};
 use crate::transport::conn::{self, handshake, ConnError, Inbound, Job, PeerHello, Traffic};
 use crate::transport::key::ClusterKey;
 use crate::transport::limits::{
@@ -191,6 +191,7 @@ struct Handshake<N: Net> {
     key: Option<ClusterKey>,
     events: async_channel::Sender<Event<N>>,
     warns: WarnBudget,
+    counters: Arc<Counters>,
 }
 
 impl<N: Net> Handshake<N> {
@@ -223,6 +224,7 @@ impl<N: Net> Handshake<N> {
                 false
             }
             Err(e) if e.is_refusal() => {
+                Counters::bump(&self.counters.handshakes_refused);
                 match self.warns.allow(self.net.now()) {
                     Some(0) => warn!(%addr, error = %e, "connection refused"),
                     Some(suppressed) => warn!(%addr, error = %e, suppressed, "connection refused"),
@@ -248,6 +250,7 @@ impl<N: Net> Node<N> {
             key: self.cfg.key.clone(),
             events: self.events.clone(),
             warns: self.peers.warns.clone(),
+            counters: self.cfg.counters.clone(),
         }
     }
 
@@ -256,8 +259,9 @@ impl<N: Net> Node<N> {
         if self.engine.suspended().is_some() {
             return; // dropped: not syncing
         }
-        if let Some(slot) = self.peers.take_slot(Origin::Accepted) {
-            self.net.spawn(self.handshake().run(socket, Origin::Accepted, slot));
+        match self.peers.take_slot(Origin::Accepted) {
+            Some(slot) => self.net.spawn(self.handshake().run(socket, Origin::Accepted, slot)),
+            None => Counters::bump(&self.cfg.counters.over_capacity),
         }
     }
 
@@ -279,6 +283,7 @@ impl<N: Net> Node<N> {
         let addr = SocketAddr::new(from.ip(), a.port);
         if self.peers.learn(a.node, addr) {
             info!(peer = %a.node, %addr, "discovered");
+            Counters::bump(&self.cfg.counters.discovered);
             // Answer a newcomer at once so it need not wait an interval.
             let _ = self.wake_announcer.try_send(());
         }
@@ -391,6 +396,7 @@ impl<N: Net> Node<N> {
     pub(super) fn on_static_is_self(&mut self, i: usize) {
         let target = self.peers.statics.addr(i).unwrap_or("?");
         info!(target, "this static peer is this node itself; not dialling it again");
+        Counters::bump(&self.cfg.counters.static_self);
         self.peers.statics.forget(i);
     }
 
@@ -412,6 +418,7 @@ impl<N: Net> Node<N> {
             self.peers.at_capacity = false;
         }
         if !self.peers.connected.contains_key(&peer) && self.peers.connected.len() >= MAX_PEERS {
+            Counters::bump(&self.cfg.counters.over_capacity);
             if !self.peers.at_capacity {
                 self.peers.at_capacity = true;
                 warn!(limit = MAX_PEERS, %peer, addr = %connection.peer, "too many peers; closing this connection (and more, silently)");
@@ -496,6 +503,7 @@ impl<N: Net> Node<N> {
 
     pub(super) fn close(&mut self, peer: NodeId, reason: String) {
         warn!(%peer, %reason, "protocol error; closing connection");
+        Counters::bump(&self.cfg.counters.protocol_errors);
         self.drop_peer(peer, &reason);
     }
 

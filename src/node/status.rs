@@ -9,7 +9,75 @@ use super::Node;
 use crate::transport::net::Net;
 use crate::wire::{Hash, NodeId};
 use serde::{Deserialize, Serialize};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Declares `Counters` (atomics the node bumps as things happen, shared
+/// with the host process and the simulation) and `CounterValues` (one
+/// reading of them, in `dirsync status --json`), from one list.
+macro_rules! counters {
+    ($($(#[doc = $doc:expr])* $name:ident,)*) => {
+        /// What happened on this node since it started, counted: tests and
+        /// benchmarks assert on these, not on log text.
+        #[derive(Debug, Default)]
+        pub struct Counters {
+            $($(#[doc = $doc])* pub $name: AtomicU64,)*
+        }
+
+        /// One reading of `Counters`.
+        #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(default)]
+        pub struct CounterValues {
+            $($(#[doc = $doc])* pub $name: u64,)*
+        }
+
+        impl Counters {
+            pub fn values(&self) -> CounterValues {
+                CounterValues {
+                    $($name: self.$name.load(Ordering::Relaxed),)*
+                }
+            }
+        }
+    };
+}
+
+counters! {
+    /// Wire bytes of file content received (whole files and deltas).
+    content_bytes_received,
+    /// Files received and installed.
+    files_received,
+    /// Of those, the ones that travelled as a delta.
+    deltas_received,
+    /// Changes applied without a transfer (deletes, renames, folders...).
+    actions_applied,
+    /// Of those, renames.
+    renames_applied,
+    /// Disk actions and received files that failed.
+    failures,
+    /// Connections registered after a successful handshake.
+    connections,
+    /// Connections closed for a malformed frame or a protocol violation.
+    protocol_errors,
+    /// Handshakes refused by either side (another key, another version).
+    handshakes_refused,
+    /// Connections closed because the handshake slots or the peer cap
+    /// were full.
+    over_capacity,
+    /// Nodes learnt (or learnt at a new address) from announcements.
+    discovered,
+    /// Static peers (`--peer`) found to be this node itself.
+    static_self,
+    /// Temp files removed: left by an earlier run, or abandoned.
+    temp_files_removed,
+    /// The index was unreadable at start and rebuilt from a scan.
+    index_rebuilt,
+}
+
+impl Counters {
+    /// Count one more of `counter`.
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
 
 /// Inputs the node takes from its host process, besides local changes.
 /// Both are optional: the simulation runs without them.
@@ -53,6 +121,11 @@ pub struct Status {
     pub unreachable: Vec<(String, u64)>,
     /// The last failure, if any.
     pub last_error: Option<String>,
+    /// Why the node is not syncing (the mass-delete guard), if it is not.
+    #[serde(default)]
+    pub suspended: Option<String>,
+    #[serde(default)]
+    pub counters: CounterValues,
 }
 
 /// One connected peer, as the node sees it.
@@ -112,6 +185,8 @@ impl<N: Net> Node<N> {
             peers,
             unreachable: self.peers.unreachable(self.net.now()),
             last_error: self.engine.last_error().map(str::to_string),
+            suspended: self.engine.suspended().map(str::to_string),
+            counters: self.cfg.counters.values(),
         }
     }
 }

@@ -127,8 +127,9 @@ pub async fn read_frame_max<R: AsyncRead + Unpin>(r: &mut R, max: u64) -> Result
 pub enum Inbound {
     /// A frame, and the bytes it took on the wire.
     Frame { msg: Message, bytes: usize },
-    /// The connection ended (the reason).
-    Closed { reason: String },
+    /// The connection ended (the reason); `malformed`: by a frame that
+    /// does not decode.
+    Closed { reason: String, malformed: bool },
 }
 
 /// Run a connection's reader until the connection ends, `stop` closes, or
@@ -157,7 +158,10 @@ pub async fn run_reader<N: Net, R: AsyncRead + Unpin, E>(
                 }
                 Inbound::Frame { msg, bytes }
             }
-            Some(Err(e)) => Inbound::Closed { reason: e.to_string() },
+            Some(Err(e)) => Inbound::Closed {
+                reason: e.to_string(),
+                malformed: matches!(e, ConnError::Wire(_)),
+            },
         };
         let closed = matches!(inbound, Inbound::Closed { .. });
         if events.send(event(inbound)).await.is_err() || closed {
