@@ -199,7 +199,8 @@ fn check_decode(frame: &[u8]) -> Result<(), TestCaseError> {
 }
 
 /// JSON shaped like messages: the right tags, with random fields, values
-/// (paths that escape, huge numbers, deep nesting) and structure.
+/// (paths that escape, huge numbers, deep nesting) and structure. (One
+/// long list of alternatives, one per message shape: read as a table.)
 fn jsonish() -> impl Strategy<Value = serde_json::Value> {
     use serde_json::Value;
     let leaf = prop_oneof![

@@ -1,34 +1,24 @@
 //! dirsync keeps one directory identical on every host of a LAN that runs it.
 //!
-//! # Layout
+//! # Layers
 //!
-//! - [`wire`]: every message and the frame codec (pure; caps every size).
-//! - [`engine`]: the sync state machine (no IO, no clock): inputs in,
-//!   [`engine::Command`]s out.
-//! - [`index`]: path → version, the winner rule, the index file.
-//! - [`version`]: version vectors (sequential or concurrent edits).
-//! - [`conflict`]: conflict-copy names and entries.
-//! - [`delta`]: segmented fast_rsync signatures, diffs and patches.
-//! - [`state`]: the device id and loading (or rebuilding) the index.
-//! - [`store`]: the filesystem seam: scans, atomic writes, safety checks.
-//! - [`receive`]: assembling and verifying one incoming file.
-//! - [`secure`]: the transport under every connection: plain, or Noise
-//!   with the cluster key ([`key`]: key files, fingerprints).
-//! - [`conn`]: a connection's handshake, reader and writer tasks.
-//! - [`limits`]: caps on peers and on connections in their handshake.
-//! - [`discovery`]: UDP broadcast announcements.
-//! - [`net`]: the `Net` trait (sockets, tasks, clock) and its async-std
-//!   implementation; `sim/` implements it over turmoil.
-//! - [`node`]: the event loop that drives the engine through all of these.
-//! - [`watcher`]: notify → local change events.
-//! - [`ignore_rules`]: `.dirsyncignore` (gitignore syntax) → which paths
-//!   stay local; the engine applies them.
-//! - [`static_peers`]: `--peer` targets and their reconnection backoff.
-//! - [`control`]: `dirsync status`: the status report, the control socket
-//!   in the state directory and its client.
-//! - [`progress`]: the progress display (a terminal) or progress log lines.
-//! - [`cli`]: flags → validated `node::Config`, and the command words
-//!   (`status`, `keygen`).
+//! The folders are the architecture. Each depends only on those above it
+//! in this list; nothing depends on `app`.
+//!
+//! - [`wire`]: every message, the frame codec and version vectors (pure
+//!   and total: any bytes decode to a message or an error).
+//! - [`engine`]: the sync state machine and its pure rules (the winner,
+//!   conflicts, ignore matching, data safety). No IO, no clock: inputs in
+//!   through `handle_*`, [`engine::Command`]s out.
+//! - [`fs`]: the filesystem seam: scans, atomic writes, received files,
+//!   deltas, the watcher, the state directory and the index file.
+//! - [`transport`]: the `Net` trait and its async-std implementation,
+//!   Noise with the cluster key, a connection's reader and writer tasks,
+//!   discovery, limits, static peers.
+//! - [`node`]: the driver: one event loop that feeds the engine and
+//!   carries out its commands through `fs` and `transport`. Decides
+//!   nothing about sync.
+//! - [`app`]: the user's surface: flags, `dirsync status`, progress.
 //! - `fuzz` (tests only): bounded fuzzing of every input a peer reaches.
 //!
 //! See docs/ARCHITECTURE.md for how they fit together and docs/PROTOCOL.md

@@ -13,6 +13,7 @@
 
 pub mod delta;
 pub mod receive;
+pub mod scan;
 pub mod state;
 pub mod store;
 pub mod watcher;

@@ -1,14 +1,13 @@
-//! The filesystem seam: everything dirsync does to the synced directory.
+//! Changing the synced directory: everything dirsync writes there.
 //!
-//! Owns: scanning (skipping symlinks, dirsync's own state and temp files,
-//! and names that are not UTF-8), hashing, and every write, which is atomic
+//! Owns: every write, which is atomic
 //! (temp file in the same folder, fsync, mtime, rename). Before replacing or
 //! deleting anything it checks that the path still holds what the index
 //! says (`expected`), so a change the user made meanwhile is never lost, and
 //! that no symlink lies on the way, so nothing is written outside the root.
 //! Must not: decide what to change (the engine does).
 
-use crate::engine::{ActionError, DirState, Observed};
+use crate::engine::ActionError;
 use crate::wire::{Entry, Hash, Kind, PathError, RelPath, TEMP_PREFIX};
 use std::collections::BTreeSet;
 use std::fs::{self, File, Metadata};
@@ -16,7 +15,6 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
-use tracing::{debug, warn};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -46,7 +44,7 @@ impl From<StoreError> for ActionError {
     }
 }
 
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+pub(super) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
     move |source| StoreError::Io {
         path: path.display().to_string(),
         source,
@@ -67,23 +65,6 @@ pub fn system_time_ns(t: SystemTime) -> i64 {
 
 fn filetime_of(ns: i64) -> filetime::FileTime {
     filetime::FileTime::from_unix_time(ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000) as u32)
-}
-
-/// Hash a whole file, streaming.
-pub fn hash_file(path: &Path) -> io::Result<(Hash, u64)> {
-    let mut f = File::open(path)?;
-    let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut len = 0u64;
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        len += n as u64;
-    }
-    Ok((hasher.finalize().into(), len))
 }
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -125,19 +106,9 @@ impl Drop for TempFile {
     }
 }
 
-/// What `Store::scan_checked` saw.
-#[derive(Debug, Default)]
-pub struct ScanResult {
-    pub found: Vec<Observed>,
-    /// Paths that could not be observed (their subtrees are unknown).
-    pub failed: Vec<RelPath>,
-    /// DIR itself could not be read: nothing is known.
-    pub root_failed: bool,
-}
-
 #[derive(Debug, Clone)]
 pub struct Store {
-    root: PathBuf,
+    pub(super) root: PathBuf,
     /// The state directory, when it lies inside the root (never scanned).
     state_dir: PathBuf,
 }
@@ -162,185 +133,12 @@ impl Store {
         Ok(rel.to_fs(&self.root))
     }
 
-    fn skip(&self, full: &Path) -> bool {
+    pub(super) fn skip(&self, full: &Path) -> bool {
         full == self.state_dir
             || full
                 .file_name()
                 .and_then(|n| n.to_str())
                 .is_some_and(|n| n.starts_with(TEMP_PREFIX))
-    }
-
-    /// What is at `rel` now, hashing only when size or mtime differ from
-    /// `known` (the index entry, or for a rename the source's entry).
-    pub fn observe(&self, rel: &RelPath, known: Option<&Entry>) -> Result<Option<Observed>, StoreError> {
-        let full = self.full_path(rel)?;
-        let meta = match fs::symlink_metadata(&full) {
-            Ok(m) => m,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_err(&full)(e)),
-        };
-        self.observe_meta(rel, &full, &meta, known)
-    }
-
-    fn observe_meta(&self, rel: &RelPath, full: &Path, meta: &Metadata, known: Option<&Entry>) -> Result<Option<Observed>, StoreError> {
-        let ft = meta.file_type();
-        if ft.is_dir() {
-            return Ok(Some(Observed {
-                path: rel.clone(),
-                kind: Kind::Dir,
-                size: 0,
-                mtime: 0,
-                hash: Hash::ZERO,
-                occupied: false,
-            }));
-        }
-        if !ft.is_file() {
-            debug!(path = %rel, "skipping symlink or special file");
-            return Ok(None);
-        }
-        let size = meta.len();
-        let mtime = mtime_ns(meta);
-        let hash = match known {
-            Some(k) if !k.deleted && k.kind == Kind::File && k.size == size && k.mtime == mtime => k.hash,
-            _ => {
-                let (hash, len) = hash_file(full).map_err(io_err(full))?;
-                if len != size {
-                    // Written while we read it: the next event will catch up.
-                    return Err(StoreError::Changed(rel.to_string()));
-                }
-                hash
-            }
-        };
-        Ok(Some(Observed {
-            path: rel.clone(),
-            kind: Kind::File,
-            size,
-            mtime,
-            hash,
-            occupied: false,
-        }))
-    }
-
-    /// Everything at and below `root` (`None`: the whole tree). `known`
-    /// gives the index entry for a path, to skip hashing unchanged files.
-    /// Unreadable paths are logged and left out.
-    pub fn scan(&self, root: Option<&RelPath>, known: &dyn Fn(&RelPath) -> Option<Entry>) -> Vec<Observed> {
-        self.scan_checked(root, known).found
-    }
-
-    /// Like `scan`, and also the paths that could not be observed: a file
-    /// whose size changed while it was hashed (still being written), an
-    /// unreadable file or folder. Such a path (and for a folder, all below
-    /// it) is unknown, not gone: it must not become a deletion.
-    pub fn scan_checked(&self, root: Option<&RelPath>, known: &dyn Fn(&RelPath) -> Option<Entry>) -> ScanResult {
-        let mut found = Vec::new();
-        let mut failed = Vec::new();
-        // Folders to read, with their relative path (`None`: the root) and
-        // where `found` holds them.
-        let mut stack: Vec<(PathBuf, Option<RelPath>, Option<usize>)> = Vec::new();
-        match root {
-            Some(r) => match self.observe(r, known(r).as_ref()) {
-                Ok(Some(o)) => {
-                    if o.kind == Kind::Dir {
-                        stack.push((r.to_fs(&self.root), Some(r.clone()), Some(found.len())));
-                    }
-                    found.push(o);
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    debug!(path = %r, error = %e, "not scanned; trying again later");
-                    failed.push(r.clone());
-                }
-            },
-            None => stack.push((self.root.clone(), None, None)),
-        }
-        while let Some((dir, rel_dir, at)) = stack.pop() {
-            let entries = match fs::read_dir(&dir) {
-                Ok(e) => e,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue, // gone meanwhile
-                Err(e) => {
-                    warn!(dir = %dir.display(), error = %e, "cannot read directory; what it holds is left as it was");
-                    match rel_dir {
-                        Some(r) => failed.push(r),
-                        // The root itself: everything is unknown.
-                        None => {
-                            return ScanResult {
-                                found: Vec::new(),
-                                failed,
-                                root_failed: true,
-                            }
-                        }
-                    }
-                    continue;
-                }
-            };
-            for de in entries.flatten() {
-                if let Some(o) = at.and_then(|i| found.get_mut(i)) {
-                    o.occupied = true;
-                }
-                let full = de.path();
-                if self.skip(&full) {
-                    continue;
-                }
-                let rel = match RelPath::from_fs(&self.root, &full) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        warn!(path = %full.display(), error = %e, "not synced: unsupported name");
-                        continue;
-                    }
-                };
-                let meta = match fs::symlink_metadata(&full) {
-                    Ok(m) => m,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue, // gone meanwhile
-                    Err(e) => {
-                        debug!(path = %rel, error = %e, "not scanned; trying again later");
-                        failed.push(rel);
-                        continue;
-                    }
-                };
-                match self.observe_meta(&rel, &full, &meta, known(&rel).as_ref()) {
-                    Ok(Some(o)) => {
-                        if o.kind == Kind::Dir {
-                            stack.push((full, Some(rel), Some(found.len())));
-                        }
-                        found.push(o);
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        debug!(path = %rel, error = %e, "not scanned; trying again later");
-                        failed.push(rel);
-                    }
-                }
-            }
-        }
-        ScanResult {
-            found,
-            failed,
-            root_failed: false,
-        }
-    }
-
-    /// What DIR itself holds, for the mass-delete guard: `Missing` if it
-    /// cannot be read as a directory, `Empty` if it holds nothing synced
-    /// (dirsync's state folder and temp files do not count).
-    pub fn dir_state(&self) -> DirState {
-        match fs::metadata(&self.root) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => return DirState::Missing("not a directory".into()),
-            Err(e) => return DirState::Missing(e.to_string()),
-        }
-        match fs::read_dir(&self.root) {
-            Ok(entries) => {
-                let mut entries = entries;
-                let synced = entries.any(|de| de.is_ok_and(|de| !self.skip(&de.path())));
-                if synced {
-                    DirState::Present
-                } else {
-                    DirState::Empty
-                }
-            }
-            Err(e) => DirState::Missing(e.to_string()),
-        }
     }
 
     /// True if `rel` holds what `expected` says (`None`: nothing).
@@ -534,35 +332,6 @@ mod tests {
     }
 
     #[test]
-    fn scan_skips_state_temp_and_symlinks() {
-        let (dir, store) = setup();
-        let root = dir.path();
-        fs::create_dir_all(root.join(".dirsync")).unwrap();
-        fs::write(root.join(".dirsync/index"), b"x").unwrap();
-        fs::create_dir_all(root.join("a/b")).unwrap();
-        fs::write(root.join("a/b/f.txt"), b"hello").unwrap();
-        fs::write(root.join("a/.dirsync-tmp-1-2"), b"partial").unwrap();
-        std::os::unix::fs::symlink("/etc", root.join("link")).unwrap();
-        let mut got: Vec<_> = store
-            .scan(None, &|_| None)
-            .into_iter()
-            .map(|o| (o.path.to_string(), o.kind))
-            .collect();
-        got.sort();
-        assert_eq!(
-            got,
-            [
-                ("a".into(), Kind::Dir),
-                ("a/b".into(), Kind::Dir),
-                ("a/b/f.txt".to_string(), Kind::File)
-            ]
-        );
-        assert_eq!(store.clean_temp_files(), 1);
-        assert!(!root.join("a/.dirsync-tmp-1-2").exists());
-        assert!(root.join(".dirsync/index").exists());
-    }
-
-    #[test]
     fn commit_is_atomic_and_sets_mtime() {
         let (dir, store) = setup();
         let mut tmp = store.create_temp(&rel("d/new.txt")).unwrap();
@@ -641,52 +410,5 @@ mod tests {
         };
         assert!(matches!(store.copy(&c, &wrong, None), Err(StoreError::HashMismatch(_))));
         assert!(!dir.path().join("d").exists());
-    }
-
-    #[test]
-    fn unreadable_paths_are_failed_not_missing() {
-        use std::os::unix::fs::PermissionsExt;
-        let (dir, store) = setup();
-        fs::create_dir_all(dir.path().join("locked")).unwrap();
-        fs::write(dir.path().join("locked/f"), b"x").unwrap();
-        fs::write(dir.path().join("ok"), b"y").unwrap();
-        fs::set_permissions(dir.path().join("locked"), fs::Permissions::from_mode(0o000)).unwrap();
-        let readable = fs::read_dir(dir.path().join("locked")).is_ok(); // root ignores modes
-        let r = store.scan_checked(None, &|_| None);
-        let (found, failed) = (r.found, r.failed);
-        fs::set_permissions(dir.path().join("locked"), fs::Permissions::from_mode(0o755)).unwrap();
-        let names: Vec<_> = found.iter().map(|o| o.path.as_str()).collect();
-        if readable {
-            assert_eq!(failed, Vec::<RelPath>::new());
-        } else {
-            assert_eq!(failed, vec![rel("locked")]);
-            assert!(names.contains(&"ok") && names.contains(&"locked"), "{names:?}");
-            assert!(!names.contains(&"locked/f"));
-        }
-    }
-
-    #[test]
-    fn dir_state_tells_missing_empty_and_present() {
-        let (dir, store) = setup();
-        assert_eq!(store.dir_state(), DirState::Empty);
-        fs::create_dir_all(dir.path().join(".dirsync")).unwrap();
-        fs::write(dir.path().join(".dirsync-tmp-1-1"), b"").unwrap();
-        assert_eq!(store.dir_state(), DirState::Empty, "state and temp files do not count");
-        fs::write(dir.path().join("f"), b"").unwrap();
-        assert_eq!(store.dir_state(), DirState::Present);
-        let gone = Store::new(dir.path().join("nope"), dir.path().join("nope/.dirsync"));
-        assert!(matches!(gone.dir_state(), DirState::Missing(_)));
-    }
-
-    #[test]
-    fn observe_reuses_the_known_hash() {
-        let (dir, store) = setup();
-        fs::write(dir.path().join("f"), b"abc").unwrap();
-        let mut known = entry_for(&store, "f");
-        known.hash = Hash::of(b"pretend");
-        // Same size and mtime: the file is not read again.
-        assert_eq!(store.observe(&rel("f"), Some(&known)).unwrap().unwrap().hash, Hash::of(b"pretend"));
-        assert_eq!(store.observe(&rel("f"), None).unwrap().unwrap().hash, Hash::of(b"abc"));
-        assert_eq!(store.observe(&rel("missing"), None).unwrap(), None);
     }
 }

@@ -9,8 +9,8 @@
 use super::{Counters, Node};
 use crate::engine::ignore::IGNORE_FILE;
 use crate::engine::{Action, ActionError, DirState, Scan};
+use crate::fs::scan::ScanResult;
 use crate::fs::state::{load_ignore_rules, save_index};
-use crate::fs::store::ScanResult;
 use crate::fs::watcher::LocalEvent;
 use crate::transport::net::Net;
 use crate::wire::{Entry, NodeId, RelPath};

@@ -107,65 +107,10 @@ pub async fn secure_halves<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     };
     let psk = key.psk();
     let builder = snow::Builder::new(NOISE_PARAMS.parse()?).prologue(PROLOGUE)?.psk(0, &psk)?;
-    let mut buf = [0u8; MAX_HANDSHAKE_MSG];
     let state = if initiator {
-        let mut hs = builder.build_initiator()?;
-        let n = hs.write_message(&[], &mut buf)?;
-        let mut out = MAGIC.to_vec();
-        out.extend_from_slice(&(n as u16).to_be_bytes());
-        out.extend_from_slice(&buf[..n]);
-        writer.write_all(&out).await?;
-        writer.flush().await?;
-        let mut len = [0u8; 2];
-        read_or_closed(&mut reader, &mut len).await?;
-        let len = u16::from_be_bytes(len);
-        match len {
-            REFUSED => return Err(SecureError::RefusedByPeer),
-            0 => return Err(SecureError::PeerHasNoKey),
-            n if n as usize > MAX_HANDSHAKE_MSG => return Err(SecureError::NotDirsync),
-            _ => {}
-        }
-        let msg = &mut buf[..len as usize];
-        read_or_closed(&mut reader, msg).await?;
-        let mut payload = [0u8; MAX_HANDSHAKE_MSG];
-        hs.read_message(msg, &mut payload).map_err(|_| SecureError::KeyMismatch)?;
-        hs.into_stateless_transport_mode()?
+        initiate(builder.build_initiator()?, &mut reader, &mut writer).await?
     } else {
-        let mut hs = builder.build_responder()?;
-        let mut magic = [0u8; 8];
-        read_or_closed(&mut reader, &mut magic).await?;
-        if magic != MAGIC {
-            if u64::from_be_bytes(magic) <= MAX_FRAME {
-                // A node without a key sent its hello: tell it why, in its terms.
-                let refuse = Message::Refuse {
-                    reason: "this node requires a cluster key (--key-file); this connection has none".into(),
-                };
-                let _ = writer.write_all(&wire::encode(&refuse)).await;
-                let _ = writer.close().await;
-                return Err(SecureError::PeerHasNoKey);
-            }
-            return Err(SecureError::NotDirsync);
-        }
-        let mut len = [0u8; 2];
-        read_or_closed(&mut reader, &mut len).await?;
-        let len = u16::from_be_bytes(len) as usize;
-        if len > MAX_HANDSHAKE_MSG {
-            return Err(SecureError::NotDirsync);
-        }
-        let msg = &mut buf[..len];
-        read_or_closed(&mut reader, msg).await?;
-        let mut payload = [0u8; MAX_HANDSHAKE_MSG];
-        if hs.read_message(msg, &mut payload).is_err() {
-            let _ = writer.write_all(&REFUSED.to_be_bytes()).await;
-            let _ = writer.close().await;
-            return Err(SecureError::KeyMismatch);
-        }
-        let mut out = [0u8; MAX_HANDSHAKE_MSG + 2];
-        let n = hs.write_message(&[], &mut out[2..])?;
-        out[..2].copy_from_slice(&(n as u16).to_be_bytes());
-        writer.write_all(&out[..n + 2]).await?;
-        writer.flush().await?;
-        hs.into_stateless_transport_mode()?
+        respond(builder.build_responder()?, &mut reader, &mut writer).await?
     };
     let state = Arc::new(state);
     Ok((
@@ -178,6 +123,80 @@ pub async fn secure_halves<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             tx: Some(Box::new(Tx::new(state))),
         },
     ))
+}
+
+/// The dialer's side of the key handshake: our message (after `MAGIC`),
+/// then the responder's.
+async fn initiate<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    mut hs: snow::HandshakeState,
+    reader: &mut R,
+    writer: &mut W,
+) -> Result<snow::StatelessTransportState, SecureError> {
+    let mut buf = [0u8; MAX_HANDSHAKE_MSG];
+    let n = hs.write_message(&[], &mut buf)?;
+    let mut out = MAGIC.to_vec();
+    out.extend_from_slice(&(n as u16).to_be_bytes());
+    out.extend_from_slice(&buf[..n]);
+    writer.write_all(&out).await?;
+    writer.flush().await?;
+    let mut len = [0u8; 2];
+    read_or_closed(reader, &mut len).await?;
+    let len = u16::from_be_bytes(len);
+    match len {
+        REFUSED => return Err(SecureError::RefusedByPeer),
+        0 => return Err(SecureError::PeerHasNoKey),
+        n if n as usize > MAX_HANDSHAKE_MSG => return Err(SecureError::NotDirsync),
+        _ => {}
+    }
+    let msg = &mut buf[..len as usize];
+    read_or_closed(reader, msg).await?;
+    let mut payload = [0u8; MAX_HANDSHAKE_MSG];
+    hs.read_message(msg, &mut payload).map_err(|_| SecureError::KeyMismatch)?;
+    Ok(hs.into_stateless_transport_mode()?)
+}
+
+/// The accepting side: the dialer's message (a keyless hello is answered
+/// with a refusal it understands), then ours, or `REFUSED` for another key.
+async fn respond<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    mut hs: snow::HandshakeState,
+    reader: &mut R,
+    writer: &mut W,
+) -> Result<snow::StatelessTransportState, SecureError> {
+    let mut magic = [0u8; 8];
+    read_or_closed(reader, &mut magic).await?;
+    if magic != MAGIC {
+        if u64::from_be_bytes(magic) <= MAX_FRAME {
+            // A node without a key sent its hello: tell it why, in its terms.
+            let refuse = Message::Refuse {
+                reason: "this node requires a cluster key (--key-file); this connection has none".into(),
+            };
+            let _ = writer.write_all(&wire::encode(&refuse)).await;
+            let _ = writer.close().await;
+            return Err(SecureError::PeerHasNoKey);
+        }
+        return Err(SecureError::NotDirsync);
+    }
+    let mut len = [0u8; 2];
+    read_or_closed(reader, &mut len).await?;
+    let len = u16::from_be_bytes(len) as usize;
+    if len > MAX_HANDSHAKE_MSG {
+        return Err(SecureError::NotDirsync);
+    }
+    let mut buf = [0u8; MAX_HANDSHAKE_MSG];
+    let msg = &mut buf[..len];
+    read_or_closed(reader, msg).await?;
+    let mut payload = [0u8; MAX_HANDSHAKE_MSG];
+    if hs.read_message(msg, &mut payload).is_err() {
+        let _ = writer.write_all(&REFUSED.to_be_bytes()).await;
+        let _ = writer.close().await;
+        return Err(SecureError::KeyMismatch);
+    }
+    let mut out = [0u8; MAX_HANDSHAKE_MSG + 2];
+    let n = hs.write_message(&[], &mut out[2..])?;
+    out[..2].copy_from_slice(&(n as u16).to_be_bytes());
+    writer.write_all(&out[..n + 2]).await?;
+    writer.flush().await?;
+    Ok(hs.into_stateless_transport_mode()?)
 }
 
 async fn read_or_closed<R: AsyncRead + Unpin>(r: &mut R, buf: &mut [u8]) -> Result<(), SecureError> {

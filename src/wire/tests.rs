@@ -19,6 +19,7 @@ fn file_entry() -> Entry {
 }
 
 /// One example of every message, in the order docs/PROTOCOL.md lists them.
+/// (Long because it is a table: one literal per message.)
 pub(crate) fn examples() -> Vec<(&'static str, Message)> {
     let e = file_entry();
     let tomb = Entry {

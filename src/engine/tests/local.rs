@@ -1,0 +1,157 @@
+//! Engine tests for local changes: scans against the index, versions
+//! made here, and the mass-delete guard.
+
+use super::*;
+
+#[test]
+fn local_changes_go_to_every_peer() {
+    let old = file("a", 10, b"v1");
+    let mut e = connected(std::slice::from_ref(&old), &[A, B]);
+    let new = file("a", 20, b"v2");
+    let created = file("b", 21, b"new");
+    e.handle_local(100, &[None], vec![observed(&new), observed(&created)]);
+    let (new, created) = (by_me(Some(&old), new), by_me(None, created));
+    let changes = vec![new.clone(), created.clone()];
+    assert_eq!(e.take_commands(), vec![update(A, changes.clone()), update(B, changes)]);
+    // Deleting `b` on disk: a tombstone at `now`, which saw `created`.
+    e.handle_local(200, &[Some(p("b"))], vec![]);
+    let gone = by_me(Some(&created), tomb("b", 200));
+    assert_eq!(gone.vector, Vector::single(ME, 200));
+    assert_eq!(e.take_commands(), vec![update(A, vec![gone.clone()]), update(B, vec![gone])]);
+    // A scan that finds everything as indexed changes nothing.
+    e.handle_local(300, &[None], vec![observed(&new)]);
+    assert_eq!(e.take_commands(), vec![]);
+}
+
+#[test]
+fn a_local_file_older_than_the_tombstone_it_replaces_still_wins() {
+    // `mv` keeps an old mtime; the user's latest action must still win.
+    let t = tomb("name", 500);
+    let mut e = connected(std::slice::from_ref(&t), &[A]);
+    let restored = file("name", 100, b"restored");
+    e.handle_local(600, &[None], vec![observed(&restored)]);
+    let expected = by_me(Some(&t), Entry { version: 501, ..restored });
+    assert_eq!(e.take_commands(), vec![update(A, vec![expected.clone()])]);
+    assert!(crate::engine::index::beats(&expected, &t));
+}
+
+#[test]
+fn a_local_edit_settles_a_pending_older_want() {
+    let mut e = connected(&[], &[A]);
+    let theirs = file("f", 5, b"theirs");
+    e.handle_message(A, Message::Update { entries: vec![theirs] });
+    e.take_commands();
+    e.handle_local(100, &[None], vec![observed(&file("f", 90, b"mine"))]);
+    assert_eq!(e.pending(), 0);
+}
+
+#[test]
+fn a_path_that_could_not_be_observed_is_not_deleted() {
+    let f = file("growing.log", 10, b"start");
+    let d = dir("locked", 10);
+    let inner = file("locked/x", 10, b"x");
+    let mut e = connected(&[f.clone(), d, inner], &[A]);
+    // Hashing failed (the file grew while read) and a folder was unreadable.
+    e.handle_scan(
+        100,
+        Scan {
+            roots: vec![None],
+            found: vec![],
+            failed: vec![p("growing.log"), p("locked")],
+            dir: DirState::Present,
+        },
+    );
+    assert_eq!(e.take_commands(), vec![]);
+    assert_eq!(e.index().live(&p("growing.log")), Some(&f));
+    // Once observed, it is an ordinary change.
+    let done = file("growing.log", 20, b"start and more");
+    e.handle_scan(
+        200,
+        Scan {
+            roots: vec![Some(p("growing.log"))],
+            found: vec![observed(&done)],
+            failed: vec![],
+            dir: DirState::Present,
+        },
+    );
+    assert_eq!(e.take_commands(), vec![update(A, vec![by_me(Some(&f), done)])]);
+}
+
+#[test]
+fn an_emptied_or_missing_directory_stops_syncing_instead_of_deleting_everything() {
+    let files = [file("a", 10, b"a"), file("d/b", 10, b"b"), dir("d", 10)];
+    for state in [DirState::Empty, DirState::Missing("No such file or directory".into())] {
+        let mut e = connected(&files, &[A]);
+        let scan = |dir: DirState, found: Vec<Observed>| Scan {
+            roots: vec![None],
+            found,
+            failed: vec![],
+            dir,
+        };
+        e.handle_scan(100, scan(state.clone(), vec![]));
+        let cmds = e.take_commands();
+        assert!(matches!(&cmds[..], [Command::Suspend { .. }]), "{cmds:?}");
+        assert!(e.suspended().is_some());
+        // Nothing was recorded as deleted, and more scans change nothing.
+        assert!(e.index().iter().all(|x| !x.deleted));
+        e.handle_scan(200, scan(state.clone(), vec![]));
+        assert_eq!(e.take_commands(), vec![]);
+        // Peers are turned away while it lasts.
+        e.handle_connected(B);
+        assert!(matches!(&e.take_commands()[..], [Command::Close { peer, .. }] if *peer == B));
+        // The files are back (one was changed meanwhile): syncing resumes.
+        let changed = file("a", 50, b"a2");
+        e.handle_scan(
+            300,
+            scan(
+                DirState::Present,
+                vec![observed(&changed), observed(&files[1]), observed(&files[2])],
+            ),
+        );
+        assert_eq!(
+            e.take_commands(),
+            vec![Command::Resume, update(A, vec![by_me(Some(&files[0]), changed)])]
+        );
+        assert!(e.suspended().is_none());
+    }
+    // Even the watcher's report of the last files going (a partial scan)
+    // is not sent: the deletion of everything never is. One file left in
+    // DIR and the rest goes as usual.
+    let (last, keep) = (file("last", 10, b"l"), file("keep", 10, b"k"));
+    for (dir, found) in [(DirState::Empty, vec![]), (DirState::Present, vec![observed(&keep)])] {
+        let mut e = connected(std::slice::from_ref(&last), &[A]);
+        let kept = !found.is_empty();
+        e.handle_scan(
+            100,
+            Scan {
+                roots: vec![Some(p("last")), Some(p("keep"))],
+                found,
+                failed: vec![],
+                dir,
+            },
+        );
+        let cmds = e.take_commands();
+        if kept {
+            let gone = by_me(Some(&last), tomb("last", 100));
+            assert_eq!(cmds, vec![update(A, vec![by_me(None, keep.clone()), gone])]);
+        } else {
+            assert!(matches!(&cmds[..], [Command::Suspend { .. }]), "{cmds:?}");
+        }
+    }
+    // An empty directory whose index holds no files is just empty.
+    let mut e = connected(&[dir("d", 10)], &[A]);
+    e.handle_scan(
+        100,
+        Scan {
+            roots: vec![None],
+            found: vec![],
+            failed: vec![],
+            dir: DirState::Empty,
+        },
+    );
+    let cmds = e.take_commands();
+    assert!(
+        matches!(&cmds[..], [Command::Send { msg: Message::Update { entries }, .. }] if entries[0].deleted),
+        "{cmds:?}"
+    );
+}

@@ -1,0 +1,320 @@
+//! Looking at the disk: what is at a path, every path below a folder, and
+//! whether DIR itself is there, for the engine's `Scan`. Skips symlinks,
+//! dirsync's own state and temp files, and names that are not UTF-8. A
+//! path that cannot be observed is reported as failed (unknown), never as
+//! missing.
+//!
+//! Must not: change anything on disk.
+
+use super::store::{io_err, mtime_ns, Store, StoreError};
+use crate::engine::{DirState, Observed};
+use crate::wire::{Entry, Hash, Kind, RelPath};
+use std::fs::{self, File, Metadata};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use tracing::{debug, warn};
+
+/// Hash a whole file, streaming.
+pub fn hash_file(path: &Path) -> io::Result<(Hash, u64)> {
+    let mut f = File::open(path)?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut len = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        len += n as u64;
+    }
+    Ok((hasher.finalize().into(), len))
+}
+
+/// What `Store::scan_checked` saw.
+#[derive(Debug, Default)]
+pub struct ScanResult {
+    pub found: Vec<Observed>,
+    /// Paths that could not be observed (their subtrees are unknown).
+    pub failed: Vec<RelPath>,
+    /// DIR itself could not be read: nothing is known.
+    pub root_failed: bool,
+}
+
+/// A scan in progress.
+#[derive(Default)]
+struct Walk {
+    found: Vec<Observed>,
+    failed: Vec<RelPath>,
+    /// Folders still to read, with their relative path (`None`: the root)
+    /// and where `found` holds them.
+    folders: Vec<(PathBuf, Option<RelPath>, Option<usize>)>,
+}
+
+impl Walk {
+    /// What was seen at `rel` (`full` on disk).
+    fn add(&mut self, rel: RelPath, full: PathBuf, observed: Result<Option<Observed>, StoreError>) {
+        match observed {
+            Ok(Some(o)) => {
+                if o.kind == Kind::Dir {
+                    self.folders.push((full, Some(rel), Some(self.found.len())));
+                }
+                self.found.push(o);
+            }
+            Ok(None) => {}
+            // Gone meanwhile.
+            Err(StoreError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                debug!(path = %rel, error = %e, "not scanned; trying again later");
+                self.failed.push(rel);
+            }
+        }
+    }
+}
+
+impl Store {
+    /// What is at `rel` now, hashing only when size or mtime differ from
+    /// `known` (the index entry, or for a rename the source's entry).
+    pub fn observe(&self, rel: &RelPath, known: Option<&Entry>) -> Result<Option<Observed>, StoreError> {
+        let full = self.full_path(rel)?;
+        let meta = match fs::symlink_metadata(&full) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err(&full)(e)),
+        };
+        self.observe_meta(rel, &full, &meta, known)
+    }
+
+    fn observe_meta(&self, rel: &RelPath, full: &Path, meta: &Metadata, known: Option<&Entry>) -> Result<Option<Observed>, StoreError> {
+        let ft = meta.file_type();
+        if ft.is_dir() {
+            return Ok(Some(Observed {
+                path: rel.clone(),
+                kind: Kind::Dir,
+                size: 0,
+                mtime: 0,
+                hash: Hash::ZERO,
+                occupied: false,
+            }));
+        }
+        if !ft.is_file() {
+            debug!(path = %rel, "skipping symlink or special file");
+            return Ok(None);
+        }
+        let size = meta.len();
+        let mtime = mtime_ns(meta);
+        let hash = match known {
+            Some(k) if !k.deleted && k.kind == Kind::File && k.size == size && k.mtime == mtime => k.hash,
+            _ => {
+                let (hash, len) = hash_file(full).map_err(io_err(full))?;
+                if len != size {
+                    // Written while we read it: the next event will catch up.
+                    return Err(StoreError::Changed(rel.to_string()));
+                }
+                hash
+            }
+        };
+        Ok(Some(Observed {
+            path: rel.clone(),
+            kind: Kind::File,
+            size,
+            mtime,
+            hash,
+            occupied: false,
+        }))
+    }
+
+    /// Everything at and below `root` (`None`: the whole tree). `known`
+    /// gives the index entry for a path, to skip hashing unchanged files.
+    /// Unreadable paths are logged and left out.
+    pub fn scan(&self, root: Option<&RelPath>, known: &dyn Fn(&RelPath) -> Option<Entry>) -> Vec<Observed> {
+        self.scan_checked(root, known).found
+    }
+
+    /// Like `scan`, and also the paths that could not be observed: a file
+    /// whose size changed while it was hashed (still being written), an
+    /// unreadable file or folder. Such a path (and for a folder, all below
+    /// it) is unknown, not gone: it must not become a deletion.
+    pub fn scan_checked(&self, root: Option<&RelPath>, known: &dyn Fn(&RelPath) -> Option<Entry>) -> ScanResult {
+        let mut walk = Walk::default();
+        match root {
+            Some(r) => walk.add(r.clone(), r.to_fs(&self.root), self.observe(r, known(r).as_ref())),
+            None => walk.folders.push((self.root.clone(), None, None)),
+        }
+        while let Some((dir, rel_dir, at)) = walk.folders.pop() {
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue, // gone meanwhile
+                Err(e) => {
+                    warn!(dir = %dir.display(), error = %e, "cannot read directory; what it holds is left as it was");
+                    match rel_dir {
+                        Some(r) => walk.failed.push(r),
+                        // The root itself: everything is unknown.
+                        None => {
+                            return ScanResult {
+                                found: Vec::new(),
+                                failed: walk.failed,
+                                root_failed: true,
+                            }
+                        }
+                    }
+                    continue;
+                }
+            };
+            for de in entries.flatten() {
+                if let Some(o) = at.and_then(|i| walk.found.get_mut(i)) {
+                    o.occupied = true;
+                }
+                let full = de.path();
+                if self.skip(&full) {
+                    continue;
+                }
+                let rel = match RelPath::from_fs(&self.root, &full) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        warn!(path = %full.display(), error = %e, "not synced: unsupported name");
+                        continue;
+                    }
+                };
+                let observed = fs::symlink_metadata(&full)
+                    .map_err(io_err(&full))
+                    .and_then(|meta| self.observe_meta(&rel, &full, &meta, known(&rel).as_ref()));
+                walk.add(rel, full, observed);
+            }
+        }
+        ScanResult {
+            found: walk.found,
+            failed: walk.failed,
+            root_failed: false,
+        }
+    }
+
+    /// What DIR itself holds, for the mass-delete guard: `Missing` if it
+    /// cannot be read as a directory, `Empty` if it holds nothing synced
+    /// (dirsync's state folder and temp files do not count).
+    pub fn dir_state(&self) -> DirState {
+        match fs::metadata(&self.root) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return DirState::Missing("not a directory".into()),
+            Err(e) => return DirState::Missing(e.to_string()),
+        }
+        match fs::read_dir(&self.root) {
+            Ok(entries) => {
+                let mut entries = entries;
+                let synced = entries.any(|de| de.is_ok_and(|de| !self.skip(&de.path())));
+                if synced {
+                    DirState::Present
+                } else {
+                    DirState::Empty
+                }
+            }
+            Err(e) => DirState::Missing(e.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path().to_path_buf(), dir.path().join(".dirsync"));
+        (dir, store)
+    }
+
+    fn rel(s: &str) -> RelPath {
+        RelPath::new(s).unwrap()
+    }
+
+    fn entry_for(store: &Store, p: &str) -> Entry {
+        let o = store.observe(&rel(p), None).unwrap().unwrap();
+        Entry {
+            path: o.path,
+            kind: o.kind,
+            deleted: false,
+            size: o.size,
+            mtime: o.mtime,
+            version: o.mtime,
+            hash: o.hash,
+            vector: Default::default(),
+            by: Default::default(),
+        }
+    }
+
+    #[test]
+    fn scan_skips_state_temp_and_symlinks() {
+        let (dir, store) = setup();
+        let root = dir.path();
+        fs::create_dir_all(root.join(".dirsync")).unwrap();
+        fs::write(root.join(".dirsync/index"), b"x").unwrap();
+        fs::create_dir_all(root.join("a/b")).unwrap();
+        fs::write(root.join("a/b/f.txt"), b"hello").unwrap();
+        fs::write(root.join("a/.dirsync-tmp-1-2"), b"partial").unwrap();
+        std::os::unix::fs::symlink("/etc", root.join("link")).unwrap();
+        let mut got: Vec<_> = store
+            .scan(None, &|_| None)
+            .into_iter()
+            .map(|o| (o.path.to_string(), o.kind))
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                ("a".into(), Kind::Dir),
+                ("a/b".into(), Kind::Dir),
+                ("a/b/f.txt".to_string(), Kind::File)
+            ]
+        );
+        assert_eq!(store.clean_temp_files(), 1);
+        assert!(!root.join("a/.dirsync-tmp-1-2").exists());
+        assert!(root.join(".dirsync/index").exists());
+    }
+
+    #[test]
+    fn unreadable_paths_are_failed_not_missing() {
+        use std::os::unix::fs::PermissionsExt;
+        let (dir, store) = setup();
+        fs::create_dir_all(dir.path().join("locked")).unwrap();
+        fs::write(dir.path().join("locked/f"), b"x").unwrap();
+        fs::write(dir.path().join("ok"), b"y").unwrap();
+        fs::set_permissions(dir.path().join("locked"), fs::Permissions::from_mode(0o000)).unwrap();
+        let readable = fs::read_dir(dir.path().join("locked")).is_ok(); // root ignores modes
+        let r = store.scan_checked(None, &|_| None);
+        let (found, failed) = (r.found, r.failed);
+        fs::set_permissions(dir.path().join("locked"), fs::Permissions::from_mode(0o755)).unwrap();
+        let names: Vec<_> = found.iter().map(|o| o.path.as_str()).collect();
+        if readable {
+            assert_eq!(failed, Vec::<RelPath>::new());
+        } else {
+            assert_eq!(failed, vec![rel("locked")]);
+            assert!(names.contains(&"ok") && names.contains(&"locked"), "{names:?}");
+            assert!(!names.contains(&"locked/f"));
+        }
+    }
+
+    #[test]
+    fn dir_state_tells_missing_empty_and_present() {
+        let (dir, store) = setup();
+        assert_eq!(store.dir_state(), DirState::Empty);
+        fs::create_dir_all(dir.path().join(".dirsync")).unwrap();
+        fs::write(dir.path().join(".dirsync-tmp-1-1"), b"").unwrap();
+        assert_eq!(store.dir_state(), DirState::Empty, "state and temp files do not count");
+        fs::write(dir.path().join("f"), b"").unwrap();
+        assert_eq!(store.dir_state(), DirState::Present);
+        let gone = Store::new(dir.path().join("nope"), dir.path().join("nope/.dirsync"));
+        assert!(matches!(gone.dir_state(), DirState::Missing(_)));
+    }
+
+    #[test]
+    fn observe_reuses_the_known_hash() {
+        let (dir, store) = setup();
+        fs::write(dir.path().join("f"), b"abc").unwrap();
+        let mut known = entry_for(&store, "f");
+        known.hash = Hash::of(b"pretend");
+        // Same size and mtime: the file is not read again.
+        assert_eq!(store.observe(&rel("f"), Some(&known)).unwrap().unwrap().hash, Hash::of(b"pretend"));
+        assert_eq!(store.observe(&rel("f"), None).unwrap().unwrap().hash, Hash::of(b"abc"));
+        assert_eq!(store.observe(&rel("missing"), None).unwrap(), None);
+    }
+}
