@@ -54,8 +54,14 @@ fn hash() -> impl Strategy<Value = Hash> {
     ]
 }
 
-fn time() -> impl Strategy<Value = i64> {
-    prop_oneof![0i64..10, Just(i64::MAX), Just(i64::MIN), any::<i64>()]
+fn time() -> impl Strategy<Value = i128> {
+    prop_oneof![
+        0i128..10,
+        Just(i128::MAX),
+        Just(i128::MIN),
+        any::<i64>().prop_map(i128::from),
+        any::<i128>()
+    ]
 }
 
 fn entry() -> impl Strategy<Value = Entry> {

@@ -34,8 +34,9 @@ pub fn conflict_entry(loser: &Entry) -> Option<Entry> {
 
 /// `stem.sync-conflict-YYYYMMDD-HHMMSS-<short>.ext` next to `path`; the
 /// time is `mtime_ns` in UTC. A name that would pass 255 bytes loses the end
-/// of its stem.
-pub fn conflict_path(path: &RelPath, mtime_ns: i64, short: &str) -> Option<RelPath> {
+/// of its stem, down to one character, and then the end of its extension:
+/// every valid name has a valid copy name, the same on every node.
+pub fn conflict_path(path: &RelPath, mtime_ns: i128, short: &str) -> Option<RelPath> {
     let s = path.as_str();
     let (parent, name) = match s.rsplit_once('/') {
         Some((p, n)) => (Some(p), n),
@@ -46,13 +47,20 @@ pub fn conflict_path(path: &RelPath, mtime_ns: i64, short: &str) -> Option<RelPa
         Some(i) if i > 0 => (&name[..i], &name[i..]),
         _ => (name, ""),
     };
-    let (y, mo, d, h, mi, se) = utc(mtime_ns.div_euclid(1_000_000_000));
-    let tail = format!("{MARK}{y:04}{mo:02}{d:02}-{h:02}{mi:02}{se:02}-{short}{ext}");
-    let mut stem = stem.to_string();
-    while stem.len() + tail.len() > MAX_COMPONENT_LEN && !stem.is_empty() {
+    let secs = mtime_ns.div_euclid(1_000_000_000);
+    // Beyond any calendar a filesystem holds (a hostile peer): the nearest.
+    let secs = i64::try_from(secs).unwrap_or(if secs < 0 { -(1 << 50) } else { 1 << 50 });
+    let (y, mo, d, h, mi, se) = utc(secs);
+    let mark = format!("{MARK}{y:04}{mo:02}{d:02}-{h:02}{mi:02}{se:02}-{short}");
+    let (mut stem, mut ext) = (stem.to_string(), ext.to_string());
+    let too_long = |stem: &str, ext: &str| stem.len() + mark.len() + ext.len() > MAX_COMPONENT_LEN;
+    while too_long(&stem, &ext) && stem.chars().count() > 1 {
         stem.pop();
     }
-    let new = format!("{stem}{tail}");
+    while too_long(&stem, &ext) && !ext.is_empty() {
+        ext.pop();
+    }
+    let new = format!("{stem}{mark}{ext}");
     let full = match parent {
         Some(p) => format!("{p}/{new}"),
         None => new,
@@ -87,7 +95,7 @@ mod tests {
     }
 
     /// 2026-11-25 14:30:00 UTC, in ns.
-    const T: i64 = 1_795_617_000_000_000_000;
+    const T: i128 = 1_795_617_000_000_000_000;
 
     #[test]
     fn names_follow_the_pattern() {
@@ -99,13 +107,45 @@ mod tests {
         let long = "x".repeat(250) + ".txt";
         let got = n(&long);
         assert!(got.len() <= 255 && got.ends_with("-a1b2c3d4.txt"), "{got}");
+        // A long extension (issue 13: the loser used to be replaced, with
+        // no copy) is shortened once the stem is down to one character.
+        let long_ext = "a.".to_string() + &"e".repeat(240);
+        let got = n(&long_ext);
+        assert!(
+            got.len() <= 255 && got.starts_with("a.sync-conflict-20261125-143000-a1b2c3d4.eee"),
+            "{got}"
+        );
+    }
+
+    proptest::proptest! {
+        /// Every valid name has a valid copy name that differs from it and
+        /// from the copy of any other time, whatever its stem, extension
+        /// and multi-byte characters (a generator for the class of names
+        /// that made no copy).
+        #[test]
+        fn every_valid_name_has_a_copy_name(
+            parent in proptest::option::of("[a-z]{1,8}"),
+            name in "[.]?[a-zé€😀 ._-]{1,80}(\\.[a-zé€😀]{0,200})?",
+            secs in -100_000_000_000i128..100_000_000_000i128,
+        ) {
+            let name: String = name.chars().scan(0, |len, c| { *len += c.len_utf8(); (*len <= MAX_COMPONENT_LEN).then_some(c) }).collect();
+            let full = match &parent { Some(d) => format!("{d}/{name}"), None => name.clone() };
+            let Ok(path) = RelPath::new(full) else { return Ok(()) };
+            let copy = conflict_path(&path, secs * 1_000_000_000, "a1b2c3d4");
+            proptest::prop_assert!(copy.is_some(), "no copy name for {:?}", path);
+            let copy = copy.unwrap();
+            proptest::prop_assert_ne!(&copy, &path);
+            proptest::prop_assert_eq!(copy.parent(), path.parent());
+            let later = conflict_path(&path, (secs + 1) * 1_000_000_000, "a1b2c3d4").unwrap();
+            proptest::prop_assert_ne!(copy, later);
+        }
     }
 
     #[test]
     fn dates_are_utc_calendar_dates() {
         assert_eq!(utc(0), (1970, 1, 1, 0, 0, 0));
         assert_eq!(utc(951_782_400), (2000, 2, 29, 0, 0, 0));
-        assert_eq!(utc(T / 1_000_000_000), (2026, 11, 25, 14, 30, 0));
+        assert_eq!(utc((T / 1_000_000_000) as i64), (2026, 11, 25, 14, 30, 0));
         assert_eq!(utc(-1), (1969, 12, 31, 23, 59, 59));
     }
 

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 /// larger content hash wins, then the later mtime. Two versions equal in all
 /// of these hold the same content and metadata, so no further tie-break (such
 /// as node id) is ever needed, and every node picks the same winner.
-fn rank(e: &Entry) -> (i64, bool, Kind, Hash, i64) {
+fn rank(e: &Entry) -> (i128, bool, Kind, Hash, i128) {
     (e.version, !e.deleted, e.kind, e.hash, e.mtime)
 }
 
@@ -121,7 +121,7 @@ impl Index {
 mod tests {
     use super::*;
 
-    fn file(path: &str, mtime: i64, content: &[u8]) -> Entry {
+    fn file(path: &str, mtime: i128, content: &[u8]) -> Entry {
         Entry {
             path: RelPath::new(path).unwrap(),
             kind: Kind::File,
@@ -135,7 +135,7 @@ mod tests {
         }
     }
 
-    fn tomb(path: &str, mtime: i64) -> Entry {
+    fn tomb(path: &str, mtime: i128) -> Entry {
         Entry {
             deleted: true,
             size: 0,

@@ -10,7 +10,7 @@ use tracing::{debug, error, info};
 impl Engine {
     /// What the disk holds under each of `roots` (`None`: the whole tree)
     /// is `found` (every path observed, DIR present).
-    pub fn handle_local(&mut self, now: i64, roots: &[Option<RelPath>], found: Vec<Observed>) {
+    pub fn handle_local(&mut self, now: i128, roots: &[Option<RelPath>], found: Vec<Observed>) {
         self.handle_scan(
             now,
             Scan {
@@ -33,7 +33,7 @@ impl Engine {
     /// never sent), no deletion is recorded; syncing stops
     /// (`Command::Suspend`) until a scan finds DIR holding something again
     /// (`Command::Resume`). To empty DIR on purpose, leave one file in it.
-    pub fn handle_scan(&mut self, now: i64, scan: Scan) {
+    pub fn handle_scan(&mut self, now: i128, scan: Scan) {
         let Scan { roots, found, failed, dir } = scan;
         let live_files = self.index.live_files().0;
         if let Some(reason) = safety::dir_gone(&dir, live_files) {
@@ -119,10 +119,10 @@ impl Engine {
         kind: Kind,
         deleted: bool,
         size: u64,
-        mtime: i64,
+        mtime: i128,
         hash: Hash,
     ) -> Entry {
-        let floor = old.map_or(i64::MIN, |o| o.version.saturating_add(1));
+        let floor = old.map_or(i128::MIN, |o| o.version.saturating_add(1));
         let version = mtime.max(floor);
         let vector = old.map(|o| o.vector.clone()).unwrap_or_default().bump(self.device, version);
         Entry {

@@ -11,7 +11,7 @@ pub struct Observed {
     /// Bytes (0 for directories).
     pub size: u64,
     /// The file's mtime in nanoseconds since the epoch (0 for directories).
-    pub mtime: i64,
+    pub mtime: i128,
     /// The content hash (zero for directories).
     pub hash: Hash,
     /// A folder that holds at least one entry of any kind (temp files,

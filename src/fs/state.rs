@@ -176,7 +176,7 @@ mod tests {
     use crate::wire::{Hash, Kind, RelPath};
     use std::io::Write;
 
-    fn file(path: &str, mtime: i64, content: &[u8]) -> Entry {
+    fn file(path: &str, mtime: i128, content: &[u8]) -> Entry {
         Entry {
             path: RelPath::new(path).unwrap(),
             kind: Kind::File,

@@ -52,19 +52,24 @@ pub(super) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
 }
 
 /// A file's mtime as nanoseconds since the Unix epoch.
-pub fn mtime_ns(meta: &Metadata) -> i64 {
+pub fn mtime_ns(meta: &Metadata) -> i128 {
     meta.modified().map(system_time_ns).unwrap_or(0)
 }
 
-pub fn system_time_ns(t: SystemTime) -> i64 {
+pub fn system_time_ns(t: SystemTime) -> i128 {
+    // A duration's nanoseconds fit i128 for any SystemTime (u64 seconds).
     match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
-        Err(e) => -i64::try_from(e.duration().as_nanos()).unwrap_or(i64::MAX),
+        Ok(d) => d.as_nanos() as i128,
+        Err(e) => -(e.duration().as_nanos() as i128),
     }
 }
 
-fn filetime_of(ns: i64) -> filetime::FileTime {
-    filetime::FileTime::from_unix_time(ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000) as u32)
+/// `ns` as a file time; times no filesystem holds saturate (setting one
+/// then fails or clamps in the kernel, and a rescan reads what it kept).
+fn filetime_of(ns: i128) -> filetime::FileTime {
+    let secs = ns.div_euclid(1_000_000_000);
+    let secs = i64::try_from(secs).unwrap_or(if secs < 0 { i64::MIN } else { i64::MAX });
+    filetime::FileTime::from_unix_time(secs, ns.rem_euclid(1_000_000_000) as u32)
 }
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -353,6 +358,38 @@ mod tests {
         assert!(store.matches(&e.path, Some(&e)).unwrap());
         let names: Vec<_> = fs::read_dir(dir.path().join("d")).unwrap().collect();
         assert_eq!(names.len(), 1, "no temp file left");
+    }
+
+    /// Issue 13, bug 1: mtimes after 2262 (the end of 64-bit nanoseconds)
+    /// were stored as 2262-04-11 and ranked wrong. Every time a filesystem
+    /// holds round-trips: written, read back by a scan, still matching.
+    #[test]
+    fn far_past_and_far_future_mtimes_round_trip() {
+        let (_dir, store) = setup();
+        // 1950, 2300 and 2400, to the nanosecond.
+        for (i, mtime) in [-631_152_000_000_000_001i128, 10_413_792_000_123_456_789, 13_569_465_600_987_654_321]
+            .into_iter()
+            .enumerate()
+        {
+            let path = rel(&format!("t{i}"));
+            let mut tmp = store.create_temp(&path).unwrap();
+            tmp.file.write_all(b"when").unwrap();
+            let e = Entry {
+                path: path.clone(),
+                kind: Kind::File,
+                deleted: false,
+                size: 4,
+                mtime,
+                version: mtime,
+                hash: Hash::of(b"when"),
+                vector: Default::default(),
+                by: Default::default(),
+            };
+            store.commit(tmp, &e, None).unwrap();
+            let seen = store.observe(&path, None).unwrap().unwrap();
+            assert_eq!(seen.mtime, mtime, "{path}");
+            assert!(store.matches(&path, Some(&e)).unwrap());
+        }
     }
 
     #[test]

@@ -317,7 +317,7 @@ impl<N: Net> Node<N> {
         }
     }
 
-    fn now_ns(&self) -> i64 {
+    fn now_ns(&self) -> i128 {
         system_time_ns(self.net.now())
     }
 

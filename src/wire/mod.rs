@@ -147,13 +147,16 @@ pub struct Entry {
     /// File size in bytes (0 for directories and tombstones).
     pub size: u64,
     /// The file's mtime, in nanoseconds since the Unix epoch (for
-    /// directories and tombstones: when the change was seen).
-    pub mtime: i64,
+    /// directories and tombstones: when the change was seen). 128 bits:
+    /// any time a filesystem can hold (64-bit nanoseconds end in 2262).
+    #[serde(with = "nanos")]
+    pub mtime: i128,
     /// The time that ranks this version under last-modified-wins, in
     /// nanoseconds: `mtime`, unless a local change had an mtime no newer than
     /// the version it replaced (a rename, a restored backup), in which case
     /// it is that version plus one, so the user's latest action still wins.
-    pub version: i64,
+    #[serde(with = "nanos")]
+    pub version: i128,
     /// Content hash (zero for directories and tombstones).
     pub hash: Hash,
     /// The version vector: for every device that ever changed this path, the
@@ -164,6 +167,43 @@ pub struct Entry {
     /// The device that made this version (zero when unknown).
     #[serde(default)]
     pub by: NodeId,
+}
+
+/// Times in nanoseconds on the wire: a JSON number while it fits 64 bits
+/// (every time from 1677 to 2262, as before), a decimal string beyond. A
+/// number cannot carry more: messages are internally tagged, and serde
+/// buffers their numbers as 64-bit values.
+mod nanos {
+    use serde::de::{self, Visitor};
+    use serde::{Deserializer, Serializer};
+    use std::fmt;
+
+    pub fn serialize<S: Serializer>(ns: &i128, s: S) -> Result<S::Ok, S::Error> {
+        match i64::try_from(*ns) {
+            Ok(n) => s.serialize_i64(n),
+            Err(_) => s.serialize_str(&ns.to_string()),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<i128, D::Error> {
+        struct Nanos;
+        impl Visitor<'_> for Nanos {
+            type Value = i128;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("nanoseconds: an integer, or a decimal string")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<i128, E> {
+                Ok(v.into())
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<i128, E> {
+                Ok(v.into())
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<i128, E> {
+                v.parse().map_err(|_| E::invalid_value(de::Unexpected::Str(v), &self))
+            }
+        }
+        d.deserialize_any(Nanos)
+    }
 }
 
 /// A file a node asks a peer for, whole.

@@ -166,6 +166,25 @@ fn every_message_round_trips() {
     }
 }
 
+/// Issue 13, bug 1: times beyond 64-bit nanoseconds (after 2262, before
+/// 1677) travel exactly, as decimal strings; the others stay numbers.
+#[test]
+fn times_beyond_64_bits_round_trip() {
+    let mut e = match &examples()[2].1 {
+        Message::Index { entries, .. } => entries[1].clone(),
+        other => panic!("{other:?}"),
+    };
+    for t in [10_413_792_000_123_456_789i128, -11_676_096_000_000_000_001, i128::MAX, i128::MIN, 7] {
+        e.mtime = t;
+        e.version = t.saturating_sub(1);
+        let msg = Message::Update { entries: vec![e.clone()] };
+        let (back, _) = decode(&encode(&msg)).unwrap().unwrap();
+        assert_eq!(back, msg);
+    }
+    let json = serde_json::to_string(&e).unwrap();
+    assert!(json.contains("\"mtime\":7"), "{json}");
+}
+
 #[test]
 fn incomplete_frames_ask_for_more() {
     let frame = encode(&examples()[2].1);

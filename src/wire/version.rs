@@ -88,9 +88,10 @@ impl Vector {
     }
 
     /// This vector after `device` made a change ranked at `version` (ns).
-    pub fn bump(&self, device: NodeId, version: i64) -> Vector {
+    pub fn bump(&self, device: NodeId, version: i128) -> Vector {
         let mut v = self.clone();
-        let next = self.get(device).saturating_add(1).max(u64::try_from(version).unwrap_or(0));
+        let version = u64::try_from(version.max(0)).unwrap_or(u64::MAX);
+        let next = self.get(device).saturating_add(1).max(version);
         v.raise(device, next);
         v
     }

@@ -5,7 +5,7 @@ use super::*;
 
 /// The common ancestor both sides start from, then a version of it made by
 /// device `dev` at time `t` that saw it.
-fn edited(base: &Entry, dev: NodeId, t: i64, content: &[u8]) -> Entry {
+fn edited(base: &Entry, dev: NodeId, t: i128, content: &[u8]) -> Entry {
     Entry {
         vector: base.vector.bump(dev, t),
         by: dev,
@@ -13,7 +13,7 @@ fn edited(base: &Entry, dev: NodeId, t: i64, content: &[u8]) -> Entry {
     }
 }
 
-fn deleted(base: &Entry, dev: NodeId, t: i64) -> Entry {
+fn deleted(base: &Entry, dev: NodeId, t: i128) -> Entry {
     Entry {
         vector: base.vector.bump(dev, t),
         by: dev,

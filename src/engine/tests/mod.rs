@@ -16,7 +16,7 @@ fn p(s: &str) -> RelPath {
     RelPath::new(s).unwrap()
 }
 
-fn file(path: &str, t: i64, content: &[u8]) -> Entry {
+fn file(path: &str, t: i128, content: &[u8]) -> Entry {
     Entry {
         path: p(path),
         kind: Kind::File,
@@ -30,14 +30,14 @@ fn file(path: &str, t: i64, content: &[u8]) -> Entry {
     }
 }
 
-fn big(path: &str, t: i64, seed: u8) -> Entry {
+fn big(path: &str, t: i128, seed: u8) -> Entry {
     Entry {
         size: DELTA_MIN_SIZE * 2,
         ..file(path, t, &[seed])
     }
 }
 
-fn dir(path: &str, t: i64) -> Entry {
+fn dir(path: &str, t: i128) -> Entry {
     Entry {
         path: p(path),
         kind: Kind::Dir,
@@ -51,7 +51,7 @@ fn dir(path: &str, t: i64) -> Entry {
     }
 }
 
-fn tomb(path: &str, t: i64) -> Entry {
+fn tomb(path: &str, t: i128) -> Entry {
     Entry {
         deleted: true,
         size: 0,

@@ -13,7 +13,7 @@ fn asking_for(f: &Entry, local: &[Entry]) -> Engine {
 }
 
 /// A folder's tombstone.
-fn dir_tomb(path: &str, t: i64) -> Entry {
+fn dir_tomb(path: &str, t: i128) -> Entry {
     Entry {
         deleted: true,
         ..dir(path, t)
