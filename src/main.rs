@@ -62,10 +62,27 @@ fn main() -> ExitCode {
     match run(config, bars) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("dirsync: error: {e:#}");
+            eprintln!("dirsync: error: {}", chain(&e));
             ExitCode::from(1)
         }
     }
+}
+
+/// An error and its causes on one line, each cause once: our error types
+/// already name their cause in their own message, and `{:#}` would repeat
+/// it ("...: Address already in use: Address already in use").
+fn chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out += ": ";
+            }
+            out += &text;
+        }
+    }
+    out
 }
 
 /// Parse the command line; on `--help` or a usage error, print and return

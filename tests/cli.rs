@@ -119,6 +119,9 @@ fn port_in_use() {
     let bport = free_udp_port().to_string();
     let out = run(&[d.path().to_str().unwrap(), "-l", &port, "-b", &bport]);
     assert_clean_failure(&out, 1, &format!("cannot listen on TCP port {port}"));
+    // Its cause once, not twice (issue 13).
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("in use").count(), 1, "{err}");
 }
 
 #[test]
@@ -143,4 +146,22 @@ fn signature_dir_inside_the_synced_dir_is_refused() {
     let sig = d.path().join("sigs");
     let out = run(&[d.path().to_str().unwrap(), "-s", sig.to_str().unwrap()]);
     assert_clean_failure(&out, 2, "lies inside DIR");
+}
+
+/// Issue 13, bug 8: a state directory inside DIR by way of a symlink, or
+/// of `..` through folders that do not exist yet, passed the check, and
+/// the node then synced its own index to its peers.
+#[test]
+fn signature_dir_reaching_into_the_synced_dir_is_refused() {
+    let outside = tempfile::tempdir().unwrap();
+    let d = outside.path().join("synced");
+    std::fs::create_dir(&d).unwrap();
+    std::os::unix::fs::symlink(&d, outside.path().join("link")).unwrap();
+    let through_link = outside.path().join("link/state");
+    let through_missing = outside.path().join("new/deeper/../../synced/state");
+    for sig in [through_link, through_missing] {
+        let out = run(&[d.to_str().unwrap(), "-s", sig.to_str().unwrap(), "-l", &free_tcp_port().to_string()]);
+        assert_clean_failure(&out, 2, "lies inside DIR");
+        assert!(!d.join("state").exists(), "{} was created", sig.display());
+    }
 }

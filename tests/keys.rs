@@ -66,7 +66,15 @@ fn keygen_writes_a_private_key_and_never_overwrites() {
     fs::create_dir(&dir).unwrap();
     let bad = scratch.path().join("bad.key");
     fs::write(&bad, "not a key\n").unwrap();
-    for (file, needle) in [(bad.as_path(), "64 hex digits"), (&scratch.path().join("nope"), "No such file")] {
+    // A folder named as the key file says so (issue 13: it said "expected
+    // 64 hex digits").
+    let folder = scratch.path().join("keys");
+    fs::create_dir(&folder).unwrap();
+    for (file, needle) in [
+        (bad.as_path(), "64 hex digits"),
+        (&scratch.path().join("nope"), "No such file"),
+        (folder.as_path(), "is a folder"),
+    ] {
         let out = Command::new(BIN)
             .arg(&dir)
             .arg("--key-file")

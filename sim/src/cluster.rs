@@ -831,7 +831,10 @@ impl Cluster {
     pub fn plant_temp_file(&mut self, host: usize, dir: &str, content: &[u8]) {
         let d = self.hosts[host].root.join(dir);
         fs::create_dir_all(&d).unwrap();
-        fs::write(d.join(format!("{TEMP_PREFIX}crashed-{}", self.rng.next_u64())), content).unwrap();
+        // Named as the host's node writes them: only those are its own.
+        let device = fs::read_to_string(self.hosts[host].root.join(crate::tree::STATE_DIR).join("device")).unwrap_or_default();
+        let name = dirsync::wire::temp_name(device.trim(), self.rng.next_u64() % 1_000_000);
+        fs::write(d.join(name), content).unwrap();
     }
 
     /// Set what the scenario expects at `path` (overriding the model the

@@ -67,7 +67,7 @@ impl TreeReader {
                 if rel == STATE_DIR {
                     continue;
                 }
-                if e.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+                if dirsync::wire::temp_name_device(&e.file_name().to_string_lossy()).is_some() {
                     temps.push(rel);
                     continue;
                 }

@@ -10,7 +10,7 @@ use crate::wire::{NodeId, STATE_DIR_NAME};
 use argh::{EarlyExit, FromArgs};
 use std::hash::{BuildHasher, Hasher};
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -97,7 +97,7 @@ impl StatusArgs {
     /// Where the node keeps its state, hence its control socket.
     pub fn state_dir(&self) -> Result<PathBuf, CliError> {
         if let Some(s) = &self.signature_dir {
-            return Ok(s.canonicalize().unwrap_or_else(|_| s.clone()));
+            return Ok(resolve(s));
         }
         let shown = self.dir.display().to_string();
         let dir = self.dir.canonicalize().map_err(|e| match e.kind() {
@@ -183,15 +183,11 @@ impl Args {
         let state_dir = match self.signature_dir {
             None => default_state,
             Some(s) => {
-                let abs = if s.is_absolute() {
-                    s
-                } else {
-                    std::env::current_dir().map(|c| c.join(&s)).unwrap_or(s)
-                };
-                // Compare canonical forms where they exist, so `DIR/../DIR/x` is caught.
-                let canon = abs.canonicalize().unwrap_or_else(|_| abs.clone());
+                // Resolved first, so `DIR/../DIR/x`, a symlink into DIR and
+                // `..` through folders not made yet are all caught (issue 13).
+                let canon = resolve(&s);
                 if canon != default_state && canon.starts_with(&dir) {
-                    return Err(CliError::StateInsideDir(abs.display().to_string()));
+                    return Err(CliError::StateInsideDir(s.display().to_string()));
                 }
                 canon
             }
@@ -257,6 +253,34 @@ impl KeygenArgs {
 /// Command words dispatched before the main `dirsync DIR` flags (a
 /// directory literally named like one is given as `./keygen`).
 pub const KEYGEN: &str = "keygen";
+
+/// Where `path` leads: the canonical form (symlinks resolved) of the part
+/// that exists, then the rest with `.` and `..` applied as written, the
+/// way creating it would go.
+fn resolve(path: &Path) -> PathBuf {
+    let abs = match std::env::current_dir() {
+        Ok(cwd) if path.is_relative() => cwd.join(path),
+        _ => path.to_path_buf(),
+    };
+    let parts: Vec<Component> = abs.components().collect();
+    // The longest prefix that exists, canonical; then the rest as written.
+    let exists = (0..=parts.len())
+        .rev()
+        .find(|&n| std::fs::symlink_metadata(parts[..n].iter().collect::<PathBuf>()).is_ok())
+        .unwrap_or(0);
+    let prefix: PathBuf = parts[..exists].iter().collect();
+    let mut out = prefix.canonicalize().unwrap_or(prefix);
+    for part in &parts[exists..] {
+        match part {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
 
 #[cfg(test)]
 mod tests {

@@ -219,7 +219,7 @@ mod tests {
 
     fn setup() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::new(dir.path().to_path_buf(), dir.path().join(".dirsync"));
+        let store = Store::new(dir.path().to_path_buf(), dir.path().join(".dirsync"), crate::wire::NodeId(0xd1));
         (dir, store)
     }
 
@@ -250,7 +250,12 @@ mod tests {
         fs::write(root.join(".dirsync/index"), b"x").unwrap();
         fs::create_dir_all(root.join("a/b")).unwrap();
         fs::write(root.join("a/b/f.txt"), b"hello").unwrap();
-        fs::write(root.join("a/.dirsync-tmp-1-2"), b"partial").unwrap();
+        let ours = crate::wire::temp_name("00000000000000d1", 3);
+        let theirs = crate::wire::temp_name("00000000000000d2", 3);
+        fs::write(root.join("a").join(&ours), b"partial").unwrap();
+        fs::write(root.join("a").join(&theirs), b"partial").unwrap();
+        // A user's file that only looks like a temp file (issue 13, bug 3).
+        fs::write(root.join("a/.dirsync-tmp-notes.txt"), b"mine").unwrap();
         std::os::unix::fs::symlink("/etc", root.join("link")).unwrap();
         let mut got: Vec<_> = store
             .scan(None, &|_| None)
@@ -262,12 +267,16 @@ mod tests {
             got,
             [
                 ("a".into(), Kind::Dir),
+                ("a/.dirsync-tmp-notes.txt".to_string(), Kind::File),
                 ("a/b".into(), Kind::Dir),
                 ("a/b/f.txt".to_string(), Kind::File)
             ]
         );
+        // Only our own temp files go.
         assert_eq!(store.clean_temp_files(), 1);
-        assert!(!root.join("a/.dirsync-tmp-1-2").exists());
+        assert!(!root.join("a").join(&ours).exists());
+        assert!(root.join("a").join(&theirs).exists());
+        assert!(root.join("a/.dirsync-tmp-notes.txt").exists());
         assert!(root.join(".dirsync/index").exists());
     }
 
@@ -302,7 +311,7 @@ mod tests {
         assert_eq!(store.dir_state(), DirState::Empty, "state and temp files do not count");
         fs::write(dir.path().join("f"), b"").unwrap();
         assert_eq!(store.dir_state(), DirState::Present);
-        let gone = Store::new(dir.path().join("nope"), dir.path().join("nope/.dirsync"));
+        let gone = Store::new(dir.path().join("nope"), dir.path().join("nope/.dirsync"), crate::wire::NodeId(0xd1));
         assert!(matches!(gone.dir_state(), DirState::Missing(_)));
     }
 

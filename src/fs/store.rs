@@ -8,7 +8,7 @@
 //! Must not: decide what to change (the engine does).
 
 use crate::engine::ActionError;
-use crate::wire::{Entry, Hash, Kind, PathError, RelPath, TEMP_PREFIX};
+use crate::wire::{temp_name, temp_name_device, Entry, Hash, Kind, NodeId, PathError, RelPath};
 use std::collections::BTreeSet;
 use std::fs::{self, File, Metadata};
 use std::io::{self, Read, Write};
@@ -116,11 +116,14 @@ pub struct Store {
     pub(super) root: PathBuf,
     /// The state directory, when it lies inside the root (never scanned).
     state_dir: PathBuf,
+    /// This directory's device id: it names our temp files, so only those
+    /// are ever swept.
+    device: NodeId,
 }
 
 impl Store {
-    pub fn new(root: PathBuf, state_dir: PathBuf) -> Self {
-        Store { root, state_dir }
+    pub fn new(root: PathBuf, state_dir: PathBuf, device: NodeId) -> Self {
+        Store { root, state_dir, device }
     }
 
     /// The full path of `rel`, after checking that no ancestor inside the
@@ -139,11 +142,7 @@ impl Store {
     }
 
     pub(super) fn skip(&self, full: &Path) -> bool {
-        full == self.state_dir
-            || full
-                .file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(TEMP_PREFIX))
+        full == self.state_dir || full.file_name().and_then(|n| n.to_str()).and_then(temp_name_device).is_some()
     }
 
     /// True if `rel` holds what `expected` says (`None`: nothing).
@@ -192,7 +191,7 @@ impl Store {
             .map(Path::to_path_buf)
             .unwrap_or_else(|| self.root.clone());
         let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path = dir.join(format!("{TEMP_PREFIX}{}-{n}", std::process::id()));
+        let path = dir.join(temp_name(&self.device.to_string(), n));
         let file = File::options().write(true).create_new(true).open(&path).map_err(io_err(&path))?;
         Ok(TempFile {
             file,
@@ -293,7 +292,11 @@ impl Store {
             for de in entries.flatten() {
                 let full = de.path();
                 let Ok(ft) = de.file_type() else { continue };
-                let is_temp = de.file_name().to_str().is_some_and(|n| n.starts_with(TEMP_PREFIX));
+                // Only ours: another device's are not ours to remove (a
+                // copy of DIR from elsewhere), and a user's file that only
+                // looks like one is not a temp file at all.
+                let device = self.device.to_string();
+                let is_temp = de.file_name().to_str().and_then(temp_name_device) == Some(device.as_str());
                 if is_temp && ft.is_file() && !keep.contains(&full) {
                     if fs::remove_file(&full).is_ok() {
                         removed += 1;
@@ -313,7 +316,7 @@ mod tests {
 
     fn setup() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::new(dir.path().to_path_buf(), dir.path().join(".dirsync"));
+        let store = Store::new(dir.path().to_path_buf(), dir.path().join(".dirsync"), NodeId(0xd1));
         (dir, store)
     }
 

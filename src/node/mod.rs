@@ -244,7 +244,8 @@ impl<N: Net> Node<N> {
         events: async_channel::Sender<Event<N>>,
         wake_announcer: async_channel::Sender<()>,
     ) -> Result<Self, NodeError> {
-        let store = Store::new(cfg.dir.clone(), cfg.state_dir.clone());
+        let device = load_device_id(&cfg.state_dir, cfg.node_id)?;
+        let store = Store::new(cfg.dir.clone(), cfg.state_dir.clone(), device);
         let cleaned = store.clean_temp_files();
         if cleaned > 0 {
             info!(count = cleaned, "removed temp files left by an earlier run");
@@ -256,7 +257,6 @@ impl<N: Net> Node<N> {
         if had_index && !history_known {
             Counters::bump(&cfg.counters.index_rebuilt);
         }
-        let device = load_device_id(&cfg.state_dir, cfg.node_id)?;
         let mut engine = Engine::new(cfg.node_id, index).with_device(device);
         if !history_known {
             engine = engine.with_unknown_history();

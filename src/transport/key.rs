@@ -25,6 +25,8 @@ pub enum KeyError {
     Io { path: String, source: std::io::Error },
     #[error("key file {0}: expected 64 hex digits (make one with `dirsync keygen FILE`)")]
     Format(String),
+    #[error("key file {0} is a folder; name the key file itself (make one with `dirsync keygen FILE`)")]
+    IsFolder(String),
     #[error("key file {0} already exists; refusing to overwrite it")]
     Exists(String),
     #[error("no randomness from the operating system: {0}")]
@@ -77,6 +79,9 @@ impl ClusterKey {
             path: shown.clone(),
             source,
         })?;
+        if meta.is_dir() {
+            return Err(KeyError::IsFolder(shown));
+        }
         // A key file is 65 bytes; refuse to read anything much larger.
         if meta.len() > 256 {
             return Err(KeyError::Format(shown));

@@ -13,7 +13,7 @@
 mod path;
 
 pub mod version;
-pub use path::{PathError, RelPath, MAX_COMPONENT_LEN, MAX_DEPTH, MAX_PATH_LEN, STATE_DIR_NAME, TEMP_PREFIX};
+pub use path::{temp_name, temp_name_device, PathError, RelPath, MAX_COMPONENT_LEN, MAX_DEPTH, MAX_PATH_LEN, STATE_DIR_NAME, TEMP_PREFIX};
 pub use version::Vector;
 
 use flate2::{read::ZlibDecoder, write::ZlibEncoder, Compression};

@@ -12,7 +12,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-/// Prefix of the temp files dirsync writes before renaming into place.
+/// Prefix of the temp files dirsync writes before renaming into place
+/// (the whole name: see `temp_name`).
 pub const TEMP_PREFIX: &str = ".dirsync-tmp-";
 /// Name of the default state directory inside the synced directory.
 pub const STATE_DIR_NAME: &str = ".dirsync";
@@ -23,6 +24,22 @@ pub const MAX_COMPONENT_LEN: usize = 255;
 /// Most components in one path. Checking a path's ancestors costs its
 /// depth times its length, so a peer must not choose thousands.
 pub const MAX_DEPTH: usize = 256;
+
+/// The name of temp file number `n` written by device `device` (16 hex
+/// digits): `.dirsync-tmp-<device>-<n>`.
+pub fn temp_name(device: &str, n: u64) -> String {
+    format!("{TEMP_PREFIX}{device}-{n}")
+}
+
+/// Whether `name` is one of dirsync's temp file names, and then the device
+/// that wrote it. Only names of exactly `temp_name`'s shape are: a user's
+/// `.dirsync-tmp-notes.txt` is an ordinary file, synced and never swept.
+pub fn temp_name_device(name: &str) -> Option<&str> {
+    let (device, n) = name.strip_prefix(TEMP_PREFIX)?.split_once('-')?;
+    let hex = device.len() == 16 && device.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let counter = !n.is_empty() && n.len() <= 20 && n.bytes().all(|b| b.is_ascii_digit());
+    (hex && counter).then_some(device)
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
@@ -68,7 +85,7 @@ impl RelPath {
             if part.is_empty() || part == "." || part == ".." || part.len() > MAX_COMPONENT_LEN {
                 return Err(PathError::BadComponent(s));
             }
-            if part.starts_with(TEMP_PREFIX) || (i == 0 && part == STATE_DIR_NAME) {
+            if temp_name_device(part).is_some() || (i == 0 && part == STATE_DIR_NAME) {
                 return Err(PathError::Reserved(s));
             }
         }
@@ -190,7 +207,7 @@ mod tests {
             "a\\..\\b",
             ".dirsync",
             ".dirsync/index",
-            "d/.dirsync-tmp-x",
+            "d/.dirsync-tmp-0123456789abcdef-7",
             long.as_str(),
             long_part.as_str(),
             deep.as_str(),
@@ -215,5 +232,25 @@ mod tests {
         assert!(!RelPath::new("ab").unwrap().is_within(&RelPath::new("a").unwrap()));
         assert_eq!(p.depth(), 3);
         assert_eq!(RelPath::from_fs(Path::new("/r"), Path::new("/r/a/b/c")).unwrap(), p);
+    }
+
+    /// Issue 13, bug 3: a user's files named like temp files were deleted
+    /// at start. Only `temp_name`'s exact shape is dirsync's.
+    #[test]
+    fn only_the_exact_temp_name_shape_is_reserved() {
+        let ours = temp_name("0123456789abcdef", 42);
+        assert_eq!(temp_name_device(&ours), Some("0123456789abcdef"));
+        for user in [
+            ".dirsync-tmp-notes.txt",
+            ".dirsync-tmp-",
+            ".dirsync-tmp-0123456789abcdef-",
+            ".dirsync-tmp-0123456789abcdef-1x",
+            ".dirsync-tmp-0123456789ABCDEF-1",
+            ".dirsync-tmp-0123456789abcde-1",
+            ".dirsync-tmp-1-2",
+        ] {
+            assert_eq!(temp_name_device(user), None, "{user}");
+            assert!(RelPath::new(format!("d/{user}")).is_ok(), "{user} is an ordinary name");
+        }
     }
 }
