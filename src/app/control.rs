@@ -60,6 +60,12 @@ impl Status {
         if let Some(why) = &self.suspended {
             out += &format!("NOT SYNCING  {why}\n");
         }
+        if self.retrying_total > 0 {
+            out += &format!("retrying {} (failed, tried again with backoff)\n", files(self.retrying_total));
+            for r in &self.retrying {
+                out += &format!("  {}  ({} attempts)  {}\n", r.path, r.attempts, r.error);
+            }
+        }
         out += &format!("error    {}\n", self.last_error.as_deref().unwrap_or("none"));
         out
     }
@@ -259,6 +265,8 @@ mod tests {
             unreachable: vec![("nas.lan:6000".into(), 4)],
             last_error: None,
             suspended: None,
+            retrying: vec![],
+            retrying_total: 0,
             counters: Default::default(),
         }
     }

@@ -213,6 +213,8 @@ mod tests {
             unreachable: vec![],
             last_error: None,
             suspended: None,
+            retrying: vec![],
+            retrying_total: 0,
             counters: Default::default(),
         }
     }

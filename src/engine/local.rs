@@ -27,18 +27,19 @@ impl Engine {
     /// scan lacks are deletions, unless they lie at or under a path that
     /// failed (unknown, not gone: their entries stay until a later scan).
     ///
-    /// The mass-delete guard: if DIR is missing, or holds nothing while the
-    /// index holds live files (an unmounted disk looks like this, and so
-    /// does deleting everything: either way the deletion of everything is
-    /// never sent), no deletion is recorded; syncing stops
-    /// (`Command::Suspend`) until a scan finds DIR holding something again
-    /// (`Command::Resume`). To empty DIR on purpose, leave one file in it.
+    /// The mass-delete guard: if DIR is missing, unreadable, or lacks its
+    /// marker folder `DIR/.dirsync` (an unmounted disk looks like this),
+    /// this scan records nothing, and syncing stops (`Command::Suspend`)
+    /// until a scan finds DIR with its marker again (`Command::Resume`).
+    /// The marker is checked after the scan has read the tree, so a scan
+    /// that saw the disk go records none of what it saw. A DIR emptied with
+    /// its marker kept (`rm -rf DIR/*`) is a user's deletion, and travels.
     pub fn handle_scan(&mut self, now: i128, scan: Scan) {
+        self.clock = self.clock.max(now);
         let Scan { roots, found, failed, dir } = scan;
-        let live_files = self.index.live_files().0;
-        if let Some(reason) = safety::dir_gone(&dir, live_files) {
+        if let Some(reason) = safety::dir_gone(&dir) {
             if self.suspended.is_none() {
-                error!(%reason, "not syncing, so that no deletion of everything reaches the peers: is the disk unmounted? Syncing resumes by itself once the directory holds its files again; to empty it on purpose, leave any one file in it");
+                error!(%reason, "not syncing, so that no deletion of everything reaches the peers: is the disk unmounted? Syncing resumes by itself once the directory and its .dirsync folder are back (mkdir DIR/.dirsync if DIR is right)");
                 self.suspended = Some(reason.clone());
                 self.commands.push(Command::Suspend { reason });
             }
@@ -91,6 +92,9 @@ impl Engine {
         }
         for e in &changes {
             debug!(path = %e.path, deleted = e.deleted, kind = ?e.kind, "local change");
+            if !e.deleted && self.index.live(&e.path).is_none() {
+                self.young.insert(e.path.clone(), now);
+            }
             self.index.insert(e.clone());
             // A local change may settle a version we were waiting for.
             self.settle(e);

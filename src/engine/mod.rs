@@ -26,12 +26,14 @@ pub mod index;
 mod local;
 mod receive;
 mod remote;
+mod repair;
 mod safety;
 mod types;
 
 #[cfg(test)]
 mod tests;
 
+pub use repair::RetryReport;
 pub use types::{Action, ActionError, Command, DirState, Observed, Receive, Scan, Transfer};
 
 use crate::wire::{Entry, Hash, Kind, Message, NodeId, RelPath, MAX_ENTRIES};
@@ -75,6 +77,8 @@ struct Peer {
     /// The file the peer is streaming now (between `FileStart` and
     /// `FileEnd`).
     receiving: Option<Receiving>,
+    /// Repairing a difference of digests (see `repair.rs`).
+    resync: repair::Resync,
 }
 
 /// A file a peer is streaming.
@@ -107,6 +111,14 @@ pub struct Engine {
     peers: BTreeMap<NodeId, Peer>,
     needs: BTreeMap<RelPath, Need>,
     inflight: BTreeMap<RelPath, Inflight>,
+    /// Versions we failed to take, tried again with backoff.
+    retries: BTreeMap<RelPath, repair::Retry>,
+    /// Paths that appeared here lately, looked at again once a moment
+    /// later: a file written and renamed away at once must not stay live
+    /// in the index.
+    young: BTreeMap<RelPath, i128>,
+    /// The latest time an input brought (`handle_tick`, `handle_scan`).
+    clock: i128,
     /// Needs that may not be asked for yet: a superset of the needs not in
     /// flight, so that `schedule` looks only at these and not at every need
     /// (it runs after every message; a full pass made an initial sync of
@@ -137,6 +149,9 @@ impl Engine {
             peers: BTreeMap::new(),
             needs: BTreeMap::new(),
             inflight: BTreeMap::new(),
+            retries: BTreeMap::new(),
+            young: BTreeMap::new(),
+            clock: 0,
             unscheduled: BTreeSet::new(),
             commands: Vec::new(),
             dirty: false,
@@ -220,7 +235,7 @@ impl Engine {
 
     /// Paths still wanted from peers (including those being received).
     pub fn pending(&self) -> usize {
-        self.needs.len()
+        self.needs.len() + self.retries.keys().filter(|p| !self.needs.contains_key(*p)).count()
     }
 
     /// What is still to receive, per peer: files and bytes. A path counts
@@ -238,6 +253,12 @@ impl Engine {
                 slot.0 += 1;
                 slot.1 += need.entry.size;
             }
+        }
+        for (path, retry) in self.retries.iter().filter(|(p, _)| !self.needs.contains_key(*p)) {
+            let _ = path;
+            let slot = out.entry(retry.peer).or_default();
+            slot.0 += 1;
+            slot.1 += retry.entry.size;
         }
         out
     }
@@ -301,7 +322,7 @@ impl Engine {
     /// Tell every peer our tree digest if it changed since we last told
     /// it. The node calls this at a steady pace (once a second), which is
     /// the rate limit.
-    pub fn share_digest(&mut self) {
+    pub(super) fn share_digest(&mut self) {
         let digest = self.tree_digest();
         let stale: Vec<NodeId> = self
             .peers
@@ -375,6 +396,9 @@ impl Engine {
     /// A request left in flight would let its older content, arriving
     /// later, replace `e` on disk (found by the simulation).
     pub(super) fn settle(&mut self, e: &Entry) {
+        if self.retries.get(&e.path).is_some_and(|r| !beats(&r.entry, e)) {
+            self.retries.remove(&e.path);
+        }
         if self.needs.get(&e.path).is_some_and(|n| !beats(&n.entry, e)) {
             self.needs.remove(&e.path);
         }

@@ -185,16 +185,21 @@ impl Engine {
                 self.stats.failed += 1;
                 warn!(path = %entry.path, %peer, %reason, "receiving failed");
                 self.last_error = Some(format!("receiving {} from {peer}: {reason}", entry.path));
-                // A failure of an older version leaves a newer need alone.
+                self.vacated(&entry.path);
+                // The disk may hold something else than we thought.
+                self.commands.push(Command::Rescan {
+                    paths: vec![entry.path.clone()],
+                });
+                // A failure of an older version leaves a newer need alone;
+                // a failed delta is asked again whole at once; anything
+                // else is tried again later (a full disk, a read-only
+                // folder, a file changed meanwhile), never forgotten.
                 let need = self.needs.get_mut(&entry.path).filter(|n| same_version(&n.entry, &entry));
                 match need {
                     Some(n) if transfer == Transfer::Delta && !n.whole => n.whole = true,
-                    Some(_) => self.drop_source(&entry.path, peer),
+                    Some(_) => self.retry_later(peer, entry, reason),
                     None => {}
                 }
-                self.vacated(&entry.path);
-                // The disk may hold something else than we thought.
-                self.commands.push(Command::Rescan { paths: vec![entry.path] });
             }
         }
         self.schedule();
@@ -228,6 +233,7 @@ impl Engine {
                 Err(reason) => {
                     self.stats.failed += 1;
                     warn!(path = %from.path, copy = %copy.path, %reason, "could not keep the losing version of a concurrent edit; keeping it in place for now");
+                    self.retry_later(peer, then, reason.to_string());
                 }
             }
             self.check_synced(peer);
@@ -254,11 +260,21 @@ impl Engine {
                 let path = action.entry().path.clone();
                 warn!(%path, %peer, reason = %e, "could not apply change");
                 self.last_error = Some(format!("{} {path}: {e}", action.name()));
-                self.needs.remove(&path);
                 if let ActionError::Changed(_) = e {
-                    // The user changed it meanwhile: that change wins
-                    // locally and is announced like any other.
+                    // The user changed it meanwhile: that change is looked
+                    // at and announced like any other; the peer's version
+                    // is weighed against it again later.
                     self.commands.push(Command::Rescan { paths: vec![path] });
+                }
+                match action {
+                    // The peer's version at the target, and its deletion
+                    // of the source, are each tried again.
+                    Action::Rename { entry, from_tombstone, .. } => {
+                        self.retry_later(peer, from_tombstone, e.to_string());
+                        self.retry_later(peer, entry, e.to_string());
+                    }
+                    Action::Copy { entry, .. } => self.retry_later(peer, entry, e.to_string()),
+                    other => self.retry_later(peer, other.entry().clone(), e.to_string()),
                 }
             }
         }

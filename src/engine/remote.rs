@@ -46,6 +46,11 @@ impl Engine {
             return;
         }
         self.peers.insert(peer, Peer::default());
+        self.send_index(peer);
+    }
+
+    /// Send our whole index to `peer`, in batches.
+    pub(super) fn send_index(&mut self, peer: NodeId) {
         // Batches are cut as the index is walked: one copy of a large index
         // (the one queued for the peer), not two.
         let mut batches = Vec::new();
@@ -269,7 +274,8 @@ impl Engine {
         if e.kind == Kind::Dir {
             match live {
                 Some(l) if l.kind == Kind::Dir => self.remember(e),
-                _ => self.act(peer, Action::MakeDir { entry: e }),
+                // Nothing there, or a file the folder replaces.
+                local => self.act(peer, Action::MakeDir { entry: e, local }),
             }
             return;
         }

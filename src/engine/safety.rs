@@ -7,13 +7,13 @@ use crate::engine::index::beats;
 use crate::wire::version::Causality;
 use crate::wire::{Entry, Kind};
 
-/// Why syncing must stop (the mass-delete guard): DIR is missing, or holds
-/// nothing synced while the index holds `live_files` live files.
-pub(super) fn dir_gone(dir: &DirState, live_files: usize) -> Option<String> {
+/// Why syncing must stop (the mass-delete guard): DIR is missing, cannot
+/// be read, or lacks its marker folder. An emptied DIR that keeps its
+/// marker is a user's deletion like any other, and travels.
+pub(super) fn dir_gone(dir: &DirState) -> Option<String> {
     match dir {
-        DirState::Missing(why) => Some(format!("the directory cannot be read ({why})")),
-        DirState::Empty if live_files > 0 => Some(format!("the directory is empty, but the index says it held {live_files} files")),
-        _ => None,
+        DirState::Missing(why) => Some(format!("the directory is not there as synced: {why}")),
+        DirState::Present => None,
     }
 }
 

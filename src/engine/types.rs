@@ -22,11 +22,10 @@ pub struct Observed {
 /// What a scan saw of DIR itself, for the mass-delete guard.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DirState {
-    /// DIR holds at least one synced file or folder.
+    /// DIR is a readable directory holding its marker, `DIR/.dirsync`.
     Present,
-    /// DIR exists but holds nothing dirsync syncs.
-    Empty,
-    /// DIR cannot be read as a directory (the reason).
+    /// DIR cannot be read as a directory, or its marker is gone (an
+    /// unmounted disk looks like this): the reason.
     Missing(String),
 }
 
@@ -47,8 +46,9 @@ pub struct Scan {
 /// never overwrites or deletes a change the user made meanwhile.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    /// Create directory `entry.path` (and its parents).
-    MakeDir { entry: Entry },
+    /// Create directory `entry.path` (and its parents), replacing `local`,
+    /// the file the path holds here, if any.
+    MakeDir { entry: Entry, local: Option<Entry> },
     /// Remove `local` (a file, or an empty directory): `entry` is the winning
     /// tombstone.
     Delete { entry: Entry, local: Entry },
@@ -74,7 +74,7 @@ impl Action {
     /// The version this action installs.
     pub fn entry(&self) -> &Entry {
         match self {
-            Action::MakeDir { entry }
+            Action::MakeDir { entry, .. }
             | Action::Delete { entry, .. }
             | Action::SetMtime { entry, .. }
             | Action::Rename { entry, .. }

@@ -8,7 +8,7 @@
 
 use super::store::{io_err, mtime_ns, Store, StoreError};
 use crate::engine::{DirState, Observed};
-use crate::wire::{Entry, Hash, Kind, RelPath};
+use crate::wire::{Entry, Hash, Kind, RelPath, STATE_DIR_NAME};
 use std::fs::{self, File, Metadata};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -195,20 +195,15 @@ impl Store {
     pub fn dir_state(&self) -> DirState {
         match fs::metadata(&self.root) {
             Ok(m) if m.is_dir() => {}
-            Ok(_) => return DirState::Missing("not a directory".into()),
-            Err(e) => return DirState::Missing(e.to_string()),
+            Ok(_) => return DirState::Missing("it is not a directory".into()),
+            Err(e) => return DirState::Missing(format!("it cannot be read: {e}")),
         }
-        match fs::read_dir(&self.root) {
-            Ok(entries) => {
-                let mut entries = entries;
-                let synced = entries.any(|de| de.is_ok_and(|de| !self.skip(&de.path())));
-                if synced {
-                    DirState::Present
-                } else {
-                    DirState::Empty
-                }
-            }
-            Err(e) => DirState::Missing(e.to_string()),
+        if let Err(e) = fs::read_dir(&self.root) {
+            return DirState::Missing(format!("it cannot be read: {e}"));
+        }
+        match fs::metadata(self.marker()) {
+            Ok(m) if m.is_dir() => DirState::Present,
+            _ => DirState::Missing(format!("its marker folder {STATE_DIR_NAME} is missing")),
         }
     }
 }
@@ -303,14 +298,14 @@ mod tests {
     }
 
     #[test]
-    fn dir_state_tells_missing_empty_and_present() {
+    fn dir_state_needs_the_directory_and_its_marker() {
         let (dir, store) = setup();
-        assert_eq!(store.dir_state(), DirState::Empty);
-        fs::create_dir_all(dir.path().join(".dirsync")).unwrap();
-        fs::write(dir.path().join(".dirsync-tmp-1-1"), b"").unwrap();
-        assert_eq!(store.dir_state(), DirState::Empty, "state and temp files do not count");
         fs::write(dir.path().join("f"), b"").unwrap();
+        assert!(matches!(store.dir_state(), DirState::Missing(why) if why.contains("marker")));
+        fs::create_dir_all(dir.path().join(".dirsync")).unwrap();
         assert_eq!(store.dir_state(), DirState::Present);
+        fs::remove_file(dir.path().join("f")).unwrap();
+        assert_eq!(store.dir_state(), DirState::Present, "empty with its marker: present");
         let gone = Store::new(dir.path().join("nope"), dir.path().join("nope/.dirsync"), crate::wire::NodeId(0xd1));
         assert!(matches!(gone.dir_state(), DirState::Missing(_)));
     }

@@ -50,6 +50,23 @@ pub fn prepare_state_dir(dir: &Path) -> Result<(), StateError> {
     Ok(())
 }
 
+/// Make DIR's marker folder (`DIR/.dirsync`, which proves DIR is the
+/// directory synced, see `Store::dir_state`) at start when it is missing,
+/// unless DIR is empty while the index held files: that is what an
+/// unmounted disk looks like, and the node then waits instead.
+pub fn ensure_marker(marker: &Path, index_had_files: bool) -> Result<(), StateError> {
+    if marker.is_dir() {
+        return Ok(());
+    }
+    let dir = marker.parent().unwrap_or(marker);
+    let dir_empty = std::fs::read_dir(dir).map_or(true, |mut d| d.next().is_none());
+    if index_had_files && dir_empty {
+        warn!(dir = %dir.display(), "the directory is empty and has no .dirsync folder, but the index held files: not syncing until it is back (mkdir it if this is right)");
+        return Ok(());
+    }
+    std::fs::create_dir_all(marker).map_err(io_err(marker))
+}
+
 /// The synced directory's device id: read from `state_dir/device`, or, on
 /// the first start (or if that file is unreadable), `fresh` written there.
 /// Unlike the node id, which is new on every start, it stays with the

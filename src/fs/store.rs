@@ -8,7 +8,7 @@
 //! Must not: decide what to change (the engine does).
 
 use crate::engine::ActionError;
-use crate::wire::{temp_name, temp_name_device, Entry, Hash, Kind, NodeId, PathError, RelPath};
+use crate::wire::{temp_name, temp_name_device, Entry, Hash, Kind, NodeId, PathError, RelPath, STATE_DIR_NAME};
 use std::collections::BTreeSet;
 use std::fs::{self, File, Metadata};
 use std::io::{self, Read, Write};
@@ -141,8 +141,14 @@ impl Store {
         Ok(rel.to_fs(&self.root))
     }
 
+    /// The folder whose presence proves DIR is the directory we synced:
+    /// `DIR/.dirsync` (the state directory by default, else kept empty).
+    pub fn marker(&self) -> PathBuf {
+        self.root.join(STATE_DIR_NAME)
+    }
+
     pub(super) fn skip(&self, full: &Path) -> bool {
-        full == self.state_dir || full.file_name().and_then(|n| n.to_str()).and_then(temp_name_device).is_some()
+        full == self.state_dir || full == self.marker() || full.file_name().and_then(|n| n.to_str()).and_then(temp_name_device).is_some()
     }
 
     /// True if `rel` holds what `expected` says (`None`: nothing).
@@ -172,6 +178,27 @@ impl Store {
     fn make_parents(&self, rel: &RelPath) -> Result<(), StoreError> {
         if let Some(parent) = rel.parent() {
             self.make_dir(&parent)?;
+        }
+        Ok(())
+    }
+
+    /// Create directory `rel`, replacing `local`, the file it holds now
+    /// (checked to be unchanged first).
+    pub fn make_dir_over(&self, rel: &RelPath, local: Option<&Entry>) -> Result<(), StoreError> {
+        if let Some(file) = local.filter(|l| !l.deleted && l.kind == Kind::File) {
+            self.ensure_matches(rel, Some(file))?;
+            let full = self.full_path(rel)?;
+            fs::remove_file(&full).map_err(io_err(&full))?;
+        }
+        self.make_dir(rel)
+    }
+
+    /// Make room at `full` for a file where the index says `expected` is:
+    /// a folder there (emptied by the deletions that came with the file)
+    /// is removed; one that still holds something fails as not empty.
+    fn clear_folder(full: &Path, expected: Option<&Entry>) -> Result<(), StoreError> {
+        if expected.is_some_and(|e| !e.deleted && e.kind == Kind::Dir) && full.is_dir() {
+            fs::remove_dir(full).map_err(io_err(full))?;
         }
         Ok(())
     }
@@ -212,6 +239,7 @@ impl Store {
     pub fn install(&self, mut tmp: TempFile, entry: &Entry, expected: Option<&Entry>) -> Result<(), StoreError> {
         self.ensure_matches(&entry.path, expected)?;
         let full = self.full_path(&entry.path)?;
+        Self::clear_folder(&full, expected)?;
         fs::rename(&tmp.path, &full).map_err(io_err(&full))?;
         // The rename consumed the temp file's name: dropping it now only
         // closes the file. (It was `mem::forget`, which leaked one open file
@@ -252,6 +280,7 @@ impl Store {
         let src = self.full_path(&from.path)?;
         let dst = self.full_path(&entry.path)?;
         filetime::set_file_mtime(&src, filetime_of(entry.mtime)).map_err(io_err(&src))?;
+        Self::clear_folder(&dst, local)?;
         fs::rename(&src, &dst).map_err(io_err(&dst))
     }
 
@@ -393,6 +422,39 @@ mod tests {
             assert_eq!(seen.mtime, mtime, "{path}");
             assert!(store.matches(&path, Some(&e)).unwrap());
         }
+    }
+
+    /// Issue 13, bug 5: a folder where a file was, and a file where a
+    /// folder was.
+    #[test]
+    fn a_folder_replaces_a_file_and_a_file_an_emptied_folder() {
+        let (dir, store) = setup();
+        fs::write(dir.path().join("x"), b"old").unwrap();
+        let file = entry_for(&store, "x");
+        store.make_dir_over(&rel("x"), Some(&file)).unwrap();
+        assert!(dir.path().join("x").is_dir());
+        let folder = Entry {
+            kind: Kind::Dir,
+            size: 0,
+            hash: Hash::ZERO,
+            ..file.clone()
+        };
+        // A folder that still holds something is not replaced.
+        fs::write(dir.path().join("x/inner"), b"i").unwrap();
+        let mut tmp = store.create_temp(&rel("y")).unwrap();
+        tmp.file.write_all(b"new").unwrap();
+        let new = Entry {
+            path: rel("x"),
+            size: 3,
+            hash: Hash::of(b"new"),
+            ..file
+        };
+        assert!(store.commit(tmp, &new, Some(&folder)).is_err());
+        fs::remove_file(dir.path().join("x/inner")).unwrap();
+        let mut tmp = store.create_temp(&rel("y")).unwrap();
+        tmp.file.write_all(b"new").unwrap();
+        store.commit(tmp, &new, Some(&folder)).unwrap();
+        assert_eq!(fs::read(dir.path().join("x")).unwrap(), b"new");
     }
 
     #[test]

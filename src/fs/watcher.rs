@@ -197,7 +197,7 @@ mod tests {
             Some(Some(RelPath::new("a/b").unwrap()))
         );
         assert_eq!(relative(&root, &state, Path::new("/r/.dirsync/index")), None);
-        assert_eq!(relative(&root, &state, Path::new("/r/a/.dirsync-tmp-1-2")), None);
+        assert_eq!(relative(&root, &state, Path::new("/r/a/.dirsync-tmp-0123456789abcdef-2")), None);
         assert_eq!(relative(&root, &state, Path::new("/elsewhere")), None);
     }
 }

@@ -21,7 +21,7 @@ pub use status::{CounterValues, Counters};
 
 use crate::engine::{Command, Engine};
 use crate::fs::receive::Received;
-use crate::fs::state::{load_device_id, load_index, prepare_state_dir, StateError, INDEX_FILE};
+use crate::fs::state::{ensure_marker, load_device_id, load_index, prepare_state_dir, StateError, INDEX_FILE};
 use crate::fs::store::{system_time_ns, Store};
 use crate::fs::watcher::LocalEvent;
 use crate::transport::conn::{Inbound, Job, PeerHello};
@@ -257,6 +257,7 @@ impl<N: Net> Node<N> {
         if had_index && !history_known {
             Counters::bump(&cfg.counters.index_rebuilt);
         }
+        ensure_marker(&store.marker(), index.live_files().0 > 0)?;
         let mut engine = Engine::new(cfg.node_id, index).with_device(device);
         if !history_known {
             engine = engine.with_unknown_history();
@@ -425,7 +426,7 @@ impl<N: Net> Node<N> {
             self.save_index();
         }
         self.dial_static_peers();
-        self.engine.share_digest();
+        self.engine.handle_tick(self.now_ns());
     }
 
     /// Stop on a shutdown request: no more work is taken, incoming files

@@ -124,8 +124,26 @@ pub struct Status {
     /// Why the node is not syncing (the mass-delete guard), if it is not.
     #[serde(default)]
     pub suspended: Option<String>,
+    /// Paths whose peer version could not be taken yet, tried again with
+    /// backoff (the first `MAX_RETRYING_SHOWN`), and how many in all.
+    #[serde(default)]
+    pub retrying: Vec<RetryingPath>,
+    #[serde(default)]
+    pub retrying_total: u64,
     #[serde(default)]
     pub counters: CounterValues,
+}
+
+/// Most failed paths `dirsync status` lists.
+pub const MAX_RETRYING_SHOWN: usize = 20;
+
+/// A path whose peer version could not be taken yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryingPath {
+    pub path: String,
+    /// The last failure.
+    pub error: String,
+    pub attempts: u32,
 }
 
 /// One connected peer, as the node sees it.
@@ -175,6 +193,7 @@ impl<N: Net> Node<N> {
             })
             .collect();
         let (files, bytes) = self.engine.tree_size();
+        let retrying = self.engine.retrying();
         Status {
             node: self.cfg.node_id,
             dir: self.cfg.dir.display().to_string(),
@@ -186,6 +205,16 @@ impl<N: Net> Node<N> {
             unreachable: self.peers.unreachable(self.net.now()),
             last_error: self.engine.last_error().map(str::to_string),
             suspended: self.engine.suspended().map(str::to_string),
+            retrying_total: retrying.len() as u64,
+            retrying: retrying
+                .into_iter()
+                .take(MAX_RETRYING_SHOWN)
+                .map(|r| RetryingPath {
+                    path: r.path.to_string(),
+                    error: r.error,
+                    attempts: r.attempts,
+                })
+                .collect(),
             counters: self.cfg.counters.values(),
         }
     }

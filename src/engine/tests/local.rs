@@ -78,24 +78,30 @@ fn a_path_that_could_not_be_observed_is_not_deleted() {
 }
 
 #[test]
-fn an_emptied_or_missing_directory_stops_syncing_instead_of_deleting_everything() {
+fn a_missing_directory_or_marker_stops_syncing_instead_of_deleting_everything() {
     let files = [file("a", 10, b"a"), file("d/b", 10, b"b"), dir("d", 10)];
-    for state in [DirState::Empty, DirState::Missing("No such file or directory".into())] {
+    let scan = |dir: DirState, found: Vec<Observed>| Scan {
+        roots: vec![None],
+        found,
+        failed: vec![],
+        dir,
+    };
+    for why in [
+        "it cannot be read: No such file or directory",
+        "its marker folder .dirsync is missing",
+    ] {
+        let state = DirState::Missing(why.into());
         let mut e = connected(&files, &[A]);
-        let scan = |dir: DirState, found: Vec<Observed>| Scan {
-            roots: vec![None],
-            found,
-            failed: vec![],
-            dir,
-        };
         e.handle_scan(100, scan(state.clone(), vec![]));
         let cmds = e.take_commands();
         assert!(matches!(&cmds[..], [Command::Suspend { .. }]), "{cmds:?}");
-        assert!(e.suspended().is_some());
-        // Nothing was recorded as deleted, and more scans change nothing.
+        assert!(e.suspended().is_some_and(|r| r.contains(why)));
+        // Nothing was recorded as deleted, and more scans change nothing,
+        // even a scan that saw part of the tree before the disk went.
         assert!(e.index().iter().all(|x| !x.deleted));
-        e.handle_scan(200, scan(state.clone(), vec![]));
+        e.handle_scan(200, scan(state.clone(), vec![observed(&files[0])]));
         assert_eq!(e.take_commands(), vec![]);
+        assert!(e.index().iter().all(|x| !x.deleted));
         // Peers are turned away while it lasts.
         e.handle_connected(B);
         assert!(matches!(&e.take_commands()[..], [Command::Close { peer, .. }] if *peer == B));
@@ -114,44 +120,29 @@ fn an_emptied_or_missing_directory_stops_syncing_instead_of_deleting_everything(
         );
         assert!(e.suspended().is_none());
     }
-    // Even the watcher's report of the last files going (a partial scan)
-    // is not sent: the deletion of everything never is. One file left in
-    // DIR and the rest goes as usual.
-    let (last, keep) = (file("last", 10, b"l"), file("keep", 10, b"k"));
-    for (dir, found) in [(DirState::Empty, vec![]), (DirState::Present, vec![observed(&keep)])] {
-        let mut e = connected(std::slice::from_ref(&last), &[A]);
-        let kept = !found.is_empty();
-        e.handle_scan(
-            100,
-            Scan {
-                roots: vec![Some(p("last")), Some(p("keep"))],
-                found,
-                failed: vec![],
-                dir,
-            },
-        );
-        let cmds = e.take_commands();
-        if kept {
-            let gone = by_me(Some(&last), tomb("last", 100));
-            assert_eq!(cmds, vec![update(A, vec![by_me(None, keep.clone()), gone])]);
-        } else {
-            assert!(matches!(&cmds[..], [Command::Suspend { .. }]), "{cmds:?}");
-        }
-    }
-    // An empty directory whose index holds no files is just empty.
-    let mut e = connected(&[dir("d", 10)], &[A]);
+}
+
+/// Issue 13, bug 4: with the old rule (an empty DIR stops syncing) some of
+/// the deletes of `rm -rf DIR/*` escaped before the guard tripped. Now the
+/// marker decides: a DIR emptied with its marker kept deletes everything,
+/// every time, in one change.
+#[test]
+fn an_emptied_directory_that_keeps_its_marker_deletes_everything() {
+    let files = [file("a", 10, b"a"), file("d/b", 10, b"b"), dir("d", 10)];
+    let mut e = connected(&files, &[A]);
     e.handle_scan(
         100,
         Scan {
             roots: vec![None],
             found: vec![],
             failed: vec![],
-            dir: DirState::Empty,
+            dir: DirState::Present,
         },
     );
     let cmds = e.take_commands();
     assert!(
-        matches!(&cmds[..], [Command::Send { msg: Message::Update { entries }, .. }] if entries[0].deleted),
+        matches!(&cmds[..], [Command::Send { msg: Message::Update { entries }, .. }] if entries.len() == 3 && entries.iter().all(|x| x.deleted)),
         "{cmds:?}"
     );
+    assert!(e.suspended().is_none());
 }

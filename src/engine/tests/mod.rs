@@ -154,7 +154,10 @@ fn a_peers_new_files_are_wanted_in_one_batch_and_folders_made_first() {
         vec![
             Command::Apply {
                 peer: A,
-                action: Action::MakeDir { entry: d.clone() }
+                action: Action::MakeDir {
+                    entry: d.clone(),
+                    local: None
+                }
             },
             want(A, &[&f1, &f2])
         ]
@@ -162,7 +165,7 @@ fn a_peers_new_files_are_wanted_in_one_batch_and_folders_made_first() {
     assert_eq!(e.pending(), 2);
     // Nothing is synchronized until the files arrive.
     assert_eq!(e.peers().collect::<Vec<_>>(), vec![(A, false)]);
-    e.handle_action_done(A, Action::MakeDir { entry: d }, Ok(()));
+    e.handle_action_done(A, Action::MakeDir { entry: d, local: None }, Ok(()));
     for f in [&f1, &f2] {
         assert!(e.content_wanted(A, f).is_ok());
         e.handle_received(A, f.clone(), Transfer::Whole, Ok(10));
@@ -300,10 +303,12 @@ fn a_big_older_copy_asks_for_a_delta_and_falls_back_to_whole() {
     };
     e.handle_received(A, theirs.clone(), Transfer::Delta, Err("hash mismatch".into()));
     assert_eq!(e.take_commands(), vec![rescan.clone(), want(A, &[&theirs])]);
-    // A whole file failing too gives up on that source.
+    // A whole file failing too is tried again later, not forgotten
+    // (issue 13, bug 6).
     e.handle_received(A, theirs.clone(), Transfer::Whole, Err("hash mismatch".into()));
     assert_eq!(e.take_commands(), vec![rescan]);
-    assert_eq!(e.pending(), 0);
+    assert_eq!(e.pending(), 1);
+    assert_eq!(e.retrying()[0].error, "hash mismatch");
 }
 
 #[test]
@@ -509,3 +514,4 @@ mod conflicts;
 mod ignore;
 mod local;
 mod receive;
+mod repair;

@@ -303,3 +303,55 @@ fn refused_content_of_the_asked_file_asks_another_source() {
     assert_eq!(e.take_commands(), vec![]);
     assert_eq!(e.pending(), 1);
 }
+
+/// Issue 13, bug 5: a file replaced by a folder never arrived ("File
+/// exists"), and the reverse failed with "Is a directory".
+#[test]
+fn a_folder_replaces_a_file_and_a_file_replaces_a_folder() {
+    let x = file("x", 5, b"x");
+    let mut e = connected(std::slice::from_ref(&x), &[A]);
+    let folder = dir("x", 9);
+    let inner = file("x/inner.txt", 9, b"i");
+    e.handle_message(
+        A,
+        Message::Update {
+            entries: vec![inner.clone(), folder.clone()],
+        },
+    );
+    assert_eq!(
+        e.take_commands(),
+        vec![
+            Command::Apply {
+                peer: A,
+                action: Action::MakeDir {
+                    entry: folder.clone(),
+                    local: Some(x)
+                }
+            },
+            want(A, &[&inner])
+        ]
+    );
+    // And back: the file's content is asked for; when it comes, the path
+    // must still hold the folder, which the store then replaces.
+    let mut e = connected(&[folder.clone(), inner.clone()], &[A]);
+    let again = file("x", 20, b"file again");
+    e.handle_message(
+        A,
+        Message::Update {
+            entries: vec![tomb("x/inner.txt", 20), again.clone()],
+        },
+    );
+    let cmds = e.take_commands();
+    assert!(
+        matches!(
+            &cmds[0],
+            Command::Apply {
+                action: Action::Delete { .. },
+                ..
+            }
+        ),
+        "{cmds:?}"
+    );
+    assert_eq!(cmds[1], want(A, &[&again]), "{cmds:?}");
+    assert_eq!(e.handle_file_start(A, &again), Receive::Write { expected: Some(folder) });
+}

@@ -1,0 +1,228 @@
+//! Converging from state, not from events (rule 8). A message can be lost,
+//! a write can fail, a race can keep a local version; none of these may
+//! leave nodes different for good:
+//!
+//! - a version we failed to take is tried again with backoff (`Retry`)
+//!   until it is taken or superseded, and counts as pending meanwhile;
+//! - a path that appeared here lately is looked at again a moment later
+//!   (a file written and renamed away at once must not stay live);
+//! - peers whose tree digests differ once both are quiet send each other
+//!   their index again (`Resync`), with backoff, and each takes what wins.
+
+use super::{Command, Engine};
+use crate::wire::{Entry, Hash, NodeId, RelPath};
+use std::collections::BTreeSet;
+use tracing::{debug, info};
+
+const SECOND: i128 = 1_000_000_000;
+/// The first wait before a failed version is tried again; it doubles.
+const RETRY_FIRST: i128 = SECOND;
+const RETRY_MAX: i128 = 60 * SECOND;
+/// How long after it appeared a path is looked at again.
+const YOUNG_AFTER: i128 = SECOND;
+/// How long two differing digests must stay unchanged before a resync.
+const QUIET: i128 = 5 * SECOND;
+/// The first wait between two resyncs with the same peer; it doubles.
+const RESYNC_FIRST: i128 = 10 * SECOND;
+const RESYNC_MAX: i128 = 600 * SECOND;
+
+/// A version we failed to take, and when to try again.
+#[derive(Debug, Clone)]
+pub(super) struct Retry {
+    pub entry: Entry,
+    /// The peer it came from, and every peer known to hold it.
+    pub peer: NodeId,
+    sources: BTreeSet<NodeId>,
+    attempts: u32,
+    /// When to try again; `None` while a try is under way.
+    due: Option<i128>,
+    pub error: String,
+}
+
+/// What a failed version looks like in `dirsync status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryReport {
+    pub path: RelPath,
+    pub error: String,
+    pub attempts: u32,
+}
+
+/// One peer's digest difference.
+#[derive(Debug, Default)]
+pub(super) struct Resync {
+    /// Our digest and the peer's, when first seen differing like this.
+    seen: Option<(Hash, Hash, i128)>,
+    /// No resync before this time.
+    not_before: i128,
+    /// Resyncs sent since the digests last agreed.
+    sent: u32,
+}
+
+/// `first`, doubled `attempts - 1` times, at most `max`.
+fn backoff(first: i128, max: i128, attempts: u32) -> i128 {
+    first.saturating_mul(1 << attempts.saturating_sub(1).min(20)).min(max)
+}
+
+impl Engine {
+    /// Taking `entry` from `peer` failed (`error`): try again later, unless
+    /// a newer version is wanted already.
+    pub(super) fn retry_later(&mut self, peer: NodeId, entry: Entry, error: String) {
+        if self.needs.get(&entry.path).is_some_and(|n| super::index::beats(&n.entry, &entry)) {
+            return;
+        }
+        let mut sources = self.needs.remove(&entry.path).map(|n| n.sources).unwrap_or_default();
+        sources.insert(peer);
+        if self
+            .inflight
+            .get(&entry.path)
+            .is_some_and(|i| !super::index::beats(&i.entry, &entry))
+        {
+            self.inflight.remove(&entry.path);
+        }
+        let attempts = match self.retries.get(&entry.path) {
+            Some(r) if super::index::same_version(&r.entry, &entry) => r.attempts + 1,
+            _ => 1,
+        };
+        let wait = backoff(RETRY_FIRST, RETRY_MAX, attempts);
+        debug!(path = %entry.path, attempts, wait_s = (wait / SECOND) as u64, "trying again later");
+        let retry = Retry {
+            peer,
+            sources,
+            attempts,
+            due: Some(self.clock.saturating_add(wait)),
+            error,
+            entry,
+        };
+        self.retries.insert(retry.entry.path.clone(), retry);
+    }
+
+    /// Versions being tried again, with the last error (for `dirsync status`).
+    pub fn retrying(&self) -> Vec<RetryReport> {
+        self.retries
+            .values()
+            .map(|r| RetryReport {
+                path: r.entry.path.clone(),
+                error: r.error.clone(),
+                attempts: r.attempts,
+            })
+            .collect()
+    }
+
+    /// Time passed (the node calls this once a second): try failed
+    /// versions again, look again at young paths, tell peers our digest,
+    /// and resync with peers whose digest differs.
+    pub fn handle_tick(&mut self, now: i128) {
+        self.clock = self.clock.max(now);
+        self.retry_due();
+        self.recheck_young();
+        self.share_digest();
+        self.resync_differing();
+    }
+
+    fn retry_due(&mut self) {
+        let clock = self.clock;
+        // A try under way whose need went (its sources left, or it was
+        // unavailable): wait for a source to come back.
+        for (path, r) in self.retries.iter_mut() {
+            if r.due.is_none() && !self.needs.contains_key(path) {
+                r.due = Some(clock.saturating_add(RETRY_MAX));
+            }
+        }
+        let due: Vec<RelPath> = self
+            .retries
+            .iter()
+            .filter(|(_, r)| r.due.is_some_and(|d| d <= clock))
+            .map(|(p, _)| p.clone())
+            .collect();
+        for path in due {
+            let Some(r) = self.retries.get_mut(&path) else { continue };
+            let connected: Vec<NodeId> = r.sources.iter().copied().filter(|s| self.peers.contains_key(s)).collect();
+            if connected.is_empty() {
+                // Its sources come back with their index; look again later.
+                r.due = Some(clock.saturating_add(RETRY_MAX));
+                continue;
+            }
+            r.due = None;
+            let entry = r.entry.clone();
+            for peer in connected {
+                self.handle_entries(peer, vec![entry.clone()]);
+            }
+            // Already here, or superseded meanwhile: nothing to try.
+            if !self.needs.contains_key(&path) && !self.commands.iter().any(|c| touches(c, &path)) {
+                self.retries.remove(&path);
+            }
+        }
+        self.schedule();
+    }
+
+    /// Look again at the paths that appeared at least `YOUNG_AFTER` ago.
+    fn recheck_young(&mut self) {
+        let clock = self.clock;
+        let old: Vec<RelPath> = self
+            .young
+            .iter()
+            .filter(|(_, t)| **t + YOUNG_AFTER <= clock)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in &old {
+            self.young.remove(p);
+        }
+        if !old.is_empty() {
+            self.commands.push(Command::Rescan { paths: old });
+        }
+    }
+
+    /// Send our index again to each peer whose digest has differed from
+    /// ours, both unchanged, for `QUIET`, while nothing is on its way
+    /// between us; with backoff while the difference stays.
+    fn resync_differing(&mut self) {
+        let ours = self.tree_digest();
+        let clock = self.clock;
+        let busy: BTreeSet<NodeId> = self
+            .needs
+            .values()
+            .flat_map(|n| n.sources.iter().copied())
+            .chain(self.inflight.values().map(|i| i.peer))
+            .chain(self.retries.values().map(|r| r.peer))
+            .collect();
+        let mut resync = Vec::new();
+        for (id, p) in self.peers.iter_mut() {
+            let r = &mut p.resync;
+            let theirs = match p.digest {
+                Some(d) if d != ours && p.index_done => d,
+                _ => {
+                    *r = super::repair::Resync::default();
+                    continue;
+                }
+            };
+            match r.seen {
+                Some((o, t, since)) if o == ours && t == theirs => {
+                    if !busy.contains(id) && clock - since >= QUIET && clock >= r.not_before {
+                        r.sent += 1;
+                        r.not_before = clock.saturating_add(backoff(RESYNC_FIRST, RESYNC_MAX, r.sent));
+                        r.seen = None;
+                        resync.push(*id);
+                    }
+                }
+                _ => r.seen = Some((ours, theirs, clock)),
+            }
+        }
+        for peer in resync {
+            info!(%peer, "tree digests differ while quiet: sending our index again");
+            self.send_index(peer);
+        }
+    }
+}
+
+/// True if `cmd` is about to change or ask for `path`.
+fn touches(cmd: &Command, path: &RelPath) -> bool {
+    match cmd {
+        Command::Apply { action, .. } => &action.entry().path == path,
+        Command::RequestDelta { want, .. } => &want.path == path,
+        Command::Send {
+            msg: crate::wire::Message::Want { files },
+            ..
+        } => files.iter().any(|f| &f.path == path),
+        _ => false,
+    }
+}

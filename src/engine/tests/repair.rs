@@ -1,0 +1,183 @@
+//! Engine tests for converging from state (rule 8): failures tried again
+//! with backoff, young paths looked at again, digests that differ while
+//! quiet repaired by a resync (issue 13, bugs 6, 7 and 10).
+
+use super::*;
+
+const S: i128 = 1_000_000_000;
+
+fn tick(e: &mut Engine, t: i128) -> Vec<Command> {
+    e.handle_tick(t);
+    e.take_commands()
+        .into_iter()
+        .filter(|c| {
+            !matches!(
+                c,
+                Command::Send {
+                    msg: Message::TreeDigest { .. },
+                    ..
+                }
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_failed_receive_is_tried_again_with_backoff_until_it_lands() {
+    let f = file("f", 5, b"x");
+    let mut e = connected(&[], &[A]);
+    tick(&mut e, 100 * S);
+    e.handle_message(A, Message::Update { entries: vec![f.clone()] });
+    assert_eq!(e.take_commands(), vec![want(A, &[&f])]);
+    // The disk is full.
+    e.handle_received(A, f.clone(), Transfer::Whole, Err("No space left on device".into()));
+    e.take_commands();
+    assert_eq!(e.pending(), 1, "a failure leaves a need behind");
+    assert_eq!(e.pending_by_peer()[&A], (1, 1));
+    assert_eq!(tick(&mut e, 100 * S + S / 2), vec![], "not before its backoff");
+    assert_eq!(tick(&mut e, 101 * S), vec![want(A, &[&f])]);
+    // Again: the wait doubles.
+    e.handle_received(A, f.clone(), Transfer::Whole, Err("No space left on device".into()));
+    e.take_commands();
+    assert_eq!(e.retrying()[0].attempts, 2);
+    assert_eq!(tick(&mut e, 102 * S), vec![]);
+    assert_eq!(tick(&mut e, 103 * S), vec![want(A, &[&f])]);
+    // Space is back: it lands, and nothing is pending any more.
+    e.handle_file_start(A, &f);
+    e.handle_file_end(A);
+    e.handle_received(A, f.clone(), Transfer::Whole, Ok(1));
+    assert_eq!(e.pending(), 0);
+    assert!(e.retrying().is_empty());
+    assert_eq!(tick(&mut e, 200 * S), vec![]);
+}
+
+#[test]
+fn a_failed_action_is_tried_again() {
+    let d = dir("d", 5);
+    let mut e = connected(&[], &[A]);
+    tick(&mut e, 100 * S);
+    e.handle_message(A, Message::Update { entries: vec![d.clone()] });
+    let make = Command::Apply {
+        peer: A,
+        action: Action::MakeDir {
+            entry: d.clone(),
+            local: None,
+        },
+    };
+    assert_eq!(e.take_commands(), vec![make.clone()]);
+    let action = Action::MakeDir {
+        entry: d.clone(),
+        local: None,
+    };
+    e.handle_action_done(A, action, Err(ActionError::Failed("d: Read-only file system".into())));
+    assert_eq!(e.pending(), 1);
+    assert_eq!(tick(&mut e, 101 * S), vec![make]);
+    e.handle_action_done(
+        A,
+        Action::MakeDir {
+            entry: d.clone(),
+            local: None,
+        },
+        Ok(()),
+    );
+    assert_eq!(e.pending(), 0);
+    assert_eq!(e.index().get(&d.path), Some(&d));
+}
+
+/// Issue 13, bug 7: a receive refused because the user wrote the file
+/// meanwhile kept the local version, and the peer's newer version was
+/// never weighed against it again: each node kept its own for good.
+#[test]
+fn a_version_refused_for_a_local_write_is_weighed_again_and_both_survive() {
+    let base = file("race.txt", 10, b"base");
+    let mut e = connected(std::slice::from_ref(&base), &[A]);
+    tick(&mut e, 100 * S);
+    let theirs = Entry {
+        vector: base.vector.bump(A, 30),
+        by: A,
+        ..file("race.txt", 30, b"theirs")
+    };
+    e.handle_message(
+        A,
+        Message::Update {
+            entries: vec![theirs.clone()],
+        },
+    );
+    e.take_commands();
+    assert!(matches!(e.handle_file_start(A, &theirs), Receive::Write { .. }));
+    e.handle_file_end(A);
+    // Meanwhile the user wrote it here (older mtime: the peer's still wins).
+    e.handle_received(
+        A,
+        theirs.clone(),
+        Transfer::Whole,
+        Err("race.txt: changed on disk meanwhile; keeping the local version".into()),
+    );
+    let cmds = e.take_commands();
+    assert!(
+        cmds.contains(&Command::Rescan {
+            paths: vec![p("race.txt")]
+        }),
+        "{cmds:?}"
+    );
+    let mine = file("race.txt", 20, b"mine");
+    e.handle_local(101 * S, &[Some(p("race.txt"))], vec![observed(&mine)]);
+    let mine = by_me(Some(&base), mine);
+    assert_eq!(e.take_commands(), vec![update(A, vec![mine.clone()])]);
+    // Later the peer's version is weighed again: concurrent, so ours is
+    // kept as a conflict copy before theirs replaces it.
+    let cmds = tick(&mut e, 102 * S);
+    assert!(
+        matches!(&cmds[..], [Command::Apply { action: Action::ConflictCopy { from, then, .. }, .. }] if *from == mine && *then == theirs),
+        "{cmds:?}"
+    );
+}
+
+#[test]
+fn a_path_that_appeared_is_looked_at_again_a_moment_later() {
+    let mut e = connected(&[], &[A]);
+    let lock = file("repo/.git/config.lock", 5, b"x");
+    e.handle_local(
+        100 * S,
+        &[None],
+        vec![observed(&dir("repo", 0)), observed(&dir("repo/.git", 0)), observed(&lock)],
+    );
+    e.take_commands();
+    assert_eq!(tick(&mut e, 100 * S + S / 2), vec![]);
+    assert_eq!(
+        tick(&mut e, 101 * S),
+        vec![Command::Rescan {
+            paths: vec![p("repo"), p("repo/.git"), p("repo/.git/config.lock")]
+        }]
+    );
+    // Once.
+    assert_eq!(tick(&mut e, 102 * S), vec![]);
+}
+
+#[test]
+fn digests_that_differ_while_quiet_are_repaired_by_a_resync_with_backoff() {
+    let f = file("f", 5, b"x");
+    let mut e = connected(std::slice::from_ref(&f), &[A]);
+    e.handle_message(A, index_msg(vec![]));
+    e.take_commands();
+    let theirs = Hash::of(b"another tree");
+    e.handle_message(A, Message::TreeDigest { digest: theirs });
+    let resync = Command::Send {
+        peer: A,
+        msg: index_msg(vec![f.clone()]),
+    };
+    assert_eq!(tick(&mut e, 100 * S), vec![]);
+    assert_eq!(tick(&mut e, 104 * S), vec![], "not quiet for long enough");
+    assert_eq!(tick(&mut e, 105 * S), vec![resync.clone()]);
+    // Still different: again only after the backoff (10 s, then 20 s).
+    assert_eq!(tick(&mut e, 106 * S), vec![]);
+    assert_eq!(tick(&mut e, 111 * S), vec![]);
+    assert_eq!(tick(&mut e, 115 * S), vec![resync.clone()]);
+    assert_eq!(tick(&mut e, 130 * S), vec![]);
+    assert_eq!(tick(&mut e, 136 * S), vec![resync]);
+    // Agreement resets it all.
+    let ours = e.tree_digest();
+    e.handle_message(A, Message::TreeDigest { digest: ours });
+    assert_eq!(tick(&mut e, 200 * S), vec![]);
+    assert_eq!(tick(&mut e, 300 * S), vec![]);
+}
