@@ -11,6 +11,7 @@
 use crate::net::{epoch, Panics, TurmoilNet, EPOCH_SECS};
 use crate::trace::TraceLog;
 use crate::tree::{describe_difference, Item, Tree, TreeReader, TEMP_PREFIX};
+use dirsync::fs::store::{DiskFault, DiskFaults};
 use dirsync::fs::watcher::LocalEvent;
 use dirsync::node::{Config, Counters};
 use dirsync::transport::key::ClusterKey;
@@ -112,6 +113,8 @@ struct Host {
     /// Kept so events sent while the node is down wait for its next start.
     _local_rx: async_channel::Receiver<LocalEvent>,
     counters: Arc<Counters>,
+    /// The switch for this host's injected disk failures.
+    disk_faults: DiskFaults,
     incarnation: Rc<Cell<u64>>,
     started: bool,
     running: bool,
@@ -224,6 +227,7 @@ impl Cluster {
                     local,
                     _local_rx: local_rx,
                     counters: Arc::new(Counters::default()),
+                    disk_faults: DiskFaults::default(),
                     incarnation: Rc::new(Cell::new(0)),
                     started: false,
                     running: false,
@@ -255,6 +259,13 @@ impl Cluster {
 
     pub fn root(&self, host: usize) -> &Path {
         &self.hosts[host].root
+    }
+
+    /// From now on every disk write of `host`'s node fails with `fault`
+    /// (a full, read-only or failing disk), or works again (`None`).
+    pub fn disk_fault(&mut self, host: usize, fault: Option<DiskFault>) {
+        self.note(format!("{} disk fault {fault:?}", self.hosts[host].name));
+        self.hosts[host].disk_faults.set(fault);
     }
 
     pub fn counters(&self, host: usize) -> &Counters {
@@ -301,6 +312,7 @@ impl Cluster {
         let incarnation = h.incarnation.clone();
         let local_rx = h._local_rx.clone();
         let counters = h.counters.clone();
+        let disk_faults = h.disk_faults.clone();
         let panics = self.panics.clone();
         let opts = self.opts.clone();
         let log = self.log.clone();
@@ -326,6 +338,7 @@ impl Cluster {
                 },
                 discovery: opts.discovery,
                 control: Default::default(),
+                disk_faults: disk_faults.clone(),
             };
             let net = TurmoilNet::new(&host_name, panics.clone());
             let rx = local_rx.clone();
@@ -760,6 +773,23 @@ impl Cluster {
         if let Some(top) = created.or_else(|| fresh.then(|| rel(path))) {
             self.tell(host, LocalEvent::Changed(vec![Some(top)]));
         }
+    }
+
+    /// Give file `path` on `host` the mtime `mtime_ns` (`touch -d`), which
+    /// may lie far in the past or the future, and tell its node.
+    pub fn touch(&mut self, host: usize, path: &str, mtime_ns: i128) {
+        self.note(format!("touch {} {path} to {mtime_ns} ns", self.hosts[host].name));
+        let full = self.hosts[host].root.join(path);
+        let secs = i64::try_from(mtime_ns.div_euclid(1_000_000_000)).unwrap_or(i64::MAX);
+        let ft = filetime::FileTime::from_unix_time(secs, mtime_ns.rem_euclid(1_000_000_000) as u32);
+        filetime::set_file_mtime(&full, ft).unwrap();
+        self.tell(host, LocalEvent::Changed(vec![Some(rel(path))]));
+    }
+
+    /// Expect nothing of any path any more: only agreement is checked (a
+    /// scenario whose own oracle decides what must hold).
+    pub fn forget_all(&mut self) {
+        self.expected.clear();
     }
 
     /// Read `path` on `host`.

@@ -24,6 +24,7 @@ pub mod cluster;
 pub mod net;
 pub mod trace;
 pub mod tree;
+pub mod workload;
 
 pub use cluster::{Cluster, Expect, Options, Rng};
 pub use net::TurmoilNet;

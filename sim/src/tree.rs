@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Item {
     Dir,
-    File { hash: [u8; 32], size: u64, mtime: i64 },
+    File { hash: [u8; 32], size: u64, mtime: i128 },
 }
 
 impl Item {
@@ -50,7 +50,7 @@ pub const TEMP_PREFIX: &str = ".dirsync-tmp-";
 /// ctime changed (every write and rename changes the ctime).
 #[derive(Default)]
 pub struct TreeReader {
-    cache: HashMap<PathBuf, (u64, u64, i64, i64, [u8; 32])>,
+    cache: HashMap<PathBuf, (u64, u64, i128, i128, [u8; 32])>,
 }
 
 impl TreeReader {
@@ -76,8 +76,8 @@ impl TreeReader {
                     tree.insert(rel, Item::Dir);
                     stack.push(path);
                 } else if meta.is_file() {
-                    let mtime = meta.mtime() * 1_000_000_000 + meta.mtime_nsec();
-                    let ctime = meta.ctime() * 1_000_000_000 + meta.ctime_nsec();
+                    let mtime = i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec());
+                    let ctime = i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec());
                     let key = (meta.ino(), meta.len(), mtime, ctime);
                     let hash = match self.cache.get(&path) {
                         Some(c) if (c.0, c.1, c.2, c.3) == key => c.4,

@@ -213,6 +213,7 @@ impl Args {
             static_peers: self.peer,
             discovery: !self.no_discovery,
             control: Control::default(),
+            disk_faults: Default::default(),
         })
     }
 }

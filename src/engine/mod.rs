@@ -21,6 +21,7 @@
 //! beats a delete that did not see it (the rules: docs/CONFLICTS.md).
 
 pub mod conflict;
+mod folders;
 pub mod ignore;
 pub mod index;
 mod local;

@@ -35,6 +35,12 @@ struct Batch {
     moving_away: BTreeMap<Hash, Vec<(Entry, Entry)>>,
     /// Paths a rename in this batch took away: their deletion is done.
     renamed: BTreeSet<RelPath>,
+    /// The batch's tombstones: what the peer saw deleted.
+    deletions: BTreeMap<RelPath, Entry>,
+    /// The batch's live folders.
+    folders: BTreeMap<RelPath, Entry>,
+    /// Our files this batch already turned into folders.
+    giving_way: BTreeSet<RelPath>,
 }
 
 impl Engine {
@@ -163,6 +169,13 @@ impl Engine {
         let mut batch = Batch {
             moving_away: self.moving_away(&entries),
             renamed: BTreeSet::new(),
+            deletions: entries.iter().filter(|e| e.deleted).map(|e| (e.path.clone(), e.clone())).collect(),
+            folders: entries
+                .iter()
+                .filter(|e| !e.deleted && e.kind == Kind::Dir)
+                .map(|e| (e.path.clone(), e.clone()))
+                .collect(),
+            giving_way: BTreeSet::new(),
         };
         for e in entries {
             self.handle_entry(peer, e, &mut batch);
@@ -211,6 +224,9 @@ impl Engine {
             }
         }
         let live = local.filter(|l| !l.deleted);
+        if !e.deleted && self.folder_against_file(peer, &e, live.as_ref(), batch) {
+            return;
+        }
         if let Some(l) = live.as_ref().filter(|l| loses_concurrently(l, &e)) {
             match conflict_entry(l) {
                 Some(copy) if wins_over(&copy, self.index.get(&copy.path)) && self.index.get(&copy.path).is_none_or(|c| c.deleted) => {
@@ -225,6 +241,32 @@ impl Engine {
             }
         }
         self.take_winner(peer, e, live, batch);
+    }
+
+    /// Where the peer's live `e` and our `live` version disagree on whether
+    /// a path is a file or a folder with content (see `folders.rs`). True
+    /// if that settles `e` for now (it is tried again once the folder is
+    /// there).
+    fn folder_against_file(&mut self, peer: NodeId, e: &Entry, live: Option<&Entry>, batch: &mut Batch) -> bool {
+        if let Some(dir) = live.filter(|l| l.kind == Kind::Dir && e.kind == Kind::File) {
+            if self.holds_unseen_below(&dir.path, &batch.deletions) {
+                self.keep_folder(dir, e);
+                return true;
+            }
+        }
+        let Some(file) = self.file_above(&e.path) else {
+            return false;
+        };
+        if batch.folders.get(&file.path).is_some_and(|d| beats(d, &file)) {
+            // The peer's folder replaces our file in this very batch,
+            // before `e` is taken (folders come first).
+            return false;
+        }
+        if batch.giving_way.insert(file.path.clone()) {
+            self.file_gives_way(file.clone());
+        }
+        self.retry_later(peer, e.clone(), format!("{} is a file here, turned into a folder first", file.path));
+        true
     }
 
     /// Where `e` meets our `local` version without replacing it: an edit
@@ -325,7 +367,7 @@ impl Engine {
         self.touched();
     }
 
-    fn act(&mut self, peer: NodeId, action: Action) {
+    pub(super) fn act(&mut self, peer: NodeId, action: Action) {
         if matches!(&action, Action::Delete { local, .. } if local.kind == Kind::Dir) {
             // Transfers into the folder that its deletion superseded must
             // not keep it from being removed.

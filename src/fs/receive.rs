@@ -11,7 +11,6 @@ use crate::fs::delta::{apply_segment, read_segment, segment_count, SEGMENT};
 use crate::fs::store::{Store, TempFile};
 use crate::wire::{ContentMode, Entry, Hash};
 use std::fs::File;
-use std::io::Write;
 
 /// A file being received.
 pub struct Incoming {
@@ -150,7 +149,7 @@ impl Incoming {
             return Err("more bytes than announced".into());
         }
         let tmp = self.tmp.as_mut().ok_or("no temp file")?;
-        tmp.file.write_all(&out).map_err(|e| e.to_string())?;
+        tmp.write(&out).map_err(|e| e.to_string())?;
         self.hasher.update(&out);
         self.written += out.len() as u64;
         Ok(())

@@ -13,7 +13,8 @@ use std::collections::BTreeSet;
 use std::fs::{self, File, Metadata};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 #[derive(Debug, thiserror::Error)]
@@ -74,21 +75,71 @@ fn filetime_of(ns: i128) -> filetime::FileTime {
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// A disk failure to inject into every write under DIR: how the
+/// simulation gives a node a full, read-only or failing disk for a while.
+/// Production never sets one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskFault {
+    /// ENOSPC.
+    NoSpace,
+    /// EACCES, as a read-only folder gives.
+    ReadOnly,
+    /// EIO.
+    Io,
+}
+
+/// The switch for `DiskFault`s, shared by the store, its temp files and
+/// whoever injects them.
+#[derive(Debug, Clone, Default)]
+pub struct DiskFaults(Arc<AtomicU8>);
+
+impl DiskFaults {
+    /// Fail every write with `fault` from now on (`None`: writes work).
+    pub fn set(&self, fault: Option<DiskFault>) {
+        let v = match fault {
+            None => 0,
+            Some(DiskFault::NoSpace) => 1,
+            Some(DiskFault::ReadOnly) => 2,
+            Some(DiskFault::Io) => 3,
+        };
+        self.0.store(v, Ordering::Relaxed);
+    }
+
+    /// The injected failure for a write to `path`, if one is set.
+    fn check(&self, path: &Path) -> Result<(), StoreError> {
+        let errno = match self.0.load(Ordering::Relaxed) {
+            0 => return Ok(()),
+            1 => 28,
+            2 => 13,
+            _ => 5,
+        };
+        Err(io_err(path)(io::Error::from_raw_os_error(errno)))
+    }
+}
+
 /// A file being written; it becomes visible only through `Store::install`
 /// (or `Store::commit`, which makes it durable first).
 pub struct TempFile {
-    pub file: File,
+    file: File,
+    faults: DiskFaults,
     pub path: PathBuf,
     /// Renamed into place: nothing to remove on drop.
     committed: bool,
 }
 
 impl TempFile {
+    /// Append `data`.
+    pub fn write(&mut self, data: &[u8]) -> Result<(), StoreError> {
+        self.faults.check(&self.path)?;
+        self.file.write_all(data).map_err(io_err(&self.path))
+    }
+
     /// The first half of a commit: fsync the content, then give it the mtime
     /// of `entry`. Touches only the temp file, so it may run off the event
     /// loop, several at once (fsyncs in parallel share the journal's
     /// flushes; one after the other, each waits for its own).
     pub fn make_durable(&self, entry: &Entry) -> Result<(), StoreError> {
+        self.faults.check(&self.path)?;
         self.file.sync_all().map_err(io_err(&self.path))?;
         filetime::set_file_mtime(&self.path, filetime_of(entry.mtime)).map_err(io_err(&self.path))
     }
@@ -119,11 +170,23 @@ pub struct Store {
     /// This directory's device id: it names our temp files, so only those
     /// are ever swept.
     device: NodeId,
+    faults: DiskFaults,
 }
 
 impl Store {
     pub fn new(root: PathBuf, state_dir: PathBuf, device: NodeId) -> Self {
-        Store { root, state_dir, device }
+        Store {
+            root,
+            state_dir,
+            device,
+            faults: DiskFaults::default(),
+        }
+    }
+
+    /// Inject the failures `faults` is set to into every write.
+    pub fn with_faults(mut self, faults: DiskFaults) -> Self {
+        self.faults = faults;
+        self
     }
 
     /// The full path of `rel`, after checking that no ancestor inside the
@@ -166,7 +229,10 @@ impl Store {
         })
     }
 
+    /// Every change under DIR starts here: the path must still hold
+    /// `expected`, and an injected disk fault fails it.
     fn ensure_matches(&self, rel: &RelPath, expected: Option<&Entry>) -> Result<(), StoreError> {
+        self.faults.check(&rel.to_fs(&self.root))?;
         if self.matches(rel, expected)? {
             Ok(())
         } else {
@@ -206,6 +272,9 @@ impl Store {
     /// Create directory `rel` and its parents.
     pub fn make_dir(&self, rel: &RelPath) -> Result<(), StoreError> {
         let full = self.full_path(rel)?;
+        if !full.is_dir() {
+            self.faults.check(&full)?;
+        }
         fs::create_dir_all(&full).map_err(io_err(&full))
     }
 
@@ -219,9 +288,11 @@ impl Store {
             .unwrap_or_else(|| self.root.clone());
         let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
         let path = dir.join(temp_name(&self.device.to_string(), n));
+        self.faults.check(&path)?;
         let file = File::options().write(true).create_new(true).open(&path).map_err(io_err(&path))?;
         Ok(TempFile {
             file,
+            faults: self.faults.clone(),
             path,
             committed: false,
         })
@@ -262,7 +333,8 @@ impl Store {
 
     /// Remove folder `rel` if it is empty. Returns whether it was removed.
     pub fn remove_dir_if_empty(&self, rel: &RelPath) -> bool {
-        self.full_path(rel).is_ok_and(|p| fs::remove_dir(p).is_ok())
+        self.full_path(rel)
+            .is_ok_and(|p| self.faults.check(&p).is_ok() && fs::remove_dir(p).is_ok())
     }
 
     /// Give file `local.path` the mtime of `entry` (same content).
@@ -298,7 +370,7 @@ impl Store {
                 break;
             }
             hasher.update(&buf[..n]);
-            tmp.file.write_all(&buf[..n]).map_err(io_err(&tmp.path))?;
+            tmp.write(&buf[..n])?;
         }
         if Hash::from(hasher.finalize()) != entry.hash {
             return Err(StoreError::HashMismatch(entry.path.to_string()));
@@ -372,7 +444,7 @@ mod tests {
     fn commit_is_atomic_and_sets_mtime() {
         let (dir, store) = setup();
         let mut tmp = store.create_temp(&rel("d/new.txt")).unwrap();
-        tmp.file.write_all(b"data").unwrap();
+        tmp.write(b"data").unwrap();
         let e = Entry {
             path: rel("d/new.txt"),
             kind: Kind::File,
@@ -405,7 +477,7 @@ mod tests {
         {
             let path = rel(&format!("t{i}"));
             let mut tmp = store.create_temp(&path).unwrap();
-            tmp.file.write_all(b"when").unwrap();
+            tmp.write(b"when").unwrap();
             let e = Entry {
                 path: path.clone(),
                 kind: Kind::File,
@@ -442,7 +514,7 @@ mod tests {
         // A folder that still holds something is not replaced.
         fs::write(dir.path().join("x/inner"), b"i").unwrap();
         let mut tmp = store.create_temp(&rel("y")).unwrap();
-        tmp.file.write_all(b"new").unwrap();
+        tmp.write(b"new").unwrap();
         let new = Entry {
             path: rel("x"),
             size: 3,
@@ -452,7 +524,7 @@ mod tests {
         assert!(store.commit(tmp, &new, Some(&folder)).is_err());
         fs::remove_file(dir.path().join("x/inner")).unwrap();
         let mut tmp = store.create_temp(&rel("y")).unwrap();
-        tmp.file.write_all(b"new").unwrap();
+        tmp.write(b"new").unwrap();
         store.commit(tmp, &new, Some(&folder)).unwrap();
         assert_eq!(fs::read(dir.path().join("x")).unwrap(), b"new");
     }
@@ -465,7 +537,7 @@ mod tests {
         // The user edits the file after the index saw it.
         fs::write(dir.path().join("f"), b"user edit!").unwrap();
         let mut tmp = store.create_temp(&rel("f")).unwrap();
-        tmp.file.write_all(b"remote").unwrap();
+        tmp.write(b"remote").unwrap();
         let remote = Entry {
             size: 6,
             hash: Hash::of(b"remote"),

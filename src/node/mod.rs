@@ -22,7 +22,7 @@ pub use status::{CounterValues, Counters};
 use crate::engine::{Command, Engine};
 use crate::fs::receive::Received;
 use crate::fs::state::{ensure_marker, load_device_id, load_index, prepare_state_dir, StateError, INDEX_FILE};
-use crate::fs::store::{system_time_ns, Store};
+use crate::fs::store::{system_time_ns, DiskFaults, Store};
 use crate::fs::watcher::LocalEvent;
 use crate::transport::conn::{Inbound, Job, PeerHello};
 use crate::transport::discovery;
@@ -70,6 +70,9 @@ pub struct Config {
     /// Shutdown and status requests from the host process (none in the
     /// simulation).
     pub control: Control,
+    /// Failures to inject into disk writes (the simulation's full or
+    /// read-only disk; never set in production).
+    pub disk_faults: DiskFaults,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -245,7 +248,7 @@ impl<N: Net> Node<N> {
         wake_announcer: async_channel::Sender<()>,
     ) -> Result<Self, NodeError> {
         let device = load_device_id(&cfg.state_dir, cfg.node_id)?;
-        let store = Store::new(cfg.dir.clone(), cfg.state_dir.clone(), device);
+        let store = Store::new(cfg.dir.clone(), cfg.state_dir.clone(), device).with_faults(cfg.disk_faults.clone());
         let cleaned = store.clean_temp_files();
         if cleaned > 0 {
             info!(count = cleaned, "removed temp files left by an earlier run");

@@ -1,0 +1,80 @@
+//! A path that is a file on one node and a folder holding content on
+//! another (a file replaced by a folder, or the reverse, while someone
+//! wrote inside). Last-modified-wins cannot choose here without losing
+//! data, so the rule is: a folder holding content the other side did not
+//! see beats a file at its path, and the file is kept as a conflict copy.
+//! Every node applies it the same way:
+//!
+//! - holding such a folder, a node that hears of the file keeps the folder
+//!   and announces it anew, ranked above the file (`keep_folder`);
+//! - holding the file, a node that hears of content below it turns its
+//!   file into a conflict copy and makes the folder (`file_gives_way`).
+//!
+//! Found by the random workload (issue 13): each side kept its own shape,
+//! and every transfer failed with "File exists" or "Not a directory".
+
+use super::conflict::conflict_entry;
+use super::index::beats;
+use super::{Action, Engine};
+use crate::wire::{Entry, Hash, Kind, RelPath};
+use std::collections::BTreeMap;
+use tracing::info;
+
+impl Engine {
+    /// Whether we hold live entries below `dir` that `deletions` (this
+    /// batch's tombstones from the peer) do not delete: content the peer
+    /// did not see.
+    pub(super) fn holds_unseen_below(&self, dir: &RelPath, deletions: &BTreeMap<RelPath, Entry>) -> bool {
+        self.index
+            .under(Some(dir))
+            .filter(|c| c.path != *dir && !c.deleted && !self.ignored(&c.path, c.kind))
+            .any(|c| deletions.get(&c.path).is_none_or(|t| !beats(t, c)))
+    }
+
+    /// The peer's file `file` would replace our folder `dir`, which holds
+    /// content it did not see: keep the folder, announced in a version
+    /// ranked above the file (the file's holder keeps its file as a
+    /// conflict copy when it takes this).
+    pub(super) fn keep_folder(&mut self, dir: &Entry, file: &Entry) {
+        info!(path = %dir.path, "a file replaced a folder elsewhere, but the folder holds content made meanwhile: the folder stays");
+        let at = file.version.saturating_add(1).max(self.clock);
+        let kept = self.local_version(Some(dir), dir.path.clone(), Kind::Dir, false, 0, at, Hash::ZERO);
+        self.record(kept, None);
+    }
+
+    /// The live file at `path` or above it, if any.
+    pub(super) fn file_above(&self, path: &RelPath) -> Option<Entry> {
+        path.ancestors()
+            .into_iter()
+            .find_map(|a| self.index.live(&a).filter(|e| e.kind == Kind::File).cloned())
+    }
+
+    /// Our file `file` stands where a peer holds a folder with content:
+    /// keep the file as a conflict copy, then make the folder, in a
+    /// version ranked above the file.
+    pub(super) fn file_gives_way(&mut self, file: Entry) {
+        info!(path = %file.path, "a folder with content replaced this file elsewhere: the file is kept as a conflict copy");
+        let at = file.version.saturating_add(1).max(self.clock);
+        let folder = self.local_version(Some(&file), file.path.clone(), Kind::Dir, false, 0, at, Hash::ZERO);
+        let me = self.me;
+        match conflict_entry(&file) {
+            Some(copy) if self.index.get(&copy.path).is_none_or(|c| c.deleted) => {
+                self.act(
+                    me,
+                    Action::ConflictCopy {
+                        from: file,
+                        copy,
+                        then: folder,
+                    },
+                );
+            }
+            _ => self.act(
+                me,
+                Action::MakeDir {
+                    entry: folder,
+                    local: Some(file),
+                },
+            ),
+        }
+    }
+}
