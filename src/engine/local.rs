@@ -110,7 +110,7 @@ impl Engine {
     /// the container of what it holds, not seen as a folder made anew; it
     /// goes with the last of its contents (`Command::RemoveEmptyDirs`).
     fn is_container(&self, o: &Observed) -> bool {
-        o.kind == Kind::Dir && o.occupied && self.index.get(&o.path).is_some_and(|e| e.deleted && e.kind == Kind::Dir)
+        o.kind == Kind::Dir && o.occupied && self.index.get(&o.path).is_some_and(|e| e.deleted)
     }
 
     /// A new local version of `path`, ranked above the `old` one it replaces

@@ -413,12 +413,14 @@ impl Engine {
     /// deleted: when `path` is gone, they are removed while they are empty.
     /// A folder whose deletion arrived while it still held something stays
     /// as the container of what it holds, and goes with the last of it
-    /// (found by the simulation: such folders used to stay behind).
+    /// (found by the simulation: such folders used to stay behind). A
+    /// file's tombstone counts too: a folder made on the way to a file
+    /// received below it is such a container (found by the workload).
     pub(super) fn deleted_ancestors(&self, path: &RelPath) -> Vec<RelPath> {
         path.ancestors()
             .into_iter()
             .rev()
-            .take_while(|d| self.index.get(d).is_some_and(|e| e.deleted && e.kind == Kind::Dir))
+            .take_while(|d| self.index.get(d).is_some_and(|e| e.deleted))
             .collect()
     }
 

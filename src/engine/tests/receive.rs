@@ -355,3 +355,15 @@ fn a_folder_replaces_a_file_and_a_file_replaces_a_folder() {
     assert_eq!(cmds[1], want(A, &[&again]), "{cmds:?}");
     assert_eq!(e.handle_file_start(A, &again), Receive::Write { expected: Some(folder) });
 }
+
+/// Found by the random workload (faults, seed 7200021626): a folder made
+/// on the way to a file received below a path whose tombstone is a
+/// file's stayed behind on one node when that file went.
+#[test]
+fn a_folder_made_below_a_files_tombstone_goes_with_its_last_content() {
+    let inner = file("x/inner.txt", 9, b"i");
+    let mut e = connected(&[tomb("x", 12), inner.clone()], &[]);
+    let gone = tomb("x/inner.txt", 20);
+    e.handle_action_done(A, Action::Delete { entry: gone, local: inner }, Ok(()));
+    assert_eq!(e.take_commands(), vec![Command::RemoveEmptyDirs { dirs: vec![p("x")] }]);
+}
