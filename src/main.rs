@@ -5,7 +5,7 @@
 
 use anyhow::Context;
 use argh::EarlyExit;
-use dirsync::app::cli::{Invocation, KeygenArgs, StatusArgs};
+use dirsync::app::cli::{Invocation, KeygenArgs, StatusArgs, TrashArgs};
 use dirsync::app::control::{self, ControlError};
 use dirsync::app::progress;
 use dirsync::fs::state::prepare_state_dir;
@@ -30,6 +30,7 @@ fn main() -> ExitCode {
         Ok(Invocation::Run(a)) => a,
         Ok(Invocation::Status(s)) => return status(s),
         Ok(Invocation::Keygen(k)) => return keygen(&k),
+        Ok(Invocation::Trash(t)) => return trash(&t),
         Err(code) => return code,
     };
     if args.version {
@@ -110,6 +111,34 @@ fn parse_args() -> Result<Invocation, ExitCode> {
             Err(ExitCode::from(2))
         }
     }
+}
+
+/// `dirsync trash`: list what the trash holds, from the disk.
+fn trash(args: &TrashArgs) -> ExitCode {
+    let dir = match args.trash_dir() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("dirsync: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let kept = dirsync::fs::trash::list(&dir);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&kept).unwrap_or_default());
+    } else if kept.is_empty() {
+        println!("the trash is empty ({})", dir.display());
+    } else {
+        for k in &kept {
+            println!(
+                "{}  {:>10}  {}  ->  {}",
+                k.trashed,
+                control::human_bytes(k.size),
+                k.original,
+                k.path.display()
+            );
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 /// `dirsync status`: ask the node, print its answer.

@@ -339,6 +339,7 @@ impl Cluster {
                 discovery: opts.discovery,
                 control: Default::default(),
                 disk_faults: disk_faults.clone(),
+                trash_days: 7,
             };
             let net = TurmoilNet::new(&host_name, panics.clone());
             let rx = local_rx.clone();

@@ -65,6 +65,10 @@ pub struct Args {
     #[argh(option)]
     pub key_file: Option<PathBuf>,
 
+    /// days to keep files a peer's change deleted or replaced, in DIR/.dirsync/trash (see `dirsync trash`); 0 keeps none (default 7)
+    #[argh(option, default = "7")]
+    pub trash_days: u32,
+
     /// print the version and exit
     #[argh(switch)]
     pub version: bool,
@@ -117,6 +121,8 @@ pub enum Invocation {
     Status(StatusArgs),
     /// `dirsync keygen FILE`
     Keygen(KeygenArgs),
+    /// `dirsync trash [DIR]`
+    Trash(TrashArgs),
 }
 
 /// Parse the words after the program name. A first word that is a command
@@ -125,6 +131,7 @@ pub fn parse(words: &[&str]) -> Result<Invocation, EarlyExit> {
     match words.first() {
         Some(&"status") => StatusArgs::from_args(&["dirsync", "status"], &words[1..]).map(Invocation::Status),
         Some(&KEYGEN) => KeygenArgs::from_args(&["dirsync", KEYGEN], &words[1..]).map(Invocation::Keygen),
+        Some(&"trash") => TrashArgs::from_args(&["dirsync", "trash"], &words[1..]).map(Invocation::Trash),
         _ => Args::from_args(&["dirsync"], words).map(Invocation::Run),
     }
 }
@@ -214,6 +221,7 @@ impl Args {
             discovery: !self.no_discovery,
             control: Control::default(),
             disk_faults: Default::default(),
+            trash_days: self.trash_days,
         })
     }
 }
@@ -248,6 +256,37 @@ impl KeygenArgs {
     /// Write the key; returns its fingerprint (safe to show).
     pub fn run(&self) -> Result<String, CliError> {
         Ok(ClusterKey::generate_file(&self.file)?.fingerprint())
+    }
+}
+
+/// List the files kept in DIR's trash: what a peer's change deleted or
+/// replaced on this host, with the path each had and when it went. Works
+/// from the disk alone, with or without a running node.
+#[derive(FromArgs, Debug)]
+#[argh(
+    example = "What peers deleted or replaced here lately:\n  $ dirsync trash ~/shared",
+    example = "Get one back (it then syncs like any new file):\n  $ cp ~/shared/.dirsync/trash/notes~20261201-101500.txt ~/shared/notes.txt",
+    note = "Files stay for --trash-days (default 7) and are then removed by the running node."
+)]
+pub struct TrashArgs {
+    /// the synced directory (default: the current one)
+    #[argh(positional, default = "PathBuf::from(\".\")")]
+    pub dir: PathBuf,
+
+    /// print the list as JSON
+    #[argh(switch)]
+    pub json: bool,
+}
+
+impl TrashArgs {
+    /// The trash folder of DIR.
+    pub fn trash_dir(&self) -> Result<PathBuf, CliError> {
+        let shown = self.dir.display().to_string();
+        let dir = self.dir.canonicalize().map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => CliError::NoSuchDir(shown.clone()),
+            _ => CliError::Unreadable(shown, e),
+        })?;
+        Ok(crate::fs::trash::trash_dir(&dir))
     }
 }
 

@@ -66,6 +66,9 @@ impl Status {
                 out += &format!("  {}  ({} attempts)  {}\n", r.path, r.attempts, r.error);
             }
         }
+        if self.trash_bytes > 0 {
+            out += &format!("trash    {} (dirsync trash lists it)\n", human_bytes(self.trash_bytes));
+        }
         out += &format!("error    {}\n", self.last_error.as_deref().unwrap_or("none"));
         out
     }
@@ -267,6 +270,7 @@ mod tests {
             suspended: None,
             retrying: vec![],
             retrying_total: 0,
+            trash_bytes: 0,
             counters: Default::default(),
         }
     }

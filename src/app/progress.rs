@@ -215,6 +215,7 @@ mod tests {
             suspended: None,
             retrying: vec![],
             retrying_total: 0,
+            trash_bytes: 0,
             counters: Default::default(),
         }
     }

@@ -70,7 +70,7 @@ pub fn conflict_path(path: &RelPath, mtime_ns: i128, short: &str) -> Option<RelP
 
 /// Seconds since the epoch → (year, month, day, hour, minute, second), UTC
 /// (Howard Hinnant's civil-from-days).
-fn utc(secs: i64) -> (i64, u32, u32, u32, u32, u32) {
+pub(crate) fn utc(secs: i64) -> (i64, u32, u32, u32, u32, u32) {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     let z = days + 719_468;

@@ -7,6 +7,8 @@
 //! - [`watcher`]: notify → `LocalEvent`s.
 //! - [`state`]: the state directory: device id, the index file, the ignore
 //!   file's text.
+//! - [`trash`]: what a peer's change deleted or replaced, kept for a while.
+//! - [`scan`]: looking at the disk.
 //!
 //! Depends on `wire` and on the engine's data types (`Observed`, `Index`):
 //! it produces the engine's inputs. Must not: decide what to change.
@@ -16,4 +18,5 @@ pub mod receive;
 pub mod scan;
 pub mod state;
 pub mod store;
+pub mod trash;
 pub mod watcher;

@@ -7,6 +7,7 @@
 //! that no symlink lies on the way, so nothing is written outside the root.
 //! Must not: decide what to change (the engine does).
 
+use super::trash::Trash;
 use crate::engine::ActionError;
 use crate::wire::{temp_name, temp_name_device, Entry, Hash, Kind, NodeId, PathError, RelPath, STATE_DIR_NAME};
 use std::collections::BTreeSet;
@@ -171,6 +172,8 @@ pub struct Store {
     /// are ever swept.
     device: NodeId,
     faults: DiskFaults,
+    /// Where what a peer's change deletes or replaces goes first.
+    trash: Option<Trash>,
 }
 
 impl Store {
@@ -180,6 +183,27 @@ impl Store {
             state_dir,
             device,
             faults: DiskFaults::default(),
+            trash: None,
+        }
+    }
+
+    /// Keep what a peer's change deletes or replaces in `trash`.
+    pub fn with_trash(mut self, trash: Trash) -> Self {
+        self.trash = Some(trash).filter(Trash::enabled);
+        self
+    }
+
+    /// Move file `full` (at `rel`) to the trash; false without one.
+    fn trash_moved(&self, full: &Path, rel: &RelPath) -> bool {
+        self.trash.as_ref().is_some_and(|t| t.keep_moved(full, rel))
+    }
+
+    /// Link file `full` (at `rel`), about to be replaced, into the trash.
+    fn trash_linked(&self, full: &Path, rel: &RelPath, expected: Option<&Entry>) {
+        if let Some(t) = &self.trash {
+            if expected.is_some_and(|e| !e.deleted && e.kind == Kind::File) {
+                t.keep_linked(full, rel);
+            }
         }
     }
 
@@ -254,7 +278,9 @@ impl Store {
         if let Some(file) = local.filter(|l| !l.deleted && l.kind == Kind::File) {
             self.ensure_matches(rel, Some(file))?;
             let full = self.full_path(rel)?;
-            fs::remove_file(&full).map_err(io_err(&full))?;
+            if !self.trash_moved(&full, rel) {
+                fs::remove_file(&full).map_err(io_err(&full))?;
+            }
         }
         self.make_dir(rel)
     }
@@ -311,6 +337,7 @@ impl Store {
         self.ensure_matches(&entry.path, expected)?;
         let full = self.full_path(&entry.path)?;
         Self::clear_folder(&full, expected)?;
+        self.trash_linked(&full, &entry.path, expected);
         fs::rename(&tmp.path, &full).map_err(io_err(&full))?;
         // The rename consumed the temp file's name: dropping it now only
         // closes the file. (It was `mem::forget`, which leaked one open file
@@ -326,6 +353,7 @@ impl Store {
         let full = self.full_path(&local.path)?;
         match local.kind {
             Kind::Dir => fs::remove_dir(&full),
+            Kind::File if self.trash_moved(&full, &local.path) => Ok(()),
             Kind::File => fs::remove_file(&full),
         }
         .map_err(io_err(&full))
@@ -353,6 +381,7 @@ impl Store {
         let dst = self.full_path(&entry.path)?;
         filetime::set_file_mtime(&src, filetime_of(entry.mtime)).map_err(io_err(&src))?;
         Self::clear_folder(&dst, local)?;
+        self.trash_linked(&dst, &entry.path, local);
         fs::rename(&src, &dst).map_err(io_err(&dst))
     }
 

@@ -23,6 +23,7 @@ use crate::engine::{Command, Engine};
 use crate::fs::receive::Received;
 use crate::fs::state::{ensure_marker, load_device_id, load_index, prepare_state_dir, StateError, INDEX_FILE};
 use crate::fs::store::{system_time_ns, DiskFaults, Store};
+use crate::fs::trash::Trash;
 use crate::fs::watcher::LocalEvent;
 use crate::transport::conn::{Inbound, Job, PeerHello};
 use crate::transport::discovery;
@@ -45,6 +46,8 @@ use tracing::{debug, info, warn};
 
 /// How often the index is written when it changed.
 const SAVE_INTERVAL: Duration = Duration::from_secs(2);
+/// How often the trash is pruned of what is older than `--trash-days`.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -73,6 +76,8 @@ pub struct Config {
     /// Failures to inject into disk writes (the simulation's full or
     /// read-only disk; never set in production).
     pub disk_faults: DiskFaults,
+    /// Days to keep what a peer's change deleted or replaced (0: none).
+    pub trash_days: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -140,6 +145,8 @@ struct Node<N: Net> {
     index_path: PathBuf,
     last_save: SystemTime,
     last_rescan: SystemTime,
+    last_prune: SystemTime,
+    trash: Trash,
     /// Paths a scan could not observe, to look at again on the next tick.
     retry: BTreeSet<RelPath>,
 }
@@ -248,7 +255,14 @@ impl<N: Net> Node<N> {
         wake_announcer: async_channel::Sender<()>,
     ) -> Result<Self, NodeError> {
         let device = load_device_id(&cfg.state_dir, cfg.node_id)?;
-        let store = Store::new(cfg.dir.clone(), cfg.state_dir.clone(), device).with_faults(cfg.disk_faults.clone());
+        let clock = {
+            let net = net.clone();
+            Arc::new(move || system_time_ns(net.now()))
+        };
+        let trash = Trash::new(&cfg.dir, cfg.trash_days, clock);
+        let store = Store::new(cfg.dir.clone(), cfg.state_dir.clone(), device)
+            .with_faults(cfg.disk_faults.clone())
+            .with_trash(trash.clone());
         let cleaned = store.clean_temp_files();
         if cleaned > 0 {
             info!(count = cleaned, "removed temp files left by an earlier run");
@@ -281,9 +295,12 @@ impl<N: Net> Node<N> {
             index_path,
             last_save: now,
             last_rescan: now,
+            last_prune: now,
+            trash,
             cfg,
             net,
         };
+        node.prune_trash();
         node.load_ignore();
         node.rescan(LocalEvent::Changed(vec![None]));
         // The mass-delete guard may have stopped syncing before anything starts.
@@ -428,8 +445,23 @@ impl<N: Net> Node<N> {
             self.last_save = now;
             self.save_index();
         }
+        if due(self.last_prune, PRUNE_INTERVAL) {
+            self.last_prune = now;
+            self.prune_trash();
+        }
         self.dial_static_peers();
         self.engine.handle_tick(self.now_ns());
+    }
+
+    fn prune_trash(&mut self) {
+        let removed = self.trash.prune();
+        if removed > 0 {
+            info!(
+                count = removed,
+                days = self.cfg.trash_days,
+                "removed files older than --trash-days from the trash"
+            );
+        }
     }
 
     /// Stop on a shutdown request: no more work is taken, incoming files

@@ -130,6 +130,9 @@ pub struct Status {
     pub retrying: Vec<RetryingPath>,
     #[serde(default)]
     pub retrying_total: u64,
+    /// Bytes kept in the trash (`dirsync trash` lists them).
+    #[serde(default)]
+    pub trash_bytes: u64,
     #[serde(default)]
     pub counters: CounterValues,
 }
@@ -206,6 +209,7 @@ impl<N: Net> Node<N> {
             last_error: self.engine.last_error().map(str::to_string),
             suspended: self.engine.suspended().map(str::to_string),
             retrying_total: retrying.len() as u64,
+            trash_bytes: self.trash.size(),
             retrying: retrying
                 .into_iter()
                 .take(MAX_RETRYING_SHOWN)

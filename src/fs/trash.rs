@@ -1,0 +1,299 @@
+//! The trash can: a file that a peer's change deletes or replaces is moved
+//! to `DIR/.dirsync/trash/` first (a rename on the same filesystem, or a
+//! hard link when the file is replaced in place), so a `rm -rf` that
+//! reached every host by design can still be undone on each of them. Kept
+//! for `--trash-days` (0: no trash), never synced, pruned by age.
+//!
+//! A kept file is `trash/<folders>/<stem>~<YYYYMMDD-HHMMSS>[-n]<.ext>`: its
+//! original path with the time it was trashed (UTC) before the extension,
+//! as Syncthing's trash can names them.
+//!
+//! Owns: the trash folder. Must not: decide what is trashed (the store
+//! trashes what it deletes or replaces for a peer).
+
+use crate::wire::{RelPath, STATE_DIR_NAME};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tracing::{debug, warn};
+
+/// The trash folder's name in `DIR/.dirsync`.
+pub const TRASH_DIR: &str = "trash";
+const DAY_NS: i128 = 86_400 * 1_000_000_000;
+
+/// Where and for how long trashed files are kept, and the clock that
+/// stamps them (the node's, so the simulation's time in the simulation).
+#[derive(Clone)]
+pub struct Trash {
+    dir: PathBuf,
+    days: u32,
+    clock: Arc<dyn Fn() -> i128 + Send + Sync>,
+    /// Bytes in the trash: counted at each prune, added to at each keep.
+    bytes: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for Trash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trash").field("dir", &self.dir).field("days", &self.days).finish()
+    }
+}
+
+/// One trashed file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Trashed {
+    /// Where it was in DIR.
+    pub original: String,
+    /// When it was trashed, `YYYYMMDD-HHMMSS` UTC.
+    pub trashed: String,
+    pub size: u64,
+    /// Where it is now.
+    pub path: PathBuf,
+}
+
+/// The trash folder of synced directory `root`.
+pub fn trash_dir(root: &Path) -> PathBuf {
+    root.join(STATE_DIR_NAME).join(TRASH_DIR)
+}
+
+impl Trash {
+    /// The trash of `root`, keeping files `days` days (0: none kept).
+    pub fn new(root: &Path, days: u32, clock: Arc<dyn Fn() -> i128 + Send + Sync>) -> Trash {
+        let trash = Trash {
+            dir: trash_dir(root),
+            days,
+            clock,
+            bytes: Arc::default(),
+        };
+        trash.bytes.store(trash.size_on_disk(), Ordering::Relaxed);
+        trash
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.days > 0
+    }
+
+    /// Where `rel`, trashed now, is kept: a free name.
+    fn place_for(&self, rel: &RelPath) -> PathBuf {
+        let stamp = stamp((self.clock)());
+        let name = rel.file_name();
+        let (stem, ext) = match name.rfind('.') {
+            Some(i) if i > 0 => (&name[..i], &name[i..]),
+            _ => (name, ""),
+        };
+        let parent = rel.parent().map_or(self.dir.clone(), |p| p.to_fs(&self.dir));
+        let mut n = 0;
+        loop {
+            let suffix = if n == 0 { String::new() } else { format!("-{n}") };
+            let candidate = parent.join(format!("{stem}~{stamp}{suffix}{ext}"));
+            if fs::symlink_metadata(&candidate).is_err() {
+                return candidate;
+            }
+            n += 1;
+        }
+    }
+
+    /// Move file `full` (at `rel`) into the trash, for a delete. False if
+    /// it could not be kept (the caller deletes it all the same).
+    pub fn keep_moved(&self, full: &Path, rel: &RelPath) -> bool {
+        self.keep(full, rel, |from, to| fs::rename(from, to))
+    }
+
+    /// Keep a link to file `full` (at `rel`) in the trash, for a file about
+    /// to be replaced in place (the rename over it stays atomic).
+    pub fn keep_linked(&self, full: &Path, rel: &RelPath) -> bool {
+        self.keep(full, rel, |from, to| fs::hard_link(from, to))
+    }
+
+    fn keep(&self, full: &Path, rel: &RelPath, how: impl Fn(&Path, &Path) -> io::Result<()>) -> bool {
+        if !self.enabled() {
+            return false;
+        }
+        let to = self.place_for(rel);
+        let made = to.parent().map_or(Ok(()), fs::create_dir_all).and_then(|()| how(full, &to));
+        match made {
+            Ok(()) => {
+                debug!(path = %rel, kept = %to.display(), "moved to the trash");
+                let size = fs::symlink_metadata(&to).map_or(0, |m| m.len());
+                self.bytes.fetch_add(size, Ordering::Relaxed);
+                true
+            }
+            Err(e) => {
+                warn!(path = %rel, error = %e, "could not keep the file in the trash");
+                false
+            }
+        }
+    }
+
+    /// Remove what was trashed more than `days` days ago. Returns how many
+    /// files went.
+    pub fn prune(&self) -> usize {
+        let now = (self.clock)();
+        let cutoff = if self.enabled() {
+            now - i128::from(self.days) * DAY_NS
+        } else {
+            i128::MAX
+        };
+        let mut removed = 0;
+        for t in list(&self.dir) {
+            if parse_stamp(&t.trashed).is_some_and(|at| at < cutoff) && fs::remove_file(&t.path).is_ok() {
+                removed += 1;
+            }
+        }
+        remove_empty_folders(&self.dir);
+        self.bytes.store(self.size_on_disk(), Ordering::Relaxed);
+        removed
+    }
+
+    /// Bytes in the trash (as of the last prune, plus what came since).
+    pub fn size(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    fn size_on_disk(&self) -> u64 {
+        list(&self.dir).iter().map(|t| t.size).sum()
+    }
+}
+
+/// What the trash folder `dir` holds, oldest first.
+pub fn list(dir: &Path) -> Vec<Trashed> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&d) else { continue };
+        for e in entries.flatten() {
+            let path = e.path();
+            let Ok(meta) = fs::symlink_metadata(&path) else { continue };
+            if meta.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let Some((original, trashed)) = path.strip_prefix(dir).ok().and_then(|r| r.to_str()).and_then(original_of) else {
+                continue;
+            };
+            out.push(Trashed {
+                original,
+                trashed,
+                size: meta.len(),
+                path,
+            });
+        }
+    }
+    out.sort_by(|a, b| (&a.trashed, &a.original).cmp(&(&b.trashed, &b.original)));
+    out
+}
+
+/// `dir/notes~20261201-235000-1.txt` → (`dir/notes.txt`, `20261201-235000`).
+fn original_of(kept: &str) -> Option<(String, String)> {
+    let (head, name) = match kept.rsplit_once('/') {
+        Some((h, n)) => (Some(h), n),
+        None => (None, kept),
+    };
+    let tilde = name.rfind('~')?;
+    let (stem, rest) = (&name[..tilde], &name[tilde + 1..]);
+    let stamp = rest.get(..15)?;
+    parse_stamp(stamp)?;
+    let rest = &rest[15..];
+    // An optional `-n` before the extension.
+    let ext = match rest.strip_prefix('-') {
+        Some(r) => &r[r.find(|c: char| !c.is_ascii_digit()).unwrap_or(r.len())..],
+        None => rest,
+    };
+    let name = format!("{stem}{ext}");
+    let original = match head {
+        Some(h) => format!("{h}/{name}"),
+        None => name,
+    };
+    Some((original, stamp.to_string()))
+}
+
+/// `ns` since the epoch as `YYYYMMDD-HHMMSS` (UTC).
+fn stamp(ns: i128) -> String {
+    let secs = i64::try_from(ns.div_euclid(1_000_000_000)).unwrap_or(0);
+    let (y, mo, d, h, mi, s) = crate::engine::conflict::utc(secs);
+    format!("{y:04}{mo:02}{d:02}-{h:02}{mi:02}{s:02}")
+}
+
+/// The inverse of `stamp`, in ns.
+fn parse_stamp(s: &str) -> Option<i128> {
+    let b = s.as_bytes();
+    if b.len() != 15 || b[8] != b'-' || !s[..8].bytes().chain(s[9..].bytes()).all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| s[r].parse::<i64>().ok();
+    let (y, mo, d, h, mi, se) = (n(0..4)?, n(4..6)?, n(6..8)?, n(9..11)?, n(11..13)?, n(13..15)?);
+    // Days from civil (Howard Hinnant), the inverse of `utc`.
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(i128::from(days * 86_400 + h * 3600 + mi * 60 + se) * 1_000_000_000)
+}
+
+/// Remove the empty folders under `dir` (not `dir` itself).
+fn remove_empty_folders(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            remove_empty_folders(&p);
+            let _ = fs::remove_dir(&p);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicI64;
+
+    #[test]
+    fn stamps_round_trip_and_names_give_back_the_original() {
+        let t = 1_795_617_000 * 1_000_000_000i128;
+        assert_eq!(stamp(t), "20261125-143000");
+        assert_eq!(parse_stamp("20261125-143000"), Some(t));
+        assert_eq!(
+            original_of("d/notes~20261125-143000.txt"),
+            Some(("d/notes.txt".into(), "20261125-143000".into()))
+        );
+        assert_eq!(original_of("a~b~20261125-143000-2"), Some(("a~b".into(), "20261125-143000".into())));
+        assert_eq!(original_of("notes.txt"), None);
+    }
+
+    #[test]
+    fn kept_files_are_listed_and_pruned_by_age() {
+        let d = tempfile::tempdir().unwrap();
+        let now = Arc::new(AtomicI64::new(1_795_617_000));
+        let clock = {
+            let now = now.clone();
+            Arc::new(move || i128::from(now.load(Ordering::Relaxed)) * 1_000_000_000)
+        };
+        let trash = Trash::new(d.path(), 2, clock);
+        let rel = RelPath::new("sub/report.txt").unwrap();
+        let full = d.path().join("report.txt");
+        fs::write(&full, b"old").unwrap();
+        assert!(trash.keep_moved(&full, &rel));
+        assert!(!full.exists());
+        fs::write(&full, b"again").unwrap();
+        assert!(trash.keep_linked(&full, &rel), "a second one the same second gets its own name");
+        assert!(full.exists());
+        let kept = list(&trash_dir(d.path()));
+        assert_eq!(kept.len(), 2);
+        assert!(kept.iter().all(|k| k.original == "sub/report.txt"), "{kept:?}");
+        assert_eq!(trash.size(), 8);
+        // Two days later nothing goes; three, everything.
+        now.fetch_add(2 * 86_400, Ordering::Relaxed);
+        assert_eq!(trash.prune(), 0);
+        now.fetch_add(86_400, Ordering::Relaxed);
+        assert_eq!(trash.prune(), 2);
+        assert!(list(&trash_dir(d.path())).is_empty());
+        // Off: nothing kept.
+        let off = Trash::new(d.path(), 0, Arc::new(|| 0));
+        assert!(!off.keep_moved(&full, &rel));
+        assert!(full.exists());
+    }
+}
