@@ -99,8 +99,9 @@ struct Oracle {
 }
 
 impl Oracle {
-    fn wrote(&mut self, path: &str, content: &[u8]) {
+    fn wrote(&mut self, c: &Cluster, path: &str, content: &[u8]) {
         let h = *blake3::hash(content).as_bytes();
+        c.note(format!("oracle: {path:?} holds {}", short(&h)));
         self.written.insert(h);
         *self.must_survive.entry(h).or_default() += 1;
         self.touched(path);
@@ -137,7 +138,7 @@ pub fn run(seed: u64, mix: &Mix) {
         let host = rng.below(mix.nodes as u64) as usize;
         let path = format!("{}seed{i}.txt", pick_folder(&mut rng));
         let content = content(&mut rng);
-        oracle.wrote(&path, &content);
+        oracle.wrote(&c, &path, &content);
         c.seed_file(host, &path, &content);
     }
     c.start_all();
@@ -323,7 +324,7 @@ fn user_op(c: &mut Cluster, rng: &mut Rng, oracle: &mut Oracle, host: usize, no_
             let path = fresh_path(rng);
             if free(&tree, &path) {
                 let content = content(rng);
-                oracle.wrote(&path, &content);
+                oracle.wrote(c, &path, &content);
                 c.write(host, &path, &content);
             }
         }
@@ -340,7 +341,7 @@ fn user_op(c: &mut Cluster, rng: &mut Rng, oracle: &mut Oracle, host: usize, no_
                 _ => old[..old.len() / 2].to_vec(),
             };
             superseded_under(oracle, &tree, &path);
-            oracle.wrote(&path, &new);
+            oracle.wrote(c, &path, &new);
             c.write(host, &path, &new);
         }
         // Delete a file or a folder.
@@ -382,7 +383,7 @@ fn user_op(c: &mut Cluster, rng: &mut Rng, oracle: &mut Oracle, host: usize, no_
             c.mkdir(host, &path);
             let inner = format!("{path}/inner.txt");
             let content = content(rng);
-            oracle.wrote(&inner, &content);
+            oracle.wrote(c, &inner, &content);
             c.write(host, &inner, &content);
         }
         10 if !dirs.is_empty() => {
@@ -390,7 +391,7 @@ fn user_op(c: &mut Cluster, rng: &mut Rng, oracle: &mut Oracle, host: usize, no_
             superseded_under(oracle, &tree, &path);
             c.delete(host, &path);
             let content = content(rng);
-            oracle.wrote(&path, &content);
+            oracle.wrote(c, &path, &content);
             c.write(host, &path, &content);
         }
         // Far-past and far-future mtimes.
@@ -427,7 +428,7 @@ fn race(c: &mut Cluster, rng: &mut Rng, oracle: &mut Oracle, nodes: usize) {
         superseded_under(oracle, &tree, &path);
         let len = 1 + rng.below(300) as usize;
         let content = rng.bytes(len);
-        oracle.wrote(&path, &content);
+        oracle.wrote(c, &path, &content);
         c.write(host, &path, &content);
         c.run_for(Duration::from_millis(rng.below(400)));
     }

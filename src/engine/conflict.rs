@@ -6,7 +6,11 @@
 //! decide when a copy is made (the engine does) or write it (the store does).
 //!
 //! `dir/report.txt` lost by device `a1b2c3d4…` with mtime 2026-11-25
-//! 14:30:00 UTC becomes `dir/report.sync-conflict-20261125-143000-a1b2c3d4.txt`.
+//! 14:30:00 UTC and content hash `5c2e6e6d…` becomes
+//! `dir/report.sync-conflict-20261125-143000-a1b2c3d4-5c2e6e6d.txt`. The
+//! content's hash is in the name so that two different losers of the same
+//! device and second never share one copy (found by the random workload:
+//! the second was taken for "made already" and lost).
 
 use crate::wire::version::Vector;
 use crate::wire::{Entry, Kind, RelPath, MAX_COMPONENT_LEN};
@@ -19,7 +23,8 @@ pub fn conflict_entry(loser: &Entry) -> Option<Entry> {
     if loser.deleted || loser.kind != Kind::File {
         return None;
     }
-    let path = conflict_path(&loser.path, loser.mtime, &loser.by.short())?;
+    let tag = format!("{}-{}", loser.by.short(), loser.hash.short());
+    let path = conflict_path(&loser.path, loser.mtime, &tag)?;
     let vector = if loser.by.0 == 0 {
         Vector::default()
     } else {
@@ -32,11 +37,11 @@ pub fn conflict_entry(loser: &Entry) -> Option<Entry> {
     })
 }
 
-/// `stem.sync-conflict-YYYYMMDD-HHMMSS-<short>.ext` next to `path`; the
+/// `stem.sync-conflict-YYYYMMDD-HHMMSS-<tag>.ext` next to `path`; the
 /// time is `mtime_ns` in UTC. A name that would pass 255 bytes loses the end
 /// of its stem, down to one character, and then the end of its extension:
 /// every valid name has a valid copy name, the same on every node.
-pub fn conflict_path(path: &RelPath, mtime_ns: i128, short: &str) -> Option<RelPath> {
+pub fn conflict_path(path: &RelPath, mtime_ns: i128, tag: &str) -> Option<RelPath> {
     let s = path.as_str();
     let (parent, name) = match s.rsplit_once('/') {
         Some((p, n)) => (Some(p), n),
@@ -51,7 +56,7 @@ pub fn conflict_path(path: &RelPath, mtime_ns: i128, short: &str) -> Option<RelP
     // Beyond any calendar a filesystem holds (a hostile peer): the nearest.
     let secs = i64::try_from(secs).unwrap_or(if secs < 0 { -(1 << 50) } else { 1 << 50 });
     let (y, mo, d, h, mi, se) = utc(secs);
-    let mark = format!("{MARK}{y:04}{mo:02}{d:02}-{h:02}{mi:02}{se:02}-{short}");
+    let mark = format!("{MARK}{y:04}{mo:02}{d:02}-{h:02}{mi:02}{se:02}-{tag}");
     let (mut stem, mut ext) = (stem.to_string(), ext.to_string());
     let too_long = |stem: &str, ext: &str| stem.len() + mark.len() + ext.len() > MAX_COMPONENT_LEN;
     while too_long(&stem, &ext) && stem.chars().count() > 1 {
@@ -165,7 +170,14 @@ mod tests {
         };
         let c = conflict_entry(&loser).unwrap();
         assert_eq!(c, conflict_entry(&loser.clone()).unwrap());
-        assert_eq!(c.path.as_str(), "report.sync-conflict-20261125-143000-a1b2c3d4.txt");
+        let tag = loser.hash.short();
+        assert_eq!(c.path.as_str(), format!("report.sync-conflict-20261125-143000-a1b2c3d4-{tag}.txt"));
+        // Another loser of the same device and second gets its own copy.
+        let other = Entry {
+            hash: Hash::of(b"xyz"),
+            ..loser.clone()
+        };
+        assert_ne!(conflict_entry(&other).unwrap().path, c.path);
         assert_eq!((c.size, c.mtime, c.version, c.hash, c.by), (3, T, T + 1, loser.hash, dev));
         assert_eq!(c.vector, Vector::single(dev, 77));
         let tomb = Entry { deleted: true, ..loser };

@@ -29,7 +29,8 @@ fn a_concurrent_edit_keeps_the_loser_as_a_conflict_copy_before_taking_the_winner
     let mut e = connected(std::slice::from_ref(&mine), &[A, B]);
     e.handle_message(A, index_msg(vec![theirs.clone()]));
     let copy = crate::engine::conflict::conflict_entry(&mine).unwrap();
-    assert_eq!(copy.path.as_str(), "report.sync-conflict-19700101-000000-00000000.txt");
+    let name = format!("report.sync-conflict-19700101-000000-00000000-{}.txt", mine.hash.short());
+    assert_eq!(copy.path.as_str(), name);
     let cc = Action::ConflictCopy {
         from: mine.clone(),
         copy: copy.clone(),
@@ -255,4 +256,31 @@ fn the_same_version_with_more_history_merges_vectors() {
     // Hearing it again changes nothing.
     e.handle_message(B, index_msg(vec![theirs]));
     assert_eq!(e.take_commands(), vec![]);
+}
+
+/// Found by the random workload (faults, seed 7200021644): two different
+/// losing versions by the same device within one second shared one copy
+/// name; the second was taken for "made already" and its content lost.
+#[test]
+fn two_losers_of_one_device_and_second_each_get_a_copy() {
+    let base = file("f.txt", 10, b"base");
+    let first = edited(&base, ME, 20, b"first loser");
+    let second = Entry {
+        hash: Hash::of(b"second loser"),
+        ..edited(&first, ME, 20, b"second loser")
+    };
+    let copy_of_first = crate::engine::conflict::conflict_entry(&first).unwrap();
+    let mut e = connected(&[second.clone(), copy_of_first.clone()], &[A]);
+    let theirs = edited(&base, A, 30, b"theirs");
+    e.handle_message(
+        A,
+        Message::Update {
+            entries: vec![theirs.clone()],
+        },
+    );
+    let cmds = e.take_commands();
+    assert!(
+        matches!(&cmds[..], [Command::Apply { action: Action::ConflictCopy { from, copy, .. }, .. }] if *from == second && copy.path != copy_of_first.path),
+        "{cmds:?}"
+    );
 }
