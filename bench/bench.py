@@ -12,7 +12,6 @@ BENCH_SCALE (default 1.0) shrinks the file counts and sizes for a quick try.
 Stdlib only.
 """
 
-import hashlib
 import json
 import os
 import random
@@ -28,6 +27,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+from dirsync_tree import digest as tree_digest  # noqa: E402  (the shared tree reader)
+
 BIN = Path(os.environ.get("DIRSYNC_BIN", ROOT / "target/release/dirsync"))
 REPEAT = int(os.environ.get("BENCH_REPEAT", "3"))
 SCALE = float(os.environ.get("BENCH_SCALE", "1.0"))
@@ -136,21 +138,6 @@ def make_big_file(path, size):
             n = min(left, 8 << 20)
             f.write(os.urandom(n))
             left -= n
-
-
-def tree_digest(root):
-    h = hashlib.blake2b()
-    for p in sorted(Path(root).rglob("*")):
-        rel = p.relative_to(root).as_posix()
-        if rel.startswith(".dirsync") or "/.dirsync-tmp-" in "/" + rel:
-            continue
-        h.update(rel.encode())
-        try:
-            if p.is_file():
-                h.update(str(p.stat().st_size).encode())
-        except FileNotFoundError:
-            return object()  # moved while we walked: equal to no other digest
-    return h.hexdigest()
 
 
 # ----- reference tools -----------------------------------------------------

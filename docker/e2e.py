@@ -15,8 +15,15 @@ file and a small edit of it travelling as a delta, a stopped node catching up
 The host is the oracle: it keeps a model of the expected tree (files: path ->
 size, mtime_ns, sha256; folders: path), built from what it writes itself, and waits
 (bounded) until every node's folder equals the model. `.dirsync/` and
-`.dirsync-tmp-*` are ignored. After a failed check the later checks compare
-only the paths they touch, so one bug does not hide the others.
+`.dirsync-tmp-*` are ignored (tools/dirsync_tree.py reads the trees, as for
+bench/bench.py). After a failed check the later checks compare only the paths
+they touch, so one bug does not hide the others.
+
+What the nodes did is asked, never read from their logs: `dirsync status
+/data --json` run in each container gives the node id, the connected peers
+and the counters (connections, files and deltas received, content bytes,
+protocol errors...). Only the panic check reads the logs (a panic has no
+other trace).
 
 Environment: E2E_DIR (scratch dir, default target/e2e), E2E_NET_PREFIX (first
 three octets of the /24 subnet, default 172.28.213), E2E_TIMEOUT (seconds per
@@ -26,7 +33,7 @@ default dirsync-e2e), E2E_KEEP=1 (leave cluster and data up, for debugging).
 Python 3.11 standard library only.
 """
 
-import hashlib
+import io
 import json
 import os
 import re
@@ -34,13 +41,16 @@ import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 import traceback
 from fnmatch import fnmatch
 from pathlib import Path
-from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+from dirsync_tree import DIR, Entry, entry_of, snapshot  # noqa: E402  (the shared tree reader)
+
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 IMAGE = "dirsync:e2e"
 PROJECT = os.environ.get("E2E_PROJECT", "dirsync-e2e")
@@ -52,7 +62,6 @@ BIG_MIB = int(os.environ.get("E2E_BIG_MIB", "100"))
 PARTITION_SECS = float(os.environ.get("E2E_PARTITION_SECS", "25"))  # > dirsync's 20 s keep-alive
 KEEP = os.environ.get("E2E_KEEP") == "1"
 MIB = 1 << 20
-STATE_DIR, TMP_PREFIX = ".dirsync", ".dirsync-tmp-"
 DELTA_LIMIT = 0.05  # the edit must cost less than this fraction of the file
 
 COMPOSE = (["docker-compose"] if shutil.which("docker-compose") else ["docker", "compose"]) + [
@@ -75,55 +84,6 @@ def sh(*args, check=True, timeout=180, merge=False) -> str:
 
 
 # ---------------------------------------------------------------- trees ----
-
-class Entry(NamedTuple):
-    kind: str  # file | dir | symlink | other (dirs: no size, no mtime)
-    size: int
-    mtime_ns: int
-    digest: str  # sha256 of the content, or the symlink target
-
-
-_hashes: dict = {}
-
-
-def entry_of(path: Path) -> Entry:
-    st = path.lstat()
-    if os.path.islink(path):
-        return Entry("symlink", 0, 0, os.readlink(path))
-    if not os.path.isfile(path):
-        return Entry("other", 0, 0, "")
-    key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-    if key not in _hashes:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            while chunk := f.read(MIB):
-                h.update(chunk)
-        _hashes[key] = h.hexdigest()
-    return Entry("file", st.st_size, st.st_mtime_ns, _hashes[key])
-
-
-DIR = Entry("dir", 0, 0, "")
-
-
-def snapshot(root: Path) -> dict:
-    """Relative path -> Entry for everything under root but the state dir and temp files."""
-    tree = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        here = Path(dirpath)
-        if here == root and STATE_DIR in dirnames:
-            dirnames.remove(STATE_DIR)
-        links = [d for d in dirnames if os.path.islink(here / d)]
-        dirnames[:] = sorted(d for d in dirnames if d not in links and not d.startswith(TMP_PREFIX))
-        for d in dirnames:
-            tree[(here / d).relative_to(root).as_posix()] = DIR
-        for name in filenames + links:
-            if not name.startswith(TMP_PREFIX):
-                try:
-                    tree[(here / name).relative_to(root).as_posix()] = entry_of(here / name)
-                except FileNotFoundError:
-                    pass  # replaced or deleted while we looked: the next poll sees it
-    return tree
-
 
 def under(path: str, prefix: str) -> bool:
     return path == prefix or path.startswith(prefix.rstrip("/") + "/")
@@ -159,37 +119,12 @@ def differences(expected: dict, actual: dict, limit=6) -> list[str]:
     return out[:limit] + ([f"... {len(out) - limit} more"] if len(out) > limit else [])
 
 
-# ----------------------------------------------------------------- logs ----
-
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
-EVENT = re.compile(r":\s+(listening|connected|disconnected|synchronized|sent|applied)(?=\s|$)(.*)$")
-# a value is quoted (Debug) or runs up to the next ` key=` (Display: paths may hold spaces)
-FIELD = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|.*?)(?=\s+\w+=|\s*$)')
 
 
-def parse_event(line: str):
-    """`... dirsync::node: sent path="a/b" peer=3f2a mode=delta wire_bytes=12` -> (kind, fields)."""
-    m = EVENT.search(ANSI.sub("", line))
-    if not m:
-        return None
-    fields = {}
-    for k, v in FIELD.findall(m.group(2)):
-        if v.startswith('"'):
-            try:
-                v = json.loads(v)
-            except ValueError:
-                v = v[1:-1]
-        fields[k] = v
-    return m.group(1), fields
-
-
-def same_path(logged: str, rel: str) -> bool:
-    return logged == rel or logged.endswith("/" + rel)
-
-
-def same_id(a: str, b: str) -> bool:
-    a, b = a.rstrip("."), b.rstrip(".")  # tolerate abbreviated ids (3f2a...)
-    return bool(a) and bool(b) and (a.startswith(b) or b.startswith(a))
+def added(after: dict, before: dict, key: str) -> int:
+    """How much counter `key` grew between two readings of a node's counters."""
+    return after[key] - before[key]
 
 
 # -------------------------------------------------------------- cluster ----
@@ -250,13 +185,26 @@ class Cluster:
     def log_lines(self, node) -> list[str]:
         return sh("docker", "logs", self.cid[node], check=False, merge=True).splitlines()
 
-    def events(self, node, since=0, kind=None) -> list[dict]:
-        out = []
-        for line in self.log_lines(node)[since:]:
-            ev = parse_event(line)
-            if ev and (kind is None or ev[0] == kind):
-                out.append(ev[1])
-        return out
+    def status(self, node) -> dict:
+        """`dirsync status /data --json` in the node's container: its id, its
+        peers, its counters (src/node/status.rs). Raises Failure if it does
+        not answer."""
+        return json.loads(sh("docker", "exec", self.cid[node], "/dirsync", "status", "/data", "--json", timeout=30))
+
+    def counters(self) -> dict:
+        """Every node's counters now: node -> {counter: value}."""
+        return {n: self.status(n)["counters"] for n in self.nodes}
+
+    def container_file(self, node, path) -> bytes:
+        """A file in the node's container (`docker cp`: the state folder is
+        the container user's alone)."""
+        p = subprocess.run(["docker", "cp", f"{self.cid[node]}:{path}", "-"], env=ENV, stdin=subprocess.DEVNULL,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+        if p.returncode != 0:
+            raise Failure(f"docker cp {node}:{path} exited {p.returncode}: {p.stderr.decode(errors='replace').strip()}")
+        with tarfile.open(fileobj=io.BytesIO(p.stdout)) as tar:
+            member = next(m for m in tar.getmembers() if m.isfile())
+            return tar.extractfile(member).read()
 
     def tail(self, node, n=8) -> str:
         lines = [ANSI.sub("", l) for l in self.log_lines(node)[-n:]] or ["(no log output)"]
@@ -345,21 +293,27 @@ def seed(c: Cluster):
 
 
 def check_discovery(c: Cluster):
+    """Every node is connected to every other (the peers in its status), and
+    learnt them from announcements (its `discovered` counter): the nodes
+    know no addresses but by broadcast."""
     deadline = time.monotonic() + TIMEOUT
     while True:
-        ids, problems = {}, []
-        for n in c.nodes:
-            ids[n] = next((e.get("node", "") for e in c.events(n, kind="listening")), "")
-        for n in c.nodes:
-            if not ids[n]:
-                problems.append(f"{n}: no `listening node=<id>` line")
-                continue
-            peers = {e.get("peer", "") for e in c.events(n, kind="connected")}
-            missing = [m for m in c.nodes if m != n and not any(same_id(ids[m], p) for p in peers)]
+        problems = []
+        try:
+            status = {n: c.status(n) for n in c.nodes}
+        except Failure as e:  # not answering yet: still starting
+            status, problems = {}, [str(e)]
+        ids = {n: s["node"] for n, s in status.items()}
+        for n, s in status.items():
+            peers = {p["id"] for p in s["peers"]}
+            missing = [m for m in c.nodes if m != n and ids[m] not in peers]
             if missing:
-                problems.append(f"{n} (id {ids[n]}): no `connected peer=` for "
-                                + ", ".join(f"{m} (id {ids[m] or '?'})" for m in missing)
+                problems.append(f"{n} (id {ids[n]}): not connected to "
+                                + ", ".join(f"{m} (id {ids[m]})" for m in missing)
                                 + f"; connected to {sorted(peers) or 'nobody'}")
+            if s["counters"]["discovered"] < len(c.nodes) - 1:
+                problems.append(f"{n}: learnt {s['counters']['discovered']} nodes from announcements, "
+                                f"expected {len(c.nodes) - 1}")
         if not problems:
             return "ids " + ", ".join(f"{n}={ids[n]}" for n in c.nodes)
         c.assert_running(c.nodes)
@@ -369,21 +323,31 @@ def check_discovery(c: Cluster):
 
 
 def check_union(c: Cluster):
-    # The loser's copy is named by its mtime (UTC) and the loser's device id,
-    # which its node logs at start (`listening ... device=`).
+    # The loser's copy is named by its mtime (UTC), the loser's device id,
+    # which its node keeps in its state folder, and 8 hex digits of its
+    # content's blake3 hash (found on disk: the model hashes with sha256).
     loser, older, mtime_ns = c.conflict_loser
-    device = next((e.get("device", "") for e in c.events(loser, kind="listening")), "")
+    device = c.container_file(loser, "/data/.dirsync/device").decode().strip()
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(mtime_ns // 10**9))
-    copy = f"shared/conflict.sync-conflict-{stamp}-{device[:8]}.txt"
+    pattern = re.compile(rf"conflict\.sync-conflict-{stamp}-{device[:8]}-[0-9a-f]{{8}}\.txt")
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        names = [p.name for p in (c.dir(c.nodes[0]) / "shared").iterdir() if pattern.fullmatch(p.name)]
+        if names or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    if len(names) != 1:
+        raise Failure(f"expected one conflict copy matching {pattern.pattern}, found {names}")
+    copy = f"shared/{names[0]}"
     c.model[copy] = older
     c.wait_converged()
-    deadline = time.monotonic() + 5  # informational: the log lines may trail the files
+    deadline = time.monotonic() + 5  # informational: the digests travel once a second
     while True:
-        synced = {n: len({e.get("peer") for e in c.events(n, kind="synchronized")}) for n in c.nodes}
+        synced = {n: sum(p["synced"] for p in c.status(n)["peers"]) for n in c.nodes}
         if min(synced.values()) >= len(c.nodes) - 1 or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    return (f"{len(c.model)} paths, conflict copy {copy.split('/')[-1]}; `synchronized peer=` counts "
+    return (f"{len(c.model)} paths, conflict copy {copy.split('/')[-1]}; peers synchronized "
             + ", ".join(f"{n}:{k}" for n, k in synced.items()))
 
 
@@ -443,6 +407,7 @@ def check_big_file(c: Cluster):
     n = c.nodes[0]
     p = c.dir(n) / BIG
     c.mkdir(n, "big")
+    before = c.counters()
     start = time.monotonic()
     with open(p, "wb") as f:
         for _ in range(BIG_MIB):
@@ -450,38 +415,32 @@ def check_big_file(c: Cluster):
     c.model[BIG] = entry_of(p)
     c.wait_converged(timeout=max(TIMEOUT, 300))
     took = time.monotonic() - start
-    sent = [int(e.get("wire_bytes", 0)) for m in c.nodes for e in c.events(m, kind="sent")
-            if same_path(e.get("path", ""), BIG)]
+    after = c.counters()
     size = BIG_MIB * MIB
-    whole = [w for w in sent if w >= size]
+    files = sum(added(after[m], before[m], "files_received") for m in c.nodes)
+    wire = sum(added(after[m], before[m], "content_bytes_received") for m in c.nodes)
     return (f"{BIG_MIB} MiB from {n} to {len(c.nodes) - 1} nodes in {took:.1f}s; "
-            f"{len(sent)} sends ({len(sent) - len(whole)} of a partly written file), "
-            f"a whole copy costs {min(whole, default=0) / size:.4f}x the file on the wire")
+            f"{files} files received ({files - (len(c.nodes) - 1)} more than one per node: "
+            f"a partly written file), {wire / size:.4f}x the file in content bytes")
 
 
 def check_delta(c: Cluster):
     n, size = c.nodes[0], BIG_MIB * MIB
-    marks = {m: len(c.log_lines(m)) for m in c.nodes}
+    before = c.counters()
     p = c.dir(n) / BIG
     with open(p, "r+b") as f:  # 4 KiB, unaligned, in the middle
         f.seek(size // 2 + 12345)
         f.write(os.urandom(4096))
     c.model[BIG] = entry_of(p)
     c.wait_converged(timeout=max(TIMEOUT, 300))
-    receivers = [m for m in c.nodes if m != n]
-    deadline = time.monotonic() + 10  # the logs may trail the rename by a moment
-    while time.monotonic() < deadline:
-        applied = [m for m in receivers
-                   if any(same_path(e.get("path", ""), BIG) for e in c.events(m, marks[m], "applied"))]
-        if len(applied) == len(receivers):
-            break
-        time.sleep(0.5)
-    sent = [e for m in c.nodes for e in c.events(m, marks[m], "sent") if same_path(e.get("path", ""), BIG)]
-    if not sent:
-        raise Failure(f"no `sent path={BIG}` log line after the edit on any node: cannot measure")
-    wire = sum(int(e.get("wire_bytes", 0)) for e in sent)
-    modes = ",".join(sorted(e.get("mode", "?") for e in sent))
-    figure = (f"4 KiB edit: {len(sent)} sends ({modes}), {wire} wire bytes = "
+    # Only this file changed: what the nodes received since is its edit.
+    after = c.counters()
+    files = sum(added(after[m], before[m], "files_received") for m in c.nodes)
+    deltas = sum(added(after[m], before[m], "deltas_received") for m in c.nodes)
+    wire = sum(added(after[m], before[m], "content_bytes_received") for m in c.nodes)
+    if not files:
+        raise Failure(f"no node counted a received file after the edit of {BIG}: cannot measure")
+    figure = (f"4 KiB edit: {files} files received ({deltas} as deltas), {wire} content bytes = "
               f"{wire / size:.3%} of the {BIG_MIB} MiB file (limit {DELTA_LIMIT:.0%})")
     if wire >= DELTA_LIMIT * size:
         raise Failure(figure)
@@ -521,7 +480,7 @@ def check_partition(c: Cluster):
     nets = json.loads(sh("docker", "inspect", "-f", "{{json .NetworkSettings.Networks}}", c.cid[cut]))
     net, cfg = next(iter(nets.items()))
     ip = (cfg.get("IPAMConfig") or {}).get("IPv4Address") or cfg["IPAddress"]
-    marks = {m: len(c.log_lines(m)) for m in c.nodes}
+    before = c.counters()
     sh("docker", "network", "disconnect", net, c.cid[cut])
     cut_at = time.monotonic()
     try:
@@ -539,12 +498,17 @@ def check_partition(c: Cluster):
     finally:
         sh("docker", "network", "connect", "--ip", ip, net, c.cid[cut])
     c.wait_converged()
-    lost = [m for m in c.nodes if c.events(m, marks[m], "disconnected")]
+    after = c.counters()
+    again = [m for m in c.nodes if added(after[m], before[m], "connections")]
     return (f"{cut} ({ip}) cut from {net} for {PARTITION_SECS:.0f}s, reconnected; "
-            f"nodes that logged `disconnected`: {', '.join(lost) or 'none'}")
+            f"nodes with new connections since: {', '.join(again) or 'none'}")
 
 
-def check_logs(c: Cluster):
+def check_health(c: Cluster):
+    """No node closed a connection of its honest peers as a protocol error
+    or refused one (counters), and none panicked. A panic leaves no trace
+    but the standard library's `panicked at` line on stderr: that check
+    alone reads the logs."""
     panics, errors = [], 0
     for n in c.nodes:
         for line in c.log_lines(n):
@@ -554,7 +518,13 @@ def check_logs(c: Cluster):
             errors += " ERROR " in line
     if panics:
         raise Failure("panic in the logs:\n  " + "\n  ".join(panics[:5]))
-    return f"{errors} ERROR lines"
+    counters = c.counters()
+    bad = {n: {k: v[k] for k in ("protocol_errors", "handshakes_refused") if v[k]} for n, v in counters.items()}
+    bad = {n: v for n, v in bad.items() if v}
+    if bad:
+        raise Failure(f"honest nodes counted protocol errors or refusals: {bad}")
+    failures = {n: v["failures"] for n, v in counters.items()}
+    return f"{errors} ERROR lines; failures (retried) per node: {failures}"
 
 
 CHECKS = [  # (name, function, top-level names it touches: compared alone after a failure)
@@ -570,7 +540,7 @@ CHECKS = [  # (name, function, top-level names it touches: compared alone after 
     ("small edit of the big file travels as a delta", check_delta, ["big"]),
     ("stopped node catches up, deletes stay deleted", check_offline, ["offline"]),
     ("disconnected node converges after reconnect", check_partition, ["partition"]),
-    ("no panics in the logs", check_logs, None),
+    ("no panics, protocol errors or refusals", check_health, None),
 ]
 
 

@@ -158,6 +158,19 @@ fn entry_json(path: &str, kind: &str, size: u64, hash: &Hash) -> String {
     )
 }
 
+/// Wait until node `a` has counted `n` protocol errors (connections closed
+/// for a malformed frame or a protocol violation) more than `before`, and
+/// check it counted exactly that many.
+fn assert_protocol_errors(rig: &Rig, before: u64, n: u64, what: &str) {
+    let (ok, c) = rig.a.wait_counters(TIMEOUT, |c| c.protocol_errors >= before + n);
+    let counted = c.protocol_errors.saturating_sub(before);
+    assert!(
+        ok && counted == n,
+        "{what}: {counted} connections closed as protocol errors, {n} expected:\n{}",
+        rig.logs()
+    );
+}
+
 /// Send `frames` on a fresh peer connection; the node must close it.
 fn must_close(rig: &Rig, id: u64, frames: &[Vec<u8>], what: &str) {
     let mut s = peer(&rig.a, id);
@@ -205,16 +218,15 @@ fn malformed_input_costs_only_its_connection() {
     }
     let bomb = frame_with_zlib(&z.finish().unwrap());
     assert!(bomb.len() < 2 * 1024 * 1024);
+    let before = rig.a.counters().protocol_errors;
     must_close(&rig, 0xbad2, &[bomb], "zlib bomb");
-    assert!(
-        rig.a.log_text().contains("decompressed message is over"),
-        "no logged reason for the bomb:\n{}",
-        rig.a.log_text()
-    );
+    assert_protocol_errors(&rig, before, 1, "zlib bomb");
     rig.check("a zlib bomb");
 
     // Paths that escape, in every message that carries one.
     let h = Hash::of(b"x");
+    let before = rig.a.counters().protocol_errors;
+    let mut sent = 0;
     let abs = rig.root.join("outside/abs.txt").display().to_string();
     for (i, bad) in [
         "../escape",
@@ -239,9 +251,10 @@ fn malformed_input_costs_only_its_connection() {
         ];
         for (j, f) in frames.iter().enumerate() {
             must_close(&rig, 0xbad3_0000 + (i * 16 + j) as u64, &[raw_frame(f)], &format!("path {bad:?}"));
+            sent += 1;
         }
     }
-    assert!(rig.a.log_text().contains("bad message"), "no logged reason:\n{}", rig.a.log_text());
+    assert_protocol_errors(&rig, before, sent, "escaping paths");
     assert!(!rig.root.join("escape").exists());
     rig.check("escaping paths");
 
@@ -313,10 +326,15 @@ fn a_symlink_inside_dir_is_never_written_through() {
     rig.check("a file announced below a symlink");
     assert!(!rig.root.join("outside/pwned").exists(), "written through the symlink");
     if asked {
+        // The refused write counts as a failure, and status says why.
+        let (failed, _) = rig.a.wait_counters(TIMEOUT, |c| c.failures >= 1);
+        assert!(failed, "the refused write was not counted as a failure:\n{}", rig.logs());
+        let last_error = rig.a.status().and_then(|s| s.last_error);
         assert!(
-            rig.a.log_text().contains("symlink lies on the way"),
-            "no logged reason:\n{}",
-            rig.a.log_text()
+            last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("link/pwned") && e.contains("symlink")),
+            "status does not say why link/pwned was not written: {last_error:?}"
         );
     }
 }
@@ -434,11 +452,12 @@ fn a_stalled_handshake_is_dropped() {
 #[test]
 fn fifty_connections_at_once() {
     let mut rig = Rig::new(|_, _| {});
+    let before = rig.a.counters().over_capacity;
     let mut flood: Vec<TcpStream> = (0..50).map(|_| connect(&rig.a)).collect();
     // While they are all open, the existing honest connection still works.
     rig.check("50 connections opened");
-    let (warned, _) = wait_until(TIMEOUT, || rig.a.log_text().contains("too many connections in their handshake"));
-    assert!(warned, "the handshake cap was never hit:\n{}", rig.a.log_text());
+    let (capped, _) = rig.a.wait_counters(TIMEOUT, |c| c.over_capacity > before);
+    assert!(capped, "the handshake cap was never hit:\n{}", rig.logs());
     for (i, s) in flood.iter_mut().enumerate() {
         assert!(closed_by_node(s), "flood connection {i} was never closed");
     }
@@ -505,21 +524,14 @@ fn junk_datagrams_on_the_broadcast_port() {
 #[test]
 fn the_peer_cap_holds() {
     let mut rig = Rig::new(|_, _| {});
-    let crowd: Vec<TcpStream> = (0..dirsync::transport::limits::MAX_PEERS as u64 + 4)
-        .map(|i| peer(&rig.a, 0xc000 + i))
-        .collect();
-    let (capped, _) = wait_until(TIMEOUT, || rig.a.log_text().contains("too many peers"));
-    assert!(capped, "the peer cap was never hit:\n{}", rig.a.log_text());
-    let connected = rig
-        .a
-        .log_text()
-        .lines()
-        .filter(|l| l.contains(" connected ") || l.ends_with(" connected"))
-        .count();
-    assert!(
-        connected <= dirsync::transport::limits::MAX_PEERS + 1,
-        "{connected} connections registered"
-    );
+    const MAX_PEERS: u64 = dirsync::transport::limits::MAX_PEERS as u64;
+    let before = rig.a.counters().over_capacity;
+    let crowd: Vec<TcpStream> = (0..MAX_PEERS + 4).map(|i| peer(&rig.a, 0xc000 + i)).collect();
+    // B holds a place too: at least 4 of the crowd find no room.
+    let (capped, _) = rig.a.wait_counters(TIMEOUT, |c| c.over_capacity >= before + 4);
+    assert!(capped, "the peer cap was never hit:\n{}", rig.logs());
+    let connected = rig.a.counters().connections;
+    assert!(connected <= MAX_PEERS + 1, "{connected} connections registered");
     rig.check("more peers than the cap");
     drop(crowd);
     rig.check("the crowd left");
@@ -530,6 +542,7 @@ fn the_peer_cap_holds() {
 #[test]
 fn a_peer_that_asks_without_reading_is_dropped() {
     let mut rig = Rig::new(|_, _| {});
+    let before = rig.a.counters().protocol_errors;
     let mut s = peer(&rig.a, 0xbad7);
     s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
     let want = Message::Want {
@@ -550,8 +563,8 @@ fn a_peer_that_asks_without_reading_is_dropped() {
         }
         sent += 1;
     }
-    let (dropped, _) = wait_until(TIMEOUT, || rig.a.log_text().contains("the peer asks faster than it reads"));
-    assert!(dropped, "after {sent} wants the node still queues:\n{}", rig.a.log_text());
+    let (dropped, _) = rig.a.wait_counters(TIMEOUT, |c| c.protocol_errors > before);
+    assert!(dropped, "after {sent} wants the node still queues:\n{}", rig.logs());
     assert!(closed_by_node(&mut s), "the connection stayed open");
     rig.check("a peer asking without reading");
 }

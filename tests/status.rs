@@ -79,10 +79,13 @@ fn static_peers_without_discovery_sync_and_status_shows_equal_digests() {
         assert!(r.contains("synchronized"), "{r}");
         assert!(r.contains("error    none"), "{r}");
     }
-    let (ok, _) = wait_until(TIMEOUT, || pa_proc.log_text().contains("is this node itself"));
+    let (ok, counters) = pa_proc.wait_counters(TIMEOUT, |c| c.static_self >= 1);
     assert!(ok, "A did not notice it is its own static peer:\n{}", pa_proc.log_text());
-    // Discovery is off: neither node announced or heard anything.
-    assert!(!pa_proc.log_text().contains("discovered") && !pb_proc.log_text().contains("discovered"));
+    assert_eq!(counters.static_self, 1, "A is its own static peer once, then not dialled again");
+    // Discovery is off: neither node learnt a peer from an announcement.
+    for p in [&pa_proc, &pb_proc] {
+        assert_eq!(p.counters().discovered, 0, "{}", p.log_text());
+    }
 
     // A change makes the digests differ for a moment and agree again.
     write(&a, "later.txt", b"later");
@@ -124,6 +127,9 @@ fn status_json_and_state_dir_is_private() {
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v["files"], 1, "{json}");
     assert_eq!(v["peers"].as_array().map(Vec::len), Some(0), "{json}");
+    // What scripts read (docker/e2e.py): the counters and the suspension.
+    assert_eq!(v["counters"]["connections"], 0, "{json}");
+    assert!(v["suspended"].is_null(), "{json}");
     let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&a.join(".dirsync")), 0o700);
     assert_eq!(mode(&a.join(".dirsync/control.sock")), 0o600);

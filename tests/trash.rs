@@ -20,8 +20,7 @@ fn trash_list(dir: &Path) -> Vec<serde_json::Value> {
 }
 
 fn trash_bytes(dir: &Path) -> Option<u64> {
-    let out = Command::new(BIN).arg("status").arg(dir).arg("--json").output().ok()?;
-    serde_json::from_slice::<serde_json::Value>(&out.stdout).ok()?["trash_bytes"].as_u64()
+    status_of(dir).map(|s| s.trash_bytes)
 }
 
 #[test]

@@ -1,13 +1,15 @@
 //! Helpers for tests that run real `dirsync` processes on loopback.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
-use std::collections::BTreeMap;
+use dirsync::node::status::{CounterValues, Status};
+use std::cell::RefCell;
 use std::fs;
 use std::net::{TcpListener, UdpSocket};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+pub use dirsync_sim::tree::{Item, Tree, TreeReader};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_dirsync");
 
@@ -116,6 +118,63 @@ impl Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// The node's `dirsync status --json`; `None` while it does not answer.
+    pub fn status(&self) -> Option<Status> {
+        status_of(&self.dir)
+    }
+
+    /// The node's counters now (waiting up to 30 s for it to answer).
+    pub fn counters(&self) -> CounterValues {
+        let mut status = None;
+        let (ok, _) = wait_until(Duration::from_secs(30), || {
+            status = self.status();
+            status.is_some()
+        });
+        assert!(
+            ok,
+            "the node on {} does not answer `dirsync status`:\n{}",
+            self.dir.display(),
+            self.log_text()
+        );
+        status.unwrap().counters
+    }
+
+    /// Poll the node's counters until `cond` holds or `timeout` passes;
+    /// whether it held, and the last reading (for the failure message).
+    pub fn wait_counters(&self, timeout: Duration, mut cond: impl FnMut(&CounterValues) -> bool) -> (bool, CounterValues) {
+        let mut last = CounterValues::default();
+        let (ok, _) = wait_until(timeout, || match self.status() {
+            Some(s) => {
+                last = s.counters;
+                cond(&last)
+            }
+            None => false,
+        });
+        (ok, last)
+    }
+}
+
+/// `dirsync status DIR --json`, parsed: what the node running on `dir`
+/// reports; `None` while no node answers there.
+pub fn status_of(dir: &Path) -> Option<Status> {
+    let out = Command::new(BIN)
+        .arg("status")
+        .arg(dir)
+        .arg("--json")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        return None;
+    }
+    let status = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "`dirsync status --json` printed what does not parse ({e}):\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    Some(status)
 }
 
 impl Drop for Proc {
@@ -124,33 +183,25 @@ impl Drop for Proc {
     }
 }
 
-/// What a test compares: kind, content hash and mtime (ns) per path.
-pub type Tree = BTreeMap<String, (char, String, i64)>;
-
-/// The synced tree under `root`: dirsync's own state and temp files left out.
+/// The synced tree under `root`, as the simulation reads it (one oracle
+/// for both: `dirsync_sim::tree`): dirsync's state folder and temp files
+/// left out; files by content hash, size and mtime, folders by kind.
+/// Hashes are cached per thread while a file's inode, size, mtime and ctime
+/// stay the same, so polling a tree with large files stays cheap.
 pub fn tree(root: &Path) -> Tree {
-    let mut out = Tree::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = fs::read_dir(&dir) else { continue };
-        for e in entries.flatten() {
-            let path = e.path();
-            let rel = path.strip_prefix(root).unwrap().to_string_lossy().to_string();
-            let name = e.file_name().to_string_lossy().to_string();
-            if rel == ".dirsync" || name.starts_with(".dirsync-tmp-") {
-                continue;
-            }
-            let Ok(meta) = fs::symlink_metadata(&path) else { continue };
-            if meta.is_dir() {
-                out.insert(rel, ('d', String::new(), 0));
-                stack.push(path);
-            } else if let Ok(bytes) = fs::read(&path) {
-                let mtime = meta.mtime() * 1_000_000_000 + meta.mtime_nsec();
-                out.insert(rel, ('f', blake3::hash(&bytes).to_hex().to_string(), mtime));
-            }
-        }
+    read_tree(root).0
+}
+
+/// The temp files (`.dirsync-tmp-*`) under `root`, relative paths.
+pub fn temp_files(root: &Path) -> Vec<String> {
+    read_tree(root).1
+}
+
+fn read_tree(root: &Path) -> (Tree, Vec<String>) {
+    thread_local! {
+        static READER: RefCell<TreeReader> = RefCell::default();
     }
-    out
+    READER.with(|r| r.borrow_mut().read(root))
 }
 
 /// Poll `cond` every 50 ms until it holds or `timeout` passes; returns
@@ -177,21 +228,11 @@ pub fn all_equal(dirs: &[&Path]) -> bool {
 /// A readable description of how the trees differ, for failure messages.
 pub fn describe_difference(dirs: &[&Path]) -> String {
     let first = tree(dirs[0]);
-    let mut out = String::new();
-    for d in &dirs[1..] {
-        let t = tree(d);
-        for (k, v) in &first {
-            match t.get(k) {
-                None => out += &format!("{} lacks {k}\n", d.display()),
-                Some(w) if w != v => out += &format!("{} differs at {k}: {v:?} vs {w:?}\n", d.display()),
-                _ => {}
-            }
-        }
-        for k in t.keys().filter(|k| !first.contains_key(*k)) {
-            out += &format!("{} has extra {k}\n", d.display());
-        }
-    }
-    out
+    let name = dirs[0].display().to_string();
+    dirs[1..]
+        .iter()
+        .map(|d| dirsync_sim::tree::describe_difference(&name, &first, &d.display().to_string(), &tree(d)))
+        .collect()
 }
 
 pub fn write(root: &Path, rel: &str, content: &[u8]) {
