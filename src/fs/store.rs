@@ -26,7 +26,7 @@ pub enum StoreError {
         #[source]
         source: io::Error,
     },
-    #[error("{0}: a symlink lies on the way; refusing to write through it")]
+    #[error("{0}: a symlink is there or on the way; refusing to write through it")]
     Symlink(String),
     #[error("{0}: changed on disk meanwhile; keeping the local version")]
     Changed(String),
@@ -246,6 +246,11 @@ impl Store {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(expected.is_none_or(|e| e.deleted)),
             Err(e) => return Err(io_err(&full)(e)),
         };
+        if meta.file_type().is_symlink() {
+            // Not synced, and not ours to replace: say so (it used to read
+            // "changed on disk meanwhile").
+            return Err(StoreError::Symlink(rel.to_string()));
+        }
         Ok(match expected {
             Some(e) if !e.deleted && e.kind == Kind::Dir => meta.is_dir(),
             Some(e) if !e.deleted => meta.file_type().is_file() && meta.len() == e.size && mtime_ns(&meta) == e.mtime,
@@ -576,6 +581,16 @@ mod tests {
         assert_eq!(fs::read(dir.path().join("f")).unwrap(), b"user edit!");
         assert!(matches!(store.delete(&known), Err(StoreError::Changed(_))));
         assert_eq!(store.clean_temp_files(), 0, "the abandoned temp file was removed");
+    }
+
+    /// Issue 13: a symlink as the last component of an incoming path was
+    /// reported as "changed on disk meanwhile".
+    #[test]
+    fn a_symlink_where_a_file_would_go_is_named_as_such() {
+        let (dir, store) = setup();
+        std::os::unix::fs::symlink("/etc/hostname", dir.path().join("link")).unwrap();
+        assert!(matches!(store.matches(&rel("link"), None), Err(StoreError::Symlink(_))));
+        assert!(dir.path().join("link").symlink_metadata().unwrap().file_type().is_symlink());
     }
 
     #[test]

@@ -101,7 +101,7 @@ impl<N: Net> Node<N> {
         let known = |p: &RelPath| -> Option<Entry> {
             index.get(p).cloned().or_else(|| {
                 let suffix = p.as_str().strip_prefix(to.as_str())?;
-                index.get(&RelPath::new(format!("{from}{suffix}")).ok()?).cloned()
+                index.get(&RelPath::new(format!("{}{suffix}", from.as_str())).ok()?).cloned()
             })
         };
         let mut r = self.store.scan_checked(Some(&to), &known);

@@ -214,7 +214,7 @@ impl<N: Net> Node<N> {
                 .into_iter()
                 .take(MAX_RETRYING_SHOWN)
                 .map(|r| RetryingPath {
-                    path: r.path.to_string(),
+                    path: r.path.as_str().to_string(),
                     error: r.error,
                     attempts: r.attempts,
                 })

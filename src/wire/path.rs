@@ -144,9 +144,22 @@ impl RelPath {
     }
 }
 
+/// For people and logs: control characters (a newline, an escape
+/// sequence) are escaped, so a file name cannot forge a log line or
+/// repaint a terminal. The path itself is `as_str`.
 impl fmt::Display for RelPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        if !self.0.chars().any(char::is_control) {
+            return f.write_str(&self.0);
+        }
+        for c in self.0.chars() {
+            if c.is_control() {
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                write!(f, "{c}")?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -232,6 +245,15 @@ mod tests {
         assert!(!RelPath::new("ab").unwrap().is_within(&RelPath::new("a").unwrap()));
         assert_eq!(p.depth(), 3);
         assert_eq!(RelPath::from_fs(Path::new("/r"), Path::new("/r/a/b/c")).unwrap(), p);
+    }
+
+    /// Issue 13: file names with control characters reached the logs raw.
+    #[test]
+    fn control_characters_are_escaped_when_shown() {
+        let p = RelPath::new("d/new\nline\u{1b}[31m red").unwrap();
+        assert_eq!(p.to_string(), "d/new\\nline\\u{1b}[31m red");
+        assert_eq!(p.as_str(), "d/new\nline\u{1b}[31m red");
+        assert_eq!(RelPath::new("plain/é.txt").unwrap().to_string(), "plain/é.txt");
     }
 
     /// Issue 13, bug 3: a user's files named like temp files were deleted
