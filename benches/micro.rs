@@ -36,6 +36,7 @@ fn entry(i: usize) -> Entry {
         hash: Hash::of(&i.to_le_bytes()),
         vector: Default::default(),
         by: Default::default(),
+        exec: false,
     }
 }
 

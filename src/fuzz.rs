@@ -84,6 +84,7 @@ fn entry() -> impl Strategy<Value = Entry> {
             hash,
             vector: Default::default(),
             by: Default::default(),
+            exec: false,
         })
 }
 

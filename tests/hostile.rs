@@ -286,6 +286,7 @@ fn a_symlink_inside_dir_is_never_written_through() {
         hash: Hash::of(&content),
         vector: Default::default(),
         by: Default::default(),
+        exec: false,
     };
     let dir = Entry {
         path: RelPath::new("link").unwrap(),
@@ -380,6 +381,7 @@ fn mutated_frames_over_the_wire() {
                 hash,
                 vector: Default::default(),
                 by: Default::default(),
+                exec: false,
             };
             let junk: Vec<u8> = (0..rng.below(300)).map(|_| rng.next() as u8).collect();
             let msg = match rng.below(10) {

@@ -787,6 +787,17 @@ impl Cluster {
         self.tell(host, LocalEvent::Changed(vec![Some(rel(path))]));
     }
 
+    /// Make file `path` on `host` executable or not (`chmod`), and tell
+    /// its node.
+    pub fn chmod(&mut self, host: usize, path: &str, exec: bool) {
+        use std::os::unix::fs::PermissionsExt;
+        self.note(format!("chmod {} {path} exec={exec}", self.hosts[host].name));
+        let full = self.hosts[host].root.join(path);
+        let mode = if exec { 0o755 } else { 0o644 };
+        fs::set_permissions(&full, fs::Permissions::from_mode(mode)).unwrap();
+        self.tell(host, LocalEvent::Changed(vec![Some(rel(path))]));
+    }
+
     /// Expect nothing of any path any more: only agreement is checked (a
     /// scenario whose own oracle decides what must hold).
     pub fn forget_all(&mut self) {

@@ -11,7 +11,12 @@ use std::path::{Path, PathBuf};
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Item {
     Dir,
-    File { hash: [u8; 32], size: u64, mtime: i128 },
+    File {
+        hash: [u8; 32],
+        size: u64,
+        mtime: i128,
+        exec: bool,
+    },
 }
 
 impl Item {
@@ -27,8 +32,9 @@ impl fmt::Debug for Item {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Item::Dir => write!(f, "dir"),
-            Item::File { hash, size, mtime } => {
-                write!(f, "file({size} B, mtime {mtime}, ")?;
+            Item::File { hash, size, mtime, exec } => {
+                let x = if *exec { "exec, " } else { "" };
+                write!(f, "file({size} B, mtime {mtime}, {x}")?;
                 for b in &hash[..4] {
                     write!(f, "{b:02x}")?;
                 }
@@ -94,6 +100,7 @@ impl TreeReader {
                             hash,
                             size: meta.len(),
                             mtime,
+                            exec: meta.mode() & 0o111 != 0,
                         },
                     );
                 }

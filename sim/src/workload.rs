@@ -394,12 +394,16 @@ fn user_op(c: &mut Cluster, rng: &mut Rng, oracle: &mut Oracle, host: usize, no_
             oracle.wrote(c, &path, &content);
             c.write(host, &path, &content);
         }
-        // Far-past and far-future mtimes.
+        // Far-past and far-future mtimes, or the executable bit.
         11 if !files.is_empty() => {
             let path = rng.pick(&files).clone();
-            let when = if rng.chance(50) { FAR_FUTURE } else { FAR_PAST };
             oracle.touched(&path);
-            c.touch(host, &path, when + rng.below(1_000_000_000) as i128);
+            if rng.chance(30) {
+                c.chmod(host, &path, rng.chance(50));
+            } else {
+                let when = if rng.chance(50) { FAR_FUTURE } else { FAR_PAST };
+                c.touch(host, &path, when + rng.below(1_000_000_000) as i128);
+            }
         }
         // Make a folder.
         _ => {

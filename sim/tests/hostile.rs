@@ -39,6 +39,7 @@ fn random_message(rng: &mut Rng) -> Message {
         hash,
         vector: Default::default(),
         by: Default::default(),
+        exec: false,
     };
     let junk_len = rng.below(300) as usize;
     let junk = rng.bytes(junk_len);

@@ -167,6 +167,7 @@ mod tests {
             hash: Hash::of(b"abc"),
             vector: Vector::single(dev, 77).bump(NodeId(5), 3),
             by: dev,
+            exec: false,
         };
         let c = conflict_entry(&loser).unwrap();
         assert_eq!(c, conflict_entry(&loser.clone()).unwrap());

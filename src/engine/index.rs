@@ -14,8 +14,8 @@ use std::collections::{BTreeMap, HashMap};
 /// larger content hash wins, then the later mtime. Two versions equal in all
 /// of these hold the same content and metadata, so no further tie-break (such
 /// as node id) is ever needed, and every node picks the same winner.
-fn rank(e: &Entry) -> (i128, bool, Kind, Hash, i128) {
-    (e.version, !e.deleted, e.kind, e.hash, e.mtime)
+fn rank(e: &Entry) -> (i128, bool, Kind, Hash, i128, bool) {
+    (e.version, !e.deleted, e.kind, e.hash, e.mtime, e.exec)
 }
 
 /// True if `new` should replace `old`.
@@ -132,6 +132,7 @@ mod tests {
             hash: Hash::of(content),
             vector: crate::wire::version::Vector::default(),
             by: crate::wire::NodeId(0),
+            exec: false,
         }
     }
 

@@ -62,13 +62,16 @@ impl Engine {
         for o in found.values() {
             let old = self.index.get(&o.path);
             let unchanged = old.is_some_and(|e| {
-                !e.deleted && e.kind == o.kind && (o.kind == Kind::Dir || (e.size == o.size && e.mtime == o.mtime && e.hash == o.hash))
+                !e.deleted
+                    && e.kind == o.kind
+                    && (o.kind == Kind::Dir || (e.size == o.size && e.mtime == o.mtime && e.hash == o.hash && e.exec == o.exec))
             });
             if unchanged {
                 continue;
             }
             let mtime = if o.kind == Kind::Dir { now } else { o.mtime };
             let mut e = self.local_version(old, o.path.clone(), o.kind, false, o.size, mtime, o.hash);
+            e.exec = o.exec;
             if unknown && old.is_none() {
                 e.vector = Vector::default();
             }
@@ -139,6 +142,7 @@ impl Engine {
             hash,
             vector,
             by: self.device,
+            exec: false,
         }
     }
 }

@@ -308,7 +308,7 @@ impl Engine {
                     h.update(b"d");
                 }
                 (false, Kind::File) => {
-                    h.update(b"f");
+                    h.update(if e.exec { b"e" } else { b"f" });
                     h.update(&e.size.to_be_bytes());
                     h.update(&e.mtime.to_be_bytes());
                     h.update(&e.hash.0);

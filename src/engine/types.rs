@@ -17,6 +17,8 @@ pub struct Observed {
     /// A folder that holds at least one entry of any kind (temp files,
     /// symlinks and ignored names count too); false for files.
     pub occupied: bool,
+    /// A file with an execute bit set.
+    pub exec: bool,
 }
 
 /// What a scan saw of DIR itself, for the mass-delete guard.

@@ -6,7 +6,7 @@
 //!
 //! Must not: change anything on disk.
 
-use super::store::{io_err, mtime_ns, Store, StoreError};
+use super::store::{io_err, is_exec, mtime_ns, Store, StoreError};
 use crate::engine::{DirState, Observed};
 use crate::wire::{Entry, Hash, Kind, RelPath, STATE_DIR_NAME};
 use std::fs::{self, File, Metadata};
@@ -95,6 +95,7 @@ impl Store {
                 mtime: 0,
                 hash: Hash::ZERO,
                 occupied: false,
+                exec: false,
             }));
         }
         if !ft.is_file() {
@@ -121,6 +122,7 @@ impl Store {
             mtime,
             hash,
             occupied: false,
+            exec: is_exec(meta),
         }))
     }
 
@@ -234,6 +236,7 @@ mod tests {
             hash: o.hash,
             vector: Default::default(),
             by: Default::default(),
+            exec: false,
         }
     }
 

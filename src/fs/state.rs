@@ -204,6 +204,7 @@ mod tests {
             hash: Hash::of(content),
             vector: crate::wire::Vector::default(),
             by: NodeId(0),
+            exec: false,
         }
     }
 

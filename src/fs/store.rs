@@ -13,6 +13,7 @@ use crate::wire::{temp_name, temp_name_device, Entry, Hash, Kind, NodeId, PathEr
 use std::collections::BTreeSet;
 use std::fs::{self, File, Metadata};
 use std::io::{self, Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
@@ -51,6 +52,23 @@ pub(super) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
         path: path.display().to_string(),
         source,
     }
+}
+
+/// Whether a file has an execute bit set.
+pub fn is_exec(meta: &Metadata) -> bool {
+    meta.permissions().mode() & 0o111 != 0
+}
+
+/// Give file `path` execute bits where it has read bits (`exec`), or take
+/// them all away, unless it is so already.
+fn set_exec(path: &Path, exec: bool) -> Result<(), StoreError> {
+    let meta = fs::metadata(path).map_err(io_err(path))?;
+    if is_exec(&meta) == exec {
+        return Ok(());
+    }
+    let mode = meta.permissions().mode();
+    let mode = if exec { mode | ((mode & 0o444) >> 2) } else { mode & !0o111 };
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(io_err(path))
 }
 
 /// A file's mtime as nanoseconds since the Unix epoch.
@@ -141,6 +159,7 @@ impl TempFile {
     /// flushes; one after the other, each waits for its own).
     pub fn make_durable(&self, entry: &Entry) -> Result<(), StoreError> {
         self.faults.check(&self.path)?;
+        set_exec(&self.path, entry.exec)?;
         self.file.sync_all().map_err(io_err(&self.path))?;
         filetime::set_file_mtime(&self.path, filetime_of(entry.mtime)).map_err(io_err(&self.path))
     }
@@ -253,7 +272,9 @@ impl Store {
         }
         Ok(match expected {
             Some(e) if !e.deleted && e.kind == Kind::Dir => meta.is_dir(),
-            Some(e) if !e.deleted => meta.file_type().is_file() && meta.len() == e.size && mtime_ns(&meta) == e.mtime,
+            Some(e) if !e.deleted => {
+                meta.file_type().is_file() && meta.len() == e.size && mtime_ns(&meta) == e.mtime && is_exec(&meta) == e.exec
+            }
             _ => false,
         })
     }
@@ -374,6 +395,7 @@ impl Store {
     pub fn set_mtime(&self, entry: &Entry, local: &Entry) -> Result<(), StoreError> {
         self.ensure_matches(&local.path, Some(local))?;
         let full = self.full_path(&entry.path)?;
+        set_exec(&full, entry.exec)?;
         filetime::set_file_mtime(&full, filetime_of(entry.mtime)).map_err(io_err(&full))
     }
 
@@ -384,6 +406,7 @@ impl Store {
         self.make_parents(&entry.path)?;
         let src = self.full_path(&from.path)?;
         let dst = self.full_path(&entry.path)?;
+        set_exec(&src, entry.exec)?;
         filetime::set_file_mtime(&src, filetime_of(entry.mtime)).map_err(io_err(&src))?;
         Self::clear_folder(&dst, local)?;
         self.trash_linked(&dst, &entry.path, local);
@@ -471,6 +494,7 @@ mod tests {
             hash: o.hash,
             vector: Default::default(),
             by: Default::default(),
+            exec: o.exec,
         }
     }
 
@@ -489,6 +513,7 @@ mod tests {
             hash: Hash::of(b"data"),
             vector: Default::default(),
             by: Default::default(),
+            exec: false,
         };
         assert!(!dir.path().join("d/new.txt").exists());
         store.commit(tmp, &e, None).unwrap();
@@ -522,6 +547,7 @@ mod tests {
                 hash: Hash::of(b"when"),
                 vector: Default::default(),
                 by: Default::default(),
+                exec: false,
             };
             store.commit(tmp, &e, None).unwrap();
             let seen = store.observe(&path, None).unwrap().unwrap();
@@ -561,6 +587,41 @@ mod tests {
         tmp.write(b"new").unwrap();
         store.commit(tmp, &new, Some(&folder)).unwrap();
         assert_eq!(fs::read(dir.path().join("x")).unwrap(), b"new");
+    }
+
+    /// Issue 13: the executable bit travels: set by a commit and by a
+    /// touch, and a chmod here counts as a local change.
+    #[test]
+    fn the_executable_bit_is_written_and_checked() {
+        let (dir, store) = setup();
+        fs::write(dir.path().join("run.sh"), b"#!/bin/sh").unwrap();
+        let plain = entry_for(&store, "run.sh");
+        assert!(!plain.exec);
+        let runnable = Entry {
+            exec: true,
+            ..plain.clone()
+        };
+        assert!(
+            !store.matches(&rel("run.sh"), Some(&runnable)).unwrap(),
+            "the mode is part of what a path holds"
+        );
+        store.set_mtime(&runnable, &plain).unwrap();
+        let mode = fs::metadata(dir.path().join("run.sh")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o111, (mode & 0o444) >> 2, "execute where readable");
+        assert!(store.observe(&rel("run.sh"), None).unwrap().unwrap().exec);
+        let mut tmp = store.create_temp(&rel("new.sh")).unwrap();
+        tmp.write(b"#!/bin/sh").unwrap();
+        store
+            .commit(
+                tmp,
+                &Entry {
+                    path: rel("new.sh"),
+                    ..runnable
+                },
+                None,
+            )
+            .unwrap();
+        assert!(store.observe(&rel("new.sh"), None).unwrap().unwrap().exec);
     }
 
     #[test]

@@ -22,7 +22,7 @@ use std::fmt;
 use std::io::{Read, Write};
 
 /// The protocol version this build speaks; a peer with another is refused.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Largest frame body accepted (payload chunks are at most `MAX_PAYLOAD`).
 pub const MAX_FRAME: u64 = 17 * 1024 * 1024;
 /// Largest raw payload in one frame: one delta segment, with room for its
@@ -167,6 +167,10 @@ pub struct Entry {
     /// The device that made this version (zero when unknown).
     #[serde(default)]
     pub by: NodeId,
+    /// A file with an execute bit set: carried so that a synced script
+    /// stays runnable (and a git checkout shows no mode change).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exec: bool,
 }
 
 /// Times in nanoseconds on the wire: a JSON number while it fits 64 bits

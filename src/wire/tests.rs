@@ -15,6 +15,7 @@ fn file_entry() -> Entry {
         hash: Hash::of(b"hello world"),
         vector: Vector::single(NodeId(0xa1b2_c3d4_e5f6_0718), 1_764_000_000_123_456_789),
         by: NodeId(0xa1b2_c3d4_e5f6_0718),
+        exec: false,
     }
 }
 
@@ -32,6 +33,7 @@ pub(crate) fn examples() -> Vec<(&'static str, Message)> {
         hash: Hash::ZERO,
         vector: Vector::single(NodeId(0xa1b2_c3d4_e5f6_0718), 1_764_000_000_123_456_789).bump(NodeId(0xfeed), 1_764_000_100_000_000_000),
         by: NodeId(0xfeed),
+        exec: false,
     };
     let dir = Entry {
         path: path("docs"),
@@ -43,6 +45,7 @@ pub(crate) fn examples() -> Vec<(&'static str, Message)> {
         hash: Hash::ZERO,
         vector: Vector::single(NodeId(0xa1b2_c3d4_e5f6_0718), 1_764_000_000_000_000_000),
         by: NodeId(0xa1b2_c3d4_e5f6_0718),
+        exec: false,
     };
     vec![
         (

@@ -9,6 +9,7 @@ fn edited(base: &Entry, dev: NodeId, t: i128, content: &[u8]) -> Entry {
     Entry {
         vector: base.vector.bump(dev, t),
         by: dev,
+        exec: false,
         ..file(base.path.as_str(), t, content)
     }
 }
@@ -17,6 +18,7 @@ fn deleted(base: &Entry, dev: NodeId, t: i128) -> Entry {
     Entry {
         vector: base.vector.bump(dev, t),
         by: dev,
+        exec: false,
         ..tomb(base.path.as_str(), t)
     }
 }

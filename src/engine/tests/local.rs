@@ -146,3 +146,44 @@ fn an_emptied_directory_that_keeps_its_marker_deletes_everything() {
     );
     assert!(e.suspended().is_none());
 }
+
+/// Issue 13: the executable bit did not propagate. A chmod alone is a new
+/// version (same content, mtime unchanged), and a peer applies it without
+/// a transfer.
+#[test]
+fn a_chmod_alone_is_a_change_and_travels_without_a_transfer() {
+    let script = file("run.sh", 10, b"#!/bin/sh");
+    let mut e = connected(std::slice::from_ref(&script), &[A]);
+    let runnable = Entry {
+        exec: true,
+        ..script.clone()
+    };
+    e.handle_local(100, &[Some(p("run.sh"))], vec![observed(&runnable)]);
+    let cmds = e.take_commands();
+    let sent = match &cmds[..] {
+        [Command::Send {
+            msg: Message::Update { entries },
+            ..
+        }] => entries[0].clone(),
+        other => panic!("{other:?}"),
+    };
+    assert!(sent.exec && sent.hash == script.hash && sent.version > script.version, "{sent:?}");
+    // On a peer that holds the old mode: a touch, no transfer.
+    let mut peer = connected(std::slice::from_ref(&script), &[A]);
+    peer.handle_message(
+        A,
+        Message::Update {
+            entries: vec![sent.clone()],
+        },
+    );
+    assert_eq!(
+        peer.take_commands(),
+        vec![Command::Apply {
+            peer: A,
+            action: Action::SetMtime {
+                entry: sent,
+                local: script
+            }
+        }]
+    );
+}

@@ -27,6 +27,7 @@ fn file(path: &str, t: i128, content: &[u8]) -> Entry {
         hash: Hash::of(content),
         vector: Vector::single(HIST, t as u64),
         by: HIST,
+        exec: false,
     }
 }
 
@@ -48,6 +49,7 @@ fn dir(path: &str, t: i128) -> Entry {
         hash: Hash::ZERO,
         vector: Vector::single(HIST, t as u64),
         by: HIST,
+        exec: false,
     }
 }
 
@@ -74,6 +76,7 @@ fn observed(e: &Entry) -> Observed {
         mtime: e.mtime,
         hash: e.hash,
         occupied: false,
+        exec: e.exec,
     }
 }
 
