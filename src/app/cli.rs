@@ -103,12 +103,7 @@ impl StatusArgs {
         if let Some(s) = &self.signature_dir {
             return Ok(resolve(s));
         }
-        let shown = self.dir.display().to_string();
-        let dir = self.dir.canonicalize().map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => CliError::NoSuchDir(shown.clone()),
-            _ => CliError::Unreadable(shown, e),
-        })?;
-        Ok(dir.join(STATE_DIR_NAME))
+        Ok(canonical_dir(&self.dir)?.join(STATE_DIR_NAME))
     }
 }
 
@@ -281,18 +276,22 @@ pub struct TrashArgs {
 impl TrashArgs {
     /// The trash folder of DIR.
     pub fn trash_dir(&self) -> Result<PathBuf, CliError> {
-        let shown = self.dir.display().to_string();
-        let dir = self.dir.canonicalize().map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => CliError::NoSuchDir(shown.clone()),
-            _ => CliError::Unreadable(shown, e),
-        })?;
-        Ok(crate::fs::trash::trash_dir(&dir))
+        Ok(crate::fs::trash::trash_dir(&canonical_dir(&self.dir)?))
     }
 }
 
 /// Command words dispatched before the main `dirsync DIR` flags (a
 /// directory literally named like one is given as `./keygen`).
 pub const KEYGEN: &str = "keygen";
+
+/// `dir` made absolute with symlinks resolved, or why it cannot be.
+fn canonical_dir(dir: &Path) -> Result<PathBuf, CliError> {
+    let shown = dir.display().to_string();
+    dir.canonicalize().map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => CliError::NoSuchDir(shown),
+        _ => CliError::Unreadable(shown, e),
+    })
+}
 
 /// Where `path` leads: the canonical form (symlinks resolved) of the part
 /// that exists, then the rest with `.` and `..` applied as written, the

@@ -266,12 +266,7 @@ mod tests {
                 },
             ],
             unreachable: vec![("nas.lan:6000".into(), 4)],
-            last_error: None,
-            suspended: None,
-            retrying: vec![],
-            retrying_total: 0,
-            trash_bytes: 0,
-            counters: Default::default(),
+            ..crate::node::status::quiet_status(vec![])
         }
     }
 

@@ -199,25 +199,9 @@ impl View for Lines {
 mod tests {
     use super::*;
     use crate::node::status::PeerStatus;
-    use crate::wire::Hash;
 
     fn status(peers: Vec<PeerStatus>) -> Status {
-        Status {
-            node: NodeId(1),
-            dir: "/d".into(),
-            listen_port: 6000,
-            files: 0,
-            bytes: 0,
-            digest: Hash::ZERO,
-            peers,
-            unreachable: vec![],
-            last_error: None,
-            suspended: None,
-            retrying: vec![],
-            retrying_total: 0,
-            trash_bytes: 0,
-            counters: Default::default(),
-        }
+        crate::node::status::quiet_status(peers)
     }
 
     fn peer(receive_files: u64, receive_bytes: u64, bytes_received: u64) -> PeerStatus {

@@ -120,30 +120,7 @@ impl Index {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn file(path: &str, mtime: i128, content: &[u8]) -> Entry {
-        Entry {
-            path: RelPath::new(path).unwrap(),
-            kind: Kind::File,
-            deleted: false,
-            size: content.len() as u64,
-            mtime,
-            version: mtime,
-            hash: Hash::of(content),
-            vector: crate::wire::version::Vector::default(),
-            by: crate::wire::NodeId(0),
-            exec: false,
-        }
-    }
-
-    fn tomb(path: &str, mtime: i128) -> Entry {
-        Entry {
-            deleted: true,
-            size: 0,
-            hash: Hash::ZERO,
-            ..file(path, mtime, b"")
-        }
-    }
+    use crate::wire::testing::{file, tomb};
 
     #[test]
     fn newer_mtime_wins() {

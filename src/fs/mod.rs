@@ -20,3 +20,38 @@ pub mod state;
 pub mod store;
 pub mod trash;
 pub mod watcher;
+
+/// What the tests of this layer share: a store on a fresh folder, and the
+/// entry of what a path holds.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::store::Store;
+    use crate::wire::{Entry, NodeId, RelPath};
+
+    pub fn setup() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path().to_path_buf(), dir.path().join(".dirsync"), NodeId(0xd1));
+        (dir, store)
+    }
+
+    pub fn rel(s: &str) -> RelPath {
+        RelPath::new(s).unwrap()
+    }
+
+    /// The entry of what `p` holds now, as if made there at its mtime.
+    pub fn entry_for(store: &Store, p: &str) -> Entry {
+        let o = store.observe(&rel(p), None).unwrap().unwrap();
+        Entry {
+            path: o.path,
+            kind: o.kind,
+            deleted: false,
+            size: o.size,
+            mtime: o.mtime,
+            version: o.mtime,
+            hash: o.hash,
+            vector: Default::default(),
+            by: Default::default(),
+            exec: o.exec,
+        }
+    }
+}

@@ -190,23 +190,9 @@ pub fn load_ignore_rules(root: &Path) -> (IgnoreRules, Vec<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::{Hash, Kind, RelPath};
+    use crate::wire::testing::{file, tomb};
+    use crate::wire::{Hash, RelPath};
     use std::io::Write;
-
-    fn file(path: &str, mtime: i128, content: &[u8]) -> Entry {
-        Entry {
-            path: RelPath::new(path).unwrap(),
-            kind: Kind::File,
-            deleted: false,
-            size: content.len() as u64,
-            mtime,
-            version: mtime,
-            hash: Hash::of(content),
-            vector: crate::wire::Vector::default(),
-            by: NodeId(0),
-            exec: false,
-        }
-    }
 
     #[test]
     fn the_device_id_is_made_once_and_kept() {
@@ -242,12 +228,7 @@ mod tests {
         assert!(read_index(&path).unwrap().is_empty());
         let mut idx = Index::default();
         idx.insert(file("a/b", 7, b"x"));
-        idx.insert(Entry {
-            deleted: true,
-            size: 0,
-            hash: Hash::ZERO,
-            ..file("gone", 9, b"")
-        });
+        idx.insert(tomb("gone", 9));
         save_index(&idx, &path).unwrap();
         let back = read_index(&path).unwrap();
         assert_eq!(back.iter().cloned().collect::<Vec<_>>(), idx.iter().cloned().collect::<Vec<_>>());

@@ -471,32 +471,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn setup() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::new(dir.path().to_path_buf(), dir.path().join(".dirsync"), NodeId(0xd1));
-        (dir, store)
-    }
-
-    fn rel(s: &str) -> RelPath {
-        RelPath::new(s).unwrap()
-    }
-
-    fn entry_for(store: &Store, p: &str) -> Entry {
-        let o = store.observe(&rel(p), None).unwrap().unwrap();
-        Entry {
-            path: o.path,
-            kind: o.kind,
-            deleted: false,
-            size: o.size,
-            mtime: o.mtime,
-            version: o.mtime,
-            hash: o.hash,
-            vector: Default::default(),
-            by: Default::default(),
-            exec: o.exec,
-        }
-    }
+    use crate::fs::testing::{entry_for, rel, setup};
 
     #[test]
     fn commit_is_atomic_and_sets_mtime() {

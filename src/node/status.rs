@@ -137,6 +137,27 @@ pub struct Status {
     pub counters: CounterValues,
 }
 
+/// A status with nothing in it, for tests of what shows it.
+#[cfg(test)]
+pub(crate) fn quiet_status(peers: Vec<PeerStatus>) -> Status {
+    Status {
+        node: NodeId(1),
+        dir: "/d".into(),
+        listen_port: 6000,
+        files: 0,
+        bytes: 0,
+        digest: Hash::ZERO,
+        peers,
+        unreachable: vec![],
+        last_error: None,
+        suspended: None,
+        retrying: vec![],
+        retrying_total: 0,
+        trash_bytes: 0,
+        counters: Default::default(),
+    }
+}
+
 /// Most failed paths `dirsync status` lists.
 pub const MAX_RETRYING_SHOWN: usize = 20;
 

@@ -500,3 +500,34 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Message, usize)>, WireError> {
 
 #[cfg(test)]
 mod tests;
+
+/// Entries for tests across the crate: a file of unknown history made at
+/// `mtime`, and its tombstone.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::{Entry, Hash, Kind, NodeId, RelPath, Vector};
+
+    pub fn file(path: &str, mtime: i128, content: &[u8]) -> Entry {
+        Entry {
+            path: RelPath::new(path).unwrap(),
+            kind: Kind::File,
+            deleted: false,
+            size: content.len() as u64,
+            mtime,
+            version: mtime,
+            hash: Hash::of(content),
+            vector: Vector::default(),
+            by: NodeId(0),
+            exec: false,
+        }
+    }
+
+    pub fn tomb(path: &str, mtime: i128) -> Entry {
+        Entry {
+            deleted: true,
+            size: 0,
+            hash: Hash::ZERO,
+            ..file(path, mtime, b"")
+        }
+    }
+}
