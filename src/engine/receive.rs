@@ -208,6 +208,7 @@ impl Engine {
 
     /// An `Action` finished: `Ok` if the disk now holds it.
     pub fn handle_action_done(&mut self, peer: NodeId, action: Action, result: Result<(), ActionError>) {
+        let container = matches!(result, Err(ActionError::NotEmpty(_)));
         let result = match result {
             // The peer deleted a folder that still holds something here (a
             // file it did not know, or one whose own deletion is still on
@@ -250,6 +251,14 @@ impl Engine {
                 // What a delete or a rename moved away may have been the
                 // last thing a deleted folder held (found by the simulation).
                 match &action {
+                    // A folder kept as a container may be emptied by what
+                    // is queued before this (found by the workload,
+                    // everyday seed 7100021391): try it after those.
+                    Action::Delete { entry, .. } if container => {
+                        let mut dirs = vec![entry.path.clone()];
+                        dirs.extend(self.deleted_ancestors(&entry.path));
+                        self.commands.push(Command::RemoveEmptyDirs { dirs });
+                    }
                     Action::Delete { entry, .. } => self.vacated(&entry.path),
                     Action::Rename { from, .. } => self.vacated(&from.path),
                     _ => {}

@@ -99,7 +99,9 @@ fn content_superseded_while_made_durable_is_dropped_and_its_emptied_folders_go()
         Some(&dir_tomb("d", 9)),
         "the deletion is recorded all the same"
     );
-    e.take_commands();
+    // Tried again after what is queued already, which may empty it (found
+    // by the workload, everyday seed 7100021391: it stayed behind).
+    assert_eq!(e.take_commands(), vec![Command::RemoveEmptyDirs { dirs: vec![p("d")] }]);
     assert!(matches!(e.handle_durable(A, &f), Receive::Drop { .. }));
     assert_eq!(e.take_commands(), vec![Command::RemoveEmptyDirs { dirs: vec![p("d")] }]);
 }
