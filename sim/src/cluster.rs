@@ -11,7 +11,7 @@
 use crate::net::{epoch, Panics, TurmoilNet, EPOCH_SECS};
 use crate::trace::TraceLog;
 use crate::tree::{describe_difference, Item, Tree, TreeReader, TEMP_PREFIX};
-use dirsync::fs::store::{DiskFault, DiskFaults};
+use dirsync::fs::temp::{DiskFault, DiskFaults};
 use dirsync::fs::watcher::LocalEvent;
 use dirsync::node::{Config, Counters};
 use dirsync::transport::key::ClusterKey;

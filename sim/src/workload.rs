@@ -16,7 +16,7 @@
 
 use crate::cluster::{Cluster, Options, Rng};
 use crate::tree::{Item, Tree};
-use dirsync::fs::store::DiskFault;
+use dirsync::fs::temp::DiskFault;
 use std::collections::BTreeSet;
 use std::time::Duration;
 

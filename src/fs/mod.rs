@@ -1,6 +1,6 @@
 //! The filesystem seam: everything dirsync reads from or writes to disk.
 //!
-//! - [`store`]: scans, hashing, and every change under DIR (atomic writes,
+//! - [`store`]: every change under DIR (atomic writes,
 //!   deletes, renames), each checked against what the index expects.
 //! - [`receive`]: assembling and verifying one incoming file in a temp file.
 //! - [`delta`]: segmented fast_rsync signatures, diffs and patches of files.
@@ -9,6 +9,7 @@
 //!   file's text.
 //! - [`trash`]: what a peer's change deleted or replaced, kept for a while.
 //! - [`scan`]: looking at the disk.
+//! - [`temp`]: temp files, and the disk faults the simulation injects.
 //!
 //! Depends on `wire` and on the engine's data types (`Observed`, `Index`):
 //! it produces the engine's inputs. Must not: decide what to change.
@@ -18,6 +19,7 @@ pub mod receive;
 pub mod scan;
 pub mod state;
 pub mod store;
+pub mod temp;
 pub mod trash;
 pub mod watcher;
 

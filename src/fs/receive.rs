@@ -8,7 +8,8 @@
 
 use crate::engine::Transfer;
 use crate::fs::delta::{apply_segment, read_segment, segment_count, SEGMENT};
-use crate::fs::store::{Store, TempFile};
+use crate::fs::store::Store;
+use crate::fs::temp::TempFile;
 use crate::wire::{ContentMode, Entry, Hash};
 use std::fs::File;
 

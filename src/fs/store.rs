@@ -7,16 +7,16 @@
 //! that no symlink lies on the way, so nothing is written outside the root.
 //! Must not: decide what to change (the engine does).
 
+use super::temp::{DiskFaults, TempFile};
 use super::trash::Trash;
 use crate::engine::ActionError;
 use crate::wire::{temp_name, temp_name_device, Entry, Hash, Kind, NodeId, PathError, RelPath, STATE_DIR_NAME};
 use std::collections::BTreeSet;
 use std::fs::{self, File, Metadata};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +61,7 @@ pub fn is_exec(meta: &Metadata) -> bool {
 
 /// Give file `path` execute bits where it has read bits (`exec`), or take
 /// them all away, unless it is so already.
-fn set_exec(path: &Path, exec: bool) -> Result<(), StoreError> {
+pub(super) fn set_exec(path: &Path, exec: bool) -> Result<(), StoreError> {
     let meta = fs::metadata(path).map_err(io_err(path))?;
     if is_exec(&meta) == exec {
         return Ok(());
@@ -86,101 +86,13 @@ pub fn system_time_ns(t: SystemTime) -> i128 {
 
 /// `ns` as a file time; times no filesystem holds saturate (setting one
 /// then fails or clamps in the kernel, and a rescan reads what it kept).
-fn filetime_of(ns: i128) -> filetime::FileTime {
+pub(super) fn filetime_of(ns: i128) -> filetime::FileTime {
     let secs = ns.div_euclid(1_000_000_000);
     let secs = i64::try_from(secs).unwrap_or(if secs < 0 { i64::MIN } else { i64::MAX });
     filetime::FileTime::from_unix_time(secs, ns.rem_euclid(1_000_000_000) as u32)
 }
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// A disk failure to inject into every write under DIR: how the
-/// simulation gives a node a full, read-only or failing disk for a while.
-/// Production never sets one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DiskFault {
-    /// ENOSPC.
-    NoSpace,
-    /// EACCES, as a read-only folder gives.
-    ReadOnly,
-    /// EIO.
-    Io,
-}
-
-/// The switch for `DiskFault`s, shared by the store, its temp files and
-/// whoever injects them.
-#[derive(Debug, Clone, Default)]
-pub struct DiskFaults(Arc<AtomicU8>);
-
-impl DiskFaults {
-    /// Fail every write with `fault` from now on (`None`: writes work).
-    pub fn set(&self, fault: Option<DiskFault>) {
-        let v = match fault {
-            None => 0,
-            Some(DiskFault::NoSpace) => 1,
-            Some(DiskFault::ReadOnly) => 2,
-            Some(DiskFault::Io) => 3,
-        };
-        self.0.store(v, Ordering::Relaxed);
-    }
-
-    /// The injected failure for a write to `path`, if one is set.
-    fn check(&self, path: &Path) -> Result<(), StoreError> {
-        let errno = match self.0.load(Ordering::Relaxed) {
-            0 => return Ok(()),
-            1 => 28,
-            2 => 13,
-            _ => 5,
-        };
-        Err(io_err(path)(io::Error::from_raw_os_error(errno)))
-    }
-}
-
-/// A file being written; it becomes visible only through `Store::install`
-/// (or `Store::commit`, which makes it durable first).
-pub struct TempFile {
-    file: File,
-    faults: DiskFaults,
-    pub path: PathBuf,
-    /// Renamed into place: nothing to remove on drop.
-    committed: bool,
-}
-
-impl TempFile {
-    /// Append `data`.
-    pub fn write(&mut self, data: &[u8]) -> Result<(), StoreError> {
-        self.faults.check(&self.path)?;
-        self.file.write_all(data).map_err(io_err(&self.path))
-    }
-
-    /// The first half of a commit: fsync the content, then give it the mtime
-    /// of `entry`. Touches only the temp file, so it may run off the event
-    /// loop, several at once (fsyncs in parallel share the journal's
-    /// flushes; one after the other, each waits for its own).
-    pub fn make_durable(&self, entry: &Entry) -> Result<(), StoreError> {
-        self.faults.check(&self.path)?;
-        set_exec(&self.path, entry.exec)?;
-        self.file.sync_all().map_err(io_err(&self.path))?;
-        filetime::set_file_mtime(&self.path, filetime_of(entry.mtime)).map_err(io_err(&self.path))
-    }
-
-    /// Remove the temp file now. False when its name no longer held it: the
-    /// user moved the folder it was written in, and only a sweep by name
-    /// pattern finds it (found by the simulation).
-    pub fn discard(mut self) -> bool {
-        self.committed = true;
-        !matches!(fs::remove_file(&self.path), Err(e) if e.kind() == io::ErrorKind::NotFound)
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        // Committed temp files were renamed away; this removes abandoned ones.
-        if !self.committed {
-            let _ = fs::remove_file(&self.path);
-        }
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct Store {

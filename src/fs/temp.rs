@@ -1,0 +1,102 @@
+//! Temp files: a received (or copied) file is written under a temp name in
+//! its target's folder, made durable, then renamed into place by the
+//! store; dropped, it removes itself. And the disk faults the simulation
+//! injects into every write (`DiskFaults`).
+//!
+//! Must not: put anything in place (`Store::install` does).
+
+use super::store::{filetime_of, io_err, set_exec, StoreError};
+use crate::wire::Entry;
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+
+/// A disk failure to inject into every write under DIR: how the
+/// simulation gives a node a full, read-only or failing disk for a while.
+/// Production never sets one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskFault {
+    /// ENOSPC.
+    NoSpace,
+    /// EACCES, as a read-only folder gives.
+    ReadOnly,
+    /// EIO.
+    Io,
+}
+
+/// The switch for `DiskFault`s, shared by the store, its temp files and
+/// whoever injects them.
+#[derive(Debug, Clone, Default)]
+pub struct DiskFaults(Arc<AtomicU8>);
+
+impl DiskFaults {
+    /// Fail every write with `fault` from now on (`None`: writes work).
+    pub fn set(&self, fault: Option<DiskFault>) {
+        let v = match fault {
+            None => 0,
+            Some(DiskFault::NoSpace) => 1,
+            Some(DiskFault::ReadOnly) => 2,
+            Some(DiskFault::Io) => 3,
+        };
+        self.0.store(v, Ordering::Relaxed);
+    }
+
+    /// The injected failure for a write to `path`, if one is set.
+    pub(super) fn check(&self, path: &Path) -> Result<(), StoreError> {
+        let errno = match self.0.load(Ordering::Relaxed) {
+            0 => return Ok(()),
+            1 => 28,
+            2 => 13,
+            _ => 5,
+        };
+        Err(io_err(path)(io::Error::from_raw_os_error(errno)))
+    }
+}
+
+/// A file being written; it becomes visible only through `Store::install`
+/// (or `Store::commit`, which makes it durable first).
+pub struct TempFile {
+    pub(super) file: File,
+    pub(super) faults: DiskFaults,
+    pub path: PathBuf,
+    /// Renamed into place: nothing to remove on drop.
+    pub(super) committed: bool,
+}
+
+impl TempFile {
+    /// Append `data`.
+    pub fn write(&mut self, data: &[u8]) -> Result<(), StoreError> {
+        self.faults.check(&self.path)?;
+        self.file.write_all(data).map_err(io_err(&self.path))
+    }
+
+    /// The first half of a commit: fsync the content, then give it the mtime
+    /// of `entry`. Touches only the temp file, so it may run off the event
+    /// loop, several at once (fsyncs in parallel share the journal's
+    /// flushes; one after the other, each waits for its own).
+    pub fn make_durable(&self, entry: &Entry) -> Result<(), StoreError> {
+        self.faults.check(&self.path)?;
+        set_exec(&self.path, entry.exec)?;
+        self.file.sync_all().map_err(io_err(&self.path))?;
+        filetime::set_file_mtime(&self.path, filetime_of(entry.mtime)).map_err(io_err(&self.path))
+    }
+
+    /// Remove the temp file now. False when its name no longer held it: the
+    /// user moved the folder it was written in, and only a sweep by name
+    /// pattern finds it (found by the simulation).
+    pub fn discard(mut self) -> bool {
+        self.committed = true;
+        !matches!(fs::remove_file(&self.path), Err(e) if e.kind() == io::ErrorKind::NotFound)
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        // Committed temp files were renamed away; this removes abandoned ones.
+        if !self.committed {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
