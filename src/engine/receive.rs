@@ -206,6 +206,27 @@ impl Engine {
         self.check_synced(peer);
     }
 
+    /// A conflict copy of `from` was made as `copy` (or not): then `then`,
+    /// the winner, may replace it (or is tried again later).
+    fn conflict_copy_done(&mut self, peer: NodeId, from: Entry, copy: Entry, then: Entry, result: Result<(), ActionError>) {
+        match result {
+            Ok(()) => {
+                info!(path = %from.path, copy = %copy.path, "concurrent edit: the losing version is kept as a conflict copy");
+                self.stats.applied += 1;
+                self.record(copy, None);
+                // Now the winner may replace the loser.
+                self.handle_entries(peer, vec![then]);
+                self.schedule();
+            }
+            Err(reason) => {
+                self.stats.failed += 1;
+                warn!(path = %from.path, copy = %copy.path, %reason, "could not keep the losing version of a concurrent edit; keeping it in place for now");
+                self.retry_later(peer, then, reason.to_string());
+            }
+        }
+        self.check_synced(peer);
+    }
+
     /// An `Action` finished: `Ok` if the disk now holds it.
     pub fn handle_action_done(&mut self, peer: NodeId, action: Action, result: Result<(), ActionError>) {
         let container = matches!(result, Err(ActionError::NotEmpty(_)));
@@ -222,23 +243,7 @@ impl Engine {
             other => other,
         };
         if let Action::ConflictCopy { from, copy, then } = action {
-            match result {
-                Ok(()) => {
-                    info!(path = %from.path, copy = %copy.path, "concurrent edit: the losing version is kept as a conflict copy");
-                    self.stats.applied += 1;
-                    self.record(copy, None);
-                    // Now the winner may replace the loser.
-                    self.handle_entries(peer, vec![then]);
-                    self.schedule();
-                }
-                Err(reason) => {
-                    self.stats.failed += 1;
-                    warn!(path = %from.path, copy = %copy.path, %reason, "could not keep the losing version of a concurrent edit; keeping it in place for now");
-                    self.retry_later(peer, then, reason.to_string());
-                }
-            }
-            self.check_synced(peer);
-            return;
+            return self.conflict_copy_done(peer, from, copy, then, result);
         }
         match result {
             Ok(()) => {
