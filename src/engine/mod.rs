@@ -114,6 +114,8 @@ pub struct Engine {
     inflight: BTreeMap<RelPath, Inflight>,
     /// Versions we failed to take, tried again with backoff.
     retries: BTreeMap<RelPath, repair::Retry>,
+    /// Emptied folders whose removal failed, and when to try again.
+    dirs_to_remove: BTreeMap<RelPath, i128>,
     /// Paths that appeared here lately, looked at again once a moment
     /// later: a file written and renamed away at once must not stay live
     /// in the index.
@@ -151,6 +153,7 @@ impl Engine {
             needs: BTreeMap::new(),
             inflight: BTreeMap::new(),
             retries: BTreeMap::new(),
+            dirs_to_remove: BTreeMap::new(),
             young: BTreeMap::new(),
             clock: 0,
             unscheduled: BTreeSet::new(),

@@ -297,10 +297,24 @@ impl Store {
         .map_err(io_err(&full))
     }
 
-    /// Remove folder `rel` if it is empty. Returns whether it was removed.
-    pub fn remove_dir_if_empty(&self, rel: &RelPath) -> bool {
-        self.full_path(rel)
-            .is_ok_and(|p| self.faults.check(&p).is_ok() && fs::remove_dir(p).is_ok())
+    /// Remove folder `rel` if it is empty: `Ok(true)` if it was removed,
+    /// `Ok(false)` if it holds something or is gone, `Err` if it could not
+    /// be (a read-only disk: worth another try).
+    pub fn remove_dir_if_empty(&self, rel: &RelPath) -> Result<bool, StoreError> {
+        let full = self.full_path(rel)?;
+        self.faults.check(&full)?;
+        match fs::remove_dir(&full) {
+            Ok(()) => Ok(true),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::DirectoryNotEmpty | io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(io_err(&full)(e)),
+        }
     }
 
     /// Give file `local.path` the mtime of `entry` (same content).

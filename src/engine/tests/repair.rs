@@ -181,3 +181,19 @@ fn digests_that_differ_while_quiet_are_repaired_by_a_resync_with_backoff() {
     assert_eq!(tick(&mut e, 200 * S), vec![]);
     assert_eq!(tick(&mut e, 300 * S), vec![]);
 }
+
+/// Found by the workload (faults, seed 7200021728): an emptied folder whose
+/// removal failed on a read-only disk stayed behind for good.
+#[test]
+fn an_emptied_folder_that_could_not_be_removed_is_tried_again() {
+    let gone = Entry {
+        deleted: true,
+        ..dir("d", 5)
+    };
+    let mut e = connected(&[gone], &[A]);
+    tick(&mut e, 100 * S);
+    e.handle_dir_kept(p("d"), "d: Read-only file system".into());
+    assert_eq!(tick(&mut e, 100 * S + S / 2), vec![]);
+    assert_eq!(tick(&mut e, 101 * S), vec![Command::RemoveEmptyDirs { dirs: vec![p("d")] }]);
+    assert_eq!(tick(&mut e, 102 * S), vec![], "once per failure");
+}
