@@ -15,6 +15,7 @@
 
 use super::conflict::conflict_entry;
 use super::index::beats;
+use super::safety::resurrection;
 use super::{Action, Engine};
 use crate::wire::{Entry, Hash, Kind, RelPath};
 use std::collections::BTreeMap;
@@ -23,12 +24,15 @@ use tracing::info;
 impl Engine {
     /// Whether we hold live entries below `dir` that `deletions` (this
     /// batch's tombstones from the peer) do not delete: content the peer
-    /// did not see.
+    /// did not see. A tombstone that missed the edit of what it would
+    /// delete does not count (the edit wins against it, see
+    /// `safety::resurrection`; found by the workload, faults seed
+    /// 7200021761).
     pub(super) fn holds_unseen_below(&self, dir: &RelPath, deletions: &BTreeMap<RelPath, Entry>) -> bool {
         self.index
             .under(Some(dir))
             .filter(|c| c.path != *dir && !c.deleted && !self.ignored(&c.path, c.kind))
-            .any(|c| deletions.get(&c.path).is_none_or(|t| !beats(t, c)))
+            .any(|c| deletions.get(&c.path).is_none_or(|t| !beats(t, c) || resurrection(t, c).is_some()))
     }
 
     /// The peer's file `file` would replace our folder `dir`, which holds

@@ -248,9 +248,16 @@ impl Engine {
     /// if that settles `e` for now (it is tried again once the folder is
     /// there).
     fn folder_against_file(&mut self, peer: NodeId, e: &Entry, live: Option<&Entry>, batch: &mut Batch) -> bool {
-        if let Some(dir) = live.filter(|l| l.kind == Kind::Dir && e.kind == Kind::File) {
+        // Our folder, or a deleted one kept as the container of what it
+        // holds (found by the workload, faults seed 7200021761).
+        let folder = match live {
+            Some(l) if l.kind == Kind::Dir => Some(l.clone()),
+            Some(_) => None,
+            None => self.index.get(&e.path).cloned(),
+        };
+        if let Some(dir) = folder.filter(|_| e.kind == Kind::File) {
             if self.holds_unseen_below(&dir.path, &batch.deletions) {
-                self.keep_folder(dir, e);
+                self.keep_folder(&dir, e);
                 return true;
             }
         }

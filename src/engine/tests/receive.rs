@@ -369,3 +369,39 @@ fn a_folder_made_below_a_files_tombstone_goes_with_its_last_content() {
     e.handle_action_done(A, Action::Delete { entry: gone, local: inner }, Ok(()));
     assert_eq!(e.take_commands(), vec![Command::RemoveEmptyDirs { dirs: vec![p("x")] }]);
 }
+
+/// Found by the workload (faults, seed 7200021761): a peer put a file where
+/// our folder was deleted but kept as the container of an edit the peer
+/// had not seen (its delete of that edit loses to it): the folder stays,
+/// announced anew, rather than the file failing to land forever.
+#[test]
+fn a_container_holding_an_unseen_edit_stays_against_a_file() {
+    let edit = by_me(None, file("d/x", 20, b"mine"));
+    let mut e = connected(&[dir_tomb("d", 10), edit.clone()], &[A]);
+    let theirs = file("d", 30, b"a file");
+    // Their delete of d/x saw only the history before our edit.
+    let missed = Entry {
+        vector: Vector::single(HIST, 30),
+        ..tomb("d/x", 30)
+    };
+    e.handle_message(
+        A,
+        Message::Update {
+            entries: vec![theirs, missed],
+        },
+    );
+    let cmds = e.take_commands();
+    assert!(
+        !cmds.iter().any(|c| matches!(
+            c,
+            Command::Send {
+                msg: Message::Want { .. },
+                ..
+            }
+        )),
+        "{cmds:?}"
+    );
+    let kept = e.index().get(&p("d")).unwrap();
+    assert!(!kept.deleted && kept.kind == Kind::Dir && kept.version > 30, "{kept:?}");
+    assert!(e.index().live(&p("d/x")).is_some(), "the edit stays");
+}
