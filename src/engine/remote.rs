@@ -6,6 +6,7 @@ use super::conflict::conflict_entry;
 use super::index::{beats, same_version, wins_over};
 use super::safety::{loses_concurrently, resurrection};
 use super::{Action, Command, Engine, Inflight, Need, Peer, DELTA_MIN_SIZE};
+use crate::wire::version::Causality;
 use crate::wire::{Entry, Hash, Kind, Message, NodeId, RelPath, WantFile, MAX_ENTRIES};
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
@@ -27,6 +28,16 @@ fn apply_order(a: &Entry, b: &Entry) -> Ordering {
             _ => a.path.depth().cmp(&b.path.depth()),
         })
         .then_with(|| a.path.cmp(&b.path))
+}
+
+/// True if live `e` is strictly older history than our live `local` (its
+/// vector an ancestor of ours), both histories known.
+fn outranked_by_history(e: &Entry, local: &Entry) -> bool {
+    !e.deleted
+        && !local.deleted
+        && !e.vector.is_empty()
+        && !local.vector.is_empty()
+        && e.vector.compare(&local.vector) == Causality::Precedes
 }
 
 /// What one batch of a peer's entries has decided so far.
@@ -211,6 +222,20 @@ impl Engine {
             }
         }
         if !wins_over(&e, local.as_ref()) {
+            return;
+        }
+        if let Some(l) = local.as_ref().filter(|l| outranked_by_history(&e, l)) {
+            // The peer's version ranks higher but is history ours already
+            // built on (two nodes kept their own edits against one delete,
+            // one of them stale): ours stays, announced above it. Found by
+            // the workload (faults, seed 7200021805): the newer edit was
+            // replaced, with no conflict copy.
+            info!(path = %l.path, "a peer's version ranks higher but is older history than ours: ours stays");
+            let ours = Entry {
+                version: e.version.saturating_add(1),
+                ..l.clone()
+            };
+            self.record(ours, None);
             return;
         }
         if let Some(n) = self.needs.get_mut(&e.path) {

@@ -286,3 +286,33 @@ fn two_losers_of_one_device_and_second_each_get_a_copy() {
         "{cmds:?}"
     );
 }
+
+/// Found by the workload (faults, seed 7200021805): two nodes each kept
+/// their own edit against one delete, one of them stale; ranked alike, the
+/// stale one won by its hash and replaced the newer edit with no copy. A
+/// version that is older history than ours never replaces it.
+#[test]
+fn a_higher_ranked_but_older_history_never_replaces_our_edit() {
+    let base = file("f.txt", 10, b"base");
+    let mine = edited(&base, ME, 20, b"newer edit");
+    let mut e = connected(std::slice::from_ref(&mine), &[A]);
+    // Ranked above ours, but its history is our base's only.
+    let stale = Entry {
+        version: 50,
+        mtime: 50,
+        hash: Hash::of(b"stale"),
+        ..base.clone()
+    };
+    e.handle_message(
+        A,
+        Message::Update {
+            entries: vec![stale.clone()],
+        },
+    );
+    let ours = Entry {
+        version: 51,
+        ..mine.clone()
+    };
+    assert_eq!(e.take_commands(), vec![update(A, vec![ours.clone()])]);
+    assert_eq!(e.index().get(&mine.path), Some(&ours));
+}
