@@ -234,7 +234,8 @@ fn malformed_input_costs_only_its_connection() {
         abs.as_str(),
         "a/../../escape",
         ".dirsync/index",
-        "x/.dirsync-tmp-1",
+        // dirsync's temp names (the exact shape only: see RelPath).
+        "x/.dirsync-tmp-0123456789abcdef-1",
     ]
     .iter()
     .enumerate()
