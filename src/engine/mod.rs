@@ -258,8 +258,8 @@ impl Engine {
                 slot.1 += need.entry.size;
             }
         }
-        for (path, retry) in self.retries.iter().filter(|(p, _)| !self.needs.contains_key(*p)) {
-            let _ = path;
+        // Failed versions waiting for their next try count too.
+        for retry in self.retries.iter().filter(|(p, _)| !self.needs.contains_key(*p)).map(|(_, r)| r) {
             let slot = out.entry(retry.peer).or_default();
             slot.0 += 1;
             slot.1 += retry.entry.size;
@@ -425,6 +425,14 @@ impl Engine {
             .rev()
             .take_while(|d| self.index.get(d).is_some_and(|e| e.deleted))
             .collect()
+    }
+
+    /// Remove folder `dir` (deleted, kept for what it held) and then the
+    /// deleted folders above it, while each is empty.
+    pub(super) fn remove_container(&mut self, dir: &RelPath) {
+        let mut dirs = vec![dir.clone()];
+        dirs.extend(self.deleted_ancestors(dir));
+        self.commands.push(Command::RemoveEmptyDirs { dirs });
     }
 
     /// `path` is gone from disk: remove the deleted folders it alone kept.

@@ -259,11 +259,7 @@ impl Engine {
                     // A folder kept as a container may be emptied by what
                     // is queued before this (found by the workload,
                     // everyday seed 7100021391): try it after those.
-                    Action::Delete { entry, .. } if container => {
-                        let mut dirs = vec![entry.path.clone()];
-                        dirs.extend(self.deleted_ancestors(&entry.path));
-                        self.commands.push(Command::RemoveEmptyDirs { dirs });
-                    }
+                    Action::Delete { entry, .. } if container => self.remove_container(&entry.path),
                     Action::Delete { entry, .. } => self.vacated(&entry.path),
                     Action::Rename { from, .. } => self.vacated(&from.path),
                     _ => {}

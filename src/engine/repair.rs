@@ -9,6 +9,7 @@
 //! - peers whose tree digests differ once both are quiet send each other
 //!   their index again (`Resync`), with backoff, and each takes what wins.
 
+use super::index::{beats, same_version};
 use super::{Command, Engine};
 use crate::wire::{Entry, Hash, NodeId, RelPath};
 use std::collections::BTreeSet;
@@ -67,20 +68,16 @@ impl Engine {
     /// Taking `entry` from `peer` failed (`error`): try again later, unless
     /// a newer version is wanted already.
     pub(super) fn retry_later(&mut self, peer: NodeId, entry: Entry, error: String) {
-        if self.needs.get(&entry.path).is_some_and(|n| super::index::beats(&n.entry, &entry)) {
+        if self.needs.get(&entry.path).is_some_and(|n| beats(&n.entry, &entry)) {
             return;
         }
         let mut sources = self.needs.remove(&entry.path).map(|n| n.sources).unwrap_or_default();
         sources.insert(peer);
-        if self
-            .inflight
-            .get(&entry.path)
-            .is_some_and(|i| !super::index::beats(&i.entry, &entry))
-        {
+        if self.inflight.get(&entry.path).is_some_and(|i| !beats(&i.entry, &entry)) {
             self.inflight.remove(&entry.path);
         }
         let attempts = match self.retries.get(&entry.path) {
-            Some(r) if super::index::same_version(&r.entry, &entry) => r.attempts + 1,
+            Some(r) if same_version(&r.entry, &entry) => r.attempts + 1,
             _ => 1,
         };
         let wait = backoff(RETRY_FIRST, RETRY_MAX, attempts);
@@ -176,9 +173,7 @@ impl Engine {
         for dir in due {
             self.dirs_to_remove.remove(&dir);
             if self.index.get(&dir).is_some_and(|e| e.deleted) {
-                let mut dirs = vec![dir.clone()];
-                dirs.extend(self.deleted_ancestors(&dir));
-                self.commands.push(Command::RemoveEmptyDirs { dirs });
+                self.remove_container(&dir);
             }
         }
     }
@@ -219,7 +214,7 @@ impl Engine {
             let theirs = match p.digest {
                 Some(d) if d != ours && p.index_done => d,
                 _ => {
-                    *r = super::repair::Resync::default();
+                    *r = Resync::default();
                     continue;
                 }
             };
