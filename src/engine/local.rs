@@ -7,6 +7,11 @@ use crate::wire::{Entry, Hash, Kind, RelPath};
 use std::collections::BTreeMap;
 use tracing::{debug, error, info};
 
+/// Most paths looked at again a moment after they appeared: a burst of
+/// new files (a first scan, a big copy) is not a write-then-rename race,
+/// and looking at all of it twice would cost a second pass over the tree.
+const MAX_YOUNG: usize = 4096;
+
 impl Engine {
     /// What the disk holds under each of `roots` (`None`: the whole tree)
     /// is `found` (every path observed, DIR present).
@@ -95,7 +100,7 @@ impl Engine {
         }
         for e in &changes {
             debug!(path = %e.path, deleted = e.deleted, kind = ?e.kind, "local change");
-            if !e.deleted && self.index.live(&e.path).is_none() {
+            if !e.deleted && self.index.live(&e.path).is_none() && self.young.len() < MAX_YOUNG {
                 self.young.insert(e.path.clone(), now);
             }
             self.index.insert(e.clone());

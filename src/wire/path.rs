@@ -128,6 +128,13 @@ impl RelPath {
         self.0.match_indices('/').map(|(i, _)| RelPath(self.0[..i].to_string())).collect()
     }
 
+    /// Bounds `[lo, hi)` that enclose exactly the paths below `self` in
+    /// path order: `self/` up to `self0` ('0' follows '/'). For range
+    /// queries only: they are not valid paths themselves.
+    pub fn below_bounds(&self) -> (RelPath, RelPath) {
+        (RelPath(format!("{}/", self.0)), RelPath(format!("{}0", self.0)))
+    }
+
     /// The last component.
     pub fn file_name(&self) -> &str {
         self.0.rsplit('/').next().unwrap_or(&self.0)
