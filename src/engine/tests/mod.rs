@@ -314,15 +314,21 @@ fn a_big_older_copy_asks_for_a_delta_and_falls_back_to_whole() {
     assert_eq!(e.retrying()[0].error, "hash mismatch");
 }
 
-#[test]
-fn one_source_per_file_and_failover_when_it_leaves() {
+/// An engine connected to A and B that heard `f` from both and asked A.
+fn asked_of_a_also_at_b(f: &Entry) -> Engine {
     let mut e = connected(&[], &[A, B]);
-    let f = file("f", 5, b"x");
     e.handle_message(A, Message::Update { entries: vec![f.clone()] });
-    assert_eq!(e.take_commands(), vec![want(A, &[&f])]);
+    assert_eq!(e.take_commands(), vec![want(A, &[f])]);
     // B announces the same version: no second request.
     e.handle_message(B, Message::Update { entries: vec![f.clone()] });
     assert_eq!(e.take_commands(), vec![]);
+    e
+}
+
+#[test]
+fn one_source_per_file_and_failover_when_it_leaves() {
+    let f = file("f", 5, b"x");
+    let mut e = asked_of_a_also_at_b(&f);
     // A leaves before sending: ask B.
     e.handle_disconnected(A);
     assert_eq!(e.take_commands(), vec![want(B, &[&f])]);

@@ -287,12 +287,8 @@ fn content_in_the_needed_version_answers_a_want_for_an_older_one() {
 /// request: the need is asked of another source instead of waiting forever.
 #[test]
 fn refused_content_of_the_asked_file_asks_another_source() {
-    let mut e = connected(&[], &[A, B]);
     let v = file("f", 5, b"one");
-    e.handle_message(A, Message::Update { entries: vec![v.clone()] });
-    assert_eq!(e.take_commands(), vec![want(A, &[&v])]);
-    e.handle_message(B, Message::Update { entries: vec![v.clone()] });
-    assert_eq!(e.take_commands(), vec![]);
+    let mut e = asked_of_a_also_at_b(&v);
     let stale = Entry {
         version: v.version - 1,
         ..v.clone()
