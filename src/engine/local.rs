@@ -1,7 +1,7 @@
 //! Local changes: a look at the disk (`Scan`) compared with the index,
 //! and the mass-delete guard.
 
-use super::{safety, Command, DirState, Engine, Observed, Scan};
+use super::{safety, Command, Engine, Observed, Scan};
 use crate::wire::version::Vector;
 use crate::wire::{Entry, Hash, Kind, RelPath};
 use std::collections::BTreeMap;
@@ -15,6 +15,7 @@ const MAX_YOUNG: usize = 4096;
 impl Engine {
     /// What the disk holds under each of `roots` (`None`: the whole tree)
     /// is `found` (every path observed, DIR present).
+    #[cfg(test)]
     pub fn handle_local(&mut self, now: i128, roots: &[Option<RelPath>], found: Vec<Observed>) {
         self.handle_scan(
             now,
@@ -22,7 +23,7 @@ impl Engine {
                 roots: roots.to_vec(),
                 found,
                 failed: vec![],
-                dir: DirState::Present,
+                dir: super::DirState::Present,
             },
         );
     }
@@ -107,7 +108,6 @@ impl Engine {
             // A local change may settle a version we were waiting for.
             self.settle(e);
         }
-        self.stats.local_changes += changes.len() as u64;
         self.touched();
         self.broadcast(changes, None);
         self.check_all_synced();

@@ -90,14 +90,6 @@ struct Receiving {
     wanted: bool,
 }
 
-/// Counters for logs, tests and benchmarks.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Stats {
-    pub local_changes: u64,
-    pub applied: u64,
-    pub failed: u64,
-}
-
 pub struct Engine {
     me: NodeId,
     /// This directory's persistent identity, the key of its counters in
@@ -129,7 +121,6 @@ pub struct Engine {
     unscheduled: BTreeSet<RelPath>,
     commands: Vec<Command>,
     dirty: bool,
-    stats: Stats,
     /// Paths this node keeps to itself (`.dirsyncignore`).
     ignore: IgnoreRules,
     /// The content hash of the `.dirsyncignore` the index held when last
@@ -159,7 +150,6 @@ impl Engine {
             unscheduled: BTreeSet::new(),
             commands: Vec::new(),
             dirty: false,
-            stats: Stats::default(),
             ignore: IgnoreRules::default(),
             ignore_file_seen: None,
             digest: None,
@@ -184,12 +174,9 @@ impl Engine {
         self
     }
 
+    #[cfg(test)]
     pub fn me(&self) -> NodeId {
         self.me
-    }
-
-    pub fn device(&self) -> NodeId {
-        self.device
     }
 
     /// Why syncing is stopped, if it is (the mass-delete guard).
@@ -199,10 +186,6 @@ impl Engine {
 
     pub fn index(&self) -> &Index {
         &self.index
-    }
-
-    pub fn stats(&self) -> Stats {
-        self.stats
     }
 
     /// The commands decided since the last call, in order.
@@ -238,6 +221,7 @@ impl Engine {
     }
 
     /// Paths still wanted from peers (including those being received).
+    #[cfg(test)]
     pub fn pending(&self) -> usize {
         self.needs.len() + self.retries.keys().filter(|p| !self.needs.contains_key(*p)).count()
     }
@@ -273,10 +257,6 @@ impl Engine {
     pub fn set_ignore(&mut self, rules: IgnoreRules) {
         self.ignore = rules;
         self.digest = None;
-    }
-
-    pub fn ignore_rules(&self) -> &IgnoreRules {
-        &self.ignore
     }
 
     fn ignored(&self, path: &RelPath, kind: Kind) -> bool {
@@ -384,7 +364,6 @@ impl Engine {
 
     /// The index now holds `entry`, applied on disk.
     pub(super) fn applied(&mut self, peer: Option<NodeId>, entry: Entry) {
-        self.stats.applied += 1;
         self.record(entry, peer);
     }
 

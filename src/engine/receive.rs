@@ -182,7 +182,6 @@ impl Engine {
                 self.applied(Some(peer), entry);
             }
             Err(reason) => {
-                self.stats.failed += 1;
                 warn!(path = %entry.path, %peer, %reason, "receiving failed");
                 self.last_error = Some(format!("receiving {} from {peer}: {reason}", entry.path));
                 self.vacated(&entry.path);
@@ -212,14 +211,12 @@ impl Engine {
         match result {
             Ok(()) => {
                 info!(path = %from.path, copy = %copy.path, "concurrent edit: the losing version is kept as a conflict copy");
-                self.stats.applied += 1;
                 self.record(copy, None);
                 // Now the winner may replace the loser.
                 self.handle_entries(peer, vec![then]);
                 self.schedule();
             }
             Err(reason) => {
-                self.stats.failed += 1;
                 warn!(path = %from.path, copy = %copy.path, %reason, "could not keep the losing version of a concurrent edit; keeping it in place for now");
                 self.retry_later(peer, then, reason.to_string());
             }
@@ -266,7 +263,6 @@ impl Engine {
                 }
             }
             Err(e) => {
-                self.stats.failed += 1;
                 let path = action.entry().path.clone();
                 warn!(%path, %peer, reason = %e, "could not apply change");
                 self.last_error = Some(format!("{} {path}: {e}", action.name()));

@@ -129,6 +129,7 @@ impl Store {
     /// Everything at and below `root` (`None`: the whole tree). `known`
     /// gives the index entry for a path, to skip hashing unchanged files.
     /// Unreadable paths are logged and left out.
+    #[cfg(test)]
     pub fn scan(&self, root: Option<&RelPath>, known: &dyn Fn(&RelPath) -> Option<Entry>) -> Vec<Observed> {
         self.scan_checked(root, known).found
     }
