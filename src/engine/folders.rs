@@ -41,9 +41,15 @@ impl Engine {
     /// conflict copy when it takes this).
     pub(super) fn keep_folder(&mut self, dir: &Entry, file: &Entry) {
         info!(path = %dir.path, "a file replaced a folder elsewhere, but the folder holds content made meanwhile: the folder stays");
-        let at = file.version.saturating_add(1).max(self.clock);
-        let kept = self.local_version(Some(dir), dir.path.clone(), Kind::Dir, false, 0, at, Hash::ZERO);
+        let kept = self.folder_above(dir, file);
         self.record(kept, None);
+    }
+
+    /// A folder at `old`'s path, made here over `old` and ranked above the
+    /// peer's (or our) `file`.
+    fn folder_above(&self, old: &Entry, file: &Entry) -> Entry {
+        let at = file.version.saturating_add(1).max(self.clock);
+        self.local_version(Some(old), old.path.clone(), Kind::Dir, false, 0, at, Hash::ZERO)
     }
 
     /// The live file at `path` or above it, if any.
@@ -58,8 +64,7 @@ impl Engine {
     /// version ranked above the file.
     pub(super) fn file_gives_way(&mut self, file: Entry) {
         info!(path = %file.path, "a folder with content replaced this file elsewhere: the file is kept as a conflict copy");
-        let at = file.version.saturating_add(1).max(self.clock);
-        let folder = self.local_version(Some(&file), file.path.clone(), Kind::Dir, false, 0, at, Hash::ZERO);
+        let folder = self.folder_above(&file, &file);
         let me = self.me;
         match conflict_entry(&file) {
             Some(copy) if self.index.get(&copy.path).is_none_or(|c| c.deleted) => {

@@ -126,6 +126,9 @@ pub struct Engine {
     /// The content hash of the `.dirsyncignore` the index held when last
     /// looked at (`None`: none), to notice when it changes.
     ignore_file_seen: Option<Hash>,
+    /// `.dirsyncignore` as a path, made once: it is looked up after every
+    /// input.
+    ignore_path: Option<RelPath>,
     /// The tree digest of the index, while the index has not changed.
     digest: Option<Hash>,
     /// The last failure, for `dirsync status`.
@@ -152,6 +155,7 @@ impl Engine {
             dirty: false,
             ignore: IgnoreRules::default(),
             ignore_file_seen: None,
+            ignore_path: RelPath::new(IGNORE_FILE).ok(),
             digest: None,
             last_error: None,
         };
@@ -206,8 +210,8 @@ impl Engine {
 
     /// The content hash of the `.dirsyncignore` the index holds.
     fn ignore_file_hash(&self) -> Option<Hash> {
-        let path = RelPath::new(IGNORE_FILE).ok()?;
-        self.index.live(&path).filter(|e| e.kind == Kind::File).map(|e| e.hash)
+        let path = self.ignore_path.as_ref()?;
+        self.index.live(path).filter(|e| e.kind == Kind::File).map(|e| e.hash)
     }
 
     /// True once after the index changed: time to persist it.
@@ -369,10 +373,16 @@ impl Engine {
 
     /// Put `entry` in the index and announce it to every peer but `except`.
     pub(super) fn record(&mut self, entry: Entry, except: Option<NodeId>) {
-        self.settle(&entry);
-        self.index.insert(entry.clone());
-        self.touched();
+        self.remember(entry.clone());
         self.broadcast(vec![entry], except);
+    }
+
+    /// Put `e` in the index without announcing it (a peer's version that
+    /// changed nothing here a peer could lack because of us).
+    pub(super) fn remember(&mut self, e: Entry) {
+        self.settle(&e);
+        self.index.insert(e);
+        self.touched();
     }
 
     /// The index now holds `e`: forget the wants and requests it settles.

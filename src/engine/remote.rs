@@ -391,14 +391,6 @@ impl Engine {
         self.needs.insert(need.entry.path.clone(), need);
     }
 
-    /// Put `e` in the index without a disk change (and without announcing
-    /// it: nothing changed here that a peer could lack because of us).
-    fn remember(&mut self, e: Entry) {
-        self.settle(&e);
-        self.index.insert(e);
-        self.touched();
-    }
-
     pub(super) fn act(&mut self, peer: NodeId, action: Action) {
         if matches!(&action, Action::Delete { local, .. } if local.kind == Kind::Dir) {
             // Transfers into the folder that its deletion superseded must

@@ -201,14 +201,7 @@ impl Engine {
     fn resync_differing(&mut self) {
         let ours = self.tree_digest();
         let clock = self.clock;
-        let busy: BTreeSet<NodeId> = self
-            .needs
-            .values()
-            .flat_map(|n| n.sources.iter().copied())
-            .chain(self.inflight.values().map(|i| i.peer))
-            .chain(self.retries.values().map(|r| r.peer))
-            .collect();
-        let mut resync = Vec::new();
+        let mut due = Vec::new();
         for (id, p) in self.peers.iter_mut() {
             let r = &mut p.resync;
             let theirs = match p.digest {
@@ -220,17 +213,34 @@ impl Engine {
             };
             match r.seen {
                 Some((o, t, since)) if o == ours && t == theirs => {
-                    if !busy.contains(id) && clock - since >= QUIET && clock >= r.not_before {
-                        r.sent += 1;
-                        r.not_before = clock.saturating_add(backoff(RESYNC_FIRST, RESYNC_MAX, r.sent));
-                        r.seen = None;
-                        resync.push(*id);
+                    if clock - since >= QUIET && clock >= r.not_before {
+                        due.push(*id);
                     }
                 }
                 _ => r.seen = Some((ours, theirs, clock)),
             }
         }
-        for peer in resync {
+        if due.is_empty() {
+            return;
+        }
+        // Only now, and rarely: which peers something is on its way from
+        // (a pass over every need, too much for every tick of a sync).
+        let busy: BTreeSet<NodeId> = self
+            .needs
+            .values()
+            .flat_map(|n| n.sources.iter().copied())
+            .chain(self.inflight.values().map(|i| i.peer))
+            .chain(self.retries.values().map(|r| r.peer))
+            .collect();
+        due.retain(|id| !busy.contains(id));
+        for peer in &due {
+            if let Some(r) = self.peers.get_mut(peer).map(|p| &mut p.resync) {
+                r.sent += 1;
+                r.not_before = clock.saturating_add(backoff(RESYNC_FIRST, RESYNC_MAX, r.sent));
+                r.seen = None;
+            }
+        }
+        for peer in due {
             info!(%peer, "tree digests differ while quiet: sending our index again");
             self.send_index(peer);
         }

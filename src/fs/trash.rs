@@ -58,16 +58,15 @@ pub fn trash_dir(root: &Path) -> PathBuf {
 }
 
 impl Trash {
-    /// The trash of `root`, keeping files `days` days (0: none kept).
+    /// The trash of `root`, keeping files `days` days (0: none kept). Its
+    /// size is counted by the first `prune`.
     pub fn new(root: &Path, days: u32, clock: Arc<dyn Fn() -> i128 + Send + Sync>) -> Trash {
-        let trash = Trash {
+        Trash {
             dir: trash_dir(root),
             days,
             clock,
             bytes: Arc::default(),
-        };
-        trash.bytes.store(trash.size_on_disk(), Ordering::Relaxed);
-        trash
+        }
     }
 
     pub fn enabled(&self) -> bool {
@@ -142,24 +141,22 @@ impl Trash {
         } else {
             i128::MAX
         };
-        let mut removed = 0;
+        let (mut removed, mut kept_bytes) = (0, 0);
         for t in list(&self.dir) {
             if parse_stamp(&t.trashed).is_some_and(|at| at < cutoff) && fs::remove_file(&t.path).is_ok() {
                 removed += 1;
+            } else {
+                kept_bytes += t.size;
             }
         }
         remove_empty_folders(&self.dir);
-        self.bytes.store(self.size_on_disk(), Ordering::Relaxed);
+        self.bytes.store(kept_bytes, Ordering::Relaxed);
         removed
     }
 
     /// Bytes in the trash (as of the last prune, plus what came since).
     pub fn size(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)
-    }
-
-    fn size_on_disk(&self) -> u64 {
-        list(&self.dir).iter().map(|t| t.size).sum()
     }
 }
 
