@@ -54,7 +54,10 @@ run DIR *FLAGS:
 
 # The private network namespace makes the loopback byte counters count only
 # the measured traffic; it needs root or user namespaces. Knobs (bench.py):
-# BENCH_REPEAT, BENCH_ONLY, BENCH_SCALE, BENCH_SETTLE.
+# BENCH_REPEAT, BENCH_ONLY, BENCH_SCALE, BENCH_SETTLE, BENCH_RESCAN,
+# DIRSYNC_BIN. The million-path workload (issue "A million files", a table
+# of its own against the issue's targets) runs only when named:
+# BENCH_ONLY=scale, 1,000,000 x BENCH_SCALE paths (0.02 for a quick try).
 #
 # Benchmarks against rsync and a raw copy: bench/bench.py on loopback in a private network namespace.
 bench:

@@ -9,6 +9,11 @@ measured: dirsync, an `rsync --daemon`, or a plain socket stream alike.
 Each workload runs BENCH_REPEAT times (default 3) and the medians are
 reported. Prints one table and writes it as JSON to target/bench.json.
 BENCH_SCALE (default 1.0) shrinks the file counts and sizes for a quick try.
+
+The `scale` workload (issue "A million files") runs only when BENCH_ONLY
+names it: 1,000,000 x BENCH_SCALE paths, measured against the issue's
+targets in a table of its own (see scale() below; BENCH_RESCAN sets its
+nodes' --rescan-interval). DIRSYNC_BIN picks another dirsync binary.
 Stdlib only.
 """
 
@@ -28,7 +33,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
-from dirsync_tree import digest as tree_digest  # noqa: E402  (the shared tree reader)
+from dirsync_tree import STATE_DIR, digest as tree_digest  # noqa: E402  (the shared tree reader)
 
 BIN = Path(os.environ.get("DIRSYNC_BIN", ROOT / "target/release/dirsync"))
 REPEAT = int(os.environ.get("BENCH_REPEAT", "3"))
@@ -54,14 +59,45 @@ def lo_tx_bytes():
     raise RuntimeError("no loopback interface in /proc/net/dev")
 
 
-def peak_rss_mib(pid):
+def proc_status_mib(pid, field):
+    """A kB line of /proc/PID/status (VmHWM, VmRSS) in MiB; NaN once gone."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
     return float("nan")
+
+
+def peak_rss_mib(pid):
+    return proc_status_mib(pid, "VmHWM")
+
+
+def rss_mib(pid):
+    return proc_status_mib(pid, "VmRSS")
+
+
+def reset_peak_rss(pid):
+    """Start VmHWM again from the current RSS (clear_refs 5, Linux 4.0+).
+    False when the kernel refuses: the peak then still holds what came before."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def cpu_seconds(pid):
+    """CPU time (user + system, every thread, exited ones too) of a process.
+    Its CPU clock gives nanoseconds (clock id MAKE_PROCESS_CPUCLOCK(pid,
+    CPUCLOCK_SCHED)); utime + stime of /proc/PID/stat, in clock ticks of
+    10 ms, are the fallback."""
+    try:
+        return time.clock_gettime((~pid << 3) | 2)
+    except OSError:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wait(cond, what, timeout=TIMEOUT, every=0.002):
@@ -74,16 +110,23 @@ def wait(cond, what, timeout=TIMEOUT, every=0.002):
 
 
 class Node:
-    """A dirsync process on loopback; stderr goes to a log file."""
+    """A dirsync process on loopback; stderr goes to a log file. Nodes find
+    each other by broadcast on 127.255.255.255, or, given `peers` (a list,
+    maybe empty), only by dialling those with --peer (--no-discovery: no
+    announcements on the wire). `extra` flags are passed through."""
 
     running: list["Node"] = []  # killed at exit, also when a workload fails
 
-    def __init__(self, directory, scratch):
+    def __init__(self, directory, scratch, peers=None, extra=()):
         self.dir = Path(directory)
         self.port = port()
         self.log = Path(scratch) / f"node-{self.port}.log"
+        if peers is None:
+            find = ["--broadcast-addr", "127.255.255.255"]
+        else:
+            find = ["--no-discovery"] + [a for p in peers for a in ("--peer", f"127.0.0.1:{p.port}")]
         self.proc = subprocess.Popen(
-            [str(BIN), str(self.dir), "-l", str(self.port), "-b", str(BPORT), "--broadcast-addr", "127.255.255.255"],
+            [str(BIN), str(self.dir), "-l", str(self.port), "-b", str(BPORT), *find, *extra],
             stdout=subprocess.DEVNULL,
             stderr=open(self.log, "w"),
             env={**os.environ, "RUST_LOG": os.environ.get("NODE_LOG", "info")},
@@ -110,14 +153,42 @@ class Node:
                 self._counts[k] += new[:whole].count(k)
         return self._counts[key]
 
-    def wait_for(self, needle, n=1):
-        return wait(lambda: self.count(needle) >= n, f"{needle!r} x{n} in {self.log}")
+    def wait_for(self, needle, n=1, timeout=TIMEOUT):
+        return wait(lambda: self.count(needle) >= n, f"{needle!r} x{n} in {self.log}", timeout)
 
     def rss(self):
         return peak_rss_mib(self.proc.pid)
 
+    def status(self, timeout=60):
+        """What `dirsync status --json DIR` prints, asked straight on the
+        node's control socket (src/app/control.rs: a line `status`, one JSON
+        line back), so a poll costs no process start. Raises OSError or
+        ValueError when the node does not answer."""
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(timeout)
+            s.connect(str(self.dir / STATE_DIR / "control.sock"))
+            s.sendall(b"status\n")
+            buf = bytearray()
+            while not buf.endswith(b"\n"):
+                chunk = s.recv(1 << 20)
+                if not chunk:
+                    break
+                buf += chunk
+        return json.loads(buf)
+
+    def terminate(self, timeout=TIMEOUT):
+        """Stop cleanly (SIGTERM: the node saves its index) and wait for the
+        exit; SIGKILL after `timeout`."""
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            print(f"# {self.log}: no exit {timeout} s after SIGTERM, killed", file=sys.stderr, flush=True)
+        self.stop()
+
     def stop(self):
-        self.proc.send_signal(signal.SIGKILL)
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
         self.proc.wait()
         if self in Node.running:
             Node.running.remove(self)
@@ -399,12 +470,331 @@ def w100k(scratch):
     return r, {}
 
 
+# ----- scale: issue "A million files" ---------------------------------------
+#
+# Two nodes, A with a tree of SCALE_PATHS paths, B empty, B dialling A
+# (--no-discovery: no announcements on the wire). What is measured, each
+# against the issue's target (the targets are for 1,000,000 paths):
+# the initial sync (time until B's status digest equals A's, its rate
+# against the same at 5,000 paths, peak RSS), RSS at rest, CPU for one file
+# change at rest, a restart of B with 0 changes (wire bytes, time until the
+# digests agree after B's local scan, the scan itself, files hashed) and a
+# restart of B after 1,000 changes made on A while it was down.
+#
+# The nodes run with --rescan-interval BENCH_RESCAN (default 3600 s): the
+# periodic full rescan is a cost of its own (the restart scan measures it)
+# and must not land in the 5 s CPU windows at random. Agreement is read
+# from the nodes' status (one walk of the index per question at a million
+# paths), asked often at first and then every 2% of the time waited.
+
+SCALE_PATHS = max(2_000, int(1_000_000 * SCALE))
+SCALE_REF_PATHS = 5_000  # the rate at 1M paths is compared with this one's
+SCALE_FILES_PER_FOLDER = 1_000
+SCALE_CHANGES = 1_000  # files changed on A while B is down
+ENTRY_WIRE_BYTES = 250  # an estimate of one index entry on the wire
+SCALE_TIMEOUT = max(TIMEOUT, SCALE_PATHS / 100)  # 10,000 s at a million paths
+SCALE_IDLE = 5.0  # seconds idle before RSS at rest; each CPU window
+RESCAN = os.environ.get("BENCH_RESCAN", "3600")
+SCALE_NODE_FLAGS = ("--rescan-interval", RESCAN)
+OPT_IN = ("scale",)  # workloads that run only when BENCH_ONLY names them
+_missing_counters: set[str] = set()  # status counters asked for but absent
+
+
+class ScaleTree:
+    """`paths` paths: folders of ~1,000 files of 64-575 bytes, folders and
+    files together `paths`. A file's path and content are made from its
+    number (content version 0 at first, higher for changes), so no list of
+    a million names is ever held."""
+
+    def __init__(self, paths, seed=11):
+        self.paths = paths
+        self.folders = max(1, -(-paths // (SCALE_FILES_PER_FOLDER + 1)))
+        self.files = paths - self.folders
+        self.seed = seed
+        self._pool = random.Random(seed).randbytes(1 << 20)
+
+    def rel(self, i):
+        return f"d{i * self.folders // self.files:04d}/f{i:07d}.bin"
+
+    def content(self, i, version=0):
+        x = ((i + 1) * 0x9E3779B1 ^ (version + self.seed) * 0x85EBCA6B) & 0xFFFFFFFF
+        x ^= x >> 15
+        x = (x * 0x2C1B3C6D) & 0xFFFFFFFF
+        x ^= x >> 12
+        size = 64 + x % 512
+        off = (x >> 9) % (len(self._pool) - 576)
+        # The number and version first: no two files, no two versions alike.
+        return i.to_bytes(4, "little") + version.to_bytes(4, "little") + self._pool[off : off + size - 8]
+
+    def write(self, root, i, version=0):
+        fd = os.open(os.path.join(root, self.rel(i)), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, self.content(i, version))
+        finally:
+            os.close(fd)
+
+    def populate(self, root):
+        start = time.monotonic()
+        for f in range(self.folders):
+            os.mkdir(os.path.join(root, f"d{f:04d}"))
+        for i in range(self.files):
+            self.write(root, i)
+            if i and i % 200_000 == 0:
+                print(f"#   {i:,} of {self.files:,} files written", file=sys.stderr, flush=True)
+        print(f"#   tree of {self.paths:,} paths made in {time.monotonic() - start:.1f} s", file=sys.stderr, flush=True)
+
+    def check(self, a_dir, b_dir):
+        """B holds A's tree: the whole tree compared up to 100,000 paths, else
+        every folder's file count and a sample of 1,000 files' bytes."""
+        if self.paths <= 100_000:
+            if tree_digest(b_dir) != tree_digest(a_dir):
+                raise RuntimeError(f"{b_dir} differs from {a_dir}")
+            return
+        count = lambda d: sum(1 for e in os.scandir(d) if not e.name.startswith("."))
+        for f in range(self.folders):
+            if count(Path(a_dir) / f"d{f:04d}") != count(Path(b_dir) / f"d{f:04d}"):
+                raise RuntimeError(f"d{f:04d}: another number of files in {b_dir} than in {a_dir}")
+        for i in random.Random(self.seed + 2).sample(range(self.files), 1_000):
+            if (Path(b_dir) / self.rel(i)).read_bytes() != (Path(a_dir) / self.rel(i)).read_bytes():
+                raise RuntimeError(f"{self.rel(i)} differs between {a_dir} and {b_dir}")
+
+
+def poll_status(node, cond, what, timeout=SCALE_TIMEOUT):
+    """Ask `node` its status until cond(status); returns (the monotonic time
+    the answer came, the status). Asks every 5 ms at first, then every 2% of
+    the time waited so far (at most every second)."""
+    start = time.monotonic()
+    while True:
+        try:
+            s = node.status()
+        except (OSError, ValueError):
+            s = None
+        now = time.monotonic()
+        if s is not None and cond(s):
+            return now, s
+        if node.proc.poll() is not None:
+            raise RuntimeError(f"node exited with {node.proc.returncode} while waiting for {what}; see {node.log}")
+        if now - start > timeout:
+            raise TimeoutError(f"timed out waiting for {what} ({node.log})")
+        time.sleep(min(1.0, max(0.005, (now - start) / 50)))
+
+
+def agrees(digest):
+    """The node holds `digest` and has heard the same from a peer."""
+    return lambda s: s["digest"] == digest and any(p.get("digest") == digest for p in s["peers"])
+
+
+def counter(status, name):
+    """A counter of the status; 0 (and noted) when this build lacks it."""
+    counters = status.get("counters", {})
+    if name not in counters:
+        _missing_counters.add(name)
+    return counters.get(name, 0)
+
+
+def settled_digest(node, old):
+    """A's digest once it took in changes made on its disk: different from
+    `old`, then the same for a second."""
+    last, since = old, time.monotonic()
+    while True:
+        d = poll_status(node, lambda s: True, "a status")[1]["digest"]
+        now = time.monotonic()
+        if d != last:
+            last, since = d, now
+        elif d != old and now - since >= 1.0:
+            return d
+        if now - since > SCALE_TIMEOUT:
+            raise TimeoutError(f"{node.dir}: digest did not settle after changes")
+        time.sleep(0.2)
+
+
+def scale_initial_sync(tree, a_dir, b_dir, scratch):
+    """Start A on its tree (made once per bench run, the state of a previous
+    repeat removed), then B empty; time until B's digest equals A's.
+    Returns the nodes, A's digest and the figures."""
+    if a_dir.exists():
+        shutil.rmtree(a_dir / STATE_DIR, ignore_errors=True)
+    else:
+        print(f"# making a tree of {tree.paths:,} paths in {a_dir}", file=sys.stderr, flush=True)
+        a_dir.mkdir(parents=True)
+        tree.populate(a_dir)
+    b_dir.mkdir(parents=True)
+    a = Node(a_dir, scratch, peers=[], extra=SCALE_NODE_FLAGS)
+    r = {"a_first_scan_s": a.wait_for("listening", timeout=SCALE_TIMEOUT), "a_first_scan_peak_mib": a.rss()}
+    digest = poll_status(a, lambda s: True, "A's status")[1]["digest"]
+    settle_disk()
+    r["peak_reset"] = float(reset_peak_rss(a.proc.pid))
+    before = lo_tx_bytes()
+    start = time.monotonic()
+    b = Node(b_dir, scratch, peers=[a], extra=SCALE_NODE_FLAGS)
+    end, s = poll_status(b, agrees(digest), f"B to hold A's {tree.paths:,} paths")
+    r["sync_wire_bytes"] = lo_tx_bytes() - before
+    r["sync_s"] = end - start
+    r["sync_rate"] = tree.paths / r["sync_s"]
+    r["a_sync_peak_mib"], r["b_sync_peak_mib"] = a.rss(), b.rss()
+    if s["files"] != tree.files:
+        raise RuntimeError(f"B's status counts {s['files']} files, the tree has {tree.files}")
+    tree.check(a_dir, b_dir)
+    return a, b, digest, r
+
+
+def scale_restart(a, b, digest, scratch):
+    """Start B again (after it was stopped): its local scan (until it logs
+    `listening`), then until its digest and the one it heard from A both are
+    `digest`; the loopback bytes of all that."""
+    settle_disk()
+    before = lo_tx_bytes()
+    start = time.monotonic()
+    nb = Node(b.dir, scratch, peers=[a], extra=SCALE_NODE_FLAGS)
+    nb.wait_for("listening", timeout=SCALE_TIMEOUT)
+    scanned = time.monotonic()
+    end, s = poll_status(nb, agrees(digest), "B's digest to agree with A's after a restart")
+    r = {
+        "wire_bytes": lo_tx_bytes() - before,
+        "scan_s": scanned - start,
+        "agree_s": end - scanned,
+        "total_s": end - start,
+        "files_hashed": counter(s, "files_hashed"),
+        "entries_received": counter(s, "index_entries_received"),
+        "content_bytes": counter(s, "content_bytes_received"),
+    }
+    return nb, r
+
+
+def scale(scratch):
+    runs_root = scratch.parent  # A's trees are made once per bench run
+    tree, ref = ScaleTree(SCALE_PATHS), ScaleTree(SCALE_REF_PATHS, seed=12)
+    need_bytes, need_inodes = (REPEAT + 1) * tree.paths * 4096, (REPEAT + 1) * tree.paths
+    st = os.statvfs(scratch)
+    if st.f_bavail * st.f_frsize < need_bytes or st.f_favail < need_inodes:
+        print(f"# warning: the scale workload may need ~{need_bytes / 2**30:.0f} GiB and {need_inodes:,} inodes "
+              f"in {scratch} (A's tree and one B per repeat)", file=sys.stderr, flush=True)
+    out = {"paths": tree.paths, "files": tree.files, "folders": tree.folders}
+
+    # The same initial sync at 5,000 paths, for the rate ratio.
+    a, b, _, r = scale_initial_sync(ref, runs_root / "scale-ref-a", scratch / "ref-b", scratch)
+    out["ref_sync_s"], out["ref_sync_rate"] = r["sync_s"], r["sync_rate"]
+    a.stop()
+    b.stop()
+
+    a, b, digest, r = scale_initial_sync(tree, runs_root / "scale-a", scratch / "b", scratch)
+    out.update(r)
+    out["rate_ratio"] = r["sync_rate"] / out["ref_sync_rate"]
+
+    # At rest.
+    time.sleep(SCALE_IDLE)
+    out["a_rest_mib"], out["b_rest_mib"] = rss_mib(a.proc.pid), rss_mib(b.proc.pid)
+
+    # CPU for one file change: a window with the change less an idle one.
+    def cpu():
+        return cpu_seconds(a.proc.pid), cpu_seconds(b.proc.pid)
+
+    c0 = cpu()
+    time.sleep(SCALE_IDLE)
+    c1 = cpu()
+    idle = [(y - x) / SCALE_IDLE for x, y in zip(c0, c1)]  # CPU seconds per second
+    out["a_idle_cpu_ms_per_s"], out["b_idle_cpu_ms_per_s"] = idle[0] * 1000, idle[1] * 1000
+    i = tree.files // 2
+    new, target = tree.content(i, 1), b.dir / tree.rel(i)
+
+    def arrived():
+        try:
+            return target.read_bytes() == new
+        except OSError:
+            return False
+
+    c0 = cpu()
+    start = time.monotonic()
+    tree.write(a.dir, i, 1)
+    out["change_latency_s"] = wait(arrived, "one changed file to reach B", SCALE_TIMEOUT)
+    time.sleep(max(0.0, start + SCALE_IDLE - time.monotonic()))
+    c1 = cpu()
+    window = time.monotonic() - start
+    out["a_change_cpu_ms"], out["b_change_cpu_ms"] = (
+        ((y - x) - rate * window) * 1000 for x, y, rate in zip(c0, c1, idle)
+    )
+    digest = poll_status(a, lambda s: True, "A's status")[1]["digest"]
+    poll_status(b, agrees(digest), "the digests to agree after one change")
+
+    # Restart of B, nothing changed anywhere: also the restart scan of an
+    # unchanged tree.
+    b.terminate(SCALE_TIMEOUT)
+    b, r = scale_restart(a, b, digest, scratch)
+    out.update({f"r0_{k}": v for k, v in r.items()})
+
+    # Restart of B after 1,000 files changed on A while it was down.
+    b.terminate(SCALE_TIMEOUT)
+    changes = min(SCALE_CHANGES, tree.files // 2)
+    for j in random.Random(tree.seed + 1).sample(range(tree.files), changes):
+        tree.write(a.dir, j, 2)
+    digest = settled_digest(a, digest)
+    b, r = scale_restart(a, b, digest, scratch)
+    out.update({f"r1k_{k}": v for k, v in r.items()})
+    out["r1k_changes"] = changes
+    # The files' content travels too: the entries are what is left.
+    out["r1k_ratio"] = (r["wire_bytes"] - r["content_bytes"]) / (changes * ENTRY_WIRE_BYTES)
+    out["r1k_ratio_with_content"] = r["wire_bytes"] / (changes * ENTRY_WIRE_BYTES)
+    tree.check(a.dir, b.dir)
+    a.stop()
+    b.stop()
+    return out, {}
+
+
+def scale_table(r):
+    """The scale workload's table: each figure next to the issue's target."""
+    nan = float("nan")
+    g = lambda k: r.get(k, nan)
+    mib = lambda v: f"{v:.1f} MiB"
+    ms = lambda v: f"{v:.1f} ms"
+    sec = lambda v: f"{v:.2f} s"
+    kib = lambda v: f"{v / 1024:,.1f} KiB"
+
+    def met(ok):
+        return "n/a" if ok is None else ("met" if ok else "NOT MET")
+
+    missing = lambda name: name in _missing_counters
+    n = int(g("paths"))
+    rows = [
+        (f"initial sync of {n:,} paths: until B's digest equals A's", f"{sec(g('sync_s'))}, {g('sync_rate'):,.0f} paths/s, wire {g('sync_wire_bytes') / 1e6:,.1f} MB", "", None),
+        (f"initial sync of {SCALE_REF_PATHS:,} paths", f"{sec(g('ref_sync_s'))}, {g('ref_sync_rate'):,.0f} paths/s", "", None),
+        (f"initial sync rate at {n:,} vs at {SCALE_REF_PATHS:,} paths", f"{g('rate_ratio'):.2f}x", ">= 0.8x", g("rate_ratio") >= 0.8),
+        ("peak RSS of A's first scan (no index yet)", mib(g("a_first_scan_peak_mib")), "<= 128 MiB", g("a_first_scan_peak_mib") <= 128),
+        ("peak RSS during the initial sync, A" + ("" if g("peak_reset") == 1 else " (incl. its first scan)"), mib(g("a_sync_peak_mib")), "<= 128 MiB", g("a_sync_peak_mib") <= 128),
+        ("peak RSS during the initial sync, B", mib(g("b_sync_peak_mib")), "<= 128 MiB", g("b_sync_peak_mib") <= 128),
+        (f"RSS at rest ({SCALE_IDLE:.0f} s idle after the sync), A", mib(g("a_rest_mib")), "<= 64 MiB", g("a_rest_mib") <= 64),
+        (f"RSS at rest ({SCALE_IDLE:.0f} s idle after the sync), B", mib(g("b_rest_mib")), "<= 64 MiB", g("b_rest_mib") <= 64),
+        ("CPU at rest (the baseline), A / B", f"{g('a_idle_cpu_ms_per_s'):.2f} / {g('b_idle_cpu_ms_per_s'):.2f} ms per s", "", None),
+        ("CPU for one file change at rest, A", ms(g("a_change_cpu_ms")), "<= 5 ms", g("a_change_cpu_ms") <= 5),
+        ("CPU for one file change at rest, B", ms(g("b_change_cpu_ms")), "<= 5 ms", g("b_change_cpu_ms") <= 5),
+        ("one file change: until B has it", ms(g("change_latency_s") * 1000), "", None),
+        ("restart of B, 0 changes: wire until the digests agree", kib(g("r0_wire_bytes")), "<= 64 KiB", g("r0_wire_bytes") <= 64 * 1024),
+        ("restart of B, 0 changes: after B's scan, until the digests agree", f"{sec(g('r0_agree_s'))} (start to agreement {sec(g('r0_total_s'))})", "<= 1 s", g("r0_agree_s") <= 1),
+        (f"restart scan of {n:,} unchanged paths (B's start to `listening`)", sec(g("r0_scan_s")), "<= 10 s", g("r0_scan_s") <= 10),
+        ("files hashed by that restart (counter files_hashed)", f"{g('r0_files_hashed'):,.0f}" + (" (no such counter)" if missing("files_hashed") else ""), "0", None if missing("files_hashed") else g("r0_files_hashed") == 0),
+        (f"restart of B after {g('r1k_changes'):,.0f} changes on A: wire until the digests agree", f"{kib(g('r1k_wire_bytes'))}, of which file content {kib(g('r1k_content_bytes'))}", "", None),
+        (f"  that wire less the content / ({g('r1k_changes'):,.0f} x {ENTRY_WIRE_BYTES} B per entry)", f"{g('r1k_ratio'):.2f}x (with the content {g('r1k_ratio_with_content'):.2f}x)", "<= 2x", g("r1k_ratio") <= 2),
+        ("  index entries B received (counter index_entries_received)", f"{g('r1k_entries_received'):,.0f}" + (" (no such counter)" if missing("index_entries_received") else ""), f"~{g('r1k_changes'):,.0f}", None),
+        ("  B's scan / after it, until the digests agree", f"{sec(g('r1k_scan_s'))} / {sec(g('r1k_agree_s'))}", "", None),
+    ]
+    lines = [
+        f"scale (issue \"A million files\"): {n:,} paths ({g('folders'):,.0f} folders of ~{SCALE_FILES_PER_FOLDER:,} files of 64-575 bytes), "
+        f"median of {REPEAT} runs; the targets are for 1,000,000 paths",
+        "| measure | value | target | |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {name} | {value} | {target} | {met(ok)} |" for name, value, target, ok in rows]
+    if _missing_counters:
+        lines.append(f"status counters not found (taken as 0): {', '.join(sorted(_missing_counters))}")
+    return lines
+
+
 WORKLOADS = [
     ("W1 5,000 small files, initial sync", w1),
     ("W2/W3/renames", w2_w3_renames),
     ("W4 64-byte file latency (p50)", w4),
     ("W5 1,000 files to two peers", w5),
     ("100,000 files, initial sync", w100k),
+    ("scale 1,000,000 x BENCH_SCALE paths", scale),  # opt-in (OPT_IN)
 ]
 
 
@@ -436,7 +826,7 @@ def fmt_row(name, tool, r, dirsync=None):
 def main():
     if not BIN.exists():
         sys.exit(f"{BIN} not found: build with `cargo build --release` (just bench does)")
-    if shutil.which("rsync") is None:
+    if shutil.which("rsync") is None and not (ONLY and all(w.startswith(OPT_IN) for w in ONLY)):
         sys.exit("rsync not found: `apt-get install rsync` (just bench does)")
     subprocess.run(["ip", "link", "set", "lo", "up"], check=False)
     # One scratch tree for the whole run, removed only at the end: ext4 (here
@@ -454,9 +844,11 @@ def main():
 
 
 def run_workloads(scratch_root):
-    table = {}
+    table, scale_r = {}, None
     for title, fn in WORKLOADS:
         if ONLY and not any(title.startswith(w) for w in ONLY):
+            continue
+        if not ONLY and title.startswith(OPT_IN):
             continue
         runs_main, runs_ref = [], []
         for i in range(REPEAT):
@@ -466,7 +858,9 @@ def run_workloads(scratch_root):
             main_r, ref_r = fn(tmp)
             runs_main.append(main_r)
             runs_ref.append(ref_r)
-        if "W2/W3" in title:
+        if fn is scale:
+            scale_r = median_of(runs_main)
+        elif "W2/W3" in title:
             for key in runs_main[0]:
                 table[key] = {"dirsync": median_of([r[key] for r in runs_main])}
                 for tool in runs_ref[0].get(key, {}):
@@ -476,15 +870,21 @@ def run_workloads(scratch_root):
             for tool in runs_ref[0]:
                 table[title][tool] = median_of([r[tool] for r in runs_ref])
     lines = [f"dirsync benchmarks: median of {REPEAT} runs, scale {SCALE}, nodes on loopback in a private network namespace",
-             "wire = every loopback byte of the run, TCP/IP headers included; dirsync/ref = dirsync's figure divided by the reference's",
-             "| workload | tool | time | wire | peak RSS | dirsync/ref | notes |", "|---|---|---|---|---|---|---|"]
+             "wire = every loopback byte of the run, TCP/IP headers included; dirsync/ref = dirsync's figure divided by the reference's"]
+    if table:
+        lines += ["| workload | tool | time | wire | peak RSS | dirsync/ref | notes |", "|---|---|---|---|---|---|---|"]
     for name, tools in table.items():
         lines.append(fmt_row(name, "dirsync", tools["dirsync"]))
         lines += [fmt_row(name, tool, r, tools["dirsync"]) for tool, r in tools.items() if tool != "dirsync"]
+    if scale_r is not None:
+        lines += [""] + scale_table(scale_r)
     print("\n".join(lines))
     out = ROOT / "target/bench.json"
     out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"repeat": REPEAT, "scale": SCALE, "results": table}, indent=2))
+    results = {"repeat": REPEAT, "scale": SCALE, "results": table}
+    if scale_r is not None:
+        results["scale_workload"] = {**scale_r, "missing_counters": sorted(_missing_counters)}
+    out.write_text(json.dumps(results, indent=2))
     print(f"\nwritten to {out}")
 
 

@@ -91,11 +91,15 @@ fn entry() -> impl Strategy<Value = Entry> {
 fn message() -> impl Strategy<Value = Message> {
     let entries = || proptest::collection::vec(entry(), 0..6);
     prop_oneof![
-        (any::<u32>(), any::<u64>(), any::<u16>()).prop_map(|(version, n, listen_port)| Message::Hello {
+        (any::<u32>(), any::<u64>(), any::<u16>(), any::<u64>()).prop_map(|(version, n, listen_port, d)| Message::Hello {
             version,
             node: NodeId(n),
-            listen_port
+            listen_port,
+            device: NodeId(d),
         }),
+        (any::<u64>(), any::<u64>()).prop_map(|(identity, since)| Message::IndexRequest { identity, since }),
+        (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(identity, since, seq)| Message::IndexHead { identity, since, seq }),
+        (hash(), any::<u64>()).prop_map(|(digest, seq)| Message::TreeDigest { digest, seq }),
         ".{0,20}".prop_map(|reason| Message::Refuse { reason }),
         (entries(), any::<bool>()).prop_map(|(entries, done)| Message::Index { entries, done }),
         entries().prop_map(|entries| Message::Update { entries }),
@@ -433,7 +437,7 @@ proptest! {
             index.insert(e);
         }
         let mut engine = Engine::new(NodeId(1), index);
-        engine.handle_connected(PEER);
+        engine.handle_connected(PEER, PEER);
         engine.take_commands();
         let mut streaming = None;
         for msg in msgs {

@@ -128,6 +128,7 @@ fn peer(p: &Proc, id: u64) -> TcpStream {
         version: wire::PROTOCOL_VERSION,
         node: NodeId(id),
         listen_port: 1,
+        device: NodeId(id),
     };
     s.write_all(&wire::encode(&hello)).unwrap();
     s
@@ -266,6 +267,7 @@ fn malformed_input_costs_only_its_connection() {
         version: wire::PROTOCOL_VERSION,
         node: NodeId(0xbad5),
         listen_port: 1,
+        device: NodeId(0xbad5),
     };
     must_close(&rig, 0xbad5, &[wire::encode(&hello)], "a second hello");
     rig.check("deep JSON and a second hello");

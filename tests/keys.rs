@@ -34,11 +34,11 @@ fn dial_with(p: &Proc, key: &ClusterKey) -> Result<Message, String> {
     AsyncStdNet::block_on(async {
         let conn = AsyncStdNet.connect(addr(p)).await.map_err(|e| e.to_string())?;
         let mut link = establish::<AsyncStdNet>(conn, Some(key), true).await.map_err(|e| e.to_string())?;
-        let hello = handshake(&AsyncStdNet, &mut link, NodeId(0x7e57), 1)
+        let hello = handshake(&AsyncStdNet, &mut link, NodeId(0x7e57), NodeId(0x7e57), 1)
             .await
             .map_err(|e| e.to_string())?;
         let _ = hello;
-        // The node's index follows the hello on an accepted connection.
+        // The node's index request follows the hello on an accepted connection.
         read_frame(&mut link.reader).await.map(|(m, _)| m).map_err(|e| e.to_string())
     })
 }
@@ -132,7 +132,7 @@ fn nodes_with_the_same_key_sync_and_others_are_refused_before_any_data() {
 
     // Our own keyed client gets in (so the refusals below mean something)...
     match dial_with(&a, &key) {
-        Ok(Message::Index { .. }) => {}
+        Ok(Message::IndexRequest { .. }) => {}
         other => panic!("a client with the key was not served: {other:?}"),
     }
     // ...one with another key is refused by the node, which says why.
@@ -151,6 +151,7 @@ fn nodes_with_the_same_key_sync_and_others_are_refused_before_any_data() {
         version: wire::PROTOCOL_VERSION,
         node: NodeId(0x7e58),
         listen_port: 1,
+        device: NodeId(0x7e58),
     };
     std::io::Write::write_all(&mut s, &wire::encode(&hello)).unwrap();
     let mut got = Vec::new();

@@ -74,6 +74,7 @@ fn random_message(rng: &mut Rng) -> Message {
             version: PROTOCOL_VERSION,
             node: NodeId(rng.next_u64()),
             listen_port: 1,
+            device: NodeId(rng.next_u64()),
         },
         _ => Message::Refuse { reason: "no".into() },
     }
@@ -108,6 +109,7 @@ fn fuzz_node(seed: u64, connections: u64) -> u64 {
                     version: PROTOCOL_VERSION,
                     node: NodeId(0xf000 + conn),
                     listen_port: 1,
+                    device: NodeId(0xf000 + conn),
                 };
                 let _ = s.write_all(&wire::encode(&hello)).await;
                 for _ in 0..1 + rng.below(12) {

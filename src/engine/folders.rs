@@ -32,7 +32,11 @@ impl Engine {
         self.index
             .under(Some(dir))
             .filter(|c| c.path != *dir && !c.deleted && !self.ignored(&c.path, c.kind))
-            .any(|c| deletions.get(&c.path).is_none_or(|t| !beats(t, c) || resurrection(t, c).is_some()))
+            .any(|c| {
+                deletions
+                    .get(&c.path)
+                    .is_none_or(|t| !beats(t, &c) || resurrection(t, &c).is_some())
+            })
     }
 
     /// The peer's file `file` would replace our folder `dir`, which holds
@@ -56,7 +60,7 @@ impl Engine {
     pub(super) fn file_above(&self, path: &RelPath) -> Option<Entry> {
         path.ancestors()
             .into_iter()
-            .find_map(|a| self.index.live(&a).filter(|e| e.kind == Kind::File).cloned())
+            .find_map(|a| self.index.live(&a).filter(|e| e.kind == Kind::File))
     }
 
     /// Our file `file` stands where a peer holds a folder with content:

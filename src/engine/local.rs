@@ -67,7 +67,7 @@ impl Engine {
         let mut changes = Vec::new();
         for o in found.values() {
             let old = self.index.get(&o.path);
-            let unchanged = old.is_some_and(|e| {
+            let unchanged = old.as_ref().is_some_and(|e| {
                 !e.deleted
                     && e.kind == o.kind
                     && (o.kind == Kind::Dir || (e.size == o.size && e.mtime == o.mtime && e.hash == o.hash && e.exec == o.exec))
@@ -76,7 +76,7 @@ impl Engine {
                 continue;
             }
             let mtime = if o.kind == Kind::Dir { now } else { o.mtime };
-            let mut e = self.local_version(old, o.path.clone(), o.kind, false, o.size, mtime, o.hash);
+            let mut e = self.local_version(old.as_ref(), o.path.clone(), o.kind, false, o.size, mtime, o.hash);
             e.exec = o.exec;
             if unknown && old.is_none() {
                 e.vector = Vector::default();
@@ -108,7 +108,6 @@ impl Engine {
             // A local change may settle a version we were waiting for.
             self.settle(e);
         }
-        self.touched();
         self.broadcast(changes, None);
         self.check_all_synced();
     }

@@ -21,6 +21,7 @@
 //! beats a delete that did not see it (the rules: docs/CONFLICTS.md).
 
 pub mod conflict;
+mod exchange;
 mod folders;
 pub mod ignore;
 pub mod index;
@@ -62,10 +63,24 @@ struct Inflight {
     entry: Entry,
 }
 
+/// How far a peer's index has come to us: every change of its index
+/// `identity` up to `seq`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Heard {
+    identity: u64,
+    seq: u64,
+}
+
 #[derive(Debug, Default)]
 struct Peer {
-    /// The peer's whole index has arrived.
+    /// The peer's directory id: what we remember its index under.
+    device: NodeId,
+    /// The index the peer announced (`IndexHead`), until its last part.
+    head: Option<Heard>,
+    /// The peer's index has arrived (as far as `heard` says).
     index_done: bool,
+    /// How far the peer's index has come to us, once `index_done`.
+    heard: Option<Heard>,
     /// The initial sync with this peer is complete (and was logged).
     synced: bool,
     /// Files and bytes received from this peer since it connected.
@@ -74,7 +89,8 @@ struct Peer {
     /// The tree digest the peer last told us.
     digest: Option<Hash>,
     /// The tree digest we last told the peer.
-    digest_sent: Option<Hash>,
+    /// The tree digest and index sequence number we last told the peer.
+    digest_sent: Option<(Hash, u64)>,
     /// The file the peer is streaming now (between `FileStart` and
     /// `FileEnd`).
     receiving: Option<Receiving>,
@@ -120,7 +136,6 @@ pub struct Engine {
     /// n files cost O(n²)).
     unscheduled: BTreeSet<RelPath>,
     commands: Vec<Command>,
-    dirty: bool,
     /// Paths this node keeps to itself (`.dirsyncignore`).
     ignore: IgnoreRules,
     /// The content hash of the `.dirsyncignore` the index held when last
@@ -129,8 +144,6 @@ pub struct Engine {
     /// `.dirsyncignore` as a path, made once: it is looked up after every
     /// input.
     ignore_path: Option<RelPath>,
-    /// The tree digest of the index, while the index has not changed.
-    digest: Option<Hash>,
     /// The last failure, for `dirsync status`.
     last_error: Option<String>,
 }
@@ -152,11 +165,9 @@ impl Engine {
             clock: 0,
             unscheduled: BTreeSet::new(),
             commands: Vec::new(),
-            dirty: false,
             ignore: IgnoreRules::default(),
             ignore_file_seen: None,
             ignore_path: RelPath::new(IGNORE_FILE).ok(),
-            digest: None,
             last_error: None,
         };
         engine.ignore_file_seen = engine.ignore_file_hash();
@@ -178,6 +189,11 @@ impl Engine {
         self
     }
 
+    /// This directory's persistent identity.
+    pub fn device(&self) -> NodeId {
+        self.device
+    }
+
     #[cfg(test)]
     pub fn me(&self) -> NodeId {
         self.me
@@ -190,6 +206,11 @@ impl Engine {
 
     pub fn index(&self) -> &Index {
         &self.index
+    }
+
+    /// The index, to commit it (the node's job: it is IO).
+    pub fn index_mut(&mut self) -> &mut Index {
+        &mut self.index
     }
 
     /// The commands decided since the last call, in order.
@@ -212,11 +233,6 @@ impl Engine {
     fn ignore_file_hash(&self) -> Option<Hash> {
         let path = self.ignore_path.as_ref()?;
         self.index.live(path).filter(|e| e.kind == Kind::File).map(|e| e.hash)
-    }
-
-    /// True once after the index changed: time to persist it.
-    pub fn take_dirty(&mut self) -> bool {
-        std::mem::take(&mut self.dirty)
     }
 
     /// Connected peers and whether the initial sync with each is done.
@@ -259,52 +275,24 @@ impl Engine {
     /// nor changed for a peer, nor served; what the index holds of them
     /// stays as it is.
     pub fn set_ignore(&mut self, rules: IgnoreRules) {
+        let changed = rules.source() != self.ignore.source();
+        self.index.set_ignore(rules.clone());
         self.ignore = rules;
-        self.digest = None;
+        if changed {
+            self.ask_again_for_indexes();
+        }
     }
 
     fn ignored(&self, path: &RelPath, kind: Kind) -> bool {
         self.ignore.is_ignored(path, kind == Kind::Dir)
     }
 
-    /// The index changed: persist it, and its digest is stale.
-    fn touched(&mut self) {
-        self.dirty = true;
-        self.digest = None;
-    }
-
-    /// One blake3 hash over the synchronized tree, equal on two nodes
-    /// exactly when they hold the same tree: for every path in the index
-    /// (sorted, ignored paths left out), a folder by its path, a file by
-    /// its path, size, mtime and content hash, and a deletion by its path
-    /// alone. Version ranks, folder times and tombstone times are left
-    /// out: they say when a node saw something, not what it holds.
-    pub fn tree_digest(&mut self) -> Hash {
-        if let Some(d) = self.digest {
-            return d;
-        }
-        let mut h = blake3::Hasher::new();
-        for e in self.index.iter().filter(|e| !self.ignored(&e.path, e.kind)) {
-            h.update(e.path.as_str().as_bytes());
-            h.update(&[0]);
-            match (e.deleted, e.kind) {
-                (true, _) => {
-                    h.update(b"x");
-                }
-                (false, Kind::Dir) => {
-                    h.update(b"d");
-                }
-                (false, Kind::File) => {
-                    h.update(if e.exec { b"e" } else { b"f" });
-                    h.update(&e.size.to_be_bytes());
-                    h.update(&e.mtime.to_be_bytes());
-                    h.update(&e.hash.0);
-                }
-            }
-        }
-        let d = Hash::from(h.finalize());
-        self.digest = Some(d);
-        d
+    /// The tree digest: the root of a hash tree over folders
+    /// (`index::DirSum`), equal on two nodes exactly when they hold the same
+    /// synchronized tree (ignored paths left out), kept up to date by every
+    /// change in O(depth).
+    pub fn tree_digest(&self) -> Hash {
+        self.index.dir_digest("").digest()
     }
 
     /// Tell every peer our tree digest if it changed since we last told
@@ -312,27 +300,26 @@ impl Engine {
     /// the rate limit.
     pub(super) fn share_digest(&mut self) {
         let digest = self.tree_digest();
+        let seq = self.index.seq();
         let stale: Vec<NodeId> = self
             .peers
             .iter()
-            .filter(|(_, p)| p.digest_sent != Some(digest))
+            .filter(|(_, p)| p.digest_sent != Some((digest, seq)))
             .map(|(id, _)| *id)
             .collect();
         for peer in stale {
             if let Some(p) = self.peers.get_mut(&peer) {
-                p.digest_sent = Some(digest);
+                p.digest_sent = Some((digest, seq));
             }
-            self.send(peer, Message::TreeDigest { digest });
+            self.send(peer, Message::TreeDigest { digest, seq });
         }
     }
 
     /// Live files in the synchronized tree (ignored paths left out) and
     /// their total size.
     pub fn tree_size(&self) -> (u64, u64) {
-        self.index
-            .iter()
-            .filter(|e| !e.deleted && e.kind == Kind::File && !self.ignored(&e.path, e.kind))
-            .fold((0, 0), |(n, b), e| (n + 1, b + e.size))
+        let root = self.index.dir_digest("");
+        (root.files, root.bytes)
     }
 
     /// The tree digest `peer` last told us.
@@ -371,18 +358,14 @@ impl Engine {
         self.record(entry, peer);
     }
 
-    /// Put `entry` in the index and announce it to every peer but `except`.
+    /// Put `entry` in the index and announce it to every peer but `except`
+    /// (which has it). Every change is announced, even one that changed
+    /// nothing on disk here: a `TreeDigest`'s sequence number tells a peer
+    /// it has every change up to it (see `exchange.rs`).
     pub(super) fn record(&mut self, entry: Entry, except: Option<NodeId>) {
-        self.remember(entry.clone());
+        self.settle(&entry);
+        self.index.insert(entry.clone());
         self.broadcast(vec![entry], except);
-    }
-
-    /// Put `e` in the index without announcing it (a peer's version that
-    /// changed nothing here a peer could lack because of us).
-    pub(super) fn remember(&mut self, e: Entry) {
-        self.settle(&e);
-        self.index.insert(e);
-        self.touched();
     }
 
     /// The index now holds `e`: forget the wants and requests it settles.

@@ -113,10 +113,10 @@ impl Engine {
     pub(super) fn content_wanted(&self, peer: NodeId, entry: &Entry) -> Result<Option<Entry>, String> {
         if self.answers_request(peer, entry) {
             // Never replace a newer version with an older one.
-            if !wins_over(entry, self.index.get(&entry.path)) {
+            if !wins_over(entry, self.index.get(&entry.path).as_ref()) {
                 return Err(format!("{} is newer here than the version asked for", entry.path));
             }
-            return Ok(self.index.live(&entry.path).cloned());
+            return Ok(self.index.live(&entry.path));
         }
         match self.inflight.get(&entry.path) {
             Some(_) => Err(format!("{} was asked of another peer or in another version", entry.path)),

@@ -5,7 +5,7 @@
 use super::conflict::conflict_entry;
 use super::index::{beats, same_version, wins_over};
 use super::safety::{loses_concurrently, resurrection};
-use super::{Action, Command, Engine, Inflight, Need, Peer, DELTA_MIN_SIZE};
+use super::{Action, Command, Engine, Heard, Inflight, Need, DELTA_MIN_SIZE};
 use crate::wire::version::Causality;
 use crate::wire::{Entry, Hash, Kind, Message, NodeId, RelPath, WantFile, MAX_ENTRIES};
 use std::cmp::Ordering;
@@ -55,38 +55,6 @@ struct Batch {
 }
 
 impl Engine {
-    /// A connection with `peer` finished its handshake: send our index.
-    pub fn handle_connected(&mut self, peer: NodeId) {
-        if let Some(reason) = &self.suspended {
-            let reason = format!("not syncing: {reason}");
-            self.commands.push(Command::Close { peer, reason });
-            return;
-        }
-        self.peers.insert(peer, Peer::default());
-        self.send_index(peer);
-    }
-
-    /// Send our whole index to `peer`, in batches.
-    pub(super) fn send_index(&mut self, peer: NodeId) {
-        // Batches are cut as the index is walked: one copy of a large index
-        // (the one queued for the peer), not two.
-        let mut batches = Vec::new();
-        let mut batch = Vec::new();
-        for e in self.index.iter().filter(|e| !self.ignored(&e.path, e.kind)) {
-            batch.push(e.clone());
-            if batch.len() == MAX_ENTRIES {
-                batches.push(std::mem::take(&mut batch));
-            }
-        }
-        if !batch.is_empty() || batches.is_empty() {
-            batches.push(batch);
-        }
-        let last = batches.len() - 1;
-        for (i, entries) in batches.into_iter().enumerate() {
-            self.send(peer, Message::Index { entries, done: i == last });
-        }
-    }
-
     /// The connection with `peer` closed. A file it was sending is
     /// dropped by the node; the deleted folders that file alone kept go.
     pub fn handle_disconnected(&mut self, peer: NodeId) {
@@ -115,11 +83,18 @@ impl Engine {
             return;
         }
         match msg {
+            Message::IndexRequest { identity, since } => self.answer_index_request(peer, identity, since),
+            Message::IndexHead { identity, seq, .. } => {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.head = Some(Heard { identity, seq });
+                }
+            }
             Message::Index { entries, done } => {
                 self.handle_entries(peer, entries);
                 if done {
                     if let Some(p) = self.peers.get_mut(&peer) {
                         p.index_done = true;
+                        p.heard = p.head.take();
                     }
                 }
                 self.schedule();
@@ -157,9 +132,14 @@ impl Engine {
                     self.schedule();
                 }
             }
-            Message::TreeDigest { digest } => {
+            Message::TreeDigest { digest, seq } => {
                 if let Some(p) = self.peers.get_mut(&peer) {
                     p.digest = Some(digest);
+                    // Before its index is done, the peer's claim may
+                    // predate our request.
+                    if let Some(h) = p.heard.as_mut().filter(|_| p.index_done) {
+                        h.seq = h.seq.max(seq);
+                    }
                 }
             }
             Message::Ping => {}
@@ -199,9 +179,12 @@ impl Engine {
         let mut moving_away: BTreeMap<Hash, Vec<(Entry, Entry)>> = BTreeMap::new();
         for e in entries.iter().filter(|e| e.deleted && !self.ignored(&e.path, e.kind)) {
             if let Some(local) = self.index.live(&e.path) {
-                if local.kind == Kind::File && beats(e, local) && resurrection(e, local).is_none() && !self.ignored(&local.path, local.kind)
+                if local.kind == Kind::File
+                    && beats(e, &local)
+                    && resurrection(e, &local).is_none()
+                    && !self.ignored(&local.path, local.kind)
                 {
-                    moving_away.entry(local.hash).or_default().push((local.clone(), e.clone()));
+                    moving_away.entry(local.hash).or_default().push((local, e.clone()));
                 }
             }
         }
@@ -210,7 +193,7 @@ impl Engine {
 
     /// One entry of a peer's batch.
     fn handle_entry(&mut self, peer: NodeId, e: Entry, batch: &mut Batch) {
-        let local = self.index.get(&e.path).cloned();
+        let local = self.index.get(&e.path);
         if self.ignored(&e.path, e.kind) || local.as_ref().is_some_and(|l| self.ignored(&l.path, l.kind)) {
             // Kept to ourselves: a peer's version neither replaces nor
             // deletes it (whether the rule names its kind or ours).
@@ -254,7 +237,7 @@ impl Engine {
         }
         if let Some(l) = live.as_ref().filter(|l| loses_concurrently(l, &e)) {
             match conflict_entry(l) {
-                Some(copy) if wins_over(&copy, self.index.get(&copy.path)) && self.index.get(&copy.path).is_none_or(|c| c.deleted) => {
+                Some(copy) if self.index.get(&copy.path).is_none_or(|c| c.deleted && beats(&copy, &c)) => {
                     let from = l.clone();
                     self.act(peer, Action::ConflictCopy { from, copy, then: e });
                     return;
@@ -278,7 +261,7 @@ impl Engine {
         let folder = match live {
             Some(l) if l.kind == Kind::Dir => Some(l.clone()),
             Some(_) => None,
-            None => self.index.get(&e.path).cloned(),
+            None => self.index.get(&e.path),
         };
         if let Some(dir) = folder.filter(|_| e.kind == Kind::File) {
             if self.holds_unseen_below(&dir.path, &batch.deletions) {
@@ -341,13 +324,13 @@ impl Engine {
             match live {
                 Some(l) => self.act(peer, Action::Delete { entry: e, local: l }),
                 // Nothing on disk: just remember the deletion.
-                None => self.remember(e),
+                None => self.record(e, Some(peer)),
             }
             return;
         }
         if e.kind == Kind::Dir {
             match live {
-                Some(l) if l.kind == Kind::Dir => self.remember(e),
+                Some(l) if l.kind == Kind::Dir => self.record(e, Some(peer)),
                 // Nothing there, or a file the folder replaces.
                 local => self.act(peer, Action::MakeDir { entry: e, local }),
             }
@@ -370,7 +353,7 @@ impl Engine {
             self.act(peer, action);
             return;
         }
-        let copy_source = self.index.paths_with_hash(&e.hash).next().and_then(|p| self.index.live(p)).cloned();
+        let copy_source = self.index.paths_with_hash(&e.hash).first().and_then(|p| self.index.live(p));
         if let Some(from) = copy_source {
             self.act(
                 peer,

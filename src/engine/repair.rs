@@ -115,6 +115,7 @@ impl Engine {
         self.recheck_young();
         self.share_digest();
         self.resync_differing();
+        self.remember_progress();
     }
 
     fn retry_due(&mut self) {
@@ -225,13 +226,7 @@ impl Engine {
         }
         // Only now, and rarely: which peers something is on its way from
         // (a pass over every need, too much for every tick of a sync).
-        let busy: BTreeSet<NodeId> = self
-            .needs
-            .values()
-            .flat_map(|n| n.sources.iter().copied())
-            .chain(self.inflight.values().map(|i| i.peer))
-            .chain(self.retries.values().map(|r| r.peer))
-            .collect();
+        let busy = self.busy_peers();
         due.retain(|id| !busy.contains(id));
         for peer in &due {
             if let Some(r) = self.peers.get_mut(peer).map(|p| &mut p.resync) {
@@ -242,7 +237,7 @@ impl Engine {
         }
         for peer in due {
             info!(%peer, "tree digests differ while quiet: sending our index again");
-            self.send_index(peer);
+            self.send_index(peer, 0);
         }
     }
 }

@@ -107,6 +107,7 @@ impl Store {
         let hash = match known {
             Some(k) if !k.deleted && k.kind == Kind::File && k.size == size && k.mtime == mtime => k.hash,
             _ => {
+                self.files_hashed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let (hash, len) = hash_file(full).map_err(io_err(full))?;
                 if len != size {
                     // Written while we read it: the next event will catch up.

@@ -1,26 +1,28 @@
-//! The state directory: the directory's persistent device id, the index
-//! file (zlib JSON, written atomically) with its recovery (a corrupt index
-//! is moved aside and rebuilt from a scan), and reading `.dirsyncignore`.
+//! The state directory: the directory's persistent device id, opening the
+//! index database with its recovery (a corrupt index is moved aside and
+//! rebuilt from a scan) and its migration from the index file of earlier
+//! versions, and reading `.dirsyncignore`.
 //!
-//! Owns: every file in `<state dir>` but the control socket, and the index
-//! file's format. Must not: decide anything about sync.
+//! Owns: every file in `<state dir>` but the control socket. Must not:
+//! decide anything about sync.
 
 use crate::engine::ignore::{IgnoreRules, IGNORE_FILE};
 use crate::engine::index::Index;
 use crate::wire::{Entry, NodeId};
-use flate2::{read::ZlibDecoder, write::ZlibEncoder, Compression};
-use serde::{Deserialize, Serialize};
+use flate2::read::ZlibDecoder;
+use serde::Deserialize;
 use std::io::Read;
 use std::path::Path;
 use tracing::warn;
 
 /// The directory's persistent device id (for version vectors).
 pub const DEVICE_FILE: &str = "device";
-/// The index file's name in the state directory.
-pub const INDEX_FILE: &str = "index";
-/// Version of the index file format. Format 1 (before version vectors)
-/// still loads: its entries get empty vectors (history unknown).
-const INDEX_FORMAT: u32 = 2;
+/// The index file of earlier versions (zlib JSON), taken over on the first
+/// start of this one.
+const LEGACY_INDEX_FILE: &str = "index";
+/// Its last format. Format 1 (before version vectors) still loads: its
+/// entries get empty vectors (history unknown).
+const LEGACY_INDEX_FORMAT: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -90,20 +92,78 @@ pub fn load_device_id(state_dir: &Path, fresh: NodeId) -> Result<NodeId, StateEr
     Ok(id)
 }
 
-/// The index in `path`, and whether its history is known: a missing index
-/// (first start) or an unreadable one (moved aside to `index.corrupt`) is
-/// rebuilt from the first scan, with a warning for the unreadable one.
-pub fn load_index(path: &Path) -> (Index, bool) {
-    if !path.exists() {
-        return (Index::default(), false);
-    }
-    match read_index(path) {
-        Ok(i) => (i, true),
-        Err(e) => {
-            let aside = path.with_extension("corrupt");
-            let _ = std::fs::rename(path, &aside);
+/// The index database in the state directory.
+pub const INDEX_DB: &str = "index.redb";
+
+/// The index as loaded at start.
+pub struct LoadedIndex {
+    pub index: Index,
+    /// The index held this directory's history (false on a first start,
+    /// or after an unreadable index was moved aside and rebuilt).
+    pub history_known: bool,
+    /// An index existed but could not be read: it was moved aside.
+    pub rebuilt: bool,
+}
+
+/// Open the index database in `state_dir`. A first start creates it,
+/// taking over the entries of an index file of an earlier version
+/// (`index`, zlib JSON) when there is one; an unreadable database is
+/// moved aside to `index.redb.corrupt` and rebuilt from the first scan,
+/// with a warning.
+pub fn load_index(state_dir: &Path) -> Result<LoadedIndex, StateError> {
+    let path = state_dir.join(INDEX_DB);
+    let corrupt_err = |reason: String| StateError::Corrupt {
+        path: path.display().to_string(),
+        reason,
+    };
+    let (mut index, existed, rebuilt) = match Index::open(&path) {
+        Ok((index, existed)) => (index, existed, false),
+        Err(e) if path.exists() => {
+            let aside = path.with_extension("redb.corrupt");
+            std::fs::rename(&path, &aside).map_err(io_err(&path))?;
             warn!(error = %e, kept_as = %aside.display(), "rebuilding the index from a scan");
-            (Index::default(), false)
+            let (index, _) = Index::open(&path).map_err(|e| corrupt_err(e.to_string()))?;
+            (index, false, true)
+        }
+        Err(e) => return Err(corrupt_err(e.to_string())),
+    };
+    if existed {
+        return Ok(LoadedIndex {
+            index,
+            history_known: true,
+            rebuilt,
+        });
+    }
+    let legacy = state_dir.join(LEGACY_INDEX_FILE);
+    if !legacy.exists() {
+        return Ok(LoadedIndex {
+            index,
+            history_known: false,
+            rebuilt,
+        });
+    }
+    match read_index(&legacy) {
+        Ok(entries) => {
+            for e in entries {
+                index.insert(e);
+            }
+            index.commit().map_err(|e| corrupt_err(e.to_string()))?;
+            let _ = std::fs::rename(&legacy, legacy.with_extension("imported"));
+            Ok(LoadedIndex {
+                index,
+                history_known: true,
+                rebuilt,
+            })
+        }
+        Err(e) => {
+            let aside = legacy.with_extension("corrupt");
+            let _ = std::fs::rename(&legacy, &aside);
+            warn!(error = %e, kept_as = %aside.display(), "rebuilding the index from a scan");
+            Ok(LoadedIndex {
+                index,
+                history_known: false,
+                rebuilt: true,
+            })
         }
     }
 }
@@ -114,20 +174,9 @@ struct IndexFile {
     entries: Vec<Entry>,
 }
 
-/// What `save_index` writes: `IndexFile`, borrowing the entries.
-#[derive(Serialize)]
-struct IndexFileRef<'a> {
-    format: u32,
-    entries: Vec<&'a Entry>,
-}
-
-/// Read an index file. A missing file is an empty index.
-pub fn read_index(path: &Path) -> Result<Index, StateError> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Index::default()),
-        Err(e) => return Err(io_err(path)(e)),
-    };
+/// Read an index file of an earlier version (zlib JSON).
+fn read_index(path: &Path) -> Result<Vec<Entry>, StateError> {
+    let bytes = std::fs::read(path).map_err(io_err(path))?;
     let corrupt = |reason: String| StateError::Corrupt {
         path: path.display().to_string(),
         reason,
@@ -137,44 +186,10 @@ pub fn read_index(path: &Path) -> Result<Index, StateError> {
         .read_to_end(&mut json)
         .map_err(|e| corrupt(e.to_string()))?;
     let file: IndexFile = serde_json::from_slice(&json).map_err(|e| corrupt(e.to_string()))?;
-    if file.format != INDEX_FORMAT && file.format != 1 {
+    if file.format != LEGACY_INDEX_FORMAT && file.format != 1 {
         return Err(corrupt(format!("unknown format {}", file.format)));
     }
-    let mut index = Index::default();
-    for e in file.entries {
-        index.insert(e);
-    }
-    Ok(index)
-}
-
-/// Write `index` to `path` atomically: temp file, fsync, rename, then
-/// fsync the folder so the rename itself survives a power loss.
-pub fn save_index(index: &Index, path: &Path) -> Result<(), StateError> {
-    let err = io_err(path);
-    let file = IndexFileRef {
-        format: INDEX_FORMAT,
-        entries: index.iter().collect(),
-    };
-    let tmp = path.with_extension("tmp");
-    let write = || -> std::io::Result<()> {
-        // Streamed: the JSON of a large index is never whole in memory.
-        let f = std::fs::File::create(&tmp)?;
-        let mut z = ZlibEncoder::new(std::io::BufWriter::new(f), Compression::fast());
-        serde_json::to_writer(&mut z, &file).map_err(std::io::Error::other)?;
-        let w = z.finish()?;
-        let f = w.into_inner().map_err(|e| e.into_error())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(err)?;
-    if let Some(dir) = path.parent() {
-        // Not every filesystem lets a folder be opened for fsync; the
-        // rename is atomic either way.
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-    Ok(())
+    Ok(file.entries)
 }
 
 /// Read `root/.dirsyncignore` (missing or unreadable: no rules, and the
@@ -192,6 +207,7 @@ mod tests {
     use super::*;
     use crate::wire::testing::{file, tomb};
     use crate::wire::{Hash, RelPath};
+    use flate2::{write::ZlibEncoder, Compression};
     use std::io::Write;
 
     #[test]
@@ -207,48 +223,67 @@ mod tests {
         assert_eq!(load_device_id(dir.path(), NodeId(0x456)).unwrap(), NodeId(0x123));
     }
 
-    #[test]
-    fn a_corrupt_index_is_moved_aside_and_rebuilt() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(INDEX_FILE);
-        let (idx, known) = load_index(&path);
-        assert!(idx.is_empty() && !known, "a missing index: unknown history");
-        std::fs::write(&path, b"not an index").unwrap();
-        let (idx, known) = load_index(&path);
-        assert!(idx.is_empty() && !known);
-        assert_eq!(std::fs::read(path.with_extension("corrupt")).unwrap(), b"not an index");
-        save_index(&Index::default(), &path).unwrap();
-        assert!(load_index(&path).1, "a good index: known history");
-    }
-
-    #[test]
-    fn save_and_load_round_trip_and_corruption_is_an_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("index");
-        assert!(read_index(&path).unwrap().is_empty());
-        let mut idx = Index::default();
-        idx.insert(file("a/b", 7, b"x"));
-        idx.insert(tomb("gone", 9));
-        save_index(&idx, &path).unwrap();
-        let back = read_index(&path).unwrap();
-        assert_eq!(back.iter().cloned().collect::<Vec<_>>(), idx.iter().cloned().collect::<Vec<_>>());
-        std::fs::write(&path, b"garbage").unwrap();
-        assert!(matches!(read_index(&path), Err(StateError::Corrupt { .. })));
-    }
-
-    #[test]
-    fn a_format_1_index_loads_with_unknown_histories() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("index");
-        // What dirsync wrote before version vectors.
-        let json = br#"{"format":1,"entries":[{"path":"a","kind":"file","size":1,"mtime":7,"version":7,"hash":"0000000000000000000000000000000000000000000000000000000000000000"}]}"#;
+    fn legacy_index(dir: &Path, json: &[u8]) {
         let mut z = ZlibEncoder::new(Vec::new(), Compression::fast());
         z.write_all(json).unwrap();
-        std::fs::write(&path, z.finish().unwrap()).unwrap();
-        let idx = read_index(&path).unwrap();
-        let a = idx.get(&RelPath::new("a").unwrap()).unwrap();
+        std::fs::write(dir.join(LEGACY_INDEX_FILE), z.finish().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn the_index_survives_a_restart_and_a_corrupt_one_is_moved_aside_and_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let loaded = load_index(dir.path()).unwrap();
+        assert!(
+            loaded.index.is_empty() && !loaded.history_known && !loaded.rebuilt,
+            "a first start: unknown history"
+        );
+        let mut index = loaded.index;
+        index.insert(file("a/b", 7, b"x"));
+        index.insert(tomb("gone", 9));
+        index.commit().unwrap();
+        let crashed = index.identity();
+        drop(index);
+        let mut back = load_index(dir.path()).unwrap();
+        assert!(back.history_known && !back.rebuilt);
+        let identity = back.index.identity();
+        assert_ne!(
+            identity, crashed,
+            "not closed: a new identity (its last numbers may be given out again)"
+        );
+        back.index.close().unwrap();
+        drop(back);
+        let back = load_index(dir.path()).unwrap();
+        assert_eq!(
+            back.index.identity(),
+            identity,
+            "closed cleanly: the identity stays with the state directory"
+        );
+        let entries: Vec<Entry> = back.index.iter().collect();
+        assert_eq!(entries, [file("a/b", 7, b"x"), tomb("gone", 9)]);
+        drop(back);
+        let path = dir.path().join(INDEX_DB);
+        std::fs::write(&path, b"not a database").unwrap();
+        let rebuilt = load_index(dir.path()).unwrap();
+        assert!(rebuilt.index.is_empty() && !rebuilt.history_known && rebuilt.rebuilt);
+        assert_ne!(rebuilt.index.identity(), identity, "a rebuilt index is a new identity");
+        assert_eq!(std::fs::read(path.with_extension("redb.corrupt")).unwrap(), b"not a database");
+    }
+
+    #[test]
+    fn an_index_file_of_an_earlier_version_is_taken_over_with_unknown_histories_for_format_1() {
+        let dir = tempfile::tempdir().unwrap();
+        // What dirsync wrote before version vectors.
+        legacy_index(dir.path(), br#"{"format":1,"entries":[{"path":"a","kind":"file","size":1,"mtime":7,"version":7,"hash":"0000000000000000000000000000000000000000000000000000000000000000"}]}"#);
+        let loaded = load_index(dir.path()).unwrap();
+        assert!(loaded.history_known);
+        let a = loaded.index.get(&RelPath::new("a").unwrap()).unwrap();
         assert!(a.vector.is_empty());
         assert_eq!((a.size, a.version, a.by), (1, 7, NodeId(0)));
+        assert!(dir.path().join("index.imported").exists());
+        let other = tempfile::tempdir().unwrap();
+        legacy_index(other.path(), b"{\"format\":99,\"entries\":[]}");
+        let loaded = load_index(other.path()).unwrap();
+        assert!(loaded.rebuilt && !loaded.history_known && loaded.index.is_empty());
     }
 
     #[test]

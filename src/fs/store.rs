@@ -105,9 +105,16 @@ pub struct Store {
     faults: DiskFaults,
     /// Where what a peer's change deletes or replaces goes first.
     trash: Option<Trash>,
+    /// Files read to hash them by a look at the disk.
+    pub(super) files_hashed: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Store {
+    /// Files read to hash them by a look at the disk, so far.
+    pub fn files_hashed(&self) -> u64 {
+        self.files_hashed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn new(root: PathBuf, state_dir: PathBuf, device: NodeId) -> Self {
         Store {
             root,
@@ -115,6 +122,7 @@ impl Store {
             device,
             faults: DiskFaults::default(),
             trash: None,
+            files_hashed: Default::default(),
         }
     }
 

@@ -10,7 +10,7 @@ use super::{Counters, Node};
 use crate::engine::ignore::IGNORE_FILE;
 use crate::engine::{Action, ActionError, DirState, Scan};
 use crate::fs::scan::ScanResult;
-use crate::fs::state::{load_ignore_rules, save_index};
+use crate::fs::state::load_ignore_rules;
 use crate::fs::watcher::LocalEvent;
 use crate::transport::net::Net;
 use crate::wire::{Entry, NodeId, RelPath};
@@ -75,6 +75,8 @@ impl<N: Net> Node<N> {
             dir,
         };
         self.engine.handle_scan(self.now_ns(), scan);
+        let hashed = self.store.files_hashed();
+        self.cfg.counters.files_hashed.store(hashed, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Scan each of `roots` (`None`: the whole tree, which covers all).
@@ -87,7 +89,7 @@ impl<N: Net> Node<N> {
         let index = self.engine.index();
         let mut all = ScanResult::default();
         for root in &roots {
-            let r = self.store.scan_checked(root.as_ref(), &|p| index.get(p).cloned());
+            let r = self.store.scan_checked(root.as_ref(), &|p| index.get(p));
             all.found.extend(r.found);
             all.failed.extend(r.failed);
             all.root_failed |= r.root_failed;
@@ -100,13 +102,13 @@ impl<N: Net> Node<N> {
     fn scan_rename(&self, from: RelPath, to: RelPath) -> (Vec<Option<RelPath>>, ScanResult) {
         let index = self.engine.index();
         let known = |p: &RelPath| -> Option<Entry> {
-            index.get(p).cloned().or_else(|| {
+            index.get(p).or_else(|| {
                 let suffix = p.as_str().strip_prefix(to.as_str())?;
-                index.get(&RelPath::new(format!("{}{suffix}", from.as_str())).ok()?).cloned()
+                index.get(&RelPath::new(format!("{}{suffix}", from.as_str())).ok()?)
             })
         };
         let mut r = self.store.scan_checked(Some(&to), &known);
-        let r2 = self.store.scan_checked(Some(&from), &|p| index.get(p).cloned());
+        let r2 = self.store.scan_checked(Some(&from), &|p| index.get(p));
         r.found.extend(r2.found);
         r.failed.extend(r2.failed);
         r.root_failed = false;
@@ -126,12 +128,18 @@ impl<N: Net> Node<N> {
         self.retry.clear();
     }
 
+    /// Commit the index's changes, in one transaction.
     pub(super) fn save_index(&mut self) {
-        if self.engine.take_dirty() {
-            if let Err(e) = save_index(self.engine.index(), &self.index_path) {
-                warn!(error = %e, "cannot save the index");
-                self.engine.note_error(format!("cannot save the index: {e}"));
-            }
+        if let Err(e) = self.engine.index_mut().commit() {
+            warn!(error = %e, "cannot save the index");
+            self.engine.note_error(format!("cannot save the index: {e}"));
+        }
+    }
+
+    /// Commit and close the index, at a clean shutdown.
+    pub(super) fn close_index(&mut self) {
+        if let Err(e) = self.engine.index_mut().close() {
+            warn!(error = %e, "cannot save the index");
         }
     }
 

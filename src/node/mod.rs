@@ -19,9 +19,10 @@ pub mod status;
 
 pub use status::{CounterValues, Counters};
 
+use crate::engine::index::COMMIT_AT;
 use crate::engine::{Command, Engine};
 use crate::fs::receive::Received;
-use crate::fs::state::{ensure_marker, load_device_id, load_index, prepare_state_dir, StateError, INDEX_FILE};
+use crate::fs::state::{ensure_marker, load_device_id, load_index, prepare_state_dir, StateError};
 use crate::fs::store::{system_time_ns, Store};
 use crate::fs::temp::DiskFaults;
 use crate::fs::trash::Trash;
@@ -45,7 +46,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tracing::{debug, info, warn};
 
-/// How often the index is written when it changed.
+/// How often the index's changes are committed (and at once when
+/// `COMMIT_AT` changes wait).
 const SAVE_INTERVAL: Duration = Duration::from_secs(2);
 /// How often the trash is pruned of what is older than `--trash-days`.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
@@ -89,6 +91,8 @@ pub enum NodeError {
     Broadcast { port: u16, source: std::io::Error },
     #[error(transparent)]
     State(#[from] StateError),
+    #[error("the index database failed, stopping so that nothing is decided on a wrong index: {0}")]
+    Index(String),
 }
 
 /// Everything the loop reacts to.
@@ -143,7 +147,6 @@ struct Node<N: Net> {
     suspended: Arc<AtomicBool>,
     peers: Peers,
     receiving: Receiving,
-    index_path: PathBuf,
     last_save: SystemTime,
     last_rescan: SystemTime,
     last_prune: SystemTime,
@@ -208,7 +211,10 @@ pub async fn run<N: Net>(net: N, cfg: Config, local: async_channel::Receiver<Loc
     drop(events);
     node.dial_static_peers();
     node.run_loop(inbox, cfg.control.shutdown.clone()).await;
-    Ok(())
+    match node.engine.index().failure() {
+        Some(f) => Err(NodeError::Index(f.to_string())),
+        None => Ok(()),
+    }
 }
 
 /// Accept connections on `listener` for as long as the loop runs.
@@ -269,10 +275,9 @@ impl<N: Net> Node<N> {
             info!(count = cleaned, "removed temp files left by an earlier run");
             cfg.counters.temp_files_removed.fetch_add(cleaned as u64, Ordering::Relaxed);
         }
-        let index_path = cfg.state_dir.join(INDEX_FILE);
-        let had_index = index_path.exists();
-        let (index, history_known) = load_index(&index_path);
-        if had_index && !history_known {
+        let loaded = load_index(&cfg.state_dir)?;
+        let (index, history_known) = (loaded.index, loaded.history_known);
+        if loaded.rebuilt {
             Counters::bump(&cfg.counters.index_rebuilt);
         }
         ensure_marker(&store.marker(), index.live_files().0 > 0)?;
@@ -293,7 +298,6 @@ impl<N: Net> Node<N> {
             wake_announcer,
             peers: Peers::new(StaticPeers::new(&cfg.static_peers, now)),
             receiving: Receiving::new(cfg.counters.clone()),
-            index_path,
             last_save: now,
             last_rescan: now,
             last_prune: now,
@@ -336,6 +340,10 @@ impl<N: Net> Node<N> {
                 Some(Err(_)) => return,
                 None => return self.shut_down(),
             }
+            if self.engine.index().failure().is_some() {
+                self.drop_all_peers("the index database failed");
+                return;
+            }
         }
     }
 
@@ -377,9 +385,16 @@ impl<N: Net> Node<N> {
             Event::Tick => self.on_tick(),
         }
         self.run_commands();
+        if self.engine.index().uncommitted() >= COMMIT_AT {
+            self.save_index();
+        }
     }
 
     fn on_message(&mut self, peer: NodeId, msg: Message, bytes: usize) {
+        if let Message::Index { entries, .. } | Message::Update { entries } = &msg {
+            let counter = &self.cfg.counters.index_entries_received;
+            counter.fetch_add(entries.len() as u64, Ordering::Relaxed);
+        }
         match msg {
             Message::FileStart { entry, content } => self.on_file_start(peer, entry, content, bytes),
             Message::Chunk { data } => self.on_chunk(peer, &data, bytes),
@@ -392,7 +407,9 @@ impl<N: Net> Node<N> {
     fn run_commands(&mut self) {
         loop {
             let commands = self.engine.take_commands();
-            if commands.is_empty() {
+            // Decisions made on a failed read of the index are not carried
+            // out: the loop stops after this event.
+            if commands.is_empty() || self.engine.index().failure().is_some() {
                 return;
             }
             for cmd in commands {
@@ -470,7 +487,7 @@ impl<N: Net> Node<N> {
     /// the index is saved and every connection closed.
     fn shut_down(&mut self) {
         let abandoned = self.receiving.abandon_all(&self.store);
-        self.save_index();
+        self.close_index();
         self.drop_all_peers("shutting down");
         info!(abandoned_transfers = abandoned, "shut down");
     }

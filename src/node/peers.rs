@@ -187,6 +187,7 @@ fn keep_new(existing_dialer: NodeId, new_dialer: NodeId) -> bool {
 struct Handshake<N: Net> {
     net: N,
     me: NodeId,
+    device: NodeId,
     listen_port: u16,
     key: Option<ClusterKey>,
     events: async_channel::Sender<Event<N>>,
@@ -201,7 +202,7 @@ impl<N: Net> Handshake<N> {
         let addr = socket.peer;
         let work = async {
             let mut connection = secure::establish(socket, self.key.as_ref(), origin.dialed()).await?;
-            let hello = handshake(&self.net, &mut connection, self.me, self.listen_port).await?;
+            let hello = handshake(&self.net, &mut connection, self.me, self.device, self.listen_port).await?;
             Ok::<_, ConnError>((connection, hello))
         };
         let timeout = async {
@@ -246,6 +247,7 @@ impl<N: Net> Node<N> {
         Handshake {
             net: self.net.clone(),
             me: self.cfg.node_id,
+            device: self.engine.device(),
             listen_port: self.cfg.listen_port,
             key: self.cfg.key.clone(),
             events: self.events.clone(),
@@ -443,7 +445,7 @@ impl<N: Net> Node<N> {
         self.peers.connected.insert(peer, record);
         self.cfg.counters.connections.fetch_add(1, Ordering::Relaxed);
         info!(%peer, %addr, "connected");
-        self.engine.handle_connected(peer);
+        self.engine.handle_connected(peer, hello.device);
     }
 
     /// Spawn a registered connection's writer and reader.

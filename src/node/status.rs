@@ -41,6 +41,11 @@ macro_rules! counters {
 }
 
 counters! {
+    /// Index entries received from peers (`Index` parts and `Update`s).
+    index_entries_received,
+    /// Files whose content a look at the disk read to hash it (a file
+    /// whose size and mtime match the index is not read).
+    files_hashed,
     /// Wire bytes of file content received (whole files and deltas).
     content_bytes_received,
     /// Files received and installed.

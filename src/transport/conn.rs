@@ -184,15 +184,23 @@ pub async fn write_msg<W: AsyncWrite + Unpin>(w: &mut W, msg: &Message) -> io::R
 pub struct PeerHello {
     pub node: NodeId,
     pub listen_port: u16,
+    pub device: NodeId,
 }
 
 /// Exchange hellos. Refuses (and tells the peer why) a foreign protocol
 /// version or a peer using our own node id.
-pub async fn handshake<N: Net>(net: &N, conn: &mut Connection<N>, me: NodeId, listen_port: u16) -> Result<PeerHello, ConnError> {
+pub async fn handshake<N: Net>(
+    net: &N,
+    conn: &mut Connection<N>,
+    me: NodeId,
+    device: NodeId,
+    listen_port: u16,
+) -> Result<PeerHello, ConnError> {
     let hello = Message::Hello {
         version: PROTOCOL_VERSION,
         node: me,
         listen_port,
+        device,
     };
     write_msg(&mut conn.writer, &hello).await?;
     let read = async { Some(read_frame_max(&mut conn.reader, MAX_HELLO).await) };
@@ -223,7 +231,9 @@ pub async fn handshake<N: Net>(net: &N, conn: &mut Connection<N>, me: NodeId, li
             .await
         }
         Message::Hello { node, .. } if node == me => refuse(OWN_ID.into()).await,
-        Message::Hello { node, listen_port, .. } => Ok(PeerHello { node, listen_port }),
+        Message::Hello {
+            node, listen_port, device, ..
+        } => Ok(PeerHello { node, listen_port, device }),
         Message::Refuse { reason } => Err(ConnError::RefusedByPeer(printable(&reason))),
         other => refuse(format!("expected hello, got {}", other.name())).await,
     }

@@ -445,7 +445,7 @@ mod tests {
         let (a, b) = pair().await;
         let side = |conn, key, initiator, me| async move {
             let mut link = establish::<AsyncStdNet>(conn, key, initiator).await?;
-            handshake(&AsyncStdNet, &mut link, NodeId(me), 1).await?;
+            handshake(&AsyncStdNet, &mut link, NodeId(me), NodeId(me), 1).await?;
             Ok::<_, ConnError>(link)
         };
         futures_lite::future::zip(side(a, ka, true, 1), side(b, kb, false, 2)).await

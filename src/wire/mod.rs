@@ -22,7 +22,7 @@ use std::fmt;
 use std::io::{Read, Write};
 
 /// The protocol version this build speaks; a peer with another is refused.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 /// Largest frame body accepted (payload chunks are at most `MAX_PAYLOAD`).
 pub const MAX_FRAME: u64 = 17 * 1024 * 1024;
 /// Largest raw payload in one frame: one delta segment, with room for its
@@ -232,12 +232,28 @@ pub enum ContentMode {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Message {
-    /// First message each way on every connection.
-    Hello { version: u32, node: NodeId, listen_port: u16 },
+    /// First message each way on every connection. `device`: the synced
+    /// directory's persistent id, under which the peer remembers how far
+    /// it has taken our index.
+    Hello {
+        version: u32,
+        node: NodeId,
+        listen_port: u16,
+        #[serde(default)]
+        device: NodeId,
+    },
     /// Sent instead of continuing when the peer's hello is unacceptable;
     /// the sender closes the connection after it.
     Refuse { reason: String },
-    /// Part of the sender's whole index; `done` on the last part.
+    /// After the hellos, each way: send me your index's changes after
+    /// sequence number `since`, as I hold your index `identity` up to it
+    /// (`since` 0, or an identity that is no longer yours: all of it).
+    IndexRequest { identity: u64, since: u64 },
+    /// The answer to `IndexRequest`: the `Index` parts that follow hold the
+    /// entries of index `identity` changed after `since` up to `seq` (all
+    /// of them when `since` is 0).
+    IndexHead { identity: u64, since: u64, seq: u64 },
+    /// Part of the entries an `IndexHead` announced; `done` on the last.
     Index { entries: Vec<Entry>, done: bool },
     /// Entries that changed on the sender since its index was sent.
     Update { entries: Vec<Entry> },
@@ -270,7 +286,9 @@ pub enum Message {
     /// The sender's tree digest (see `Engine::tree_digest`), sent after
     /// connecting and whenever it changed, at most once a second, so
     /// `dirsync status` can show whether two nodes hold the same tree.
-    TreeDigest { digest: Hash },
+    /// `seq`: every change of the sender's index up to this number has
+    /// been sent to this peer (or came from it).
+    TreeDigest { digest: Hash, seq: u64 },
 }
 
 impl Message {
@@ -278,6 +296,8 @@ impl Message {
         match self {
             Message::Hello { .. } => "hello",
             Message::Refuse { .. } => "refuse",
+            Message::IndexRequest { .. } => "index_request",
+            Message::IndexHead { .. } => "index_head",
             Message::Index { .. } => "index",
             Message::Update { .. } => "update",
             Message::Want { .. } => "want",

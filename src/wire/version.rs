@@ -63,6 +63,20 @@ impl Vector {
         self.0.len()
     }
 
+    /// The (device, counter) pairs, in device order (for the index store).
+    pub fn pairs(&self) -> &[(NodeId, u64)] {
+        &self.0
+    }
+
+    /// A vector from (device, counter) pairs in any order.
+    pub fn from_pairs(pairs: impl IntoIterator<Item = (NodeId, u64)>) -> Vector {
+        let mut v = Vector::default();
+        for (d, c) in pairs {
+            v.raise(d, c);
+        }
+        v
+    }
+
     pub fn get(&self, device: NodeId) -> u64 {
         self.find(device).map_or(0, |i| self.0[i].1)
     }

@@ -45,7 +45,8 @@ impl Proc {
             .args(args)
             .env_remove("DIRSYNC_KEY_FILE")
             .envs(env.iter().copied())
-            .env("RUST_LOG", "info")
+            // DIRSYNC_TEST_LOG (e.g. `dirsync=debug`) to see more of a failing test.
+            .env("RUST_LOG", std::env::var("DIRSYNC_TEST_LOG").unwrap_or_else(|_| "info".into()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(err)
@@ -67,7 +68,8 @@ impl Proc {
             .args(["-l", &listen_port.to_string()])
             .args(args)
             .env_remove("DIRSYNC_KEY_FILE")
-            .env("RUST_LOG", "info")
+            // DIRSYNC_TEST_LOG (e.g. `dirsync=debug`) to see more of a failing test.
+            .env("RUST_LOG", std::env::var("DIRSYNC_TEST_LOG").unwrap_or_else(|_| "info".into()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(err)

@@ -52,7 +52,7 @@ fn a_concurrent_edit_keeps_the_loser_as_a_conflict_copy_before_taking_the_winner
         e.take_commands(),
         vec![update(A, vec![copy.clone()]), update(B, vec![copy.clone()]), want(A, &[&theirs])]
     );
-    assert_eq!(e.index().live(&copy.path), Some(&copy));
+    assert_eq!(e.index().live(&copy.path), Some(copy.clone()));
 }
 
 #[test]
@@ -68,7 +68,7 @@ fn a_failed_conflict_copy_leaves_the_loser_in_place() {
     };
     e.handle_action_done(A, action, Err(ActionError::Failed("disk full".into())));
     assert_eq!(e.take_commands(), vec![]);
-    assert_eq!(e.index().live(&p("f")), Some(&mine));
+    assert_eq!(e.index().live(&p("f")), Some(mine.clone()));
 }
 
 #[test]
@@ -128,7 +128,7 @@ fn an_edit_beats_a_concurrent_delete_and_the_file_comes_back() {
         vec![update(A, vec![kept.clone()]), update(B, vec![kept.clone()])]
     );
     assert!(crate::engine::index::beats(&kept, &gone));
-    assert_eq!(e.index().live(&p("f")), Some(&kept));
+    assert_eq!(e.index().live(&p("f")), Some(kept.clone()));
     // The node that deleted it takes the file back.
     let mut d = connected(std::slice::from_ref(&gone), &[ME]);
     d.handle_message(ME, index_msg(vec![kept.clone()]));
@@ -209,7 +209,7 @@ fn a_node_that_was_away_does_not_bring_a_deleted_file_back() {
 #[test]
 fn a_rebuilt_index_has_unknown_histories_that_a_newer_delete_still_beats() {
     let mut e = Engine::new(ME, Index::default()).with_unknown_history();
-    e.handle_connected(A);
+    connect(&mut e, A);
     e.take_commands();
     let found = file("f", 10, b"on disk");
     e.handle_local(100, &[None], vec![observed(&found)]);
@@ -314,5 +314,5 @@ fn a_higher_ranked_but_older_history_never_replaces_our_edit() {
         ..mine.clone()
     };
     assert_eq!(e.take_commands(), vec![update(A, vec![ours.clone()])]);
-    assert_eq!(e.index().get(&mine.path), Some(&ours));
+    assert_eq!(e.index().get(&mine.path), Some(ours.clone()));
 }

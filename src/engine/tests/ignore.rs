@@ -13,7 +13,7 @@ fn with_rules(entries: &[Entry], peers: &[NodeId], text: &str) -> Engine {
     let mut e = engine_with(entries);
     e.set_ignore(rules(text));
     for peer in peers {
-        e.handle_connected(*peer);
+        connect(&mut e, *peer);
     }
     e.take_commands();
     e
@@ -59,7 +59,7 @@ fn an_ignored_path_gone_from_disk_is_not_a_deletion() {
     };
     assert_eq!(entries.iter().map(|x| x.path.as_str()).collect::<Vec<_>>(), vec!["a.txt"]);
     assert!(entries[0].deleted);
-    assert_eq!(e.index().get(&log.path), Some(&log), "the ignored entry stays as it was");
+    assert_eq!(e.index().get(&log.path), Some(log.clone()), "the ignored entry stays as it was");
 }
 
 #[test]
@@ -78,8 +78,8 @@ fn peers_versions_of_ignored_paths_change_nothing_here() {
         ]),
     );
     assert_eq!(e.take_commands(), vec![want(A, &[&newer])]);
-    assert_eq!(e.index().get(&mine_log.path), Some(&mine_log));
-    assert_eq!(e.index().get(&mine_o.path), Some(&mine_o));
+    assert_eq!(e.index().get(&mine_log.path), Some(mine_log.clone()));
+    assert_eq!(e.index().get(&mine_o.path), Some(mine_o.clone()));
     assert_eq!(e.pending(), 1);
 }
 
@@ -114,14 +114,8 @@ fn ignored_entries_are_left_out_of_the_index_sent_and_never_served() {
     let (keep, log) = (file("a.txt", 5, b"a"), file("x.log", 5, b"l"));
     let mut e = engine_with(&[keep.clone(), log.clone()]);
     e.set_ignore(rules("*.log\n"));
-    e.handle_connected(A);
-    assert_eq!(
-        e.take_commands(),
-        vec![Command::Send {
-            peer: A,
-            msg: index_msg(vec![keep])
-        }]
-    );
+    connect(&mut e, A);
+    assert_eq!(e.take_commands()[1..], whole_index(&e, A, vec![keep]));
     e.handle_message(
         A,
         Message::Want {
@@ -144,10 +138,10 @@ fn ignored_entries_are_left_out_of_the_index_sent_and_never_served() {
 fn digests_agree_on_the_same_tree_whatever_the_history() {
     let f = file("d/x", 5, b"x");
     let t = tomb("gone", 8);
-    let mut one = engine_with(&[dir("d", 1), f.clone(), t.clone()]);
+    let one = engine_with(&[dir("d", 1), f.clone(), t.clone()]);
     // Another node saw the folder and the deletion at other times, and
     // inserted in another order: the same tree.
-    let mut two = engine_with(&[Entry { version: 9, ..t.clone() }, f.clone(), dir("d", 3)]);
+    let two = engine_with(&[Entry { version: 9, ..t.clone() }, f.clone(), dir("d", 3)]);
     assert_eq!(one.tree_digest(), two.tree_digest());
     // Another mtime, content, or a missing deletion: another tree.
     let other_mtime = engine_with(&[dir("d", 1), file("d/x", 6, b"x"), t.clone()]).tree_digest();
@@ -168,11 +162,11 @@ fn the_digest_goes_to_each_peer_once_per_change() {
     let mut e = connected(&[file("a", 5, b"a")], &[A, B]);
     let d0 = e.tree_digest();
     e.share_digest();
-    let sent = |peer, digest| Command::Send {
+    let sent = |peer, digest, seq| Command::Send {
         peer,
-        msg: Message::TreeDigest { digest },
+        msg: Message::TreeDigest { digest, seq },
     };
-    assert_eq!(e.take_commands(), vec![sent(A, d0), sent(B, d0)]);
+    assert_eq!(e.take_commands(), vec![sent(A, d0, 1), sent(B, d0, 1)]);
     e.share_digest();
     assert_eq!(e.take_commands(), vec![], "unchanged: nothing sent");
     e.handle_local(9, &[None], vec![observed(&file("a", 5, b"a")), observed(&file("b", 6, b"b"))]);
@@ -180,9 +174,9 @@ fn the_digest_goes_to_each_peer_once_per_change() {
     let d1 = e.tree_digest();
     assert_ne!(d0, d1);
     e.share_digest();
-    assert_eq!(e.take_commands(), vec![sent(A, d1), sent(B, d1)]);
+    assert_eq!(e.take_commands(), vec![sent(A, d1, 2), sent(B, d1, 2)]);
     // What a peer tells us is recorded, and nothing is decided from it.
-    e.handle_message(A, Message::TreeDigest { digest: d1 });
+    e.handle_message(A, Message::TreeDigest { digest: d1, seq: 1 });
     assert_eq!(e.take_commands(), vec![]);
     assert_eq!(e.peer_digest(A), Some(d1));
     assert_eq!(e.peer_digest(B), None);

@@ -62,7 +62,7 @@ fn a_path_that_could_not_be_observed_is_not_deleted() {
         },
     );
     assert_eq!(e.take_commands(), vec![]);
-    assert_eq!(e.index().live(&p("growing.log")), Some(&f));
+    assert_eq!(e.index().live(&p("growing.log")), Some(f.clone()));
     // Once observed, it is an ordinary change.
     let done = file("growing.log", 20, b"start and more");
     e.handle_scan(
@@ -103,7 +103,7 @@ fn a_missing_directory_or_marker_stops_syncing_instead_of_deleting_everything() 
         assert_eq!(e.take_commands(), vec![]);
         assert!(e.index().iter().all(|x| !x.deleted));
         // Peers are turned away while it lasts.
-        e.handle_connected(B);
+        e.handle_connected(B, B);
         assert!(matches!(&e.take_commands()[..], [Command::Close { peer, .. }] if *peer == B));
         // The files are back (one was changed meanwhile): syncing resumes.
         let changed = file("a", 50, b"a2");

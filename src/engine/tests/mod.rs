@@ -8,6 +8,8 @@ use crate::wire::{ContentMode, Message, Vector, WantFile};
 const ME: NodeId = NodeId(10);
 const A: NodeId = NodeId(20);
 const B: NodeId = NodeId(30);
+/// One second, in the engine's nanoseconds.
+const S: i128 = 1_000_000_000;
 /// The device that made the versions the helpers below build: one history,
 /// so a later version descends from an earlier one (sequential edits).
 const HIST: NodeId = NodeId(99);
@@ -88,14 +90,37 @@ fn engine_with(entries: &[Entry]) -> Engine {
     Engine::new(ME, index)
 }
 
+/// `peer` connects and asks for our whole index (its device id is its
+/// node id, in these tests).
+fn connect(e: &mut Engine, peer: NodeId) {
+    e.handle_connected(peer, peer);
+    e.handle_message(peer, Message::IndexRequest { identity: 0, since: 0 });
+}
+
 /// An engine connected to `peers` whose own index has been sent.
 fn connected(entries: &[Entry], peers: &[NodeId]) -> Engine {
     let mut e = engine_with(entries);
     for peer in peers {
-        e.handle_connected(*peer);
+        connect(&mut e, *peer);
     }
     e.take_commands();
     e
+}
+
+/// What a peer asking for our whole index gets: the head, then the parts.
+fn whole_index(e: &Engine, peer: NodeId, entries: Vec<Entry>) -> Vec<Command> {
+    let head = Message::IndexHead {
+        identity: e.exchange_identity(),
+        since: 0,
+        seq: e.index().seq(),
+    };
+    vec![
+        Command::Send { peer, msg: head },
+        Command::Send {
+            peer,
+            msg: index_msg(entries),
+        },
+    ]
 }
 
 fn index_msg(entries: Vec<Entry>) -> Message {
@@ -125,26 +150,24 @@ fn update(peer: NodeId, entries: Vec<Entry>) -> Command {
 }
 
 #[test]
-fn connect_sends_the_whole_index_even_when_empty() {
+fn connect_asks_for_the_peers_index_and_a_new_peer_gets_the_whole_of_ours_even_when_empty() {
     let mut e = engine_with(&[]);
-    e.handle_connected(A);
+    e.handle_connected(A, A);
+    let ask_all = Message::IndexRequest { identity: 0, since: 0 };
     assert_eq!(
         e.take_commands(),
         vec![Command::Send {
             peer: A,
-            msg: index_msg(vec![])
+            msg: ask_all.clone()
         }]
     );
+    e.handle_message(A, ask_all.clone());
+    assert_eq!(e.take_commands(), whole_index(&e, A, vec![]));
     let f = file("a", 1, b"x");
     let mut e = engine_with(std::slice::from_ref(&f));
-    e.handle_connected(A);
-    assert_eq!(
-        e.take_commands(),
-        vec![Command::Send {
-            peer: A,
-            msg: index_msg(vec![f])
-        }]
-    );
+    e.handle_connected(A, A);
+    e.handle_message(A, ask_all);
+    assert_eq!(e.take_commands()[1..], whole_index(&e, A, vec![f]));
 }
 
 #[test]
@@ -175,7 +198,7 @@ fn a_peers_new_files_are_wanted_in_one_batch_and_folders_made_first() {
     }
     assert_eq!(e.pending(), 0);
     assert_eq!(e.peers().collect::<Vec<_>>(), vec![(A, true)]);
-    assert_eq!(e.index().live(&p("d/x")), Some(&f1));
+    assert_eq!(e.index().live(&p("d/x")), Some(f1.clone()));
 }
 
 #[test]
@@ -203,7 +226,7 @@ fn a_newer_tombstone_deletes_and_an_unknown_one_is_remembered() {
             }
         }]
     );
-    assert_eq!(e.index().get(&tb.path), Some(&tb));
+    assert_eq!(e.index().get(&tb.path), Some(tb.clone()));
 }
 
 #[test]
@@ -252,8 +275,8 @@ fn a_rename_moves_local_content_instead_of_transferring_it() {
     e.handle_action_done(A, rename, Ok(()));
     // Both halves are recorded and passed on to the other peer.
     assert_eq!(e.take_commands(), vec![update(B, vec![gone.clone()]), update(B, vec![new.clone()])]);
-    assert_eq!(e.index().get(&gone.path), Some(&gone));
-    assert_eq!(e.index().live(&new.path), Some(&new));
+    assert_eq!(e.index().get(&gone.path), Some(gone.clone()));
+    assert_eq!(e.index().live(&new.path), Some(new.clone()));
 }
 
 #[test]
@@ -343,9 +366,8 @@ fn received_files_are_passed_on_to_the_other_peers_only() {
     e.handle_message(A, Message::Update { entries: vec![f.clone()] });
     e.take_commands();
     e.handle_received(A, f.clone(), Transfer::Whole, Ok(100));
-    assert_eq!(e.take_commands(), vec![update(B, vec![f])]);
-    assert!(e.take_dirty());
-    assert!(!e.take_dirty());
+    assert_eq!(e.take_commands(), vec![update(B, vec![f.clone()])]);
+    assert_eq!(e.index().get(&f.path), Some(f));
 }
 
 #[test]
@@ -444,6 +466,7 @@ fn a_second_hello_or_stray_content_closes_the_connection() {
             version: 1,
             node: A,
             listen_port: 1,
+            device: A,
         },
     );
     e.handle_message(
@@ -520,6 +543,7 @@ fn content_asked_for_before_a_newer_local_change_is_refused() {
 // ----- data safety: version vectors, conflicts, tombstones, the guard ----
 
 mod conflicts;
+mod exchange;
 mod ignore;
 mod local;
 mod receive;

@@ -96,7 +96,7 @@ fn content_superseded_while_made_durable_is_dropped_and_its_emptied_folders_go()
     e.handle_action_done(A, delete, Err(ActionError::NotEmpty("d: not empty".into())));
     assert_eq!(
         e.index().get(&p("d")),
-        Some(&dir_tomb("d", 9)),
+        Some(dir_tomb("d", 9)),
         "the deletion is recorded all the same"
     );
     // Tried again after what is queued already, which may empty it (found
@@ -195,7 +195,7 @@ fn a_folder_still_holding_something_is_kept_as_a_container_not_made_anew() {
     };
     e.handle_local(9, &[None], vec![occupied.clone()]);
     assert_eq!(e.take_commands(), vec![]);
-    assert_eq!(e.index().get(&p("d")), Some(&d));
+    assert_eq!(e.index().get(&p("d")), Some(d.clone()));
     // An empty one is a folder the user made again.
     let empty = Observed {
         occupied: false,
@@ -280,7 +280,7 @@ fn content_in_the_needed_version_answers_a_want_for_an_older_one() {
     assert!(e.content_wanted(A, &v2).is_ok());
     e.handle_received(A, v2.clone(), Transfer::Whole, Ok(3));
     assert_eq!(e.pending(), 0);
-    assert_eq!(e.index().get(&v2.path), Some(&v2));
+    assert_eq!(e.index().get(&v2.path), Some(v2.clone()));
 }
 
 /// Content of the file asked for, in a version we cannot use, ends that

@@ -4,7 +4,7 @@
 
 use super::*;
 
-const S: i128 = 1_000_000_000;
+use super::S;
 
 fn tick(e: &mut Engine, t: i128) -> Vec<Command> {
     e.handle_tick(t);
@@ -81,7 +81,7 @@ fn a_failed_action_is_tried_again() {
         Ok(()),
     );
     assert_eq!(e.pending(), 0);
-    assert_eq!(e.index().get(&d.path), Some(&d));
+    assert_eq!(e.index().get(&d.path), Some(d.clone()));
 }
 
 /// Issue 13, bug 7: a receive refused because the user wrote the file
@@ -161,23 +161,20 @@ fn digests_that_differ_while_quiet_are_repaired_by_a_resync_with_backoff() {
     e.handle_message(A, index_msg(vec![]));
     e.take_commands();
     let theirs = Hash::of(b"another tree");
-    e.handle_message(A, Message::TreeDigest { digest: theirs });
-    let resync = Command::Send {
-        peer: A,
-        msg: index_msg(vec![f.clone()]),
-    };
+    e.handle_message(A, Message::TreeDigest { digest: theirs, seq: 1 });
+    let resync = whole_index(&e, A, vec![f.clone()]);
     assert_eq!(tick(&mut e, 100 * S), vec![]);
     assert_eq!(tick(&mut e, 104 * S), vec![], "not quiet for long enough");
-    assert_eq!(tick(&mut e, 105 * S), vec![resync.clone()]);
+    assert_eq!(tick(&mut e, 105 * S), resync.clone());
     // Still different: again only after the backoff (10 s, then 20 s).
     assert_eq!(tick(&mut e, 106 * S), vec![]);
     assert_eq!(tick(&mut e, 111 * S), vec![]);
-    assert_eq!(tick(&mut e, 115 * S), vec![resync.clone()]);
+    assert_eq!(tick(&mut e, 115 * S), resync.clone());
     assert_eq!(tick(&mut e, 130 * S), vec![]);
-    assert_eq!(tick(&mut e, 136 * S), vec![resync]);
+    assert_eq!(tick(&mut e, 136 * S), resync);
     // Agreement resets it all.
     let ours = e.tree_digest();
-    e.handle_message(A, Message::TreeDigest { digest: ours });
+    e.handle_message(A, Message::TreeDigest { digest: ours, seq: 1 });
     assert_eq!(tick(&mut e, 200 * S), vec![]);
     assert_eq!(tick(&mut e, 300 * S), vec![]);
 }

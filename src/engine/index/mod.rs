@@ -1,0 +1,115 @@
+//! The index: what this node believes each path holds, tombstones included,
+//! and the one rule that decides between two versions of a path.
+//!
+//! Owns: `beats` (last-modified-wins with a deterministic tie-break). The
+//! index itself lives in a database (`store.rs`), its records in
+//! `codec.rs`, its tree digest in `digest.rs`. Must not: decide what to
+//! send.
+
+mod codec;
+mod digest;
+mod store;
+
+pub use digest::DirSum;
+pub use store::{Index, IndexError, PeerMark, COMMIT_AT};
+
+use crate::wire::{Entry, Hash, Kind};
+
+/// The order in which versions win. Newer version time (the mtime, see
+/// `Entry::version`) wins; at equal times an
+/// existing path beats a tombstone, then a file beats a directory, then the
+/// larger content hash wins, then the later mtime. Two versions equal in all
+/// of these hold the same content and metadata, so no further tie-break (such
+/// as node id) is ever needed, and every node picks the same winner.
+fn rank(e: &Entry) -> (i128, bool, Kind, Hash, i128, bool) {
+    (e.version, !e.deleted, e.kind, e.hash, e.mtime, e.exec)
+}
+
+/// True if `new` should replace `old`.
+pub fn beats(new: &Entry, old: &Entry) -> bool {
+    rank(new) > rank(old)
+}
+
+/// True if the two versions need no transfer between them.
+pub fn same_version(a: &Entry, b: &Entry) -> bool {
+    rank(a) == rank(b)
+}
+
+/// True if `new` should replace whatever this node holds (`None`: nothing).
+pub fn wins_over(new: &Entry, old: Option<&Entry>) -> bool {
+    match old {
+        Some(old) => beats(new, old),
+        // A tombstone for a path we never had changes nothing on disk, but
+        // is still worth keeping so the delete is remembered.
+        None => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::testing::{file, tomb};
+    use crate::wire::{Hash, RelPath};
+
+    #[test]
+    fn newer_mtime_wins() {
+        assert!(beats(&file("a", 2, b"x"), &file("a", 1, b"y")));
+        assert!(!beats(&file("a", 1, b"y"), &file("a", 2, b"x")));
+        assert!(beats(&tomb("a", 3), &file("a", 2, b"x")));
+        assert!(beats(&file("a", 4, b"x"), &tomb("a", 3)));
+    }
+
+    #[test]
+    fn equal_mtimes_break_ties_the_same_way_everywhere() {
+        let a = file("a", 5, b"one");
+        let b = file("a", 5, b"two");
+        // Exactly one of them wins, whichever side compares.
+        assert_ne!(beats(&a, &b), beats(&b, &a));
+        // At equal times an existing file beats a tombstone.
+        assert!(beats(&a, &tomb("a", 5)));
+        assert!(!beats(&tomb("a", 5), &a));
+        // Same content and time: the same version, nothing wins.
+        assert!(same_version(&a, &a.clone()));
+        assert!(!beats(&a, &a.clone()));
+    }
+
+    #[test]
+    fn hash_lookup_follows_changes() {
+        let mut idx = Index::default();
+        idx.insert(file("a", 1, b"same"));
+        idx.insert(file("b", 1, b"same"));
+        let h = Hash::of(b"same");
+        assert_eq!(idx.paths_with_hash(&h).len(), 2);
+        idx.commit().unwrap();
+        idx.insert(tomb("a", 2));
+        let names = |idx: &Index| idx.paths_with_hash(&h).iter().map(|p| p.as_str().to_string()).collect::<Vec<_>>();
+        assert_eq!(names(&idx), ["b"]);
+        idx.commit().unwrap();
+        assert_eq!(names(&idx), ["b"]);
+        idx.insert(file("b", 3, b"other"));
+        assert_eq!(idx.paths_with_hash(&h).len(), 0);
+        idx.commit().unwrap();
+        assert_eq!(idx.paths_with_hash(&h).len(), 0);
+        assert_eq!(idx.paths_with_hash(&Hash::of(b"other")).len(), 1);
+    }
+
+    #[test]
+    fn under_finds_a_subtree_only() {
+        let mut idx = Index::default();
+        for p in ["d", "d/x", "d.txt", "d-x", "d0", "d/y/z", "d/é", "e", "c/d"] {
+            idx.insert(file(p, 1, b""));
+        }
+        let d = RelPath::new("d").unwrap();
+        let got = |idx: &Index| idx.under(Some(&d)).map(|e| e.path.as_str().to_string()).collect::<Vec<_>>();
+        assert_eq!(got(&idx), ["d", "d/x", "d/y/z", "d/é"]);
+        // The same across committed and pending entries.
+        idx.commit().unwrap();
+        idx.insert(file("d/w", 2, b""));
+        idx.insert(file("d/x", 2, b"new"));
+        assert_eq!(got(&idx), ["d", "d/w", "d/x", "d/y/z", "d/é"]);
+        assert_eq!(idx.get(&RelPath::new("d/x").unwrap()).unwrap().hash, Hash::of(b"new"));
+        assert_eq!(idx.under(None).count(), 10);
+        let none = RelPath::new("nope").unwrap();
+        assert_eq!(idx.under(Some(&none)).count(), 0);
+    }
+}
