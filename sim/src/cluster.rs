@@ -112,6 +112,8 @@ struct Host {
     local: async_channel::Sender<LocalEvent>,
     /// Kept so events sent while the node is down wait for its next start.
     _local_rx: async_channel::Receiver<LocalEvent>,
+    /// `stop` asks the node to shut down cleanly here (as SIGTERM does).
+    shutdown: (async_channel::Sender<()>, async_channel::Receiver<()>),
     counters: Arc<Counters>,
     /// The switch for this host's injected disk failures.
     disk_faults: DiskFaults,
@@ -226,6 +228,7 @@ impl Cluster {
                     _dir: dir,
                     local,
                     _local_rx: local_rx,
+                    shutdown: async_channel::unbounded(),
                     counters: Arc::new(Counters::default()),
                     disk_faults: DiskFaults::default(),
                     incarnation: Rc::new(Cell::new(0)),
@@ -311,6 +314,7 @@ impl Cluster {
         let root = h.root.clone();
         let incarnation = h.incarnation.clone();
         let local_rx = h._local_rx.clone();
+        let shutdown = h.shutdown.1.clone();
         let counters = h.counters.clone();
         let disk_faults = h.disk_faults.clone();
         let panics = self.panics.clone();
@@ -337,7 +341,10 @@ impl Cluster {
                     Vec::new()
                 },
                 discovery: opts.discovery,
-                control: Default::default(),
+                control: dirsync::node::status::Control {
+                    shutdown: Some(shutdown.clone()),
+                    status: None,
+                },
                 disk_faults: disk_faults.clone(),
                 trash_days: 7,
             };
@@ -381,8 +388,18 @@ impl Cluster {
         self.hosts[host].running = false;
     }
 
-    /// Start a crashed (or running) node again, with its state on disk and
-    /// a new node id.
+    /// Stop `host` cleanly, as SIGTERM does: its index is committed and
+    /// closed, its connections closed. `restart` starts it again.
+    pub fn stop(&mut self, host: usize) {
+        let name = self.hosts[host].name.clone();
+        self.note(format!("stop {name}"));
+        let _ = self.hosts[host].shutdown.0.try_send(());
+        self.run_for(Duration::from_millis(500));
+        self.hosts[host].running = false;
+    }
+
+    /// Start a crashed, stopped (or running) node again, with its state on
+    /// disk and a new node id.
     pub fn restart(&mut self, host: usize) {
         let name = self.hosts[host].name.clone();
         self.note(format!("restart {name}"));

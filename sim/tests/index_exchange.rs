@@ -1,0 +1,143 @@
+//! Issue 14: the incremental index exchange in whole clusters. A node
+//! that comes back after missing k changes receives those k entries, not
+//! the index; one whose state directory was wiped gets everything and
+//! loses nothing.
+
+use dirsync_sim::{seeds, Cluster, Expect, Options, Rng};
+use std::time::Duration;
+
+const FIXED: u64 = 20_261_202;
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+/// Two nodes holding the same `files` files, converged and settled (each
+/// has remembered how far the other's index came).
+fn settled_pair(name: &str, seed: u64, files: usize) -> Cluster {
+    let mut rng = Rng::new(seed);
+    let mut c = Cluster::new(Options::new(name, 2, seed));
+    for i in 0..files {
+        let len = rng.below(2000) as usize;
+        let data = rng.bytes(len);
+        c.seed_file(0, &format!("d{}/f{i}.txt", i % 7), &data);
+    }
+    c.start_all();
+    c.converge(secs(60));
+    c.run_for(secs(3));
+    c
+}
+
+/// Edit `k` of the pair's files on node 0; returns k.
+fn edit_some(c: &mut Cluster, rng: &mut Rng, files: usize) -> u64 {
+    let k = 1 + rng.below(20);
+    for n in 0..k {
+        let i = (n as usize * 13 + rng.below(5) as usize) % files;
+        let path = format!("d{}/f{i}.txt", i % 7);
+        let len = 1 + rng.below(500) as usize;
+        let data = rng.bytes(len);
+        c.write(0, &path, &data);
+        c.expect(&path, Expect::File(*blake3::hash(&data).as_bytes()));
+    }
+    k
+}
+
+fn entries_received(c: &Cluster, host: usize) -> u64 {
+    c.counters(host).values().index_entries_received
+}
+
+/// Node 1 is stopped cleanly (as SIGTERM stops it), misses k edits, and
+/// starts again: it is sent those k entries (fewer if two edits hit one
+/// file), where it used to be sent the whole index.
+fn restart_after_k_changes(seed: u64) -> Cluster {
+    const FILES: usize = 120;
+    let mut c = settled_pair("restart_after_k_changes", seed, FILES);
+    let mut rng = Rng::new(seed ^ 0xe1);
+    c.stop(1);
+    let k = edit_some(&mut c, &mut rng, FILES);
+    c.run_for(secs(2));
+    let before = entries_received(&c, 1);
+    c.restart(1);
+    c.converge(secs(60));
+    let sent = entries_received(&c, 1) - before;
+    c.note(format!("{k} edits missed, {sent} entries received on restart"));
+    if sent == 0 || sent > k {
+        c.fail(&format!("{k} edits missed while stopped, but {sent} entries sent on restart"));
+    }
+    c.assert_stays_converged(secs(10));
+    c
+}
+
+#[test]
+fn a_node_back_after_missing_k_changes_receives_k_entries() {
+    for seed in seeds(FIXED, 14) {
+        restart_after_k_changes(seed);
+    }
+}
+
+/// The same across a partition: the connection comes back, not the node.
+fn reconnect_after_k_changes(seed: u64) -> Cluster {
+    const FILES: usize = 120;
+    let mut c = settled_pair("reconnect_after_k_changes", seed, FILES);
+    let mut rng = Rng::new(seed ^ 0xe2);
+    c.isolate(1);
+    let k = edit_some(&mut c, &mut rng, FILES);
+    // Long enough for both sides to see the connection dead.
+    c.run_for(secs(45));
+    let before = entries_received(&c, 1);
+    c.heal(1);
+    c.converge(secs(60));
+    let sent = entries_received(&c, 1) - before;
+    if sent == 0 || sent > k {
+        c.fail(&format!("{k} edits missed while cut off, but {sent} entries sent on reconnect"));
+    }
+    c.assert_stays_converged(secs(10));
+    c
+}
+
+#[test]
+fn a_connection_back_after_missing_k_changes_receives_k_entries() {
+    for seed in seeds(FIXED, 15) {
+        reconnect_after_k_changes(seed);
+    }
+}
+
+/// Node 1's state directory is wiped while it is stopped (and it crashes
+/// once more on the way back): a new index, so both sides exchange
+/// everything, and nothing is lost or brought back.
+fn wiped_state(seed: u64) -> Cluster {
+    const FILES: usize = 60;
+    let mut c = settled_pair("wiped_state", seed, FILES);
+    let mut rng = Rng::new(seed ^ 0xe3);
+    for i in 0..FILES {
+        let path = format!("d{}/f{i}.txt", i % 7);
+        let data = c.read(0, &path).unwrap_or_default();
+        c.expect(&path, Expect::File(*blake3::hash(&data).as_bytes()));
+    }
+    // A deletion before the wipe must stay a deletion.
+    c.delete(0, "d0/f0.txt");
+    c.expect("d0/f0.txt", Expect::Gone);
+    c.converge(secs(30));
+    c.stop(1);
+    let k = edit_some(&mut c, &mut rng, FILES);
+    let state = c.root(1).join(".dirsync");
+    std::fs::remove_dir_all(&state).unwrap();
+    let before = entries_received(&c, 1);
+    c.restart(1);
+    c.converge(secs(60));
+    let sent = entries_received(&c, 1) - before;
+    if sent < FILES as u64 {
+        c.fail(&format!(
+            "a wiped state directory got {sent} entries, not the whole index ({k} edits missed)"
+        ));
+    }
+    c.assert_stays_converged(secs(10));
+    c
+}
+
+#[test]
+fn a_wiped_state_directory_gets_everything_and_loses_nothing() {
+    for seed in seeds(FIXED, 16) {
+        wiped_state(seed);
+    }
+}
