@@ -16,7 +16,7 @@ use crate::engine::{Command, Engine, Receive, Transfer};
 use crate::fs::delta::{apply_segment, FileSignature, SEGMENT};
 use crate::transport::key::ClusterKey;
 use crate::transport::secure;
-use crate::wire::{self, Announce, ContentMode, Entry, Hash, Kind, Message, NodeId, RelPath, WantFile, MAX_JSON};
+use crate::wire::{self, Announce, ChildDigest, ContentMode, Entry, Hash, Kind, Message, NodeId, RelPath, WantFile, MAX_JSON};
 use flate2::{write::ZlibEncoder, Compression};
 use futures_lite::AsyncReadExt;
 use proptest::prelude::*;
@@ -100,6 +100,15 @@ fn message() -> impl Strategy<Value = Message> {
         (any::<u64>(), any::<u64>()).prop_map(|(identity, since)| Message::IndexRequest { identity, since }),
         (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(identity, since, seq)| Message::IndexHead { identity, since, seq }),
         (hash(), any::<u64>()).prop_map(|(digest, seq)| Message::TreeDigest { digest, seq }),
+        prop::option::of(path()).prop_map(|dir| Message::SubtreeQuery { dir }),
+        (
+            prop::option::of(path()),
+            prop::option::of(proptest::collection::vec(("[a-z./]{0,6}", hash()), 0..4))
+        )
+            .prop_map(|(dir, children)| Message::Subtree {
+                dir,
+                children: children.map(|c| c.into_iter().map(|(name, digest)| ChildDigest { name, digest }).collect()),
+            }),
         ".{0,20}".prop_map(|reason| Message::Refuse { reason }),
         (entries(), any::<bool>()).prop_map(|(entries, done)| Message::Index { entries, done }),
         entries().prop_map(|entries| Message::Update { entries }),

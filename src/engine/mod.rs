@@ -21,6 +21,7 @@
 //! beats a delete that did not see it (the rules: docs/CONFLICTS.md).
 
 pub mod conflict;
+mod descent;
 mod exchange;
 mod folders;
 pub mod ignore;

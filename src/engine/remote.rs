@@ -142,6 +142,8 @@ impl Engine {
                     }
                 }
             }
+            Message::SubtreeQuery { dir } => self.answer_subtree_query(peer, dir),
+            Message::Subtree { dir, children } => self.handle_subtree(peer, dir, children),
             Message::Ping => {}
             other => {
                 self.commands.push(Command::Close {

@@ -6,14 +6,15 @@
 //!   until it is taken or superseded, and counts as pending meanwhile;
 //! - a path that appeared here lately is looked at again a moment later
 //!   (a file written and renamed away at once must not stay live);
-//! - peers whose tree digests differ once both are quiet send each other
-//!   their index again (`Resync`), with backoff, and each takes what wins.
+//! - peers whose tree digests differ once both are quiet look for the
+//!   difference folder by folder (`descent.rs`), with backoff, and each
+//!   takes what wins.
 
 use super::index::{beats, same_version};
 use super::{Command, Engine};
 use crate::wire::{Entry, Hash, NodeId, RelPath};
 use std::collections::BTreeSet;
-use tracing::{debug, info};
+use tracing::debug;
 
 const SECOND: i128 = 1_000_000_000;
 /// The first wait before a failed version is tried again; it doubles.
@@ -236,8 +237,8 @@ impl Engine {
             }
         }
         for peer in due {
-            info!(%peer, "tree digests differ while quiet: sending our index again");
-            self.send_index(peer, 0);
+            debug!(%peer, "tree digests differ while quiet: looking for the difference");
+            self.descend(peer);
         }
     }
 }

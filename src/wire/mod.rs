@@ -136,6 +136,13 @@ pub enum Kind {
     File,
 }
 
+/// A child of a folder and its digest (see `Message::Subtree`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChildDigest {
+    pub name: String,
+    pub digest: Hash,
+}
+
 /// One path's version: what every node compares to decide the winner.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
@@ -289,6 +296,15 @@ pub enum Message {
     /// `seq`: every change of the sender's index up to this number has
     /// been sent to this peer (or came from it).
     TreeDigest { digest: Hash, seq: u64 },
+    /// The digest descent: please tell me the digests of the children of
+    /// folder `dir` (`None`: the root).
+    SubtreeQuery { dir: Option<RelPath> },
+    /// The answer: each child's name and digest, in name order; `None`
+    /// when the folder has more children than `MAX_ENTRIES`.
+    Subtree {
+        dir: Option<RelPath>,
+        children: Option<Vec<ChildDigest>>,
+    },
 }
 
 impl Message {
@@ -308,6 +324,8 @@ impl Message {
             Message::Unavailable { .. } => "unavailable",
             Message::Ping => "ping",
             Message::TreeDigest { .. } => "tree_digest",
+            Message::SubtreeQuery { .. } => "subtree_query",
+            Message::Subtree { .. } => "subtree",
         }
     }
 
@@ -333,6 +351,7 @@ impl Message {
         let n = match self {
             Message::Index { entries, .. } | Message::Update { entries } => entries.len(),
             Message::Want { files } => files.len(),
+            Message::Subtree { children: Some(c), .. } => c.len(),
             _ => 0,
         };
         if n > MAX_ENTRIES {

@@ -128,6 +128,22 @@ pub(crate) fn examples() -> Vec<(&'static str, Message)> {
         ("unavailable", Message::Unavailable { path: e.path }),
         ("ping", Message::Ping),
         (
+            "subtree_query",
+            Message::SubtreeQuery {
+                dir: Some(RelPath::new("docs").unwrap()),
+            },
+        ),
+        (
+            "subtree",
+            Message::Subtree {
+                dir: Some(RelPath::new("docs").unwrap()),
+                children: Some(vec![ChildDigest {
+                    name: "report.txt".into(),
+                    digest: Hash::of(b"the leaf of docs/report.txt"),
+                }]),
+            },
+        ),
+        (
             "tree_digest",
             Message::TreeDigest {
                 digest: Hash::of(b"the whole tree"),

@@ -94,6 +94,32 @@ mod tests {
     }
 
     #[test]
+    fn children_are_listed_with_their_subtrees_digests_without_walking_them() {
+        let mut idx = Index::default();
+        for p in ["d", "d/x", "d/x/deep", "d.txt", "d-x", "d/y", "e"] {
+            idx.insert(file(p, 1, p.as_bytes()));
+        }
+        let names = |dir: Option<&str>| {
+            let dir = dir.map(|d| RelPath::new(d).unwrap());
+            idx.children(dir.as_ref(), 10)
+                .unwrap()
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(None), ["d", "d-x", "d.txt", "e"]);
+        assert_eq!(names(Some("d")), ["x", "y"]);
+        assert_eq!(names(Some("d/x")), ["deep"]);
+        assert!(idx.children(None, 3).is_none(), "more than the limit");
+        // A child's digest covers what lies below it.
+        let digest_of = |idx: &Index, name: &str| idx.children(None, 10).unwrap().into_iter().find(|(n, _)| n == name).unwrap().1;
+        let (d, e) = (digest_of(&idx, "d"), digest_of(&idx, "e"));
+        idx.insert(file("d/x/deep", 2, b"new"));
+        assert_ne!(digest_of(&idx, "d"), d);
+        assert_eq!(digest_of(&idx, "e"), e);
+    }
+
+    #[test]
     fn under_finds_a_subtree_only() {
         let mut idx = Index::default();
         for p in ["d", "d/x", "d.txt", "d-x", "d0", "d/y/z", "d/é", "e", "c/d"] {

@@ -477,10 +477,10 @@ impl Index {
                 None
             }
         });
-        let pending: Vec<Entry> = self.pending.range((lo, hi)).map(|(_, c)| c.stored.entry.clone()).collect();
+        let pending = self.pending.range((lo, hi)).map(|(_, c)| c.stored.entry.clone());
         Box::new(Merge {
             committed: committed.peekable(),
-            pending: pending.into_iter().peekable(),
+            pending: pending.peekable(),
         })
     }
 
@@ -533,6 +533,56 @@ impl Index {
     /// paths these rules do not ignore.
     pub fn dir_digest(&self, dir: &str) -> DirSum {
         self.dir_sum(dir)
+    }
+
+    /// The direct children of folder `dir` (`None`: the root) with the
+    /// digest of each: its own entry's leaf plus everything below it, over
+    /// the paths these rules do not ignore. `None` when there are more
+    /// than `limit`. Each child's subtree is skipped, not walked: the cost
+    /// is a lookup per child, whatever lies below.
+    pub fn children(&self, dir: Option<&RelPath>, limit: usize) -> Option<Vec<(String, Hash)>> {
+        let prefix = dir.map_or(String::new(), |d| format!("{d}/"));
+        let hi = match dir {
+            Some(d) => Bound::Excluded(d.below_bounds().1),
+            None => Bound::Unbounded,
+        };
+        let mut lo = match dir {
+            Some(d) => Bound::Included(d.below_bounds().0),
+            None => Bound::Unbounded,
+        };
+        let mut names: Vec<String> = Vec::new();
+        while let Some(e) = self.range(lo.clone(), hi.clone()).next() {
+            let rest = &e.path.as_str()[prefix.len()..];
+            let (name, deeper) = match rest.split_once('/') {
+                Some((name, _)) => (name, true),
+                None => (rest, false),
+            };
+            // Past a child's subtree (below "name0"), or past the child
+            // itself ("name.txt" may come between "name" and "name/").
+            lo = match RelPath::new(format!("{prefix}{name}")) {
+                Ok(child) if deeper => Bound::Included(child.below_bounds().1),
+                _ => Bound::Excluded(e.path.clone()),
+            };
+            if !names.iter().any(|n| n == name) {
+                if names.len() == limit {
+                    return None;
+                }
+                names.push(name.to_string());
+            }
+        }
+        names.sort();
+        let children = names
+            .into_iter()
+            .filter_map(|name| {
+                let path = RelPath::new(format!("{prefix}{name}")).ok()?;
+                let mut sum = self.dir_sum(path.as_str());
+                if let Some(e) = self.get(&path).filter(|e| self.counts(e)) {
+                    sum.add(&e);
+                }
+                (sum != DirSum::default()).then(|| (name, sum.digest()))
+            })
+            .collect();
+        Some(children)
     }
 
     /// Leave what `rules` ignore out of the digest sums: the sums are

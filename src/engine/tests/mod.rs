@@ -543,6 +543,7 @@ fn content_asked_for_before_a_newer_local_change_is_refused() {
 // ----- data safety: version vectors, conflicts, tombstones, the guard ----
 
 mod conflicts;
+mod descent;
 mod exchange;
 mod ignore;
 mod local;

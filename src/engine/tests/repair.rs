@@ -155,14 +155,17 @@ fn a_path_that_appeared_is_looked_at_again_a_moment_later() {
 }
 
 #[test]
-fn digests_that_differ_while_quiet_are_repaired_by_a_resync_with_backoff() {
+fn digests_that_differ_while_quiet_start_a_descent_with_backoff() {
     let f = file("f", 5, b"x");
     let mut e = connected(std::slice::from_ref(&f), &[A]);
     e.handle_message(A, index_msg(vec![]));
     e.take_commands();
     let theirs = Hash::of(b"another tree");
     e.handle_message(A, Message::TreeDigest { digest: theirs, seq: 1 });
-    let resync = whole_index(&e, A, vec![f.clone()]);
+    let resync = vec![Command::Send {
+        peer: A,
+        msg: Message::SubtreeQuery { dir: None },
+    }];
     assert_eq!(tick(&mut e, 100 * S), vec![]);
     assert_eq!(tick(&mut e, 104 * S), vec![], "not quiet for long enough");
     assert_eq!(tick(&mut e, 105 * S), resync.clone());
