@@ -101,6 +101,7 @@ fn message() -> impl Strategy<Value = Message> {
         (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(identity, since, seq)| Message::IndexHead { identity, since, seq }),
         (hash(), any::<u64>()).prop_map(|(digest, seq)| Message::TreeDigest { digest, seq }),
         prop::option::of(path()).prop_map(|dir| Message::SubtreeQuery { dir }),
+        Just(Message::IndexMore),
         (
             prop::option::of(path()),
             prop::option::of(proptest::collection::vec(("[a-z./]{0,6}", hash()), 0..4))

@@ -17,8 +17,17 @@
 
 use super::index::PeerMark;
 use super::{Command, Engine, Heard, Peer};
-use crate::wire::{Message, NodeId, MAX_ENTRIES};
+use crate::wire::{Entry, Message, NodeId, RelPath, MAX_ENTRIES};
 use std::collections::BTreeSet;
+
+/// Where the index being sent to a peer goes on from.
+#[derive(Debug, Clone)]
+pub(super) enum Sending {
+    /// All of it, in path order, after this path.
+    Paths(Option<RelPath>),
+    /// The changes after this sequence number.
+    Changes(u64),
+}
 
 impl Engine {
     /// A connection with `peer` (whose directory is `device`) finished
@@ -59,8 +68,9 @@ impl Engine {
         self.send_index(peer, if incremental { since } else { 0 });
     }
 
-    /// Send `peer` our index's changes after `since` (0: all of it), in
-    /// parts of at most `MAX_ENTRIES`.
+    /// Send `peer` our index's changes after `since` (0: all of it): the
+    /// head and the first part now, each further part when the peer asks
+    /// for it (`IndexMore`).
     pub(super) fn send_index(&mut self, peer: NodeId, since: u64) {
         let head = Message::IndexHead {
             identity: self.exchange_identity(),
@@ -68,21 +78,60 @@ impl Engine {
             seq: self.index.seq(),
         };
         self.send(peer, head);
-        let entries = if since == 0 { self.index.iter() } else { self.index.since(since) };
-        let mut parts = Vec::new();
-        let mut part = Vec::new();
-        for e in entries.filter(|e| !self.ignored(&e.path, e.kind)) {
-            part.push(e);
-            if part.len() == MAX_ENTRIES {
-                parts.push(std::mem::take(&mut part));
+        let from = if since == 0 {
+            Sending::Paths(None)
+        } else {
+            Sending::Changes(since)
+        };
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.sending = Some(from);
+        }
+        self.send_index_part(peer);
+    }
+
+    /// The next part of the index being sent to `peer`, at most
+    /// `MAX_ENTRIES` entries; `done` on the last.
+    pub(super) fn send_index_part(&mut self, peer: NodeId) {
+        let Some(from) = self.peers.get_mut(&peer).and_then(|p| p.sending.take()) else {
+            return;
+        };
+        let mut entries = Vec::new();
+        let mut next = from.clone();
+        let mut more = false;
+        let entries_from: Box<dyn Iterator<Item = (Sending, Entry)> + '_> = match &from {
+            Sending::Paths(after) => Box::new(self.index.after(after.as_ref()).map(|e| (Sending::Paths(Some(e.path.clone())), e))),
+            Sending::Changes(after) => Box::new(self.index.since(*after).map(|(seq, e)| (Sending::Changes(seq), e))),
+        };
+        for (at, e) in entries_from {
+            if entries.len() == MAX_ENTRIES {
+                more = true;
+                break;
             }
+            if !self.ignored(&e.path, e.kind) {
+                entries.push(e);
+            }
+            next = at;
         }
-        if !part.is_empty() || parts.is_empty() {
-            parts.push(part);
+        if let Some(p) = self.peers.get_mut(&peer).filter(|_| more) {
+            p.sending = Some(next);
         }
-        let last = parts.len() - 1;
-        for (i, entries) in parts.into_iter().enumerate() {
-            self.send(peer, Message::Index { entries, done: i == last });
+        self.send(peer, Message::Index { entries, done: !more });
+    }
+
+    /// Ask each peer with more of its index for us for its next part, once
+    /// fewer than `MAX_ENTRIES` versions wait to be fetched: a peer's index
+    /// of a million new files becomes a million needs in memory only a
+    /// part at a time.
+    pub(super) fn ask_for_more_index(&mut self) {
+        if self.needs.len() >= MAX_ENTRIES {
+            return;
+        }
+        let ready: Vec<NodeId> = self.peers.iter().filter(|(_, p)| p.more_index).map(|(id, _)| *id).collect();
+        for peer in ready {
+            if let Some(p) = self.peers.get_mut(&peer) {
+                p.more_index = false;
+            }
+            self.send(peer, Message::IndexMore);
         }
     }
 

@@ -4,7 +4,6 @@
 use super::{safety, Command, Engine, Observed, Scan};
 use crate::wire::version::Vector;
 use crate::wire::{Entry, Hash, Kind, RelPath};
-use std::collections::BTreeMap;
 use tracing::{debug, error, info};
 
 /// Most paths looked at again a moment after they appeared: a burst of
@@ -59,13 +58,18 @@ impl Engine {
             self.vacated(root);
         }
         let unknown = std::mem::take(&mut self.unknown_history) && roots.iter().any(Option::is_none);
-        let found: BTreeMap<RelPath, Observed> = found
+        // A sorted list, not a map: a first scan holds every path of the
+        // tree, and a map's copy of each path and its nodes cost as much
+        // again.
+        let mut found: Vec<Observed> = found
             .into_iter()
             .filter(|o| !self.ignored(&o.path, o.kind) && !self.is_container(o))
-            .map(|o| (o.path.clone(), o))
             .collect();
+        found.sort_by(|a, b| a.path.cmp(&b.path));
+        found.dedup_by(|later, earlier| later.path == earlier.path);
+        let seen = |path: &RelPath| found.binary_search_by(|o| o.path.cmp(path)).is_ok();
         let mut changes = Vec::new();
-        for o in found.values() {
+        for o in &found {
             let old = self.index.get(&o.path);
             let unchanged = old.as_ref().is_some_and(|e| {
                 !e.deleted
@@ -87,7 +91,7 @@ impl Engine {
         for root in &roots {
             for e in self.index.under(root.as_ref()) {
                 let unknown = failed.iter().any(|f| e.path.is_within(f));
-                if !e.deleted && !found.contains_key(&e.path) && !unknown && !self.ignored(&e.path, e.kind) {
+                if !e.deleted && !seen(&e.path) && !unknown && !self.ignored(&e.path, e.kind) {
                     gone.push(e.clone());
                 }
             }

@@ -82,6 +82,11 @@ struct Peer {
     index_done: bool,
     /// How far the peer's index has come to us, once `index_done`.
     heard: Option<Heard>,
+    /// The peer has more parts of its index for us, to ask for once what
+    /// we still have to fetch has shrunk (`IndexMore`).
+    more_index: bool,
+    /// Our index, being sent to the peer part by part.
+    sending: Option<exchange::Sending>,
     /// The initial sync with this peer is complete (and was logged).
     synced: bool,
     /// Files and bytes received from this peer since it connected.
@@ -214,8 +219,11 @@ impl Engine {
         &mut self.index
     }
 
-    /// The commands decided since the last call, in order.
+    /// The commands decided since the last call, in order. (Also where
+    /// what every input may have changed is looked at once: the ignore
+    /// file, and whether to ask a peer for more of its index.)
     pub fn take_commands(&mut self) -> Vec<Command> {
+        self.ask_for_more_index();
         let ignore_file = self.ignore_file_hash();
         if ignore_file != self.ignore_file_seen {
             self.ignore_file_seen = ignore_file;

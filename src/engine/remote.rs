@@ -91,14 +91,16 @@ impl Engine {
             }
             Message::Index { entries, done } => {
                 self.handle_entries(peer, entries);
-                if done {
-                    if let Some(p) = self.peers.get_mut(&peer) {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    if done {
                         p.index_done = true;
                         p.heard = p.head.take();
                     }
+                    p.more_index = !done;
                 }
                 self.schedule();
             }
+            Message::IndexMore => self.send_index_part(peer),
             Message::Update { entries } => {
                 self.handle_entries(peer, entries);
                 self.schedule();

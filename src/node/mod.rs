@@ -19,7 +19,6 @@ pub mod status;
 
 pub use status::{CounterValues, Counters};
 
-use crate::engine::index::COMMIT_AT;
 use crate::engine::{Command, Engine};
 use crate::fs::receive::Received;
 use crate::fs::state::{ensure_marker, load_device_id, load_index, prepare_state_dir, StateError};
@@ -46,8 +45,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tracing::{debug, info, warn};
 
-/// How often the index's changes are committed (and at once when
-/// `COMMIT_AT` changes wait).
+/// How often the index's changes are committed (see `Index::commit`).
 const SAVE_INTERVAL: Duration = Duration::from_secs(2);
 /// How often the trash is pruned of what is older than `--trash-days`.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
@@ -148,6 +146,8 @@ struct Node<N: Net> {
     peers: Peers,
     receiving: Receiving,
     last_save: SystemTime,
+    /// The index's sequence number when freed memory was last given back.
+    trimmed_at: u64,
     last_rescan: SystemTime,
     last_prune: SystemTime,
     trash: Trash,
@@ -299,6 +299,7 @@ impl<N: Net> Node<N> {
             peers: Peers::new(StaticPeers::new(&cfg.static_peers, now)),
             receiving: Receiving::new(cfg.counters.clone()),
             last_save: now,
+            trimmed_at: 0,
             last_rescan: now,
             last_prune: now,
             trash,
@@ -385,9 +386,6 @@ impl<N: Net> Node<N> {
             Event::Tick => self.on_tick(),
         }
         self.run_commands();
-        if self.engine.index().uncommitted() >= COMMIT_AT {
-            self.save_index();
-        }
     }
 
     fn on_message(&mut self, peer: NodeId, msg: Message, bytes: usize) {
@@ -462,6 +460,7 @@ impl<N: Net> Node<N> {
         if due(self.last_save, SAVE_INTERVAL) {
             self.last_save = now;
             self.save_index();
+            self.release_free_memory();
         }
         if due(self.last_prune, PRUNE_INTERVAL) {
             self.last_prune = now;
@@ -469,6 +468,25 @@ impl<N: Net> Node<N> {
         }
         self.dial_static_peers();
         self.engine.handle_tick(self.now_ns());
+    }
+
+    /// After a large batch of changes (an initial sync, a first scan),
+    /// give the heap it freed back to the system: glibc keeps freed memory
+    /// for reuse, and a node that took a million paths would stay at its
+    /// peak size for good.
+    fn release_free_memory(&mut self) {
+        const AFTER_CHANGES: u64 = 20_000;
+        let seq = self.engine.index().seq();
+        if seq.saturating_sub(self.trimmed_at) < AFTER_CHANGES {
+            return;
+        }
+        self.trimmed_at = seq;
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: malloc_trim only returns free pages of the heap to the
+        // system; it has no preconditions and touches no live allocation.
+        unsafe {
+            libc::malloc_trim(0);
+        }
     }
 
     fn prune_trash(&mut self) {

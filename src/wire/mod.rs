@@ -261,7 +261,12 @@ pub enum Message {
     /// of them when `since` is 0).
     IndexHead { identity: u64, since: u64, seq: u64 },
     /// Part of the entries an `IndexHead` announced; `done` on the last.
+    /// Parts are at most `MAX_ENTRIES` entries, and after the first the
+    /// next is sent only when asked for (`IndexMore`).
     Index { entries: Vec<Entry>, done: bool },
+    /// Send the next part of your index: the receiver has taken in the last
+    /// one, so what it has still to fetch stays bounded.
+    IndexMore,
     /// Entries that changed on the sender since its index was sent.
     Update { entries: Vec<Entry> },
     /// Please send these files whole.
@@ -315,6 +320,7 @@ impl Message {
             Message::IndexRequest { .. } => "index_request",
             Message::IndexHead { .. } => "index_head",
             Message::Index { .. } => "index",
+            Message::IndexMore => "index_more",
             Message::Update { .. } => "update",
             Message::Want { .. } => "want",
             Message::WantDelta { .. } => "want_delta",

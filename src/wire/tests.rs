@@ -127,6 +127,7 @@ pub(crate) fn examples() -> Vec<(&'static str, Message)> {
         ("file_end", Message::FileEnd),
         ("unavailable", Message::Unavailable { path: e.path }),
         ("ping", Message::Ping),
+        ("index_more", Message::IndexMore),
         (
             "subtree_query",
             Message::SubtreeQuery {

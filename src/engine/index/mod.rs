@@ -11,7 +11,7 @@ mod digest;
 mod store;
 
 pub use digest::DirSum;
-pub use store::{Index, IndexError, PeerMark, COMMIT_AT};
+pub use store::{Index, IndexError, PeerMark};
 
 use crate::wire::{Entry, Hash, Kind};
 

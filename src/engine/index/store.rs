@@ -2,9 +2,9 @@
 //! comparison with the alternatives is in docs/ARCHITECTURE.md), seen by
 //! the engine through a narrow, synchronous interface. Changes collect in
 //! memory (`pending`) and reach the database in one transaction per
-//! `commit`, which the node calls every two seconds or once enough has
-//! changed: many changes per durable commit, never a rewrite of
-//! everything. Reads look at the pending changes first, then at the last
+//! `commit`, which the node calls every two seconds, and which happens at
+//! once when 8192 changes wait: many changes per durable commit, never a
+//! rewrite of everything. Reads look at the pending changes first, then at the last
 //! committed snapshot, so the engine sees every change at once, and what
 //! it reads is the same in a test, a simulation and production.
 //!
@@ -49,9 +49,10 @@ const PEERS: TableDefinition<u64, &[u8]> = TableDefinition::new("peers");
 /// the tree (issue: a million files in 64 MiB).
 const CACHE_BYTES: usize = 16 << 20;
 
-/// Pending changes beyond which the node commits at once rather than at
-/// its next save: bounds the memory an initial sync holds uncommitted.
-pub const COMMIT_AT: usize = 8192;
+/// Pending changes at which the index commits at once rather than at the
+/// node's next save: bounds the memory a large scan or an initial sync
+/// holds uncommitted (a crash then loses less, too).
+const COMMIT_AT: usize = 8192;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
@@ -394,6 +395,11 @@ impl Index {
                 was,
             },
         );
+        if self.pending.len() >= COMMIT_AT && self.failure().is_none() {
+            if let Err(e) = self.commit() {
+                self.fail(e);
+            }
+        }
     }
 
     /// Live files holding content `hash`, in path order.
@@ -446,6 +452,15 @@ impl Index {
         }
     }
 
+    /// Every entry after path `after` (all of them for `None`), in path
+    /// order.
+    pub fn after(&self, after: Option<&RelPath>) -> Box<dyn Iterator<Item = Entry> + '_> {
+        match after {
+            Some(p) => self.range(Bound::Excluded(p.clone()), Bound::Unbounded),
+            None => self.iter(),
+        }
+    }
+
     fn range(&self, lo: Bound<RelPath>, hi: Bound<RelPath>) -> Box<dyn Iterator<Item = Entry> + '_> {
         let as_str = |b: &Bound<RelPath>| match b {
             Bound::Included(p) => Bound::Included(p.as_str().to_string()),
@@ -485,8 +500,8 @@ impl Index {
     }
 
     /// The entries changed after sequence number `seq`, each once (as it
-    /// is now), in the order of their last change.
-    pub fn since(&self, seq: u64) -> Box<dyn Iterator<Item = Entry> + '_> {
+    /// is now), in the order of their last change, with its number.
+    pub fn since(&self, seq: u64) -> Box<dyn Iterator<Item = (u64, Entry)> + '_> {
         let committed = match self.snapshot.seqs.range(seq.saturating_add(1)..) {
             Ok(r) => Some(r),
             Err(e) => {
@@ -501,18 +516,14 @@ impl Index {
                 None
             }
         });
-        let pending: Vec<(u64, Option<RelPath>)> = self
-            .pending_seqs
-            .range(seq.saturating_add(1)..)
-            .map(|(s, p)| (*s, Some(p.clone())))
-            .collect();
+        let pending = self.pending_seqs.range(seq.saturating_add(1)..).map(|(s, p)| (*s, Some(p.clone())));
         Box::new(committed.chain(pending).filter_map(move |(s, path)| {
             let Some(path) = path else {
                 self.fail("a damaged path in the sequence table");
                 return None;
             };
             // A path changed again later is yielded at its later number.
-            self.stored(&path).filter(|st| st.seq == s).map(|st| st.entry)
+            self.stored(&path).filter(|st| st.seq == s).map(|st| (s, st.entry))
         }))
     }
 

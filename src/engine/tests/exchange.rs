@@ -155,3 +155,53 @@ fn new_ignore_rules_ask_every_peer_for_everything_and_void_what_was_remembered()
         "remembered under other rules"
     );
 }
+
+#[test]
+fn a_large_index_travels_in_parts_each_asked_for_once_fewer_than_a_part_wait() {
+    use crate::wire::MAX_ENTRIES;
+    let files: Vec<Entry> = (0..2 * MAX_ENTRIES + 1).map(|i| file(&format!("f{i:05}"), 1, b"x")).collect();
+    let mut sender = engine_with(&files);
+    connect(&mut sender, A);
+    let sent = sender.take_commands();
+    let part = |cmds: &[Command]| match cmds.last() {
+        Some(Command::Send {
+            msg: Message::Index { entries, done },
+            ..
+        }) => (entries.len(), *done),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(part(&sent), (MAX_ENTRIES, false), "the first part with the head");
+    sender.handle_message(A, Message::IndexMore);
+    let second = sender.take_commands();
+    assert_eq!(part(&second), (MAX_ENTRIES, false));
+    sender.handle_message(A, Message::IndexMore);
+    assert_eq!(part(&sender.take_commands()), (1, true));
+    sender.handle_message(A, Message::IndexMore);
+    assert_eq!(sender.take_commands(), vec![], "nothing more to send");
+
+    // The receiver asks for the next part only once fewer than a part's
+    // worth of files wait to be fetched.
+    let mut receiver = connected(&[], &[]);
+    receiver.handle_connected(B, B);
+    receiver.take_commands();
+    for cmd in sent {
+        if let Command::Send { msg, .. } = cmd {
+            receiver.handle_message(B, msg);
+        }
+    }
+    let more = |cmds: Vec<Command>| {
+        cmds.iter().any(|c| {
+            matches!(
+                c,
+                Command::Send {
+                    msg: Message::IndexMore,
+                    ..
+                }
+            )
+        })
+    };
+    assert!(!more(receiver.take_commands()), "4096 files to fetch: not yet");
+    let first = files[0].clone();
+    receiver.handle_received(B, first, Transfer::Whole, Ok(1));
+    assert!(more(receiver.take_commands()), "one landed: the next part");
+}
