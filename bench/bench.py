@@ -670,6 +670,7 @@ def scale(scratch):
         print(f"# warning: the scale workload may need ~{need_bytes / 2**30:.0f} GiB and {need_inodes:,} inodes "
               f"in {scratch} (A's tree and one B per repeat)", file=sys.stderr, flush=True)
     out = {"paths": tree.paths, "files": tree.files, "folders": tree.folders}
+    nan = float("nan")
 
     # The same initial sync at 5,000 paths, for the rate ratio.
     a, b, _, r = scale_initial_sync(ref, runs_root / "scale-ref-a", scratch / "ref-b", scratch)
@@ -684,6 +685,9 @@ def scale(scratch):
     # At rest.
     time.sleep(SCALE_IDLE)
     out["a_rest_mib"], out["b_rest_mib"] = rss_mib(a.proc.pid), rss_mib(b.proc.pid)
+    # The index on disk (committed at least every 2 s, so settled by now).
+    db = b.dir / ".dirsync" / "index.redb"
+    out["b_index_bytes"] = db.stat().st_size if db.exists() else nan
 
     # CPU for one file change: a window with the change less an idle one.
     def cpu():
@@ -767,6 +771,7 @@ def scale_table(r):
         ("CPU for one file change at rest, A", ms(g("a_change_cpu_ms")), "<= 5 ms", g("a_change_cpu_ms") <= 5),
         ("CPU for one file change at rest, B", ms(g("b_change_cpu_ms")), "<= 5 ms", g("b_change_cpu_ms") <= 5),
         ("one file change: until B has it", ms(g("change_latency_s") * 1000), "", None),
+        ("B's index on disk (index.redb)", f"{g('b_index_bytes') / 2**20:,.1f} MiB, {g('b_index_bytes') / n:,.0f} B per path", "", None),
         ("restart of B, 0 changes: wire until the digests agree", kib(g("r0_wire_bytes")), "<= 64 KiB", g("r0_wire_bytes") <= 64 * 1024),
         ("restart of B, 0 changes: after B's scan, until the digests agree", f"{sec(g('r0_agree_s'))} (start to agreement {sec(g('r0_total_s'))})", "<= 1 s", g("r0_agree_s") <= 1),
         (f"restart scan of {n:,} unchanged paths (B's start to `listening`)", sec(g("r0_scan_s")), "<= 10 s", g("r0_scan_s") <= 10),

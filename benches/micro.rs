@@ -122,3 +122,20 @@ fn delta_apply_4mib(bencher: Bencher) {
         .counter(divan::counter::BytesCount::new(SEGMENT))
         .bench(|| apply_segment(black_box(&old), black_box(&delta)).expect("apply"));
 }
+
+/// The index store (redb): 8192 entries of one folder of 200,000 inserted
+/// and committed durably (fsync) in one transaction, as an initial sync
+/// commits them. Compared with SQLite in docs/ARCHITECTURE.md.
+#[divan::bench(sample_count = 10)]
+fn index_commit_8192(bencher: Bencher) {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let (mut index, _) = dirsync::engine::index::Index::open(&dir.path().join("index.redb")).expect("an index");
+    let mut next = 0;
+    bencher.bench_local(|| {
+        for i in next..next + 8192 {
+            index.insert(entry(i));
+        }
+        next += 8192;
+        index.commit().expect("a commit");
+    });
+}

@@ -269,6 +269,30 @@ mod tests {
         assert_eq!(std::fs::read(path.with_extension("redb.corrupt")).unwrap(), b"not a database");
     }
 
+    /// The folder sums are kept with the rules they were made under: a
+    /// restart with the same rules reuses them, other rules recount them.
+    #[test]
+    fn the_digest_survives_a_restart_under_the_same_rules_and_follows_new_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let rules = |text: &str| IgnoreRules::from_bytes(text.as_bytes()).0;
+        let mut index = load_index(dir.path()).unwrap().index;
+        index.set_ignore(rules("*.log\n"));
+        index.insert(file("a/keep.txt", 1, b"k"));
+        index.insert(file("a/x.log", 1, b"l"));
+        let digest = index.dir_digest("").digest();
+        index.close().unwrap();
+        drop(index);
+        let mut index = load_index(dir.path()).unwrap().index;
+        index.set_ignore(rules("*.log\n"));
+        assert_eq!(index.dir_digest("").digest(), digest);
+        assert_eq!(index.dir_digest("a").files, 1, "x.log left out");
+        index.set_ignore(IgnoreRules::default());
+        assert_eq!(index.dir_digest("a").files, 2, "counted again under no rules");
+        assert_ne!(index.dir_digest("").digest(), digest);
+        index.set_ignore(rules("*.log\n"));
+        assert_eq!(index.dir_digest("").digest(), digest);
+    }
+
     #[test]
     fn an_index_file_of_an_earlier_version_is_taken_over_with_unknown_histories_for_format_1() {
         let dir = tempfile::tempdir().unwrap();

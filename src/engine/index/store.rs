@@ -104,15 +104,24 @@ struct Meta {
     entries: u64,
     live_files: u64,
     live_bytes: u64,
+    /// The ignore rules the folder sums leave out (`rules_key`).
+    sums_rules: u64,
 }
 
-const META_KEYS: [&str; 5] = ["identity", "next_seq", "entries", "live_files", "live_bytes"];
+const META_KEYS: [&str; 6] = ["identity", "next_seq", "entries", "live_files", "live_bytes", "sums_rules"];
 /// 1 once the index was closed cleanly (`Index::close`), 0 while it is open.
 const CLEAN: &str = "clean";
 
 impl Meta {
-    fn values(&self) -> [u64; 5] {
-        [self.identity, self.next_seq, self.entries, self.live_files, self.live_bytes]
+    fn values(&self) -> [u64; 6] {
+        [
+            self.identity,
+            self.next_seq,
+            self.entries,
+            self.live_files,
+            self.live_bytes,
+            self.sums_rules,
+        ]
     }
 }
 
@@ -204,11 +213,18 @@ impl Index {
             txn.open_table(DIRS).map_err(db_err)?;
             txn.open_table(PEERS).map_err(db_err)?;
             let mut t = txn.open_table(META).map_err(db_err)?;
-            let mut values = [0u64; 5];
+            let mut values = [0u64; 6];
             for (v, key) in values.iter_mut().zip(META_KEYS) {
                 *v = t.get(key).map_err(db_err)?.map_or(0, |g| g.value());
             }
-            [meta.identity, meta.next_seq, meta.entries, meta.live_files, meta.live_bytes] = values;
+            [
+                meta.identity,
+                meta.next_seq,
+                meta.entries,
+                meta.live_files,
+                meta.live_bytes,
+                meta.sums_rules,
+            ] = values;
             let clean = t.get(CLEAN).map_err(db_err)?.is_some_and(|g| g.value() == 1);
             if meta.identity == 0 {
                 meta.next_seq = 1;
@@ -277,7 +293,7 @@ impl Index {
     }
 
     /// Changes not yet committed.
-    pub fn uncommitted(&self) -> usize {
+    fn uncommitted(&self) -> usize {
         self.pending.len() + self.pending_marks.len() + usize::from(self.dirs_reset)
     }
 
@@ -596,10 +612,18 @@ impl Index {
         Some(children)
     }
 
-    /// Leave what `rules` ignore out of the digest sums: the sums are
-    /// computed again, in one pass over the index.
+    /// Leave what `rules` ignore out of the digest sums: unless the sums
+    /// were made under these rules (a restart), they are computed again,
+    /// in one pass over the index.
     pub fn set_ignore(&mut self, rules: IgnoreRules) {
+        let key = rules
+            .source()
+            .map_or(0, |h| u64::from_le_bytes(h.0[..8].try_into().unwrap_or_default()).max(1));
         self.ignore = rules;
+        if key == self.meta.sums_rules {
+            return;
+        }
+        self.meta.sums_rules = key;
         let mut sums: BTreeMap<String, DirSum> = BTreeMap::new();
         for e in self.iter() {
             if self.counts(&e) {
