@@ -1,7 +1,7 @@
 //! Local changes: a look at the disk (`Scan`) compared with the index,
 //! and the mass-delete guard.
 
-use super::{safety, Command, Engine, Observed, Scan};
+use super::{safety, Command, Engine, Extent, Observed, Scan};
 use crate::wire::version::Vector;
 use crate::wire::{Entry, Hash, Kind, RelPath};
 use tracing::{debug, error, info};
@@ -20,9 +20,11 @@ impl Engine {
             now,
             Scan {
                 roots: roots.to_vec(),
+                shallow: vec![],
                 found,
                 failed: vec![],
                 dir: super::DirState::Present,
+                extent: Extent::Paths,
             },
         );
     }
@@ -41,7 +43,14 @@ impl Engine {
     /// its marker kept (`rm -rf DIR/*`) is a user's deletion, and travels.
     pub fn handle_scan(&mut self, now: i128, scan: Scan) {
         self.clock = self.clock.max(now);
-        let Scan { roots, found, failed, dir } = scan;
+        let Scan {
+            roots,
+            shallow,
+            found,
+            failed,
+            dir,
+            extent,
+        } = scan;
         if let Some(reason) = safety::dir_gone(&dir) {
             if self.suspended.is_none() {
                 error!(%reason, "not syncing, so that no deletion of everything reaches the peers: is the disk unmounted? Syncing resumes by itself once the directory and its .dirsync folder are back (mkdir DIR/.dirsync if DIR is right)");
@@ -57,7 +66,13 @@ impl Engine {
         for root in roots.iter().flatten() {
             self.vacated(root);
         }
-        let unknown = std::mem::take(&mut self.unknown_history) && roots.iter().any(Option::is_none);
+        // The first look at the whole tree after the index was lost: what
+        // it finds has an unknown history (all of its parts do).
+        let whole = roots.iter().any(Option::is_none) || matches!(extent, Extent::TreePart { .. });
+        let unknown = self.unknown_history && whole;
+        if extent != (Extent::TreePart { last: false }) {
+            self.unknown_history = false;
+        }
         // A sorted list, not a map: a first scan holds every path of the
         // tree, and a map's copy of each path and its nodes cost as much
         // again.
@@ -87,8 +102,14 @@ impl Engine {
             }
             changes.push(e);
         }
+        // Under a root every path is in `found` or gone; in a shallow
+        // folder, every child (and a gone child's subtree with it).
+        let below_gone_children = shallow
+            .iter()
+            .flat_map(|d| self.index.child_paths(d.as_ref()).into_iter().filter(|c| !seen(c)).map(Some));
+        let gone_roots: Vec<Option<RelPath>> = roots.iter().cloned().chain(below_gone_children).collect();
         let mut gone = Vec::new();
-        for root in &roots {
+        for root in &gone_roots {
             for e in self.index.under(root.as_ref()) {
                 let unknown = failed.iter().any(|f| e.path.is_within(f));
                 if !e.deleted && !seen(&e.path) && !unknown && !self.ignored(&e.path, e.kind) {

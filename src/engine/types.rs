@@ -32,15 +32,29 @@ pub enum DirState {
 }
 
 /// One look at the disk: what was found under `roots` (`None`: the whole
-/// tree), the paths that could not be observed (a file being written, an
-/// unreadable folder: their subtrees are unknown, not gone), and the state
-/// of DIR itself.
+/// tree) and directly in the folders `shallow` (their subfolders' contents
+/// are looked at in other scans), the paths that could not be observed (a
+/// file being written, an unreadable folder: their subtrees are unknown,
+/// not gone), and the state of DIR itself.
 #[derive(Debug, Clone)]
 pub struct Scan {
     pub roots: Vec<Option<RelPath>>,
+    pub shallow: Vec<Option<RelPath>>,
     pub found: Vec<Observed>,
     pub failed: Vec<RelPath>,
     pub dir: DirState,
+    pub extent: Extent,
+}
+
+/// How much of the tree a scan is part of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Extent {
+    /// Some paths (a watcher event, a retry), or the whole tree at once
+    /// (a root of `None`).
+    Paths,
+    /// A part of a look at the whole tree, taken folder by folder so that
+    /// it never holds the whole tree in memory; `last` on the last part.
+    TreePart { last: bool },
 }
 
 /// A change to make on this node's disk because a peer's version won.

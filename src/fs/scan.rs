@@ -41,6 +41,77 @@ pub struct ScanResult {
     pub root_failed: bool,
 }
 
+/// A look at the whole tree, folder by folder, so that what it holds in
+/// memory is bounded by a part, not by the tree: a million paths used to
+/// be one scan of 326 MiB.
+pub struct TreeWalk {
+    /// Folders still to read (`None`: the root).
+    folders: Vec<(PathBuf, Option<RelPath>)>,
+}
+
+/// One part of a `TreeWalk`: whole folders, each with its direct children
+/// looked at (a subfolder's own contents come in a later part).
+#[derive(Debug, Default)]
+pub struct TreePart {
+    pub folders: Vec<Option<RelPath>>,
+    pub found: Vec<Observed>,
+    /// Paths that could not be observed (unknown, not gone).
+    pub failed: Vec<RelPath>,
+    /// DIR itself could not be read: nothing is known.
+    pub root_failed: bool,
+    /// Nothing is left to look at.
+    pub last: bool,
+}
+
+impl TreeWalk {
+    /// The next part: whole folders, until `size` paths were found.
+    pub fn next_part(&mut self, store: &Store, size: usize, known: &dyn Fn(&RelPath) -> Option<Entry>) -> TreePart {
+        let mut part = TreePart::default();
+        while let Some((dir, rel_dir)) = self.folders.pop() {
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                // Gone meanwhile: the next look at its parent tells.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    warn!(dir = %dir.display(), error = %e, "cannot read directory; what it holds is left as it was");
+                    match rel_dir {
+                        Some(r) => part.failed.push(r),
+                        None => {
+                            part.root_failed = true;
+                            self.folders.clear();
+                        }
+                    }
+                    continue;
+                }
+            };
+            for de in entries.flatten() {
+                let full = de.path();
+                match store.look_at(&full, known) {
+                    Some((rel, Ok(Some(mut o)))) => {
+                        if o.kind == Kind::Dir {
+                            o.occupied = fs::read_dir(&full).is_ok_and(|mut d| d.next().is_some());
+                            self.folders.push((full, Some(rel)));
+                        }
+                        part.found.push(o);
+                    }
+                    Some((_, Ok(None))) | None => {}
+                    Some((_, Err(StoreError::Io { source, .. }))) if source.kind() == io::ErrorKind::NotFound => {}
+                    Some((rel, Err(e))) => {
+                        debug!(path = %rel, error = %e, "not scanned; trying again later");
+                        part.failed.push(rel);
+                    }
+                }
+            }
+            part.folders.push(rel_dir);
+            if part.found.len() >= size {
+                break;
+            }
+        }
+        part.last = self.folders.is_empty();
+        part
+    }
+}
+
 /// A scan in progress.
 #[derive(Default)]
 struct Walk {
@@ -170,26 +241,41 @@ impl Store {
                     o.occupied = true;
                 }
                 let full = de.path();
-                if self.skip(&full) {
-                    continue;
+                if let Some((rel, observed)) = self.look_at(&full, known) {
+                    walk.add(rel, full, observed);
                 }
-                let rel = match RelPath::from_fs(&self.root, &full) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        warn!(path = %full.display(), error = %e, "not synced: unsupported name");
-                        continue;
-                    }
-                };
-                let observed = fs::symlink_metadata(&full)
-                    .map_err(io_err(&full))
-                    .and_then(|meta| self.observe_meta(&rel, &full, &meta, known(&rel).as_ref()));
-                walk.add(rel, full, observed);
             }
         }
         ScanResult {
             found: walk.found,
             failed: walk.failed,
             root_failed: false,
+        }
+    }
+
+    /// What is at `full`, a path found in a folder: `None` for what is
+    /// never synced (dirsync's own, names that are not paths).
+    fn look_at(&self, full: &Path, known: &dyn Fn(&RelPath) -> Option<Entry>) -> Option<(RelPath, Result<Option<Observed>, StoreError>)> {
+        if self.skip(full) {
+            return None;
+        }
+        let rel = match RelPath::from_fs(&self.root, full) {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(path = %full.display(), error = %e, "not synced: unsupported name");
+                return None;
+            }
+        };
+        let observed = fs::symlink_metadata(full)
+            .map_err(io_err(full))
+            .and_then(|meta| self.observe_meta(&rel, full, &meta, known(&rel).as_ref()));
+        Some((rel, observed))
+    }
+
+    /// A look at the whole tree in parts (`TreeWalk::next_part`).
+    pub fn walk_tree(&self) -> TreeWalk {
+        TreeWalk {
+            folders: vec![(self.root.clone(), None)],
         }
     }
 
@@ -253,6 +339,47 @@ mod tests {
         assert!(root.join("a").join(&theirs).exists());
         assert!(root.join("a/.dirsync-tmp-notes.txt").exists());
         assert!(root.join(".dirsync/index").exists());
+    }
+
+    /// The whole tree, folder by folder: every folder in exactly one part,
+    /// the parts together what one scan finds, each part bounded (a part
+    /// closes once it holds `size` paths).
+    #[test]
+    fn a_walk_in_parts_sees_what_one_scan_sees_folder_by_folder() {
+        let (dir, store) = setup();
+        for d in 0..5 {
+            for f in 0..4 {
+                fs::create_dir_all(dir.path().join(format!("d{d}/s"))).unwrap();
+                fs::write(dir.path().join(format!("d{d}/f{f}")), b"x").unwrap();
+            }
+        }
+        fs::write(dir.path().join("d2/s/deep"), b"y").unwrap();
+        let mut whole: Vec<Observed> = store.scan_checked(None, &|_| None).found;
+        let mut walk = store.walk_tree();
+        let (mut found, mut folders, mut parts) = (Vec::new(), Vec::new(), 0);
+        loop {
+            let part = walk.next_part(&store, 3, &|_| None);
+            assert!(part.found.len() < 3 + 6, "one folder's worth past the size at most");
+            parts += 1;
+            found.extend(part.found);
+            folders.extend(part.folders);
+            if part.last {
+                break;
+            }
+        }
+        let by_path = |a: &Observed, b: &Observed| a.path.cmp(&b.path);
+        whole.sort_by(by_path);
+        found.sort_by(by_path);
+        assert_eq!(found, whole);
+        folders.sort();
+        let mut expected = vec![None];
+        for d in 0..5 {
+            expected.push(Some(rel(&format!("d{d}"))));
+            expected.push(Some(rel(&format!("d{d}/s"))));
+        }
+        expected.sort();
+        assert_eq!(folders, expected);
+        assert!(parts > 3);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 
 use super::{Counters, Node};
 use crate::engine::ignore::IGNORE_FILE;
-use crate::engine::{Action, ActionError, DirState, Scan};
+use crate::engine::{Action, ActionError, DirState, Extent, Scan};
 use crate::fs::scan::ScanResult;
 use crate::fs::state::load_ignore_rules;
 use crate::fs::watcher::LocalEvent;
@@ -58,32 +58,68 @@ impl<N: Net> Node<N> {
     /// Look at the disk again where `ev` says, and tell the engine.
     pub(super) fn rescan(&mut self, ev: LocalEvent) {
         let (roots, result) = match ev {
+            LocalEvent::Changed(roots) if roots.iter().any(Option::is_none) => return self.rescan_tree(),
             LocalEvent::Changed(roots) => self.scan_roots(roots),
             LocalEvent::Renamed { from, to } => self.scan_rename(from, to),
         };
-        let dir = match self.store.dir_state() {
-            DirState::Present if result.root_failed => DirState::Missing("cannot read it".into()),
-            d => d,
-        };
-        // A file still being written (or unreadable) keeps its old entry and
-        // is looked at again on the next tick.
-        self.retry.extend(result.failed.iter().cloned());
         let scan = Scan {
             roots,
+            shallow: Vec::new(),
+            dir: self.dir_state(result.root_failed),
             found: result.found,
             failed: result.failed,
-            dir,
+            extent: Extent::Paths,
         };
+        self.look(scan);
+    }
+
+    /// Look at the whole tree, folder by folder, in parts of about
+    /// `TREE_PART` paths: what a look holds in memory is bounded by a part,
+    /// not by the tree.
+    fn rescan_tree(&mut self) {
+        const TREE_PART: usize = 10_000;
+        let mut walk = self.store.walk_tree();
+        let mut seen = 0;
+        loop {
+            let index = self.engine.index();
+            let part = walk.next_part(&self.store, TREE_PART, &|p| index.get(p));
+            seen += part.found.len() as u64;
+            let last = part.last || part.root_failed;
+            let scan = Scan {
+                roots: Vec::new(),
+                shallow: part.folders,
+                dir: self.dir_state(part.root_failed),
+                found: part.found,
+                failed: part.failed,
+                extent: Extent::TreePart { last },
+            };
+            self.look(scan);
+            if last {
+                break;
+            }
+        }
+        self.large_scan |= seen >= super::LARGE_BATCH;
+    }
+
+    fn dir_state(&self, root_failed: bool) -> DirState {
+        match self.store.dir_state() {
+            DirState::Present if root_failed => DirState::Missing("cannot read it".into()),
+            d => d,
+        }
+    }
+
+    /// Tell the engine what a scan saw.
+    fn look(&mut self, scan: Scan) {
+        // A file still being written (or unreadable) keeps its old entry and
+        // is looked at again on the next tick.
+        self.retry.extend(scan.failed.iter().cloned());
         self.engine.handle_scan(self.now_ns(), scan);
         let hashed = self.store.files_hashed();
         self.cfg.counters.files_hashed.store(hashed, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Scan each of `roots` (`None`: the whole tree, which covers all).
+    /// Scan each of `roots`.
     fn scan_roots(&self, mut roots: Vec<Option<RelPath>>) -> (Vec<Option<RelPath>>, ScanResult) {
-        if roots.iter().any(Option::is_none) {
-            roots = vec![None];
-        }
         roots.sort();
         roots.dedup();
         let index = self.engine.index();

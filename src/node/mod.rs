@@ -45,6 +45,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tracing::{debug, info, warn};
 
+/// Changes, or paths a scan looked at, after which freed memory is given
+/// back to the system.
+const LARGE_BATCH: u64 = 20_000;
 /// How often the index's changes are committed (see `Index::commit`).
 const SAVE_INTERVAL: Duration = Duration::from_secs(2);
 /// How often the trash is pruned of what is older than `--trash-days`.
@@ -148,6 +151,8 @@ struct Node<N: Net> {
     last_save: SystemTime,
     /// The index's sequence number when freed memory was last given back.
     trimmed_at: u64,
+    /// A scan looked at `LARGE_BATCH` paths or more since then.
+    large_scan: bool,
     last_rescan: SystemTime,
     last_prune: SystemTime,
     trash: Trash,
@@ -300,6 +305,7 @@ impl<N: Net> Node<N> {
             receiving: Receiving::new(cfg.counters.clone()),
             last_save: now,
             trimmed_at: 0,
+            large_scan: false,
             last_rescan: now,
             last_prune: now,
             trash,
@@ -470,16 +476,16 @@ impl<N: Net> Node<N> {
         self.engine.handle_tick(self.now_ns());
     }
 
-    /// After a large batch of changes (an initial sync, a first scan),
-    /// give the heap it freed back to the system: glibc keeps freed memory
-    /// for reuse, and a node that took a million paths would stay at its
-    /// peak size for good.
+    /// After a large batch of work (an initial sync, a scan of a large
+    /// tree), give the heap it freed back to the system: glibc keeps freed
+    /// memory for reuse, and a node that took or looked at a million paths
+    /// would stay at its peak size for good.
     fn release_free_memory(&mut self) {
-        const AFTER_CHANGES: u64 = 20_000;
         let seq = self.engine.index().seq();
-        if seq.saturating_sub(self.trimmed_at) < AFTER_CHANGES {
+        if seq.saturating_sub(self.trimmed_at) < LARGE_BATCH && !self.large_scan {
             return;
         }
+        self.large_scan = false;
         self.trimmed_at = seq;
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
         // SAFETY: malloc_trim only returns free pages of the heap to the

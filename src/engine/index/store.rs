@@ -562,43 +562,70 @@ impl Index {
         self.dir_sum(dir)
     }
 
-    /// The direct children of folder `dir` (`None`: the root) with the
-    /// digest of each: its own entry's leaf plus everything below it, over
-    /// the paths these rules do not ignore. `None` when there are more
-    /// than `limit`. Each child's subtree is skipped, not walked: the cost
-    /// is a lookup per child, whatever lies below.
-    pub fn children(&self, dir: Option<&RelPath>, limit: usize) -> Option<Vec<(String, Hash)>> {
+    /// The names of the direct children of folder `dir` (`None`: the
+    /// root) that the index holds something at or below, in name order;
+    /// `None` when there are more than `limit`. Each child's subtree is
+    /// skipped with a new look past it, never walked.
+    fn child_names(&self, dir: Option<&RelPath>, limit: usize) -> Option<Vec<String>> {
         let prefix = dir.map_or(String::new(), |d| format!("{d}/"));
-        let hi = match dir {
-            Some(d) => Bound::Excluded(d.below_bounds().1),
-            None => Bound::Unbounded,
-        };
-        let mut lo = match dir {
-            Some(d) => Bound::Included(d.below_bounds().0),
-            None => Bound::Unbounded,
+        let (mut lo, hi) = match dir {
+            Some(d) => {
+                let (lo, hi) = d.below_bounds();
+                (Bound::Included(lo), Bound::Excluded(hi))
+            }
+            None => (Bound::Unbounded, Bound::Unbounded),
         };
         let mut names: Vec<String> = Vec::new();
-        while let Some(e) = self.range(lo.clone(), hi.clone()).next() {
-            let rest = &e.path.as_str()[prefix.len()..];
-            let (name, deeper) = match rest.split_once('/') {
-                Some((name, _)) => (name, true),
-                None => (rest, false),
-            };
-            // Past a child's subtree (below "name0"), or past the child
-            // itself ("name.txt" may come between "name" and "name/").
-            lo = match RelPath::new(format!("{prefix}{name}")) {
-                Ok(child) if deeper => Bound::Included(child.below_bounds().1),
-                _ => Bound::Excluded(e.path.clone()),
-            };
-            if !names.iter().any(|n| n == name) {
-                if names.len() == limit {
-                    return None;
+        'look: loop {
+            for e in self.range(lo.clone(), hi.clone()) {
+                let rest = &e.path.as_str()[prefix.len()..];
+                let (name, deeper) = match rest.split_once('/') {
+                    Some((name, _)) => (name, true),
+                    None => (rest, false),
+                };
+                // Only names that sort between "name" and "name/" (so
+                // start with it) can come between a child and its subtree.
+                let known = deeper && names.iter().rev().take_while(|n| n.starts_with(name)).any(|n| n == name);
+                if !known {
+                    if names.len() == limit {
+                        return None;
+                    }
+                    names.push(name.to_string());
                 }
-                names.push(name.to_string());
+                if deeper {
+                    // Past the child's subtree: everything below sorts
+                    // before "name0".
+                    if let Ok(child) = RelPath::new(format!("{prefix}{name}")) {
+                        lo = Bound::Included(child.below_bounds().1);
+                        continue 'look;
+                    }
+                }
             }
+            break;
         }
         names.sort();
-        let children = names
+        Some(names)
+    }
+
+    /// The direct children of folder `dir` (`None`: the root): every path
+    /// the index holds something at or below.
+    pub fn child_paths(&self, dir: Option<&RelPath>) -> Vec<RelPath> {
+        let prefix = dir.map_or(String::new(), |d| format!("{d}/"));
+        let names = self.child_names(dir, usize::MAX).unwrap_or_default();
+        names
+            .into_iter()
+            .filter_map(|n| RelPath::new(format!("{prefix}{n}")).ok())
+            .collect()
+    }
+
+    /// The direct children of folder `dir` (`None`: the root) with the
+    /// digest of each: its own entry's leaf plus everything below it, over
+    /// the paths these rules do not ignore (a child with nothing counted is
+    /// left out). `None` when there are more than `limit`.
+    pub fn children(&self, dir: Option<&RelPath>, limit: usize) -> Option<Vec<(String, Hash)>> {
+        let prefix = dir.map_or(String::new(), |d| format!("{d}/"));
+        let children = self
+            .child_names(dir, limit)?
             .into_iter()
             .filter_map(|name| {
                 let path = RelPath::new(format!("{prefix}{name}")).ok()?;

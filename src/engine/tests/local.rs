@@ -56,6 +56,8 @@ fn a_path_that_could_not_be_observed_is_not_deleted() {
         100,
         Scan {
             roots: vec![None],
+            shallow: vec![],
+            extent: Extent::Paths,
             found: vec![],
             failed: vec![p("growing.log"), p("locked")],
             dir: DirState::Present,
@@ -69,6 +71,8 @@ fn a_path_that_could_not_be_observed_is_not_deleted() {
         200,
         Scan {
             roots: vec![Some(p("growing.log"))],
+            shallow: vec![],
+            extent: Extent::Paths,
             found: vec![observed(&done)],
             failed: vec![],
             dir: DirState::Present,
@@ -82,6 +86,8 @@ fn a_missing_directory_or_marker_stops_syncing_instead_of_deleting_everything() 
     let files = [file("a", 10, b"a"), file("d/b", 10, b"b"), dir("d", 10)];
     let scan = |dir: DirState, found: Vec<Observed>| Scan {
         roots: vec![None],
+        shallow: vec![],
+        extent: Extent::Paths,
         found,
         failed: vec![],
         dir,
@@ -134,6 +140,8 @@ fn an_emptied_directory_that_keeps_its_marker_deletes_everything() {
         100,
         Scan {
             roots: vec![None],
+            shallow: vec![],
+            extent: Extent::Paths,
             found: vec![],
             failed: vec![],
             dir: DirState::Present,
@@ -186,4 +194,64 @@ fn a_chmod_alone_is_a_change_and_travels_without_a_transfer() {
             }
         }]
     );
+}
+
+/// A look at the whole tree comes folder by folder (`Scan::shallow`): a
+/// folder's children not found are gone, with all below them, and what
+/// lies below a child that is there waits for that child's own part.
+#[test]
+fn a_shallow_look_at_a_folder_deletes_its_missing_children_and_their_subtrees_only() {
+    let kept = [
+        dir("d", 1),
+        file("d/a", 1, b"a"),
+        dir("d/sub", 1),
+        file("d/sub/x", 1, b"x"),
+        file("e", 1, b"e"),
+    ];
+    let gone = [file("d/b", 1, b"b"), dir("d/old", 1), file("d/old/y", 1, b"y")];
+    let mut e = engine_with(&[&kept[..], &gone[..]].concat());
+    let shallow = |e: &mut Engine, found: Vec<Observed>, last| {
+        e.handle_scan(
+            100,
+            Scan {
+                roots: vec![],
+                shallow: vec![Some(p("d"))],
+                extent: Extent::TreePart { last },
+                found,
+                failed: vec![],
+                dir: DirState::Present,
+            },
+        );
+    };
+    shallow(&mut e, vec![observed(&kept[1]), observed(&kept[2])], false);
+    let deleted: Vec<String> = e.index().iter().filter(|x| x.deleted).map(|x| x.path.to_string()).collect();
+    assert_eq!(deleted, ["d/b", "d/old", "d/old/y"]);
+    assert!(e.index().live(&p("d/sub/x")).is_some() && e.index().live(&p("e")).is_some());
+}
+
+/// After a lost index, every part of the first look at the whole tree
+/// finds an unknown history; a look after it knows its history again.
+#[test]
+fn every_part_of_the_first_whole_look_has_an_unknown_history() {
+    let mut e = Engine::new(ME, Index::default()).with_unknown_history();
+    let part = |e: &mut Engine, folder: Option<RelPath>, found: Vec<Observed>, last| {
+        e.handle_scan(
+            100,
+            Scan {
+                roots: vec![],
+                shallow: vec![folder],
+                extent: Extent::TreePart { last },
+                found,
+                failed: vec![],
+                dir: DirState::Present,
+            },
+        );
+    };
+    let (a, d, b, c) = (file("a", 1, b"a"), dir("d", 1), file("d/b", 1, b"b"), file("c", 1, b"c"));
+    part(&mut e, None, vec![observed(&a), observed(&d)], false);
+    part(&mut e, Some(p("d")), vec![observed(&b)], true);
+    e.handle_local(200, &[Some(p("c"))], vec![observed(&c)]);
+    let vector = |path: &str| e.index().get(&p(path)).unwrap().vector;
+    assert!(vector("a").is_empty() && vector("d/b").is_empty(), "unknown histories");
+    assert!(!vector("c").is_empty(), "known after the whole look");
 }
