@@ -84,16 +84,24 @@ impl Engine {
         found.dedup_by(|later, earlier| later.path == earlier.path);
         let seen = |path: &RelPath| found.binary_search_by(|o| o.path.cmp(path)).is_ok();
         let mut changes = Vec::new();
+        // The inode and change time each new version was seen with.
+        let mut stats = Vec::new();
         for o in &found {
-            let old = self.index.get(&o.path);
+            let (old, stat) = self.index.known(&o.path).unzip();
             let unchanged = old.as_ref().is_some_and(|e| {
                 !e.deleted
                     && e.kind == o.kind
                     && (o.kind == Kind::Dir || (e.size == o.size && e.mtime == o.mtime && e.hash == o.hash && e.exec == o.exec))
             });
             if unchanged {
+                // Received since the last look, or the same content at a
+                // new inode: what the next look compares with.
+                if stat.flatten() != o.stat {
+                    self.index.set_stat(&o.path, o.stat);
+                }
                 continue;
             }
+            stats.push(o.stat);
             let mtime = if o.kind == Kind::Dir { now } else { o.mtime };
             let mut e = self.local_version(old.as_ref(), o.path.clone(), o.kind, false, o.size, mtime, o.hash);
             e.exec = o.exec;
@@ -120,16 +128,17 @@ impl Engine {
         for e in gone {
             let t = self.local_version(Some(&e), e.path.clone(), e.kind, true, 0, now, Hash::ZERO);
             changes.push(t);
+            stats.push(None);
         }
         if changes.is_empty() {
             return;
         }
-        for e in &changes {
+        for (e, stat) in changes.iter().zip(stats) {
             debug!(path = %e.path, deleted = e.deleted, kind = ?e.kind, "local change");
             if !e.deleted && self.index.live(&e.path).is_none() && self.young.len() < MAX_YOUNG {
                 self.young.insert(e.path.clone(), now);
             }
-            self.index.insert(e.clone());
+            self.index.insert_seen(e.clone(), stat);
             // A local change may settle a version we were waiting for.
             self.settle(e);
         }

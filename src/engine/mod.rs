@@ -37,7 +37,7 @@ mod types;
 mod tests;
 
 pub use repair::RetryReport;
-pub use types::{Action, ActionError, Command, DirState, Extent, Observed, Receive, Scan, Transfer};
+pub use types::{Action, ActionError, Command, DirState, Extent, Known, Observed, Receive, Scan, Stat, Transfer};
 
 use crate::wire::{Entry, Hash, Kind, Message, NodeId, RelPath, MAX_ENTRIES};
 use ignore::{IgnoreRules, IGNORE_FILE};

@@ -19,7 +19,24 @@ pub struct Observed {
     pub occupied: bool,
     /// A file with an execute bit set.
     pub exec: bool,
+    /// Its inode and change time, for a file (`None` for a folder).
+    pub stat: Option<Stat>,
 }
+
+/// A file's inode number and change time (ns). The change time moves with
+/// every write and every metadata change, and cannot be set back: a file
+/// rewritten behind dirsync's back with its size and mtime restored still
+/// shows a new one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stat {
+    pub ino: u64,
+    pub ctime: i128,
+}
+
+/// What the index knows of a path, for a scan: its entry, and the file's
+/// `Stat` when this node last looked at it (`None`: never, e.g. a file
+/// received since).
+pub type Known = (Entry, Option<Stat>);
 
 /// What a scan saw of DIR itself, for the mass-delete guard.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,10 +7,11 @@
 //! Must not: change anything on disk.
 
 use super::store::{io_err, is_exec, mtime_ns, Store, StoreError};
-use crate::engine::{DirState, Observed};
-use crate::wire::{Entry, Hash, Kind, RelPath, STATE_DIR_NAME};
+use crate::engine::{DirState, Known, Observed, Stat};
+use crate::wire::{Hash, Kind, RelPath, STATE_DIR_NAME};
 use std::fs::{self, File, Metadata};
 use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use tracing::{debug, warn};
 
@@ -30,6 +31,9 @@ pub fn hash_file(path: &Path) -> io::Result<(Hash, u64)> {
     }
     Ok((hasher.finalize().into(), len))
 }
+
+/// What the index knows of a path (see `Known`), for a scan.
+pub type Lookup<'a> = &'a dyn Fn(&RelPath) -> Option<Known>;
 
 /// What `Store::scan_checked` saw.
 #[derive(Debug, Default)]
@@ -65,7 +69,7 @@ pub struct TreePart {
 
 impl TreeWalk {
     /// The next part: whole folders, until `size` paths were found.
-    pub fn next_part(&mut self, store: &Store, size: usize, known: &dyn Fn(&RelPath) -> Option<Entry>) -> TreePart {
+    pub fn next_part(&mut self, store: &Store, size: usize, known: Lookup<'_>) -> TreePart {
         let mut part = TreePart::default();
         while let Some((dir, rel_dir)) = self.folders.pop() {
             let entries = match fs::read_dir(&dir) {
@@ -146,7 +150,7 @@ impl Walk {
 impl Store {
     /// What is at `rel` now, hashing only when size or mtime differ from
     /// `known` (the index entry, or for a rename the source's entry).
-    pub fn observe(&self, rel: &RelPath, known: Option<&Entry>) -> Result<Option<Observed>, StoreError> {
+    pub fn observe(&self, rel: &RelPath, known: Option<&Known>) -> Result<Option<Observed>, StoreError> {
         let full = self.full_path(rel)?;
         let meta = match fs::symlink_metadata(&full) {
             Ok(m) => m,
@@ -156,7 +160,7 @@ impl Store {
         self.observe_meta(rel, &full, &meta, known)
     }
 
-    fn observe_meta(&self, rel: &RelPath, full: &Path, meta: &Metadata, known: Option<&Entry>) -> Result<Option<Observed>, StoreError> {
+    fn observe_meta(&self, rel: &RelPath, full: &Path, meta: &Metadata, known: Option<&Known>) -> Result<Option<Observed>, StoreError> {
         let ft = meta.file_type();
         if ft.is_dir() {
             return Ok(Some(Observed {
@@ -167,6 +171,7 @@ impl Store {
                 hash: Hash::ZERO,
                 occupied: false,
                 exec: false,
+                stat: None,
             }));
         }
         if !ft.is_file() {
@@ -175,8 +180,18 @@ impl Store {
         }
         let size = meta.len();
         let mtime = mtime_ns(meta);
+        let stat = Stat {
+            ino: meta.ino(),
+            ctime: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
+        };
+        // Unchanged when size and mtime match and, where this node looked
+        // at the file before, its inode and change time too.
         let hash = match known {
-            Some(k) if !k.deleted && k.kind == Kind::File && k.size == size && k.mtime == mtime => k.hash,
+            Some((k, seen))
+                if !k.deleted && k.kind == Kind::File && k.size == size && k.mtime == mtime && seen.is_none_or(|s| s == stat) =>
+            {
+                k.hash
+            }
             _ => {
                 self.files_hashed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let (hash, len) = hash_file(full).map_err(io_err(full))?;
@@ -195,6 +210,7 @@ impl Store {
             hash,
             occupied: false,
             exec: is_exec(meta),
+            stat: Some(stat),
         }))
     }
 
@@ -202,7 +218,7 @@ impl Store {
     /// gives the index entry for a path, to skip hashing unchanged files.
     /// Unreadable paths are logged and left out.
     #[cfg(test)]
-    pub fn scan(&self, root: Option<&RelPath>, known: &dyn Fn(&RelPath) -> Option<Entry>) -> Vec<Observed> {
+    pub fn scan(&self, root: Option<&RelPath>, known: Lookup<'_>) -> Vec<Observed> {
         self.scan_checked(root, known).found
     }
 
@@ -210,7 +226,7 @@ impl Store {
     /// whose size changed while it was hashed (still being written), an
     /// unreadable file or folder. Such a path (and for a folder, all below
     /// it) is unknown, not gone: it must not become a deletion.
-    pub fn scan_checked(&self, root: Option<&RelPath>, known: &dyn Fn(&RelPath) -> Option<Entry>) -> ScanResult {
+    pub fn scan_checked(&self, root: Option<&RelPath>, known: Lookup<'_>) -> ScanResult {
         let mut walk = Walk::default();
         match root {
             Some(r) => walk.add(r.clone(), r.to_fs(&self.root), self.observe(r, known(r).as_ref())),
@@ -255,7 +271,7 @@ impl Store {
 
     /// What is at `full`, a path found in a folder: `None` for what is
     /// never synced (dirsync's own, names that are not paths).
-    fn look_at(&self, full: &Path, known: &dyn Fn(&RelPath) -> Option<Entry>) -> Option<(RelPath, Result<Option<Observed>, StoreError>)> {
+    fn look_at(&self, full: &Path, known: Lookup<'_>) -> Option<(RelPath, Result<Option<Observed>, StoreError>)> {
         if self.skip(full) {
             return None;
         }
@@ -424,8 +440,17 @@ mod tests {
         let mut known = entry_for(&store, "f");
         known.hash = Hash::of(b"pretend");
         // Same size and mtime: the file is not read again.
-        assert_eq!(store.observe(&rel("f"), Some(&known)).unwrap().unwrap().hash, Hash::of(b"pretend"));
+        let seen = store.observe(&rel("f"), Some(&(known.clone(), None))).unwrap().unwrap();
+        assert_eq!(seen.hash, Hash::of(b"pretend"));
+        // The same inode and change time: not read again either.
+        let same = (known.clone(), seen.stat);
+        assert_eq!(store.observe(&rel("f"), Some(&same)).unwrap().unwrap().hash, Hash::of(b"pretend"));
         assert_eq!(store.observe(&rel("f"), None).unwrap().unwrap().hash, Hash::of(b"abc"));
+        // Rewritten with size and mtime put back: a new change time, read.
+        let mtime = fs::metadata(dir.path().join("f")).unwrap().modified().unwrap();
+        fs::write(dir.path().join("f"), b"xyz").unwrap();
+        filetime::set_file_mtime(dir.path().join("f"), filetime::FileTime::from_system_time(mtime)).unwrap();
+        assert_eq!(store.observe(&rel("f"), Some(&same)).unwrap().unwrap().hash, Hash::of(b"xyz"));
         assert_eq!(store.observe(&rel("missing"), None).unwrap(), None);
     }
 }

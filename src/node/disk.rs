@@ -8,12 +8,12 @@
 
 use super::{Counters, Node};
 use crate::engine::ignore::IGNORE_FILE;
-use crate::engine::{Action, ActionError, DirState, Extent, Scan};
+use crate::engine::{Action, ActionError, DirState, Extent, Known, Scan};
 use crate::fs::scan::ScanResult;
 use crate::fs::state::load_ignore_rules;
 use crate::fs::watcher::LocalEvent;
 use crate::transport::net::Net;
-use crate::wire::{Entry, NodeId, RelPath};
+use crate::wire::{NodeId, RelPath};
 use std::collections::BTreeSet;
 use tracing::{debug, info, warn};
 
@@ -82,7 +82,7 @@ impl<N: Net> Node<N> {
         let mut seen = 0;
         loop {
             let index = self.engine.index();
-            let part = walk.next_part(&self.store, TREE_PART, &|p| index.get(p));
+            let part = walk.next_part(&self.store, TREE_PART, &|p| index.known(p));
             seen += part.found.len() as u64;
             let last = part.last || part.root_failed;
             let scan = Scan {
@@ -125,7 +125,7 @@ impl<N: Net> Node<N> {
         let index = self.engine.index();
         let mut all = ScanResult::default();
         for root in &roots {
-            let r = self.store.scan_checked(root.as_ref(), &|p| index.get(p));
+            let r = self.store.scan_checked(root.as_ref(), &|p| index.known(p));
             all.found.extend(r.found);
             all.failed.extend(r.failed);
             all.root_failed |= r.root_failed;
@@ -137,14 +137,17 @@ impl<N: Net> Node<N> {
     /// the hash the index has under its old name is reused, not read again.
     fn scan_rename(&self, from: RelPath, to: RelPath) -> (Vec<Option<RelPath>>, ScanResult) {
         let index = self.engine.index();
-        let known = |p: &RelPath| -> Option<Entry> {
-            index.get(p).or_else(|| {
+        // A rename changes the file's change time: what it held under its
+        // old name is compared by size and mtime only.
+        let known = |p: &RelPath| -> Option<Known> {
+            index.known(p).or_else(|| {
                 let suffix = p.as_str().strip_prefix(to.as_str())?;
-                index.get(&RelPath::new(format!("{}{suffix}", from.as_str())).ok()?)
+                let old = index.get(&RelPath::new(format!("{}{suffix}", from.as_str())).ok()?)?;
+                Some((old, None))
             })
         };
         let mut r = self.store.scan_checked(Some(&to), &known);
-        let r2 = self.store.scan_checked(Some(&from), &|p| index.get(p));
+        let r2 = self.store.scan_checked(Some(&from), &|p| index.known(p));
         r.found.extend(r2.found);
         r.failed.extend(r2.failed);
         r.root_failed = false;

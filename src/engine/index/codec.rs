@@ -5,6 +5,7 @@
 //!
 //! Owns: the record layout and its version byte. Must not: decide anything.
 
+use crate::engine::Stat;
 use crate::wire::version::Vector;
 use crate::wire::{Entry, Hash, Kind, NodeId, RelPath};
 
@@ -16,13 +17,18 @@ const EXEC: u8 = 2;
 const FILE: u8 = 4;
 /// The content hash is stored (zero for folders and tombstones: left out).
 const HAS_HASH: u8 = 8;
+/// The file's `Stat` when this node last looked at it follows the vector.
+const HAS_STAT: u8 = 16;
 
-/// An entry as the index keeps it: the entry and the sequence number of
-/// the change that made it (see `Index::since`).
+/// An entry as the index keeps it: the entry, the sequence number of the
+/// change that made it (see `Index::since`), and for a file this node
+/// looked at, its inode and change time then (never sent: it is this
+/// disk's).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stored {
     pub entry: Entry,
     pub seq: u64,
+    pub stat: Option<Stat>,
 }
 
 pub fn encode(s: &Stored) -> Vec<u8> {
@@ -34,7 +40,8 @@ pub fn encode(s: &Stored) -> Vec<u8> {
     let flags = (if e.deleted { DELETED } else { 0 })
         | (if e.exec { EXEC } else { 0 })
         | (if e.kind == Kind::File { FILE } else { 0 })
-        | (if has_hash { HAS_HASH } else { 0 });
+        | (if has_hash { HAS_HASH } else { 0 })
+        | (if s.stat.is_some() { HAS_STAT } else { 0 });
     out.push(flags);
     out.extend_from_slice(&e.size.to_le_bytes());
     out.extend_from_slice(&e.mtime.to_le_bytes());
@@ -48,6 +55,10 @@ pub fn encode(s: &Stored) -> Vec<u8> {
     for (device, counter) in pairs {
         out.extend_from_slice(&device.0.to_le_bytes());
         out.extend_from_slice(&counter.to_le_bytes());
+    }
+    if let Some(stat) = s.stat {
+        out.extend_from_slice(&stat.ino.to_le_bytes());
+        out.extend_from_slice(&stat.ctime.to_le_bytes());
     }
     out
 }
@@ -67,13 +78,22 @@ pub fn decode(path: RelPath, bytes: &[u8]) -> Result<Stored, String> {
     let hash = if flags & HAS_HASH != 0 { Hash(r.take()?) } else { Hash::ZERO };
     let by = NodeId(u64::from_le_bytes(r.take()?));
     let n = u32::from_le_bytes(r.take()?) as usize;
-    if n > r.0.len() / 16 {
+    let stat_len = if flags & HAS_STAT != 0 { 24 } else { 0 };
+    if n > r.0.len().saturating_sub(stat_len) / 16 {
         return Err("truncated version vector".into());
     }
     let mut pairs = Vec::with_capacity(n);
     for _ in 0..n {
         pairs.push((NodeId(u64::from_le_bytes(r.take()?)), u64::from_le_bytes(r.take()?)));
     }
+    let stat = if flags & HAS_STAT != 0 {
+        Some(Stat {
+            ino: u64::from_le_bytes(r.take()?),
+            ctime: i128::from_le_bytes(r.take()?),
+        })
+    } else {
+        None
+    };
     if !r.0.is_empty() {
         return Err("trailing bytes".into());
     }
@@ -89,7 +109,7 @@ pub fn decode(path: RelPath, bytes: &[u8]) -> Result<Stored, String> {
         by,
         exec: flags & EXEC != 0,
     };
-    Ok(Stored { entry, seq })
+    Ok(Stored { entry, seq, stat })
 }
 
 struct Reader<'a>(&'a [u8]);
@@ -120,8 +140,9 @@ mod tests {
         f.vector = Vector::from_pairs([(NodeId(3), 9), (NodeId(1), 4)]);
         f.version = i128::MAX;
         f.mtime = i128::MIN;
-        for entry in [f, tomb("gone", 9)] {
-            let s = Stored { entry, seq: 42 };
+        let stat = Some(Stat { ino: 77, ctime: -5 });
+        for (entry, stat) in [(f.clone(), None), (f, stat), (tomb("gone", 9), None)] {
+            let s = Stored { entry, seq: 42, stat };
             let bytes = encode(&s);
             assert_eq!(decode(s.entry.path.clone(), &bytes), Ok(s.clone()));
             for cut in 0..bytes.len() {

@@ -26,6 +26,7 @@
 use super::codec::{decode, encode, Stored};
 use super::digest::DirSum;
 use crate::engine::ignore::IgnoreRules;
+use crate::engine::{Known, Stat};
 use crate::wire::{Entry, Hash, Kind, NodeId, RelPath};
 use redb::{Database, Durability, ReadOnlyTable, ReadableTable, TableDefinition};
 use std::collections::{BTreeMap, HashMap};
@@ -372,7 +373,33 @@ impl Index {
         }
     }
 
-    pub fn insert(&mut self, entry: Entry) {
+    /// What the index knows of `path`, for a scan: its entry and the
+    /// file's `Stat` when this node last looked at it.
+    pub fn known(&self, path: &RelPath) -> Option<Known> {
+        self.stored(path).map(|s| (s.entry, s.stat))
+    }
+
+    /// Record that the file at `path`, unchanged, now shows `stat` (a file
+    /// received since it was last looked at, or whose inode changed with
+    /// the same content): no new version, nothing to send.
+    pub fn set_stat(&mut self, path: &RelPath, stat: Option<Stat>) {
+        let Some(mut stored) = self.stored(path) else { return };
+        if stored.stat == stat {
+            return;
+        }
+        stored.stat = stat;
+        let was = match self.pending.get(path) {
+            Some(c) => c.was,
+            None => Some((stored.seq, live_file_hash(&stored.entry))),
+        };
+        self.pending.insert(path.clone(), Change { stored, was });
+        self.commit_if_full();
+    }
+
+    /// `entry` replaces what the index holds at its path; `stat` is the
+    /// file's when this node looked at it (`None`: it did not, e.g. a file
+    /// received, whose next look records it).
+    pub fn insert_seen(&mut self, entry: Entry, stat: Option<Stat>) {
         let old = self.stored(&entry.path);
         let seq = self.meta.next_seq;
         self.meta.next_seq += 1;
@@ -407,10 +434,20 @@ impl Index {
         self.pending.insert(
             path,
             Change {
-                stored: Stored { entry, seq },
+                stored: Stored { entry, seq, stat },
                 was,
             },
         );
+        self.commit_if_full();
+    }
+
+    /// `entry` replaces what the index holds at its path (a version this
+    /// node did not look at on its disk: see `insert_seen`).
+    pub fn insert(&mut self, entry: Entry) {
+        self.insert_seen(entry, None);
+    }
+
+    fn commit_if_full(&mut self) {
         if self.pending.len() >= COMMIT_AT && self.failure().is_none() {
             if let Err(e) = self.commit() {
                 self.fail(e);

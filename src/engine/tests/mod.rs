@@ -79,6 +79,7 @@ fn observed(e: &Entry) -> Observed {
         hash: e.hash,
         occupied: false,
         exec: e.exec,
+        stat: None,
     }
 }
 
