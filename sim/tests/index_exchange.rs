@@ -47,23 +47,41 @@ fn entries_received(c: &Cluster, host: usize) -> u64 {
     c.counters(host).values().index_entries_received
 }
 
-/// Node 1 is stopped cleanly (as SIGTERM stops it), misses k edits, and
-/// starts again: it is sent those k entries, where it used to be sent the
-/// whole index.
-fn restart_after_k_changes(seed: u64) -> Cluster {
+/// How node 1 misses node 0's changes for a while.
+#[derive(Clone, Copy, Debug)]
+enum Away {
+    /// Stopped cleanly (as SIGTERM stops it), then started again.
+    Stopped,
+    /// Cut off by a partition: the connection comes back, not the node.
+    CutOff,
+}
+
+/// Node 1 is away while k files are edited on node 0, and comes back: it
+/// is sent those k entries, where it used to be sent the whole index.
+fn back_after_k_changes(seed: u64, away: Away) -> Cluster {
     const FILES: usize = 120;
-    let mut c = settled_pair("restart_after_k_changes", seed, FILES);
+    let mut c = settled_pair(&format!("back_after_k_changes_{away:?}"), seed, FILES);
     let mut rng = Rng::new(seed ^ 0xe1);
-    c.stop(1);
+    match away {
+        Away::Stopped => c.stop(1),
+        Away::CutOff => c.isolate(1),
+    }
     let k = edit_some(&mut c, &mut rng, FILES);
-    c.run_for(secs(2));
+    // Cut off: long enough for both sides to see the connection dead.
+    c.run_for(secs(match away {
+        Away::Stopped => 2,
+        Away::CutOff => 45,
+    }));
     let before = entries_received(&c, 1);
-    c.restart(1);
+    match away {
+        Away::Stopped => c.restart(1),
+        Away::CutOff => c.heal(1),
+    }
     c.converge(secs(60));
     let sent = entries_received(&c, 1) - before;
-    c.note(format!("{k} edits missed, {sent} entries received on restart"));
+    c.note(format!("{k} edits missed, {sent} entries received on coming back"));
     if sent != k {
-        c.fail(&format!("{k} edits missed while stopped, but {sent} entries sent on restart"));
+        c.fail(&format!("{k} edits missed while {away:?}, but {sent} entries sent on coming back"));
     }
     c.assert_stays_converged(secs(10));
     c
@@ -72,40 +90,19 @@ fn restart_after_k_changes(seed: u64) -> Cluster {
 #[test]
 fn a_node_back_after_missing_k_changes_receives_k_entries() {
     for seed in seeds(FIXED, 14) {
-        restart_after_k_changes(seed);
+        back_after_k_changes(seed, Away::Stopped);
     }
-}
-
-/// The same across a partition: the connection comes back, not the node.
-fn reconnect_after_k_changes(seed: u64) -> Cluster {
-    const FILES: usize = 120;
-    let mut c = settled_pair("reconnect_after_k_changes", seed, FILES);
-    let mut rng = Rng::new(seed ^ 0xe2);
-    c.isolate(1);
-    let k = edit_some(&mut c, &mut rng, FILES);
-    // Long enough for both sides to see the connection dead.
-    c.run_for(secs(45));
-    let before = entries_received(&c, 1);
-    c.heal(1);
-    c.converge(secs(60));
-    let sent = entries_received(&c, 1) - before;
-    if sent != k {
-        c.fail(&format!("{k} edits missed while cut off, but {sent} entries sent on reconnect"));
-    }
-    c.assert_stays_converged(secs(10));
-    c
 }
 
 #[test]
 fn a_connection_back_after_missing_k_changes_receives_k_entries() {
     for seed in seeds(FIXED, 15) {
-        reconnect_after_k_changes(seed);
+        back_after_k_changes(seed, Away::CutOff);
     }
 }
 
-/// Node 1's state directory is wiped while it is stopped (and it crashes
-/// once more on the way back): a new index, so both sides exchange
-/// everything, and nothing is lost or brought back.
+/// Node 1's state directory is wiped while it is stopped: a new index, so
+/// both sides exchange everything, and nothing is lost or brought back.
 fn wiped_state(seed: u64) -> Cluster {
     const FILES: usize = 60;
     let mut c = settled_pair("wiped_state", seed, FILES);

@@ -357,7 +357,7 @@ impl Engine {
             self.act(peer, action);
             return;
         }
-        let copy_source = self.index.paths_with_hash(&e.hash).first().and_then(|p| self.index.live(p));
+        let copy_source = self.index.live_file_with_hash(&e.hash);
         if let Some(from) = copy_source {
             self.act(
                 peer,

@@ -28,26 +28,22 @@ pub const DIR_SUM_LEN: usize = 48;
 
 impl DirSum {
     pub fn add(&mut self, e: &Entry) {
-        let leaf = leaf(e);
-        for (s, l) in self.sum.iter_mut().zip(leaf) {
-            *s = s.wrapping_add(l);
-        }
-        if !e.deleted && e.kind == Kind::File {
-            // Wrapping, like the sum: a peer's sizes may add up to more
-            // than 64 bits, and removal must undo addition exactly.
-            self.files = self.files.wrapping_add(1);
-            self.bytes = self.bytes.wrapping_add(e.size);
-        }
+        self.change(e, u64::wrapping_add);
     }
 
     pub fn remove(&mut self, e: &Entry) {
-        let leaf = leaf(e);
-        for (s, l) in self.sum.iter_mut().zip(leaf) {
-            *s = s.wrapping_sub(l);
+        self.change(e, u64::wrapping_sub);
+    }
+
+    /// Wrapping, lane by lane and in the counts: a peer's sizes may add
+    /// up to more than 64 bits, and removal must undo addition exactly.
+    fn change(&mut self, e: &Entry, op: fn(u64, u64) -> u64) {
+        for (s, l) in self.sum.iter_mut().zip(leaf(e)) {
+            *s = op(*s, l);
         }
         if !e.deleted && e.kind == Kind::File {
-            self.files = self.files.wrapping_sub(1);
-            self.bytes = self.bytes.wrapping_sub(e.size);
+            self.files = op(self.files, 1);
+            self.bytes = op(self.bytes, e.size);
         }
     }
 

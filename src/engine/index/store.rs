@@ -29,7 +29,7 @@ use crate::engine::ignore::IgnoreRules;
 use crate::engine::{Known, Stat};
 use crate::wire::{Entry, Hash, Kind, NodeId, RelPath};
 use redb::{Database, Durability, ReadOnlyTable, ReadableTable, TableDefinition};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::OnceLock;
@@ -153,7 +153,7 @@ pub struct Index {
     pending_seqs: BTreeMap<u64, RelPath>,
     /// Live files added since the commit, by hash (entries they no longer
     /// hold are filtered out on lookup).
-    pending_hashes: HashMap<Hash, Vec<RelPath>>,
+    pending_hashes: HashMap<Hash, BTreeSet<RelPath>>,
     pending_dirs: BTreeMap<String, DirSum>,
     pending_marks: BTreeMap<NodeId, PeerMark>,
     /// The folder sums were recomputed (other ignore rules): the committed
@@ -424,10 +424,7 @@ impl Index {
         if let Some(h) = live_file_hash(&entry) {
             self.meta.live_files = self.meta.live_files.wrapping_add(1);
             self.meta.live_bytes = self.meta.live_bytes.wrapping_add(entry.size);
-            let paths = self.pending_hashes.entry(h).or_default();
-            if !paths.contains(&entry.path) {
-                paths.push(entry.path.clone());
-            }
+            self.pending_hashes.entry(h).or_default().insert(entry.path.clone());
         }
         self.pending_seqs.insert(seq, entry.path.clone());
         let path = entry.path.clone();
@@ -455,35 +452,44 @@ impl Index {
         }
     }
 
-    /// Live files holding content `hash`, in path order.
-    pub fn paths_with_hash(&self, hash: &Hash) -> Vec<RelPath> {
-        let mut paths: Vec<RelPath> = self.pending_hashes.get(hash).cloned().unwrap_or_default();
+    /// A live file holding content `hash`, if any (a source for a local
+    /// copy or rename): the first that still holds it of those changed
+    /// since the last commit, then of the committed ones in path order.
+    /// Lazy: ten thousand empty files share one hash.
+    pub fn live_file_with_hash(&self, hash: &Hash) -> Option<Entry> {
+        let holds = |p: &RelPath| self.live(p).filter(|e| e.kind == Kind::File && e.hash == *hash);
+        if let Some(e) = self.pending_hashes.get(hash).into_iter().flatten().find_map(holds) {
+            return Some(e);
+        }
         let lo: &[u8] = &hash.0;
-        match self.snapshot.hashes.range::<&[u8]>(lo..) {
-            Ok(range) => {
-                for item in range {
-                    let key = match item {
-                        Ok((k, _)) => k.value().to_vec(),
-                        Err(e) => {
-                            self.fail(e);
-                            break;
-                        }
-                    };
-                    if !key.starts_with(&hash.0) {
-                        break;
-                    }
-                    match std::str::from_utf8(&key[32..]).ok().and_then(|p| RelPath::new(p).ok()) {
-                        Some(p) => paths.push(p),
-                        None => self.fail("a damaged key in the hash table"),
+        let range = match self.snapshot.hashes.range::<&[u8]>(lo..) {
+            Ok(range) => range,
+            Err(e) => {
+                self.fail(e);
+                return None;
+            }
+        };
+        for item in range {
+            let key = match item {
+                Ok((k, _)) => k.value().to_vec(),
+                Err(e) => {
+                    self.fail(e);
+                    return None;
+                }
+            };
+            if !key.starts_with(&hash.0) {
+                return None;
+            }
+            match std::str::from_utf8(&key[32..]).ok().and_then(|p| RelPath::new(p).ok()) {
+                Some(p) => {
+                    if let Some(e) = holds(&p) {
+                        return Some(e);
                     }
                 }
+                None => self.fail("a damaged key in the hash table"),
             }
-            Err(e) => self.fail(e),
         }
-        paths.sort();
-        paths.dedup();
-        paths.retain(|p| self.live(p).is_some_and(|e| e.kind == Kind::File && e.hash == *hash));
-        paths
+        None
     }
 
     /// Every entry, in path order.

@@ -255,3 +255,27 @@ fn every_part_of_the_first_whole_look_has_an_unknown_history() {
     assert!(vector("a").is_empty() && vector("d/b").is_empty(), "unknown histories");
     assert!(!vector("c").is_empty(), "known after the whole look");
 }
+
+/// Found by the workload (faults, seed 7200021659): a folder replaced by a
+/// file while the node was down. The folder's part of a whole look never
+/// comes (it is no folder now), so its old contents must go with the look
+/// that finds the file.
+#[test]
+fn a_shallow_look_that_finds_a_file_where_a_folder_was_deletes_what_the_folder_held() {
+    let mut e = engine_with(&[dir("x", 1), file("x/y", 1, b"y"), dir("x/z", 1), file("x/z/w", 1, b"w")]);
+    let now_a_file = file("x", 5, b"a file now");
+    e.handle_scan(
+        100,
+        Scan {
+            roots: vec![],
+            shallow: vec![None],
+            extent: Extent::TreePart { last: true },
+            found: vec![observed(&now_a_file)],
+            failed: vec![],
+            dir: DirState::Present,
+        },
+    );
+    let deleted: Vec<String> = e.index().iter().filter(|x| x.deleted).map(|x| x.path.to_string()).collect();
+    assert_eq!(deleted, ["x/y", "x/z", "x/z/w"]);
+    assert_eq!(e.index().live(&p("x")).map(|x| x.kind), Some(Kind::File));
+}
