@@ -407,6 +407,42 @@ mod tests {
     use super::*;
     use crate::fs::testing::{entry_for, rel, setup};
 
+    /// Group commit: a batch of temp files made durable by one flush, each
+    /// with its mode and mtime; a file that fails is reported alone.
+    #[test]
+    fn a_batch_is_made_durable_at_once_and_a_failure_stays_its_own() {
+        let (dir, store) = setup();
+        let entry = |name: &str, t: i128| Entry {
+            mtime: t,
+            exec: t % 2 == 0,
+            ..crate::wire::testing::file(name, t, b"content")
+        };
+        let entries: Vec<Entry> = (1..=3).map(|i| entry(&format!("b/f{i}"), 1_600_000_000_000_000_000 + i)).collect();
+        let tmps: Vec<TempFile> = entries
+            .iter()
+            .map(|e| {
+                let mut t = store.create_temp(&e.path).unwrap();
+                t.write(b"content").unwrap();
+                t
+            })
+            .collect();
+        let results = TempFile::make_all_durable(tmps.iter().zip(&entries));
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        for ((tmp, e), _) in tmps.into_iter().zip(&entries).zip(&results) {
+            store.install(tmp, e, None).unwrap();
+            assert!(store.matches(&e.path, Some(e)).unwrap(), "{} has its mtime and mode", e.path);
+        }
+        // A failing disk fails each file of a batch.
+        let faults = crate::fs::temp::DiskFaults::default();
+        let store = store.with_faults(faults.clone());
+        let e = entry("b/g", 1_600_000_000_000_000_009);
+        let tmps: Vec<TempFile> = (0..2).map(|_| store.create_temp(&e.path).unwrap()).collect();
+        faults.set(Some(crate::fs::temp::DiskFault::Io));
+        let results = TempFile::make_all_durable(tmps.iter().map(|t| (t, &e)));
+        assert!(results.iter().all(Result::is_err), "{results:?}");
+        assert!(!dir.path().join("b/g").exists());
+    }
+
     #[test]
     fn commit_is_atomic_and_sets_mtime() {
         let (dir, store) = setup();

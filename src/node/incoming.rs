@@ -11,6 +11,7 @@ use super::{Counters, Event, Node};
 use crate::engine::{Receive, Transfer};
 use crate::fs::receive::{Incoming, Received};
 use crate::fs::store::Store;
+use crate::fs::temp::TempFile;
 use crate::transport::net::Net;
 use crate::wire::{ContentMode, Entry, NodeId};
 use std::collections::{BTreeMap, BTreeSet};
@@ -19,16 +20,32 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tracing::{debug, info};
 
-/// How many received files may be made durable at once off the event loop
-/// (each holds its temp file open meanwhile).
-const MAX_DURABLE_JOBS: usize = 32;
+/// Received files and whether each was made durable.
+pub(super) type DurableBatch = Vec<((NodeId, Received), Result<(), String>)>;
+
+fn durable_batch(batch: &[(NodeId, Received)]) -> Vec<Result<(), String>> {
+    TempFile::make_all_durable(batch.iter().map(|(_, r)| (&r.tmp, &r.entry)))
+        .into_iter()
+        .map(|r| r.map_err(|e| e.to_string()))
+        .collect()
+}
+
+/// How many received files may wait to be made durable while a batch is
+/// (each holds its temp file open meanwhile); past it the loop makes them
+/// durable itself, which holds the senders back.
+const MAX_WAITING_DURABLE: usize = 1024;
 
 /// The files on their way in.
 pub(super) struct Receiving {
     /// The file each peer is streaming now.
     streaming: BTreeMap<NodeId, Incoming>,
-    /// Temp files of received files being made durable off the loop.
+    /// Temp files of received files being made durable off the loop, or
+    /// waiting for that.
     durable: BTreeSet<PathBuf>,
+    /// Received files waiting for the batch under way to be durable.
+    waiting: Vec<(NodeId, Received)>,
+    /// A batch is being made durable off the loop.
+    batch_under_way: bool,
     counters: Arc<Counters>,
 }
 
@@ -37,6 +54,8 @@ impl Receiving {
         Receiving {
             streaming: BTreeMap::new(),
             durable: BTreeSet::new(),
+            waiting: Vec::new(),
+            batch_under_way: false,
             counters,
         }
     }
@@ -148,26 +167,53 @@ impl<N: Net> Node<N> {
         }
     }
 
-    /// fsync a received file off the loop, so that many files are flushed
-    /// at once (an initial sync of small files waited on each fsync in turn
-    /// before); `install` follows on the loop. Beyond `MAX_DURABLE_JOBS` the
-    /// loop does it itself, which holds the senders back.
+    /// Make a received file durable off the loop, by group commit: while
+    /// one batch is flushed the next gathers, and each batch costs one
+    /// flush (`TempFile::make_all_durable`), however many files it holds.
+    /// A file alone goes at once. `install` follows on the loop.
     fn make_durable(&mut self, peer: NodeId, received: Received) {
-        if self.receiving.durable.len() >= MAX_DURABLE_JOBS {
-            let result = received.tmp.make_durable(&received.entry).map_err(|e| e.to_string());
-            return self.install(peer, received, result);
-        }
         self.receiving.durable.insert(received.tmp.path.clone());
+        self.receiving.waiting.push((peer, received));
+        if !self.receiving.batch_under_way {
+            self.flush_durable();
+        } else if self.receiving.waiting.len() >= MAX_WAITING_DURABLE {
+            let batch = std::mem::take(&mut self.receiving.waiting);
+            let results = durable_batch(&batch);
+            self.installed(batch.into_iter().zip(results).collect());
+        }
+    }
+
+    /// Start making the waiting files durable, as one batch.
+    fn flush_durable(&mut self) {
+        let batch = std::mem::take(&mut self.receiving.waiting);
+        if batch.is_empty() {
+            return;
+        }
+        self.receiving.batch_under_way = true;
         let (net, events) = (self.net.clone(), self.events.clone());
         self.net.spawn(async move {
-            let (received, result) = net
+            let done = net
                 .spawn_blocking(move || {
-                    let result = received.tmp.make_durable(&received.entry).map_err(|e| e.to_string());
-                    (received, result)
+                    let results = durable_batch(&batch);
+                    batch.into_iter().zip(results).collect()
                 })
                 .await;
-            let _ = events.send(Event::Durable { peer, received, result }).await;
+            let _ = events.send(Event::Durable(done)).await;
         });
+    }
+
+    /// A batch was made durable (or not): put each file in place, and
+    /// start the next batch.
+    pub(super) fn on_durable(&mut self, done: DurableBatch) {
+        self.receiving.batch_under_way = false;
+        self.installed(done);
+        self.flush_durable();
+    }
+
+    fn installed(&mut self, done: DurableBatch) {
+        for ((peer, received), result) in done {
+            self.install(peer, received, result);
+        }
     }
 
     /// Put a durable received file in place, unless it was superseded

@@ -20,7 +20,6 @@ pub mod status;
 pub use status::{CounterValues, Counters};
 
 use crate::engine::{Command, Engine};
-use crate::fs::receive::Received;
 use crate::fs::state::{ensure_marker, load_device_id, load_index, prepare_state_dir, StateError};
 use crate::fs::store::{system_time_ns, Store};
 use crate::fs::temp::DiskFaults;
@@ -120,12 +119,8 @@ enum Event<N: Net> {
         inbound: Inbound,
     },
     Announce(SocketAddr, Announce),
-    /// A received file was made durable (or could not be), off the loop.
-    Durable {
-        peer: NodeId,
-        received: Received,
-        result: Result<(), String>,
-    },
+    /// A batch of received files was made durable (or not), off the loop.
+    Durable(incoming::DurableBatch),
     Local(LocalEvent),
     Tick,
     Status(StatusRequest),
@@ -387,7 +382,7 @@ impl<N: Net> Node<N> {
                 }
             }
             Event::Announce(from, a) => self.on_announce(from, a),
-            Event::Durable { peer, received, result } => self.install(peer, received, result),
+            Event::Durable(done) => self.on_durable(done),
             Event::Local(ev) => self.rescan(ev),
             Event::Tick => self.on_tick(),
         }
