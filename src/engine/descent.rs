@@ -59,7 +59,7 @@ impl Engine {
         let mut names: Vec<&String> = ours.keys().chain(theirs.keys()).collect();
         names.sort();
         names.dedup();
-        let prefix = dir.as_ref().map_or(String::new(), |d| format!("{d}/"));
+        let prefix = dir.as_ref().map_or(String::new(), |d| format!("{}/", d.as_str()));
         let mut differing = 0;
         let mut entries = Vec::new();
         let mut below = Vec::new();

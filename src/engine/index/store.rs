@@ -610,7 +610,7 @@ impl Index {
     /// `None` when there are more than `limit`. Each child's subtree is
     /// skipped with a new look past it, never walked.
     fn child_names(&self, dir: Option<&RelPath>, limit: usize) -> Option<Vec<String>> {
-        let prefix = dir.map_or(String::new(), |d| format!("{d}/"));
+        let prefix = dir.map_or(String::new(), |d| format!("{}/", d.as_str()));
         let (mut lo, hi) = match dir {
             Some(d) => {
                 let (lo, hi) = d.below_bounds();
@@ -653,7 +653,7 @@ impl Index {
     /// The direct children of folder `dir` (`None`: the root): every path
     /// the index holds something at or below.
     pub fn child_paths(&self, dir: Option<&RelPath>) -> Vec<RelPath> {
-        let prefix = dir.map_or(String::new(), |d| format!("{d}/"));
+        let prefix = dir.map_or(String::new(), |d| format!("{}/", d.as_str()));
         let names = self.child_names(dir, usize::MAX).unwrap_or_default();
         names
             .into_iter()
@@ -666,7 +666,7 @@ impl Index {
     /// the paths these rules do not ignore (a child with nothing counted is
     /// left out). `None` when there are more than `limit`.
     pub fn children(&self, dir: Option<&RelPath>, limit: usize) -> Option<Vec<(String, Hash)>> {
-        let prefix = dir.map_or(String::new(), |d| format!("{d}/"));
+        let prefix = dir.map_or(String::new(), |d| format!("{}/", d.as_str()));
         let children = self
             .child_names(dir, limit)?
             .into_iter()
