@@ -23,10 +23,12 @@ use tracing::{debug, info};
 /// Received files and whether each was made durable.
 pub(super) type DurableBatch = Vec<((NodeId, Received), Result<(), String>)>;
 
-fn durable_batch(batch: &[(NodeId, Received)]) -> Vec<Result<(), String>> {
-    TempFile::make_all_durable(batch.iter().map(|(_, r)| (&r.tmp, &r.entry)))
+/// Make `batch` durable (`TempFile::make_all_durable`).
+fn durable_batch(batch: Vec<(NodeId, Received)>) -> DurableBatch {
+    let results = TempFile::make_all_durable(batch.iter().map(|(_, r)| (&r.tmp, &r.entry)));
+    batch
         .into_iter()
-        .map(|r| r.map_err(|e| e.to_string()))
+        .zip(results.into_iter().map(|r| r.map_err(|e| e.to_string())))
         .collect()
 }
 
@@ -178,8 +180,7 @@ impl<N: Net> Node<N> {
             self.flush_durable();
         } else if self.receiving.waiting.len() >= MAX_WAITING_DURABLE {
             let batch = std::mem::take(&mut self.receiving.waiting);
-            let results = durable_batch(&batch);
-            self.installed(batch.into_iter().zip(results).collect());
+            self.install_all(durable_batch(batch));
         }
     }
 
@@ -192,12 +193,7 @@ impl<N: Net> Node<N> {
         self.receiving.batch_under_way = true;
         let (net, events) = (self.net.clone(), self.events.clone());
         self.net.spawn(async move {
-            let done = net
-                .spawn_blocking(move || {
-                    let results = durable_batch(&batch);
-                    batch.into_iter().zip(results).collect()
-                })
-                .await;
+            let done = net.spawn_blocking(move || durable_batch(batch)).await;
             let _ = events.send(Event::Durable(done)).await;
         });
     }
@@ -206,11 +202,11 @@ impl<N: Net> Node<N> {
     /// start the next batch.
     pub(super) fn on_durable(&mut self, done: DurableBatch) {
         self.receiving.batch_under_way = false;
-        self.installed(done);
+        self.install_all(done);
         self.flush_durable();
     }
 
-    fn installed(&mut self, done: DurableBatch) {
+    fn install_all(&mut self, done: DurableBatch) {
         for ((peer, received), result) in done {
             self.install(peer, received, result);
         }
@@ -218,7 +214,7 @@ impl<N: Net> Node<N> {
 
     /// Put a durable received file in place, unless it was superseded
     /// meanwhile, and tell the engine.
-    pub(super) fn install(&mut self, peer: NodeId, received: Received, durable: Result<(), String>) {
+    fn install(&mut self, peer: NodeId, received: Received, durable: Result<(), String>) {
         let Received {
             entry,
             tmp,
