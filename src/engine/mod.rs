@@ -301,7 +301,7 @@ impl Engine {
     /// synchronized tree (ignored paths left out), kept up to date by every
     /// change in O(depth).
     pub fn tree_digest(&self) -> Hash {
-        self.index.dir_digest("").digest()
+        self.index.dir_sum("").digest()
     }
 
     /// Tell every peer our tree digest if it changed since we last told
@@ -327,7 +327,7 @@ impl Engine {
     /// Live files in the synchronized tree (ignored paths left out) and
     /// their total size.
     pub fn tree_size(&self) -> (u64, u64) {
-        let root = self.index.dir_digest("");
+        let root = self.index.dir_sum("");
         (root.files, root.bytes)
     }
 

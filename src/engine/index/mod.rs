@@ -2,12 +2,13 @@
 //! and the one rule that decides between two versions of a path.
 //!
 //! Owns: `beats` (last-modified-wins with a deterministic tie-break). The
-//! index itself lives in a database (`store.rs`), its records in
-//! `codec.rs`, its tree digest in `digest.rs`. Must not: decide what to
+//! index itself lives in a database (`store.rs`, read in ranges by
+//! `query.rs`), its records in `codec.rs`, its tree digest in `digest.rs`. Must not: decide what to
 //! send.
 
 mod codec;
 mod digest;
+mod query;
 mod store;
 
 pub use digest::DirSum;

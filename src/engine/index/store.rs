@@ -18,6 +18,9 @@
 //! - the index's identity, random at creation: a wiped state directory is
 //!   a new identity, and its peers send it everything.
 //!
+//! Range reads (a folder, changes since a number, children, a file by
+//! hash) are in `query.rs`.
+//!
 //! Owns: the database's tables and their consistency. Must not: decide
 //! anything about sync. A database that fails to read or write is a
 //! failure the node stops on (`failure`), never an empty answer it acts
@@ -30,7 +33,6 @@ use crate::engine::{Known, Stat};
 use crate::wire::{Entry, Hash, Kind, NodeId, RelPath};
 use redb::{Database, Durability, ReadOnlyTable, ReadableTable, TableDefinition};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::ops::Bound;
 use std::path::Path;
 use std::sync::OnceLock;
 use tracing::error;
@@ -128,32 +130,32 @@ impl Meta {
 
 /// A path changed since the last commit.
 #[derive(Debug, Clone)]
-struct Change {
-    stored: Stored,
+pub(super) struct Change {
+    pub(super) stored: Stored,
     /// What the committed snapshot holds for the path: its keys in `SEQS`
     /// and `HASHES` go at the commit.
     was: Option<(u64, Option<Hash>)>,
 }
 
 /// The tables of the last committed state.
-struct Snapshot {
-    entries: ReadOnlyTable<&'static str, &'static [u8]>,
-    seqs: ReadOnlyTable<u64, &'static str>,
-    hashes: ReadOnlyTable<&'static [u8], ()>,
+pub(super) struct Snapshot {
+    pub(super) entries: ReadOnlyTable<&'static str, &'static [u8]>,
+    pub(super) seqs: ReadOnlyTable<u64, &'static str>,
+    pub(super) hashes: ReadOnlyTable<&'static [u8], ()>,
     dirs: ReadOnlyTable<&'static str, &'static [u8]>,
     peers: ReadOnlyTable<u64, &'static [u8]>,
 }
 
 pub struct Index {
     db: Database,
-    snapshot: Snapshot,
+    pub(super) snapshot: Snapshot,
     durability: Durability,
     meta: Meta,
-    pending: BTreeMap<RelPath, Change>,
-    pending_seqs: BTreeMap<u64, RelPath>,
+    pub(super) pending: BTreeMap<RelPath, Change>,
+    pub(super) pending_seqs: BTreeMap<u64, RelPath>,
     /// Live files added since the commit, by hash (entries they no longer
     /// hold are filtered out on lookup).
-    pending_hashes: HashMap<Hash, BTreeSet<RelPath>>,
+    pub(super) pending_hashes: HashMap<Hash, BTreeSet<RelPath>>,
     pending_dirs: BTreeMap<String, DirSum>,
     pending_marks: BTreeMap<NodeId, PeerMark>,
     /// The folder sums were recomputed (other ignore rules): the committed
@@ -277,7 +279,7 @@ impl Index {
         self.failure.get().map(String::as_str)
     }
 
-    fn fail(&self, what: impl std::fmt::Display) {
+    pub(super) fn fail(&self, what: impl std::fmt::Display) {
         let what = what.to_string();
         error!(error = %what, "the index database failed");
         let _ = self.failure.set(what);
@@ -298,7 +300,7 @@ impl Index {
         self.pending.len() + self.pending_marks.len() + usize::from(self.dirs_reset)
     }
 
-    fn stored(&self, path: &RelPath) -> Option<Stored> {
+    pub(super) fn stored(&self, path: &RelPath) -> Option<Stored> {
         if let Some(c) = self.pending.get(path) {
             return Some(c.stored.clone());
         }
@@ -327,7 +329,7 @@ impl Index {
         self.get(path).filter(|e| !e.deleted)
     }
 
-    fn counts(&self, e: &Entry) -> bool {
+    pub(super) fn counts(&self, e: &Entry) -> bool {
         !self.ignore.is_ignored(&e.path, e.kind == Kind::Dir)
     }
 
@@ -338,7 +340,9 @@ impl Index {
         std::iter::once("").chain(s.match_indices('/').map(move |(i, _)| &s[..i]))
     }
 
-    fn dir_sum(&self, dir: &str) -> DirSum {
+    /// The digest sum of folder `dir` ("" for the whole tree), over the
+    /// paths these rules do not ignore.
+    pub fn dir_sum(&self, dir: &str) -> DirSum {
         if let Some(s) = self.pending_dirs.get(dir) {
             return *s;
         }
@@ -452,140 +456,6 @@ impl Index {
         }
     }
 
-    /// A live file holding content `hash`, if any (a source for a local
-    /// copy or rename): the first that still holds it of those changed
-    /// since the last commit, then of the committed ones in path order.
-    /// Lazy: ten thousand empty files share one hash.
-    pub fn live_file_with_hash(&self, hash: &Hash) -> Option<Entry> {
-        let holds = |p: &RelPath| self.live(p).filter(|e| e.kind == Kind::File && e.hash == *hash);
-        if let Some(e) = self.pending_hashes.get(hash).into_iter().flatten().find_map(holds) {
-            return Some(e);
-        }
-        let lo: &[u8] = &hash.0;
-        let range = match self.snapshot.hashes.range::<&[u8]>(lo..) {
-            Ok(range) => range,
-            Err(e) => {
-                self.fail(e);
-                return None;
-            }
-        };
-        for item in range {
-            let key = match item {
-                Ok((k, _)) => k.value().to_vec(),
-                Err(e) => {
-                    self.fail(e);
-                    return None;
-                }
-            };
-            if !key.starts_with(&hash.0) {
-                return None;
-            }
-            match std::str::from_utf8(&key[32..]).ok().and_then(|p| RelPath::new(p).ok()) {
-                Some(p) => {
-                    if let Some(e) = holds(&p) {
-                        return Some(e);
-                    }
-                }
-                None => self.fail("a damaged key in the hash table"),
-            }
-        }
-        None
-    }
-
-    /// Every entry, in path order.
-    pub fn iter(&self) -> Box<dyn Iterator<Item = Entry> + '_> {
-        self.under(None)
-    }
-
-    /// Entries at `dir` and below it (everything when `dir` is `None`), in
-    /// path order, in O(log n) plus what it yields: the paths below `d` are
-    /// one range (siblings such as `d.txt` sort between `d` and `d/`).
-    pub fn under<'a>(&'a self, dir: Option<&RelPath>) -> Box<dyn Iterator<Item = Entry> + 'a> {
-        match dir {
-            Some(d) => {
-                let (lo, hi) = d.below_bounds();
-                let below = self.range(Bound::Included(lo), Bound::Excluded(hi));
-                Box::new(self.get(d).into_iter().chain(below))
-            }
-            None => self.range(Bound::Unbounded, Bound::Unbounded),
-        }
-    }
-
-    /// Every entry after path `after` (all of them for `None`), in path
-    /// order.
-    pub fn after(&self, after: Option<&RelPath>) -> Box<dyn Iterator<Item = Entry> + '_> {
-        match after {
-            Some(p) => self.range(Bound::Excluded(p.clone()), Bound::Unbounded),
-            None => self.iter(),
-        }
-    }
-
-    fn range(&self, lo: Bound<RelPath>, hi: Bound<RelPath>) -> Box<dyn Iterator<Item = Entry> + '_> {
-        let as_str = |b: &Bound<RelPath>| match b {
-            Bound::Included(p) => Bound::Included(p.as_str().to_string()),
-            Bound::Excluded(p) => Bound::Excluded(p.as_str().to_string()),
-            Bound::Unbounded => Bound::Unbounded,
-        };
-        let (slo, shi) = (as_str(&lo), as_str(&hi));
-        let bounds = (slo.as_ref().map(String::as_str), shi.as_ref().map(String::as_str));
-        let committed = match self.snapshot.entries.range::<&str>(bounds) {
-            Ok(r) => Some(r),
-            Err(e) => {
-                self.fail(e);
-                None
-            }
-        };
-        let committed = committed.into_iter().flatten().map_while(move |item| match item {
-            Ok((k, v)) => match RelPath::new(k.value())
-                .map_err(|e| e.to_string())
-                .and_then(|p| decode(p, v.value()))
-            {
-                Ok(s) => Some(s.entry),
-                Err(e) => {
-                    self.fail(format!("entry {:?}: {e}", k.value()));
-                    None
-                }
-            },
-            Err(e) => {
-                self.fail(e);
-                None
-            }
-        });
-        let pending = self.pending.range((lo, hi)).map(|(_, c)| c.stored.entry.clone());
-        Box::new(Merge {
-            committed: committed.peekable(),
-            pending: pending.peekable(),
-        })
-    }
-
-    /// The entries changed after sequence number `seq`, each once (as it
-    /// is now), in the order of their last change, with its number.
-    pub fn since(&self, seq: u64) -> Box<dyn Iterator<Item = (u64, Entry)> + '_> {
-        let committed = match self.snapshot.seqs.range(seq.saturating_add(1)..) {
-            Ok(r) => Some(r),
-            Err(e) => {
-                self.fail(e);
-                None
-            }
-        };
-        let committed = committed.into_iter().flatten().map_while(move |item| match item {
-            Ok((k, v)) => Some((k.value(), RelPath::new(v.value()).ok())),
-            Err(e) => {
-                self.fail(e);
-                None
-            }
-        });
-        let pending = self.pending_seqs.range(seq.saturating_add(1)..).map(|(s, p)| (*s, Some(p.clone())));
-        Box::new(committed.chain(pending).filter_map(move |(s, path)| {
-            let Some(path) = path else {
-                self.fail("a damaged path in the sequence table");
-                return None;
-            };
-            // A path changed again later is yielded at its later number.
-            self.stored(&path).filter(|st| st.seq == s).map(|st| (s, st.entry))
-        }))
-    }
-
     pub fn len(&self) -> usize {
         self.meta.entries as usize
     }
@@ -597,89 +467,6 @@ impl Index {
     /// Number of live files and their total size.
     pub fn live_files(&self) -> (usize, u64) {
         (self.meta.live_files as usize, self.meta.live_bytes)
-    }
-
-    /// The digest sum of folder `dir` ("" for the whole tree), over the
-    /// paths these rules do not ignore.
-    pub fn dir_digest(&self, dir: &str) -> DirSum {
-        self.dir_sum(dir)
-    }
-
-    /// The names of the direct children of folder `dir` (`None`: the
-    /// root) that the index holds something at or below, in name order;
-    /// `None` when there are more than `limit`. Each child's subtree is
-    /// skipped with a new look past it, never walked.
-    fn child_names(&self, dir: Option<&RelPath>, limit: usize) -> Option<Vec<String>> {
-        let prefix = dir.map_or(String::new(), |d| format!("{}/", d.as_str()));
-        let (mut lo, hi) = match dir {
-            Some(d) => {
-                let (lo, hi) = d.below_bounds();
-                (Bound::Included(lo), Bound::Excluded(hi))
-            }
-            None => (Bound::Unbounded, Bound::Unbounded),
-        };
-        let mut names: Vec<String> = Vec::new();
-        'look: loop {
-            for e in self.range(lo.clone(), hi.clone()) {
-                let rest = &e.path.as_str()[prefix.len()..];
-                let (name, deeper) = match rest.split_once('/') {
-                    Some((name, _)) => (name, true),
-                    None => (rest, false),
-                };
-                // Only names that sort between "name" and "name/" (so
-                // start with it) can come between a child and its subtree.
-                let known = deeper && names.iter().rev().take_while(|n| n.starts_with(name)).any(|n| n == name);
-                if !known {
-                    if names.len() == limit {
-                        return None;
-                    }
-                    names.push(name.to_string());
-                }
-                if deeper {
-                    // Past the child's subtree: everything below sorts
-                    // before "name0".
-                    if let Ok(child) = RelPath::new(format!("{prefix}{name}")) {
-                        lo = Bound::Included(child.below_bounds().1);
-                        continue 'look;
-                    }
-                }
-            }
-            break;
-        }
-        names.sort();
-        Some(names)
-    }
-
-    /// The direct children of folder `dir` (`None`: the root): every path
-    /// the index holds something at or below.
-    pub fn child_paths(&self, dir: Option<&RelPath>) -> Vec<RelPath> {
-        let prefix = dir.map_or(String::new(), |d| format!("{}/", d.as_str()));
-        let names = self.child_names(dir, usize::MAX).unwrap_or_default();
-        names
-            .into_iter()
-            .filter_map(|n| RelPath::new(format!("{prefix}{n}")).ok())
-            .collect()
-    }
-
-    /// The direct children of folder `dir` (`None`: the root) with the
-    /// digest of each: its own entry's leaf plus everything below it, over
-    /// the paths these rules do not ignore (a child with nothing counted is
-    /// left out). `None` when there are more than `limit`.
-    pub fn children(&self, dir: Option<&RelPath>, limit: usize) -> Option<Vec<(String, Hash)>> {
-        let prefix = dir.map_or(String::new(), |d| format!("{}/", d.as_str()));
-        let children = self
-            .child_names(dir, limit)?
-            .into_iter()
-            .filter_map(|name| {
-                let path = RelPath::new(format!("{prefix}{name}")).ok()?;
-                let mut sum = self.dir_sum(path.as_str());
-                if let Some(e) = self.get(&path).filter(|e| self.counts(e)) {
-                    sum.add(&e);
-                }
-                (sum != DirSum::default()).then(|| (name, sum.digest()))
-            })
-            .collect();
-        Some(children)
     }
 
     /// Leave what `rules` ignore out of the digest sums: unless the sums
@@ -805,30 +592,4 @@ fn hash_key(hash: &Hash, path: &RelPath) -> Vec<u8> {
     k.extend_from_slice(&hash.0);
     k.extend_from_slice(path.as_str().as_bytes());
     k
-}
-
-/// Two sorted sequences of entries as one; on equal paths the pending one
-/// (newer) is taken.
-struct Merge<C: Iterator<Item = Entry>, P: Iterator<Item = Entry>> {
-    committed: std::iter::Peekable<C>,
-    pending: std::iter::Peekable<P>,
-}
-
-impl<C: Iterator<Item = Entry>, P: Iterator<Item = Entry>> Iterator for Merge<C, P> {
-    type Item = Entry;
-
-    fn next(&mut self) -> Option<Entry> {
-        match (self.committed.peek(), self.pending.peek()) {
-            (Some(c), Some(p)) => match c.path.cmp(&p.path) {
-                std::cmp::Ordering::Less => self.committed.next(),
-                std::cmp::Ordering::Equal => {
-                    self.committed.next();
-                    self.pending.next()
-                }
-                std::cmp::Ordering::Greater => self.pending.next(),
-            },
-            (Some(_), None) => self.committed.next(),
-            (None, _) => self.pending.next(),
-        }
-    }
 }
