@@ -43,8 +43,14 @@ fn edit_some(c: &mut Cluster, rng: &mut Rng, files: usize) -> u64 {
     k
 }
 
-fn entries_received(c: &Cluster, host: usize) -> u64 {
-    c.counters(host).values().index_entries_received
+/// Bring node 1 back with `back` and wait (up to `within`) for the cluster
+/// to converge; the index entries node 1 received meanwhile.
+fn entries_on_return(c: &mut Cluster, back: impl FnOnce(&mut Cluster), within: Duration) -> u64 {
+    let entries = |c: &Cluster| c.counters(1).values().index_entries_received;
+    let before = entries(c);
+    back(c);
+    c.converge(within);
+    entries(c) - before
 }
 
 /// How node 1 misses node 0's changes for a while.
@@ -72,13 +78,14 @@ fn back_after_k_changes(seed: u64, away: Away) -> Cluster {
         Away::Stopped => 2,
         Away::CutOff => 45,
     }));
-    let before = entries_received(&c, 1);
-    match away {
-        Away::Stopped => c.restart(1),
-        Away::CutOff => c.heal(1),
-    }
-    c.converge(secs(60));
-    let sent = entries_received(&c, 1) - before;
+    let sent = entries_on_return(
+        &mut c,
+        |c| match away {
+            Away::Stopped => c.restart(1),
+            Away::CutOff => c.heal(1),
+        },
+        secs(60),
+    );
     c.note(format!("{k} edits missed, {sent} entries received on coming back"));
     if sent != k {
         c.fail(&format!("{k} edits missed while {away:?}, but {sent} entries sent on coming back"));
@@ -120,10 +127,7 @@ fn wiped_state(seed: u64) -> Cluster {
     let k = edit_some(&mut c, &mut rng, FILES);
     let state = c.root(1).join(".dirsync");
     std::fs::remove_dir_all(&state).unwrap();
-    let before = entries_received(&c, 1);
-    c.restart(1);
-    c.converge(secs(60));
-    let sent = entries_received(&c, 1) - before;
+    let sent = entries_on_return(&mut c, |c| c.restart(1), secs(60));
     if sent < FILES as u64 {
         c.fail(&format!(
             "a wiped state directory got {sent} entries, not the whole index ({k} edits missed)"
@@ -162,10 +166,7 @@ fn lost_changes_found_by_descent(seed: u64) -> Cluster {
         index.set_peer_mark(device, PeerMark { seq: mark.seq + k, ..mark });
         index.close().unwrap();
     }
-    let before = entries_received(&c, 1);
-    c.restart(1);
-    c.converge(secs(120));
-    let sent = entries_received(&c, 1) - before;
+    let sent = entries_on_return(&mut c, |c| c.restart(1), secs(120));
     c.note(format!("{k} changes lost, {sent} entries received"));
     if sent >= FILES as u64 {
         c.fail(&format!("{sent} entries received: the whole index, not a descent to {k} changes"));

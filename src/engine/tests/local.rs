@@ -196,6 +196,18 @@ fn a_chmod_alone_is_a_change_and_travels_without_a_transfer() {
     );
 }
 
+/// A part of a look at the whole tree: `folder`'s direct children.
+fn tree_part(folder: Option<RelPath>, found: Vec<Observed>, last: bool) -> Scan {
+    Scan {
+        roots: vec![],
+        shallow: vec![folder],
+        extent: Extent::TreePart { last },
+        found,
+        failed: vec![],
+        dir: DirState::Present,
+    }
+}
+
 /// A look at the whole tree comes folder by folder (`Scan::shallow`): a
 /// folder's children not found are gone, with all below them, and what
 /// lies below a child that is there waits for that child's own part.
@@ -210,20 +222,7 @@ fn a_shallow_look_at_a_folder_deletes_its_missing_children_and_their_subtrees_on
     ];
     let gone = [file("d/b", 1, b"b"), dir("d/old", 1), file("d/old/y", 1, b"y")];
     let mut e = engine_with(&[&kept[..], &gone[..]].concat());
-    let shallow = |e: &mut Engine, found: Vec<Observed>, last| {
-        e.handle_scan(
-            100,
-            Scan {
-                roots: vec![],
-                shallow: vec![Some(p("d"))],
-                extent: Extent::TreePart { last },
-                found,
-                failed: vec![],
-                dir: DirState::Present,
-            },
-        );
-    };
-    shallow(&mut e, vec![observed(&kept[1]), observed(&kept[2])], false);
+    e.handle_scan(100, tree_part(Some(p("d")), vec![observed(&kept[1]), observed(&kept[2])], false));
     let deleted: Vec<String> = e.index().iter().filter(|x| x.deleted).map(|x| x.path.to_string()).collect();
     assert_eq!(deleted, ["d/b", "d/old", "d/old/y"]);
     assert!(e.index().live(&p("d/sub/x")).is_some() && e.index().live(&p("e")).is_some());
@@ -234,22 +233,9 @@ fn a_shallow_look_at_a_folder_deletes_its_missing_children_and_their_subtrees_on
 #[test]
 fn every_part_of_the_first_whole_look_has_an_unknown_history() {
     let mut e = Engine::new(ME, Index::default()).with_unknown_history();
-    let part = |e: &mut Engine, folder: Option<RelPath>, found: Vec<Observed>, last| {
-        e.handle_scan(
-            100,
-            Scan {
-                roots: vec![],
-                shallow: vec![folder],
-                extent: Extent::TreePart { last },
-                found,
-                failed: vec![],
-                dir: DirState::Present,
-            },
-        );
-    };
     let (a, d, b, c) = (file("a", 1, b"a"), dir("d", 1), file("d/b", 1, b"b"), file("c", 1, b"c"));
-    part(&mut e, None, vec![observed(&a), observed(&d)], false);
-    part(&mut e, Some(p("d")), vec![observed(&b)], true);
+    e.handle_scan(100, tree_part(None, vec![observed(&a), observed(&d)], false));
+    e.handle_scan(100, tree_part(Some(p("d")), vec![observed(&b)], true));
     e.handle_local(200, &[Some(p("c"))], vec![observed(&c)]);
     let vector = |path: &str| e.index().get(&p(path)).unwrap().vector;
     assert!(vector("a").is_empty() && vector("d/b").is_empty(), "unknown histories");
@@ -264,17 +250,7 @@ fn every_part_of_the_first_whole_look_has_an_unknown_history() {
 fn a_shallow_look_that_finds_a_file_where_a_folder_was_deletes_what_the_folder_held() {
     let mut e = engine_with(&[dir("x", 1), file("x/y", 1, b"y"), dir("x/z", 1), file("x/z/w", 1, b"w")]);
     let now_a_file = file("x", 5, b"a file now");
-    e.handle_scan(
-        100,
-        Scan {
-            roots: vec![],
-            shallow: vec![None],
-            extent: Extent::TreePart { last: true },
-            found: vec![observed(&now_a_file)],
-            failed: vec![],
-            dir: DirState::Present,
-        },
-    );
+    e.handle_scan(100, tree_part(None, vec![observed(&now_a_file)], true));
     let deleted: Vec<String> = e.index().iter().filter(|x| x.deleted).map(|x| x.path.to_string()).collect();
     assert_eq!(deleted, ["x/y", "x/z", "x/z/w"]);
     assert_eq!(e.index().live(&p("x")).map(|x| x.kind), Some(Kind::File));
