@@ -59,13 +59,12 @@ impl Engine {
         let mut names: Vec<&String> = ours.keys().chain(theirs.keys()).collect();
         names.sort();
         names.dedup();
-        let prefix = dir.as_ref().map_or(String::new(), |d| format!("{}/", d.as_str()));
         let mut differing = 0;
         let mut entries = Vec::new();
         let mut below = Vec::new();
         for name in names.into_iter().filter(|n| ours.get(*n) != theirs.get(*n)) {
             // A name that is no path here (a broken peer) is skipped.
-            let Ok(path) = RelPath::new(format!("{prefix}{name}")) else {
+            let Ok(path) = RelPath::child_of(dir.as_ref(), name) else {
                 continue;
             };
             differing += 1;

@@ -135,6 +135,16 @@ impl RelPath {
         (RelPath(format!("{}/", self.0)), RelPath(format!("{}0", self.0)))
     }
 
+    /// The path of child `name` of folder `dir` (`None`: the root), if it
+    /// is a valid path. Built from the paths themselves, never from their
+    /// display form (which escapes control characters).
+    pub fn child_of(dir: Option<&RelPath>, name: &str) -> Result<RelPath, PathError> {
+        match dir {
+            Some(d) => RelPath::new(format!("{}/{name}", d.0)),
+            None => RelPath::new(name),
+        }
+    }
+
     /// The last component.
     pub fn file_name(&self) -> &str {
         self.0.rsplit('/').next().unwrap_or(&self.0)
@@ -192,6 +202,15 @@ impl<'de> Deserialize<'de> for RelPath {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_child_path_is_built_from_the_path_not_its_display() {
+        let tab = RelPath::new("t\tb").unwrap();
+        assert_eq!(tab.to_string(), "t\\tb", "shown escaped");
+        assert_eq!(RelPath::child_of(Some(&tab), "c").unwrap().as_str(), "t\tb/c");
+        assert_eq!(RelPath::child_of(None, "c").unwrap().as_str(), "c");
+        assert!(RelPath::child_of(Some(&tab), "..").is_err());
+    }
 
     #[test]
     fn accepts_ordinary_and_odd_names() {

@@ -151,7 +151,8 @@ impl Index {
     /// `None` when there are more than `limit`. Each child's subtree is
     /// skipped with a new look past it, never walked.
     fn child_names(&self, dir: Option<&RelPath>, limit: usize) -> Option<Vec<String>> {
-        let prefix = dir.map_or(String::new(), |d| format!("{}/", d.as_str()));
+        // What a child's path starts with: the folder and a slash.
+        let prefix_len = dir.map_or(0, |d| d.as_str().len() + 1);
         let (mut lo, hi) = match dir {
             Some(d) => {
                 let (lo, hi) = d.below_bounds();
@@ -162,7 +163,7 @@ impl Index {
         let mut names: Vec<String> = Vec::new();
         'look: loop {
             for e in self.range(lo.clone(), hi.clone()) {
-                let rest = &e.path.as_str()[prefix.len()..];
+                let rest = &e.path.as_str()[prefix_len..];
                 let (name, deeper) = match rest.split_once('/') {
                     Some((name, _)) => (name, true),
                     None => (rest, false),
@@ -179,7 +180,7 @@ impl Index {
                 if deeper {
                     // Past the child's subtree: everything below sorts
                     // before "name0".
-                    if let Ok(child) = RelPath::new(format!("{prefix}{name}")) {
+                    if let Ok(child) = RelPath::child_of(dir, name) {
                         lo = Bound::Included(child.below_bounds().1);
                         continue 'look;
                     }
@@ -194,12 +195,8 @@ impl Index {
     /// The direct children of folder `dir` (`None`: the root): every path
     /// the index holds something at or below.
     pub fn child_paths(&self, dir: Option<&RelPath>) -> Vec<RelPath> {
-        let prefix = dir.map_or(String::new(), |d| format!("{}/", d.as_str()));
         let names = self.child_names(dir, usize::MAX).unwrap_or_default();
-        names
-            .into_iter()
-            .filter_map(|n| RelPath::new(format!("{prefix}{n}")).ok())
-            .collect()
+        names.into_iter().filter_map(|n| RelPath::child_of(dir, &n).ok()).collect()
     }
 
     /// The direct children of folder `dir` (`None`: the root) with the
@@ -207,12 +204,11 @@ impl Index {
     /// the paths these rules do not ignore (a child with nothing counted is
     /// left out). `None` when there are more than `limit`.
     pub fn children(&self, dir: Option<&RelPath>, limit: usize) -> Option<Vec<(String, Hash)>> {
-        let prefix = dir.map_or(String::new(), |d| format!("{}/", d.as_str()));
         let children = self
             .child_names(dir, limit)?
             .into_iter()
             .filter_map(|name| {
-                let path = RelPath::new(format!("{prefix}{name}")).ok()?;
+                let path = RelPath::child_of(dir, &name).ok()?;
                 let mut sum = self.dir_sum(path.as_str());
                 if let Some(e) = self.get(&path).filter(|e| self.counts(e)) {
                     sum.add(&e);
