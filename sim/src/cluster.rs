@@ -28,6 +28,9 @@ use std::time::Duration;
 
 pub const LISTEN_PORT: u16 = 6000;
 pub const BROADCAST_PORT: u16 = 5000;
+/// Files over this are hashed off the loop, as production's large files
+/// are: the workloads' 70–130 KB files take that way.
+const INLINE_HASH_MAX: u64 = 64 * 1024;
 /// How often `converge` looks at the trees (simulated time).
 const CHECK_EVERY: Duration = Duration::from_millis(250);
 /// How long the trees must stay the same before a cluster counts as settled.
@@ -347,6 +350,7 @@ impl Cluster {
                 },
                 disk_faults: disk_faults.clone(),
                 trash_days: 7,
+                inline_hash_max: INLINE_HASH_MAX,
             };
             let net = TurmoilNet::new(&host_name, panics.clone());
             let rx = local_rx.clone();

@@ -217,6 +217,7 @@ impl Args {
             control: Control::default(),
             disk_faults: Default::default(),
             trash_days: self.trash_days,
+            inline_hash_max: crate::fs::hashing::INLINE_HASH_MAX,
         })
     }
 }

@@ -57,6 +57,9 @@ impl Status {
             files(sf),
             human_bytes(sb)
         );
+        if self.hashing > 0 {
+            out += &format!("hashing  {} (new or changed here, announced once hashed)\n", files(self.hashing));
+        }
         if let Some(why) = &self.suspended {
             out += &format!("NOT SYNCING  {why}\n");
         }

@@ -15,6 +15,7 @@
 //! it produces the engine's inputs. Must not: decide what to change.
 
 pub mod delta;
+pub mod hashing;
 pub mod receive;
 pub mod scan;
 pub mod state;

@@ -6,33 +6,14 @@
 //!
 //! Must not: change anything on disk.
 
-use super::store::{io_err, is_exec, mtime_ns, Store, StoreError};
-use crate::engine::{DirState, Known, Observed, Stat};
+use super::hashing::{hash_file, Lookup as Background, Version};
+use super::store::{io_err, is_exec, Store, StoreError};
+use crate::engine::{DirState, Known, Observed};
 use crate::wire::{Hash, Kind, RelPath, STATE_DIR_NAME};
-use std::fs::{self, File, Metadata};
-use std::io::{self, Read};
-use std::os::unix::fs::MetadataExt;
+use std::fs::{self, Metadata};
+use std::io;
 use std::path::{Path, PathBuf};
 use tracing::{debug, warn};
-
-/// Hash a whole file of about `size` bytes, streaming (the buffer is no
-/// larger than the file: clearing 256 KiB for a 300-byte file cost more
-/// than hashing it).
-pub fn hash_file(path: &Path, size: u64) -> io::Result<(Hash, u64)> {
-    let mut f = File::open(path)?;
-    let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; (size as usize).clamp(4096, 256 * 1024)];
-    let mut len = 0u64;
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        len += n as u64;
-    }
-    Ok((hasher.finalize().into(), len))
-}
 
 /// What the index knows of a path (see `Known`), for a scan.
 pub type Lookup<'a> = &'a dyn Fn(&RelPath) -> Option<Known>;
@@ -43,6 +24,9 @@ pub struct ScanResult {
     pub found: Vec<Observed>,
     /// Paths that could not be observed (their subtrees are unknown).
     pub failed: Vec<RelPath>,
+    /// Large files queued to be hashed off the loop (unknown until then:
+    /// the node looks at each again when its hash is in).
+    pub hashing: Vec<RelPath>,
     /// DIR itself could not be read: nothing is known.
     pub root_failed: bool,
 }
@@ -63,6 +47,8 @@ pub struct TreePart {
     pub found: Vec<Observed>,
     /// Paths that could not be observed (unknown, not gone).
     pub failed: Vec<RelPath>,
+    /// Large files queued to be hashed (see `ScanResult::hashing`).
+    pub hashing: Vec<RelPath>,
     /// DIR itself could not be read: nothing is known.
     pub root_failed: bool,
     /// Nothing is left to look at.
@@ -102,6 +88,7 @@ impl TreeWalk {
                     }
                     Some((_, Ok(None))) | None => {}
                     Some((_, Err(StoreError::Io { source, .. }))) if source.kind() == io::ErrorKind::NotFound => {}
+                    Some((rel, Err(StoreError::Hashing(_)))) => part.hashing.push(rel),
                     Some((rel, Err(e))) => {
                         debug!(path = %rel, error = %e, "not scanned; trying again later");
                         part.failed.push(rel);
@@ -123,6 +110,7 @@ impl TreeWalk {
 struct Walk {
     found: Vec<Observed>,
     failed: Vec<RelPath>,
+    hashing: Vec<RelPath>,
     /// Folders still to read, with their relative path (`None`: the root)
     /// and where `found` holds them.
     folders: Vec<(PathBuf, Option<RelPath>, Option<usize>)>,
@@ -141,6 +129,7 @@ impl Walk {
             Ok(None) => {}
             // Gone meanwhile.
             Err(StoreError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
+            Err(StoreError::Hashing(_)) => self.hashing.push(rel),
             Err(e) => {
                 debug!(path = %rel, error = %e, "not scanned; trying again later");
                 self.failed.push(rel);
@@ -180,12 +169,8 @@ impl Store {
             debug!(path = %rel, "skipping symlink or special file");
             return Ok(None);
         }
-        let size = meta.len();
-        let mtime = mtime_ns(meta);
-        let stat = Stat {
-            ino: meta.ino(),
-            ctime: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
-        };
+        let version = Version::of(meta);
+        let Version { size, mtime, stat } = version;
         // Unchanged when size and mtime match and, where this node looked
         // at the file before, its inode and change time too.
         let hash = match known {
@@ -194,6 +179,10 @@ impl Store {
             {
                 k.hash
             }
+            _ if size > self.inline_hash_max => match self.background.lookup(rel, full, version) {
+                Background::Hashed(hash) => hash,
+                Background::Pending => return Err(StoreError::Hashing(rel.to_string())),
+            },
             _ => {
                 self.files_hashed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let (hash, len) = hash_file(full, size).map_err(io_err(full))?;
@@ -245,9 +234,9 @@ impl Store {
                         // The root itself: everything is unknown.
                         None => {
                             return ScanResult {
-                                found: Vec::new(),
                                 failed: walk.failed,
                                 root_failed: true,
+                                ..ScanResult::default()
                             }
                         }
                     }
@@ -267,6 +256,7 @@ impl Store {
         ScanResult {
             found: walk.found,
             failed: walk.failed,
+            hashing: walk.hashing,
             root_failed: false,
         }
     }
@@ -454,5 +444,29 @@ mod tests {
         filetime::set_file_mtime(dir.path().join("f"), filetime::FileTime::from_system_time(mtime)).unwrap();
         assert_eq!(store.observe(&rel("f"), Some(&same)).unwrap().unwrap().hash, Hash::of(b"xyz"));
         assert_eq!(store.observe(&rel("missing"), None).unwrap(), None);
+    }
+
+    /// A file over the inline limit is not read by the look: it is queued,
+    /// reported as being hashed (unknown, neither found nor failed), and
+    /// found with its hash once the job ran, in a scan and a walk alike.
+    #[test]
+    fn a_large_file_is_hashed_off_the_look_then_found() {
+        let (dir, store) = setup();
+        let store = store.with_inline_hash_max(10);
+        fs::write(dir.path().join("small"), b"0123456789").unwrap();
+        fs::write(dir.path().join("large"), b"0123456789a").unwrap();
+        let r = store.scan_checked(None, &|_| None);
+        let names: Vec<_> = r.found.iter().map(|o| o.path.as_str()).collect();
+        assert_eq!((names, r.failed, r.hashing), (vec!["small"], vec![], vec![rel("large")]));
+        assert_eq!(store.files_hashed(), 1);
+        // Looked at again before the hash is in: still queued once.
+        assert_eq!(store.walk_tree().next_part(&store, 100, &|_| None).hashing, vec![rel("large")]);
+        let job = store.next_hash_job().unwrap();
+        assert!(store.next_hash_job().is_none());
+        let before = store.files_hashed();
+        store.finish_hash(job.run()).unwrap();
+        assert_eq!(store.files_hashed(), before + 1);
+        let seen = store.observe(&rel("large"), None).unwrap().unwrap();
+        assert_eq!(seen.hash, Hash::of(b"0123456789a"));
     }
 }

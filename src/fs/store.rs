@@ -7,6 +7,7 @@
 //! that no symlink lies on the way, so nothing is written outside the root.
 //! Must not: decide what to change (the engine does).
 
+use super::hashing::{BackgroundHashes, HashJob, Hashed, INLINE_HASH_MAX};
 use super::temp::{DiskFaults, TempFile};
 use super::trash::Trash;
 use crate::engine::ActionError;
@@ -31,6 +32,8 @@ pub enum StoreError {
     Symlink(String),
     #[error("{0}: changed on disk meanwhile; keeping the local version")]
     Changed(String),
+    #[error("{0}: large file queued to be hashed off the loop")]
+    Hashing(String),
     #[error("{0}: content does not match the announced hash")]
     HashMismatch(String),
     #[error(transparent)]
@@ -107,6 +110,9 @@ pub struct Store {
     trash: Option<Trash>,
     /// Files read to hash them by a look at the disk.
     pub(super) files_hashed: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Files larger than this are hashed off the loop (`background`).
+    pub(super) inline_hash_max: u64,
+    pub(super) background: BackgroundHashes,
 }
 
 impl Store {
@@ -123,7 +129,34 @@ impl Store {
             faults: DiskFaults::default(),
             trash: None,
             files_hashed: Default::default(),
+            inline_hash_max: INLINE_HASH_MAX,
+            background: BackgroundHashes::default(),
         }
+    }
+
+    /// Hash files larger than `bytes` off the loop (the simulation lowers
+    /// it so that its small files take that way too).
+    pub fn with_inline_hash_max(mut self, bytes: u64) -> Self {
+        self.inline_hash_max = bytes;
+        self
+    }
+
+    /// The next large file to hash off the loop, if any.
+    pub fn next_hash_job(&self) -> Option<HashJob> {
+        self.background.next_job()
+    }
+
+    /// Large files queued or being hashed off the loop.
+    pub fn files_hashing(&self) -> usize {
+        self.background.pending()
+    }
+
+    /// Take in a finished `HashJob`: `Ok` when a look at its path now finds
+    /// the hash, `Err` with why not.
+    pub fn finish_hash(&self, hashed: Hashed) -> Result<(), String> {
+        self.background.finish(hashed)?;
+        self.files_hashed.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Keep what a peer's change deletes or replaces in `trash`.

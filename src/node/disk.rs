@@ -1,14 +1,15 @@
 //! The node's disk work outside of received files: applying the engine's
-//! actions, looking at the disk again (rescans), persisting the index and
-//! reading the ignore file.
+//! actions, looking at the disk again (rescans) and hashing large files
+//! off the loop for it, persisting the index and reading the ignore file.
 //!
 //! Owns: the paths to look at again and when the index was last saved.
 //! Must not: decide what a result means (the engine does, from
 //! `ActionError`).
 
-use super::{Counters, Node};
+use super::{Counters, Event, Node};
 use crate::engine::ignore::IGNORE_FILE;
 use crate::engine::{Action, ActionError, DirState, Extent, Known, Scan};
+use crate::fs::hashing::Hashed;
 use crate::fs::scan::ScanResult;
 use crate::fs::state::load_ignore_rules;
 use crate::fs::watcher::LocalEvent;
@@ -70,7 +71,7 @@ impl<N: Net> Node<N> {
             failed: result.failed,
             extent: Extent::Paths,
         };
-        self.look(scan);
+        self.look(scan, result.hashing);
     }
 
     /// Look at the whole tree, folder by folder, in parts of about
@@ -93,7 +94,7 @@ impl<N: Net> Node<N> {
                 failed: part.failed,
                 extent: Extent::TreePart { last },
             };
-            self.look(scan);
+            self.look(scan, part.hashing);
             if last {
                 break;
             }
@@ -108,14 +109,49 @@ impl<N: Net> Node<N> {
         }
     }
 
-    /// Tell the engine what a scan saw.
-    fn look(&mut self, scan: Scan) {
+    /// Tell the engine what a scan saw. `hashing`: large files it queued to
+    /// be hashed, unknown until then (`fs::hashing`).
+    fn look(&mut self, mut scan: Scan, hashing: Vec<RelPath>) {
         // A file still being written (or unreadable) keeps its old entry and
         // is looked at again on the next tick.
         self.retry.extend(scan.failed.iter().cloned());
+        scan.failed.extend(hashing);
         self.engine.handle_scan(self.now_ns(), scan);
         let hashed = self.store.files_hashed();
         self.cfg.counters.files_hashed.store(hashed, std::sync::atomic::Ordering::Relaxed);
+        self.hash_next();
+    }
+
+    /// Hash the next queued large file on a blocking thread, unless one is
+    /// under way.
+    fn hash_next(&mut self) {
+        if self.hashing {
+            return;
+        }
+        let Some(job) = self.store.next_hash_job() else { return };
+        debug!(path = %job.path, "hashing a large file off the loop");
+        self.hashing = true;
+        let (net, events) = (self.net.clone(), self.events.clone());
+        self.net.spawn(async move {
+            let hashed = net.spawn_blocking(move || job.run()).await;
+            let _ = events.send(Event::Hashed(hashed)).await;
+        });
+    }
+
+    /// A large file was hashed: look at it again, now that the look finds
+    /// its hash. One that changed meanwhile was queued again by the
+    /// watcher's event; one that cannot be read waits for the next rescan.
+    pub(super) fn on_hashed(&mut self, hashed: Hashed) {
+        self.hashing = false;
+        let path = hashed.path.clone();
+        match self.store.finish_hash(hashed) {
+            Ok(()) => {
+                debug!(%path, "hashed a large file");
+                self.rescan(LocalEvent::Changed(vec![Some(path)]))
+            }
+            Err(e) => debug!(%path, error = %e, "not hashed"),
+        }
+        self.hash_next();
     }
 
     /// Scan each of `roots`.
@@ -128,6 +164,7 @@ impl<N: Net> Node<N> {
             let r = self.store.scan_checked(root.as_ref(), &|p| index.known(p));
             all.found.extend(r.found);
             all.failed.extend(r.failed);
+            all.hashing.extend(r.hashing);
             all.root_failed |= r.root_failed;
         }
         (roots, all)
@@ -150,6 +187,7 @@ impl<N: Net> Node<N> {
         let r2 = self.store.scan_checked(Some(&from), &|p| index.known(p));
         r.found.extend(r2.found);
         r.failed.extend(r2.failed);
+        r.hashing.extend(r2.hashing);
         r.root_failed = false;
         (vec![Some(from), Some(to)], r)
     }

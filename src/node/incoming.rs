@@ -62,6 +62,11 @@ impl Receiving {
         }
     }
 
+    /// A batch of received files is being made durable off the loop.
+    pub fn batch_under_way(&self) -> bool {
+        self.batch_under_way
+    }
+
     /// Content bytes already arrived of the file `peer` is streaming, if
     /// it was asked for.
     pub fn arrived_from(&self, peer: NodeId) -> u64 {
@@ -201,9 +206,14 @@ impl<N: Net> Node<N> {
     /// A batch was made durable (or not): put each file in place, and
     /// start the next batch.
     pub(super) fn on_durable(&mut self, done: DurableBatch) {
+        self.finish_batch(done);
+        self.flush_durable();
+    }
+
+    /// Put the files of the batch under way in place.
+    pub(super) fn finish_batch(&mut self, done: DurableBatch) {
         self.receiving.batch_under_way = false;
         self.install_all(done);
-        self.flush_durable();
     }
 
     fn install_all(&mut self, done: DurableBatch) {

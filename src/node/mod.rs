@@ -20,13 +20,15 @@ pub mod status;
 pub use status::{CounterValues, Counters};
 
 use crate::engine::{Command, Engine};
+use crate::fs::hashing::Hashed;
 use crate::fs::state::{ensure_marker, load_device_id, load_index, prepare_state_dir, StateError};
 use crate::fs::store::{system_time_ns, Store};
 use crate::fs::temp::DiskFaults;
 use crate::fs::trash::Trash;
 use crate::fs::watcher::LocalEvent;
-use crate::transport::conn::{Inbound, Job, PeerHello};
+use crate::transport::conn::{Inbound, PeerHello};
 use crate::transport::discovery;
+use crate::transport::jobs::Job;
 use crate::transport::key::ClusterKey;
 use crate::transport::limits::MAX_FRAMES_IN_FLIGHT;
 use crate::transport::net::{Net, Socket};
@@ -81,6 +83,9 @@ pub struct Config {
     pub disk_faults: DiskFaults,
     /// Days to keep what a peer's change deleted or replaced (0: none).
     pub trash_days: u32,
+    /// Files larger than this are hashed off the loop
+    /// (`fs::hashing::INLINE_HASH_MAX`; the simulation lowers it).
+    pub inline_hash_max: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +126,8 @@ enum Event<N: Net> {
     Announce(SocketAddr, Announce),
     /// A batch of received files was made durable (or not), off the loop.
     Durable(incoming::DurableBatch),
+    /// A large file was hashed (or not), off the loop.
+    Hashed(Hashed),
     Local(LocalEvent),
     Tick,
     Status(StatusRequest),
@@ -153,6 +160,9 @@ struct Node<N: Net> {
     trash: Trash,
     /// Paths a scan could not observe, to look at again on the next tick.
     retry: BTreeSet<RelPath>,
+    /// A large file is being hashed off the loop (one at a time: blake3
+    /// spreads each over all cores).
+    hashing: bool,
 }
 
 /// Run a node until the process ends. Returns early only on a start-up
@@ -269,7 +279,8 @@ impl<N: Net> Node<N> {
         let trash = Trash::new(&cfg.dir, cfg.trash_days, clock);
         let store = Store::new(cfg.dir.clone(), cfg.state_dir.clone(), device)
             .with_faults(cfg.disk_faults.clone())
-            .with_trash(trash.clone());
+            .with_trash(trash.clone())
+            .with_inline_hash_max(cfg.inline_hash_max);
         let cleaned = store.clean_temp_files();
         if cleaned > 0 {
             info!(count = cleaned, "removed temp files left by an earlier run");
@@ -291,6 +302,7 @@ impl<N: Net> Node<N> {
             engine,
             suspended: Arc::new(AtomicBool::new(false)),
             retry: BTreeSet::new(),
+            hashing: false,
             store,
             events,
             frame_credit,
@@ -340,7 +352,10 @@ impl<N: Net> Node<N> {
             match futures_lite::future::or(next, stop).await {
                 Some(Ok(ev)) => self.handle(ev),
                 Some(Err(_)) => return,
-                None => return self.shut_down(),
+                None => {
+                    self.finish_durable_batch(&inbox).await;
+                    return self.shut_down();
+                }
             }
             if self.engine.index().failure().is_some() {
                 self.drop_all_peers("the index database failed");
@@ -383,6 +398,7 @@ impl<N: Net> Node<N> {
             }
             Event::Announce(from, a) => self.on_announce(from, a),
             Event::Durable(done) => self.on_durable(done),
+            Event::Hashed(hashed) => self.on_hashed(hashed),
             Event::Local(ev) => self.rescan(ev),
             Event::Tick => self.on_tick(),
         }
@@ -498,6 +514,20 @@ impl<N: Net> Node<N> {
                 days = self.cfg.trash_days,
                 "removed files older than --trash-days from the trash"
             );
+        }
+    }
+
+    /// Wait for the batch of received files being made durable off the loop
+    /// and put them in place (they are whole and verified): left to the
+    /// process's exit, their temp files would stay behind. Other events
+    /// are dropped, as the shutdown drops everything else.
+    async fn finish_durable_batch(&mut self, inbox: &async_channel::Receiver<Event<N>>) {
+        while self.receiving.batch_under_way() {
+            match inbox.recv().await {
+                Ok(Event::Durable(done)) => self.finish_batch(done),
+                Ok(_) => {}
+                Err(_) => return,
+            }
         }
     }
 

@@ -8,7 +8,8 @@
 //! not: decide anything about sync (the engine does).
 
 use super::{Counters, Event, Node};
-use crate::transport::conn::{self, handshake, ConnError, Inbound, Job, PeerHello, Traffic};
+use crate::transport::conn::{self, handshake, ConnError, Inbound, PeerHello, Traffic};
+use crate::transport::jobs::{self, Job, JobSender};
 use crate::transport::key::ClusterKey;
 use crate::transport::limits::{
     HandshakeSlots, Queued, Slot, WarnBudget, MAX_HANDSHAKES, MAX_PEERS, MAX_QUEUED_SIGNATURE_BYTES, QUEUE_SLACK,
@@ -56,7 +57,7 @@ pub(super) struct Peer {
     /// Who dialled this connection (see `keep_new`).
     dialer: NodeId,
     pub addr: SocketAddr,
-    jobs: async_channel::Sender<Job>,
+    jobs: JobSender,
     pub traffic: Arc<Traffic>,
     /// What waits in `jobs` (see `limits::Queued`).
     queued: Arc<Queued>,
@@ -452,7 +453,7 @@ impl<N: Net> Node<N> {
     fn start_connection(&mut self, connection: Connection<N>, peer: NodeId, dialer: NodeId, addr: SocketAddr) -> Peer {
         let conn_id = self.peers.next_conn;
         self.peers.next_conn += 1;
-        let (jobs, jobs_rx) = async_channel::unbounded();
+        let (jobs, jobs_rx) = jobs::lanes();
         let (stop, stop_rx) = async_channel::bounded::<()>(1);
         let traffic = Arc::new(Traffic::default());
         let queued = Arc::new(Queued::default());
@@ -529,9 +530,9 @@ impl<N: Net> Node<N> {
         }
         let jobs = p.queued.add(job.signature_bytes());
         let limit = self.engine.index().len() + QUEUE_SLACK;
-        // Unbounded channel: only fails when the writer has stopped, and
+        // Unbounded lanes: only fails when the writer has stopped, and
         // then the reader reports the closed connection.
-        let _ = p.jobs.try_send(job);
+        let _ = p.jobs.send(job);
         if jobs > limit {
             self.close(peer, format!("{jobs} jobs queued: the peer asks faster than it reads"));
         }

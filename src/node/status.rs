@@ -138,6 +138,10 @@ pub struct Status {
     /// Bytes kept in the trash (`dirsync trash` lists them).
     #[serde(default)]
     pub trash_bytes: u64,
+    /// Large files new or changed here, being hashed before they are
+    /// announced (`fs::hashing`).
+    #[serde(default)]
+    pub hashing: u64,
     #[serde(default)]
     pub counters: CounterValues,
 }
@@ -159,6 +163,7 @@ pub(crate) fn quiet_status(peers: Vec<PeerStatus>) -> Status {
         retrying: vec![],
         retrying_total: 0,
         trash_bytes: 0,
+        hashing: 0,
         counters: Default::default(),
     }
 }
@@ -236,6 +241,7 @@ impl<N: Net> Node<N> {
             suspended: self.engine.suspended().map(str::to_string),
             retrying_total: retrying.len() as u64,
             trash_bytes: self.trash.size(),
+            hashing: self.store.files_hashing() as u64,
             retrying: retrying
                 .into_iter()
                 .take(MAX_RETRYING_SHOWN)

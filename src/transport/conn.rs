@@ -8,6 +8,7 @@
 
 use crate::fs::delta::{read_segment, segment_count, FileSignature};
 use crate::fs::store::Store;
+use crate::transport::jobs::{Job, JobReceiver};
 use crate::transport::limits::Queued;
 use crate::transport::net::Net;
 use crate::transport::secure::{self, Connection};
@@ -286,32 +287,6 @@ pub fn printable(text: &str) -> String {
     out
 }
 
-/// Work for a connection's writer task, in order.
-#[derive(Debug)]
-pub enum Job {
-    Send(Message),
-    /// Stream `entry`'s content, whole or as a delta against `base`.
-    Content {
-        entry: Entry,
-        base: Option<(Hash, Vec<u8>)>,
-    },
-    /// Sign our copy `base` and ask for `want` as a delta against it.
-    RequestDelta {
-        want: Entry,
-        base: Entry,
-    },
-}
-
-impl Job {
-    /// Signature bytes this job holds (counted against the queue's cap).
-    pub fn signature_bytes(&self) -> usize {
-        match self {
-            Job::Content { base: Some((_, sig)), .. } => sig.len(),
-            _ => 0,
-        }
-    }
-}
-
 /// Run a connection's writer until its job queue closes, a write fails, or
 /// `stop` closes (the node dropped the connection: a write blocked on a
 /// peer that does not read must not keep the socket and the queue alive).
@@ -322,7 +297,7 @@ impl Job {
 pub async fn run_writer<N: Net, W: AsyncWrite + Unpin>(
     net: N,
     mut w: W,
-    jobs: async_channel::Receiver<Job>,
+    jobs: JobReceiver,
     store: Store,
     peer: NodeId,
     stop: async_channel::Receiver<()>,
@@ -334,14 +309,14 @@ pub async fn run_writer<N: Net, W: AsyncWrite + Unpin>(
     };
     let work = async {
         loop {
-            let next = async { Some(jobs.recv().await) };
+            let next = async { Some(jobs.next().await) };
             let idle = async {
                 net.sleep(PING_INTERVAL).await;
                 None
             };
             let (job, counted) = match futures_lite::future::or(next, idle).await {
-                Some(Ok(job)) => (job, true),
-                Some(Err(_)) => break, // the node dropped this connection
+                Some(Some(job)) => (job, true),
+                Some(None) => break, // the node dropped this connection
                 None => (Job::Send(Message::Ping), false),
             };
             let sig = job.signature_bytes();
@@ -350,7 +325,11 @@ pub async fn run_writer<N: Net, W: AsyncWrite + Unpin>(
                 Job::Content { entry, base } => {
                     let size_of = entry.clone();
                     let mut progressed = 0;
-                    let r = send_content(&mut w, &store, peer, entry, base, &traffic, &mut progressed).await;
+                    let between = Between {
+                        jobs: &jobs,
+                        queued: &queued,
+                    };
+                    let r = send_content(&mut w, &store, peer, entry, base, &traffic, &mut progressed, between).await;
                     traffic.dequeued(&size_of, progressed);
                     r
                 }
@@ -378,6 +357,25 @@ fn open_version(store: &Store, entry: &Entry) -> Option<File> {
     File::open(path).ok()
 }
 
+/// What a file's chunks make way for: control messages queued meanwhile.
+struct Between<'a> {
+    jobs: &'a JobReceiver,
+    queued: &'a Queued,
+}
+
+impl Between<'_> {
+    /// Send the control messages waiting now (they go between two frames
+    /// of the file: the peer reads each frame on its own).
+    async fn send_waiting<W: AsyncWrite + Unpin>(&self, w: &mut W) -> io::Result<()> {
+        while let Some(msg) = self.jobs.control_now() {
+            write_msg(w, &msg).await?;
+            self.queued.done(0);
+        }
+        Ok(())
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn send_content<W: AsyncWrite + Unpin>(
     w: &mut W,
     store: &Store,
@@ -386,6 +384,7 @@ async fn send_content<W: AsyncWrite + Unpin>(
     base: Option<(Hash, Vec<u8>)>,
     traffic: &Traffic,
     progressed: &mut u64,
+    between: Between<'_>,
 ) -> io::Result<()> {
     let Some(mut file) = open_version(store, &entry) else {
         // Changed since the index said so: our next update announces it.
@@ -421,6 +420,7 @@ async fn send_content<W: AsyncWrite + Unpin>(
                 let data = read_segment(&mut file, entry.size, i)?;
                 let delta = sig.diff_segment(i as usize, &data).map_err(io::Error::other)?;
                 let n = write_msg(w, &Message::Chunk { data: delta }).await?;
+                between.send_waiting(w).await?;
                 traffic.bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
                 traffic.progressed(data.len() as u64);
                 *progressed += data.len() as u64;
@@ -439,6 +439,7 @@ async fn send_content<W: AsyncWrite + Unpin>(
                 file.read_exact(&mut data)?;
                 remaining -= n as u64;
                 let sent = write_msg(w, &Message::Chunk { data }).await?;
+                between.send_waiting(w).await?;
                 traffic.bytes_sent.fetch_add(sent as u64, Ordering::Relaxed);
                 traffic.progressed(n as u64);
                 *progressed += n as u64;

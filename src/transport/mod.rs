@@ -5,6 +5,7 @@
 //! - [`secure`]: the layer under every connection: plain, or Noise records
 //!   with the cluster key ([`key`]: key files and fingerprints).
 //! - [`conn`]: one connection's handshake, reader task and writer task.
+//! - [`jobs`]: a connection's outgoing work, control ahead of content.
 //! - [`discovery`]: UDP broadcast announcements.
 //! - [`limits`]: caps on peers, handshakes and queued work.
 //! - [`static_peers`]: `--peer` targets and their reconnection backoff.
@@ -14,6 +15,7 @@
 
 pub mod conn;
 pub mod discovery;
+pub mod jobs;
 pub mod key;
 pub mod limits;
 pub mod net;

@@ -1,0 +1,139 @@
+//! A connection's outgoing work, in two lanes: control messages (index
+//! updates, wants, digests: small and waited for) and bulk work (file
+//! content, and delta requests, which sign a whole file first). The
+//! writer takes control first, also between the chunks of a file, so that
+//! a 64-byte change is never stuck behind gigabytes of content going the
+//! same way.
+//!
+//! Owns: the job type and the lanes. Must not: decide what is sent.
+
+use crate::wire::{Entry, Hash, Message};
+
+/// Work for a connection's writer task.
+#[derive(Debug)]
+pub enum Job {
+    Send(Message),
+    /// Stream `entry`'s content, whole or as a delta against `base`.
+    Content {
+        entry: Entry,
+        base: Option<(Hash, Vec<u8>)>,
+    },
+    /// Sign our copy `base` and ask for `want` as a delta against it.
+    RequestDelta {
+        want: Entry,
+        base: Entry,
+    },
+}
+
+impl Job {
+    /// Signature bytes this job holds (counted against the queue's cap).
+    pub fn signature_bytes(&self) -> usize {
+        match self {
+            Job::Content { base: Some((_, sig)), .. } => sig.len(),
+            _ => 0,
+        }
+    }
+}
+
+/// The node's end of a connection's lanes.
+#[derive(Debug)]
+pub struct JobSender {
+    control: async_channel::Sender<Job>,
+    bulk: async_channel::Sender<Job>,
+}
+
+/// The writer's end: control before bulk, each lane in order.
+#[derive(Debug)]
+pub struct JobReceiver {
+    control: async_channel::Receiver<Job>,
+    bulk: async_channel::Receiver<Job>,
+}
+
+/// A connection's two lanes (unbounded: the node caps what waits, see
+/// `limits::Queued`).
+pub fn lanes() -> (JobSender, JobReceiver) {
+    let (control, control_rx) = async_channel::unbounded();
+    let (bulk, bulk_rx) = async_channel::unbounded();
+    (
+        JobSender { control, bulk },
+        JobReceiver {
+            control: control_rx,
+            bulk: bulk_rx,
+        },
+    )
+}
+
+impl JobSender {
+    /// Queue `job` in its lane; false once the writer has stopped.
+    pub fn send(&self, job: Job) -> bool {
+        match job {
+            Job::Send(_) => self.control.try_send(job).is_ok(),
+            _ => self.bulk.try_send(job).is_ok(),
+        }
+    }
+}
+
+impl JobReceiver {
+    /// The next job, a control message if one waits; `None` once the node
+    /// dropped the connection.
+    pub async fn next(&self) -> Option<Job> {
+        if let Ok(job) = self.control.try_recv() {
+            return Some(job);
+        }
+        futures_lite::future::or(self.control.recv(), self.bulk.recv()).await.ok()
+    }
+
+    /// A control message waiting now, to send between a file's chunks.
+    pub fn control_now(&self) -> Option<Message> {
+        match self.control.try_recv() {
+            Ok(Job::Send(msg)) => Some(msg),
+            // Only messages go in the control lane.
+            Ok(_) | Err(_) => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn content(path: &str) -> Job {
+        let entry = crate::wire::testing::file(path, 1, b"x");
+        Job::Content { entry, base: None }
+    }
+
+    #[test]
+    fn control_messages_overtake_queued_content_but_keep_their_order() {
+        let (tx, rx) = lanes();
+        assert!(tx.send(content("big")));
+        assert!(tx.send(Job::Send(Message::Ping)));
+        assert!(tx.send(Job::Send(Message::FileEnd)));
+        let order: Vec<String> = futures_lite::future::block_on(async {
+            let mut seen = Vec::new();
+            while let Some(job) = rx.next().await {
+                seen.push(match job {
+                    Job::Send(m) => m.name().to_string(),
+                    Job::Content { entry, .. } => entry.path.to_string(),
+                    Job::RequestDelta { .. } => "delta".into(),
+                });
+                if seen.len() == 3 {
+                    break;
+                }
+            }
+            seen
+        });
+        assert_eq!(order, ["ping", "file_end", "big"]);
+        drop(tx);
+        assert!(futures_lite::future::block_on(rx.next()).is_none());
+    }
+
+    #[test]
+    fn between_chunks_only_control_messages_are_taken() {
+        let (tx, rx) = lanes();
+        tx.send(content("next"));
+        assert!(rx.control_now().is_none());
+        tx.send(Job::Send(Message::Ping));
+        assert!(matches!(rx.control_now(), Some(Message::Ping)));
+        assert!(matches!(futures_lite::future::block_on(rx.next()), Some(Job::Content { .. })));
+    }
+}
