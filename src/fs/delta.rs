@@ -186,6 +186,19 @@ fn copy_whole(len: usize) -> Vec<u8> {
     out
 }
 
+/// The length a delta copies whole from offset 0 of its base segment, if
+/// that is all it does (what `copy_whole` makes for a segment the edit did
+/// not touch): the receiver copies such a segment in the kernel instead
+/// of applying it.
+pub fn whole_copy_len(delta: &[u8]) -> Option<u64> {
+    let template = copy_whole(1);
+    let (head, rest) = (delta.get(..6)?, delta.get(6..)?);
+    if head != &template[..6] || rest.len() != 5 || rest[4] != 0 {
+        return None;
+    }
+    Some(u64::from(u32::from_be_bytes(rest[..4].try_into().ok()?)))
+}
+
 fn take_u32(rest: &mut &[u8]) -> Result<u32, DeltaError> {
     if rest.len() < 4 {
         return Err(DeltaError::BadSignature("truncated"));
@@ -260,12 +273,14 @@ mod tests {
         let d = sig.diff_segment(0, &base).unwrap();
         assert_eq!(d, copy_whole(base.len()));
         assert_eq!(d.len(), 11);
+        assert_eq!(whole_copy_len(&d), Some(base.len() as u64));
         assert_eq!(apply_segment(&base, &d).unwrap(), base);
         // One changed byte is searched, not copied whole.
         let mut new = base.clone();
         new[5] ^= 1;
         let d = sig.diff_segment(0, &new).unwrap();
         assert_ne!(d, copy_whole(new.len()));
+        assert_eq!(whole_copy_len(&d), None);
         assert_eq!(apply_segment(&base, &d).unwrap(), new);
         // fast_rsync reads the hand-made copy of an empty segment too.
         assert_eq!(apply_segment(&[], &copy_whole(0)).unwrap(), Vec::<u8>::new());

@@ -7,7 +7,7 @@
 //! content is wanted (the engine does, once per frame).
 
 use crate::engine::Transfer;
-use crate::fs::delta::{apply_segment, read_segment, segment_count, SEGMENT};
+use crate::fs::delta::{apply_segment, read_segment, segment_count, whole_copy_len, SEGMENT};
 use crate::fs::store::Store;
 use crate::fs::temp::TempFile;
 use crate::wire::{ContentMode, Entry, Hash};
@@ -131,28 +131,42 @@ impl Incoming {
     }
 
     fn write_chunk(&mut self, data: &[u8]) -> Result<(), String> {
-        let out = match &mut self.base {
-            Some((base, base_len)) => {
-                if self.segments >= segment_count(self.entry.size) {
-                    return Err("more delta segments than the file has".into());
-                }
-                let base_seg = read_segment(base, *base_len, self.segments).map_err(|e| e.to_string())?;
-                self.segments += 1;
-                let out = apply_segment(&base_seg, data).map_err(|e| e.to_string())?;
-                if self.segments < segment_count(self.entry.size) && out.len() as u64 != SEGMENT {
-                    return Err("a delta segment rebuilt the wrong length".into());
-                }
-                out
-            }
-            None => data.to_vec(),
+        let Some((base, base_len)) = &mut self.base else {
+            return self.append(data, None);
         };
-        if self.written + out.len() as u64 > self.entry.size {
+        let index = self.segments;
+        if index >= segment_count(self.entry.size) {
+            return Err("more delta segments than the file has".into());
+        }
+        self.segments += 1;
+        let base_seg = read_segment(base, *base_len, index).map_err(|e| e.to_string())?;
+        // A segment the edit did not touch is copied from our copy in the
+        // kernel, not rebuilt and written through user space.
+        if whole_copy_len(data) == Some(base_seg.len() as u64) {
+            let at = index * SEGMENT;
+            return self.append(&base_seg, Some(at));
+        }
+        let out = apply_segment(&base_seg, data).map_err(|e| e.to_string())?;
+        if self.segments < segment_count(self.entry.size) && out.len() as u64 != SEGMENT {
+            return Err("a delta segment rebuilt the wrong length".into());
+        }
+        self.append(&out, None)
+    }
+
+    /// Add `bytes` to the temp file and the hash; `base_at`: they are the
+    /// base's own bytes from that offset (copied in the kernel).
+    fn append(&mut self, bytes: &[u8], base_at: Option<u64>) -> Result<(), String> {
+        if self.written + bytes.len() as u64 > self.entry.size {
             return Err("more bytes than announced".into());
         }
         let tmp = self.tmp.as_mut().ok_or("no temp file")?;
-        tmp.write(&out).map_err(|e| e.to_string())?;
-        self.hasher.update(&out);
-        self.written += out.len() as u64;
+        match (base_at, &self.base) {
+            (Some(at), Some((base, _))) => tmp.append_range(base, at, bytes),
+            _ => tmp.write(bytes),
+        }
+        .map_err(|e| e.to_string())?;
+        self.hasher.update(bytes);
+        self.written += bytes.len() as u64;
         Ok(())
     }
 
@@ -188,4 +202,65 @@ pub struct Received {
     /// What it cost on the wire.
     pub wire_bytes: u64,
     pub transfer: Transfer,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::delta::{read_segment, segment_count, FileSignature};
+    use crate::fs::testing::{entry_for, setup};
+    use std::io::Cursor;
+
+    fn noise(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    /// Untouched segments are copied from our copy (in the kernel), the
+    /// edited one rebuilt: the temp file holds exactly the new content,
+    /// including a shorter last segment and growth past the base's end.
+    #[test]
+    fn a_delta_rebuilds_the_new_file_copying_untouched_segments() {
+        let (dir, store) = setup();
+        let store = store.with_inline_hash_max(u64::MAX);
+        let seg = SEGMENT as usize;
+        let base = noise(3 * seg + 1234, 1);
+        std::fs::write(dir.path().join("big"), &base).unwrap();
+        let local = entry_for(&store, "big");
+        for new in [
+            {
+                let mut n = base.clone();
+                n[seg + 100..seg + 4196].copy_from_slice(&noise(4096, 2));
+                n
+            },
+            {
+                let mut n = base.clone();
+                n.extend(noise(seg, 3));
+                n
+            },
+            base[..2 * seg].to_vec(),
+        ] {
+            let sig = FileSignature::of_file(&mut Cursor::new(&base), base.len() as u64).unwrap();
+            let sig = FileSignature::from_bytes(&sig.to_bytes()).unwrap();
+            let mut entry = local.clone();
+            entry.size = new.len() as u64;
+            entry.hash = Hash::of(&new);
+            let content = ContentMode::Delta { base: local.hash };
+            let mut inc = Incoming::start(&store, entry.clone(), content, Ok(Some(local.clone())), 0);
+            let mut cur = Cursor::new(&new);
+            for i in 0..segment_count(new.len() as u64) {
+                let data = read_segment(&mut cur, new.len() as u64, i).unwrap();
+                inc.chunk(&sig.diff_segment(i as usize, &data).unwrap(), 0);
+            }
+            let received = inc.finish().unwrap();
+            assert_eq!(std::fs::read(&received.tmp.path).unwrap(), new);
+        }
+    }
 }

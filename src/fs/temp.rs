@@ -72,6 +72,19 @@ impl TempFile {
         self.file.write_all(data).map_err(io_err(&self.path))
     }
 
+    /// Append `len` bytes of `src` from `offset`, copied in the kernel
+    /// (`copy_file_range`: a shared extent on XFS and btrfs, a page-cache
+    /// copy on ext4, never through our memory). Where the kernel cannot
+    /// (another filesystem, an old kernel), `bytes` (the same range, which
+    /// the caller read anyway to hash it) is written instead.
+    pub fn append_range(&mut self, src: &File, offset: u64, bytes: &[u8]) -> Result<(), StoreError> {
+        self.faults.check(&self.path)?;
+        match copy_range(src, offset, &self.file, bytes.len() as u64) {
+            Ok(()) => Ok(()),
+            Err(Fallback(copied)) => self.write(&bytes[copied as usize..]),
+        }
+    }
+
     /// The first half of a commit: give the file the mode and mtime of
     /// `entry`, then fsync it. Touches only the temp file, so it may run off
     /// the event loop.
@@ -117,6 +130,38 @@ impl TempFile {
         self.committed = true;
         !matches!(fs::remove_file(&self.path), Err(e) if e.kind() == io::ErrorKind::NotFound)
     }
+}
+
+/// A range copy the kernel stopped short of, after this many bytes.
+struct Fallback(u64);
+
+/// Copy `len` bytes of `src` from `offset` to the end of `dst` (at its
+/// file position) in the kernel.
+#[cfg(target_os = "linux")]
+fn copy_range(src: &File, offset: u64, dst: &File, len: u64) -> Result<(), Fallback> {
+    use std::os::fd::AsRawFd;
+    let mut copied = 0u64;
+    while copied < len {
+        let Ok(mut off_in) = libc::loff_t::try_from(offset + copied) else {
+            return Err(Fallback(copied));
+        };
+        let want = usize::try_from(len - copied).unwrap_or(usize::MAX);
+        // SAFETY: both descriptors are open for the call; `off_in` is a
+        // valid loff_t the kernel updates; a null `off_out` means dst's own
+        // file position, which the kernel advances.
+        let n = unsafe { libc::copy_file_range(src.as_raw_fd(), &mut off_in, dst.as_raw_fd(), std::ptr::null_mut(), want, 0) };
+        match n {
+            // 0: the source ended early; an error: not supported here.
+            n if n <= 0 => return Err(Fallback(copied)),
+            n => copied += n as u64,
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn copy_range(_src: &File, _offset: u64, _dst: &File, _len: u64) -> Result<(), Fallback> {
+    Err(Fallback(0))
 }
 
 /// Flush the whole filesystem `file` is on (Linux `syncfs`).
