@@ -289,14 +289,14 @@ def measure(fn):
     return result
 
 
-def initial_sync(populate, scratch, extra_peers=0):
+def initial_sync(populate, scratch, extra_peers=0, flags=()):
     """Node A holds a tree; B (and extra peers) start empty. Time until every
-    empty node is synchronized."""
+    empty node is synchronized. `flags` go to every node."""
     a_dir, peers_dirs = Path(scratch) / "a", [Path(scratch) / f"b{i}" for i in range(1 + extra_peers)]
     for d in [a_dir, *peers_dirs]:
         d.mkdir(parents=True)
     populate(a_dir)
-    a = Node(a_dir, scratch)
+    a = Node(a_dir, scratch, extra=flags)
     a.wait_for("listening")
     # Large files are hashed after "listening": the clock starts once A
     # has them all in its index, as it did when they were hashed before.
@@ -304,7 +304,7 @@ def initial_sync(populate, scratch, extra_peers=0):
 
     def run():
         start = time.monotonic()
-        peers = [Node(d, scratch) for d in peers_dirs]
+        peers = [Node(d, scratch, extra=flags) for d in peers_dirs]
         for p in peers:
             # Synchronized with every other node, A among them (an empty
             # peer is a quick first one).
@@ -431,6 +431,19 @@ def w2_w3_renames(scratch):
     rs_ren = measure(lambda: dict(zip(("seconds", "rss_mib"), daemon.push(src))))
     daemon.stop()
     return results, {"W2": {"raw copy": raw, "rsync": rs2}, "W3": {"rsync": rs3, "rsync --fsync": rs3f}, "rename 512 MiB file": {"rsync (no rename detection)": rs_ren}}
+
+
+def w2_keyed(scratch):
+    """W2 with a cluster key (every byte authenticated and encrypted),
+    against a raw copy of the same file in the same run."""
+    size = max(1 << 20, int((512 << 20) * SCALE))
+    key = Path(scratch) / "cluster.key"
+    subprocess.run([str(BIN), "keygen", str(key)], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    r = initial_sync(lambda p: make_big_file(p / "big.bin", size), scratch / "d", flags=("--key-file", str(key)))
+    stop_all(r)
+    src = scratch / "d" / "a" / "big.bin"
+    raw = measure(lambda: {"seconds": raw_copy(src, scratch / "raw.bin")})
+    return r, {"raw copy": raw}
 
 
 def w4(scratch):
@@ -850,6 +863,7 @@ def scale_table(r):
 WORKLOADS = [
     ("W1 5,000 small files, initial sync", w1),
     ("W2/W3/renames", w2_w3_renames),
+    ("W2k 512 MiB file with a cluster key", w2_keyed),
     ("W4 64-byte file latency (p50)", w4),
     ("W4h 64-byte file latency while a 4 GiB file hashes (p50)", w4_hashing),
     ("W5 1,000 files to two peers", w5),
