@@ -388,13 +388,17 @@ impl Store {
         let mut input = File::open(&src).map_err(io_err(&src))?;
         let mut hasher = blake3::Hasher::new();
         let mut buf = vec![0u8; 256 * 1024];
+        let mut offset = 0;
         loop {
+            // Read to hash (the copy must be what the entry says); the bytes
+            // themselves are copied in the kernel.
             let n = input.read(&mut buf).map_err(io_err(&src))?;
             if n == 0 {
                 break;
             }
             hasher.update(&buf[..n]);
-            tmp.write(&buf[..n])?;
+            tmp.append_range(&input, offset, &buf[..n])?;
+            offset += n as u64;
         }
         if Hash::from(hasher.finalize()) != entry.hash {
             return Err(StoreError::HashMismatch(entry.path.to_string()));
@@ -667,5 +671,15 @@ mod tests {
         };
         assert!(matches!(store.copy(&c, &wrong, None), Err(StoreError::HashMismatch(_))));
         assert!(!dir.path().join("d").exists());
+        // Several reads' worth, copied in the kernel piece by piece.
+        let big: Vec<u8> = (0..600_000u32).map(|i| (i % 251) as u8).collect();
+        fs::write(dir.path().join("big"), &big).unwrap();
+        let big_entry = entry_for(&store, "big");
+        let copy = Entry {
+            path: rel("y/big"),
+            ..big_entry.clone()
+        };
+        store.copy(&big_entry, &copy, None).unwrap();
+        assert_eq!(fs::read(dir.path().join("y/big")).unwrap(), big);
     }
 }
