@@ -35,6 +35,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 from dirsync_tree import STATE_DIR, digest as tree_digest  # noqa: E402  (the shared tree reader)
 
+sys.path.insert(0, str(ROOT / "bench"))
+import lab  # noqa: E402  (the network lab of W6)
+
 BIN = Path(os.environ.get("DIRSYNC_BIN", ROOT / "target/release/dirsync"))
 REPEAT = int(os.environ.get("BENCH_REPEAT", "3"))
 SCALE = float(os.environ.get("BENCH_SCALE", "1.0"))
@@ -113,20 +116,22 @@ class Node:
     """A dirsync process on loopback; stderr goes to a log file. Nodes find
     each other by broadcast on 127.255.255.255, or, given `peers` (a list,
     maybe empty), only by dialling those with --peer (--no-discovery: no
-    announcements on the wire). `extra` flags are passed through."""
+    announcements on the wire). `extra` flags are passed through. Given a
+    `lab.Host`, the node runs on that host of the lab and broadcasts on
+    the lab's network."""
 
     running: list["Node"] = []  # killed at exit, also when a workload fails
 
-    def __init__(self, directory, scratch, peers=None, extra=()):
+    def __init__(self, directory, scratch, peers=None, extra=(), host=None):
         self.dir = Path(directory)
         self.port = port()
         self.log = Path(scratch) / f"node-{self.port}.log"
         if peers is None:
-            find = ["--broadcast-addr", "127.255.255.255"]
+            find = ["--broadcast-addr", lab.BROADCAST if host else "127.255.255.255"]
         else:
             find = ["--no-discovery"] + [a for p in peers for a in ("--peer", f"127.0.0.1:{p.port}")]
         self.proc = subprocess.Popen(
-            [str(BIN), str(self.dir), "-l", str(self.port), "-b", str(BPORT), *find, *extra],
+            [*(host.prefix if host else []), str(BIN), str(self.dir), "-l", str(self.port), "-b", str(BPORT), *find, *extra],
             stdout=subprocess.DEVNULL,
             stderr=open(self.log, "w"),
             env={**os.environ, "RUST_LOG": os.environ.get("NODE_LOG", "info")},
@@ -519,6 +524,74 @@ def percentiles(samples):
     return statistics.median(samples), samples[min(len(samples) - 1, int(round(0.95 * (len(samples) - 1))))]
 
 
+def w6(scratch):
+    """One source, N = 1, 2, 4 and 7 receivers, each host in its own
+    network namespace on its own 200 Mbit/s link (bench/lab.py): the time
+    until every receiver holds a 256 MiB file, and separately 1,000 small
+    files, put into the source's folder once all nodes are connected; and
+    the bytes the source sent on its link meanwhile."""
+    big = max(1 << 20, int((256 << 20) * SCALE))
+    small = max(10, int(1000 * SCALE))
+    counts = [1, 2, 4, 7]
+    the_lab = lab.Lab(1 + max(counts))
+    results = {}
+    try:
+        for n in counts:
+            for what, content_bytes, make in [
+                ("big", big, lambda d: make_big_file(d / "big.bin", big)),
+                ("small", None, lambda d: make_small_tree(d / "small", small, 10, seed=6)),
+            ]:
+                r = swarm_run(scratch / f"{what}-{n}", the_lab.hosts[: n + 1], make)
+                content = content_bytes or r["content_bytes"]
+                results[f"W6 {what}, N = {n}"] = {**r, "source_ratio": r["source_bytes"] / content}
+    finally:
+        the_lab.close()
+    for key, r in results.items():
+        one = results[key.rsplit("=", 1)[0] + "= 1"]
+        r["ratio_to_one"] = r["seconds"] / one["seconds"]
+    return results, {}
+
+
+def swarm_run(scratch, hosts, make):
+    """Start a node on each of `hosts` (empty folders), wait until all are
+    connected, then put `make`'s content in the first one's folder (made
+    aside and moved in) and time until every node holds the same tree."""
+    scratch.mkdir(parents=True)
+    staging = scratch / "staging"
+    staging.mkdir()
+    make(staging)
+    content_bytes = sum(f.stat().st_size for f in staging.rglob("*") if f.is_file())
+    dirs = [scratch / f"h{i}" for i in range(len(hosts))]
+    for d in dirs:
+        d.mkdir()
+    nodes = [Node(d, scratch, host=h) for d, h in zip(dirs, hosts)]
+    try:
+        for node in nodes:
+            node.wait_for("listening")
+        peers = len(nodes) - 1
+        wait(lambda: all(len(node.status()["peers"]) == peers for node in nodes), "every node connected", every=0.1)
+        settle_disk()
+        source = nodes[0]
+        sent_before = hosts[0].bytes_sent()
+        start = time.monotonic()
+        for item in staging.iterdir():
+            os.rename(item, source.dir / item.name)
+
+        def done():
+            s = source.status()
+            if s.get("hashing", 0) or s["files"] == 0:
+                return False
+            return all(node.status()["digest"] == s["digest"] for node in nodes[1:])
+
+        wait(done, "every receiver to hold the content", every=0.05)
+        took = time.monotonic() - start
+        return {"seconds": took, "source_bytes": hosts[0].bytes_sent() - sent_before, "content_bytes": content_bytes,
+                "rss_mib": max(node.rss() for node in nodes)}
+    finally:
+        for node in nodes:
+            node.stop()
+
+
 def w5(scratch):
     n = max(10, int(1000 * SCALE))
     populate = lambda d: make_small_tree(d, n, 10, seed=5)
@@ -867,6 +940,7 @@ WORKLOADS = [
     ("W4 64-byte file latency (p50)", w4),
     ("W4h 64-byte file latency while a 4 GiB file hashes (p50)", w4_hashing),
     ("W5 1,000 files to two peers", w5),
+    ("W6 one source to N receivers, 200 Mbit/s links", w6),
     ("100,000 files, initial sync", w100k),
     ("scale 1,000,000 x BENCH_SCALE paths", scale),  # opt-in (OPT_IN)
 ]
@@ -896,6 +970,8 @@ def fmt_row(name, tool, r, dirsync=None):
         notes.append(f"{r['samples']:.0f} samples while the hash ran ({r['hash_seconds']:.1f} s); while A then sent it: "
                      f"p50 {r['sending_p50_seconds'] * 1000:.1f} ms, p95 {r['sending_p95_seconds'] * 1000:.1f} ms "
                      f"({r['sending_samples']:.0f} samples)")
+    if "source_ratio" in r:
+        notes.append(f"{r['ratio_to_one']:.2f}x the N = 1 time; the source sent {r['source_ratio']:.2f}x the content")
     if "ratio_to_two_nodes" in r:
         notes.append(f"{r['ratio_to_two_nodes']:.2f}x the two-node time")
     return f"| {name} | {tool} | {secs * 1000:.1f} ms | {wire / 1e6:.3f} MB | {rss:.1f} MiB | {ratio} | {'; '.join(notes)} |"
@@ -938,7 +1014,7 @@ def run_workloads(scratch_root):
             runs_ref.append(ref_r)
         if fn is scale:
             scale_r = median_of(runs_main)
-        elif "W2/W3" in title:
+        elif "W2/W3" in title or fn is w6:
             for key in runs_main[0]:
                 table[key] = {"dirsync": median_of([r[key] for r in runs_main])}
                 for tool in runs_ref[0].get(key, {}):
