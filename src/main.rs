@@ -5,7 +5,7 @@
 
 use anyhow::Context;
 use argh::EarlyExit;
-use dirsync::app::cli::{Invocation, KeygenArgs, StatusArgs, TrashArgs};
+use dirsync::app::cli::{ConflictsArgs, Invocation, KeygenArgs, StatusArgs, TrashArgs};
 use dirsync::app::control::{self, ControlError};
 use dirsync::app::progress;
 use dirsync::fs::state::prepare_state_dir;
@@ -32,6 +32,7 @@ fn main() -> ExitCode {
         Ok(Invocation::Status(s)) => return status(s),
         Ok(Invocation::Keygen(k)) => return keygen(&k),
         Ok(Invocation::Trash(t)) => return trash(&t),
+        Ok(Invocation::Conflicts(c)) => return conflicts(&c),
         Err(code) => return code,
     };
     if args.version {
@@ -138,6 +139,63 @@ fn trash(args: &TrashArgs) -> ExitCode {
                 k.path.display()
             );
         }
+    }
+    ExitCode::SUCCESS
+}
+
+/// `dirsync conflicts`: list the conflict copies, or settle one.
+fn conflicts(args: &ConflictsArgs) -> ExitCode {
+    use dirsync::fs::conflicts;
+    let root = match args.root() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("dirsync: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let settled = match (&args.keep, &args.drop) {
+        (Some(_), Some(_)) => {
+            eprintln!("dirsync: error: --keep and --drop settle one copy each: give one of them");
+            return ExitCode::from(2);
+        }
+        (Some(copy), None) => Some(conflicts::keep(&root, copy).map(|original| format!("kept: it is {original} now"))),
+        (None, Some(copy)) => Some(conflicts::drop_copy(&root, copy).map(|copy| format!("dropped {copy}"))),
+        (None, None) => None,
+    };
+    match settled {
+        Some(Ok(done)) => {
+            println!("{done} (a running node syncs it now; otherwise at its next start)");
+            return ExitCode::SUCCESS;
+        }
+        Some(Err(e)) => {
+            eprintln!("dirsync: error: {e}");
+            return ExitCode::from(1);
+        }
+        None => {}
+    }
+    let device = dirsync::fs::state::read_device_id(&root.join(STATE_DIR_NAME)).map(|d| d.to_string());
+    let copies = conflicts::list(&root, device.as_deref());
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&copies).unwrap_or_default());
+    } else if copies.is_empty() {
+        println!("no conflict copies in {}", root.display());
+    } else {
+        for c in &copies {
+            let original = match (&c.original, c.original_exists) {
+                (Some(o), true) => o.clone(),
+                (Some(o), false) => format!("{o} (gone now)"),
+                (None, _) => "(unknown: the name was shortened)".into(),
+            };
+            let by = if c.this_device {
+                format!("{} (this host)", c.device)
+            } else {
+                c.device.clone()
+            };
+            println!("{}  {}", c.path, control::human_bytes(c.size));
+            let written = c.written.replace('T', " ").replace('Z', " UTC");
+            println!("    lost against {original}; written {written}by device {by}");
+        }
+        println!("\nsettle one: dirsync conflicts --keep COPY (it replaces the file) or --drop COPY (it goes)");
     }
     ExitCode::SUCCESS
 }

@@ -118,6 +118,8 @@ pub enum Invocation {
     Keygen(KeygenArgs),
     /// `dirsync trash [DIR]`
     Trash(TrashArgs),
+    /// `dirsync conflicts [DIR]`
+    Conflicts(ConflictsArgs),
 }
 
 /// Parse the words after the program name. A first word that is a command
@@ -127,6 +129,7 @@ pub fn parse(words: &[&str]) -> Result<Invocation, EarlyExit> {
         Some(&"status") => StatusArgs::from_args(&["dirsync", "status"], &words[1..]).map(Invocation::Status),
         Some(&KEYGEN) => KeygenArgs::from_args(&["dirsync", KEYGEN], &words[1..]).map(Invocation::Keygen),
         Some(&"trash") => TrashArgs::from_args(&["dirsync", "trash"], &words[1..]).map(Invocation::Trash),
+        Some(&"conflicts") => ConflictsArgs::from_args(&["dirsync", "conflicts"], &words[1..]).map(Invocation::Conflicts),
         _ => Args::from_args(&["dirsync"], words).map(Invocation::Run),
     }
 }
@@ -278,6 +281,45 @@ impl TrashArgs {
     /// The trash folder of DIR.
     pub fn trash_dir(&self) -> Result<PathBuf, CliError> {
         Ok(crate::fs::trash::trash_dir(&canonical_dir(&self.dir)?))
+    }
+}
+
+/// List the conflict copies in DIR: where two hosts changed the same file
+/// at once, the losing version is kept next to it as
+/// `NAME.sync-conflict-YYYYMMDD-HHMMSS-DEVICE-HASH.EXT`. Shows the file each
+/// lost against, when the losing version was written (UTC) and by which
+/// device. Settle one with --keep (the copy replaces the file) or --drop
+/// (the copy goes); either is an ordinary change that every host follows.
+/// Works from the disk alone, with or without a running node.
+#[derive(FromArgs, Debug)]
+#[argh(
+    example = "What conflicts are there?\n  $ dirsync conflicts ~/shared",
+    example = "The other version was right: keep it as the real file\n  $ dirsync conflicts ~/shared --keep 'docs/report.sync-conflict-20261125-143000-a1b2c3d4-5c2e6e6d.txt'",
+    example = "The current file is right: drop the copy\n  $ dirsync conflicts ~/shared --drop 'docs/report.sync-conflict-20261125-143000-a1b2c3d4-5c2e6e6d.txt'",
+    note = "COPY is a path inside DIR (relative to DIR, or absolute)."
+)]
+pub struct ConflictsArgs {
+    /// the synced directory (default: the current one)
+    #[argh(positional, default = "PathBuf::from(\".\")")]
+    pub dir: PathBuf,
+
+    /// print the list as JSON
+    #[argh(switch)]
+    pub json: bool,
+
+    /// keep this conflict copy: it replaces the file it lost against
+    #[argh(option, arg_name = "COPY")]
+    pub keep: Option<PathBuf>,
+
+    /// drop this conflict copy: delete it
+    #[argh(option, arg_name = "COPY")]
+    pub drop: Option<PathBuf>,
+}
+
+impl ConflictsArgs {
+    /// DIR, absolute.
+    pub fn root(&self) -> Result<PathBuf, CliError> {
+        canonical_dir(&self.dir)
     }
 }
 

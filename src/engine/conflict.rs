@@ -73,6 +73,51 @@ pub fn conflict_path(path: &RelPath, mtime_ns: i128, tag: &str) -> Option<RelPat
     RelPath::new(full).ok()
 }
 
+/// What a conflict copy's name says: the name of the file it lost
+/// against, when the losing version was written (UTC, `YYYYMMDD-HHMMSS`)
+/// and the short id of the device that wrote it. The inverse of
+/// `conflict_path`, for `dirsync conflicts`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConflictName {
+    /// The original's file name; `None` when the copy's name was shortened
+    /// to fit 255 bytes, so the original's cannot be told from it.
+    pub original: Option<String>,
+    pub stamp: String,
+    pub device: String,
+    /// The first 8 hex digits of the losing content's hash (copies made
+    /// before the hash joined the name have none).
+    pub hash: Option<String>,
+}
+
+/// Parse a file name (no folder) made by `conflict_path`.
+pub fn parse_conflict_name(name: &str) -> Option<ConflictName> {
+    let at = name.rfind(MARK)?;
+    let (stem, rest) = (&name[..at], &name[at + MARK.len()..]);
+    let hex8 = |s: &str| s.len() == 8 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let (date, rest) = (rest.get(..8)?, rest.get(8..)?);
+    let (time, rest) = (rest.strip_prefix('-')?.get(..6)?, rest.get(7..)?);
+    if !(date.bytes().chain(time.bytes()).all(|b| b.is_ascii_digit())) {
+        return None;
+    }
+    let (device, rest) = (rest.strip_prefix('-')?.get(..8)?, rest.get(9..)?);
+    let (hash, ext) = match rest.strip_prefix('-').and_then(|r| r.get(..8)) {
+        Some(h) if hex8(h) => (Some(h.to_string()), &rest[9..]),
+        _ => (None, rest),
+    };
+    if stem.is_empty() || !hex8(device) || !(ext.is_empty() || ext.starts_with('.')) {
+        return None;
+    }
+    // A name within one character of the limit may have lost the end of
+    // its stem (or extension) to fit.
+    let shortened = name.len() + 4 > MAX_COMPONENT_LEN;
+    Some(ConflictName {
+        original: (!shortened).then(|| format!("{stem}{ext}")),
+        stamp: format!("{date}-{time}"),
+        device: device.to_string(),
+        hash,
+    })
+}
+
 /// Seconds since the epoch → (year, month, day, hour, minute, second), UTC
 /// (Howard Hinnant's civil-from-days).
 pub(crate) fn utc(secs: i64) -> (i64, u32, u32, u32, u32, u32) {
@@ -143,6 +188,56 @@ mod tests {
             proptest::prop_assert_eq!(copy.parent(), path.parent());
             let later = conflict_path(&path, (secs + 1) * 1_000_000_000, "a1b2c3d4").unwrap();
             proptest::prop_assert_ne!(copy, later);
+        }
+    }
+
+    #[test]
+    fn a_copy_name_tells_its_original_time_and_device() {
+        let loser = Entry {
+            path: p("dir/report.tar.gz"),
+            kind: Kind::File,
+            deleted: false,
+            size: 3,
+            mtime: T,
+            version: T,
+            hash: Hash::of(b"abc"),
+            vector: Vector::default(),
+            by: NodeId(0xa1b2_c3d4_0000_0001),
+            exec: false,
+        };
+        for (path, original) in [
+            ("dir/report.tar.gz", "report.tar.gz"),
+            ("Makefile", "Makefile"),
+            (".bashrc", ".bashrc"),
+        ] {
+            let copy = conflict_entry(&Entry {
+                path: p(path),
+                ..loser.clone()
+            })
+            .unwrap();
+            let name = copy.path.as_str().rsplit('/').next().unwrap();
+            let parsed = parse_conflict_name(name).unwrap();
+            assert_eq!(parsed.original.as_deref(), Some(original));
+            assert_eq!((parsed.stamp.as_str(), parsed.device.as_str()), ("20261125-143000", "a1b2c3d4"));
+            assert_eq!(parsed.hash, Some(loser.hash.short()));
+        }
+        // Older copies carry no hash; a shortened name hides its original.
+        let old = parse_conflict_name("notes.sync-conflict-20261125-143000-a1b2c3d4.txt").unwrap();
+        assert_eq!((old.original.as_deref(), old.hash), (Some("notes.txt"), None));
+        let long = conflict_entry(&Entry {
+            path: p(&("x".repeat(250) + ".txt")),
+            ..loser.clone()
+        })
+        .unwrap();
+        assert_eq!(parse_conflict_name(long.path.as_str()).unwrap().original, None);
+        for not_a_copy in [
+            "notes.txt",
+            ".sync-conflict-20261125-143000-a1b2c3d4.txt",
+            "n.sync-conflict-2026112-143000-a1b2c3d4.txt",
+            "n.sync-conflict-20261125-143000-a1b2c3dz.txt",
+            "n.sync-conflict-20261125-143000-a1b2c3d4x",
+        ] {
+            assert_eq!(parse_conflict_name(not_a_copy), None, "{not_a_copy}");
         }
     }
 

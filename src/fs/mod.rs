@@ -14,6 +14,7 @@
 //! Depends on `wire` and on the engine's data types (`Observed`, `Index`):
 //! it produces the engine's inputs. Must not: decide what to change.
 
+pub mod conflicts;
 pub mod delta;
 pub mod hashing;
 pub mod receive;

@@ -69,17 +69,25 @@ pub fn ensure_marker(marker: &Path, index_had_files: bool) -> Result<(), StateEr
     std::fs::create_dir_all(marker).map_err(io_err(marker))
 }
 
+/// The device id in `state_dir/device`, if it holds a valid one (read
+/// only: for commands that look at DIR without running a node).
+pub fn read_device_id(state_dir: &Path) -> Option<NodeId> {
+    let text = std::fs::read_to_string(state_dir.join(DEVICE_FILE)).ok()?;
+    let id = u64::from_str_radix(text.trim(), 16).ok()?;
+    (text.trim().len() == 16 && id != 0).then_some(NodeId(id))
+}
+
 /// The synced directory's device id: read from `state_dir/device`, or, on
 /// the first start (or if that file is unreadable), `fresh` written there.
 /// Unlike the node id, which is new on every start, it stays with the
 /// directory's state, so the counters of version vectors stay its own.
 pub fn load_device_id(state_dir: &Path, fresh: NodeId) -> Result<NodeId, StateError> {
     let path = state_dir.join(DEVICE_FILE);
-    if let Ok(text) = std::fs::read_to_string(&path) {
-        match u64::from_str_radix(text.trim(), 16) {
-            Ok(id) if text.trim().len() == 16 && id != 0 => return Ok(NodeId(id)),
-            _ => warn!(path = %path.display(), "the device id file is unreadable; making a new device id"),
-        }
+    if let Some(id) = read_device_id(state_dir) {
+        return Ok(id);
+    }
+    if path.exists() {
+        warn!(path = %path.display(), "the device id file is unreadable; making a new device id");
     }
     let id = if fresh.0 == 0 { NodeId(1) } else { fresh };
     let tmp = path.with_extension("tmp");
