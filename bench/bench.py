@@ -17,6 +17,7 @@ nodes' --rescan-interval). DIRSYNC_BIN picks another dirsync binary.
 Stdlib only.
 """
 
+import datetime
 import json
 import os
 import random
@@ -449,6 +450,58 @@ def w2_keyed(scratch):
     src = scratch / "d" / "a" / "big.bin"
     raw = measure(lambda: {"seconds": raw_copy(src, scratch / "raw.bin")})
     return r, {"raw copy": raw}
+
+
+RATE_LIMIT = 100_000_000  # bytes/s: under the disk's speed here, over a LAN's
+
+
+def w2_limited(scratch):
+    """W2 with a bandwidth limit of RATE_LIMIT, once on the sending side
+    (--max-send-rate) and once on the receiving side (--max-recv-rate):
+    the rate the file arrives at, against the limit. Meanwhile 64-byte
+    files go the other way, B to A: their latency under a saturated limit."""
+    size = max(1 << 20, int((512 << 20) * SCALE))
+    results = {}
+    for side, flag in (("send", "--max-send-rate"), ("receive", "--max-recv-rate")):
+        d = scratch / side
+        a_dir, b_dir = d / "a", d / "b"
+        a_dir.mkdir(parents=True)
+        b_dir.mkdir()
+        make_big_file(a_dir / "big.bin", size)
+        flags = (flag, f"{RATE_LIMIT // 1_000_000}MB/s")
+        a = Node(a_dir, d, extra=flags)
+        a.wait_for("listening")
+        wait(lambda: a.status().get("hashing", 0) == 0, "A to hash its files", every=0.05)
+        settle_disk()
+        start = time.time()
+        b = Node(b_dir, d, extra=flags)
+        lat = []
+        while b.count("applied path=big.bin") == 0:
+            payload = os.urandom(32).hex().encode()
+            target = a_dir / f"ping{len(lat):04d}.txt"
+            sent = time.monotonic()
+            (b_dir / target.name).write_bytes(payload)
+            wait(lambda: target.exists() and target.read_bytes() == payload, "64-byte file", every=0.0005)
+            lat.append(time.monotonic() - sent)
+            time.sleep(0.1)
+        took = logged_at(b, "applied path=big.bin") - start
+        p50, p95 = percentiles(lat)
+        results[f"W2r 512 MiB, --max-{'send' if side == 'send' else 'recv'}-rate 100MB/s"] = {
+            "seconds": took, "rss_mib": max(a.rss(), b.rss()), "rate_ratio": size / took / RATE_LIMIT,
+            "ping_p50_seconds": p50, "ping_p95_seconds": p95, "ping_samples": len(lat)}
+        a.stop()
+        b.stop()
+    return results, {}
+
+
+def logged_at(node, needle):
+    """Wall-clock time (seconds since the epoch) of the first log line of
+    `node` holding `needle`, from the line's own timestamp."""
+    for line in node.log.read_text(errors="replace").splitlines():
+        if needle in line:
+            stamp = line.split()[0].rstrip("Z")
+            return datetime.datetime.fromisoformat(stamp).replace(tzinfo=datetime.timezone.utc).timestamp()
+    raise RuntimeError(f"{needle!r} not in {node.log}")
 
 
 def w4(scratch):
@@ -937,6 +990,7 @@ WORKLOADS = [
     ("W1 5,000 small files, initial sync", w1),
     ("W2/W3/renames", w2_w3_renames),
     ("W2k 512 MiB file with a cluster key", w2_keyed),
+    ("W2r 512 MiB file under a bandwidth limit", w2_limited),
     ("W4 64-byte file latency (p50)", w4),
     ("W4h 64-byte file latency while a 4 GiB file hashes (p50)", w4_hashing),
     ("W5 1,000 files to two peers", w5),
@@ -970,6 +1024,9 @@ def fmt_row(name, tool, r, dirsync=None):
         notes.append(f"{r['samples']:.0f} samples while the hash ran ({r['hash_seconds']:.1f} s); while A then sent it: "
                      f"p50 {r['sending_p50_seconds'] * 1000:.1f} ms, p95 {r['sending_p95_seconds'] * 1000:.1f} ms "
                      f"({r['sending_samples']:.0f} samples)")
+    if "rate_ratio" in r:
+        notes.append(f"{r['rate_ratio']:.3f}x the limit; 64-byte files the other way meanwhile: p50 "
+                     f"{r['ping_p50_seconds'] * 1000:.1f} ms, p95 {r['ping_p95_seconds'] * 1000:.1f} ms ({r['ping_samples']:.0f})")
     if "source_ratio" in r:
         notes.append(f"{r['ratio_to_one']:.2f}x the N = 1 time; the source sent {r['source_ratio']:.2f}x the content")
     if "ratio_to_two_nodes" in r:
@@ -1014,7 +1071,7 @@ def run_workloads(scratch_root):
             runs_ref.append(ref_r)
         if fn is scale:
             scale_r = median_of(runs_main)
-        elif "W2/W3" in title or fn is w6:
+        elif "W2/W3" in title or fn in (w6, w2_limited):
             for key in runs_main[0]:
                 table[key] = {"dirsync": median_of([r[key] for r in runs_main])}
                 for tool in runs_ref[0].get(key, {}):

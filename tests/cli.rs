@@ -105,6 +105,9 @@ fn bad_flags_and_values() {
         (vec![dir, "-l", "notaport"], "'-l' with value 'notaport'"),
         (vec![dir, "-l", "70000"], "'-l' with value '70000'"),
         (vec![dir, "--broadcast-addr", "nowhere"], "broadcast-addr"),
+        (vec![dir, "--max-send-rate", "fast"], "give a number and a unit"),
+        (vec![dir, "--max-recv-rate", "20Mb/s"], "ambiguous"),
+        (vec![dir, "--max-send-rate", "0"], "more than 0"),
     ] {
         assert_clean_failure(&run(&args), 2, needle);
     }

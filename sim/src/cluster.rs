@@ -351,6 +351,8 @@ impl Cluster {
                 disk_faults: disk_faults.clone(),
                 trash_days: 7,
                 inline_hash_max: INLINE_HASH_MAX,
+                max_send_rate: None,
+                max_recv_rate: None,
             };
             let net = TurmoilNet::new(&host_name, panics.clone());
             let rx = local_rx.clone();

@@ -69,6 +69,14 @@ pub struct Args {
     #[argh(option, default = "7")]
     pub trash_days: u32,
 
+    /// send file content at most this fast, across all peers, e.g. 20MB/s, 512KiB/s, 100Mbit/s (default: no limit); changes are announced at once whatever the limit
+    #[argh(option, from_str_fn(rate_flag), arg_name = "RATE")]
+    pub max_send_rate: Option<u64>,
+
+    /// take in file content at most this fast, across all peers (same units; default: no limit)
+    #[argh(option, from_str_fn(rate_flag), arg_name = "RATE")]
+    pub max_recv_rate: Option<u64>,
+
     /// print the version and exit
     #[argh(switch)]
     pub version: bool,
@@ -221,8 +229,15 @@ impl Args {
             disk_faults: Default::default(),
             trash_days: self.trash_days,
             inline_hash_max: crate::fs::hashing::INLINE_HASH_MAX,
+            max_send_rate: self.max_send_rate,
+            max_recv_rate: self.max_recv_rate,
         })
     }
+}
+
+/// A `--max-*-rate` value in bytes per second.
+fn rate_flag(text: &str) -> Result<u64, String> {
+    crate::transport::rate::parse_rate(text).map_err(|e| e.to_string())
 }
 
 /// 64 random bits from the standard library's per-process hash keys, mixed
@@ -371,6 +386,14 @@ mod tests {
     #[test]
     fn command_words_dispatch_and_dirs_named_like_them_still_sync() {
         assert!(matches!(parse(&["keygen", "k"]), Ok(Invocation::Keygen(k)) if k.file.as_os_str() == "k"));
+        assert!(matches!(parse(&["d", "--max-send-rate", "20MB/s"]), Ok(Invocation::Run(a)) if a.max_send_rate == Some(20_000_000)));
+        assert!(matches!(parse(&["d", "--max-recv-rate", "100Mbit/s"]), Ok(Invocation::Run(a)) if a.max_recv_rate == Some(12_500_000)));
+        let bad = parse(&["d", "--max-send-rate", "fast"]).unwrap_err();
+        assert!(
+            bad.status.is_err() && bad.output.contains("give a number and a unit"),
+            "{}",
+            bad.output
+        );
         assert!(matches!(parse(&["./keygen"]), Ok(Invocation::Run(a)) if a.dir.as_deref() == Some(std::path::Path::new("./keygen"))));
         assert!(
             matches!(parse(&["d", "--key-file", "k"]), Ok(Invocation::Run(a)) if a.key_file.as_deref() == Some(std::path::Path::new("k")))

@@ -32,6 +32,7 @@ use crate::transport::jobs::Job;
 use crate::transport::key::ClusterKey;
 use crate::transport::limits::MAX_FRAMES_IN_FLIGHT;
 use crate::transport::net::{Net, Socket};
+use crate::transport::rate::RateLimit;
 use crate::transport::secure::Connection;
 use crate::transport::static_peers::StaticPeers;
 use crate::wire::{Announce, Message, NodeId, RelPath};
@@ -86,6 +87,10 @@ pub struct Config {
     /// Files larger than this are hashed off the loop
     /// (`fs::hashing::INLINE_HASH_MAX`; the simulation lowers it).
     pub inline_hash_max: u64,
+    /// File content this node sends, and takes in, at most, in bytes per
+    /// second across all peers (`--max-send-rate`, `--max-recv-rate`).
+    pub max_send_rate: Option<u64>,
+    pub max_recv_rate: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -163,6 +168,9 @@ struct Node<N: Net> {
     /// A large file is being hashed off the loop (one at a time: blake3
     /// spreads each over all cores).
     hashing: bool,
+    /// The bandwidth limits, shared by every connection.
+    send_limit: Option<Arc<RateLimit>>,
+    recv_limit: Option<Arc<RateLimit>>,
 }
 
 /// Run a node until the process ends. Returns early only on a start-up
@@ -303,6 +311,8 @@ impl<N: Net> Node<N> {
             suspended: Arc::new(AtomicBool::new(false)),
             retry: BTreeSet::new(),
             hashing: false,
+            send_limit: cfg.max_send_rate.map(|r| Arc::new(RateLimit::new(r))),
+            recv_limit: cfg.max_recv_rate.map(|r| Arc::new(RateLimit::new(r))),
             store,
             events,
             frame_credit,

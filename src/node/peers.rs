@@ -466,6 +466,7 @@ impl<N: Net> Node<N> {
             stop_rx.clone(),
             queued.clone(),
             traffic.clone(),
+            self.send_limit.clone(),
         ));
         self.net.spawn(conn::run_reader(
             self.net.clone(),
@@ -474,6 +475,7 @@ impl<N: Net> Node<N> {
             self.frame_credit.clone(),
             self.events.clone(),
             move |inbound: Inbound| Event::Inbound { conn_id, peer, inbound },
+            self.recv_limit.clone(),
         ));
         Peer {
             conn_id,

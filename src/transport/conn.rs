@@ -11,6 +11,7 @@ use crate::fs::store::Store;
 use crate::transport::jobs::{Job, JobReceiver};
 use crate::transport::limits::Queued;
 use crate::transport::net::Net;
+use crate::transport::rate::RateLimit;
 use crate::transport::secure::{self, Connection};
 use crate::wire::{self, ContentMode, Entry, Hash, Message, NodeId, WantFile, WireError, LEN_PREFIX, PROTOCOL_VERSION};
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -137,6 +138,7 @@ pub enum Inbound {
 /// the node stops taking events. Each frame first takes a place in
 /// `credit` (the node frees it when it has handled the frame), so at most
 /// that channel's capacity of frames wait in memory across all peers.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_reader<N: Net, R: AsyncRead + Unpin, E>(
     net: N,
     mut reader: R,
@@ -144,6 +146,7 @@ pub async fn run_reader<N: Net, R: AsyncRead + Unpin, E>(
     credit: async_channel::Sender<()>,
     events: async_channel::Sender<E>,
     event: impl Fn(Inbound) -> E,
+    recv_limit: Option<Arc<RateLimit>>,
 ) {
     loop {
         let read = async { Some(read_frame_or_idle(&net, &mut reader).await) };
@@ -154,6 +157,23 @@ pub async fn run_reader<N: Net, R: AsyncRead + Unpin, E>(
         let inbound = match futures_lite::future::or(read, stopped).await {
             None => return,
             Some(Ok((msg, bytes))) => {
+                if let (Some(limit), Message::Chunk { .. }) = (&recv_limit, &msg) {
+                    // `--max-recv-rate`: reading no further until this
+                    // chunk's share of the rate has passed holds the
+                    // sender back through TCP.
+                    let wait = limit.take(bytes as u64, net.now());
+                    let waited = async {
+                        net.sleep(wait).await;
+                        true
+                    };
+                    let stopped = async {
+                        let _ = stop.recv().await;
+                        false
+                    };
+                    if !wait.is_zero() && !futures_lite::future::or(waited, stopped).await {
+                        return;
+                    }
+                }
                 if credit.send(()).await.is_err() {
                     return;
                 }
@@ -303,6 +323,7 @@ pub async fn run_writer<N: Net, W: AsyncWrite + Unpin>(
     stop: async_channel::Receiver<()>,
     queued: Arc<Queued>,
     traffic: Arc<Traffic>,
+    send_limit: Option<Arc<RateLimit>>,
 ) {
     let stopped = async {
         let _ = stop.recv().await;
@@ -325,11 +346,13 @@ pub async fn run_writer<N: Net, W: AsyncWrite + Unpin>(
                 Job::Content { entry, base } => {
                     let size_of = entry.clone();
                     let mut progressed = 0;
-                    let between = Between {
+                    let pacing = Pacing {
+                        net: &net,
                         jobs: &jobs,
                         queued: &queued,
+                        limit: send_limit.as_deref(),
                     };
-                    let r = send_content(&mut w, &store, peer, entry, base, &traffic, &mut progressed, between).await;
+                    let r = send_content(&mut w, &store, peer, entry, base, &traffic, &mut progressed, pacing).await;
                     traffic.dequeued(&size_of, progressed);
                     r
                 }
@@ -357,26 +380,51 @@ fn open_version(store: &Store, entry: &Entry) -> Option<File> {
     File::open(path).ok()
 }
 
-/// What a file's chunks make way for: control messages queued meanwhile.
-struct Between<'a> {
+/// What a file's chunks make way for and wait on: control messages queued
+/// meanwhile go between them (the peer reads each frame on its own), and
+/// the send limit (`--max-send-rate`) spaces them.
+struct Pacing<'a, N: Net> {
+    net: &'a N,
     jobs: &'a JobReceiver,
     queued: &'a Queued,
+    limit: Option<&'a RateLimit>,
 }
 
-impl Between<'_> {
-    /// Send the control messages waiting now (they go between two frames
-    /// of the file: the peer reads each frame on its own).
-    async fn send_waiting<W: AsyncWrite + Unpin>(&self, w: &mut W) -> io::Result<()> {
+impl<N: Net> Pacing<'_, N> {
+    /// Before `n` bytes of content go: send the control messages waiting,
+    /// then wait the limit's share, sending any that come meanwhile.
+    async fn before_content<W: AsyncWrite + Unpin>(&self, w: &mut W, n: u64) -> io::Result<()> {
         while let Some(msg) = self.jobs.control_now() {
-            write_msg(w, &msg).await?;
-            self.queued.done(0);
+            self.send_control(w, &msg).await?;
         }
+        let Some(limit) = self.limit else { return Ok(()) };
+        let until = self.net.now() + limit.take(n, self.net.now());
+        loop {
+            let left = match until.duration_since(self.net.now()) {
+                Ok(d) if !d.is_zero() => d,
+                _ => return Ok(()),
+            };
+            let control = async { self.jobs.control().await };
+            let waited = async {
+                self.net.sleep(left).await;
+                None
+            };
+            match futures_lite::future::or(control, waited).await {
+                Some(msg) => self.send_control(w, &msg).await?,
+                None => return Ok(()),
+            }
+        }
+    }
+
+    async fn send_control<W: AsyncWrite + Unpin>(&self, w: &mut W, msg: &Message) -> io::Result<()> {
+        write_msg(w, msg).await?;
+        self.queued.done(0);
         Ok(())
     }
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn send_content<W: AsyncWrite + Unpin>(
+async fn send_content<N: Net, W: AsyncWrite + Unpin>(
     w: &mut W,
     store: &Store,
     peer: NodeId,
@@ -384,7 +432,7 @@ async fn send_content<W: AsyncWrite + Unpin>(
     base: Option<(Hash, Vec<u8>)>,
     traffic: &Traffic,
     progressed: &mut u64,
-    between: Between<'_>,
+    pacing: Pacing<'_, N>,
 ) -> io::Result<()> {
     let Some(mut file) = open_version(store, &entry) else {
         // Changed since the index said so: our next update announces it.
@@ -419,8 +467,8 @@ async fn send_content<W: AsyncWrite + Unpin>(
             for i in 0..segment_count(entry.size) {
                 let data = read_segment(&mut file, entry.size, i)?;
                 let delta = sig.diff_segment(i as usize, &data).map_err(io::Error::other)?;
+                pacing.before_content(w, delta.len() as u64).await?;
                 let n = write_msg(w, &Message::Chunk { data: delta }).await?;
-                between.send_waiting(w).await?;
                 traffic.bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
                 traffic.progressed(data.len() as u64);
                 *progressed += data.len() as u64;
@@ -438,8 +486,8 @@ async fn send_content<W: AsyncWrite + Unpin>(
                 let mut data = vec![0u8; n];
                 file.read_exact(&mut data)?;
                 remaining -= n as u64;
+                pacing.before_content(w, n as u64).await?;
                 let sent = write_msg(w, &Message::Chunk { data }).await?;
-                between.send_waiting(w).await?;
                 traffic.bytes_sent.fetch_add(sent as u64, Ordering::Relaxed);
                 traffic.progressed(n as u64);
                 *progressed += n as u64;

@@ -83,6 +83,15 @@ impl JobReceiver {
         futures_lite::future::or(self.control.recv(), self.bulk.recv()).await.ok()
     }
 
+    /// The next control message, when it comes (`None` once the node
+    /// dropped the connection).
+    pub async fn control(&self) -> Option<Message> {
+        match self.control.recv().await {
+            Ok(Job::Send(msg)) => Some(msg),
+            Ok(_) | Err(_) => None,
+        }
+    }
+
     /// A control message waiting now, to send between a file's chunks.
     pub fn control_now(&self) -> Option<Message> {
         match self.control.try_recv() {

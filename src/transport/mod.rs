@@ -8,6 +8,7 @@
 //! - [`jobs`]: a connection's outgoing work, control ahead of content.
 //! - [`discovery`]: UDP broadcast announcements.
 //! - [`limits`]: caps on peers, handshakes and queued work.
+//! - [`rate`]: the bandwidth limits on file content.
 //! - [`static_peers`]: `--peer` targets and their reconnection backoff.
 //!
 //! Depends on `wire` and `fs` (the writer streams files). Must not: decide
@@ -19,5 +20,6 @@ pub mod jobs;
 pub mod key;
 pub mod limits;
 pub mod net;
+pub mod rate;
 pub mod secure;
 pub mod static_peers;
