@@ -52,11 +52,15 @@ def rename_all(folder, fds):
     os.close(dfd)
 
 
-def fsync_each(folder, payloads):
+def flush_each(flush, folder, payloads):
     fds = write_all(folder, payloads)
     for fd in fds:
-        os.fsync(fd)
+        flush(fd)
     rename_all(folder, fds)
+
+
+def fsync_each(folder, payloads):
+    flush_each(os.fsync, folder, payloads)
 
 
 def fsync_32_threads(folder, payloads):
@@ -68,10 +72,7 @@ def fsync_32_threads(folder, payloads):
 
 
 def fdatasync_each(folder, payloads):
-    fds = write_all(folder, payloads)
-    for fd in fds:
-        os.fdatasync(fd)
-    rename_all(folder, fds)
+    flush_each(os.fdatasync, folder, payloads)
 
 
 def start_writeback_then_fdatasync(folder, payloads):

@@ -115,14 +115,17 @@ fn parse_args() -> Result<Invocation, ExitCode> {
     }
 }
 
+/// A bad command line (exit code 2), said in one line.
+fn usage_error(e: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("dirsync: error: {e}");
+    ExitCode::from(2)
+}
+
 /// `dirsync trash`: list what the trash holds, from the disk.
 fn trash(args: &TrashArgs) -> ExitCode {
     let dir = match args.trash_dir() {
         Ok(d) => d,
-        Err(e) => {
-            eprintln!("dirsync: error: {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return usage_error(&e),
     };
     let kept = dirsync::fs::trash::list(&dir);
     if args.json {
@@ -148,16 +151,10 @@ fn conflicts(args: &ConflictsArgs) -> ExitCode {
     use dirsync::fs::conflicts;
     let root = match args.root() {
         Ok(d) => d,
-        Err(e) => {
-            eprintln!("dirsync: error: {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return usage_error(&e),
     };
     let settled = match (&args.keep, &args.drop) {
-        (Some(_), Some(_)) => {
-            eprintln!("dirsync: error: --keep and --drop settle one copy each: give one of them");
-            return ExitCode::from(2);
-        }
+        (Some(_), Some(_)) => return usage_error(&"--keep and --drop settle one copy each: give one of them"),
         (Some(copy), None) => Some(conflicts::keep(&root, copy).map(|original| format!("kept: it is {original} now"))),
         (None, Some(copy)) => Some(conflicts::drop_copy(&root, copy).map(|copy| format!("dropped {copy}"))),
         (None, None) => None,
@@ -204,10 +201,7 @@ fn conflicts(args: &ConflictsArgs) -> ExitCode {
 fn status(args: StatusArgs) -> ExitCode {
     let state_dir = match args.state_dir() {
         Ok(d) => d,
-        Err(e) => {
-            eprintln!("dirsync: error: {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return usage_error(&e),
     };
     match control::query(&state_dir) {
         Ok(s) if args.json => {

@@ -31,9 +31,7 @@ fn device_of(dir: &Path) -> String {
 fn a_conflict_copy_is_listed_and_keeping_it_reaches_every_host() {
     let scratch = tempfile::tempdir().unwrap();
     let root = scratch.path();
-    let (a, b) = (root.join("a"), root.join("b"));
-    fs::create_dir_all(&a).unwrap();
-    fs::create_dir_all(&b).unwrap();
+    let (a, b) = two_dirs(root);
     write(&a, "docs/report.txt", b"first draft");
     let bport = free_udp_port();
     let (pa_port, pb_port) = (free_tcp_port(), free_tcp_port());

@@ -15,9 +15,7 @@ const TIMEOUT: Duration = Duration::from_secs(120);
 fn limited_nodes_still_sync_everything_whole() {
     let scratch = tempfile::tempdir().unwrap();
     let root = scratch.path();
-    let (a, b) = (root.join("a"), root.join("b"));
-    fs::create_dir_all(&a).unwrap();
-    fs::create_dir_all(&b).unwrap();
+    let (a, b) = two_dirs(root);
     let big: Vec<u8> = (0..3 * 1024 * 1024 + 17u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
         .collect();

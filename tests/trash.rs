@@ -27,9 +27,7 @@ fn trash_bytes(dir: &Path) -> Option<u64> {
 fn what_a_peer_deletes_or_replaces_is_kept_in_the_trash() {
     let scratch = tempfile::tempdir().unwrap();
     let root = scratch.path();
-    let (a, b) = (root.join("a"), root.join("b"));
-    fs::create_dir_all(&a).unwrap();
-    fs::create_dir_all(&b).unwrap();
+    let (a, b) = two_dirs(root);
     write(&a, "docs/report.txt", b"first draft");
     write(&a, "gone.txt", b"soon deleted");
     let bport = free_udp_port();

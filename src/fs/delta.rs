@@ -219,19 +219,8 @@ pub fn apply_segment(base: &[u8], delta: &[u8]) -> Result<Vec<u8>, DeltaError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fs::testing::noise;
     use std::io::Cursor;
-
-    fn noise(len: usize, seed: u32) -> Vec<u8> {
-        let mut x = seed.wrapping_mul(2654435761).wrapping_add(1);
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                x as u8
-            })
-            .collect()
-    }
 
     /// Rebuild `new` from `base` through signature, per-segment deltas and
     /// apply, the way two nodes do; returns the rebuilt bytes and the total

@@ -38,6 +38,20 @@ pub(crate) mod testing {
         (dir, store)
     }
 
+    /// `len` pseudo-random bytes (xorshift from `seed`): content no delta
+    /// or compressor finds patterns in.
+    pub fn noise(len: usize, seed: u32) -> Vec<u8> {
+        let mut x = seed.wrapping_mul(2654435761).wrapping_add(1);
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect()
+    }
+
     pub fn rel(s: &str) -> RelPath {
         RelPath::new(s).unwrap()
     }

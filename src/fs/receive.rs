@@ -208,20 +208,8 @@ pub struct Received {
 mod tests {
     use super::*;
     use crate::fs::delta::{read_segment, segment_count, FileSignature};
-    use crate::fs::testing::{entry_for, setup};
+    use crate::fs::testing::{entry_for, noise, setup};
     use std::io::Cursor;
-
-    fn noise(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
 
     /// Untouched segments are copied from our copy (in the kernel), the
     /// edited one rebuilt: the temp file holds exactly the new content,

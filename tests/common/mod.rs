@@ -237,6 +237,14 @@ pub fn describe_difference(dirs: &[&Path]) -> String {
         .collect()
 }
 
+/// Two empty synced folders `a` and `b` under `root`.
+pub fn two_dirs(root: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (a, b) = (root.join("a"), root.join("b"));
+    fs::create_dir_all(&a).unwrap();
+    fs::create_dir_all(&b).unwrap();
+    (a, b)
+}
+
 pub fn write(root: &Path, rel: &str, content: &[u8]) {
     let p = root.join(rel);
     fs::create_dir_all(p.parent().unwrap()).unwrap();
