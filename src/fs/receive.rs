@@ -132,39 +132,45 @@ impl Incoming {
 
     fn write_chunk(&mut self, data: &[u8]) -> Result<(), String> {
         let Some((base, base_len)) = &mut self.base else {
-            return self.append(data, None);
+            return self.append(data);
         };
         let index = self.segments;
         if index >= segment_count(self.entry.size) {
             return Err("more delta segments than the file has".into());
         }
         self.segments += 1;
-        let base_seg = read_segment(base, *base_len, index).map_err(|e| e.to_string())?;
         // A segment the edit did not touch is copied from our copy in the
-        // kernel, not rebuilt and written through user space.
-        if whole_copy_len(data) == Some(base_seg.len() as u64) {
-            let at = index * SEGMENT;
-            return self.append(&base_seg, Some(at));
+        // kernel, not read, rebuilt and written through user space.
+        let at = index * SEGMENT;
+        let base_seg_len = base_len.saturating_sub(at).min(SEGMENT);
+        if base_seg_len > 0 && whole_copy_len(data) == Some(base_seg_len) {
+            if self.written + base_seg_len > self.entry.size {
+                return Err("more bytes than announced".into());
+            }
+            if self.segments < segment_count(self.entry.size) && base_seg_len != SEGMENT {
+                return Err("a delta segment rebuilt the wrong length".into());
+            }
+            let tmp = self.tmp.as_mut().ok_or("no temp file")?;
+            let copied = tmp.append_range(base, at, base_seg_len as usize).map_err(|e| e.to_string())?;
+            self.hasher.update(&copied);
+            self.written += base_seg_len;
+            return Ok(());
         }
+        let base_seg = read_segment(base, *base_len, index).map_err(|e| e.to_string())?;
         let out = apply_segment(&base_seg, data).map_err(|e| e.to_string())?;
         if self.segments < segment_count(self.entry.size) && out.len() as u64 != SEGMENT {
             return Err("a delta segment rebuilt the wrong length".into());
         }
-        self.append(&out, None)
+        self.append(&out)
     }
 
-    /// Add `bytes` to the temp file and the hash; `base_at`: they are the
-    /// base's own bytes from that offset (copied in the kernel).
-    fn append(&mut self, bytes: &[u8], base_at: Option<u64>) -> Result<(), String> {
+    /// Add `bytes` to the temp file and the hash.
+    fn append(&mut self, bytes: &[u8]) -> Result<(), String> {
         if self.written + bytes.len() as u64 > self.entry.size {
             return Err("more bytes than announced".into());
         }
         let tmp = self.tmp.as_mut().ok_or("no temp file")?;
-        match (base_at, &self.base) {
-            (Some(at), Some((base, _))) => tmp.append_range(base, at, bytes),
-            _ => tmp.write(bytes),
-        }
-        .map_err(|e| e.to_string())?;
+        tmp.write(bytes).map_err(|e| e.to_string())?;
         self.hasher.update(bytes);
         self.written += bytes.len() as u64;
         Ok(())

@@ -14,7 +14,7 @@ use crate::engine::ActionError;
 use crate::wire::{temp_name, temp_name_device, Entry, Hash, Kind, NodeId, PathError, RelPath, STATE_DIR_NAME};
 use std::collections::BTreeSet;
 use std::fs::{self, File, Metadata};
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -294,7 +294,13 @@ impl Store {
         let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
         let path = dir.join(temp_name(&self.device.to_string(), n));
         self.faults.check(&path)?;
-        let file = File::options().write(true).create_new(true).open(&path).map_err(io_err(&path))?;
+        // Readable too: a range copied in the kernel is read back to hash it.
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
         Ok(TempFile {
             file,
             faults: self.faults.clone(),
@@ -385,19 +391,15 @@ impl Store {
     pub fn copy(&self, from: &Entry, entry: &Entry, local: Option<&Entry>) -> Result<(), StoreError> {
         let src = self.full_path(&from.path)?;
         let mut tmp = self.create_temp(&entry.path)?;
-        let mut input = File::open(&src).map_err(io_err(&src))?;
+        let input = File::open(&src).map_err(io_err(&src))?;
         let mut hasher = blake3::Hasher::new();
-        let mut buf = vec![0u8; 256 * 1024];
         let mut offset = 0;
-        loop {
-            // Read to hash (the copy must be what the entry says); the bytes
-            // themselves are copied in the kernel.
-            let n = input.read(&mut buf).map_err(io_err(&src))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            tmp.append_range(&input, offset, &buf[..n])?;
+        while offset < entry.size {
+            // Copied in the kernel, then hashed as read back from the copy:
+            // what is verified is what was written, even if the source
+            // changes meanwhile.
+            let n = (entry.size - offset).min(256 * 1024) as usize;
+            hasher.update(&tmp.append_range(&input, offset, n)?);
             offset += n as u64;
         }
         if Hash::from(hasher.finalize()) != entry.hash {

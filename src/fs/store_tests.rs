@@ -242,3 +242,21 @@ fn rename_and_copy_keep_content() {
     store.copy(&big_entry, &copy, None).unwrap();
     assert_eq!(fs::read(dir.path().join("y/big")).unwrap(), big);
 }
+
+/// A range copied in the kernel lands at the end of the temp file, and
+/// what comes back (what the caller hashes) is what the temp file holds;
+/// a source that ends early fails instead of copying less.
+#[test]
+fn a_range_copied_in_the_kernel_is_read_back_from_the_copy() {
+    let (dir, store) = setup();
+    let data = crate::fs::testing::noise(300_000, 1);
+    fs::write(dir.path().join("src"), &data).unwrap();
+    let src = File::open(dir.path().join("src")).unwrap();
+    let mut tmp = store.create_temp(&rel("t")).unwrap();
+    let first = tmp.append_range(&src, 1000, 5000).unwrap();
+    tmp.write(b"xyz").unwrap();
+    let second = tmp.append_range(&src, 0, 10).unwrap();
+    assert_eq!((&first[..], &second[..]), (&data[1000..6000], &data[..10]));
+    assert_eq!(fs::read(&tmp.path).unwrap(), [&data[1000..6000], b"xyz", &data[..10]].concat());
+    assert!(tmp.append_range(&src, 299_990, 100).is_err());
+}

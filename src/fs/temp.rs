@@ -74,15 +74,27 @@ impl TempFile {
 
     /// Append `len` bytes of `src` from `offset`, copied in the kernel
     /// (`copy_file_range`: a shared extent on XFS and btrfs, a page-cache
-    /// copy on ext4, never through our memory). Where the kernel cannot
-    /// (another filesystem, an old kernel), `bytes` (the same range, which
-    /// the caller read anyway to hash it) is written instead.
-    pub fn append_range(&mut self, src: &File, offset: u64, bytes: &[u8]) -> Result<(), StoreError> {
+    /// copy on ext4, never through our memory; where the kernel cannot, by
+    /// read and write). Returns those bytes as read back from this file, so
+    /// that what the caller hashes is what was written, even if `src`
+    /// changes meanwhile. A source shorter than that fails.
+    pub fn append_range(&mut self, src: &File, offset: u64, len: usize) -> Result<Vec<u8>, StoreError> {
+        use std::io::Seek;
+        use std::os::unix::fs::FileExt;
         self.faults.check(&self.path)?;
-        match copy_range(src, offset, &self.file, bytes.len() as u64) {
-            Ok(()) => Ok(()),
-            Err(Fallback(copied)) => self.write(&bytes[copied as usize..]),
+        let start = self.file.stream_position().map_err(io_err(&self.path))?;
+        let copied = match copy_range(src, offset, &self.file, len as u64) {
+            Ok(()) => len,
+            Err(Fallback(copied)) => copied as usize,
+        };
+        if copied < len {
+            let mut rest = vec![0u8; len - copied];
+            src.read_exact_at(&mut rest, offset + copied as u64).map_err(io_err(&self.path))?;
+            self.file.write_all(&rest).map_err(io_err(&self.path))?;
         }
+        let mut written = vec![0u8; len];
+        self.file.read_exact_at(&mut written, start).map_err(io_err(&self.path))?;
+        Ok(written)
     }
 
     /// The first half of a commit: give the file the mode and mtime of
