@@ -433,7 +433,11 @@ impl Engine {
                 );
             }
         }
-        for (peer, files) in wants {
+        for (peer, mut files) in wants {
+            // Smallest first (then by path): the peer answers in this
+            // order, so a batch's small files are not held back by its
+            // large ones.
+            files.sort_by_key(|f| self.needs.get(&f.path).map_or(0, |n| n.entry.size));
             for chunk in files.chunks(MAX_ENTRIES) {
                 self.send(peer, Message::Want { files: chunk.to_vec() });
             }

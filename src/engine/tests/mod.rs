@@ -203,6 +203,25 @@ fn a_peers_new_files_are_wanted_in_one_batch_and_folders_made_first() {
 }
 
 #[test]
+fn wants_ask_for_small_files_before_large_ones() {
+    let mut e = connected(&[], &[A]);
+    let (large, small, mid) = (file("a", 5, &[1; 3000]), file("b", 5, b"1"), file("c", 5, &[2; 200]));
+    let (tiny_too, also_small) = (file("d", 5, b"2"), file("e", 5, b"3"));
+    e.handle_message(
+        A,
+        index_msg(vec![
+            large.clone(),
+            small.clone(),
+            mid.clone(),
+            tiny_too.clone(),
+            also_small.clone(),
+        ]),
+    );
+    // Equal sizes keep path order.
+    assert_eq!(e.take_commands(), vec![want(A, &[&small, &tiny_too, &also_small, &mid, &large])]);
+}
+
+#[test]
 fn older_or_equal_versions_change_nothing() {
     let mine = file("a", 10, b"new");
     let mut e = connected(std::slice::from_ref(&mine), &[A]);
