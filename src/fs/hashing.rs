@@ -146,7 +146,7 @@ struct Queue {
 }
 
 /// What a look at a large file gets from `BackgroundHashes::lookup`.
-pub enum Lookup {
+pub enum Background {
     Hashed(Hash),
     /// Queued or being hashed: not observed yet.
     Pending,
@@ -160,10 +160,10 @@ impl BackgroundHashes {
 
     /// The hash of `version` of `path` if it is done (it is handed out
     /// once: the index keeps it from then on); else queue it.
-    pub fn lookup(&self, path: &RelPath, full: &Path, version: Version) -> Lookup {
+    pub fn lookup(&self, path: &RelPath, full: &Path, version: Version) -> Background {
         let mut q = self.lock();
         match q.done.remove(path) {
-            Some((v, hash)) if v == version => return Lookup::Hashed(hash),
+            Some((v, hash)) if v == version => return Background::Hashed(hash),
             _ => {}
         }
         if q.wanted.get(path) != Some(&version) {
@@ -175,7 +175,7 @@ impl BackgroundHashes {
                 version,
             });
         }
-        Lookup::Pending
+        Background::Pending
     }
 
     /// The next file to hash, if any.
@@ -218,16 +218,16 @@ mod tests {
     fn a_queued_file_is_hashed_once_and_its_hash_handed_out_for_that_version() {
         let (_dir, path, full, version) = setup(3 * PARALLEL_READ + 5);
         let hashes = BackgroundHashes::default();
-        assert!(matches!(hashes.lookup(&path, &full, version), Lookup::Pending));
+        assert!(matches!(hashes.lookup(&path, &full, version), Background::Pending));
         // Looking again while it waits queues nothing more.
-        assert!(matches!(hashes.lookup(&path, &full, version), Lookup::Pending));
+        assert!(matches!(hashes.lookup(&path, &full, version), Background::Pending));
         let job = hashes.next_job().unwrap();
         assert!(hashes.next_job().is_none());
         hashes.finish(job.run()).unwrap();
         assert_eq!(hashes.pending(), 0);
         match hashes.lookup(&path, &full, version) {
-            Lookup::Hashed(h) => assert_eq!(h, Hash::of(&vec![7u8; 3 * PARALLEL_READ + 5])),
-            Lookup::Pending => panic!("the hash was done"),
+            Background::Hashed(h) => assert_eq!(h, Hash::of(&vec![7u8; 3 * PARALLEL_READ + 5])),
+            Background::Pending => panic!("the hash was done"),
         }
     }
 
@@ -241,11 +241,11 @@ mod tests {
         let newer = Version::of(&std::fs::metadata(&full).unwrap());
         // The job finds the file changed; the newer version is queued anew.
         assert!(hashes.finish(job.run()).is_err());
-        assert!(matches!(hashes.lookup(&path, &full, newer), Lookup::Pending));
+        assert!(matches!(hashes.lookup(&path, &full, newer), Background::Pending));
         let job = hashes.next_job().unwrap();
         hashes.finish(job.run()).unwrap();
         assert!(
-            matches!(hashes.lookup(&path, &full, version), Lookup::Pending),
+            matches!(hashes.lookup(&path, &full, version), Background::Pending),
             "an old version gets no hash"
         );
         hashes.finish(hashes.next_job().unwrap().run()).unwrap_err();

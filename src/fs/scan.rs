@@ -6,7 +6,7 @@
 //!
 //! Must not: change anything on disk.
 
-use super::hashing::{hash_file, Lookup as Background, Version};
+use super::hashing::{hash_file, Background, Version};
 use super::store::{io_err, is_exec, Store, StoreError};
 use crate::engine::{DirState, Known, Observed};
 use crate::wire::{Hash, Kind, RelPath, STATE_DIR_NAME};
