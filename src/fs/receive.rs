@@ -132,7 +132,7 @@ impl Incoming {
 
     fn write_chunk(&mut self, data: &[u8]) -> Result<(), String> {
         let Some((base, base_len)) = &mut self.base else {
-            return self.append(data);
+            return self.append(Piece::Bytes(data));
         };
         let index = self.segments;
         if index >= segment_count(self.entry.size) {
@@ -143,36 +143,38 @@ impl Incoming {
         // kernel, not read, rebuilt and written through user space.
         let at = index * SEGMENT;
         let base_seg_len = base_len.saturating_sub(at).min(SEGMENT);
-        if base_seg_len > 0 && whole_copy_len(data) == Some(base_seg_len) {
-            if self.written + base_seg_len > self.entry.size {
-                return Err("more bytes than announced".into());
-            }
-            if self.segments < segment_count(self.entry.size) && base_seg_len != SEGMENT {
-                return Err("a delta segment rebuilt the wrong length".into());
-            }
-            let tmp = self.tmp.as_mut().ok_or("no temp file")?;
-            let copied = tmp.append_range(base, at, base_seg_len as usize).map_err(|e| e.to_string())?;
-            self.hasher.update(&copied);
-            self.written += base_seg_len;
-            return Ok(());
-        }
-        let base_seg = read_segment(base, *base_len, index).map_err(|e| e.to_string())?;
-        let out = apply_segment(&base_seg, data).map_err(|e| e.to_string())?;
-        if self.segments < segment_count(self.entry.size) && out.len() as u64 != SEGMENT {
+        let rebuilt;
+        let piece = if base_seg_len > 0 && whole_copy_len(data) == Some(base_seg_len) {
+            Piece::Base { at, len: base_seg_len }
+        } else {
+            let base_seg = read_segment(base, *base_len, index).map_err(|e| e.to_string())?;
+            rebuilt = apply_segment(&base_seg, data).map_err(|e| e.to_string())?;
+            Piece::Bytes(&rebuilt)
+        };
+        if self.segments < segment_count(self.entry.size) && piece.len() != SEGMENT {
             return Err("a delta segment rebuilt the wrong length".into());
         }
-        self.append(&out)
+        self.append(piece)
     }
 
-    /// Add `bytes` to the temp file and the hash.
-    fn append(&mut self, bytes: &[u8]) -> Result<(), String> {
-        if self.written + bytes.len() as u64 > self.entry.size {
+    /// Add `piece` to the temp file and the hash.
+    fn append(&mut self, piece: Piece<'_>) -> Result<(), String> {
+        if self.written + piece.len() > self.entry.size {
             return Err("more bytes than announced".into());
         }
         let tmp = self.tmp.as_mut().ok_or("no temp file")?;
-        tmp.write(bytes).map_err(|e| e.to_string())?;
-        self.hasher.update(bytes);
-        self.written += bytes.len() as u64;
+        match piece {
+            Piece::Bytes(bytes) => {
+                tmp.write(bytes).map_err(|e| e.to_string())?;
+                self.hasher.update(bytes);
+            }
+            Piece::Base { at, len } => {
+                let (base, _) = self.base.as_ref().ok_or("no delta base")?;
+                let copied = tmp.append_range(base, at, len as usize).map_err(|e| e.to_string())?;
+                self.hasher.update(&copied);
+            }
+        }
+        self.written += piece.len();
         Ok(())
     }
 
@@ -196,6 +198,23 @@ impl Incoming {
             wire_bytes: self.wire_bytes,
             transfer: self.transfer,
         })
+    }
+}
+
+/// What a chunk adds to the new file.
+enum Piece<'a> {
+    /// These bytes (a whole file's chunk, or a rebuilt delta segment).
+    Bytes(&'a [u8]),
+    /// `len` bytes of our copy from `at`: a segment the edit did not touch.
+    Base { at: u64, len: u64 },
+}
+
+impl Piece<'_> {
+    fn len(&self) -> u64 {
+        match self {
+            Piece::Bytes(b) => b.len() as u64,
+            Piece::Base { len, .. } => *len,
+        }
     }
 }
 
