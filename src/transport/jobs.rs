@@ -38,14 +38,15 @@ impl Job {
 /// The node's end of a connection's lanes.
 #[derive(Debug)]
 pub struct JobSender {
-    control: async_channel::Sender<Job>,
+    /// Only messages go here: the control lane is `Job::Send`.
+    control: async_channel::Sender<Message>,
     bulk: async_channel::Sender<Job>,
 }
 
 /// The writer's end: control before bulk, each lane in order.
 #[derive(Debug)]
 pub struct JobReceiver {
-    control: async_channel::Receiver<Job>,
+    control: async_channel::Receiver<Message>,
     bulk: async_channel::Receiver<Job>,
 }
 
@@ -67,8 +68,8 @@ impl JobSender {
     /// Queue `job` in its lane; false once the writer has stopped.
     pub fn send(&self, job: Job) -> bool {
         match job {
-            Job::Send(_) => self.control.try_send(job).is_ok(),
-            _ => self.bulk.try_send(job).is_ok(),
+            Job::Send(msg) => self.control.try_send(msg).is_ok(),
+            other => self.bulk.try_send(other).is_ok(),
         }
     }
 }
@@ -77,28 +78,22 @@ impl JobReceiver {
     /// The next job, a control message if one waits; `None` once the node
     /// dropped the connection.
     pub async fn next(&self) -> Option<Job> {
-        if let Ok(job) = self.control.try_recv() {
-            return Some(job);
+        if let Some(msg) = self.control_now() {
+            return Some(Job::Send(msg));
         }
-        futures_lite::future::or(self.control.recv(), self.bulk.recv()).await.ok()
+        let control = async { self.control.recv().await.map(Job::Send) };
+        futures_lite::future::or(control, self.bulk.recv()).await.ok()
     }
 
     /// The next control message, when it comes (`None` once the node
     /// dropped the connection).
     pub async fn control(&self) -> Option<Message> {
-        match self.control.recv().await {
-            Ok(Job::Send(msg)) => Some(msg),
-            Ok(_) | Err(_) => None,
-        }
+        self.control.recv().await.ok()
     }
 
     /// A control message waiting now, to send between a file's chunks.
     pub fn control_now(&self) -> Option<Message> {
-        match self.control.try_recv() {
-            Ok(Job::Send(msg)) => Some(msg),
-            // Only messages go in the control lane.
-            Ok(_) | Err(_) => None,
-        }
+        self.control.try_recv().ok()
     }
 }
 
