@@ -87,12 +87,7 @@ impl TreeWalk {
                         part.found.push(o);
                     }
                     Some((_, Ok(None))) | None => {}
-                    Some((_, Err(StoreError::Io { source, .. }))) if source.kind() == io::ErrorKind::NotFound => {}
-                    Some((rel, Err(StoreError::Hashing(_)))) => part.hashing.push(rel),
-                    Some((rel, Err(e))) => {
-                        debug!(path = %rel, error = %e, "not scanned; trying again later");
-                        part.failed.push(rel);
-                    }
+                    Some((rel, Err(e))) => not_observed(rel, e, &mut part.failed, &mut part.hashing),
                 }
             }
             part.folders.push(rel_dir);
@@ -102,6 +97,20 @@ impl TreeWalk {
         }
         part.last = self.folders.is_empty();
         part
+    }
+}
+
+/// Where a path that could not be observed goes: nowhere if it is gone
+/// meanwhile, `hashing` if it is a large file queued to be hashed, else
+/// `failed` (unknown, looked at again later).
+fn not_observed(rel: RelPath, e: StoreError, failed: &mut Vec<RelPath>, hashing: &mut Vec<RelPath>) {
+    match e {
+        StoreError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound => {}
+        StoreError::Hashing(_) => hashing.push(rel),
+        e => {
+            debug!(path = %rel, error = %e, "not scanned; trying again later");
+            failed.push(rel);
+        }
     }
 }
 
@@ -127,13 +136,7 @@ impl Walk {
                 self.found.push(o);
             }
             Ok(None) => {}
-            // Gone meanwhile.
-            Err(StoreError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
-            Err(StoreError::Hashing(_)) => self.hashing.push(rel),
-            Err(e) => {
-                debug!(path = %rel, error = %e, "not scanned; trying again later");
-                self.failed.push(rel);
-            }
+            Err(e) => not_observed(rel, e, &mut self.failed, &mut self.hashing),
         }
     }
 }
