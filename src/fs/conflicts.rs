@@ -58,8 +58,8 @@ pub fn list(root: &Path, device: Option<&str>) -> Vec<ConflictCopy> {
         let Ok(entries) = fs::read_dir(&dir) else { continue };
         for e in entries.flatten() {
             let full = e.path();
-            let Ok(meta) = fs::symlink_metadata(&full) else { continue };
-            if meta.is_dir() {
+            let Ok(kind) = e.file_type() else { continue };
+            if kind.is_dir() {
                 if dir != root || e.file_name() != STATE_DIR_NAME {
                     stack.push(full);
                 }
@@ -92,14 +92,11 @@ fn find(root: &Path, copy: &Path) -> Result<(PathBuf, ConflictCopy), ConflictErr
 fn describe(root: &Path, rel: &RelPath) -> Option<ConflictCopy> {
     let name = parse_conflict_name(rel.file_name())?;
     let meta = fs::symlink_metadata(rel.to_fs(root)).ok().filter(fs::Metadata::is_file)?;
-    let original = name.original.map(|n| match rel.parent() {
-        Some(parent) => format!("{parent}/{n}"),
-        None => n,
-    });
+    let original = name.original.and_then(|n| RelPath::child_of(rel.parent().as_ref(), &n).ok());
     Some(ConflictCopy {
-        original_exists: original.as_deref().is_some_and(|o| root.join(o).exists()),
-        path: rel.to_string(),
-        original,
+        original_exists: original.as_ref().is_some_and(|o| o.to_fs(root).exists()),
+        path: rel.as_str().to_string(),
+        original: original.map(|o| o.as_str().to_string()),
         written: iso8601(&name.stamp),
         this_device: false,
         device: name.device,
