@@ -12,7 +12,7 @@
 //! coverage guidance where a nightly toolchain is available.
 
 use crate::engine::index::Index;
-use crate::engine::{Command, Engine, Receive, Transfer};
+use crate::engine::{Command, Engine, PieceArrival, PieceFrame, Receive, Transfer};
 use crate::fs::delta::{apply_segment, FileSignature, SEGMENT};
 use crate::transport::key::ClusterKey;
 use crate::transport::secure;
@@ -132,6 +132,26 @@ fn message() -> impl Strategy<Value = Message> {
         Just(Message::FileEnd),
         path().prop_map(|path| Message::Unavailable { path }),
         Just(Message::Ping),
+        (path(), hash()).prop_map(|(path, hash)| Message::PieceMapWant { path, hash }),
+        (path(), hash(), any::<u64>(), proptest::collection::vec(any::<u8>(), 0..96)).prop_map(|(path, hash, piece_size, values)| {
+            Message::PieceMap {
+                path,
+                hash,
+                piece_size,
+                values,
+            }
+        }),
+        (path(), hash(), proptest::collection::vec(any::<u8>(), 0..8)).prop_map(|(path, hash, pieces)| Message::Have { path, hash, pieces }),
+        (path(), hash(), any::<u64>()).prop_map(|(path, hash, index)| Message::PieceWant { path, hash, index }),
+        (path(), hash(), any::<u64>(), any::<u64>(), proptest::collection::vec(any::<u8>(), 0..64)).prop_map(|(path, hash, index, offset, data)| {
+            Message::Piece {
+                path,
+                hash,
+                index,
+                offset,
+                data,
+            }
+        }),
     ]
 }
 
@@ -467,6 +487,13 @@ proptest! {
                         engine.handle_received(PEER, entry, Transfer::Whole, Ok(1));
                     }
                 }
+                // As the node does: what the engine lets it write is a
+                // piece, here always a bad one.
+                Message::Piece { path, hash, index, offset, data } => {
+                    if let PieceFrame::Write { .. } = engine.handle_piece(PEER, &path, hash, index, offset, data.len() as u64) {
+                        engine.handle_piece_done(PEER, &path, index, PieceArrival::Broken);
+                    }
+                }
                 other => engine.handle_message(PEER, other),
             }
             let commands = engine.take_commands();
@@ -477,9 +504,18 @@ proptest! {
                     | Command::RequestDelta { peer, .. }
                     | Command::Apply { peer, .. }
                     | Command::Close { peer, .. }
-                    | Command::Abandon { peer, .. } => *peer,
+                    | Command::Abandon { peer, .. }
+                    | Command::SendPieceMap { peer, .. }
+                    | Command::SendPiece { peer, .. }
+                    | Command::FinishPieces { peer, .. } => *peer,
                     // Local decisions, not for a peer.
-                    Command::Suspend { .. } | Command::Resume | Command::Rescan { .. } | Command::RemoveEmptyDirs { .. } | Command::ReloadIgnore => continue,
+                    Command::Suspend { .. }
+                    | Command::Resume
+                    | Command::Rescan { .. }
+                    | Command::RemoveEmptyDirs { .. }
+                    | Command::ReloadIgnore
+                    | Command::StartPieces { .. }
+                    | Command::EndPieces { .. } => continue,
                 };
                 // Ourselves: a change decided here (a file giving way to a
                 // folder), announced to every peer.

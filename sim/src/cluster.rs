@@ -31,6 +31,9 @@ pub const BROADCAST_PORT: u16 = 5000;
 /// Files over this are hashed off the loop, as production's large files
 /// are: the workloads' 70–130 KB files take that way.
 const INLINE_HASH_MAX: u64 = 64 * 1024;
+/// The piece size of every simulated node: the workload's files of 70 to
+/// 130 KB are fetched in 5 to 9 pieces, so every scenario swarms.
+const PIECE_SIZE: u64 = dirsync::wire::pieces::MIN_PIECE_SIZE;
 /// How often `converge` looks at the trees (simulated time).
 const CHECK_EVERY: Duration = Duration::from_millis(250);
 /// How long the trees must stay the same before a cluster counts as settled.
@@ -62,6 +65,8 @@ pub struct Options {
     pub static_peers: bool,
     /// Host i's cluster key (`--key-file`); hosts past the end have none.
     pub keys: Vec<Option<ClusterKey>>,
+    /// Hosts that flip a byte of every piece they send.
+    pub liars: Vec<usize>,
 }
 
 impl Options {
@@ -81,6 +86,7 @@ impl Options {
             discovery: true,
             static_peers: false,
             keys: Vec::new(),
+            liars: Vec::new(),
         }
     }
 }
@@ -353,6 +359,8 @@ impl Cluster {
                 inline_hash_max: INLINE_HASH_MAX,
                 max_send_rate: None,
                 max_recv_rate: None,
+                piece_size: PIECE_SIZE,
+                corrupt_pieces: opts.liars.contains(&host),
             };
             let net = TurmoilNet::new(&host_name, panics.clone());
             let rx = local_rx.clone();

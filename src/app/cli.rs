@@ -231,6 +231,8 @@ impl Args {
             inline_hash_max: crate::fs::hashing::INLINE_HASH_MAX,
             max_send_rate: self.max_send_rate,
             max_recv_rate: self.max_recv_rate,
+            piece_size: crate::wire::pieces::PIECE_SIZE,
+            corrupt_pieces: false,
         })
     }
 }

@@ -31,14 +31,16 @@ mod receive;
 mod remote;
 mod repair;
 mod safety;
+mod swarm;
 mod types;
 
 #[cfg(test)]
 mod tests;
 
 pub use repair::RetryReport;
-pub use types::{Action, ActionError, Command, DirState, Extent, Known, Observed, Receive, Scan, Stat, Transfer};
+pub use types::{Action, ActionError, Command, DirState, Extent, Known, Observed, PieceArrival, PieceFrame, Receive, Scan, Stat, Transfer};
 
+use crate::wire::pieces::PIECE_SIZE;
 use crate::wire::{Entry, Hash, Kind, Message, NodeId, RelPath, MAX_ENTRIES};
 use ignore::{IgnoreRules, IGNORE_FILE};
 use index::{beats, Index};
@@ -152,6 +154,15 @@ pub struct Engine {
     ignore_path: Option<RelPath>,
     /// The last failure, for `dirsync status`.
     last_error: Option<String>,
+    /// Files being fetched in pieces (`swarm.rs`).
+    swarms: BTreeMap<RelPath, swarm::Swarm>,
+    /// Pieces (or piece maps) each peer sent that failed their hash.
+    strikes: BTreeMap<NodeId, u32>,
+    /// The piece size this node cuts its files in (`wire::pieces`).
+    piece_size: u64,
+    /// Pieces received and verified, and refused, since the start.
+    pieces_received: u64,
+    bad_pieces: u64,
 }
 
 impl Engine {
@@ -175,6 +186,11 @@ impl Engine {
             ignore_file_seen: None,
             ignore_path: RelPath::new(IGNORE_FILE).ok(),
             last_error: None,
+            swarms: BTreeMap::new(),
+            strikes: BTreeMap::new(),
+            piece_size: PIECE_SIZE,
+            pieces_received: 0,
+            bad_pieces: 0,
         };
         engine.ignore_file_seen = engine.ignore_file_hash();
         engine
@@ -184,6 +200,12 @@ impl Engine {
     /// vectors instead of the run's node id.
     pub fn with_device(mut self, device: NodeId) -> Self {
         self.device = device;
+        self
+    }
+
+    /// Cut files in pieces of `bytes` (the simulation's files are small).
+    pub fn with_piece_size(mut self, bytes: u64) -> Self {
+        self.piece_size = bytes;
         self
     }
 
@@ -391,6 +413,7 @@ impl Engine {
             self.inflight.remove(&e.path);
             self.unscheduled.insert(e.path.clone());
         }
+        self.settle_swarm(e);
     }
 
     /// The folders above `path`, innermost first, that the index holds as

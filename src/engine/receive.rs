@@ -130,6 +130,9 @@ impl Engine {
     /// have moved on with the same content, e.g. an edit that won against
     /// a delete; found by the simulation.)
     fn answers_request(&self, peer: NodeId, entry: &Entry) -> bool {
+        if self.swarm_fetches(entry) {
+            return true;
+        }
         self.inflight.get(&entry.path).is_some_and(|i| {
             i.peer == peer && (same_version(&i.entry, entry) || self.needs.get(&entry.path).is_some_and(|n| same_version(&n.entry, entry)))
         })
@@ -179,7 +182,10 @@ impl Engine {
                     p.files_received += 1;
                     p.bytes_received += bytes;
                 }
-                self.applied(Some(peer), entry);
+                // Pieces came from many peers, some still receiving the
+                // file: every peer hears that we hold it now.
+                let from = (!self.swarm_fetches(&entry)).then_some(peer);
+                self.applied(from, entry);
             }
             Err(reason) => {
                 warn!(path = %entry.path, %peer, %reason, "receiving failed");

@@ -69,11 +69,16 @@ impl Engine {
             }
             keep
         });
-        self.needs.retain(|_, n| {
+        // A file being fetched in pieces may still be finished by the
+        // peers that are receiving it too: its need stays while it does.
+        let swarms = &self.swarms;
+        self.needs.retain(|path, n| {
             n.sources.remove(&peer);
-            !n.sources.is_empty()
+            !n.sources.is_empty() || swarms.contains_key(path)
         });
+        self.swarm_peer_gone(peer);
         self.schedule();
+        self.drive_all();
     }
 
     /// A control message from `peer` (content frames go to `handle_file_start`,
@@ -118,6 +123,7 @@ impl Engine {
             } => {
                 self.serve(peer, &path, hash, Some((base, signature)));
             }
+            Message::Unavailable { path } if self.swarms.contains_key(&path) => self.swarm_unavailable(peer, &path),
             Message::Unavailable { path } => {
                 if self.inflight.get(&path).is_some_and(|i| i.peer == peer) {
                     let asked = self.inflight.remove(&path).map(|i| i.entry);
@@ -146,6 +152,15 @@ impl Engine {
             }
             Message::SubtreeQuery { dir } => self.answer_subtree_query(peer, dir),
             Message::Subtree { dir, children } => self.handle_subtree(peer, dir, children),
+            Message::PieceMapWant { path, hash } => self.serve_piece_map(peer, &path, hash),
+            Message::PieceMap {
+                path,
+                hash,
+                piece_size,
+                values,
+            } => self.handle_piece_map(peer, &path, hash, piece_size, &values),
+            Message::Have { path, hash, pieces } => self.handle_have(peer, &path, hash, pieces),
+            Message::PieceWant { path, hash, index } => self.serve_piece(peer, &path, hash, index),
             Message::Ping => {}
             other => {
                 self.commands.push(Command::Close {
@@ -391,7 +406,15 @@ impl Engine {
     pub(super) fn schedule(&mut self) {
         let mut wants: BTreeMap<NodeId, Vec<WantFile>> = BTreeMap::new();
         let mut deltas = Vec::new();
+        let mut swarms = Vec::new();
         for path in std::mem::take(&mut self.unscheduled) {
+            // A swarm for another version than the one needed now ends.
+            if let Some(s) = self.swarms.get(&path) {
+                if self.needs.get(&path).is_some_and(|n| same_version(&n.entry, &s.entry)) {
+                    continue;
+                }
+                self.end_swarm(&path);
+            }
             let Some(need) = self.needs.get(&path).filter(|_| !self.inflight.contains_key(&path)) else {
                 continue;
             };
@@ -405,6 +428,7 @@ impl Engine {
                 .live(&path)
                 .filter(|l| !need.whole && l.kind == Kind::File && l.size >= DELTA_MIN_SIZE && need.entry.size >= DELTA_MIN_SIZE);
             match base {
+                None if self.swarmed(&need.entry) => swarms.push(path),
                 Some(base) => deltas.push(Command::RequestDelta {
                     peer,
                     want: need.entry.clone(),
@@ -443,6 +467,9 @@ impl Engine {
             }
         }
         self.commands.extend(deltas);
+        for path in swarms {
+            self.start_swarm(&path);
+        }
     }
 
     /// Answer a peer's want: send the content if we still hold that version.

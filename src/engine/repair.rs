@@ -77,6 +77,9 @@ impl Engine {
         if self.inflight.get(&entry.path).is_some_and(|i| !beats(&i.entry, &entry)) {
             self.inflight.remove(&entry.path);
         }
+        if self.swarms.get(&entry.path).is_some_and(|s| !beats(&s.entry, &entry)) {
+            self.end_swarm(&entry.path);
+        }
         let attempts = match self.retries.get(&entry.path) {
             Some(r) if same_version(&r.entry, &entry) => r.attempts + 1,
             _ => 1,
@@ -117,6 +120,7 @@ impl Engine {
         self.share_digest();
         self.resync_differing();
         self.remember_progress();
+        self.swarm_timeouts();
     }
 
     fn retry_due(&mut self) {
@@ -247,7 +251,7 @@ impl Engine {
 fn touches(cmd: &Command, path: &RelPath) -> bool {
     match cmd {
         Command::Apply { action, .. } => &action.entry().path == path,
-        Command::RequestDelta { want, .. } => &want.path == path,
+        Command::RequestDelta { want, .. } | Command::StartPieces { entry: want, .. } => &want.path == path,
         Command::Send {
             msg: crate::wire::Message::Want { files },
             ..

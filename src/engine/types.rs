@@ -165,6 +165,28 @@ pub enum Receive {
     Violation,
 }
 
+/// What the node does with a `Piece` frame (`Engine::handle_piece`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PieceFrame {
+    /// Write it into the swarm's temp file, in the piece that starts at
+    /// `start` in the file and is `piece_len` bytes long.
+    Write { start: u64, piece_len: u64 },
+    /// Ignore it (a late answer, or a broken one: a `Command::Close`
+    /// follows then).
+    Drop,
+}
+
+/// A piece the node has taken in whole (`Engine::handle_piece_done`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PieceArrival {
+    /// Its bytes are in the temp file, with this chaining value.
+    Value(crate::wire::pieces::PieceValue),
+    /// The sender broke off a piece and started another in its middle.
+    Broken,
+    /// Writing it here failed (the reason).
+    Failed(String),
+}
+
 /// What the engine asks the node to do.
 // `Apply` carries up to four entries; commands live only until the node
 // carries them out, so boxing would buy nothing.
@@ -205,4 +227,27 @@ pub enum Command {
     Suspend { reason: String },
     /// DIR is back: sync again.
     Resume,
+    /// Fetch `entry` in pieces (`engine::swarm`): make its temp file,
+    /// which replaces the path only if it still holds `expected`.
+    StartPieces { entry: Entry, expected: Option<Entry> },
+    /// Compute the piece map of our copy of `entry` (pieces of
+    /// `piece_size`) and send it to `peer`, or `Unavailable` if our copy
+    /// changed.
+    SendPieceMap { peer: NodeId, entry: Entry, piece_size: u64 },
+    /// Send `peer` piece `index` of `entry` (`len` bytes at `offset`), from
+    /// our copy, or from the temp file of the swarm fetching it.
+    SendPiece {
+        peer: NodeId,
+        entry: Entry,
+        index: u64,
+        offset: u64,
+        len: u64,
+        from_temp: bool,
+    },
+    /// Every piece of the swarm for `path` is here and verified: make its
+    /// temp file durable and install it, as content received from `peer`.
+    FinishPieces { path: RelPath, peer: NodeId },
+    /// The swarm for `path` is over (installed, superseded or given up):
+    /// drop its temp file.
+    EndPieces { path: RelPath },
 }

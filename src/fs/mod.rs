@@ -3,6 +3,7 @@
 //! - [`store`]: every change under DIR (atomic writes,
 //!   deletes, renames), each checked against what the index expects.
 //! - [`receive`]: assembling and verifying one incoming file in a temp file.
+//! - [`pieces`]: piece maps of our files, and files fetched in pieces.
 //! - [`delta`]: segmented fast_rsync signatures, diffs and patches of files.
 //! - [`watcher`]: notify → `LocalEvent`s.
 //! - [`state`]: the state directory: device id, the index file, the ignore
@@ -17,6 +18,7 @@
 pub mod conflicts;
 pub mod delta;
 pub mod hashing;
+pub mod pieces;
 pub mod receive;
 pub mod scan;
 pub mod state;

@@ -210,6 +210,14 @@ impl Store {
         full == self.state_dir || full == self.marker() || full.file_name().and_then(|n| n.to_str()).and_then(temp_name_device).is_some()
     }
 
+    /// Open our copy of `entry` if the path still holds that version.
+    pub fn open_version(&self, entry: &Entry) -> Option<fs::File> {
+        if !self.matches(&entry.path, Some(entry)).unwrap_or(false) {
+            return None;
+        }
+        fs::File::open(self.full_path(&entry.path).ok()?).ok()
+    }
+
     /// True if `rel` holds what `expected` says (`None`: nothing).
     pub fn matches(&self, rel: &RelPath, expected: Option<&Entry>) -> Result<bool, StoreError> {
         let full = self.full_path(rel)?;

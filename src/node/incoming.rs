@@ -9,11 +9,12 @@
 
 use super::{Counters, Event, Node};
 use crate::engine::{Receive, Transfer};
+use crate::fs::pieces::{Arriving, PieceFile};
 use crate::fs::receive::{Incoming, Received};
 use crate::fs::store::Store;
 use crate::fs::temp::TempFile;
 use crate::transport::net::Net;
-use crate::wire::{ContentMode, Entry, NodeId};
+use crate::wire::{ContentMode, Entry, NodeId, RelPath};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -48,6 +49,10 @@ pub(super) struct Receiving {
     waiting: Vec<(NodeId, Received)>,
     /// A batch is being made durable off the loop.
     batch_under_way: bool,
+    /// Files being fetched in pieces (`super::pieces`).
+    pub(super) pieces: BTreeMap<RelPath, PieceFile>,
+    /// The piece each peer is sending now.
+    pub(super) arriving: BTreeMap<NodeId, Arriving>,
     counters: Arc<Counters>,
 }
 
@@ -58,6 +63,8 @@ impl Receiving {
             durable: BTreeSet::new(),
             waiting: Vec::new(),
             batch_under_way: false,
+            pieces: BTreeMap::new(),
+            arriving: BTreeMap::new(),
             counters,
         }
     }
@@ -75,6 +82,7 @@ impl Receiving {
 
     /// Drop the file `peer` was streaming (its connection is gone).
     pub fn drop_from(&mut self, peer: NodeId, store: &Store) {
+        self.arriving.remove(&peer);
         if let Some(inc) = self.streaming.remove(&peer) {
             self.discard(inc, store);
         }
@@ -98,6 +106,7 @@ impl Receiving {
             .streaming
             .values()
             .filter_map(|i| i.temp_path().map(std::path::Path::to_path_buf))
+            .chain(self.pieces.values().filter_map(|p| p.writing().map(std::path::Path::to_path_buf)))
             .chain(self.durable.iter().cloned())
             .collect();
         let removed = store.remove_temp_files_except(&keep);
@@ -107,12 +116,20 @@ impl Receiving {
         }
     }
 
+    /// The swarm for `path` is over: its temp file goes (unless it was
+    /// handed over to be installed).
+    pub fn end_pieces(&mut self, path: &RelPath) {
+        self.arriving.retain(|_, a| a.path() != path);
+        self.pieces.remove(path);
+    }
+
     /// Drop everything on its way (shutting down); returns how many
     /// transfers were abandoned. Nothing partial becomes visible.
     pub fn abandon_all(&mut self, store: &Store) -> usize {
-        let abandoned = self.streaming.len();
-        // Dropping an `Incoming` removes its temp file.
+        let abandoned = self.streaming.len() + self.pieces.values().filter(|p| p.writing().is_some()).count();
+        // Dropping an `Incoming` or a `PieceFile` removes its temp file.
         self.streaming.clear();
+        self.pieces.clear();
         self.sweep(store);
         abandoned
     }
@@ -178,7 +195,7 @@ impl<N: Net> Node<N> {
     /// one batch is flushed the next gathers, and each batch costs one
     /// flush (`TempFile::make_all_durable`), however many files it holds.
     /// A file alone goes at once. `install` follows on the loop.
-    fn make_durable(&mut self, peer: NodeId, received: Received) {
+    pub(super) fn make_durable(&mut self, peer: NodeId, received: Received) {
         self.receiving.durable.insert(received.tmp.path.clone());
         self.receiving.waiting.push((peer, received));
         if !self.receiving.batch_under_way {

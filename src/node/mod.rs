@@ -6,6 +6,7 @@
 //!   engine's commands, the tick and the shutdown;
 //! - [`peers`]: announcements, dialling, handshakes, connections;
 //! - [`incoming`]: received files, from the first frame to the install;
+//! - [`pieces`]: files fetched in pieces, and the pieces we serve;
 //! - [`disk`]: disk actions, rescans, the index file, the ignore file;
 //! - [`status`]: the status report and the host process's channels.
 //!
@@ -15,6 +16,7 @@
 mod disk;
 mod incoming;
 mod peers;
+mod pieces;
 pub mod status;
 
 pub use status::{CounterValues, Counters};
@@ -91,6 +93,12 @@ pub struct Config {
     /// second across all peers (`--max-send-rate`, `--max-recv-rate`).
     pub max_send_rate: Option<u64>,
     pub max_recv_rate: Option<u64>,
+    /// The size this node cuts its large files in for swarm transfers
+    /// (`wire::pieces::PIECE_SIZE`; the simulation lowers it).
+    pub piece_size: u64,
+    /// Flip a byte of every piece this node sends: the simulation's lying
+    /// peer (never set in production).
+    pub corrupt_pieces: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +141,8 @@ enum Event<N: Net> {
     Durable(incoming::DurableBatch),
     /// A large file was hashed (or not), off the loop.
     Hashed(Hashed),
+    /// The piece map of a file was made (or not), off the loop.
+    PieceMap(pieces::MadeMap),
     Local(LocalEvent),
     Tick,
     Status(StatusRequest),
@@ -168,6 +178,8 @@ struct Node<N: Net> {
     /// A large file is being hashed off the loop (one at a time: blake3
     /// spreads each over all cores).
     hashing: bool,
+    /// Piece maps of our files, made lately or being made (`pieces`).
+    maps: pieces::Maps,
     /// The bandwidth limits, shared by every connection.
     send_limit: Option<Arc<RateLimit>>,
     recv_limit: Option<Arc<RateLimit>>,
@@ -300,7 +312,7 @@ impl<N: Net> Node<N> {
             Counters::bump(&cfg.counters.index_rebuilt);
         }
         ensure_marker(&store.marker(), index.live_files().0 > 0)?;
-        let mut engine = Engine::new(cfg.node_id, index).with_device(device);
+        let mut engine = Engine::new(cfg.node_id, index).with_device(device).with_piece_size(cfg.piece_size);
         if !history_known {
             engine = engine.with_unknown_history();
         }
@@ -311,6 +323,7 @@ impl<N: Net> Node<N> {
             suspended: Arc::new(AtomicBool::new(false)),
             retry: BTreeSet::new(),
             hashing: false,
+            maps: pieces::Maps::default(),
             send_limit: cfg.max_send_rate.map(|r| Arc::new(RateLimit::new(r))),
             recv_limit: cfg.max_recv_rate.map(|r| Arc::new(RateLimit::new(r))),
             store,
@@ -409,10 +422,14 @@ impl<N: Net> Node<N> {
             Event::Announce(from, a) => self.on_announce(from, a),
             Event::Durable(done) => self.on_durable(done),
             Event::Hashed(hashed) => self.on_hashed(hashed),
+            Event::PieceMap(made) => self.on_piece_map(made),
             Event::Local(ev) => self.rescan(ev),
             Event::Tick => self.on_tick(),
         }
         self.run_commands();
+        let (received, bad) = self.engine.piece_counts();
+        self.cfg.counters.pieces_received.store(received, Ordering::Relaxed);
+        self.cfg.counters.bad_pieces.store(bad, Ordering::Relaxed);
     }
 
     fn on_message(&mut self, peer: NodeId, msg: Message, bytes: usize) {
@@ -424,6 +441,13 @@ impl<N: Net> Node<N> {
             Message::FileStart { entry, content } => self.on_file_start(peer, entry, content, bytes),
             Message::Chunk { data } => self.on_chunk(peer, &data, bytes),
             Message::FileEnd => self.on_file_end(peer),
+            Message::Piece {
+                path,
+                hash,
+                index,
+                offset,
+                data,
+            } => self.on_piece(peer, &path, hash, index, offset, &data, bytes),
             other => self.engine.handle_message(peer, other),
         }
     }
@@ -466,6 +490,18 @@ impl<N: Net> Node<N> {
                 self.suspended.store(false, Ordering::Relaxed);
                 let _ = self.wake_announcer.try_send(());
             }
+            Command::StartPieces { entry, expected } => self.start_pieces(entry, expected),
+            Command::SendPieceMap { peer, entry, piece_size } => self.send_piece_map(peer, entry, piece_size),
+            Command::SendPiece {
+                peer,
+                entry,
+                index,
+                offset,
+                len,
+                from_temp,
+            } => self.send_piece(peer, entry, index, offset, len, from_temp),
+            Command::FinishPieces { path, peer } => self.finish_pieces(&path, peer),
+            Command::EndPieces { path } => self.receiving.end_pieces(&path),
         }
     }
 

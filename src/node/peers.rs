@@ -466,7 +466,10 @@ impl<N: Net> Node<N> {
             stop_rx.clone(),
             queued.clone(),
             traffic.clone(),
-            self.send_limit.clone(),
+            conn::Sending {
+                limit: self.send_limit.clone(),
+                corrupt_pieces: self.cfg.corrupt_pieces,
+            },
         ));
         self.net.spawn(conn::run_reader(
             self.net.clone(),

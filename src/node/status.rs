@@ -75,6 +75,12 @@ counters! {
     temp_files_removed,
     /// The index was unreadable at start and rebuilt from a scan.
     index_rebuilt,
+    /// Pieces of files fetched in pieces, received and verified.
+    pieces_received,
+    /// Pieces (and piece maps) refused: they failed their hash.
+    bad_pieces,
+    /// Pieces this node was asked for and sent (or tried to).
+    pieces_sent,
 }
 
 impl Counters {

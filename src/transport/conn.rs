@@ -20,7 +20,7 @@ use std::io::{self, Read};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// Why a connection to ourselves is refused.
 pub const OWN_ID: &str = "that is my own node id";
@@ -307,6 +307,17 @@ pub fn printable(text: &str) -> String {
     out
 }
 
+/// How a connection's writer sends content.
+#[derive(Debug, Clone, Default)]
+pub struct Sending {
+    /// The node's send limit (`--max-send-rate`), shared by every
+    /// connection.
+    pub limit: Option<Arc<RateLimit>>,
+    /// Flip a byte of every piece sent: the simulation's lying peer
+    /// (never set in production).
+    pub corrupt_pieces: bool,
+}
+
 /// Run a connection's writer until its job queue closes, a write fails, or
 /// `stop` closes (the node dropped the connection: a write blocked on a
 /// peer that does not read must not keep the socket and the queue alive).
@@ -323,7 +334,7 @@ pub async fn run_writer<N: Net, W: AsyncWrite + Unpin>(
     stop: async_channel::Receiver<()>,
     queued: Arc<Queued>,
     traffic: Arc<Traffic>,
-    send_limit: Option<Arc<RateLimit>>,
+    sending: Sending,
 ) {
     let stopped = async {
         let _ = stop.recv().await;
@@ -350,13 +361,29 @@ pub async fn run_writer<N: Net, W: AsyncWrite + Unpin>(
                         net: &net,
                         jobs: &jobs,
                         queued: &queued,
-                        limit: send_limit.as_deref(),
+                        limit: sending.limit.as_deref(),
                     };
                     let r = send_content(&mut w, &store, peer, entry, base, &traffic, &mut progressed, pacing).await;
                     traffic.dequeued(&size_of, progressed);
                     r
                 }
                 Job::RequestDelta { want, base } => request_delta(&mut w, &store, want, base).await,
+                Job::Piece {
+                    entry,
+                    index,
+                    offset,
+                    len,
+                    temp,
+                } => {
+                    let pacing = Pacing {
+                        net: &net,
+                        jobs: &jobs,
+                        queued: &queued,
+                        limit: sending.limit.as_deref(),
+                    };
+                    let piece = PieceJob { index, offset, len, temp };
+                    send_piece(&mut w, &store, entry, piece, &traffic, pacing, sending.corrupt_pieces).await
+                }
             };
             if counted {
                 queued.done(sig);
@@ -369,15 +396,6 @@ pub async fn run_writer<N: Net, W: AsyncWrite + Unpin>(
         let _ = w.close().await;
     };
     futures_lite::future::or(work, stopped).await;
-}
-
-/// Open `entry`'s file if it still is that version.
-fn open_version(store: &Store, entry: &Entry) -> Option<File> {
-    if !store.matches(&entry.path, Some(entry)).unwrap_or(false) {
-        return None;
-    }
-    let path = store.full_path(&entry.path).ok()?;
-    File::open(path).ok()
 }
 
 /// What a file's chunks make way for and wait on: control messages queued
@@ -434,7 +452,7 @@ async fn send_content<N: Net, W: AsyncWrite + Unpin>(
     progressed: &mut u64,
     pacing: Pacing<'_, N>,
 ) -> io::Result<()> {
-    let Some(mut file) = open_version(store, &entry) else {
+    let Some(mut file) = store.open_version(&entry) else {
         // Changed since the index said so: our next update announces it.
         write_msg(w, &Message::Unavailable { path: entry.path.clone() }).await?;
         return Ok(());
@@ -500,8 +518,58 @@ async fn send_content<N: Net, W: AsyncWrite + Unpin>(
     Ok(())
 }
 
+/// Which piece to send, and where it is.
+struct PieceJob {
+    index: u64,
+    offset: u64,
+    len: u64,
+    temp: Option<std::path::PathBuf>,
+}
+
+/// Send a piece of `entry` as `Piece` frames of at most a chunk, from the
+/// temp file it is being received into, or else our copy; `Unavailable`
+/// if neither holds it any more (the asker verifies what it gets, so a
+/// copy that changed meanwhile costs only that piece).
+async fn send_piece<N: Net, W: AsyncWrite + Unpin>(
+    w: &mut W,
+    store: &Store,
+    entry: Entry,
+    piece: PieceJob,
+    traffic: &Traffic,
+    pacing: Pacing<'_, N>,
+    corrupt: bool,
+) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let file = piece.temp.as_ref().and_then(|t| File::open(t).ok()).or_else(|| store.open_version(&entry));
+    let Some(file) = file else {
+        return write_msg(w, &Message::Unavailable { path: entry.path }).await.map(|_| ());
+    };
+    let mut sent = 0u64;
+    while sent < piece.len {
+        let n = (piece.len - sent).min(CHUNK as u64);
+        let mut data = vec![0u8; n as usize];
+        file.read_exact_at(&mut data, piece.offset + sent)?;
+        if corrupt {
+            data[0] ^= 0xff;
+        }
+        pacing.before_content(w, n).await?;
+        let msg = Message::Piece {
+            path: entry.path.clone(),
+            hash: entry.hash,
+            index: piece.index,
+            offset: sent,
+            data,
+        };
+        let bytes = write_msg(w, &msg).await?;
+        traffic.bytes_sent.fetch_add(bytes as u64, Ordering::Relaxed);
+        sent += n;
+    }
+    debug!(path = %entry.path, piece = piece.index, "sent a piece");
+    Ok(())
+}
+
 async fn request_delta<W: AsyncWrite + Unpin>(w: &mut W, store: &Store, want: Entry, base: Entry) -> io::Result<()> {
-    let signature = open_version(store, &base).and_then(|mut f| FileSignature::of_file(&mut f, base.size).ok());
+    let signature = store.open_version(&base).and_then(|mut f| FileSignature::of_file(&mut f, base.size).ok());
     let msg = match signature {
         Some(sig) => Message::WantDelta {
             path: want.path,

@@ -12,6 +12,7 @@
 
 mod path;
 
+pub mod pieces;
 pub mod version;
 pub use path::{temp_name, temp_name_device, PathError, RelPath, MAX_COMPONENT_LEN, MAX_DEPTH, MAX_PATH_LEN, STATE_DIR_NAME, TEMP_PREFIX};
 pub use version::Vector;
@@ -22,7 +23,7 @@ use std::fmt;
 use std::io::{Read, Write};
 
 /// The protocol version this build speaks; a peer with another is refused.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 /// Largest frame body accepted (payload chunks are at most `MAX_PAYLOAD`).
 pub const MAX_FRAME: u64 = 17 * 1024 * 1024;
 /// Largest raw payload in one frame: one delta segment, with room for its
@@ -310,6 +311,41 @@ pub enum Message {
         dir: Option<RelPath>,
         children: Option<Vec<ChildDigest>>,
     },
+    /// Please send the piece map of `path` in the version with content
+    /// `hash` (see `pieces`): a large file is fetched in pieces, from every
+    /// peer that holds them.
+    PieceMapWant { path: RelPath, hash: Hash },
+    /// The piece map: the file is cut in pieces of `piece_size` bytes, and
+    /// the payload holds each piece's 32-byte chaining value, in order.
+    PieceMap {
+        path: RelPath,
+        hash: Hash,
+        piece_size: u64,
+        #[serde(skip)]
+        values: Vec<u8>,
+    },
+    /// The pieces of `path`'s version `hash` the sender holds while it is
+    /// still receiving that file (payload: a bitmap, see `pieces::Bitmap`),
+    /// sent again as it grows: it serves those pieces.
+    Have {
+        path: RelPath,
+        hash: Hash,
+        #[serde(skip)]
+        pieces: Vec<u8>,
+    },
+    /// Please send piece `index` of `path`'s version `hash`.
+    PieceWant { path: RelPath, hash: Hash, index: u64 },
+    /// Bytes of piece `index`, from `offset` within the piece (payload). A
+    /// piece comes in order, in frames of at most 1 MiB, with nothing of
+    /// another piece between them.
+    Piece {
+        path: RelPath,
+        hash: Hash,
+        index: u64,
+        offset: u64,
+        #[serde(skip)]
+        data: Vec<u8>,
+    },
 }
 
 impl Message {
@@ -332,13 +368,20 @@ impl Message {
             Message::TreeDigest { .. } => "tree_digest",
             Message::SubtreeQuery { .. } => "subtree_query",
             Message::Subtree { .. } => "subtree",
+            Message::PieceMapWant { .. } => "piece_map_want",
+            Message::PieceMap { .. } => "piece_map",
+            Message::Have { .. } => "have",
+            Message::PieceWant { .. } => "piece_want",
+            Message::Piece { .. } => "piece",
         }
     }
 
     fn payload(&self) -> &[u8] {
         match self {
             Message::WantDelta { signature, .. } => signature,
-            Message::Chunk { data } => data,
+            Message::Chunk { data } | Message::Piece { data, .. } => data,
+            Message::PieceMap { values, .. } => values,
+            Message::Have { pieces, .. } => pieces,
             _ => &[],
         }
     }
@@ -346,7 +389,9 @@ impl Message {
     fn set_payload(&mut self, payload: Vec<u8>) -> Result<(), WireError> {
         match self {
             Message::WantDelta { signature, .. } => *signature = payload,
-            Message::Chunk { data } => *data = payload,
+            Message::Chunk { data } | Message::Piece { data, .. } => *data = payload,
+            Message::PieceMap { values, .. } => *values = payload,
+            Message::Have { pieces, .. } => *pieces = payload,
             _ if payload.is_empty() => {}
             _ => return Err(WireError::UnexpectedPayload(self.name())),
         }

@@ -151,6 +151,48 @@ pub(crate) fn examples() -> Vec<(&'static str, Message)> {
                 seq: 44,
             },
         ),
+        (
+            "piece_map_want",
+            Message::PieceMapWant {
+                path: path("videos/talk.mp4"),
+                hash: Hash::of(b"a large file"),
+            },
+        ),
+        (
+            "piece_map",
+            Message::PieceMap {
+                path: path("videos/talk.mp4"),
+                hash: Hash::of(b"a large file"),
+                piece_size: 4 * 1024 * 1024,
+                values: vec![0xCD; 64 * 32],
+            },
+        ),
+        (
+            "have",
+            Message::Have {
+                path: path("videos/talk.mp4"),
+                hash: Hash::of(b"a large file"),
+                pieces: vec![0x0F, 0, 0, 0, 0, 0, 0, 0x80],
+            },
+        ),
+        (
+            "piece_want",
+            Message::PieceWant {
+                path: path("videos/talk.mp4"),
+                hash: Hash::of(b"a large file"),
+                index: 63,
+            },
+        ),
+        (
+            "piece",
+            Message::Piece {
+                path: path("videos/talk.mp4"),
+                hash: Hash::of(b"a large file"),
+                index: 63,
+                offset: 1024 * 1024,
+                data: vec![0x5A; 1024 * 1024],
+            },
+        ),
     ]
 }
 

@@ -569,3 +569,4 @@ mod ignore;
 mod local;
 mod receive;
 mod repair;
+mod swarm;

@@ -1,0 +1,396 @@
+//! Swarm transfers: a file of several pieces, fetched from every peer that
+//! holds pieces of it, each piece checked against the map.
+
+use super::*;
+use crate::engine::swarm::{MAX_STRIKES, PIECES_PER_PEER};
+use crate::wire::pieces::{Layout, PieceHasher, PieceValue, MIN_PIECE_SIZE};
+
+const C: NodeId = NodeId(40);
+const PIECE: u64 = MIN_PIECE_SIZE;
+
+/// A file of 5 pieces (the last one short), its entry and its map.
+fn content() -> Vec<u8> {
+    (0..5 * PIECE - 300).map(|i| (i * 7 % 253) as u8).collect()
+}
+
+fn values(data: &[u8]) -> Vec<PieceValue> {
+    data.chunks(PIECE as usize)
+        .enumerate()
+        .map(|(i, c)| {
+            let mut h = PieceHasher::new(i as u64 * PIECE);
+            h.update(c);
+            h.value()
+        })
+        .collect()
+}
+
+fn large() -> Entry {
+    file("video.bin", 5 * S, &content())
+}
+
+fn map_msg(e: &Entry, values: &[PieceValue]) -> Message {
+    Message::PieceMap {
+        path: e.path.clone(),
+        hash: e.hash,
+        piece_size: PIECE,
+        values: values.concat(),
+    }
+}
+
+/// An engine cutting files in `PIECE`s, connected to `peers`, that just
+/// heard `announcers` announce `large()`.
+fn swarming(peers: &[NodeId], announcers: &[NodeId]) -> (Engine, Vec<Command>) {
+    let mut e = Engine::new(ME, Index::default()).with_piece_size(PIECE);
+    for peer in peers {
+        connect(&mut e, *peer);
+    }
+    e.take_commands();
+    for peer in announcers {
+        e.handle_message(*peer, Message::Update { entries: vec![large()] });
+    }
+    let cmds = e.take_commands();
+    (e, cmds)
+}
+
+/// The pieces asked for in `cmds`, by peer.
+fn asked(cmds: &[Command]) -> BTreeMap<NodeId, Vec<u64>> {
+    let mut out: BTreeMap<NodeId, Vec<u64>> = BTreeMap::new();
+    for c in cmds {
+        if let Command::Send {
+            peer,
+            msg: Message::PieceWant { index, .. },
+        } = c
+        {
+            out.entry(*peer).or_default().push(*index);
+        }
+    }
+    out
+}
+
+/// `peer` delivers piece `index` with the value `value`.
+fn deliver(e: &mut Engine, peer: NodeId, index: u64, value: PieceValue) -> Vec<Command> {
+    let entry = large();
+    let (start, len) = Layout::new(entry.size, PIECE).unwrap().range(index).unwrap();
+    assert_eq!(
+        e.handle_piece(peer, &entry.path, entry.hash, index, 0, len),
+        PieceFrame::Write { start, piece_len: len }
+    );
+    e.handle_piece_done(peer, &entry.path, index, PieceArrival::Value(value));
+    e.take_commands()
+}
+
+#[test]
+fn a_large_file_is_fetched_in_pieces_from_every_holder() {
+    let entry = large();
+    let vals = values(&content());
+    let (mut e, cmds) = swarming(&[A, B], &[A]);
+    assert_eq!(
+        cmds,
+        vec![
+            Command::StartPieces {
+                entry: entry.clone(),
+                expected: None
+            },
+            Command::Send {
+                peer: A,
+                msg: Message::PieceMapWant {
+                    path: entry.path.clone(),
+                    hash: entry.hash
+                }
+            },
+        ]
+    );
+    e.handle_message(A, map_msg(&entry, &vals));
+    let first = asked(&e.take_commands());
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[&A].len(), PIECES_PER_PEER);
+    // B, receiving the file too, holds pieces 0 to 3: it is asked for the
+    // ones not asked of A already.
+    e.handle_message(
+        B,
+        Message::Have {
+            path: entry.path.clone(),
+            hash: entry.hash,
+            pieces: vec![0b0000_1111],
+        },
+    );
+    let second = asked(&e.take_commands());
+    let from_b = &second[&B];
+    assert_eq!(from_b.len(), PIECES_PER_PEER);
+    assert!(from_b.iter().all(|i| *i < 4 && !first[&A].contains(i)), "{from_b:?} after {first:?}");
+    // Each verified piece is announced to every peer; the last finishes.
+    let mut delivered = vec![];
+    for (peer, pieces) in first.iter().chain(second.iter()) {
+        for i in pieces {
+            let cmds = deliver(&mut e, *peer, *i, vals[*i as usize]);
+            delivered.push(*i);
+            let haves = cmds.iter().filter(|c| matches!(c, Command::Send { msg: Message::Have { .. }, .. })).count();
+            assert_eq!(haves, 2, "{cmds:?}");
+        }
+    }
+    // The fifth piece: asked of A as soon as A had room.
+    let rest: Vec<u64> = (0..5).filter(|i| !delivered.contains(i)).collect();
+    assert_eq!(rest.len(), 1);
+    let cmds = deliver(&mut e, A, rest[0], vals[rest[0] as usize]);
+    assert!(cmds.contains(&Command::FinishPieces {
+        path: entry.path.clone(),
+        peer: A
+    }));
+    // Installed: every peer hears of it (B has not got it yet), and the
+    // swarm ends.
+    e.handle_received(A, entry.clone(), Transfer::Whole, Ok(entry.size));
+    let cmds = e.take_commands();
+    for peer in [A, B] {
+        assert!(cmds.contains(&Command::Send {
+            peer,
+            msg: Message::Update { entries: vec![entry.clone()] }
+        }));
+    }
+    assert!(cmds.contains(&Command::EndPieces { path: entry.path.clone() }));
+}
+
+#[test]
+fn receivers_ask_for_pieces_in_different_orders() {
+    let entry = large();
+    let vals = values(&content());
+    let mut orders = BTreeSet::new();
+    for me in 1..6u64 {
+        let mut e = Engine::new(NodeId(me), Index::default()).with_piece_size(PIECE);
+        connect(&mut e, A);
+        e.handle_message(A, Message::Update { entries: vec![entry.clone()] });
+        e.handle_message(A, map_msg(&entry, &vals));
+        orders.insert(asked(&e.take_commands())[&A].clone());
+    }
+    assert!(orders.len() >= 3, "five receivers, {} orders: {orders:?}", orders.len());
+}
+
+#[test]
+fn a_bad_piece_is_asked_elsewhere_and_its_sender_dropped_after_three() {
+    let entry = large();
+    let vals = values(&content());
+    let (mut e, _) = swarming(&[A, B], &[A, B]);
+    e.handle_message(A, map_msg(&entry, &vals));
+    let first = asked(&e.take_commands());
+    let mut of_a = first[&A].clone();
+    let mut of_b = first[&B].clone();
+    let mut bad = BTreeSet::new();
+    for strike in 1..=MAX_STRIKES {
+        let i = of_a.remove(0);
+        bad.insert(i);
+        let cmds = deliver(&mut e, A, i, [0xAA; 32]);
+        let closes = cmds.iter().filter(|c| matches!(c, Command::Close { peer: A, .. })).count();
+        assert_eq!(closes, usize::from(strike == MAX_STRIKES), "strike {strike}: {cmds:?}");
+        // A is never asked again for a piece it sent bad.
+        let again = asked(&cmds).remove(&A).unwrap_or_default();
+        assert!(again.iter().all(|p| !bad.contains(p)), "{again:?} after {bad:?}");
+        of_a.extend(again);
+    }
+    assert_eq!(e.piece_counts(), (0, u64::from(MAX_STRIKES)));
+    // B delivers everything, the bad pieces too.
+    let mut finished = false;
+    while let Some(i) = of_b.pop() {
+        let cmds = deliver(&mut e, B, i, vals[i as usize]);
+        finished |= cmds.iter().any(|c| matches!(c, Command::FinishPieces { .. }));
+        let next = asked(&cmds);
+        assert!(!next.contains_key(&A), "A asked again: {next:?}");
+        of_b.extend(next.get(&B).cloned().unwrap_or_default());
+    }
+    assert!(finished);
+    assert_eq!(e.piece_counts(), (5, u64::from(MAX_STRIKES)));
+}
+
+#[test]
+fn a_map_that_does_not_match_the_hash_is_refused_and_asked_elsewhere() {
+    let entry = large();
+    let mut vals = values(&content());
+    let (mut e, _) = swarming(&[A, B], &[A, B]);
+    vals[2][0] ^= 1;
+    e.handle_message(A, map_msg(&entry, &vals));
+    assert_eq!(
+        e.take_commands(),
+        vec![Command::Send {
+            peer: B,
+            msg: Message::PieceMapWant {
+                path: entry.path.clone(),
+                hash: entry.hash
+            }
+        }]
+    );
+    assert_eq!(e.piece_counts(), (0, 1));
+}
+
+#[test]
+fn a_late_piece_is_asked_of_another_holder_but_kept_with_the_only_one() {
+    let entry = large();
+    let vals = values(&content());
+    // Only A holds the file: a late piece stays asked of A.
+    let (mut e, _) = swarming(&[A], &[A]);
+    e.handle_message(A, map_msg(&entry, &vals));
+    e.take_commands();
+    e.handle_tick(31 * S);
+    assert_eq!(asked(&e.take_commands()).get(&A).map_or(0, Vec::len), PIECES_PER_PEER);
+    // With B holding it too, A's late pieces go to B.
+    let (mut e, _) = swarming(&[A, B], &[A]);
+    e.handle_message(A, map_msg(&entry, &vals));
+    let of_a = asked(&e.take_commands())[&A].clone();
+    e.handle_message(B, Message::Update { entries: vec![entry.clone()] });
+    let of_b = asked(&e.take_commands()).get(&B).cloned().unwrap_or_default();
+    e.handle_tick(31 * S);
+    let again = asked(&e.take_commands());
+    for i in &of_a {
+        assert!(again.get(&B).is_some_and(|v| v.contains(i)), "piece {i} late at A: {again:?} (B had {of_b:?})");
+    }
+}
+
+#[test]
+fn the_source_leaving_leaves_the_file_to_the_partial_holders() {
+    let entry = large();
+    let vals = values(&content());
+    let (mut e, _) = swarming(&[A, B, C], &[A]);
+    e.handle_message(A, map_msg(&entry, &vals));
+    e.take_commands();
+    // B holds pieces 0-2, C holds 3-4: together, all of them.
+    for (peer, bits) in [(B, 0b0000_0111u8), (C, 0b0001_1000)] {
+        e.handle_message(
+            peer,
+            Message::Have {
+                path: entry.path.clone(),
+                hash: entry.hash,
+                pieces: vec![bits],
+            },
+        );
+    }
+    e.take_commands();
+    e.handle_disconnected(A);
+    let cmds = e.take_commands();
+    let now = asked(&cmds);
+    assert!(!now.contains_key(&A));
+    assert!(!cmds.iter().any(|c| matches!(c, Command::EndPieces { .. })), "{cmds:?}");
+    // Every piece asked of A goes to whichever of B and C holds it.
+    for (peer, pieces) in &now {
+        for i in pieces {
+            assert!((*peer == B && *i < 3) || (*peer == C && *i >= 3), "{peer} asked for {i}");
+        }
+    }
+    assert!(!now.is_empty());
+}
+
+#[test]
+fn pieces_no_one_holds_give_the_swarm_up_until_a_source_returns() {
+    let entry = large();
+    let vals = values(&content());
+    let (mut e, _) = swarming(&[A, B], &[A]);
+    e.handle_message(A, map_msg(&entry, &vals));
+    e.take_commands();
+    e.handle_message(
+        B,
+        Message::Have {
+            path: entry.path.clone(),
+            hash: entry.hash,
+            pieces: vec![0b0000_0001],
+        },
+    );
+    e.take_commands();
+    e.handle_disconnected(A);
+    // B is asked for the one piece it holds; then no one holds the rest.
+    assert_eq!(asked(&e.take_commands()), BTreeMap::from([(B, vec![0])]));
+    let cmds = deliver(&mut e, B, 0, vals[0]);
+    assert!(cmds.contains(&Command::EndPieces { path: entry.path.clone() }), "{cmds:?}");
+    assert_eq!(e.retrying().len(), 1);
+}
+
+#[test]
+fn pieces_and_maps_are_served_from_our_copy_or_our_temp_file() {
+    let entry = large();
+    let vals = values(&content());
+    let other = file("other.bin", 5 * S, &vec![1u8; 3 * PIECE as usize]);
+    let mut e = engine_with(&[other.clone()]).with_piece_size(PIECE);
+    connect(&mut e, A);
+    connect(&mut e, B);
+    e.take_commands();
+    let want = |path: &RelPath, hash, index| Message::PieceWant {
+        path: path.clone(),
+        hash,
+        index,
+    };
+    e.handle_message(B, want(&other.path, other.hash, 2));
+    e.handle_message(
+        B,
+        Message::PieceMapWant {
+            path: other.path.clone(),
+            hash: other.hash,
+        },
+    );
+    assert_eq!(
+        e.take_commands(),
+        vec![
+            Command::SendPiece {
+                peer: B,
+                entry: other.clone(),
+                index: 2,
+                offset: 2 * PIECE,
+                len: PIECE,
+                from_temp: false
+            },
+            Command::SendPieceMap {
+                peer: B,
+                entry: other.clone(),
+                piece_size: PIECE
+            },
+        ]
+    );
+    // A file we are receiving: its map, and the pieces we hold.
+    e.handle_message(A, Message::Update { entries: vec![entry.clone()] });
+    e.handle_message(A, map_msg(&entry, &vals));
+    let i = asked(&e.take_commands())[&A][0];
+    deliver(&mut e, A, i, vals[i as usize]);
+    let missing = (i + 1) % 5;
+    e.handle_message(B, want(&entry.path, entry.hash, i));
+    e.handle_message(B, want(&entry.path, entry.hash, missing));
+    e.handle_message(
+        B,
+        Message::PieceMapWant {
+            path: entry.path.clone(),
+            hash: entry.hash,
+        },
+    );
+    let (start, len) = Layout::new(entry.size, PIECE).unwrap().range(i).unwrap();
+    assert_eq!(
+        e.take_commands(),
+        vec![
+            Command::SendPiece {
+                peer: B,
+                entry: entry.clone(),
+                index: i,
+                offset: start,
+                len,
+                from_temp: true
+            },
+            Command::Send {
+                peer: B,
+                msg: Message::Unavailable { path: entry.path.clone() }
+            },
+            Command::Send { peer: B, msg: map_msg(&entry, &vals) },
+        ]
+    );
+}
+
+#[test]
+fn a_newer_version_ends_the_swarm_and_late_pieces_are_dropped() {
+    let entry = large();
+    let vals = values(&content());
+    let (mut e, _) = swarming(&[A], &[A]);
+    e.handle_message(A, map_msg(&entry, &vals));
+    let i = asked(&e.take_commands())[&A][0];
+    let newer = file("video.bin", 9 * S, b"short now");
+    e.handle_message(A, Message::Update { entries: vec![newer.clone()] });
+    let cmds = e.take_commands();
+    assert!(cmds.contains(&Command::EndPieces { path: entry.path.clone() }), "{cmds:?}");
+    assert_eq!(e.handle_piece(A, &entry.path, entry.hash, i, 0, 10), PieceFrame::Drop);
+    // Bytes beyond a piece break the protocol.
+    let (mut e, _) = swarming(&[A], &[A]);
+    e.handle_message(A, map_msg(&entry, &vals));
+    let i = asked(&e.take_commands())[&A][0];
+    assert_eq!(e.handle_piece(A, &entry.path, entry.hash, i, PIECE - 1, 2), PieceFrame::Drop);
+    assert!(matches!(e.take_commands().as_slice(), [Command::Close { peer: A, .. }]));
+}

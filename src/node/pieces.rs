@@ -1,0 +1,164 @@
+//! Files fetched in pieces (`engine::swarm` decides), and the pieces and
+//! piece maps this node serves.
+//!
+//! Owns: the swarms' temp files (through `Receiving`), writing and hashing
+//! pieces as they arrive, and the piece maps of our files, made off the
+//! loop and kept for a while (every receiver of a new file asks for its
+//! map at about the same time). Must not: judge a piece (the engine
+//! compares its value with the map).
+
+use super::{Counters, Event, Node};
+use crate::engine::{PieceArrival, PieceFrame};
+use crate::fs::pieces::{piece_map, Arriving, PieceFile};
+use crate::transport::jobs::Job;
+use crate::transport::net::Net;
+use crate::wire::{Entry, Hash, Message, NodeId, RelPath};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::Ordering;
+use tracing::debug;
+
+/// Piece maps kept after they were made.
+const MAPS_KEPT: usize = 8;
+
+/// A piece map made off the loop: for `entry`, in pieces of `piece_size`.
+pub(super) struct MadeMap {
+    entry: Entry,
+    piece_size: u64,
+    values: Result<Vec<u8>, String>,
+}
+
+/// Piece maps of our files: made lately, and being made with the peers
+/// waiting for each.
+#[derive(Default)]
+pub(super) struct Maps {
+    made: VecDeque<((RelPath, Hash), u64, Vec<u8>)>,
+    waiting: BTreeMap<(RelPath, Hash), Vec<NodeId>>,
+}
+
+impl<N: Net> Node<N> {
+    /// Start a swarm's temp file; a failure is the engine's to retry.
+    pub(super) fn start_pieces(&mut self, entry: Entry, expected: Option<Entry>) {
+        let path = entry.path.clone();
+        match PieceFile::create(&self.store, entry, expected) {
+            Ok(file) => {
+                self.receiving.pieces.insert(path, file);
+            }
+            Err(e) => {
+                Counters::bump(&self.cfg.counters.failures);
+                self.engine.handle_pieces_failed(&path, e.to_string());
+            }
+        }
+    }
+
+    /// Bytes of a piece from `peer`: written in place and hashed; a whole
+    /// piece goes to the engine to be judged.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn on_piece(&mut self, peer: NodeId, path: &RelPath, hash: Hash, index: u64, offset: u64, data: &[u8], bytes: usize) {
+        if let Some(p) = self.peers.get(peer) {
+            p.traffic.bytes_received.fetch_add(bytes as u64, Ordering::Relaxed);
+        }
+        let PieceFrame::Write { start, piece_len } = self.engine.handle_piece(peer, path, hash, index, offset, data.len() as u64) else {
+            return;
+        };
+        let current = self.receiving.arriving.remove(&peer);
+        let Some(mut arriving) = Arriving::next(current, path, index, start, offset) else {
+            // Not where this piece stands, nor a new one: a broken sender.
+            return self.engine.handle_piece_done(peer, path, index, PieceArrival::Broken);
+        };
+        let Some(file) = self.receiving.pieces.get_mut(path) else { return };
+        if let Err(e) = file.write(start + offset, data, bytes) {
+            Counters::bump(&self.cfg.counters.failures);
+            return self.engine.handle_piece_done(peer, path, index, PieceArrival::Failed(e));
+        }
+        match arriving.add(data, piece_len) {
+            Some(value) => self.engine.handle_piece_done(peer, path, index, PieceArrival::Value(value)),
+            None => {
+                self.receiving.arriving.insert(peer, arriving);
+            }
+        }
+    }
+
+    /// Every piece of `path` is here: make it durable and install it.
+    pub(super) fn finish_pieces(&mut self, path: &RelPath, peer: NodeId) {
+        if let Some(received) = self.receiving.pieces.get_mut(path).and_then(PieceFile::finish) {
+            self.make_durable(peer, received);
+        }
+    }
+
+    /// Send `peer` a piece, from the swarm's temp file while it holds it.
+    pub(super) fn send_piece(&mut self, peer: NodeId, entry: Entry, index: u64, offset: u64, len: u64, from_temp: bool) {
+        let temp = match from_temp {
+            true => self.receiving.pieces.get(&entry.path).map(|p| p.temp_path.clone()),
+            false => None,
+        };
+        Counters::bump(&self.cfg.counters.pieces_sent);
+        self.queue(
+            peer,
+            Job::Piece {
+                entry,
+                index,
+                offset,
+                len,
+                temp,
+            },
+        );
+    }
+
+    /// Send `peer` the piece map of our copy of `entry`: made lately, or
+    /// made now off the loop (once, however many peers ask meanwhile).
+    pub(super) fn send_piece_map(&mut self, peer: NodeId, entry: Entry, piece_size: u64) {
+        let key = (entry.path.clone(), entry.hash);
+        if let Some((_, size, values)) = self.maps.made.iter().find(|(k, size, _)| *k == key && *size == piece_size) {
+            let msg = Message::PieceMap {
+                path: entry.path,
+                hash: entry.hash,
+                piece_size: *size,
+                values: values.clone(),
+            };
+            return self.queue(peer, Job::Send(msg));
+        }
+        let waiting = self.maps.waiting.entry(key).or_default();
+        waiting.push(peer);
+        if waiting.len() > 1 {
+            return;
+        }
+        let (net, events, store) = (self.net.clone(), self.events.clone(), self.store.clone());
+        self.net.spawn(async move {
+            let made = net
+                .spawn_blocking(move || {
+                    let values = piece_map(&store, &entry, piece_size);
+                    MadeMap { entry, piece_size, values }
+                })
+                .await;
+            let _ = events.send(Event::PieceMap(made)).await;
+        });
+    }
+
+    /// A piece map was made (or not): answer the peers waiting for it.
+    pub(super) fn on_piece_map(&mut self, made: MadeMap) {
+        let MadeMap { entry, piece_size, values } = made;
+        let key = (entry.path.clone(), entry.hash);
+        let peers = self.maps.waiting.remove(&key).unwrap_or_default();
+        let msg = match values {
+            Ok(values) => {
+                if self.maps.made.len() == MAPS_KEPT {
+                    self.maps.made.pop_front();
+                }
+                self.maps.made.push_back((key, piece_size, values.clone()));
+                Message::PieceMap {
+                    path: entry.path,
+                    hash: entry.hash,
+                    piece_size,
+                    values,
+                }
+            }
+            Err(reason) => {
+                debug!(path = %entry.path, %reason, "no piece map");
+                Message::Unavailable { path: entry.path }
+            }
+        };
+        for peer in peers {
+            self.queue(peer, Job::Send(msg.clone()));
+        }
+    }
+}
