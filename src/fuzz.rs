@@ -141,17 +141,28 @@ fn message() -> impl Strategy<Value = Message> {
                 values,
             }
         }),
-        (path(), hash(), proptest::collection::vec(any::<u8>(), 0..8)).prop_map(|(path, hash, pieces)| Message::Have { path, hash, pieces }),
-        (path(), hash(), any::<u64>()).prop_map(|(path, hash, index)| Message::PieceWant { path, hash, index }),
-        (path(), hash(), any::<u64>(), any::<u64>(), proptest::collection::vec(any::<u8>(), 0..64)).prop_map(|(path, hash, index, offset, data)| {
-            Message::Piece {
-                path,
-                hash,
-                index,
-                offset,
-                data,
-            }
+        (path(), hash(), proptest::collection::vec(any::<u8>(), 0..8)).prop_map(|(path, hash, pieces)| Message::Have {
+            path,
+            hash,
+            pieces
         }),
+        (path(), hash(), any::<u64>()).prop_map(|(path, hash, index)| Message::PieceWant { path, hash, index }),
+        (
+            path(),
+            hash(),
+            any::<u64>(),
+            any::<u64>(),
+            proptest::collection::vec(any::<u8>(), 0..64)
+        )
+            .prop_map(|(path, hash, index, offset, data)| {
+                Message::Piece {
+                    path,
+                    hash,
+                    index,
+                    offset,
+                    data,
+                }
+            }),
     ]
 }
 

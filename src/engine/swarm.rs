@@ -106,10 +106,12 @@ impl Engine {
         self.drive(path);
     }
 
-    /// Stop fetching `path` in pieces (its temp file goes).
+    /// Stop fetching `path` in pieces (its temp file goes, and then the
+    /// deleted folders it alone kept).
     pub(super) fn end_swarm(&mut self, path: &RelPath) {
         if self.swarms.remove(path).is_some() {
             self.commands.push(Command::EndPieces { path: path.clone() });
+            self.vacated(path);
         }
     }
 
@@ -180,7 +182,8 @@ impl Engine {
                 }
                 // A peer that was slow with a piece, or sent it bad, is
                 // asked for it again only when no one else holds it.
-                let avoided = s.avoid.contains(&(*i, *peer)) && peers.iter().any(|o| o != peer && holds(*o, *i) && !s.avoid.contains(&(*i, *o)));
+                let avoided =
+                    s.avoid.contains(&(*i, *peer)) && peers.iter().any(|o| o != peer && holds(*o, *i) && !s.avoid.contains(&(*i, *o)));
                 if holds(*peer, *i) && !avoided && !taken.contains(i) {
                     taken.insert(*i);
                     requests.push((*peer, *i));
@@ -418,7 +421,11 @@ impl Engine {
     /// Piece `index` of `path` from `peer` is in our temp file, with
     /// chaining value `value` (`Err`: writing it failed here).
     pub fn handle_piece_done(&mut self, peer: NodeId, path: &RelPath, index: u64, arrival: PieceArrival) {
-        let Some(s) = self.swarms.get_mut(path).filter(|s| s.asked.get(&index).is_some_and(|(p, _)| *p == peer)) else {
+        let Some(s) = self
+            .swarms
+            .get_mut(path)
+            .filter(|s| s.asked.get(&index).is_some_and(|(p, _)| *p == peer))
+        else {
             return;
         };
         s.asked.remove(&index);
@@ -431,7 +438,14 @@ impl Engine {
                 let peers: Vec<NodeId> = self.peers.keys().copied().collect();
                 for p in peers {
                     let pieces = pieces.clone();
-                    self.send(p, Message::Have { path: path.clone(), hash, pieces });
+                    self.send(
+                        p,
+                        Message::Have {
+                            path: path.clone(),
+                            hash,
+                            pieces,
+                        },
+                    );
                 }
                 if done {
                     self.commands.push(Command::FinishPieces { path: path.clone(), peer });

@@ -6,10 +6,10 @@
 //! Must not: decide whether a piece is good (the engine compares its
 //! value with the map).
 
+use crate::engine::Transfer;
 use crate::fs::receive::Received;
 use crate::fs::store::{Store, StoreError};
 use crate::fs::temp::TempFile;
-use crate::engine::Transfer;
 use crate::wire::pieces::{root_of, Layout, PieceHasher, PieceValue};
 use crate::wire::{Entry, RelPath};
 use std::io::Read;

@@ -117,10 +117,16 @@ impl Receiving {
     }
 
     /// The swarm for `path` is over: its temp file goes (unless it was
-    /// handed over to be installed).
-    pub fn end_pieces(&mut self, path: &RelPath) {
+    /// handed over to be installed). Where the user moved the folder it
+    /// was written in, it is swept by name.
+    pub fn end_pieces(&mut self, path: &RelPath, store: &Store) {
         self.arriving.retain(|_, a| a.path() != path);
-        self.pieces.remove(path);
+        let Some(file) = self.pieces.remove(path) else { return };
+        let lost = file.writing().is_some_and(|t| !t.exists());
+        drop(file);
+        if lost {
+            self.sweep(store);
+        }
     }
 
     /// Drop everything on its way (shutting down); returns how many

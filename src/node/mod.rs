@@ -501,7 +501,7 @@ impl<N: Net> Node<N> {
                 from_temp,
             } => self.send_piece(peer, entry, index, offset, len, from_temp),
             Command::FinishPieces { path, peer } => self.finish_pieces(&path, peer),
-            Command::EndPieces { path } => self.receiving.end_pieces(&path),
+            Command::EndPieces { path } => self.receiving.end_pieces(&path, &self.store),
         }
     }
 

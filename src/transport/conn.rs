@@ -540,7 +540,11 @@ async fn send_piece<N: Net, W: AsyncWrite + Unpin>(
     corrupt: bool,
 ) -> io::Result<()> {
     use std::os::unix::fs::FileExt;
-    let file = piece.temp.as_ref().and_then(|t| File::open(t).ok()).or_else(|| store.open_version(&entry));
+    let file = piece
+        .temp
+        .as_ref()
+        .and_then(|t| File::open(t).ok())
+        .or_else(|| store.open_version(&entry));
     let Some(file) = file else {
         return write_msg(w, &Message::Unavailable { path: entry.path }).await.map(|_| ());
     };
@@ -569,7 +573,9 @@ async fn send_piece<N: Net, W: AsyncWrite + Unpin>(
 }
 
 async fn request_delta<W: AsyncWrite + Unpin>(w: &mut W, store: &Store, want: Entry, base: Entry) -> io::Result<()> {
-    let signature = store.open_version(&base).and_then(|mut f| FileSignature::of_file(&mut f, base.size).ok());
+    let signature = store
+        .open_version(&base)
+        .and_then(|mut f| FileSignature::of_file(&mut f, base.size).ok());
     let msg = match signature {
         Some(sig) => Message::WantDelta {
             path: want.path,

@@ -117,14 +117,28 @@ fn a_large_file_is_fetched_in_pieces_from_every_holder() {
     let second = asked(&e.take_commands());
     let from_b = &second[&B];
     assert_eq!(from_b.len(), PIECES_PER_PEER);
-    assert!(from_b.iter().all(|i| *i < 4 && !first[&A].contains(i)), "{from_b:?} after {first:?}");
+    assert!(
+        from_b.iter().all(|i| *i < 4 && !first[&A].contains(i)),
+        "{from_b:?} after {first:?}"
+    );
     // Each verified piece is announced to every peer; the last finishes.
     let mut delivered = vec![];
     for (peer, pieces) in first.iter().chain(second.iter()) {
         for i in pieces {
             let cmds = deliver(&mut e, *peer, *i, vals[*i as usize]);
             delivered.push(*i);
-            let haves = cmds.iter().filter(|c| matches!(c, Command::Send { msg: Message::Have { .. }, .. })).count();
+            let haves = cmds
+                .iter()
+                .filter(|c| {
+                    matches!(
+                        c,
+                        Command::Send {
+                            msg: Message::Have { .. },
+                            ..
+                        }
+                    )
+                })
+                .count();
             assert_eq!(haves, 2, "{cmds:?}");
         }
     }
@@ -143,7 +157,9 @@ fn a_large_file_is_fetched_in_pieces_from_every_holder() {
     for peer in [A, B] {
         assert!(cmds.contains(&Command::Send {
             peer,
-            msg: Message::Update { entries: vec![entry.clone()] }
+            msg: Message::Update {
+                entries: vec![entry.clone()]
+            }
         }));
     }
     assert!(cmds.contains(&Command::EndPieces { path: entry.path.clone() }));
@@ -157,7 +173,12 @@ fn receivers_ask_for_pieces_in_different_orders() {
     for me in 1..6u64 {
         let mut e = Engine::new(NodeId(me), Index::default()).with_piece_size(PIECE);
         connect(&mut e, A);
-        e.handle_message(A, Message::Update { entries: vec![entry.clone()] });
+        e.handle_message(
+            A,
+            Message::Update {
+                entries: vec![entry.clone()],
+            },
+        );
         e.handle_message(A, map_msg(&entry, &vals));
         orders.insert(asked(&e.take_commands())[&A].clone());
     }
@@ -233,12 +254,20 @@ fn a_late_piece_is_asked_of_another_holder_but_kept_with_the_only_one() {
     let (mut e, _) = swarming(&[A, B], &[A]);
     e.handle_message(A, map_msg(&entry, &vals));
     let of_a = asked(&e.take_commands())[&A].clone();
-    e.handle_message(B, Message::Update { entries: vec![entry.clone()] });
+    e.handle_message(
+        B,
+        Message::Update {
+            entries: vec![entry.clone()],
+        },
+    );
     let of_b = asked(&e.take_commands()).get(&B).cloned().unwrap_or_default();
     e.handle_tick(31 * S);
     let again = asked(&e.take_commands());
     for i in &of_a {
-        assert!(again.get(&B).is_some_and(|v| v.contains(i)), "piece {i} late at A: {again:?} (B had {of_b:?})");
+        assert!(
+            again.get(&B).is_some_and(|v| v.contains(i)),
+            "piece {i} late at A: {again:?} (B had {of_b:?})"
+        );
     }
 }
 
@@ -340,7 +369,12 @@ fn pieces_and_maps_are_served_from_our_copy_or_our_temp_file() {
         ]
     );
     // A file we are receiving: its map, and the pieces we hold.
-    e.handle_message(A, Message::Update { entries: vec![entry.clone()] });
+    e.handle_message(
+        A,
+        Message::Update {
+            entries: vec![entry.clone()],
+        },
+    );
     e.handle_message(A, map_msg(&entry, &vals));
     let i = asked(&e.take_commands())[&A][0];
     deliver(&mut e, A, i, vals[i as usize]);
@@ -370,7 +404,10 @@ fn pieces_and_maps_are_served_from_our_copy_or_our_temp_file() {
                 peer: B,
                 msg: Message::Unavailable { path: entry.path.clone() }
             },
-            Command::Send { peer: B, msg: map_msg(&entry, &vals) },
+            Command::Send {
+                peer: B,
+                msg: map_msg(&entry, &vals)
+            },
         ]
     );
 }
@@ -383,7 +420,12 @@ fn a_newer_version_ends_the_swarm_and_late_pieces_are_dropped() {
     e.handle_message(A, map_msg(&entry, &vals));
     let i = asked(&e.take_commands())[&A][0];
     let newer = file("video.bin", 9 * S, b"short now");
-    e.handle_message(A, Message::Update { entries: vec![newer.clone()] });
+    e.handle_message(
+        A,
+        Message::Update {
+            entries: vec![newer.clone()],
+        },
+    );
     let cmds = e.take_commands();
     assert!(cmds.contains(&Command::EndPieces { path: entry.path.clone() }), "{cmds:?}");
     assert_eq!(e.handle_piece(A, &entry.path, entry.hash, i, 0, 10), PieceFrame::Drop);
