@@ -30,6 +30,7 @@ mod local;
 mod receive;
 mod remote;
 mod repair;
+mod requests;
 mod safety;
 mod swarm;
 mod types;
@@ -44,6 +45,7 @@ use crate::wire::pieces::PIECE_SIZE;
 use crate::wire::{Entry, Hash, Kind, Message, NodeId, RelPath, MAX_ENTRIES};
 use ignore::{IgnoreRules, IGNORE_FILE};
 use index::{beats, Index};
+use requests::{Inflight, Requests};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Files smaller than this are always asked for whole: a delta cannot pay
@@ -57,13 +59,6 @@ struct Need {
     sources: BTreeSet<NodeId>,
     /// A delta against our copy failed once: ask for the whole file.
     whole: bool,
-}
-
-/// A version asked of one peer and not yet received.
-#[derive(Debug, Clone)]
-struct Inflight {
-    peer: NodeId,
-    entry: Entry,
 }
 
 /// How far a peer's index has come to us: every change of its index
@@ -127,7 +122,7 @@ pub struct Engine {
     index: Index,
     peers: BTreeMap<NodeId, Peer>,
     needs: BTreeMap<RelPath, Need>,
-    inflight: BTreeMap<RelPath, Inflight>,
+    inflight: Requests,
     /// Versions we failed to take, tried again with backoff.
     retries: BTreeMap<RelPath, repair::Retry>,
     /// Emptied folders whose removal failed, and when to try again.
@@ -141,8 +136,10 @@ pub struct Engine {
     /// Needs that may not be asked for yet: a superset of the needs not in
     /// flight, so that `schedule` looks only at these and not at every need
     /// (it runs after every message; a full pass made an initial sync of
-    /// n files cost O(n²)).
-    unscheduled: BTreeSet<RelPath>,
+    /// n files cost O(n²)). In an order of their own on every node
+    /// (`schedule_order`), so that receivers of one batch ask for its files
+    /// in different orders and have files to give each other.
+    unscheduled: BTreeSet<(u64, RelPath)>,
     commands: Vec<Command>,
     /// Paths this node keeps to itself (`.dirsyncignore`).
     ignore: IgnoreRules,
@@ -175,7 +172,7 @@ impl Engine {
             index,
             peers: BTreeMap::new(),
             needs: BTreeMap::new(),
-            inflight: BTreeMap::new(),
+            inflight: Requests::default(),
             retries: BTreeMap::new(),
             dirs_to_remove: BTreeMap::new(),
             young: BTreeMap::new(),
@@ -370,6 +367,11 @@ impl Engine {
 
     // ----- internals -----------------------------------------------------
 
+    /// `path` may be asked for (again) at the next `schedule`.
+    pub(super) fn unschedule(&mut self, path: RelPath) {
+        self.unscheduled.insert((schedule_order(self.me, &path), path));
+    }
+
     pub(super) fn send(&mut self, peer: NodeId, msg: Message) {
         self.commands.push(Command::Send { peer, msg });
     }
@@ -411,7 +413,7 @@ impl Engine {
         }
         if self.inflight.get(&e.path).is_some_and(|i| !beats(&i.entry, e)) {
             self.inflight.remove(&e.path);
-            self.unscheduled.insert(e.path.clone());
+            self.unschedule(e.path.clone());
         }
         self.settle_swarm(e);
     }
@@ -446,4 +448,13 @@ impl Engine {
             self.commands.push(Command::RemoveEmptyDirs { dirs });
         }
     }
+}
+
+/// Where `path` comes in `me`'s order of asking: a hash of both.
+fn schedule_order(me: NodeId, path: &RelPath) -> u64 {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    me.hash(&mut h);
+    path.as_str().hash(&mut h);
+    h.finish()
 }

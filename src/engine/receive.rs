@@ -68,6 +68,11 @@ impl Engine {
                 reason: "not asked for".into(),
             };
         }
+        // The peer owes it no longer: it may be asked for more.
+        if self.answers_request(peer, &r.entry) {
+            self.inflight.arrived(&r.entry.path);
+            self.schedule();
+        }
         self.still_wanted(peer, &r.entry)
     }
 
@@ -152,7 +157,7 @@ impl Engine {
             return;
         }
         self.inflight.remove(&entry.path);
-        self.unscheduled.insert(entry.path.clone());
+        self.unschedule(entry.path.clone());
         self.drop_source(&entry.path, peer);
         self.schedule();
         self.check_synced(peer);
@@ -174,7 +179,7 @@ impl Engine {
     pub fn handle_received(&mut self, peer: NodeId, entry: Entry, transfer: Transfer, result: Result<u64, String>) {
         if self.answers_request(peer, &entry) {
             self.inflight.remove(&entry.path);
-            self.unscheduled.insert(entry.path.clone());
+            self.unschedule(entry.path.clone());
         }
         match result {
             Ok(bytes) => {

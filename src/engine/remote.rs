@@ -5,7 +5,7 @@
 use super::conflict::conflict_entry;
 use super::index::{beats, same_version, wins_over};
 use super::safety::{loses_concurrently, resurrection};
-use super::{Action, Command, Engine, Heard, Inflight, Need, DELTA_MIN_SIZE};
+use super::{schedule_order, Action, Command, Engine, Heard, Inflight, Need, DELTA_MIN_SIZE};
 use crate::wire::version::Causality;
 use crate::wire::{Entry, Hash, Kind, Message, NodeId, RelPath, WantFile, MAX_ENTRIES};
 use std::cmp::Ordering;
@@ -61,14 +61,16 @@ impl Engine {
         if let Some(r) = self.peers.remove(&peer).and_then(|p| p.receiving) {
             self.vacated(&r.entry.path);
         }
-        let unscheduled = &mut self.unscheduled;
-        self.inflight.retain(|path, i| {
-            let keep = i.peer != peer;
-            if !keep {
-                unscheduled.insert(path.clone());
-            }
-            keep
-        });
+        let asked: Vec<RelPath> = self
+            .inflight
+            .values()
+            .filter(|i| i.peer == peer)
+            .map(|i| i.entry.path.clone())
+            .collect();
+        for path in asked {
+            self.inflight.remove(&path);
+            self.unschedule(path);
+        }
         // A file being fetched in pieces may still be finished by the
         // peers that are receiving it too: its need stays while it does.
         let swarms = &self.swarms;
@@ -127,7 +129,7 @@ impl Engine {
             Message::Unavailable { path } => {
                 if self.inflight.get(&path).is_some_and(|i| i.peer == peer) {
                     let asked = self.inflight.remove(&path).map(|i| i.entry);
-                    self.unscheduled.insert(path.clone());
+                    self.unschedule(path.clone());
                     // Only the version asked for is gone: if a newer one was
                     // announced meanwhile (by this peer too), keep needing it.
                     if self
@@ -243,7 +245,7 @@ impl Engine {
         if let Some(n) = self.needs.get_mut(&e.path) {
             if same_version(&n.entry, &e) {
                 n.sources.insert(peer);
-                self.unscheduled.insert(e.path);
+                self.unschedule(e.path);
                 return;
             }
             if beats(&n.entry, &e) {
@@ -384,7 +386,7 @@ impl Engine {
             );
             return;
         }
-        self.unscheduled.insert(e.path.clone());
+        self.unschedule(e.path.clone());
         let need = Need {
             entry: e,
             sources: BTreeSet::from([peer]),
@@ -402,12 +404,21 @@ impl Engine {
         self.commands.push(Command::Apply { peer, action });
     }
 
-    /// Ask for every needed version that is not already on its way.
+    /// Ask for every needed version that is not already on its way, each of
+    /// a connected peer that announced it: the one that owes us least, of
+    /// those owing under half a window (`requests.rs`), each asked until
+    /// its window is full. What no peer may be asked for now waits.
     pub(super) fn schedule(&mut self) {
         let mut wants: BTreeMap<NodeId, Vec<WantFile>> = BTreeMap::new();
         let mut deltas = Vec::new();
         let mut swarms = Vec::new();
-        for path in std::mem::take(&mut self.unscheduled) {
+        let mut open: BTreeSet<NodeId> = self.peers.keys().copied().filter(|p| self.inflight.owed(*p).open()).collect();
+        let mut waiting = Vec::new();
+        while let Some((order, path)) = self.unscheduled.pop_first() {
+            if open.is_empty() {
+                waiting.push((order, path));
+                break;
+            }
             // A swarm for another version than the one needed now ends.
             if let Some(s) = self.swarms.get(&path) {
                 if self.needs.get(&path).is_some_and(|n| same_version(&n.entry, &s.entry)) {
@@ -418,50 +429,45 @@ impl Engine {
             let Some(need) = self.needs.get(&path).filter(|_| !self.inflight.contains_key(&path)) else {
                 continue;
             };
-            let Some(peer) = need.sources.iter().copied().find(|p| self.peers.contains_key(p)) else {
-                // No source connected now: look again when one announces it.
-                self.unscheduled.insert(path);
+            let connected: Vec<NodeId> = need.sources.iter().copied().filter(|p| self.peers.contains_key(p)).collect();
+            let chosen = connected
+                .iter()
+                .copied()
+                .filter(|p| open.contains(p))
+                .min_by_key(|p| (self.inflight.owed(*p).bytes, schedule_order(*p, &path)));
+            let Some(peer) = chosen else {
+                // No source connected (look again when one announces it),
+                // or none with room now.
+                waiting.push((order, path));
                 continue;
             };
+            let entry = need.entry.clone();
             let base = self
                 .index
                 .live(&path)
-                .filter(|l| !need.whole && l.kind == Kind::File && l.size >= DELTA_MIN_SIZE && need.entry.size >= DELTA_MIN_SIZE);
+                .filter(|l| !need.whole && l.kind == Kind::File && l.size >= DELTA_MIN_SIZE && entry.size >= DELTA_MIN_SIZE);
             match base {
-                None if self.swarmed(&need.entry) => swarms.push(path),
-                Some(base) => deltas.push(Command::RequestDelta {
-                    peer,
-                    want: need.entry.clone(),
-                    base: base.clone(),
-                }),
-                None => wants.entry(peer).or_default().push(WantFile {
-                    path,
-                    hash: need.entry.hash,
-                }),
+                None if self.swarmed(&entry) => swarms.push(path),
+                Some(base) => {
+                    self.inflight.insert(path, Inflight::new(peer, entry.clone()));
+                    deltas.push(Command::RequestDelta { peer, want: entry, base });
+                }
+                None => {
+                    let hash = entry.hash;
+                    self.inflight.insert(path.clone(), Inflight::new(peer, entry));
+                    wants.entry(peer).or_default().push(WantFile { path, hash });
+                }
+            }
+            if self.inflight.owed(peer).full() {
+                open.remove(&peer);
             }
         }
-        for (peer, files) in &wants {
-            for f in files {
-                let entry = self.needs[&f.path].entry.clone();
-                self.inflight.insert(f.path.clone(), Inflight { peer: *peer, entry });
-            }
-        }
-        for d in &deltas {
-            if let Command::RequestDelta { peer, want, .. } = d {
-                self.inflight.insert(
-                    want.path.clone(),
-                    Inflight {
-                        peer: *peer,
-                        entry: want.clone(),
-                    },
-                );
-            }
-        }
+        self.unscheduled.extend(waiting);
         for (peer, mut files) in wants {
             // Smallest first (then by path): the peer answers in this
             // order, so a batch's small files are not held back by its
             // large ones.
-            files.sort_by_key(|f| self.needs.get(&f.path).map_or(0, |n| n.entry.size));
+            files.sort_by_key(|f| (self.needs.get(&f.path).map_or(0, |n| n.entry.size), f.path.clone()));
             for chunk in files.chunks(MAX_ENTRIES) {
                 self.send(peer, Message::Want { files: chunk.to_vec() });
             }
