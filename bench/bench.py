@@ -581,11 +581,16 @@ def w6(scratch):
     """One source, N = 1, 2, 4 and 7 receivers, each host in its own
     network namespace on its own 200 Mbit/s link (bench/lab.py): the time
     until every receiver holds a 256 MiB file, and separately 1,000 small
-    files, put into the source's folder once all nodes are connected; and
-    the bytes the source sent on its link meanwhile."""
+    files, put into the source's folder once all nodes are connected; the
+    bytes the source sent on its link meanwhile, and the CPU all nodes
+    used (the links are not the only limit: eight nodes share the cores).
+    `BENCH_W6=7` runs only that N (and N = 1), `BENCH_W6_KIND=small` only
+    that content."""
     big = max(1 << 20, int((256 << 20) * SCALE))
     small = max(10, int(1000 * SCALE))
     counts = [1, 2, 4, 7]
+    if os.environ.get("BENCH_W6"):
+        counts = sorted({1, *(int(n) for n in os.environ["BENCH_W6"].split(","))})
     the_lab = lab.Lab(1 + max(counts))
     results = {}
     try:
@@ -594,6 +599,8 @@ def w6(scratch):
                 ("big", big, lambda d: make_big_file(d / "big.bin", big)),
                 ("small", None, lambda d: make_small_tree(d / "small", small, 10, seed=6)),
             ]:
+                if os.environ.get("BENCH_W6_KIND", what) != what:
+                    continue
                 r = swarm_run(scratch / f"{what}-{n}", the_lab.hosts[: n + 1], make)
                 content = content_bytes or r["content_bytes"]
                 results[f"W6 {what}, N = {n}"] = {**r, "source_ratio": r["source_bytes"] / content}
@@ -626,6 +633,7 @@ def swarm_run(scratch, hosts, make):
         settle_disk()
         source = nodes[0]
         sent_before = hosts[0].bytes_sent()
+        cpu_before = sum(cpu_seconds(node.proc.pid) for node in nodes)
         start = time.monotonic()
         for item in staging.iterdir():
             os.rename(item, source.dir / item.name)
@@ -638,7 +646,9 @@ def swarm_run(scratch, hosts, make):
 
         wait(done, "every receiver to hold the content", every=0.05)
         took = time.monotonic() - start
+        cpu = sum(cpu_seconds(node.proc.pid) for node in nodes) - cpu_before
         return {"seconds": took, "source_bytes": hosts[0].bytes_sent() - sent_before, "content_bytes": content_bytes,
+                "cpu_seconds": cpu,
                 "rss_mib": max(node.rss() for node in nodes)}
     finally:
         for node in nodes:
@@ -1028,7 +1038,9 @@ def fmt_row(name, tool, r, dirsync=None):
         notes.append(f"{r['rate_ratio']:.3f}x the limit; 64-byte files the other way meanwhile: p50 "
                      f"{r['ping_p50_seconds'] * 1000:.1f} ms, p95 {r['ping_p95_seconds'] * 1000:.1f} ms ({r['ping_samples']:.0f})")
     if "source_ratio" in r:
-        notes.append(f"{r['ratio_to_one']:.2f}x the N = 1 time; the source sent {r['source_ratio']:.2f}x the content")
+        notes.append(f"{r['ratio_to_one']:.2f}x the N = 1 time; the source sent {r['source_ratio']:.2f}x the content; "
+                     f"all nodes used {r['cpu_seconds']:.1f} CPU-s ({r['cpu_seconds'] / os.cpu_count():.2f} s on "
+                     f"{os.cpu_count()} cores)")
     if "ratio_to_two_nodes" in r:
         notes.append(f"{r['ratio_to_two_nodes']:.2f}x the two-node time")
     return f"| {name} | {tool} | {secs * 1000:.1f} ms | {wire / 1e6:.3f} MB | {rss:.1f} MiB | {ratio} | {'; '.join(notes)} |"

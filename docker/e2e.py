@@ -419,9 +419,12 @@ def check_big_file(c: Cluster):
     size = BIG_MIB * MIB
     files = sum(added(after[m], before[m], "files_received") for m in c.nodes)
     wire = sum(added(after[m], before[m], "content_bytes_received") for m in c.nodes)
+    pieces = sum(added(after[m], before[m], "pieces_received") for m in c.nodes)
+    from_source = added(after[n], before[n], "pieces_sent")
     return (f"{BIG_MIB} MiB from {n} to {len(c.nodes) - 1} nodes in {took:.1f}s; "
             f"{files} files received ({files - (len(c.nodes) - 1)} more than one per node: "
-            f"a partly written file), {wire / size:.4f}x the file in content bytes")
+            f"a partly written file), {wire / size:.4f}x the file in content bytes; "
+            f"{pieces} pieces received, {from_source} of them sent by {n}")
 
 
 def check_delta(c: Cluster):

@@ -39,6 +39,9 @@ impl Engine {
             return;
         }
         self.peers.insert(peer, Peer { device, ..Peer::default() });
+        // Needs whose sources were all away may have one again.
+        let orphans = std::mem::take(&mut self.orphans);
+        self.unscheduled.extend(orphans);
         let ours = self.exchange_identity();
         let (identity, since) = match self.index.peer_mark(device) {
             Some(m) if m.ours == ours => (m.identity, m.seq),

@@ -140,6 +140,13 @@ pub struct Engine {
     /// (`schedule_order`), so that receivers of one batch ask for its files
     /// in different orders and have files to give each other.
     unscheduled: BTreeSet<(u64, RelPath)>,
+    /// Needs waiting for a source's window to open (`requests.rs`), under
+    /// each of their connected sources: looked at again when one opens,
+    /// not at every `schedule` (which runs after every message).
+    parked: BTreeMap<NodeId, BTreeSet<(u64, RelPath)>>,
+    /// Needs with no source connected: looked at again when a peer
+    /// connects (or announces them).
+    orphans: BTreeSet<(u64, RelPath)>,
     commands: Vec<Command>,
     /// Paths this node keeps to itself (`.dirsyncignore`).
     ignore: IgnoreRules,
@@ -178,6 +185,8 @@ impl Engine {
             young: BTreeMap::new(),
             clock: 0,
             unscheduled: BTreeSet::new(),
+            parked: BTreeMap::new(),
+            orphans: BTreeSet::new(),
             commands: Vec::new(),
             ignore: IgnoreRules::default(),
             ignore_file_seen: None,
@@ -254,7 +263,7 @@ impl Engine {
                 self.commands.push(Command::ReloadIgnore);
             }
         }
-        std::mem::take(&mut self.commands)
+        coalesce_updates(std::mem::take(&mut self.commands))
     }
 
     /// The content hash of the `.dirsyncignore` the index holds.
@@ -457,4 +466,45 @@ fn schedule_order(me: NodeId, path: &RelPath) -> u64 {
     me.hash(&mut h);
     path.as_str().hash(&mut h);
     h.finish()
+}
+
+/// `commands` with each peer's updates merged into one message while
+/// nothing else is sent to that peer in between (up to `MAX_ENTRIES`): a
+/// batch of received files is announced to each peer in one `update`, not
+/// one per file. An update only moves earlier, never past another message
+/// to the same peer, and the index already holds what it announces.
+fn coalesce_updates(commands: Vec<Command>) -> Vec<Command> {
+    let mut out: Vec<Command> = Vec::with_capacity(commands.len());
+    let mut open: BTreeMap<NodeId, usize> = BTreeMap::new();
+    for cmd in commands {
+        match cmd {
+            Command::Send {
+                peer,
+                msg: Message::Update { entries },
+            } => {
+                if let Some(Command::Send {
+                    msg: Message::Update { entries: into },
+                    ..
+                }) = open.get(&peer).and_then(|i| out.get_mut(*i))
+                {
+                    if into.len() + entries.len() <= MAX_ENTRIES {
+                        into.extend(entries);
+                        continue;
+                    }
+                }
+                open.insert(peer, out.len());
+                out.push(Command::Send {
+                    peer,
+                    msg: Message::Update { entries },
+                });
+            }
+            other => {
+                if let Some(peer) = other.peer() {
+                    open.remove(&peer);
+                }
+                out.push(other);
+            }
+        }
+    }
+    out
 }

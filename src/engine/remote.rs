@@ -71,6 +71,9 @@ impl Engine {
             self.inflight.remove(&path);
             self.unschedule(path);
         }
+        if let Some(parked) = self.parked.remove(&peer) {
+            self.unscheduled.extend(parked);
+        }
         // A file being fetched in pieces may still be finished by the
         // peers that are receiving it too: its need stays while it does.
         let swarms = &self.swarms;
@@ -413,12 +416,12 @@ impl Engine {
         let mut deltas = Vec::new();
         let mut swarms = Vec::new();
         let mut open: BTreeSet<NodeId> = self.peers.keys().copied().filter(|p| self.inflight.owed(*p).open()).collect();
-        let mut waiting = Vec::new();
-        while let Some((order, path)) = self.unscheduled.pop_first() {
-            if open.is_empty() {
-                waiting.push((order, path));
-                break;
+        for peer in &open {
+            if let Some(parked) = self.parked.remove(peer) {
+                self.unscheduled.extend(parked);
             }
+        }
+        while let Some((order, path)) = self.unscheduled.pop_first() {
             // A swarm for another version than the one needed now ends.
             if let Some(s) = self.swarms.get(&path) {
                 if self.needs.get(&path).is_some_and(|n| same_version(&n.entry, &s.entry)) {
@@ -436,9 +439,14 @@ impl Engine {
                 .filter(|p| open.contains(p))
                 .min_by_key(|p| (self.inflight.owed(*p).bytes, schedule_order(*p, &path)));
             let Some(peer) = chosen else {
-                // No source connected (look again when one announces it),
-                // or none with room now.
-                waiting.push((order, path));
+                // No source connected (look again when one connects), or
+                // none with room now (when one has).
+                for source in &connected {
+                    self.parked.entry(*source).or_default().insert((order, path.clone()));
+                }
+                if connected.is_empty() {
+                    self.orphans.insert((order, path));
+                }
                 continue;
             };
             let entry = need.entry.clone();
@@ -462,7 +470,6 @@ impl Engine {
                 open.remove(&peer);
             }
         }
-        self.unscheduled.extend(waiting);
         for (peer, mut files) in wants {
             // Smallest first (then by path): the peer answers in this
             // order, so a batch's small files are not held back by its

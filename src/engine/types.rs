@@ -103,6 +103,30 @@ pub enum Action {
     ConflictCopy { from: Entry, copy: Entry, then: Entry },
 }
 
+impl Command {
+    /// The peer a command sends something to, or is about.
+    pub fn peer(&self) -> Option<NodeId> {
+        match self {
+            Command::Send { peer, .. }
+            | Command::SendContent { peer, .. }
+            | Command::RequestDelta { peer, .. }
+            | Command::Apply { peer, .. }
+            | Command::Close { peer, .. }
+            | Command::Abandon { peer, .. }
+            | Command::SendPieceMap { peer, .. }
+            | Command::SendPiece { peer, .. }
+            | Command::FinishPieces { peer, .. } => Some(*peer),
+            Command::Rescan { .. }
+            | Command::RemoveEmptyDirs { .. }
+            | Command::ReloadIgnore
+            | Command::Suspend { .. }
+            | Command::Resume
+            | Command::StartPieces { .. }
+            | Command::EndPieces { .. } => None,
+        }
+    }
+}
+
 impl Action {
     /// The version this action installs.
     pub fn entry(&self) -> &Entry {

@@ -518,6 +518,10 @@ async fn send_content<N: Net, W: AsyncWrite + Unpin>(
     Ok(())
 }
 
+/// Bytes of a piece per `Piece` frame: a node serving pieces to seven
+/// peers holds one frame per connection, and receives one from each.
+const PIECE_FRAME: usize = 256 * 1024;
+
 /// Which piece to send, and where it is.
 struct PieceJob {
     index: u64,
@@ -550,7 +554,7 @@ async fn send_piece<N: Net, W: AsyncWrite + Unpin>(
     };
     let mut sent = 0u64;
     while sent < piece.len {
-        let n = (piece.len - sent).min(CHUNK as u64);
+        let n = (piece.len - sent).min(PIECE_FRAME as u64);
         let mut data = vec![0u8; n as usize];
         file.read_exact_at(&mut data, piece.offset + sent)?;
         if corrupt {

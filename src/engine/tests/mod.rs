@@ -293,8 +293,9 @@ fn a_rename_moves_local_content_instead_of_transferring_it() {
         }]
     );
     e.handle_action_done(A, rename, Ok(()));
-    // Both halves are recorded and passed on to the other peer.
-    assert_eq!(e.take_commands(), vec![update(B, vec![gone.clone()]), update(B, vec![new.clone()])]);
+    // Both halves are recorded and passed on to the other peer, in one
+    // message.
+    assert_eq!(e.take_commands(), vec![update(B, vec![gone.clone(), new.clone()])]);
     assert_eq!(e.index().get(&gone.path), Some(gone.clone()));
     assert_eq!(e.index().live(&new.path), Some(new.clone()));
 }
@@ -570,3 +571,34 @@ mod local;
 mod receive;
 mod repair;
 mod swarm;
+mod window;
+
+#[test]
+fn updates_to_a_peer_merge_until_something_else_goes_to_it() {
+    let (x, y, z) = (file("x", 1, b"x"), file("y", 1, b"y"), file("z", 1, b"z"));
+    let ping = |peer| Command::Send { peer, msg: Message::Ping };
+    let merged = coalesce_updates(vec![
+        update(A, vec![x.clone()]),
+        update(B, vec![x.clone()]),
+        update(A, vec![y.clone()]),
+        ping(B),
+        update(B, vec![y.clone()]),
+        update(A, vec![z.clone()]),
+        update(B, vec![z.clone()]),
+    ]);
+    assert_eq!(
+        merged,
+        vec![
+            update(A, vec![x.clone(), y, z.clone()]),
+            update(B, vec![x]),
+            ping(B),
+            update(B, vec![file("y", 1, b"y"), z]),
+        ]
+    );
+    // Never past MAX_ENTRIES in one message.
+    let many: Vec<Command> = (0..MAX_ENTRIES + 1)
+        .map(|i| update(A, vec![file(&format!("f{i}"), 1, b"f")]))
+        .collect();
+    let merged = coalesce_updates(many);
+    assert_eq!(merged.len(), 2);
+}
