@@ -343,7 +343,7 @@ fn pieces_and_maps_are_served_from_our_copy_or_our_temp_file() {
     let entry = large();
     let vals = values(&content());
     let other = file("other.bin", 5 * S, &vec![1u8; 3 * PIECE as usize]);
-    let mut e = engine_with(&[other.clone()]).with_piece_size(PIECE);
+    let mut e = engine_with(std::slice::from_ref(&other)).with_piece_size(PIECE);
     connect(&mut e, A);
     connect(&mut e, B);
     e.take_commands();
