@@ -38,8 +38,8 @@ pub fn piece_map(store: &Store, entry: &Entry, piece_size: u64) -> Result<Vec<u8
     Ok(values.concat())
 }
 
-/// A file being fetched in pieces: its temp file, the size of the whole
-/// file from the start (pieces land anywhere in it).
+/// A file being fetched in pieces: its temp file, into which pieces land
+/// at their place in any order (the gaps read as zeros and take no disk).
 pub struct PieceFile {
     pub entry: Entry,
     /// What the path must still hold when the file replaces it.
@@ -55,7 +55,6 @@ pub struct PieceFile {
 impl PieceFile {
     pub fn create(store: &Store, entry: Entry, expected: Option<Entry>) -> Result<PieceFile, StoreError> {
         let tmp = store.create_temp(&entry.path)?;
-        tmp.set_len(entry.size)?;
         Ok(PieceFile {
             temp_path: tmp.path.clone(),
             tmp: Some(tmp),

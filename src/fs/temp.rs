@@ -80,13 +80,6 @@ impl TempFile {
         self.file.write_all_at(data, offset).map_err(io_err(&self.path))
     }
 
-    /// Make the file `size` bytes long (the space of pieces still to come
-    /// reads as zeros, and takes no disk until written).
-    pub fn set_len(&self, size: u64) -> Result<(), StoreError> {
-        self.faults.check(&self.path)?;
-        self.file.set_len(size).map_err(io_err(&self.path))
-    }
-
     /// Append `len` bytes of `src` from `offset`, copied in the kernel
     /// (`copy_file_range`: a shared extent on XFS and btrfs, a page-cache
     /// copy on ext4, never through our memory; where the kernel cannot, by
