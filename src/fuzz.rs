@@ -509,25 +509,8 @@ proptest! {
             }
             let commands = engine.take_commands();
             for c in &commands {
-                let peer = match c {
-                    Command::Send { peer, .. }
-                    | Command::SendContent { peer, .. }
-                    | Command::RequestDelta { peer, .. }
-                    | Command::Apply { peer, .. }
-                    | Command::Close { peer, .. }
-                    | Command::Abandon { peer, .. }
-                    | Command::SendPieceMap { peer, .. }
-                    | Command::SendPiece { peer, .. }
-                    | Command::FinishPieces { peer, .. } => *peer,
-                    // Local decisions, not for a peer.
-                    Command::Suspend { .. }
-                    | Command::Resume
-                    | Command::Rescan { .. }
-                    | Command::RemoveEmptyDirs { .. }
-                    | Command::ReloadIgnore
-                    | Command::StartPieces { .. }
-                    | Command::EndPieces { .. } => continue,
-                };
+                // Local decisions are not for a peer.
+                let Some(peer) = c.peer() else { continue };
                 // Ourselves: a change decided here (a file giving way to a
                 // folder), announced to every peer.
                 prop_assert!(peer == PEER || peer == engine.me(), "a command for a peer that said nothing: {:?}", c);

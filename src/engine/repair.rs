@@ -167,6 +167,18 @@ impl Engine {
         self.dirs_to_remove.insert(dir, self.clock.saturating_add(RETRY_FIRST));
     }
 
+    /// Abandoned temp files were removed from the folders `dirs`: a deleted
+    /// folder kept only for what it held goes now if it is empty (a temp
+    /// file the user moved into a folder a peer then deleted kept it; found
+    /// by the simulation, faults seed 5000030).
+    pub fn handle_temp_removed(&mut self, dirs: Vec<RelPath>) {
+        for dir in dirs {
+            if self.index.get(&dir).is_some_and(|e| e.deleted) {
+                self.remove_container(&dir);
+            }
+        }
+    }
+
     /// Emptied folders whose removal failed, due again.
     fn remove_dirs_due(&mut self) {
         let clock = self.clock;

@@ -210,6 +210,13 @@ impl Store {
         full == self.state_dir || full == self.marker() || full.file_name().and_then(|n| n.to_str()).and_then(temp_name_device).is_some()
     }
 
+    /// The folder under DIR that holds `full` (`None`: DIR itself, or not
+    /// under DIR).
+    pub fn folder_of(&self, full: &Path) -> Option<RelPath> {
+        let rel = full.parent()?.strip_prefix(&self.root).ok()?;
+        RelPath::new(rel.to_str()?).ok()
+    }
+
     /// Open our copy of `entry` if the path still holds that version.
     pub fn open_version(&self, entry: &Entry) -> Option<fs::File> {
         if !self.matches(&entry.path, Some(entry)).unwrap_or(false) {
@@ -418,13 +425,13 @@ impl Store {
 
     /// Remove temp files left by a crash. Returns how many.
     pub fn clean_temp_files(&self) -> usize {
-        self.remove_temp_files_except(&BTreeSet::new())
+        self.remove_temp_files_except(&BTreeSet::new()).len()
     }
 
     /// Remove every temp file but those in `keep` (being written now).
-    /// Returns how many.
-    pub fn remove_temp_files_except(&self, keep: &BTreeSet<PathBuf>) -> usize {
-        let mut removed = 0;
+    /// Returns the ones removed.
+    pub fn remove_temp_files_except(&self, keep: &BTreeSet<PathBuf>) -> Vec<PathBuf> {
+        let mut removed = Vec::new();
         let mut stack = vec![self.root.clone()];
         while let Some(dir) = stack.pop() {
             let Ok(entries) = fs::read_dir(&dir) else { continue };
@@ -438,7 +445,7 @@ impl Store {
                 let is_temp = de.file_name().to_str().and_then(temp_name_device) == Some(device.as_str());
                 if is_temp && ft.is_file() && !keep.contains(&full) {
                     if fs::remove_file(&full).is_ok() {
-                        removed += 1;
+                        removed.push(full);
                     }
                 } else if ft.is_dir() && full != self.state_dir {
                     stack.push(full);

@@ -53,6 +53,9 @@ pub(super) struct Receiving {
     pub(super) pieces: BTreeMap<RelPath, PieceFile>,
     /// The piece each peer is sending now.
     pub(super) arriving: BTreeMap<NodeId, Arriving>,
+    /// Folders abandoned temp files were swept from, for the engine
+    /// (`take_swept`).
+    swept: Vec<RelPath>,
     counters: Arc<Counters>,
 }
 
@@ -65,6 +68,7 @@ impl Receiving {
             batch_under_way: false,
             pieces: BTreeMap::new(),
             arriving: BTreeMap::new(),
+            swept: Vec::new(),
             counters,
         }
     }
@@ -101,7 +105,7 @@ impl Receiving {
     /// Remove the temp files no transfer in progress owns. One is abandoned
     /// where it cannot be removed by name: the user moved the folder it was
     /// being written in (found by the simulation).
-    pub fn sweep(&self, store: &Store) {
+    pub fn sweep(&mut self, store: &Store) {
         let keep = self
             .streaming
             .values()
@@ -110,10 +114,16 @@ impl Receiving {
             .chain(self.durable.iter().cloned())
             .collect();
         let removed = store.remove_temp_files_except(&keep);
-        if removed > 0 {
-            info!(count = removed, "removed abandoned temp files");
-            self.counters.temp_files_removed.fetch_add(removed as u64, Ordering::Relaxed);
+        if !removed.is_empty() {
+            info!(count = removed.len(), "removed abandoned temp files");
+            self.counters.temp_files_removed.fetch_add(removed.len() as u64, Ordering::Relaxed);
+            self.swept.extend(removed.iter().filter_map(|t| store.folder_of(t)));
         }
+    }
+
+    /// The folders temp files were swept from since the last call.
+    pub fn take_swept(&mut self) -> Vec<RelPath> {
+        std::mem::take(&mut self.swept)
     }
 
     /// The swarm for `path` is over: its temp file goes (unless it was

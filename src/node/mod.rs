@@ -427,6 +427,11 @@ impl<N: Net> Node<N> {
             Event::Tick => self.on_tick(),
         }
         self.run_commands();
+        let swept = self.receiving.take_swept();
+        if !swept.is_empty() {
+            self.engine.handle_temp_removed(swept);
+            self.run_commands();
+        }
         let (received, bad) = self.engine.piece_counts();
         self.cfg.counters.pieces_received.store(received, Ordering::Relaxed);
         self.cfg.counters.bad_pieces.store(bad, Ordering::Relaxed);

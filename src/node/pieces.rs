@@ -10,7 +10,7 @@
 use super::{Counters, Event, Node};
 use crate::engine::{PieceArrival, PieceFrame};
 use crate::fs::pieces::{piece_map, Arriving, PieceFile};
-use crate::transport::jobs::Job;
+use crate::transport::jobs::{Job, PieceJob};
 use crate::transport::net::Net;
 use crate::wire::{Entry, Hash, Message, NodeId, RelPath};
 use std::collections::{BTreeMap, VecDeque};
@@ -92,16 +92,14 @@ impl<N: Net> Node<N> {
             false => None,
         };
         Counters::bump(&self.cfg.counters.pieces_sent);
-        self.queue(
-            peer,
-            Job::Piece {
-                entry,
-                index,
-                offset,
-                len,
-                temp,
-            },
-        );
+        let piece = PieceJob {
+            entry,
+            index,
+            offset,
+            len,
+            temp,
+        };
+        self.queue(peer, Job::Piece(piece));
     }
 
     /// Send `peer` the piece map of our copy of `entry`: made lately, or

@@ -8,7 +8,7 @@
 
 use crate::fs::delta::{read_segment, segment_count, FileSignature};
 use crate::fs::store::Store;
-use crate::transport::jobs::{Job, JobReceiver};
+use crate::transport::jobs::{Job, JobReceiver, PieceJob};
 use crate::transport::limits::Queued;
 use crate::transport::net::Net;
 use crate::transport::rate::RateLimit;
@@ -352,38 +352,23 @@ pub async fn run_writer<N: Net, W: AsyncWrite + Unpin>(
                 None => (Job::Send(Message::Ping), false),
             };
             let sig = job.signature_bytes();
+            let pacing = || Pacing {
+                net: &net,
+                jobs: &jobs,
+                queued: &queued,
+                limit: sending.limit.as_deref(),
+            };
             let result = match job {
                 Job::Send(msg) => write_msg(&mut w, &msg).await.map(|_| ()),
                 Job::Content { entry, base } => {
                     let size_of = entry.clone();
                     let mut progressed = 0;
-                    let pacing = Pacing {
-                        net: &net,
-                        jobs: &jobs,
-                        queued: &queued,
-                        limit: sending.limit.as_deref(),
-                    };
-                    let r = send_content(&mut w, &store, peer, entry, base, &traffic, &mut progressed, pacing).await;
+                    let r = send_content(&mut w, &store, peer, entry, base, &traffic, &mut progressed, pacing()).await;
                     traffic.dequeued(&size_of, progressed);
                     r
                 }
                 Job::RequestDelta { want, base } => request_delta(&mut w, &store, want, base).await,
-                Job::Piece {
-                    entry,
-                    index,
-                    offset,
-                    len,
-                    temp,
-                } => {
-                    let pacing = Pacing {
-                        net: &net,
-                        jobs: &jobs,
-                        queued: &queued,
-                        limit: sending.limit.as_deref(),
-                    };
-                    let piece = PieceJob { index, offset, len, temp };
-                    send_piece(&mut w, &store, entry, piece, &traffic, pacing, sending.corrupt_pieces).await
-                }
+                Job::Piece(piece) => send_piece(&mut w, &store, piece, &traffic, pacing(), sending.corrupt_pieces).await,
             };
             if counted {
                 queued.done(sig);
@@ -522,35 +507,27 @@ async fn send_content<N: Net, W: AsyncWrite + Unpin>(
 /// peers holds one frame per connection, and receives one from each.
 const PIECE_FRAME: usize = 256 * 1024;
 
-/// Which piece to send, and where it is.
-struct PieceJob {
-    index: u64,
-    offset: u64,
-    len: u64,
-    temp: Option<std::path::PathBuf>,
-}
-
-/// Send a piece of `entry` as `Piece` frames of at most a chunk, from the
+/// Send a piece of a file as `Piece` frames of at most a chunk, from the
 /// temp file it is being received into, or else our copy; `Unavailable`
 /// if neither holds it any more (the asker verifies what it gets, so a
 /// copy that changed meanwhile costs only that piece).
 async fn send_piece<N: Net, W: AsyncWrite + Unpin>(
     w: &mut W,
     store: &Store,
-    entry: Entry,
     piece: PieceJob,
     traffic: &Traffic,
     pacing: Pacing<'_, N>,
     corrupt: bool,
 ) -> io::Result<()> {
     use std::os::unix::fs::FileExt;
+    let entry = &piece.entry;
     let file = piece
         .temp
         .as_ref()
         .and_then(|t| File::open(t).ok())
-        .or_else(|| store.open_version(&entry));
+        .or_else(|| store.open_version(entry));
     let Some(file) = file else {
-        return write_msg(w, &Message::Unavailable { path: entry.path }).await.map(|_| ());
+        return write_msg(w, &Message::Unavailable { path: entry.path.clone() }).await.map(|_| ());
     };
     let mut sent = 0u64;
     while sent < piece.len {

@@ -23,15 +23,19 @@ pub enum Job {
         want: Entry,
         base: Entry,
     },
-    /// Send piece `index` of `entry`: `len` bytes from `offset`, read from
-    /// the temp file `temp` while it holds them, else from our copy.
-    Piece {
-        entry: Entry,
-        index: u64,
-        offset: u64,
-        len: u64,
-        temp: Option<std::path::PathBuf>,
-    },
+    /// Send a piece of a file.
+    Piece(PieceJob),
+}
+
+/// Piece `index` of `entry`: `len` bytes from `offset`, read from the temp
+/// file `temp` while it holds them, else from our copy.
+#[derive(Debug)]
+pub struct PieceJob {
+    pub entry: Entry,
+    pub index: u64,
+    pub offset: u64,
+    pub len: u64,
+    pub temp: Option<std::path::PathBuf>,
 }
 
 impl Job {
@@ -128,7 +132,7 @@ mod tests {
                     Job::Send(m) => m.name().to_string(),
                     Job::Content { entry, .. } => entry.path.to_string(),
                     Job::RequestDelta { .. } => "delta".into(),
-                    Job::Piece { .. } => "piece".into(),
+                    Job::Piece(_) => "piece".into(),
                 });
                 if seen.len() == 3 {
                     break;

@@ -197,3 +197,11 @@ fn an_emptied_folder_that_could_not_be_removed_is_tried_again() {
     assert_eq!(tick(&mut e, 101 * S), vec![Command::RemoveEmptyDirs { dirs: vec![p("d")] }]);
     assert_eq!(tick(&mut e, 102 * S), vec![], "once per failure");
 }
+
+#[test]
+fn a_deleted_folder_left_with_only_a_swept_temp_file_goes() {
+    let (gone, kept) = (tomb("moved", 5 * S), dir("kept", 5 * S));
+    let mut e = connected(&[gone.clone(), kept.clone()], &[A]);
+    e.handle_temp_removed(vec![gone.path.clone(), kept.path.clone()]);
+    assert_eq!(e.take_commands(), vec![Command::RemoveEmptyDirs { dirs: vec![gone.path] }]);
+}
