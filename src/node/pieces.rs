@@ -14,6 +14,7 @@ use crate::transport::jobs::{Job, PieceJob};
 use crate::transport::net::Net;
 use crate::wire::{Entry, Hash, Message, NodeId, RelPath};
 use std::collections::{BTreeMap, VecDeque};
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use tracing::debug;
 
@@ -36,18 +37,10 @@ pub(super) struct Maps {
 }
 
 impl<N: Net> Node<N> {
-    /// Start a swarm's temp file; a failure is the engine's to retry.
+    /// A swarm starts (its temp file comes with its first piece).
     pub(super) fn start_pieces(&mut self, entry: Entry, expected: Option<Entry>) {
         let path = entry.path.clone();
-        match PieceFile::create(&self.store, entry, expected) {
-            Ok(file) => {
-                self.receiving.pieces.insert(path, file);
-            }
-            Err(e) => {
-                Counters::bump(&self.cfg.counters.failures);
-                self.engine.handle_pieces_failed(&path, e.to_string());
-            }
-        }
+        self.receiving.pieces.insert(path, PieceFile::new(entry, expected));
     }
 
     /// Bytes of a piece from `peer`: written in place and hashed; a whole
@@ -66,7 +59,7 @@ impl<N: Net> Node<N> {
             return self.engine.handle_piece_done(peer, path, index, PieceArrival::Broken);
         };
         let Some(file) = self.receiving.pieces.get_mut(path) else { return };
-        if let Err(e) = file.write(start + offset, data, bytes) {
+        if let Err(e) = file.write(&self.store, start + offset, data, bytes) {
             Counters::bump(&self.cfg.counters.failures);
             return self.engine.handle_piece_done(peer, path, index, PieceArrival::Failed(e));
         }
@@ -88,7 +81,11 @@ impl<N: Net> Node<N> {
     /// Send `peer` a piece, from the swarm's temp file while it holds it.
     pub(super) fn send_piece(&mut self, peer: NodeId, entry: Entry, index: u64, offset: u64, len: u64, from_temp: bool) {
         let temp = match from_temp {
-            true => self.receiving.pieces.get(&entry.path).map(|p| p.temp_path.clone()),
+            true => self
+                .receiving
+                .pieces
+                .get(&entry.path)
+                .and_then(|p| p.temp_path().map(Path::to_path_buf)),
             false => None,
         };
         Counters::bump(&self.cfg.counters.pieces_sent);
