@@ -321,20 +321,22 @@ fn pieces_no_one_holds_give_the_swarm_up_until_a_source_returns() {
     let vals = values(&content());
     let (mut e, _) = swarming(&[A, B], &[A]);
     e.handle_message(A, map_msg(&entry, &vals));
-    e.take_commands();
+    let of_a = asked(&e.take_commands())[&A][0];
+    // B holds one piece A was not asked for: B is asked for it (A, the
+    // source, is not).
+    let of_b = (of_a + 1) % 5;
     e.handle_message(
         B,
         Message::Have {
             path: entry.path.clone(),
             hash: entry.hash,
-            pieces: vec![0b0000_0001],
+            pieces: vec![1 << of_b],
         },
     );
-    // B is asked for the one piece it holds (A, the source, is not).
-    assert_eq!(asked(&e.take_commands()), BTreeMap::from([(B, vec![0])]));
+    assert_eq!(asked(&e.take_commands()), BTreeMap::from([(B, vec![of_b])]));
     e.handle_disconnected(A);
     // Then no one holds the rest.
-    let cmds = deliver(&mut e, B, 0, vals[0]);
+    let cmds = deliver(&mut e, B, of_b, vals[of_b as usize]);
     assert!(cmds.contains(&Command::EndPieces { path: entry.path.clone() }), "{cmds:?}");
     assert_eq!(e.retrying().len(), 1);
 }
