@@ -157,10 +157,10 @@ pub async fn run_reader<N: Net, R: AsyncRead + Unpin, E>(
         let inbound = match futures_lite::future::or(read, stopped).await {
             None => return,
             Some(Ok((msg, bytes))) => {
-                if let (Some(limit), Message::Chunk { .. }) = (&recv_limit, &msg) {
+                if let Some(limit) = recv_limit.as_ref().filter(|_| msg.is_content()) {
                     // `--max-recv-rate`: reading no further until this
-                    // chunk's share of the rate has passed holds the
-                    // sender back through TCP.
+                    // chunk's (or piece's) share of the rate has passed
+                    // holds the sender back through TCP.
                     let wait = limit.take(bytes as u64, net.now());
                     let waited = async {
                         net.sleep(wait).await;

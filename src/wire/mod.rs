@@ -376,6 +376,12 @@ impl Message {
         }
     }
 
+    /// File content (a whole file's or delta's chunk, or a piece's bytes):
+    /// what the bandwidth limits count.
+    pub fn is_content(&self) -> bool {
+        matches!(self, Message::Chunk { .. } | Message::Piece { .. })
+    }
+
     fn payload(&self) -> &[u8] {
         match self {
             Message::WantDelta { signature, .. } => signature,
