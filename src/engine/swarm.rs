@@ -65,6 +65,14 @@ pub(super) struct Swarm {
     refused: BTreeSet<NodeId>,
 }
 
+impl Swarm {
+    /// Whether `peer` holds piece `i`: it holds the whole file (`full`),
+    /// or said it holds that piece.
+    fn holds(&self, full: &[NodeId], peer: NodeId, i: u64) -> bool {
+        full.contains(&peer) || self.holders.get(&peer).is_some_and(|b| b.get(i))
+    }
+}
+
 /// A verified piece map and the pieces we hold.
 #[derive(Debug)]
 struct PieceMap {
@@ -90,7 +98,7 @@ fn tie_break(me: NodeId, index: u64) -> u64 {
 impl Engine {
     /// Whether `entry` is fetched in pieces (when no delta applies).
     pub(super) fn swarmed(&self, entry: &Entry) -> bool {
-        Layout::new(entry.size, piece_size_for(entry.size, self.piece_size)).is_some()
+        self.own_layout(entry.size).is_some()
     }
 
     /// The layout of our own copy of a file of `size` bytes.
@@ -180,7 +188,7 @@ impl Engine {
             return;
         };
         let count = map.layout.count();
-        let holds = |peer: NodeId, i: u64| full.contains(&peer) || s.holders.get(&peer).is_some_and(|b| b.get(i));
+        let holds = |peer: NodeId, i: u64| s.holds(&full, peer, i);
         // Receivers first: they take the pieces they can pass on. (A peer
         // that said what it held and holds the whole file since counts as
         // a whole holder: found by the simulation, keyed seed 11000034,
@@ -290,7 +298,6 @@ impl Engine {
         for path in &paths {
             let Some(s) = self.swarms.get(path) else { continue };
             let full = self.full_holders(path, s);
-            let holds = |peer: NodeId, i: u64| full.contains(&peer) || s.holders.get(&peer).is_some_and(|b| b.get(i));
             // (piece, peer, whether another peer we may ask holds it)
             let late: Vec<(u64, NodeId, bool)> = s
                 .asked
@@ -300,7 +307,7 @@ impl Engine {
                     let elsewhere = full
                         .iter()
                         .chain(s.holders.keys())
-                        .any(|o| o != p && self.may_ask(s, *o) && holds(*o, *i));
+                        .any(|o| o != p && self.may_ask(s, *o) && s.holds(&full, *o, *i));
                     (*i, *p, elsewhere)
                 })
                 .collect();
@@ -537,7 +544,7 @@ impl Engine {
         let holders = |i: u64| {
             full.iter()
                 .chain(s.holders.keys())
-                .any(|p| self.may_ask(s, *p) && (full.contains(p) || s.holders[p].get(i)))
+                .any(|p| self.may_ask(s, *p) && s.holds(&full, *p, i))
         };
         Some(match &s.map {
             None => s.map_asked.is_some() || !full.iter().chain(s.holders.keys()).any(|p| self.may_ask(s, *p)),

@@ -175,20 +175,23 @@ impl Bitmap {
     }
 }
 
+/// The chaining values of `data` cut in pieces of `piece` bytes (for
+/// tests: a node makes them from a file, `fs::pieces::piece_map`).
+#[cfg(test)]
+pub(crate) fn values_of(data: &[u8], piece: u64) -> Vec<PieceValue> {
+    data.chunks(piece as usize)
+        .enumerate()
+        .map(|(i, c)| {
+            let mut h = PieceHasher::new(i as u64 * piece);
+            h.update(c);
+            h.value()
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn values_of(data: &[u8], piece: u64) -> Vec<PieceValue> {
-        data.chunks(piece as usize)
-            .enumerate()
-            .map(|(i, c)| {
-                let mut h = PieceHasher::new(i as u64 * piece);
-                h.update(c);
-                h.value()
-            })
-            .collect()
-    }
 
     #[test]
     fn piece_values_merge_to_the_file_hash() {

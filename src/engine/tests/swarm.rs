@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::engine::swarm::{MAX_STRIKES, PIECES_PER_LONE_SOURCE, PIECES_PER_PEER, PIECES_PER_SOURCE};
-use crate::wire::pieces::{Layout, PieceHasher, PieceValue, MIN_PIECE_SIZE};
+use crate::wire::pieces::{values_of, Layout, PieceValue, MIN_PIECE_SIZE};
 
 const C: NodeId = NodeId(40);
 const PIECE: u64 = MIN_PIECE_SIZE;
@@ -14,14 +14,7 @@ fn content() -> Vec<u8> {
 }
 
 fn values(data: &[u8]) -> Vec<PieceValue> {
-    data.chunks(PIECE as usize)
-        .enumerate()
-        .map(|(i, c)| {
-            let mut h = PieceHasher::new(i as u64 * PIECE);
-            h.update(c);
-            h.value()
-        })
-        .collect()
+    values_of(data, PIECE)
 }
 
 fn large() -> Entry {
