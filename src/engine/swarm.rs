@@ -393,7 +393,13 @@ impl Engine {
             return;
         }
         s.holders.insert(peer, Bitmap::from(pieces));
-        self.drive(path);
+        // A peer already asked for all it may be asked changes no request
+        // now (every receiver sends a `have` per piece to every peer: a
+        // pass over the whole file for each would cost O(pieces²)).
+        let busy = s.map.is_some() && s.asked.values().filter(|(p, _)| *p == peer).count() >= PIECES_PER_PEER;
+        if !busy {
+            self.drive(path);
+        }
     }
 
     /// A `PieceMapWant`: the map of our copy (computed by the node), the
