@@ -1,26 +1,25 @@
 //! One peer connection's tasks: the handshake, the reader that turns frames
-//! into node events (`run_reader`), and the writer that sends queued
-//! messages and streams file content (whole, or as per-segment deltas) and
-//! signatures (`run_writer`).
+//! into node events (`run_reader`), and the writer that takes the queued
+//! jobs in turn (`run_writer`; what it streams for a job of content is in
+//! `send`).
 //!
 //! Owns: the bytes of a connection. Must not: decide what to send (the
 //! engine does) or write into the synced directory (the node does).
 
-use crate::fs::delta::{read_segment, segment_count, FileSignature};
 use crate::fs::store::Store;
-use crate::transport::jobs::{Job, JobReceiver, PieceJob};
+use crate::transport::jobs::{Job, JobReceiver};
 use crate::transport::limits::Queued;
 use crate::transport::net::Net;
 use crate::transport::rate::RateLimit;
 use crate::transport::secure::{self, Connection};
-use crate::wire::{self, ContentMode, Entry, Hash, Message, NodeId, WantFile, WireError, LEN_PREFIX, PROTOCOL_VERSION};
+use crate::transport::send::{request_delta, send_content, send_piece, Pacing};
+use crate::wire::{self, Entry, Message, NodeId, WireError, LEN_PREFIX, PROTOCOL_VERSION};
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::{debug, info, warn};
+use tracing::warn;
 
 /// Why a connection to ourselves is refused.
 pub const OWN_ID: &str = "that is my own node id";
@@ -281,7 +280,7 @@ impl Traffic {
     }
 
     /// `n` more bytes of the file being sent went out.
-    fn progressed(&self, n: u64) {
+    pub(super) fn progressed(&self, n: u64) {
         let _ = self
             .send_bytes
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| Some(b.saturating_sub(n)));
@@ -381,198 +380,6 @@ pub async fn run_writer<N: Net, W: AsyncWrite + Unpin>(
         let _ = w.close().await;
     };
     futures_lite::future::or(work, stopped).await;
-}
-
-/// What a file's chunks make way for and wait on: control messages queued
-/// meanwhile go between them (the peer reads each frame on its own), and
-/// the send limit (`--max-send-rate`) spaces them.
-struct Pacing<'a, N: Net> {
-    net: &'a N,
-    jobs: &'a JobReceiver,
-    queued: &'a Queued,
-    limit: Option<&'a RateLimit>,
-}
-
-impl<N: Net> Pacing<'_, N> {
-    /// Before `n` bytes of content go: send the control messages waiting,
-    /// then wait the limit's share, sending any that come meanwhile.
-    async fn before_content<W: AsyncWrite + Unpin>(&self, w: &mut W, n: u64) -> io::Result<()> {
-        while let Some(msg) = self.jobs.control_now() {
-            self.send_control(w, &msg).await?;
-        }
-        let Some(limit) = self.limit else { return Ok(()) };
-        let until = self.net.now() + limit.take(n, self.net.now());
-        loop {
-            let left = match until.duration_since(self.net.now()) {
-                Ok(d) if !d.is_zero() => d,
-                _ => return Ok(()),
-            };
-            let control = async { self.jobs.control().await };
-            let waited = async {
-                self.net.sleep(left).await;
-                None
-            };
-            match futures_lite::future::or(control, waited).await {
-                Some(msg) => self.send_control(w, &msg).await?,
-                None => return Ok(()),
-            }
-        }
-    }
-
-    async fn send_control<W: AsyncWrite + Unpin>(&self, w: &mut W, msg: &Message) -> io::Result<()> {
-        write_msg(w, msg).await?;
-        self.queued.done(0);
-        Ok(())
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn send_content<N: Net, W: AsyncWrite + Unpin>(
-    w: &mut W,
-    store: &Store,
-    peer: NodeId,
-    entry: Entry,
-    base: Option<(Hash, Vec<u8>)>,
-    traffic: &Traffic,
-    progressed: &mut u64,
-    pacing: Pacing<'_, N>,
-) -> io::Result<()> {
-    let Some(mut file) = store.open_version(&entry) else {
-        // Changed since the index said so: our next update announces it.
-        write_msg(w, &Message::Unavailable { path: entry.path.clone() }).await?;
-        return Ok(());
-    };
-    let signature = match base {
-        Some((base_hash, bytes)) => match FileSignature::from_bytes(&bytes) {
-            Ok(sig) => Some((base_hash, sig)),
-            Err(e) => {
-                warn!(%peer, path = %entry.path, error = %e, "peer sent a bad signature; sending the whole file");
-                None
-            }
-        },
-        None => None,
-    };
-    let mode = if signature.is_some() { "delta" } else { "full" };
-    let content = match &signature {
-        Some((base, _)) => ContentMode::Delta { base: *base },
-        None => ContentMode::Full,
-    };
-    let mut wire_bytes = write_msg(
-        w,
-        &Message::FileStart {
-            entry: entry.clone(),
-            content,
-        },
-    )
-    .await?;
-    match signature {
-        Some((_, sig)) => {
-            for i in 0..segment_count(entry.size) {
-                let data = read_segment(&mut file, entry.size, i)?;
-                let delta = sig.diff_segment(i as usize, &data).map_err(io::Error::other)?;
-                pacing.before_content(w, delta.len() as u64).await?;
-                let n = write_msg(w, &Message::Chunk { data: delta }).await?;
-                traffic.bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
-                traffic.progressed(data.len() as u64);
-                *progressed += data.len() as u64;
-                wire_bytes += n;
-            }
-        }
-        None => {
-            let mut remaining = entry.size;
-            while remaining > 0 {
-                // Each chunk its own buffer, of its own size: the message
-                // owns it (no copy), and a small file does not clear a
-                // whole CHUNK (that was a quarter of a sender's CPU in an
-                // initial sync of small files).
-                let n = (remaining as usize).min(CHUNK);
-                let mut data = vec![0u8; n];
-                file.read_exact(&mut data)?;
-                remaining -= n as u64;
-                pacing.before_content(w, n as u64).await?;
-                let sent = write_msg(w, &Message::Chunk { data }).await?;
-                traffic.bytes_sent.fetch_add(sent as u64, Ordering::Relaxed);
-                traffic.progressed(n as u64);
-                *progressed += n as u64;
-                wire_bytes += sent;
-            }
-        }
-    }
-    wire_bytes += write_msg(w, &Message::FileEnd).await?;
-    info!(path = %entry.path, %peer, mode, wire_bytes, "sent");
-    Ok(())
-}
-
-/// Bytes of a piece per `Piece` frame: a node serving pieces to seven
-/// peers holds one frame per connection, and receives one from each.
-const PIECE_FRAME: usize = 256 * 1024;
-
-/// Send a piece of a file as `Piece` frames of at most a chunk, from the
-/// temp file it is being received into, or else our copy; `Unavailable`
-/// if neither holds it any more (the asker verifies what it gets, so a
-/// copy that changed meanwhile costs only that piece).
-async fn send_piece<N: Net, W: AsyncWrite + Unpin>(
-    w: &mut W,
-    store: &Store,
-    piece: PieceJob,
-    traffic: &Traffic,
-    pacing: Pacing<'_, N>,
-    corrupt: bool,
-) -> io::Result<()> {
-    use std::os::unix::fs::FileExt;
-    let entry = &piece.entry;
-    let file = piece
-        .temp
-        .as_ref()
-        .and_then(|t| File::open(t).ok())
-        .or_else(|| store.open_version(entry));
-    let Some(file) = file else {
-        return write_msg(w, &Message::Unavailable { path: entry.path.clone() }).await.map(|_| ());
-    };
-    let mut sent = 0u64;
-    while sent < piece.len {
-        let n = (piece.len - sent).min(PIECE_FRAME as u64);
-        let mut data = vec![0u8; n as usize];
-        file.read_exact_at(&mut data, piece.offset + sent)?;
-        if corrupt {
-            data[0] ^= 0xff;
-        }
-        pacing.before_content(w, n).await?;
-        let msg = Message::Piece {
-            path: entry.path.clone(),
-            hash: entry.hash,
-            index: piece.index,
-            offset: sent,
-            data,
-        };
-        let bytes = write_msg(w, &msg).await?;
-        traffic.bytes_sent.fetch_add(bytes as u64, Ordering::Relaxed);
-        sent += n;
-    }
-    debug!(path = %entry.path, piece = piece.index, "sent a piece");
-    Ok(())
-}
-
-async fn request_delta<W: AsyncWrite + Unpin>(w: &mut W, store: &Store, want: Entry, base: Entry) -> io::Result<()> {
-    let signature = store
-        .open_version(&base)
-        .and_then(|mut f| FileSignature::of_file(&mut f, base.size).ok());
-    let msg = match signature {
-        Some(sig) => Message::WantDelta {
-            path: want.path,
-            hash: want.hash,
-            base: base.hash,
-            signature: sig.to_bytes(),
-        },
-        // Our copy changed meanwhile: ask for the whole file.
-        None => Message::Want {
-            files: vec![WantFile {
-                path: want.path,
-                hash: want.hash,
-            }],
-        },
-    };
-    write_msg(w, &msg).await.map(|_| ())
 }
 
 #[cfg(test)]

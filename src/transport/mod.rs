@@ -5,6 +5,8 @@
 //! - [`secure`]: the layer under every connection: plain, or Noise records
 //!   with the cluster key ([`key`]: key files and fingerprints).
 //! - [`conn`]: one connection's handshake, reader task and writer task.
+//! - [`send`]: what the writer streams: files, deltas, pieces, delta
+//!   requests, paced.
 //! - [`jobs`]: a connection's outgoing work, control ahead of content.
 //! - [`discovery`]: UDP broadcast announcements.
 //! - [`limits`]: caps on peers, handshakes and queued work.
@@ -22,4 +24,5 @@ pub mod limits;
 pub mod net;
 pub mod rate;
 pub mod secure;
+mod send;
 pub mod static_peers;
