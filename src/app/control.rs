@@ -60,6 +60,10 @@ impl Status {
         if self.hashing > 0 {
             out += &format!("hashing  {} (new or changed here, announced once hashed)\n", files(self.hashing));
         }
+        if self.excluded > 0 {
+            let paths = if self.excluded == 1 { "1 path".to_string() } else { format!("{} paths", self.excluded) };
+            out += &format!("excluded {paths} held by peers, not synced here (rules in the state directory's exclude file)\n");
+        }
         if let Some(why) = &self.suspended {
             out += &format!("NOT SYNCING  {why}\n");
         }

@@ -68,7 +68,7 @@ impl Engine {
                 continue;
             };
             differing += 1;
-            entries.extend(self.index.get(&path).filter(|e| !self.ignored(&e.path, e.kind)));
+            entries.extend(self.index.get(&path).filter(|e| !self.unsynced(&e.path, e.kind)));
             if self.index.under(Some(&path)).nth(1).is_some() {
                 below.push(path);
             }
@@ -84,7 +84,7 @@ impl Engine {
 
     /// Send `peer` every entry we hold at and below `dir`; how many.
     fn push_under(&mut self, peer: NodeId, dir: Option<&RelPath>) -> usize {
-        let entries: Vec<Entry> = self.index.under(dir).filter(|e| !self.ignored(&e.path, e.kind)).collect();
+        let entries: Vec<Entry> = self.index.under(dir).filter(|e| !self.unsynced(&e.path, e.kind)).collect();
         let n = entries.len();
         self.push(peer, entries);
         n

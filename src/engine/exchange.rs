@@ -110,7 +110,7 @@ impl Engine {
                 more = true;
                 break;
             }
-            if !self.ignored(&e.path, e.kind) {
+            if !self.unsynced(&e.path, e.kind) {
                 entries.push(e);
             }
             next = at;

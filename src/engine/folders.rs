@@ -31,7 +31,7 @@ impl Engine {
     pub(super) fn holds_unseen_below(&self, dir: &RelPath, deletions: &BTreeMap<RelPath, Entry>) -> bool {
         self.index
             .under(Some(dir))
-            .filter(|c| c.path != *dir && !c.deleted && !self.ignored(&c.path, c.kind))
+            .filter(|c| c.path != *dir && !c.deleted && !self.unsynced(&c.path, c.kind))
             .any(|c| {
                 deletions
                     .get(&c.path)

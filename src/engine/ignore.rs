@@ -1,15 +1,20 @@
-//! Ignore rules: `.dirsyncignore` at the root of DIR, in gitignore syntax
-//! (the `ignore` crate's gitignore matcher), deciding which paths this node
-//! keeps to itself.
+//! Rules in gitignore syntax (the `ignore` crate's gitignore matcher), of
+//! two kinds:
 //!
-//! Owns: parsing the file and answering "is this path ignored?". Must not:
-//! read the disk (`fs::state::load_ignore_rules` does) or decide what to do with an ignored
-//! path (the engine filters, the node re-reads the file when its entry in
-//! the index changes).
+//! - ignore rules: `.dirsyncignore` at the root of DIR, which syncs, so
+//!   every node ends with the same rules; the paths they name stay each
+//!   node's own and are left out of the tree digest;
+//! - exclusion rules: `STATE_DIR/exclude` (`DIR/.dirsync/exclude` by
+//!   default), which never leaves this host; the paths they name are not
+//!   synced to or from this host, and keep existing on the others.
 //!
-//! Built in, whatever the file says: dirsync's own state folder and temp
+//! Owns: parsing a rules file and answering "does it name this path?".
+//! Must not: read the disk (`fs::state` does) or decide what to do with a
+//! path it names (the engine does).
+//!
+//! Built in, whatever the files say: dirsync's own state folder and temp
 //! files are never synced (`RelPath` refuses their names), and the ignore
-//! file itself always syncs, so every node ends with the same rules.
+//! file itself always syncs.
 
 use crate::wire::{Hash, RelPath};
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
@@ -18,7 +23,10 @@ use std::path::Path;
 /// The ignore file's name, at the root of DIR.
 pub const IGNORE_FILE: &str = ".dirsyncignore";
 
-/// A parsed `.dirsyncignore` (empty: nothing ignored).
+/// The exclusion file's name, in the state directory.
+pub const EXCLUDE_FILE: &str = "exclude";
+
+/// A parsed rules file (empty: it names nothing).
 #[derive(Clone, Default)]
 pub struct IgnoreRules {
     matcher: Option<Gitignore>,
@@ -39,18 +47,23 @@ impl IgnoreRules {
     /// Rules from the text of an ignore file. Lines that are not valid
     /// patterns are left out and returned, each with the reason.
     pub fn parse(text: &str) -> (IgnoreRules, Vec<String>) {
+        Self::parse_file(IGNORE_FILE, text)
+    }
+
+    /// Rules from the text of the rules file `file` (named in the errors).
+    fn parse_file(file: &str, text: &str) -> (IgnoreRules, Vec<String>) {
         let mut b = GitignoreBuilder::new("");
         let mut errors = Vec::new();
         for (n, line) in text.lines().enumerate() {
             if let Err(e) = b.add_line(None, line) {
-                errors.push(format!("{IGNORE_FILE} line {}: {e}", n + 1));
+                errors.push(format!("{file} line {}: {e}", n + 1));
             }
         }
         let matcher = match b.build() {
             Ok(m) if m.num_ignores() + m.num_whitelists() > 0 => Some(m),
             Ok(_) => None,
             Err(e) => {
-                errors.push(format!("{IGNORE_FILE}: {e}"));
+                errors.push(format!("{file}: {e}"));
                 None
             }
         };
@@ -64,7 +77,12 @@ impl IgnoreRules {
     /// Rules from the bytes of an ignore file (not UTF-8: read lossily),
     /// remembering the hash of exactly these bytes.
     pub fn from_bytes(bytes: &[u8]) -> (IgnoreRules, Vec<String>) {
-        let (mut rules, errors) = Self::parse(&String::from_utf8_lossy(bytes));
+        Self::from_file_bytes(IGNORE_FILE, bytes)
+    }
+
+    /// Rules from the bytes of the rules file `file` (see `from_bytes`).
+    pub fn from_file_bytes(file: &str, bytes: &[u8]) -> (IgnoreRules, Vec<String>) {
+        let (mut rules, errors) = Self::parse_file(file, &String::from_utf8_lossy(bytes));
         rules.source = Some(Hash::of(bytes));
         (rules, errors)
     }
@@ -93,6 +111,23 @@ impl IgnoreRules {
             return false;
         }
         m.matched_path_or_any_parents(Path::new(path.as_str()), is_dir).is_ignore()
+    }
+
+    /// True if the rules name `path` as a file or as a folder (or a folder
+    /// above it): as exclusion rules, they decide by the path alone, so
+    /// that a path stays excluded whatever kind a peer gives it (a rule
+    /// `videos/` also covers a file named `videos`).
+    pub fn excludes(&self, path: &RelPath) -> bool {
+        self.is_ignored(path, true) || self.is_ignored(path, false)
+    }
+
+    /// True if the rules name every path at the top of DIR (`*`, `/*`,
+    /// `**`...): as exclusion rules, that would leave nothing to sync.
+    pub fn name_everything(&self) -> bool {
+        ["a", "a.b", ".a", "A_1-b c"]
+            .iter()
+            .filter_map(|n| RelPath::new(*n).ok())
+            .all(|p| self.is_ignored(&p, false) && self.is_ignored(&p, true))
     }
 }
 
@@ -127,6 +162,34 @@ mod tests {
         let (r, _) = IgnoreRules::parse(".*\n*\n");
         assert!(r.is_ignored(&p(".hidden"), false));
         assert!(!r.is_ignored(&p(IGNORE_FILE), false));
+    }
+
+    #[test]
+    fn exclusion_decides_by_the_path_alone() {
+        let (r, _) = IgnoreRules::from_file_bytes(EXCLUDE_FILE, b"videos/\n*.iso\n");
+        assert!(r.excludes(&p("videos")));
+        assert!(r.excludes(&p("videos/a/b.mp4")));
+        assert!(r.excludes(&p("deep/videos/b.mp4")));
+        assert!(r.excludes(&p("x.iso")));
+        assert!(!r.excludes(&p("video")));
+        assert!(!r.excludes(&p("docs/a.txt")));
+        assert!(!r.excludes(&p(IGNORE_FILE)), "the shared rules always sync");
+    }
+
+    #[test]
+    fn rules_that_name_the_whole_tree_are_told_apart() {
+        for whole in ["*\n", "/*\n", "**\n", "# all\n*\n!nothing-here\n"] {
+            assert!(IgnoreRules::parse(whole).0.name_everything(), "{whole:?}");
+        }
+        for part in ["", "videos/\n", "*.mp4\n", "/*/\n", "a*\n"] {
+            assert!(!IgnoreRules::parse(part).0.name_everything(), "{part:?}");
+        }
+    }
+
+    #[test]
+    fn errors_name_the_file() {
+        let (_, errors) = IgnoreRules::from_file_bytes(EXCLUDE_FILE, b"[z-a\n");
+        assert!(errors[0].starts_with("exclude line 1"), "{errors:?}");
     }
 
     #[test]

@@ -78,7 +78,7 @@ impl Engine {
         // again.
         let mut found: Vec<Observed> = found
             .into_iter()
-            .filter(|o| !self.ignored(&o.path, o.kind) && !self.is_container(o))
+            .filter(|o| !self.unsynced(&o.path, o.kind) && !self.is_container(o))
             .collect();
         found.sort_by(|a, b| a.path.cmp(&b.path));
         found.dedup_by(|later, earlier| later.path == earlier.path);
@@ -93,6 +93,9 @@ impl Engine {
         let mut no_folder_now = Vec::new();
         for o in &found {
             let (old, stat) = self.index.known(&o.path).unzip();
+            if old.is_none() && self.rejoined(o) {
+                continue;
+            }
             if o.kind != Kind::Dir && !old.as_ref().is_some_and(|e| !e.deleted && e.kind == Kind::File) {
                 no_folder_now.push(Some(o.path.clone()));
             }
@@ -128,7 +131,7 @@ impl Engine {
         for root in &gone_roots {
             for e in self.index.under(root.as_ref()) {
                 let unknown = failed.iter().any(|f| e.path.is_within(f));
-                if !e.deleted && !seen(&e.path) && !unknown && !self.ignored(&e.path, e.kind) {
+                if !e.deleted && !seen(&e.path) && !unknown && !self.unsynced(&e.path, e.kind) {
                     gone.push(e.clone());
                 }
             }
@@ -137,6 +140,13 @@ impl Engine {
             let t = self.local_version(Some(&e), e.path.clone(), e.kind, true, 0, now, Hash::ZERO);
             changes.push(t);
             stats.push(None);
+        }
+        let tree_done = match extent {
+            Extent::Paths => roots.iter().any(Option::is_none),
+            Extent::TreePart { last } => last,
+        };
+        if tree_done {
+            self.rejoin_done();
         }
         if changes.is_empty() {
             return;

@@ -23,6 +23,7 @@
 pub mod conflict;
 mod descent;
 mod exchange;
+mod exclude;
 mod folders;
 pub mod ignore;
 pub mod index;
@@ -38,6 +39,7 @@ mod types;
 #[cfg(test)]
 mod tests;
 
+pub use exclude::Exclusion;
 pub use repair::RetryReport;
 pub use types::{Action, ActionError, Command, DirState, Extent, Known, Observed, PieceArrival, PieceFrame, Receive, Scan, Stat, Transfer};
 
@@ -153,6 +155,14 @@ pub struct Engine {
     /// The content hash of the `.dirsyncignore` the index held when last
     /// looked at (`None`: none), to notice when it changes.
     ignore_file_seen: Option<Hash>,
+    /// Paths this host does not sync (`exclude.rs`).
+    exclude: IgnoreRules,
+    /// How many live paths of the index `exclude` names.
+    excluded_live: u64,
+    /// Paths excluded until the rules changed, synced again: their
+    /// forgotten entries, until a look at the whole tree found them here
+    /// or not (`exclude.rs`).
+    rejoining: BTreeMap<RelPath, Entry>,
     /// `.dirsyncignore` as a path, made once: it is looked up after every
     /// input.
     ignore_path: Option<RelPath>,
@@ -190,6 +200,9 @@ impl Engine {
             commands: Vec::new(),
             ignore: IgnoreRules::default(),
             ignore_file_seen: None,
+            exclude: IgnoreRules::default(),
+            excluded_live: 0,
+            rejoining: BTreeMap::new(),
             ignore_path: RelPath::new(IGNORE_FILE).ok(),
             last_error: None,
             swarms: BTreeMap::new(),

@@ -116,6 +116,9 @@ impl Engine {
     /// `peer` to replace it (`None`: nothing there), or `Err` if this
     /// content was not asked of that peer or is superseded.
     pub(super) fn content_wanted(&self, peer: NodeId, entry: &Entry) -> Result<Option<Entry>, String> {
+        if self.excluded(&entry.path) {
+            return Err(format!("{} is excluded here", entry.path));
+        }
         if self.answers_request(peer, entry) {
             // Never replace a newer version with an older one.
             if !wins_over(entry, self.index.get(&entry.path).as_ref()) {

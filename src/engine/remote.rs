@@ -201,12 +201,12 @@ impl Engine {
     /// content can serve a rename instead of a transfer.
     fn moving_away(&self, entries: &[Entry]) -> BTreeMap<Hash, Vec<(Entry, Entry)>> {
         let mut moving_away: BTreeMap<Hash, Vec<(Entry, Entry)>> = BTreeMap::new();
-        for e in entries.iter().filter(|e| e.deleted && !self.ignored(&e.path, e.kind)) {
+        for e in entries.iter().filter(|e| e.deleted && !self.unsynced(&e.path, e.kind)) {
             if let Some(local) = self.index.live(&e.path) {
                 if local.kind == Kind::File
                     && beats(e, &local)
                     && resurrection(e, &local).is_none()
-                    && !self.ignored(&local.path, local.kind)
+                    && !self.unsynced(&local.path, local.kind)
                 {
                     moving_away.entry(local.hash).or_default().push((local, e.clone()));
                 }
@@ -221,6 +221,10 @@ impl Engine {
         if self.ignored(&e.path, e.kind) || local.as_ref().is_some_and(|l| self.ignored(&l.path, l.kind)) {
             // Kept to ourselves: a peer's version neither replaces nor
             // deletes it (whether the rule names its kind or ours).
+            return;
+        }
+        if self.excluded(&e.path) {
+            self.track_excluded(e, local);
             return;
         }
         if let Some(l) = &local {
@@ -377,7 +381,9 @@ impl Engine {
             self.act(peer, action);
             return;
         }
-        let copy_source = self.index.live_file_with_hash(&e.hash);
+        // Not from a path excluded here: its entry is the peers' version,
+        // not what this disk holds.
+        let copy_source = self.index.live_file_with_hash(&e.hash, |p| !self.excluded(p));
         if let Some(from) = copy_source {
             self.act(
                 peer,
@@ -488,7 +494,7 @@ impl Engine {
     /// Answer a peer's want: send the content if we still hold that version.
     fn serve(&mut self, peer: NodeId, path: &RelPath, hash: Hash, base: Option<(Hash, Vec<u8>)>) {
         match self.index.live(path) {
-            Some(e) if e.kind == Kind::File && e.hash == hash && !self.ignored(path, Kind::File) => {
+            Some(e) if e.kind == Kind::File && e.hash == hash && !self.unsynced(path, Kind::File) => {
                 let entry = e.clone();
                 self.commands.push(Command::SendContent { peer, entry, base });
             }

@@ -462,7 +462,7 @@ impl Engine {
     fn servable(&self, path: &RelPath, hash: Hash) -> Option<Entry> {
         self.index
             .live(path)
-            .filter(|e| e.kind == Kind::File && e.hash == hash && !self.ignored(path, Kind::File))
+            .filter(|e| e.kind == Kind::File && e.hash == hash && !self.unsynced(path, Kind::File))
     }
 
     /// Bytes of piece `index` from `peer` (a `Piece` frame of `len` bytes

@@ -6,7 +6,7 @@
 //! Owns: every file in `<state dir>` but the control socket. Must not:
 //! decide anything about sync.
 
-use crate::engine::ignore::{IgnoreRules, IGNORE_FILE};
+use crate::engine::ignore::{IgnoreRules, EXCLUDE_FILE, IGNORE_FILE};
 use crate::engine::index::Index;
 use crate::wire::{Entry, NodeId};
 use flate2::read::ZlibDecoder;
@@ -34,6 +34,8 @@ pub enum StateError {
     },
     #[error("index file {path} is corrupt: {reason}")]
     Corrupt { path: String, reason: String },
+    #[error("exclusion rules {path}: {reason}")]
+    Exclusion { path: String, reason: String },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
@@ -198,6 +200,19 @@ fn read_index(path: &Path) -> Result<Vec<Entry>, StateError> {
         return Err(corrupt(format!("unknown format {}", file.format)));
     }
     Ok(file.entries)
+}
+
+/// Read this host's exclusion rules, `state_dir/exclude` (missing: none).
+pub fn read_exclusion_rules(state_dir: &Path) -> Result<Vec<u8>, StateError> {
+    let path = state_dir.join(EXCLUDE_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => Ok(bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(StateError::Exclusion {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        }),
+    }
 }
 
 /// Read `root/.dirsyncignore` (missing or unreadable: no rules, and the

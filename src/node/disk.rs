@@ -1,17 +1,19 @@
 //! The node's disk work outside of received files: applying the engine's
 //! actions, looking at the disk again (rescans) and hashing large files
-//! off the loop for it, persisting the index and reading the ignore file.
+//! off the loop for it, persisting the index and reading the ignore and
+//! exclusion files.
 //!
 //! Owns: the paths to look at again and when the index was last saved.
 //! Must not: decide what a result means (the engine does, from
 //! `ActionError`).
 
 use super::{Counters, Event, Node};
-use crate::engine::ignore::IGNORE_FILE;
+use crate::engine::ignore::{EXCLUDE_FILE, IGNORE_FILE};
 use crate::engine::{Action, ActionError, DirState, Extent, Known, Scan};
 use crate::fs::hashing::Hashed;
 use crate::fs::scan::ScanResult;
-use crate::fs::state::load_ignore_rules;
+use crate::engine::Exclusion;
+use crate::fs::state::{load_ignore_rules, read_exclusion_rules, StateError};
 use crate::fs::watcher::LocalEvent;
 use crate::transport::net::Net;
 use crate::wire::{NodeId, RelPath};
@@ -230,5 +232,58 @@ impl<N: Net> Node<N> {
             info!(patterns = rules.len(), "ignore rules loaded from {IGNORE_FILE}");
         }
         self.engine.set_ignore(rules);
+    }
+
+    /// Read this host's exclusion rules (`STATE_DIR/exclude`) and give
+    /// them to the engine, at the start: rules that cannot be used stop
+    /// the node with the reason, before anything is synced under them.
+    pub(super) fn load_exclusion(&mut self) -> Result<(), StateError> {
+        let text = read_exclusion_rules(&self.cfg.state_dir)?;
+        let path = self.cfg.state_dir.join(EXCLUDE_FILE).display().to_string();
+        let (exclusion, errors) = Exclusion::parse(&text).map_err(|reason| StateError::Exclusion { path: path.clone(), reason })?;
+        self.use_exclusion(exclusion, errors, text);
+        Ok(())
+    }
+
+    /// Look whether the exclusion rules changed (once a second: one small
+    /// read). Rules that cannot be used are reported, and the ones in use
+    /// stay.
+    pub(super) fn check_exclusion(&mut self) {
+        let text = match read_exclusion_rules(&self.cfg.state_dir) {
+            Ok(text) if text == self.exclusion_text => return,
+            Ok(text) => text,
+            Err(e) => {
+                if self.engine.last_error() != Some(e.to_string().as_str()) {
+                    warn!(error = %e, "cannot read the exclusion rules: the ones in use stay");
+                    self.engine.note_error(e.to_string());
+                }
+                return;
+            }
+        };
+        match Exclusion::parse(&text) {
+            Ok((exclusion, errors)) => {
+                if self.use_exclusion(exclusion, errors, text) {
+                    // Paths excluded until now are found and announced.
+                    self.rescan(LocalEvent::Changed(vec![None]));
+                }
+            }
+            Err(reason) => {
+                warn!(%reason, "exclusion rules not used: the ones in use stay");
+                self.engine.note_error(format!("{EXCLUDE_FILE}: {reason}"));
+                self.exclusion_text = text;
+            }
+        }
+    }
+
+    /// True if what is synced here changed.
+    fn use_exclusion(&mut self, exclusion: Exclusion, errors: Vec<String>, text: Vec<u8>) -> bool {
+        for e in errors {
+            warn!(error = %e, "exclusion rules");
+        }
+        if !exclusion.is_empty() {
+            info!(patterns = exclusion.len(), "exclusion rules loaded from {EXCLUDE_FILE}: the paths they name are not synced here");
+        }
+        self.exclusion_text = text;
+        self.engine.set_exclusion(exclusion)
     }
 }

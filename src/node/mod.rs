@@ -172,6 +172,8 @@ struct Node<N: Net> {
     large_scan: bool,
     last_rescan: SystemTime,
     last_prune: SystemTime,
+    /// The exclusion file's text when last read.
+    exclusion_text: Vec<u8>,
     trash: Trash,
     /// Paths a scan could not observe, to look at again on the next tick.
     retry: BTreeSet<RelPath>,
@@ -338,12 +340,14 @@ impl<N: Net> Node<N> {
             large_scan: false,
             last_rescan: now,
             last_prune: now,
+            exclusion_text: Vec::new(),
             trash,
             cfg,
             net,
         };
         node.prune_trash();
         node.load_ignore();
+        node.load_exclusion()?;
         node.rescan(LocalEvent::Changed(vec![None]));
         // The mass-delete guard may have stopped syncing before anything starts.
         node.run_commands();
@@ -535,6 +539,7 @@ impl<N: Net> Node<N> {
             self.prune_trash();
         }
         self.dial_static_peers();
+        self.check_exclusion();
         self.engine.handle_tick(self.now_ns());
     }
 

@@ -148,6 +148,10 @@ pub struct Status {
     /// announced (`fs::hashing`).
     #[serde(default)]
     pub hashing: u64,
+    /// Paths the peers hold that this host's exclusion rules
+    /// (`STATE_DIR/exclude`) keep from it.
+    #[serde(default)]
+    pub excluded: u64,
     #[serde(default)]
     pub counters: CounterValues,
 }
@@ -170,6 +174,7 @@ pub(crate) fn quiet_status(peers: Vec<PeerStatus>) -> Status {
         retrying_total: 0,
         trash_bytes: 0,
         hashing: 0,
+        excluded: 0,
         counters: Default::default(),
     }
 }
@@ -248,6 +253,7 @@ impl<N: Net> Node<N> {
             retrying_total: retrying.len() as u64,
             trash_bytes: self.trash.size(),
             hashing: self.store.files_hashing() as u64,
+            excluded: self.engine.excluded_paths(),
             retrying: retrying
                 .into_iter()
                 .take(MAX_RETRYING_SHOWN)

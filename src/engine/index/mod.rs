@@ -80,7 +80,7 @@ mod tests {
         idx.insert(file("a", 1, b"same"));
         idx.insert(file("b", 1, b"same"));
         let h = Hash::of(b"same");
-        let source = |idx: &Index, h: &Hash| idx.live_file_with_hash(h).map(|e| e.path.as_str().to_string());
+        let source = |idx: &Index, h: &Hash| idx.live_file_with_hash(h, |_| true).map(|e| e.path.as_str().to_string());
         assert_eq!(source(&idx, &h).as_deref(), Some("a"));
         idx.commit().unwrap();
         assert_eq!(source(&idx, &h).as_deref(), Some("a"));

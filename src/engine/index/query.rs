@@ -12,12 +12,16 @@ use crate::wire::{Entry, Hash, Kind, RelPath};
 use std::ops::Bound;
 
 impl Index {
-    /// A live file holding content `hash`, if any (a source for a local
-    /// copy or rename): the first that still holds it of those changed
-    /// since the last commit, then of the committed ones in path order.
-    /// Lazy: ten thousand empty files share one hash.
-    pub fn live_file_with_hash(&self, hash: &Hash) -> Option<Entry> {
-        let holds = |p: &RelPath| self.live(p).filter(|e| e.kind == Kind::File && e.hash == *hash);
+    /// A live file holding content `hash` at a path `usable` accepts, if
+    /// any (a source for a local copy or rename): the first that still
+    /// holds it of those changed since the last commit, then of the
+    /// committed ones in path order. Lazy: ten thousand empty files share
+    /// one hash.
+    pub fn live_file_with_hash(&self, hash: &Hash, usable: impl Fn(&RelPath) -> bool) -> Option<Entry> {
+        let holds = |p: &RelPath| {
+            self.live(p)
+                .filter(|e| e.kind == Kind::File && e.hash == *hash && usable(p))
+        };
         if let Some(e) = self.pending_hashes.get(hash).into_iter().flatten().find_map(holds) {
             return Some(e);
         }
@@ -111,7 +115,10 @@ impl Index {
                 None
             }
         });
-        let pending = self.pending.range((lo, hi)).map(|(_, c)| c.stored.entry.clone());
+        let pending = self
+            .pending
+            .range((lo, hi))
+            .map(|(path, c)| (path.clone(), c.stored.as_ref().map(|s| s.entry.clone())));
         Box::new(Merge {
             committed: committed.peekable(),
             pending: pending.peekable(),
@@ -221,27 +228,35 @@ impl Index {
 }
 
 /// Two sorted sequences of entries as one; on equal paths the pending one
-/// (newer) is taken.
-struct Merge<C: Iterator<Item = Entry>, P: Iterator<Item = Entry>> {
+/// (newer) is taken, and a path forgotten since the commit (`None`) is
+/// left out.
+struct Merge<C: Iterator<Item = Entry>, P: Iterator<Item = (RelPath, Option<Entry>)>> {
     committed: std::iter::Peekable<C>,
     pending: std::iter::Peekable<P>,
 }
 
-impl<C: Iterator<Item = Entry>, P: Iterator<Item = Entry>> Iterator for Merge<C, P> {
+impl<C: Iterator<Item = Entry>, P: Iterator<Item = (RelPath, Option<Entry>)>> Iterator for Merge<C, P> {
     type Item = Entry;
 
     fn next(&mut self) -> Option<Entry> {
-        match (self.committed.peek(), self.pending.peek()) {
-            (Some(c), Some(p)) => match c.path.cmp(&p.path) {
-                std::cmp::Ordering::Less => self.committed.next(),
-                std::cmp::Ordering::Equal => {
-                    self.committed.next();
-                    self.pending.next()
-                }
-                std::cmp::Ordering::Greater => self.pending.next(),
-            },
-            (Some(_), None) => self.committed.next(),
-            (None, _) => self.pending.next(),
+        loop {
+            let pending = match (self.committed.peek(), self.pending.peek()) {
+                (Some(c), Some((p, _))) => match c.path.cmp(p) {
+                    std::cmp::Ordering::Less => return self.committed.next(),
+                    std::cmp::Ordering::Equal => {
+                        self.committed.next();
+                        self.pending.next()
+                    }
+                    std::cmp::Ordering::Greater => self.pending.next(),
+                },
+                (Some(_), None) => return self.committed.next(),
+                (None, _) => self.pending.next(),
+            };
+            match pending {
+                Some((_, Some(e))) => return Some(e),
+                Some((_, None)) => continue,
+                None => return None,
+            }
         }
     }
 }

@@ -46,6 +46,10 @@ const DIRS: TableDefinition<&str, &[u8]> = TableDefinition::new("dirs");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// Key: a peer's device id; value: `PeerMark::encode`.
 const PEERS: TableDefinition<u64, &[u8]> = TableDefinition::new("peers");
+/// Key: a setting's name; value: its bytes.
+const SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("settings");
+/// The text of the exclusion rules the index was kept under.
+const EXCLUDE_SETTING: &str = "exclude";
 
 /// The database's cache. The index is read in key order and mostly near
 /// what changed: a small cache keeps the resident size flat in the size of
@@ -131,7 +135,8 @@ impl Meta {
 /// A path changed since the last commit.
 #[derive(Debug, Clone)]
 pub(super) struct Change {
-    pub(super) stored: Stored,
+    /// `None`: the path was forgotten (`Index::forget`).
+    pub(super) stored: Option<Stored>,
     /// What the committed snapshot holds for the path: its keys in `SEQS`
     /// and `HASHES` go at the commit.
     was: Option<(u64, Option<Hash>)>,
@@ -163,6 +168,10 @@ pub struct Index {
     dirs_reset: bool,
     /// Paths left out of the digest sums (ignored here).
     ignore: IgnoreRules,
+    /// The text of the exclusion rules the index was kept under, and
+    /// whether it changed since the commit.
+    exclusion_rules: Vec<u8>,
+    exclusion_rules_changed: bool,
     failure: OnceLock<String>,
 }
 
@@ -209,12 +218,15 @@ impl Index {
         // table would be an error.
         let txn = db.begin_write().map_err(db_err)?;
         let mut meta = Meta::default();
+        let exclusion_rules;
         {
             txn.open_table(ENTRIES).map_err(db_err)?;
             txn.open_table(SEQS).map_err(db_err)?;
             txn.open_table(HASHES).map_err(db_err)?;
             txn.open_table(DIRS).map_err(db_err)?;
             txn.open_table(PEERS).map_err(db_err)?;
+            let settings = txn.open_table(SETTINGS).map_err(db_err)?;
+            exclusion_rules = settings.get(EXCLUDE_SETTING).map_err(db_err)?.map(|g| g.value().to_vec()).unwrap_or_default();
             let mut t = txn.open_table(META).map_err(db_err)?;
             let mut values = [0u64; 6];
             for (v, key) in values.iter_mut().zip(META_KEYS) {
@@ -259,6 +271,8 @@ impl Index {
             pending_marks: BTreeMap::new(),
             dirs_reset: false,
             ignore: IgnoreRules::default(),
+            exclusion_rules,
+            exclusion_rules_changed: false,
             failure: OnceLock::new(),
         })
     }
@@ -297,12 +311,12 @@ impl Index {
 
     /// Changes not yet committed.
     fn uncommitted(&self) -> usize {
-        self.pending.len() + self.pending_marks.len() + usize::from(self.dirs_reset)
+        self.pending.len() + self.pending_marks.len() + usize::from(self.dirs_reset) + usize::from(self.exclusion_rules_changed)
     }
 
     pub(super) fn stored(&self, path: &RelPath) -> Option<Stored> {
         if let Some(c) = self.pending.get(path) {
-            return Some(c.stored.clone());
+            return c.stored.clone();
         }
         match self.snapshot.entries.get(path.as_str()) {
             Ok(Some(v)) => match decode(path.clone(), v.value()) {
@@ -396,7 +410,13 @@ impl Index {
             Some(c) => c.was,
             None => Some((stored.seq, live_file_hash(&stored.entry))),
         };
-        self.pending.insert(path.clone(), Change { stored, was });
+        self.pending.insert(
+            path.clone(),
+            Change {
+                stored: Some(stored),
+                was,
+            },
+        );
         self.commit_if_full();
     }
 
@@ -409,21 +429,17 @@ impl Index {
         self.meta.next_seq += 1;
         let was = match self.pending.get(&entry.path) {
             Some(c) => {
-                self.pending_seqs.remove(&c.stored.seq);
+                if let Some(s) = &c.stored {
+                    self.pending_seqs.remove(&s.seq);
+                }
                 c.was
             }
             None => old.as_ref().map(|o| (o.seq, live_file_hash(&o.entry))),
         };
-        match &old {
-            Some(o) => {
-                self.adjust_sums(&o.entry, false);
-                if live_file_hash(&o.entry).is_some() {
-                    self.meta.live_files = self.meta.live_files.wrapping_sub(1);
-                    self.meta.live_bytes = self.meta.live_bytes.wrapping_sub(o.entry.size);
-                }
-            }
-            None => self.meta.entries += 1,
+        if let Some(o) = &old {
+            self.uncount(&o.entry);
         }
+        self.meta.entries += 1;
         self.adjust_sums(&entry, true);
         if let Some(h) = live_file_hash(&entry) {
             self.meta.live_files = self.meta.live_files.wrapping_add(1);
@@ -435,11 +451,53 @@ impl Index {
         self.pending.insert(
             path,
             Change {
-                stored: Stored { entry, seq, stat },
+                stored: Some(Stored { entry, seq, stat }),
                 was,
             },
         );
         self.commit_if_full();
+    }
+
+    /// Take `e`, which the index holds, out of the counts and sums.
+    fn uncount(&mut self, e: &Entry) {
+        self.adjust_sums(e, false);
+        if live_file_hash(e).is_some() {
+            self.meta.live_files = self.meta.live_files.wrapping_sub(1);
+            self.meta.live_bytes = self.meta.live_bytes.wrapping_sub(e.size);
+        }
+        self.meta.entries = self.meta.entries.wrapping_sub(1);
+    }
+
+    /// Forget what the index holds at `path`, as if it had never been
+    /// heard of: no tombstone, no sequence number, nothing to send. For a
+    /// path excluded here that is synced again: its entry told what the
+    /// peers hold, not what this disk does.
+    pub fn forget(&mut self, path: &RelPath) {
+        let Some(old) = self.stored(path) else { return };
+        let was = match self.pending.get(path) {
+            Some(c) => {
+                self.pending_seqs.remove(&old.seq);
+                c.was
+            }
+            None => Some((old.seq, live_file_hash(&old.entry))),
+        };
+        self.uncount(&old.entry);
+        self.pending.insert(path.clone(), Change { stored: None, was });
+        self.commit_if_full();
+    }
+
+    /// The text of the exclusion rules the index was kept under (empty:
+    /// none).
+    pub fn exclusion_rules(&self) -> &[u8] {
+        &self.exclusion_rules
+    }
+
+    /// The index is kept under exclusion rules `text` from now on.
+    pub fn set_exclusion_rules(&mut self, text: &[u8]) {
+        if self.exclusion_rules != text {
+            self.exclusion_rules = text.to_vec();
+            self.exclusion_rules_changed = true;
+        }
     }
 
     /// `entry` replaces what the index holds at its path (a version this
@@ -544,7 +602,10 @@ impl Index {
                         hashes.remove(hash_key(&h, path).as_slice()).map_err(db_err)?;
                     }
                 }
-                let s = &change.stored;
+                let Some(s) = &change.stored else {
+                    entries.remove(path.as_str()).map_err(db_err)?;
+                    continue;
+                };
                 entries.insert(path.as_str(), encode(s).as_slice()).map_err(db_err)?;
                 seqs.insert(s.seq, path.as_str()).map_err(db_err)?;
                 if let Some(h) = live_file_hash(&s.entry) {
@@ -570,6 +631,10 @@ impl Index {
             for (key, v) in META_KEYS.iter().zip(self.meta.values()) {
                 meta.insert(*key, v).map_err(db_err)?;
             }
+            if self.exclusion_rules_changed {
+                let mut settings = txn.open_table(SETTINGS).map_err(db_err)?;
+                settings.insert(EXCLUDE_SETTING, self.exclusion_rules.as_slice()).map_err(db_err)?;
+            }
         }
         txn.commit().map_err(db_err)?;
         self.snapshot = Self::snapshot(&self.db)?;
@@ -579,6 +644,7 @@ impl Index {
         self.pending_dirs.clear();
         self.pending_marks.clear();
         self.dirs_reset = false;
+        self.exclusion_rules_changed = false;
         Ok(())
     }
 }

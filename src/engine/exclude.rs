@@ -1,0 +1,178 @@
+//! Selective sync: the paths this host excludes (`STATE_DIR/exclude`,
+//! rules that never leave it) are neither sent, nor asked for, nor changed
+//! or deleted here, and keep existing on the other hosts.
+//!
+//! Unlike an ignored path (`.dirsyncignore`, the same on every node and
+//! left out of every digest), an excluded path is synced elsewhere: the
+//! peers' digests cover it. So the index here keeps following the peers'
+//! versions of what it excludes, as metadata only (`track_excluded`): the
+//! tree digest stays the peers', `dirsync status` says "in sync" when the
+//! rest is, and the digest repair keeps working for the rest. Those
+//! entries say what the peers hold, not what this disk holds: they are
+//! never announced, served, or used as local content, and a scan never
+//! looks at excluded paths.
+//!
+//! When a rule goes, the paths it excluded are synced again: their entries
+//! are forgotten (`Index::forget`), so a file missing here is fetched
+//! rather than seen as deleted, and a file here that differs from the
+//! peers' version is a concurrent local version (the usual conflict rules
+//! keep both). A file here that matches the forgotten entry takes it back
+//! as it was (`rejoined`), so an unchanged folder costs no new versions.
+//! The peers' digests then differ from ours, and the digest descent brings
+//! their versions of the rest.
+//!
+//! The rules the index was kept under are stored with it, so a rule
+//! removed while the node was stopped is handled the same way at the next
+//! start.
+
+use super::ignore::{IgnoreRules, EXCLUDE_FILE};
+use super::index::{same_version, wins_over};
+use super::{Engine, Observed};
+use crate::wire::{Entry, Kind, RelPath};
+use std::collections::BTreeMap;
+use tracing::info;
+
+/// Exclusion rules ready to use: parsed, and not naming the whole tree.
+#[derive(Debug, Clone, Default)]
+pub struct Exclusion {
+    rules: IgnoreRules,
+    text: Vec<u8>,
+}
+
+impl Exclusion {
+    /// Rules from the text of the exclusion file, with the lines left out
+    /// (each with the reason), or why they cannot be used at all.
+    pub fn parse(text: &[u8]) -> Result<(Exclusion, Vec<String>), String> {
+        let (rules, errors) = IgnoreRules::from_file_bytes(EXCLUDE_FILE, text);
+        if rules.name_everything() {
+            return Err(format!(
+                "the rules in {EXCLUDE_FILE} exclude every path of the directory, which would leave nothing to sync: exclude folders or patterns (e.g. videos/ or *.iso), not everything"
+            ));
+        }
+        Ok((Exclusion { rules, text: text.to_vec() }, errors))
+    }
+
+    /// How many patterns the rules hold.
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+}
+
+impl Engine {
+    /// Exclude what `exclusion` names from now on. True if that changed
+    /// what is synced here since the index was last kept (the node then
+    /// looks at the whole tree: paths synced again are found there).
+    pub fn set_exclusion(&mut self, exclusion: Exclusion) -> bool {
+        let kept_under = self.index.exclusion_rules().to_vec();
+        let changed = kept_under != exclusion.text;
+        if changed {
+            let (old, _) = IgnoreRules::from_file_bytes(EXCLUDE_FILE, &kept_under);
+            let rejoining: Vec<Entry> = self
+                .index
+                .iter()
+                .filter(|e| old.excludes(&e.path) && !exclusion.rules.excludes(&e.path))
+                .collect();
+            if !rejoining.is_empty() {
+                info!(paths = rejoining.len(), "paths excluded here until now are synced again");
+            }
+            for e in rejoining {
+                self.index.forget(&e.path);
+                if !e.deleted {
+                    self.rejoining.insert(e.path.clone(), e);
+                }
+            }
+            self.index.set_exclusion_rules(&exclusion.text);
+        }
+        self.exclude = exclusion.rules;
+        self.drop_excluded_wants();
+        self.excluded_live = if self.exclude.is_empty() {
+            0
+        } else {
+            self.index.iter().filter(|e| !e.deleted && self.excluded(&e.path)).count() as u64
+        };
+        changed
+    }
+
+    /// Live paths the peers hold that this host excludes (for `dirsync
+    /// status`).
+    pub fn excluded_paths(&self) -> u64 {
+        self.excluded_live
+    }
+
+    /// True if this host's exclusion rules name `path`.
+    pub(super) fn excluded(&self, path: &RelPath) -> bool {
+        self.exclude.excludes(path)
+    }
+
+    /// True if `path` is not synced here: ignored (everywhere) or excluded
+    /// (here).
+    pub(super) fn unsynced(&self, path: &RelPath, kind: Kind) -> bool {
+        self.ignored(path, kind) || self.excluded(path)
+    }
+
+    /// Forget the wants of paths excluded now: nothing of them is fetched
+    /// (content still on its way is refused, see `content_wanted`).
+    fn drop_excluded_wants(&mut self) {
+        let wanted: Vec<RelPath> = self
+            .needs
+            .keys()
+            .chain(self.retries.keys())
+            .chain(self.swarms.keys())
+            .filter(|p| self.excluded(p))
+            .cloned()
+            .collect();
+        for path in wanted {
+            self.needs.remove(&path);
+            self.retries.remove(&path);
+            self.inflight.remove(&path);
+            if self.swarms.contains_key(&path) {
+                self.end_swarm(&path);
+            }
+        }
+    }
+
+    /// A peer's version `e` of a path excluded here: remembered where it
+    /// wins (or adds history to the same version), as the peers would, so
+    /// that our digest stays theirs; nothing changes on disk.
+    pub(super) fn track_excluded(&mut self, e: Entry, local: Option<Entry>) {
+        let taken = match &local {
+            Some(l) if same_version(&e, l) => {
+                let vector = l.vector.merge(&e.vector);
+                (vector != l.vector).then(|| Entry { vector, ..l.clone() })
+            }
+            _ => wins_over(&e, local.as_ref()).then_some(e),
+        };
+        let Some(taken) = taken else { return };
+        let live = |x: Option<&Entry>| x.is_some_and(|x| !x.deleted);
+        match (live(local.as_ref()), live(Some(&taken))) {
+            (false, true) => self.excluded_live += 1,
+            (true, false) => self.excluded_live = self.excluded_live.saturating_sub(1),
+            _ => {}
+        }
+        self.index.insert(taken);
+    }
+
+    /// A look at the disk found `o` where the index forgot the version of
+    /// a path synced again: if `o` is that version, the index takes it
+    /// back as it was (nothing new to announce). True if it did.
+    pub(super) fn rejoined(&mut self, o: &Observed) -> bool {
+        let Some(e) = self.rejoining.remove(&o.path) else {
+            return false;
+        };
+        let same = e.kind == o.kind && (o.kind == Kind::Dir || (e.size == o.size && e.mtime == o.mtime && e.hash == o.hash && e.exec == o.exec));
+        if same {
+            self.index.insert_seen(e, o.stat);
+        }
+        same
+    }
+
+    /// A look at the whole tree is over: what it did not find of the
+    /// paths synced again is not here, and is fetched from the peers.
+    pub(super) fn rejoin_done(&mut self) {
+        self.rejoining = BTreeMap::new();
+    }
+}
