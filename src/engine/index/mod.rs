@@ -96,6 +96,33 @@ mod tests {
     }
 
     #[test]
+    fn a_forgotten_path_is_gone_from_every_read_before_and_after_the_commit() {
+        let paths = |idx: &Index| idx.iter().map(|e| e.path.as_str().to_string()).collect::<Vec<_>>();
+        let mut idx = Index::default();
+        let before = idx.dir_sum("");
+        for committed in [true, false] {
+            idx.insert(file("d/a", 1, b"a"));
+            if committed {
+                idx.commit().unwrap();
+            }
+            let seq = idx.seq();
+            idx.insert(file("d/b", 2, b"b"));
+            idx.forget(&RelPath::new("d/a").unwrap());
+            assert_eq!(paths(&idx), vec!["d/b"]);
+            assert_eq!(idx.since(seq).map(|(_, e)| e.path.as_str().to_string()).collect::<Vec<_>>(), vec!["d/b"]);
+            assert_eq!(idx.live_file_with_hash(&Hash::of(b"a"), |_| true), None);
+            assert_eq!((idx.len(), idx.live_files()), (1, (1, 1)));
+            idx.commit().unwrap();
+            assert_eq!(paths(&idx), vec!["d/b"]);
+            assert_eq!(idx.get(&RelPath::new("d/a").unwrap()), None);
+            idx.forget(&RelPath::new("d/b").unwrap());
+            assert_eq!(idx.dir_sum(""), before, "the sums are as if neither had been");
+            idx.commit().unwrap();
+            assert_eq!((paths(&idx).len(), idx.dir_sum("d")), (0, DirSum::default()));
+        }
+    }
+
+    #[test]
     fn children_are_listed_with_their_subtrees_digests_without_walking_them() {
         let mut idx = Index::default();
         for p in ["d", "d/x", "d/x/deep", "d.txt", "d-x", "d/y", "e"] {

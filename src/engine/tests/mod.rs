@@ -566,6 +566,7 @@ fn content_asked_for_before_a_newer_local_change_is_refused() {
 mod conflicts;
 mod descent;
 mod exchange;
+mod exclude;
 mod ignore;
 mod local;
 mod receive;
