@@ -13,6 +13,7 @@ use crate::trace::TraceLog;
 use crate::tree::{describe_difference, Item, Tree, TreeReader, TEMP_PREFIX};
 use dirsync::fs::temp::{DiskFault, DiskFaults};
 use dirsync::fs::watcher::LocalEvent;
+use dirsync::node::status::{Status, StatusRequest};
 use dirsync::node::{Config, Counters};
 use dirsync::transport::key::ClusterKey;
 use dirsync::wire::{NodeId, RelPath};
@@ -67,6 +68,10 @@ pub struct Options {
     pub keys: Vec<Option<ClusterKey>>,
     /// Hosts that flip a byte of every piece they send.
     pub liars: Vec<usize>,
+    /// Give every node a status channel (`Cluster::status`). Off by
+    /// default: the node's loop then polls one source fewer, as the other
+    /// scenarios' seeds were recorded with.
+    pub status: bool,
 }
 
 impl Options {
@@ -87,6 +92,7 @@ impl Options {
             static_peers: false,
             keys: Vec::new(),
             liars: Vec::new(),
+            status: false,
         }
     }
 }
@@ -123,6 +129,8 @@ struct Host {
     _local_rx: async_channel::Receiver<LocalEvent>,
     /// `stop` asks the node to shut down cleanly here (as SIGTERM does).
     shutdown: (async_channel::Sender<()>, async_channel::Receiver<()>),
+    /// `status` asks the node for its status here (with `Options::status`).
+    status: (async_channel::Sender<StatusRequest>, async_channel::Receiver<StatusRequest>),
     counters: Arc<Counters>,
     /// The switch for this host's injected disk failures.
     disk_faults: DiskFaults,
@@ -238,6 +246,7 @@ impl Cluster {
                     local,
                     _local_rx: local_rx,
                     shutdown: async_channel::unbounded(),
+                    status: async_channel::unbounded(),
                     counters: Arc::new(Counters::default()),
                     disk_faults: DiskFaults::default(),
                     incarnation: Rc::new(Cell::new(0)),
@@ -324,6 +333,7 @@ impl Cluster {
         let incarnation = h.incarnation.clone();
         let local_rx = h._local_rx.clone();
         let shutdown = h.shutdown.1.clone();
+        let status = h.status.1.clone();
         let counters = h.counters.clone();
         let disk_faults = h.disk_faults.clone();
         let panics = self.panics.clone();
@@ -352,7 +362,7 @@ impl Cluster {
                 discovery: opts.discovery,
                 control: dirsync::node::status::Control {
                     shutdown: Some(shutdown.clone()),
-                    status: None,
+                    status: opts.status.then(|| status.clone()),
                 },
                 disk_faults: disk_faults.clone(),
                 trash_days: 7,
@@ -521,6 +531,20 @@ impl Cluster {
                 self.fail(&format!("a node task panicked:\n{}", panics.join("\n")));
             }
         }
+    }
+
+    /// The status of `host`'s node, as `dirsync status --json` shows it
+    /// (needs `Options::status`).
+    pub fn status(&mut self, host: usize) -> Status {
+        assert!(self.opts.status, "Options::status is off");
+        let (request, answer) = StatusRequest::new();
+        let _ = self.hosts[host].status.0.try_send(request);
+        let mut status = None;
+        self.run_until(Duration::from_secs(5), |_| {
+            status = answer.try_recv().ok();
+            status.is_some()
+        });
+        status.unwrap_or_else(|| self.fail(&format!("{} gave no status", self.hosts[host].name)))
     }
 
     /// Step until `cond` holds (checked after every step) or `max` passes.
@@ -784,6 +808,15 @@ impl Cluster {
     fn tell(&self, host: usize, ev: LocalEvent) {
         // Unbounded, and a receiver is kept: never fails.
         let _ = self.hosts[host].local.try_send(ev);
+    }
+
+    /// Write `host`'s exclusion rules (`STATE_DIR/exclude`): read at its
+    /// next start, or within a second while it runs.
+    pub fn set_exclusion(&mut self, host: usize, rules: &str) {
+        self.note(format!("exclusion rules of {}: {rules:?}", self.hosts[host].name));
+        let dir = self.hosts[host].root.join(crate::tree::STATE_DIR);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("exclude"), rules).unwrap();
     }
 
     /// Create or replace `path` on `host` (mtime: simulated now) and tell its node.
