@@ -48,7 +48,12 @@ fn an_excluded_folder_stays_away_until_its_rule_goes() {
         status_of(&b).is_some_and(|s| s.excluded == 4 && s.peers.len() == 1 && s.peers[0].digest == Some(s.digest))
             && tree(&b).contains_key("docs/a.txt")
     });
-    assert!(ok, "b never showed the folder excluded and the peer in sync: {:?}\n{}", status_of(&b), logs());
+    assert!(
+        ok,
+        "b never showed the folder excluded and the peer in sync: {:?}\n{}",
+        status_of(&b),
+        logs()
+    );
     assert!(!b.join("videos/film.bin").exists() && !a.join("videos/laptop.txt").exists());
     assert_eq!(fs::read(b.join("videos/laptop.txt")).unwrap(), b"only on the laptop");
     let report = status_text(&b);
@@ -63,7 +68,9 @@ fn an_excluded_folder_stays_away_until_its_rule_goes() {
 
     // Rules that would exclude everything are refused; the ones in use stay.
     set_exclusion(&b, "*\n");
-    let (ok, _) = wait_until(TIMEOUT, || status_of(&b).and_then(|s| s.last_error).is_some_and(|e| e.contains("every path")));
+    let (ok, _) = wait_until(TIMEOUT, || {
+        status_of(&b).and_then(|s| s.last_error).is_some_and(|e| e.contains("every path"))
+    });
     assert!(ok, "{:?}", status_of(&b));
     write(&a, "docs/c.txt", b"still synced");
     let (ok, _) = wait_until(TIMEOUT, || b.join("docs/c.txt").exists());

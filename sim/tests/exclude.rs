@@ -63,14 +63,22 @@ fn files_only(tree: &BTreeMap<String, Option<Vec<u8>>>) -> BTreeMap<String, Vec<
 fn check(c: &mut Cluster, model: &BTreeMap<String, Vec<u8>>, own: &BTreeMap<String, Vec<u8>>) {
     let synced = videos(c, 0);
     if files_only(&synced) != *model {
-        c.fail(&format!("n0's videos/ is not what was written there:\n{:?}\nmodel {:?}", synced.keys(), model.keys()));
+        c.fail(&format!(
+            "n0's videos/ is not what was written there:\n{:?}\nmodel {:?}",
+            synced.keys(),
+            model.keys()
+        ));
     }
     if videos(c, 1) != synced {
         c.fail("n0 and n1 differ under videos/");
     }
     let here = files_only(&videos(c, X));
     if here != *own {
-        c.fail(&format!("the excluding host's videos/ changed: {:?}, its own: {:?}", here.keys(), own.keys()));
+        c.fail(&format!(
+            "the excluding host's videos/ changed: {:?}, its own: {:?}",
+            here.keys(),
+            own.keys()
+        ));
     }
     let theirs = c.status(0);
     let ours = c.status(X);
@@ -78,7 +86,11 @@ fn check(c: &mut Cluster, model: &BTreeMap<String, Vec<u8>>, own: &BTreeMap<Stri
         c.fail("the excluding host's tree digest differs from the others'");
     }
     if ours.excluded != synced.len() as u64 {
-        c.fail(&format!("status counts {} excluded paths, the others hold {}", ours.excluded, synced.len()));
+        c.fail(&format!(
+            "status counts {} excluded paths, the others hold {}",
+            ours.excluded,
+            synced.len()
+        ));
     }
 }
 

@@ -24,7 +24,7 @@ use std::time::Duration;
     example = "Two nodes on one host, for a try-out:\n  $ dirsync /tmp/a -l 6001 --broadcast-addr 127.255.255.255\n  $ dirsync /tmp/b -l 6002 --broadcast-addr 127.255.255.255",
     example = "Peers broadcast cannot reach (another subnet, a VPN), no broadcast at all:\n  $ dirsync ~/shared --no-discovery --peer 10.8.0.2:6000 --peer nas.lan:6000",
     example = "Ask the running node how it is doing (peers, pending transfers, tree digest):\n  $ dirsync status ~/shared",
-    note = "Paths matching DIR/.dirsyncignore (gitignore syntax) stay local; the file itself syncs. Logs go to stderr; set RUST_LOG=debug for more. SIGINT or SIGTERM stop the node cleanly (exit 0); a second one stops it at once. A directory named like a command is given as ./status.",
+    note = "Paths matching DIR/.dirsyncignore (gitignore syntax) stay local on every host; the file itself syncs. Paths matching STATE_DIR/exclude (default DIR/.dirsync/exclude, same syntax, never synced) are not synced to or from this host and stay on the others. Logs go to stderr; set RUST_LOG=debug for more. SIGINT or SIGTERM stop the node cleanly (exit 0); a second one stops it at once. A directory named like a command is given as ./status.",
     note = "Exit codes: 0 success (also after SIGINT/SIGTERM), 1 runtime error (a port in use, an unwritable state directory), 2 bad usage."
 )]
 pub struct Args {

@@ -61,7 +61,11 @@ impl Status {
             out += &format!("hashing  {} (new or changed here, announced once hashed)\n", files(self.hashing));
         }
         if self.excluded > 0 {
-            let paths = if self.excluded == 1 { "1 path".to_string() } else { format!("{} paths", self.excluded) };
+            let paths = if self.excluded == 1 {
+                "1 path".to_string()
+            } else {
+                format!("{} paths", self.excluded)
+            };
             out += &format!("excluded {paths} held by peers, not synced here (rules in the state directory's exclude file)\n");
         }
         if let Some(why) = &self.suspended {

@@ -49,7 +49,13 @@ impl Exclusion {
                 "the rules in {EXCLUDE_FILE} exclude every path of the directory, which would leave nothing to sync: exclude folders or patterns (e.g. videos/ or *.iso), not everything"
             ));
         }
-        Ok((Exclusion { rules, text: text.to_vec() }, errors))
+        Ok((
+            Exclusion {
+                rules,
+                text: text.to_vec(),
+            },
+            errors,
+        ))
     }
 
     /// How many patterns the rules hold.
@@ -163,7 +169,8 @@ impl Engine {
         let Some(e) = self.rejoining.remove(&o.path) else {
             return false;
         };
-        let same = e.kind == o.kind && (o.kind == Kind::Dir || (e.size == o.size && e.mtime == o.mtime && e.hash == o.hash && e.exec == o.exec));
+        let same =
+            e.kind == o.kind && (o.kind == Kind::Dir || (e.size == o.size && e.mtime == o.mtime && e.hash == o.hash && e.exec == o.exec));
         if same {
             self.index.insert_seen(e, o.stat);
         }

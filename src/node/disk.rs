@@ -9,10 +9,10 @@
 
 use super::{Counters, Event, Node};
 use crate::engine::ignore::{EXCLUDE_FILE, IGNORE_FILE};
+use crate::engine::Exclusion;
 use crate::engine::{Action, ActionError, DirState, Extent, Known, Scan};
 use crate::fs::hashing::Hashed;
 use crate::fs::scan::ScanResult;
-use crate::engine::Exclusion;
 use crate::fs::state::{load_ignore_rules, read_exclusion_rules, StateError};
 use crate::fs::watcher::LocalEvent;
 use crate::transport::net::Net;
@@ -240,7 +240,10 @@ impl<N: Net> Node<N> {
     pub(super) fn load_exclusion(&mut self) -> Result<(), StateError> {
         let text = read_exclusion_rules(&self.cfg.state_dir)?;
         let path = self.cfg.state_dir.join(EXCLUDE_FILE).display().to_string();
-        let (exclusion, errors) = Exclusion::parse(&text).map_err(|reason| StateError::Exclusion { path: path.clone(), reason })?;
+        let (exclusion, errors) = Exclusion::parse(&text).map_err(|reason| StateError::Exclusion {
+            path: path.clone(),
+            reason,
+        })?;
         self.use_exclusion(exclusion, errors, text);
         Ok(())
     }
@@ -281,7 +284,10 @@ impl<N: Net> Node<N> {
             warn!(error = %e, "exclusion rules");
         }
         if !exclusion.is_empty() {
-            info!(patterns = exclusion.len(), "exclusion rules loaded from {EXCLUDE_FILE}: the paths they name are not synced here");
+            info!(
+                patterns = exclusion.len(),
+                "exclusion rules loaded from {EXCLUDE_FILE}: the paths they name are not synced here"
+            );
         }
         self.exclusion_text = text;
         self.engine.set_exclusion(exclusion)

@@ -109,7 +109,10 @@ mod tests {
             idx.insert(file("d/b", 2, b"b"));
             idx.forget(&RelPath::new("d/a").unwrap());
             assert_eq!(paths(&idx), vec!["d/b"]);
-            assert_eq!(idx.since(seq).map(|(_, e)| e.path.as_str().to_string()).collect::<Vec<_>>(), vec!["d/b"]);
+            assert_eq!(
+                idx.since(seq).map(|(_, e)| e.path.as_str().to_string()).collect::<Vec<_>>(),
+                vec!["d/b"]
+            );
             assert_eq!(idx.live_file_with_hash(&Hash::of(b"a"), |_| true), None);
             assert_eq!((idx.len(), idx.live_files()), (1, (1, 1)));
             idx.commit().unwrap();

@@ -18,10 +18,7 @@ impl Index {
     /// committed ones in path order. Lazy: ten thousand empty files share
     /// one hash.
     pub fn live_file_with_hash(&self, hash: &Hash, usable: impl Fn(&RelPath) -> bool) -> Option<Entry> {
-        let holds = |p: &RelPath| {
-            self.live(p)
-                .filter(|e| e.kind == Kind::File && e.hash == *hash && usable(p))
-        };
+        let holds = |p: &RelPath| self.live(p).filter(|e| e.kind == Kind::File && e.hash == *hash && usable(p));
         if let Some(e) = self.pending_hashes.get(hash).into_iter().flatten().find_map(holds) {
             return Some(e);
         }

@@ -226,7 +226,11 @@ impl Index {
             txn.open_table(DIRS).map_err(db_err)?;
             txn.open_table(PEERS).map_err(db_err)?;
             let settings = txn.open_table(SETTINGS).map_err(db_err)?;
-            exclusion_rules = settings.get(EXCLUDE_SETTING).map_err(db_err)?.map(|g| g.value().to_vec()).unwrap_or_default();
+            exclusion_rules = settings
+                .get(EXCLUDE_SETTING)
+                .map_err(db_err)?
+                .map(|g| g.value().to_vec())
+                .unwrap_or_default();
             let mut t = txn.open_table(META).map_err(db_err)?;
             let mut values = [0u64; 6];
             for (v, key) in values.iter_mut().zip(META_KEYS) {
@@ -410,13 +414,7 @@ impl Index {
             Some(c) => c.was,
             None => Some((stored.seq, live_file_hash(&stored.entry))),
         };
-        self.pending.insert(
-            path.clone(),
-            Change {
-                stored: Some(stored),
-                was,
-            },
-        );
+        self.pending.insert(path.clone(), Change { stored: Some(stored), was });
         self.commit_if_full();
     }
 

@@ -57,7 +57,12 @@ fn peers_versions_of_excluded_paths_are_followed_in_the_index_but_never_fetched(
     assert_eq!(e.index().get(&newer.path), Some(newer));
     assert_eq!(e.excluded_paths(), 2);
     // So the digest is the peer's once the synced file is here.
-    let peer = engine_with(&[dir("videos", 1), file("videos/a.mp4", 9, b"film, cut"), tomb("disk.iso", 9), doc.clone()]);
+    let peer = engine_with(&[
+        dir("videos", 1),
+        file("videos/a.mp4", 9, b"film, cut"),
+        tomb("disk.iso", 9),
+        doc.clone(),
+    ]);
     e.handle_file_start(A, &doc);
     e.handle_file_end(A);
     e.handle_received(A, doc, Transfer::Whole, Ok(3));
@@ -94,7 +99,12 @@ fn excluded_paths_are_not_sent_served_or_copied_from() {
     // The same content elsewhere is fetched, not copied from a file this
     // disk may not hold.
     let copy = file("b.mp4", 6, b"film");
-    e.handle_message(A, Message::Update { entries: vec![copy.clone()] });
+    e.handle_message(
+        A,
+        Message::Update {
+            entries: vec![copy.clone()],
+        },
+    );
     assert_eq!(e.take_commands(), vec![want(A, &[&copy])]);
 }
 
@@ -102,7 +112,12 @@ fn excluded_paths_are_not_sent_served_or_copied_from() {
 fn a_rule_added_drops_the_wants_it_names_and_refuses_their_content() {
     let mut e = connected(&[], &[A]);
     let film = file("videos/a.mp4", 5, b"film");
-    e.handle_message(A, Message::Update { entries: vec![film.clone()] });
+    e.handle_message(
+        A,
+        Message::Update {
+            entries: vec![film.clone()],
+        },
+    );
     assert_eq!(e.take_commands(), vec![want(A, &[&film])]);
     assert!(e.set_exclusion(exclusion("videos/\n")));
     assert_eq!(e.pending(), 0);
@@ -138,7 +153,12 @@ fn a_rule_removed_keeps_what_is_here_and_fetches_what_is_missing() {
     // The digests now differ; the peer's side of the descent pushes its
     // versions: the missing file is fetched, and its version of the edited
     // file loses to ours (the later one), which is kept.
-    e.handle_message(A, Message::Update { entries: vec![missing.clone(), differs] });
+    e.handle_message(
+        A,
+        Message::Update {
+            entries: vec![missing.clone(), differs],
+        },
+    );
     assert_eq!(e.take_commands(), vec![want(A, &[&missing])]);
     assert_eq!(e.index().get(&ours.path), Some(ours));
 }
@@ -153,7 +173,12 @@ fn the_rules_the_index_was_kept_under_outlive_a_restart() {
         let mut e = Engine::new(ME, index);
         assert!(e.set_exclusion(exclusion("videos/\n")));
         connect(&mut e, A);
-        e.handle_message(A, Message::Update { entries: vec![film.clone()] });
+        e.handle_message(
+            A,
+            Message::Update {
+                entries: vec![film.clone()],
+            },
+        );
         e.index_mut().close().unwrap();
     }
     // Started again under the same rules: nothing changed.
