@@ -27,7 +27,7 @@
 
 use super::ignore::{IgnoreRules, EXCLUDE_FILE};
 use super::index::{same_version, wins_over};
-use super::{Engine, Observed};
+use super::{Engine, Look, Observed};
 use crate::wire::{Entry, Kind, RelPath};
 use std::collections::BTreeMap;
 use tracing::info;
@@ -160,6 +160,22 @@ impl Engine {
             _ => {}
         }
         self.index.insert(taken);
+    }
+
+    /// What a scan should do with `path` (a folder when `is_dir`): skip
+    /// what is not synced here, and reuse what the index knows, or knew
+    /// before a rule went (so a file found in that version is not hashed
+    /// again).
+    pub fn look_up(&self, path: &RelPath, is_dir: bool) -> Look {
+        let kind = if is_dir { Kind::Dir } else { Kind::File };
+        if self.unsynced(path, kind) {
+            return Look::Skip;
+        }
+        Look::At(
+            self.index
+                .known(path)
+                .or_else(|| self.rejoining.get(path).map(|e| (e.clone(), None))),
+        )
     }
 
     /// A look at the disk found `o` where the index forgot the version of

@@ -121,13 +121,14 @@ impl IgnoreRules {
         self.is_ignored(path, true) || self.is_ignored(path, false)
     }
 
-    /// True if the rules name every path at the top of DIR (`*`, `/*`,
-    /// `**`...): as exclusion rules, that would leave nothing to sync.
+    /// True if, as exclusion rules, they name every path at the top of DIR
+    /// (`*`, `/*`, `**`, and `/*/`, since they decide by the path alone):
+    /// that would leave nothing to sync.
     pub fn name_everything(&self) -> bool {
         ["a", "a.b", ".a", "A_1-b c"]
             .iter()
             .filter_map(|n| RelPath::new(*n).ok())
-            .all(|p| self.is_ignored(&p, false) && self.is_ignored(&p, true))
+            .all(|p| self.excludes(&p))
     }
 }
 
@@ -178,10 +179,10 @@ mod tests {
 
     #[test]
     fn rules_that_name_the_whole_tree_are_told_apart() {
-        for whole in ["*\n", "/*\n", "**\n", "# all\n*\n!nothing-here\n"] {
+        for whole in ["*\n", "/*\n", "**\n", "/*/\n", "# all\n*\n!nothing-here\n"] {
             assert!(IgnoreRules::parse(whole).0.name_everything(), "{whole:?}");
         }
-        for part in ["", "videos/\n", "*.mp4\n", "/*/\n", "a*\n"] {
+        for part in ["", "videos/\n", "*.mp4\n", "/*/*\n", "a*\n"] {
             assert!(!IgnoreRules::parse(part).0.name_everything(), "{part:?}");
         }
     }

@@ -41,7 +41,9 @@ mod tests;
 
 pub use exclude::Exclusion;
 pub use repair::RetryReport;
-pub use types::{Action, ActionError, Command, DirState, Extent, Known, Observed, PieceArrival, PieceFrame, Receive, Scan, Stat, Transfer};
+pub use types::{
+    Action, ActionError, Command, DirState, Extent, Known, Look, Observed, PieceArrival, PieceFrame, Receive, Scan, Stat, Transfer,
+};
 
 use crate::wire::pieces::PIECE_SIZE;
 use crate::wire::{Entry, Hash, Kind, Message, NodeId, RelPath, MAX_ENTRIES};

@@ -23,6 +23,17 @@ pub struct Observed {
     pub stat: Option<Stat>,
 }
 
+/// What the engine tells a scan about a path before it is looked at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Look {
+    /// Not synced here (ignored or excluded): not looked at, nor anything
+    /// below it.
+    Skip,
+    /// Look at it; what the index knows of it, so an unchanged file is not
+    /// hashed again.
+    At(Option<Known>),
+}
+
 /// A file's inode number and change time (ns). The change time moves with
 /// every write and every metadata change, and cannot be set back: a file
 /// rewritten behind dirsync's back with its size and mtime restored still

@@ -8,15 +8,16 @@
 
 use super::hashing::{hash_file, Background, Version};
 use super::store::{io_err, is_exec, Store, StoreError};
-use crate::engine::{DirState, Known, Observed};
+use crate::engine::{DirState, Known, Look, Observed};
 use crate::wire::{Hash, Kind, RelPath, STATE_DIR_NAME};
 use std::fs::{self, Metadata};
 use std::io;
 use std::path::{Path, PathBuf};
 use tracing::{debug, warn};
 
-/// What the index knows of a path (see `Known`), for a scan.
-pub type Lookup<'a> = &'a dyn Fn(&RelPath) -> Option<Known>;
+/// What the engine says of a path (a folder when the flag is set) before a
+/// scan looks at it (see `Look`).
+pub type Lookup<'a> = &'a dyn Fn(&RelPath, bool) -> Look;
 
 /// What `Store::scan_checked` saw.
 #[derive(Debug, Default)]
@@ -223,7 +224,12 @@ impl Store {
     pub fn scan_checked(&self, root: Option<&RelPath>, known: Lookup<'_>) -> ScanResult {
         let mut walk = Walk::default();
         match root {
-            Some(r) => walk.add(r.clone(), r.to_fs(&self.root), self.observe(r, known(r).as_ref())),
+            Some(r) => {
+                let full = r.to_fs(&self.root);
+                if let Some(observed) = self.look_at_path(r, &full, known) {
+                    walk.add(r.clone(), full, observed);
+                }
+            }
             None => walk.folders.push((self.root.clone(), None, None)),
         }
         while let Some((dir, rel_dir, at)) = walk.folders.pop() {
@@ -277,10 +283,22 @@ impl Store {
                 return None;
             }
         };
-        let observed = fs::symlink_metadata(full)
-            .map_err(io_err(full))
-            .and_then(|meta| self.observe_meta(&rel, full, &meta, known(&rel).as_ref()));
+        let observed = self.look_at_path(&rel, full, known)?;
         Some((rel, observed))
+    }
+
+    /// What is at `rel` (`full` on disk): `None` for a path not synced
+    /// here (ignored or excluded: neither looked at nor hashed, nor
+    /// anything below it).
+    fn look_at_path(&self, rel: &RelPath, full: &Path, known: Lookup<'_>) -> Option<Result<Option<Observed>, StoreError>> {
+        let meta = match fs::symlink_metadata(full) {
+            Ok(meta) => meta,
+            Err(e) => return Some(Err(io_err(full)(e))),
+        };
+        match known(rel, meta.is_dir()) {
+            Look::Skip => None,
+            Look::At(k) => Some(self.observe_meta(rel, full, &meta, k.as_ref())),
+        }
     }
 
     /// A look at the whole tree in parts (`TreeWalk::next_part`).
@@ -330,7 +348,7 @@ mod tests {
         fs::write(root.join("a/.dirsync-tmp-notes.txt"), b"mine").unwrap();
         std::os::unix::fs::symlink("/etc", root.join("link")).unwrap();
         let mut got: Vec<_> = store
-            .scan(None, &|_| None)
+            .scan(None, &|_, _| Look::At(None))
             .into_iter()
             .map(|o| (o.path.to_string(), o.kind))
             .collect();
@@ -352,6 +370,31 @@ mod tests {
         assert!(root.join(".dirsync/index").exists());
     }
 
+    /// What the engine says is not synced here (ignored, excluded) is
+    /// neither reported nor hashed, nor anything below it, in a scan from
+    /// the root, from a folder, or in parts.
+    #[test]
+    fn paths_not_synced_here_are_not_looked_at() {
+        let (dir, store) = setup();
+        let root = dir.path();
+        fs::create_dir_all(root.join("videos/deep")).unwrap();
+        fs::write(root.join("videos/deep/film.bin"), b"film").unwrap();
+        fs::write(root.join("disk.iso"), b"iso").unwrap();
+        fs::write(root.join("keep.txt"), b"keep").unwrap();
+        let skip = |p: &RelPath, is_dir: bool| {
+            if (p.as_str() == "videos" && is_dir) || p.as_str().ends_with(".iso") {
+                Look::Skip
+            } else {
+                Look::At(None)
+            }
+        };
+        let names = |found: Vec<Observed>| found.into_iter().map(|o| o.path.to_string()).collect::<Vec<_>>();
+        assert_eq!(names(store.scan(None, &skip)), vec!["keep.txt"]);
+        assert_eq!(names(store.scan(Some(&rel("videos")), &skip)), Vec::<String>::new());
+        assert_eq!(names(store.walk_tree().next_part(&store, 100, &skip).found), vec!["keep.txt"]);
+        assert_eq!(store.files_hashed(), 2, "keep.txt only, once per look from the root");
+    }
+
     /// The whole tree, folder by folder: every folder in exactly one part,
     /// the parts together what one scan finds, each part bounded (a part
     /// closes once it holds `size` paths).
@@ -365,11 +408,11 @@ mod tests {
             }
         }
         fs::write(dir.path().join("d2/s/deep"), b"y").unwrap();
-        let mut whole: Vec<Observed> = store.scan_checked(None, &|_| None).found;
+        let mut whole: Vec<Observed> = store.scan_checked(None, &|_, _| Look::At(None)).found;
         let mut walk = store.walk_tree();
         let (mut found, mut folders, mut parts) = (Vec::new(), Vec::new(), 0);
         loop {
-            let part = walk.next_part(&store, 3, &|_| None);
+            let part = walk.next_part(&store, 3, &|_, _| Look::At(None));
             assert!(part.found.len() < 3 + 6, "one folder's worth past the size at most");
             parts += 1;
             found.extend(part.found);
@@ -402,7 +445,7 @@ mod tests {
         fs::write(dir.path().join("ok"), b"y").unwrap();
         fs::set_permissions(dir.path().join("locked"), fs::Permissions::from_mode(0o000)).unwrap();
         let readable = fs::read_dir(dir.path().join("locked")).is_ok(); // root ignores modes
-        let r = store.scan_checked(None, &|_| None);
+        let r = store.scan_checked(None, &|_, _| Look::At(None));
         let (found, failed) = (r.found, r.failed);
         fs::set_permissions(dir.path().join("locked"), fs::Permissions::from_mode(0o755)).unwrap();
         let names: Vec<_> = found.iter().map(|o| o.path.as_str()).collect();
@@ -458,12 +501,15 @@ mod tests {
         let store = store.with_inline_hash_max(10);
         fs::write(dir.path().join("small"), b"0123456789").unwrap();
         fs::write(dir.path().join("large"), b"0123456789a").unwrap();
-        let r = store.scan_checked(None, &|_| None);
+        let r = store.scan_checked(None, &|_, _| Look::At(None));
         let names: Vec<_> = r.found.iter().map(|o| o.path.as_str()).collect();
         assert_eq!((names, r.failed, r.hashing), (vec!["small"], vec![], vec![rel("large")]));
         assert_eq!(store.files_hashed(), 1);
         // Looked at again before the hash is in: still queued once.
-        assert_eq!(store.walk_tree().next_part(&store, 100, &|_| None).hashing, vec![rel("large")]);
+        assert_eq!(
+            store.walk_tree().next_part(&store, 100, &|_, _| Look::At(None)).hashing,
+            vec![rel("large")]
+        );
         let job = store.next_hash_job().unwrap();
         assert!(store.next_hash_job().is_none());
         let before = store.files_hashed();

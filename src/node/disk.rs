@@ -10,7 +10,7 @@
 use super::{Counters, Event, Node};
 use crate::engine::ignore::{EXCLUDE_FILE, IGNORE_FILE};
 use crate::engine::Exclusion;
-use crate::engine::{Action, ActionError, DirState, Extent, Known, Scan};
+use crate::engine::{Action, ActionError, DirState, Extent, Known, Look, Scan};
 use crate::fs::hashing::Hashed;
 use crate::fs::scan::ScanResult;
 use crate::fs::state::{load_ignore_rules, read_exclusion_rules, StateError};
@@ -84,8 +84,8 @@ impl<N: Net> Node<N> {
         let mut walk = self.store.walk_tree();
         let mut seen = 0;
         loop {
-            let index = self.engine.index();
-            let part = walk.next_part(&self.store, TREE_PART, &|p| index.known(p));
+            let engine = &self.engine;
+            let part = walk.next_part(&self.store, TREE_PART, &|p, is_dir| engine.look_up(p, is_dir));
             seen += part.found.len() as u64;
             let last = part.last || part.root_failed;
             let scan = Scan {
@@ -160,10 +160,10 @@ impl<N: Net> Node<N> {
     fn scan_roots(&self, mut roots: Vec<Option<RelPath>>) -> (Vec<Option<RelPath>>, ScanResult) {
         roots.sort();
         roots.dedup();
-        let index = self.engine.index();
+        let engine = &self.engine;
         let mut all = ScanResult::default();
         for root in &roots {
-            let r = self.store.scan_checked(root.as_ref(), &|p| index.known(p));
+            let r = self.store.scan_checked(root.as_ref(), &|p, is_dir| engine.look_up(p, is_dir));
             all.found.extend(r.found);
             all.failed.extend(r.failed);
             all.hashing.extend(r.hashing);
@@ -175,18 +175,20 @@ impl<N: Net> Node<N> {
     /// Scan both ends of a rename. A renamed file keeps its size and mtime:
     /// the hash the index has under its old name is reused, not read again.
     fn scan_rename(&self, from: RelPath, to: RelPath) -> (Vec<Option<RelPath>>, ScanResult) {
-        let index = self.engine.index();
+        let engine = &self.engine;
         // A rename changes the file's change time: what it held under its
         // old name is compared by size and mtime only.
-        let known = |p: &RelPath| -> Option<Known> {
-            index.known(p).or_else(|| {
-                let suffix = p.as_str().strip_prefix(to.as_str())?;
-                let old = index.get(&RelPath::new(format!("{}{suffix}", from.as_str())).ok()?)?;
-                Some((old, None))
-            })
+        let renamed = |p: &RelPath| -> Option<Known> {
+            let suffix = p.as_str().strip_prefix(to.as_str())?;
+            let old = engine.index().get(&RelPath::new(format!("{}{suffix}", from.as_str())).ok()?)?;
+            Some((old, None))
+        };
+        let known = |p: &RelPath, is_dir: bool| match engine.look_up(p, is_dir) {
+            Look::At(None) => Look::At(renamed(p)),
+            look => look,
         };
         let mut r = self.store.scan_checked(Some(&to), &known);
-        let r2 = self.store.scan_checked(Some(&from), &|p| index.known(p));
+        let r2 = self.store.scan_checked(Some(&from), &|p, is_dir| engine.look_up(p, is_dir));
         r.found.extend(r2.found);
         r.failed.extend(r2.failed);
         r.hashing.extend(r2.hashing);
