@@ -3,8 +3,9 @@
 //! excluding host gets none of it, sends none of its own files there, and
 //! loses none of them; the others keep the folder in sync between them;
 //! the excluding host's tree digest stays theirs (its status says "in
-//! sync" and counts the excluded paths), through a restart too; and once
-//! the rule goes, the folder arrives and its own files there travel.
+//! sync" and counts the excluded paths), through a restart too; once the
+//! rule goes, the folder arrives and its own files there travel; and once
+//! it comes back, its copy stays as it is while the others move on.
 //!
 //! A fixed seed and a small sweep (`SIM_SEEDS=N` for more, `SIM_SEED=S`
 //! to replay one).
@@ -209,6 +210,24 @@ fn exclude_scenario(seed: u64) -> Cluster {
     if c.status(X).excluded != 0 || c.status(X).digest != c.status(0).digest {
         c.fail("the status still counts excluded paths, or the digests differ");
     }
+
+    // The rule comes back while the node runs: its copy of the folder
+    // stays as it is, and the others' changes no longer reach it.
+    c.set_exclusion(X, RULES);
+    c.opts.local_only = in_videos;
+    c.run_for(secs(2));
+    let mut model = everywhere;
+    let own = model.clone();
+    let h = rng.below(2) as usize;
+    let data = rng.bytes(5000);
+    c.write(h, "videos/after.mp4", &data);
+    model.insert("videos/after.mp4".into(), data);
+    if let Some(path) = own.keys().next() {
+        c.delete(1 - h, path);
+        model.remove(path);
+    }
+    settle(&mut c, secs(60));
+    check(&mut c, &model, &own);
     c
 }
 
