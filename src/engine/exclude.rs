@@ -77,11 +77,16 @@ impl Engine {
         let changed = kept_under != exclusion.text;
         if changed {
             let (old, _) = IgnoreRules::from_file_bytes(EXCLUDE_FILE, &kept_under);
-            let rejoining: Vec<Entry> = self
-                .index
-                .iter()
-                .filter(|e| old.excludes(&e.path) && !exclusion.rules.excludes(&e.path))
-                .collect();
+            // One pass over the index, when rules that excluded something
+            // change (rarely): what they excluded and the new ones do not.
+            let rejoining: Vec<Entry> = if old.is_empty() {
+                Vec::new()
+            } else {
+                self.index
+                    .iter()
+                    .filter(|e| old.excludes(&e.path) && !exclusion.rules.excludes(&e.path))
+                    .collect()
+            };
             if !rejoining.is_empty() {
                 info!(paths = rejoining.len(), "paths excluded here until now are synced again");
             }
