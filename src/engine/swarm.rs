@@ -71,6 +71,11 @@ impl Swarm {
     fn holds(&self, full: &[NodeId], peer: NodeId, i: u64) -> bool {
         full.contains(&peer) || self.holders.get(&peer).is_some_and(|b| b.get(i))
     }
+
+    /// How many pieces `peer` is asked for now.
+    fn asked_of(&self, peer: NodeId) -> usize {
+        self.asked.values().filter(|(p, _)| *p == peer).count()
+    }
 }
 
 /// A verified piece map and the pieces we hold.
@@ -216,7 +221,7 @@ impl Engine {
                 (true, false) => PIECES_PER_SOURCE,
                 (false, _) => PIECES_PER_PEER,
             };
-            let mut room = slots.saturating_sub(s.asked.values().filter(|(p, _)| p == peer).count());
+            let mut room = slots.saturating_sub(s.asked_of(*peer));
             for (i, _, _) in &missing {
                 if room == 0 {
                     break;
@@ -303,13 +308,7 @@ impl Engine {
                 .asked
                 .iter()
                 .filter(|(_, (_, at))| at + PIECE_TIMEOUT <= clock)
-                .map(|(i, (p, _))| {
-                    let elsewhere = full
-                        .iter()
-                        .chain(s.holders.keys())
-                        .any(|o| o != p && self.may_ask(s, *o) && s.holds(&full, *o, *i));
-                    (*i, *p, elsewhere)
-                })
+                .map(|(i, (p, _))| (*i, *p, self.askable_holder(s, &full, *i, Some(*p))))
                 .collect();
             let Some(s) = self.swarms.get_mut(path) else { continue };
             if s.map_asked.is_some_and(|(_, at)| at + PIECE_TIMEOUT <= clock) {
@@ -396,7 +395,7 @@ impl Engine {
         // A peer already asked for all it may be asked changes no request
         // now (every receiver sends a `have` per piece to every peer: a
         // pass over the whole file for each would cost O(pieces²)).
-        let busy = s.map.is_some() && s.asked.values().filter(|(p, _)| *p == peer).count() >= PIECES_PER_PEER;
+        let busy = s.map.is_some() && s.asked_of(peer) >= PIECES_PER_PEER;
         if !busy {
             self.drive(path);
         }
@@ -540,6 +539,14 @@ impl Engine {
         }
     }
 
+    /// Whether a peer we may ask, other than `except`, holds piece `i`
+    /// (`full`: the swarm's whole holders).
+    fn askable_holder(&self, s: &Swarm, full: &[NodeId], i: u64, except: Option<NodeId>) -> bool {
+        full.iter()
+            .chain(s.holders.keys())
+            .any(|p| Some(*p) != except && self.may_ask(s, *p) && s.holds(full, *p, i))
+    }
+
     /// The swarm for `path` makes progress: a piece (or the map) is asked
     /// of someone, or no connected peer we may ask holds what it lacks
     /// (then it waits for a tick, or was given up). `None`: no swarm.
@@ -547,11 +554,7 @@ impl Engine {
     pub(super) fn swarm_progresses(&self, path: &RelPath) -> Option<bool> {
         let s = self.swarms.get(path)?;
         let full = self.full_holders(path, s);
-        let holders = |i: u64| {
-            full.iter()
-                .chain(s.holders.keys())
-                .any(|p| self.may_ask(s, *p) && s.holds(&full, *p, i))
-        };
+        let holders = |i: u64| self.askable_holder(s, &full, i, None);
         Some(match &s.map {
             None => s.map_asked.is_some() || !full.iter().chain(s.holders.keys()).any(|p| self.may_ask(s, *p)),
             Some(map) => {
