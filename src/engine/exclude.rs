@@ -26,7 +26,7 @@
 //! start.
 
 use super::ignore::{IgnoreRules, EXCLUDE_FILE};
-use super::index::{same_version, wins_over};
+use super::index::{same_version, wins_over, with_more_history};
 use super::{Engine, Look, Observed};
 use crate::wire::{Entry, Kind, RelPath};
 use std::collections::BTreeMap;
@@ -151,10 +151,7 @@ impl Engine {
     /// that our digest stays theirs; nothing changes on disk.
     pub(super) fn track_excluded(&mut self, e: Entry, local: Option<Entry>) {
         let taken = match &local {
-            Some(l) if same_version(&e, l) => {
-                let vector = l.vector.merge(&e.vector);
-                (vector != l.vector).then(|| Entry { vector, ..l.clone() })
-            }
+            Some(l) if same_version(&e, l) => with_more_history(&e, l),
             _ => wins_over(&e, local.as_ref()).then_some(e),
         };
         let Some(taken) = taken else { return };
@@ -190,8 +187,7 @@ impl Engine {
         let Some(e) = self.rejoining.remove(&o.path) else {
             return false;
         };
-        let same =
-            e.kind == o.kind && (o.kind == Kind::Dir || (e.size == o.size && e.mtime == o.mtime && e.hash == o.hash && e.exec == o.exec));
+        let same = o.shows(&e);
         if same {
             self.index.insert_seen(e, o.stat);
         }

@@ -99,12 +99,7 @@ impl Engine {
             if o.kind != Kind::Dir && !old.as_ref().is_some_and(|e| !e.deleted && e.kind == Kind::File) {
                 no_folder_now.push(Some(o.path.clone()));
             }
-            let unchanged = old.as_ref().is_some_and(|e| {
-                !e.deleted
-                    && e.kind == o.kind
-                    && (o.kind == Kind::Dir || (e.size == o.size && e.mtime == o.mtime && e.hash == o.hash && e.exec == o.exec))
-            });
-            if unchanged {
+            if old.as_ref().is_some_and(|e| o.shows(e)) {
                 // Received since the last look, or the same content at a
                 // new inode: what the next look compares with.
                 if stat.flatten() != o.stat {

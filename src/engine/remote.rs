@@ -3,7 +3,7 @@
 //! (`Action`s) or the content is asked for (`Need`, `Inflight`).
 
 use super::conflict::conflict_entry;
-use super::index::{beats, same_version, wins_over};
+use super::index::{beats, same_version, wins_over, with_more_history};
 use super::safety::{loses_concurrently, resurrection};
 use super::{schedule_order, Action, Command, Engine, Heard, Inflight, Need, DELTA_MIN_SIZE};
 use crate::wire::version::Causality;
@@ -324,22 +324,15 @@ impl Engine {
             self.record(m, None);
             return true;
         }
-        if same_version(e, local) && e.vector != local.vector {
-            // The same version reached us with more history (e.g. made by
-            // two nodes at once): remember all of it.
-            let merged = local.vector.merge(&e.vector);
-            if merged != local.vector {
-                self.record(
-                    Entry {
-                        vector: merged,
-                        ..local.clone()
-                    },
-                    None,
-                );
-            }
-            return true;
+        if !same_version(e, local) {
+            return false;
         }
-        false
+        // The same version may reach us with more history (e.g. made by
+        // two nodes at once): remember all of it.
+        if let Some(merged) = with_more_history(e, local) {
+            self.record(merged, None);
+        }
+        true
     }
 
     /// `e` wins over our `live` version (or nothing): change the disk, from

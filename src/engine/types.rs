@@ -34,6 +34,16 @@ pub enum Look {
     At(Option<Known>),
 }
 
+impl Observed {
+    /// True if what the disk shows here is the live version `e` (a folder,
+    /// or a file of that size, mtime, content and execute bit).
+    pub fn shows(&self, e: &Entry) -> bool {
+        !e.deleted
+            && e.kind == self.kind
+            && (self.kind == Kind::Dir || (e.size == self.size && e.mtime == self.mtime && e.hash == self.hash && e.exec == self.exec))
+    }
+}
+
 /// A file's inode number and change time (ns). The change time moves with
 /// every write and every metadata change, and cannot be set back: a file
 /// rewritten behind dirsync's back with its size and mtime restored still

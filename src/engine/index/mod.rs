@@ -36,6 +36,16 @@ pub fn same_version(a: &Entry, b: &Entry) -> bool {
     rank(a) == rank(b)
 }
 
+/// `old` with the history `new` adds to it, if `new` is the same version
+/// with history `old` lacks (e.g. made by two nodes at once).
+pub fn with_more_history(new: &Entry, old: &Entry) -> Option<Entry> {
+    if !same_version(new, old) {
+        return None;
+    }
+    let vector = old.vector.merge(&new.vector);
+    (vector != old.vector).then(|| Entry { vector, ..old.clone() })
+}
+
 /// True if `new` should replace whatever this node holds (`None`: nothing).
 pub fn wins_over(new: &Entry, old: Option<&Entry>) -> bool {
     match old {

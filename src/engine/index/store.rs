@@ -410,10 +410,7 @@ impl Index {
             return;
         }
         stored.stat = stat;
-        let was = match self.pending.get(path) {
-            Some(c) => c.was,
-            None => Some((stored.seq, live_file_hash(&stored.entry))),
-        };
+        let was = self.committed_keys(path, Some(&stored));
         self.pending.insert(path.clone(), Change { stored: Some(stored), was });
         self.commit_if_full();
     }
@@ -425,18 +422,7 @@ impl Index {
         let old = self.stored(&entry.path);
         let seq = self.meta.next_seq;
         self.meta.next_seq += 1;
-        let was = match self.pending.get(&entry.path) {
-            Some(c) => {
-                if let Some(s) = &c.stored {
-                    self.pending_seqs.remove(&s.seq);
-                }
-                c.was
-            }
-            None => old.as_ref().map(|o| (o.seq, live_file_hash(&o.entry))),
-        };
-        if let Some(o) = &old {
-            self.uncount(&o.entry);
-        }
+        let was = self.replace(&entry.path, old.as_ref());
         self.meta.entries += 1;
         self.adjust_sums(&entry, true);
         if let Some(h) = live_file_hash(&entry) {
@@ -456,6 +442,29 @@ impl Index {
         self.commit_if_full();
     }
 
+    /// What the committed snapshot holds for `path` (see `Change::was`),
+    /// given `old`, what the index holds there now.
+    fn committed_keys(&self, path: &RelPath, old: Option<&Stored>) -> Option<(u64, Option<Hash>)> {
+        match self.pending.get(path) {
+            Some(c) => c.was,
+            None => old.map(|o| (o.seq, live_file_hash(&o.entry))),
+        }
+    }
+
+    /// `old`, what the index holds at `path`, is being replaced (or
+    /// forgotten): its sequence number and its share of the counts and
+    /// sums go. Returns the committed keys the next commit drops.
+    fn replace(&mut self, path: &RelPath, old: Option<&Stored>) -> Option<(u64, Option<Hash>)> {
+        let was = self.committed_keys(path, old);
+        if let Some(o) = old {
+            if self.pending.contains_key(path) {
+                self.pending_seqs.remove(&o.seq);
+            }
+            self.uncount(&o.entry);
+        }
+        was
+    }
+
     /// Take `e`, which the index holds, out of the counts and sums.
     fn uncount(&mut self, e: &Entry) {
         self.adjust_sums(e, false);
@@ -472,14 +481,7 @@ impl Index {
     /// peers hold, not what this disk does.
     pub fn forget(&mut self, path: &RelPath) {
         let Some(old) = self.stored(path) else { return };
-        let was = match self.pending.get(path) {
-            Some(c) => {
-                self.pending_seqs.remove(&old.seq);
-                c.was
-            }
-            None => Some((old.seq, live_file_hash(&old.entry))),
-        };
-        self.uncount(&old.entry);
+        let was = self.replace(path, Some(&old));
         self.pending.insert(path.clone(), Change { stored: None, was });
         self.commit_if_full();
     }
