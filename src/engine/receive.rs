@@ -3,7 +3,7 @@
 //! again (`Command::Rescan`); folders a change emptied go
 //! (`Command::RemoveEmptyDirs`).
 
-use super::index::{same_version, wins_over};
+use super::index::{same_content, same_version, wins_over};
 use super::{Action, ActionError, Command, Engine, Receive, Receiving, Transfer};
 use crate::wire::{Entry, Kind, NodeId, RelPath};
 use tracing::{debug, info, warn};
@@ -90,9 +90,27 @@ impl Engine {
             Err(reason) => {
                 debug!(%peer, %reason, "discarding superseded content");
                 self.vacated(&entry.path);
+                self.request_answered(peer, &entry.path);
                 Receive::Drop { reason }
             }
         }
+    }
+
+    /// `peer` answered our request for `path` with content we do not use:
+    /// that request is over, whatever version it carried, and the need (if
+    /// one is left) is asked again. A peer answers a want once; a request
+    /// left in flight would keep the need from ever being asked again
+    /// (issue 24, case 0: a file touched while it was being sent never
+    /// arrived). The peer stays a source: it announced what we need, and
+    /// it answered with what it held when the want reached it.
+    fn request_answered(&mut self, peer: NodeId, path: &RelPath) {
+        if self.inflight.get(path).is_none_or(|i| i.peer != peer) {
+            return;
+        }
+        self.inflight.remove(path);
+        self.unschedule(path.clone());
+        self.schedule();
+        self.check_synced(peer);
     }
 
     /// Stop every transfer whose content is no longer wanted.
@@ -133,37 +151,32 @@ impl Engine {
     }
 
     /// True if `entry`'s content from `peer` answers our request for its
-    /// path: asked of that peer, in that version or in the one needed now.
-    /// (A peer answers a want with the version it holds now, which may
-    /// have moved on with the same content, e.g. an edit that won against
-    /// a delete; found by the simulation.)
+    /// path: asked of that peer, in that version or with the content needed
+    /// now. (A peer answers a want with the version it holds now, which may
+    /// have moved on with the same content: an edit that won against a
+    /// delete, found by the simulation; a file touched while it was being
+    /// sent, issue 24. The bytes are the ones needed; a newer version of
+    /// the same content is then applied without a transfer.)
     fn answers_request(&self, peer: NodeId, entry: &Entry) -> bool {
         if self.swarm_fetches(entry) {
             return true;
         }
         self.inflight.get(&entry.path).is_some_and(|i| {
-            i.peer == peer && (same_version(&i.entry, entry) || self.needs.get(&entry.path).is_some_and(|n| same_version(&n.entry, entry)))
+            i.peer == peer
+                && (same_version(&i.entry, entry)
+                    || self
+                        .needs
+                        .get(&entry.path)
+                        .is_some_and(|n| same_version(&n.entry, entry) || same_content(&n.entry, entry)))
         })
     }
 
     /// `peer` started sending content for `entry` that we cannot use. If
-    /// it is the answer to our request for that path (the content asked
-    /// for, in a version we cannot use), the request is over: that peer
-    /// stops being a source of the need, which is asked again elsewhere.
-    /// Otherwise it answers an older request and changes nothing.
+    /// it answers our request for that path, the request is over and the
+    /// need is asked again; otherwise it answers an older request and
+    /// changes nothing.
     fn refused_answer(&mut self, peer: NodeId, entry: &Entry) {
-        if !self
-            .inflight
-            .get(&entry.path)
-            .is_some_and(|i| i.peer == peer && i.entry.hash == entry.hash)
-        {
-            return;
-        }
-        self.inflight.remove(&entry.path);
-        self.unschedule(entry.path.clone());
-        self.drop_source(&entry.path, peer);
-        self.schedule();
-        self.check_synced(peer);
+        self.request_answered(peer, &entry.path);
     }
 
     /// `peer` no longer serves the need for `path`; a need left with no
@@ -193,7 +206,15 @@ impl Engine {
                 // Pieces came from many peers, some still receiving the
                 // file: every peer hears that we hold it now.
                 let from = (!self.swarm_fetches(&entry)).then_some(peer);
-                self.applied(from, entry);
+                self.applied(from, entry.clone());
+                // The content arrived in an older version than the one
+                // needed now (touched meanwhile): the newer one needs no
+                // transfer, only its metadata.
+                if self.needs.get(&entry.path).is_some_and(|n| same_content(&n.entry, &entry)) {
+                    if let Some(newer) = self.needs.remove(&entry.path) {
+                        self.handle_entries(peer, vec![newer.entry]);
+                    }
+                }
             }
             Err(reason) => {
                 warn!(path = %entry.path, %peer, %reason, "receiving failed");

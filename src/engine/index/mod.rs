@@ -36,6 +36,13 @@ pub fn same_version(a: &Entry, b: &Entry) -> bool {
     rank(a) == rank(b)
 }
 
+/// True if both are live files with the same content (they may differ in
+/// mtime, mode or history: no transfer between them).
+pub fn same_content(a: &Entry, b: &Entry) -> bool {
+    let file = |e: &Entry| !e.deleted && e.kind == Kind::File;
+    file(a) && file(b) && a.hash == b.hash
+}
+
 /// `old` with the history `new` adds to it, if `new` is the same version
 /// with history `old` lacks (e.g. made by two nodes at once).
 pub fn with_more_history(new: &Entry, old: &Entry) -> Option<Entry> {

@@ -283,22 +283,113 @@ fn content_in_the_needed_version_answers_a_want_for_an_older_one() {
     assert_eq!(e.index().get(&v2.path), Some(v2.clone()));
 }
 
-/// Content of the file asked for, in a version we cannot use, ends that
-/// request: the need is asked of another source instead of waiting forever.
+/// Content of the file asked for, in an older version with the same bytes,
+/// is the content needed: taken, then the needed version applied on top
+/// without a transfer.
 #[test]
-fn refused_content_of_the_asked_file_asks_another_source() {
+fn the_asked_content_in_an_older_version_is_taken_and_the_needed_one_applied_without_a_transfer() {
     let v = file("f", 5, b"one");
     let mut e = asked_of_a_also_at_b(&v);
     let stale = Entry {
         version: v.version - 1,
+        mtime: v.mtime - 1,
         ..v.clone()
     };
-    assert!(matches!(e.handle_file_start(A, &stale), Receive::Drop { .. }));
-    assert_eq!(e.take_commands(), vec![want(B, &[&v])]);
+    assert_eq!(e.handle_file_start(A, &stale), Receive::Write { expected: None });
+    assert_eq!(e.take_commands(), vec![]);
     // Content of another file version (an older request's answer) changes nothing.
     let other = file("f", 4, b"older");
     assert!(matches!(e.handle_file_start(B, &other), Receive::Drop { .. }));
     assert_eq!(e.take_commands(), vec![]);
+    assert_eq!(e.handle_file_end(A), Receive::Write { expected: None });
+    e.handle_received(A, stale.clone(), Transfer::Whole, Ok(3));
+    let set_mtime = Action::SetMtime {
+        entry: v.clone(),
+        local: stale.clone(),
+    };
+    assert_eq!(
+        e.take_commands(),
+        vec![
+            update(B, vec![stale]),
+            Command::Apply {
+                peer: A,
+                action: set_mtime.clone()
+            }
+        ]
+    );
+    e.handle_action_done(A, set_mtime, Ok(()));
+    assert_eq!(e.pending(), 0);
+    assert_eq!(e.index().get(&v.path), Some(v));
+}
+
+/// Issue 24, case 0: a file touched (git touches its loose objects) while
+/// it is being sent. The peer answers our want with the version it holds
+/// then; by the time it arrives a newer one is needed. The answer ends the
+/// request whatever it carried, and what is still needed is asked again.
+#[test]
+fn a_file_touched_while_in_flight_is_taken_or_asked_again_never_dropped() {
+    let v1 = file("f", 5, b"one");
+    let touched = |t: i128| Entry {
+        version: t,
+        mtime: t,
+        vector: Vector::single(HIST, t as u64),
+        ..v1.clone()
+    };
+    let (v2, v3) = (touched(6), touched(7));
+    // Same bytes, answered in v2 while v3 is needed: taken, then v3's
+    // mtime set.
+    let mut e = asking_for(&v1, &[]);
+    e.handle_message(A, Message::Update { entries: vec![v2.clone()] });
+    e.handle_message(A, Message::Update { entries: vec![v3.clone()] });
+    assert_eq!(e.take_commands(), vec![]);
+    assert_eq!(e.handle_file_start(A, &v2), Receive::Write { expected: None });
+    assert_eq!(e.handle_file_end(A), Receive::Write { expected: None });
+    assert_eq!(e.handle_durable(A, &v2), Receive::Write { expected: None });
+    e.handle_received(A, v2.clone(), Transfer::Whole, Ok(3));
+    let set_mtime = Action::SetMtime {
+        entry: v3.clone(),
+        local: v2.clone(),
+    };
+    assert_eq!(
+        e.take_commands(),
+        vec![Command::Apply {
+            peer: A,
+            action: set_mtime.clone()
+        }]
+    );
+    e.handle_action_done(A, set_mtime, Ok(()));
+    assert_eq!(e.pending(), 0);
+    // Touched, then rewritten (other bytes): the touched version's
+    // content, which no longer is what we need, is dropped at its start,
+    // and the rewrite is asked for at once.
+    let rewritten = file("f", 8, b"two");
+    let mut e = asking_for(&v1, &[]);
+    e.handle_message(A, Message::Update { entries: vec![v2.clone()] });
+    e.handle_message(
+        A,
+        Message::Update {
+            entries: vec![rewritten.clone()],
+        },
+    );
+    assert_eq!(e.take_commands(), vec![]);
+    assert!(matches!(e.handle_file_start(A, &v2), Receive::Drop { .. }));
+    assert_eq!(e.take_commands(), vec![want(A, &[&rewritten])]);
+    assert_eq!(e.pending(), 1);
+    // Rewritten after the touched version arrived, while it is made
+    // durable: dropped there, and the rewrite asked for.
+    let mut e = asking_for(&v1, &[]);
+    e.handle_message(A, Message::Update { entries: vec![v2.clone()] });
+    assert_eq!(e.handle_file_start(A, &v2), Receive::Write { expected: None });
+    assert_eq!(e.handle_file_end(A), Receive::Write { expected: None });
+    e.handle_message(
+        A,
+        Message::Update {
+            entries: vec![rewritten.clone()],
+        },
+    );
+    assert_eq!(e.take_commands(), vec![]);
+    assert!(matches!(e.handle_durable(A, &v2), Receive::Drop { .. }));
+    assert_eq!(e.take_commands(), vec![want(A, &[&rewritten])]);
     assert_eq!(e.pending(), 1);
 }
 
