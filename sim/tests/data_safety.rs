@@ -103,6 +103,50 @@ fn an_offline_delete_does_not_resurrect() {
     }
 }
 
+/// Issue 24, case 1: a node killed right after it received files (before
+/// its index reached the disk) must not take them for new files of its own
+/// when it restarts: deletions and edits made meanwhile win, and no
+/// conflict copy appears, for no two writes raced.
+fn crash_soon_after_receiving(seed: u64) -> Cluster {
+    let mut rng = Rng::new(seed);
+    let n = 3;
+    let mut c = Cluster::new(Options::new("crash_soon_after_receiving", n, seed));
+    c.start_all();
+    c.converge(secs(30));
+    let (maker, away, other) = (0, 2, 1);
+    for k in 1..=10 {
+        let len = 1 + rng.below(2000) as usize;
+        c.write(maker, &format!("k{k}"), &rng.bytes(len));
+    }
+    let received = c.run_until(secs(10), |c| (1..=10).all(|k| c.exists(away, &format!("k{k}"))));
+    assert!(received, "seed {seed}: the files never reached {}", c.name(away));
+    c.run_for(ms(rng.below(300)));
+    c.crash(away);
+    c.write(maker, "k1", b"edited while the receiver was down");
+    c.delete(maker, "k2");
+    c.delete(other, "k3");
+    c.run_for(ms(500 + rng.below(2000)));
+    c.restart(away);
+    c.converge(secs(60));
+    for p in ["k2", "k3"] {
+        assert!(!c.exists(0, p), "seed {seed}: {p} came back");
+    }
+    assert_eq!(c.read(away, "k1").as_deref(), Some(&b"edited while the receiver was down"[..]));
+    for k in 1..=10 {
+        let copies = conflict_copies(&mut c, 0, &format!("k{k}"));
+        assert!(copies.is_empty(), "seed {seed}: conflict copies where no writes raced: {copies:?}");
+    }
+    c.assert_stays_converged(QUIET);
+    c
+}
+
+#[test]
+fn a_crash_soon_after_receiving_undoes_no_delete() {
+    for seed in seeds(12) {
+        crash_soon_after_receiving(seed);
+    }
+}
+
 // ----- 2. concurrent edits: exactly one conflict copy everywhere -----------
 
 /// Two sides of a partition edit the same file; after the repair the newer

@@ -173,9 +173,12 @@ impl Engine {
         if self.unsynced(path, kind) {
             return Look::Skip;
         }
+        // A version the install journal holds is what a file received
+        // before a crash shows: not hashed again when it does.
+        let installing = self.index.installing(path).map(|e| (e.clone(), None));
         Look::At(
-            self.index
-                .known(path)
+            installing
+                .or_else(|| self.index.known(path))
                 .or_else(|| self.rejoining.get(path).map(|e| (e.clone(), None))),
         )
     }

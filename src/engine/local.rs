@@ -1,6 +1,7 @@
 //! Local changes: a look at the disk (`Scan`) compared with the index,
 //! and the mass-delete guard.
 
+use super::index::wins_over;
 use super::{safety, Command, Engine, Extent, Observed, Scan};
 use crate::wire::version::Vector;
 use crate::wire::{Entry, Hash, Kind, RelPath};
@@ -96,6 +97,9 @@ impl Engine {
             if old.is_none() && self.rejoined(o) {
                 continue;
             }
+            if !old.as_ref().is_some_and(|e| o.shows(e)) && self.recovered_install(o, old.as_ref()) {
+                continue;
+            }
             if o.kind != Kind::Dir && !old.as_ref().is_some_and(|e| !e.deleted && e.kind == Kind::File) {
                 no_folder_now.push(Some(o.path.clone()));
             }
@@ -142,6 +146,7 @@ impl Engine {
         };
         if tree_done {
             self.rejoin_done();
+            self.index.installs_settled();
         }
         if changes.is_empty() {
             return;
@@ -157,6 +162,23 @@ impl Engine {
         }
         self.broadcast(changes, None);
         self.check_all_synced();
+    }
+
+    /// A look at the disk found `o`, which the index does not say, showing
+    /// the version the install journal says was being put in place there
+    /// when the node stopped (a crash after the rename, before the commit
+    /// that recorded it): that version, with its history, not a new local
+    /// one. True if the index took it back (nothing to announce: the peers
+    /// made it). Issue 24, case 1: taken as new, such files undid the
+    /// deletes and edits made while this node was down.
+    fn recovered_install(&mut self, o: &Observed, old: Option<&Entry>) -> bool {
+        let Some(installed) = self.index.installing(&o.path).filter(|j| o.shows(j) && wins_over(j, old)).cloned() else {
+            return false;
+        };
+        debug!(path = %o.path, "found as received before a crash");
+        self.index.insert_seen(installed, o.stat);
+        self.index.install_settled(&o.path);
+        true
     }
 
     /// A folder whose deletion is recorded but that still holds something

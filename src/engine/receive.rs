@@ -193,6 +193,7 @@ impl Engine {
     /// The content of `entry` from `peer` was written (`Ok`, with the bytes
     /// it cost on the wire) or could not be (`Err`, the reason).
     pub fn handle_received(&mut self, peer: NodeId, entry: Entry, transfer: Transfer, result: Result<u64, String>) {
+        self.index.install_settled(&entry.path);
         if self.answers_request(peer, &entry) {
             self.inflight.remove(&entry.path);
             self.unschedule(entry.path.clone());

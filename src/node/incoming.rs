@@ -249,14 +249,42 @@ impl<N: Net> Node<N> {
         self.install_all(done);
     }
 
+    /// Put a batch of durable received files in place: first ask the
+    /// engine which are still wanted, then make those versions durable in
+    /// the index's install journal, then rename each. A crash after a
+    /// rename and before the index's next commit leaves a file the restart
+    /// finds in the journal, with its history, instead of a new file of
+    /// ours (issue 24, case 1).
     fn install_all(&mut self, done: DurableBatch) {
-        for ((peer, received), result) in done {
-            self.install(peer, received, result);
+        let mut wanted = Vec::with_capacity(done.len());
+        for ((peer, received), durable) in done {
+            self.receiving.durable.remove(&received.tmp.path);
+            // What the path must hold is what it held when the transfer
+            // began: a local edit made since is never overwritten.
+            if let Receive::Write { .. } = self.engine.handle_durable(peer, &received.entry) {
+                wanted.push((peer, received, durable));
+            } else if !received.tmp.discard() {
+                self.receiving.sweep(&self.store);
+            }
+        }
+        let journal: Vec<Entry> = wanted
+            .iter()
+            .filter(|(_, _, durable)| durable.is_ok())
+            .map(|(_, r, _)| r.entry.clone())
+            .collect();
+        let journaled = self
+            .engine
+            .index_mut()
+            .journal_installs(&journal)
+            .map_err(|e| format!("recording the install: {e}"));
+        for (peer, received, durable) in wanted {
+            let durable = durable.and_then(|()| journaled.clone());
+            self.install(peer, received, durable);
         }
     }
 
-    /// Put a durable received file in place, unless it was superseded
-    /// meanwhile, and tell the engine.
+    /// Put a durable received file in place (the engine still wants it,
+    /// and its version is in the install journal), and tell the engine.
     fn install(&mut self, peer: NodeId, received: Received, durable: Result<(), String>) {
         let Received {
             entry,
@@ -265,15 +293,6 @@ impl<N: Net> Node<N> {
             wire_bytes,
             transfer,
         } = received;
-        self.receiving.durable.remove(&tmp.path);
-        // What the path must hold is what it held when the transfer began:
-        // a local edit made since is never overwritten.
-        let Receive::Write { .. } = self.engine.handle_durable(peer, &entry) else {
-            if !tmp.discard() {
-                self.receiving.sweep(&self.store);
-            }
-            return;
-        };
         let action = if expected.is_some() { "modify" } else { "create" };
         let lost = !tmp.path.exists();
         let result = durable

@@ -16,7 +16,10 @@
 //! - the digest sums of every folder (`digest.rs`);
 //! - per peer device, how far its index has been taken (`PeerMark`);
 //! - the index's identity, random at creation: a wiped state directory is
-//!   a new identity, and its peers send it everything.
+//!   a new identity, and its peers send it everything;
+//! - the install journal: received versions about to be put in place,
+//!   durable before their rename (`journal_installs`), so that a crash
+//!   before the next commit cannot make them look like new local files.
 //!
 //! Range reads (a folder, changes since a number, children, a file by
 //! hash) are in `query.rs`.
@@ -50,6 +53,11 @@ const PEERS: TableDefinition<u64, &[u8]> = TableDefinition::new("peers");
 const SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("settings");
 /// The text of the exclusion rules the index was kept under.
 const EXCLUDE_SETTING: &str = "exclude";
+/// The install journal: path → the version about to be put in place there
+/// (a record as in `ENTRIES`). Committed before the renames of a batch of
+/// received files, cleared by the commit that records their outcome: a
+/// crash in between leaves the versions the disk may already show.
+const INSTALLING: TableDefinition<&str, &[u8]> = TableDefinition::new("installing");
 
 /// The database's cache. The index is read in key order and mostly near
 /// what changed: a small cache keeps the resident size flat in the size of
@@ -172,6 +180,10 @@ pub struct Index {
     /// whether it changed since the commit.
     exclusion_rules: Vec<u8>,
     exclusion_rules_changed: bool,
+    /// The install journal as committed (see `INSTALLING`), and the paths
+    /// whose outcome is recorded since: they leave it at the next commit.
+    installing: BTreeMap<RelPath, Entry>,
+    installed: BTreeSet<RelPath>,
     failure: OnceLock<String>,
 }
 
@@ -218,6 +230,7 @@ impl Index {
         // table would be an error.
         let txn = db.begin_write().map_err(db_err)?;
         let mut meta = Meta::default();
+        let mut installing = BTreeMap::new();
         let exclusion_rules;
         {
             txn.open_table(ENTRIES).map_err(db_err)?;
@@ -225,6 +238,15 @@ impl Index {
             txn.open_table(HASHES).map_err(db_err)?;
             txn.open_table(DIRS).map_err(db_err)?;
             txn.open_table(PEERS).map_err(db_err)?;
+            let journal = txn.open_table(INSTALLING).map_err(db_err)?;
+            for row in journal.iter().map_err(db_err)? {
+                let (path, record) = row.map_err(db_err)?;
+                // A damaged or foreign row only costs its recovery.
+                let Ok(path) = RelPath::new(path.value()) else { continue };
+                if let Ok(stored) = decode(path.clone(), record.value()) {
+                    installing.insert(path, stored.entry);
+                }
+            }
             let settings = txn.open_table(SETTINGS).map_err(db_err)?;
             exclusion_rules = settings
                 .get(EXCLUDE_SETTING)
@@ -277,6 +299,8 @@ impl Index {
             ignore: IgnoreRules::default(),
             exclusion_rules,
             exclusion_rules_changed: false,
+            installing,
+            installed: BTreeSet::new(),
             failure: OnceLock::new(),
         })
     }
@@ -315,7 +339,11 @@ impl Index {
 
     /// Changes not yet committed.
     fn uncommitted(&self) -> usize {
-        self.pending.len() + self.pending_marks.len() + usize::from(self.dirs_reset) + usize::from(self.exclusion_rules_changed)
+        self.pending.len()
+            + self.pending_marks.len()
+            + self.installed.len()
+            + usize::from(self.dirs_reset)
+            + usize::from(self.exclusion_rules_changed)
     }
 
     pub(super) fn stored(&self, path: &RelPath) -> Option<Stored> {
@@ -572,6 +600,60 @@ impl Index {
         }
     }
 
+    /// Make `entries`, received versions about to be renamed into place,
+    /// durable in the install journal before any of them is (a write of
+    /// its own, apart from the pending changes). After a crash, a file
+    /// found showing one of them is that version (`installing`), not a new
+    /// local one.
+    pub fn journal_installs(&mut self, entries: &[Entry]) -> Result<(), IndexError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        if let Some(f) = self.failure() {
+            return Err(IndexError::Db(f.to_string()));
+        }
+        let mut txn = self.db.begin_write().map_err(db_err)?;
+        txn.set_durability(self.durability);
+        {
+            let mut journal = txn.open_table(INSTALLING).map_err(db_err)?;
+            for e in entries {
+                let record = encode(&Stored {
+                    entry: e.clone(),
+                    seq: 0,
+                    stat: None,
+                });
+                journal.insert(e.path.as_str(), record.as_slice()).map_err(db_err)?;
+            }
+        }
+        txn.commit().map_err(db_err)?;
+        for e in entries {
+            // Journaled again: its outcome is not recorded yet.
+            self.installed.remove(&e.path);
+            self.installing.insert(e.path.clone(), e.clone());
+        }
+        Ok(())
+    }
+
+    /// The version the install journal says was about to be put in place
+    /// at `path`, if any.
+    pub fn installing(&self, path: &RelPath) -> Option<&Entry> {
+        self.installing.get(path)
+    }
+
+    /// The outcome of installing at `path` is recorded (in the pending
+    /// changes, or it failed): its journal row goes with the next commit.
+    pub fn install_settled(&mut self, path: &RelPath) {
+        if self.installing.contains_key(path) {
+            self.installed.insert(path.clone());
+        }
+    }
+
+    /// Every journal row is settled (a look at the whole tree found what
+    /// it could of them).
+    pub fn installs_settled(&mut self) {
+        self.installed.extend(self.installing.keys().cloned());
+    }
+
     /// Commit, and mark the index as closed cleanly: the next start keeps
     /// its identity (see `over`).
     pub fn close(&mut self) -> Result<(), IndexError> {
@@ -631,6 +713,10 @@ impl Index {
             for (key, v) in META_KEYS.iter().zip(self.meta.values()) {
                 meta.insert(*key, v).map_err(db_err)?;
             }
+            let mut journal = txn.open_table(INSTALLING).map_err(db_err)?;
+            for path in &self.installed {
+                journal.remove(path.as_str()).map_err(db_err)?;
+            }
             if self.exclusion_rules_changed {
                 let mut settings = txn.open_table(SETTINGS).map_err(db_err)?;
                 settings.insert(EXCLUDE_SETTING, self.exclusion_rules.as_slice()).map_err(db_err)?;
@@ -645,6 +731,9 @@ impl Index {
         self.pending_marks.clear();
         self.dirs_reset = false;
         self.exclusion_rules_changed = false;
+        for path in std::mem::take(&mut self.installed) {
+            self.installing.remove(&path);
+        }
         Ok(())
     }
 }

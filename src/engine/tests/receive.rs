@@ -492,3 +492,72 @@ fn a_container_holding_an_unseen_edit_stays_against_a_file() {
     assert!(!kept.deleted && kept.kind == Kind::Dir && kept.version > 30, "{kept:?}");
     assert!(e.index().live(&p("d/x")).is_some(), "the edit stays");
 }
+
+/// Issue 24, case 1: a crash after received files were renamed into place
+/// and before the index's commit. The restart finds them as the versions
+/// received (the install journal), not as new files of ours: a delete made
+/// meanwhile wins, and nothing is announced. A journal row whose rename
+/// never happened (the disk holds the old version) changes nothing.
+#[test]
+fn a_crash_between_install_and_commit_leaves_the_received_version_not_a_new_one() {
+    let dir_ = tempfile::tempdir().unwrap();
+    let db = dir_.path().join("index.redb");
+    let old = file("g", 1, b"old");
+    let (k, g) = (file("k", 5, b"received"), file("g", 6, b"new"));
+    {
+        let (mut index, _) = Index::open(&db).unwrap();
+        index.insert(old.clone());
+        index.commit().unwrap();
+        let mut e = Engine::new(ME, index);
+        connect(&mut e, A);
+        e.handle_message(
+            A,
+            Message::Update {
+                entries: vec![k.clone(), g.clone()],
+            },
+        );
+        e.take_commands();
+        for f in [&k, &g] {
+            assert_eq!(
+                e.handle_durable(A, f),
+                Receive::Write {
+                    expected: f.path.as_str().eq("g").then(|| old.clone())
+                }
+            );
+        }
+        e.index_mut().journal_installs(&[k.clone(), g.clone()]).unwrap();
+        // k is renamed and recorded; then the process dies (no commit).
+        e.handle_received(A, k.clone(), Transfer::Whole, Ok(8));
+    }
+    let (index, _) = Index::open(&db).unwrap();
+    let mut e = Engine::new(ME, index);
+    connect(&mut e, A);
+    e.take_commands();
+    // The disk shows k as received, and g still in its old version.
+    e.handle_local(9, &[None], vec![observed(&k), observed(&old)]);
+    assert_eq!(e.take_commands(), vec![], "nothing new to announce");
+    assert_eq!(e.index().get(&k.path), Some(k.clone()));
+    assert_eq!(e.index().get(&g.path), Some(old));
+    // Deleted by the peer while we were down: the deletion wins.
+    let deleted = Entry {
+        vector: k.vector.clone().bump(A, 20),
+        ..tomb("k", 20)
+    };
+    e.handle_message(
+        A,
+        Message::Update {
+            entries: vec![deleted.clone()],
+        },
+    );
+    assert_eq!(
+        e.take_commands(),
+        vec![Command::Apply {
+            peer: A,
+            action: Action::Delete { entry: deleted, local: k }
+        }]
+    );
+    // The journal is settled by that look and gone with the next commit.
+    e.index_mut().commit().unwrap();
+    assert_eq!(e.index().installing(&p("k")), None);
+    assert_eq!(e.index().installing(&p("g")), None);
+}
