@@ -8,8 +8,13 @@
 //!   replaced or deleted while it was on their disk, is still somewhere
 //!   (the winner, a renamed file, or a conflict copy);
 //! - nothing partial: every file holds content some user wrote;
-//! - no delete came back: a file deleted by a user who had seen its latest
-//!   write, with nothing done to it after, stays gone.
+//! - no delete came back: a file deleted by a user whose disk held what
+//!   the last change of it left, with nothing done to it after, stays gone,
+//!   whatever crashed or was cut off meanwhile (issue 24: a node down when
+//!   the delete was made never saw it, and must not undo it);
+//! - conflict copies only where writes raced: every conflict copy holds a
+//!   content that took part in a change made without seeing the one
+//!   before it.
 //!
 //! `run(seed, &mix)` is one run; `sim/tests/random.rs` runs a fixed number
 //! of seeds per mix under `cargo test`, and `just sim N` runs more.
@@ -17,7 +22,7 @@
 use crate::cluster::{Cluster, Options, Rng};
 use crate::tree::{Item, Tree};
 use dirsync::fs::temp::DiskFault;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 /// What a run draws from, and how much.
@@ -56,6 +61,8 @@ const SECOND_NS: i128 = 1_000_000_000;
 /// and before the epoch.
 const FAR_FUTURE: i128 = 10_413_792_000 * SECOND_NS;
 const FAR_PAST: i128 = -631_152_000 * SECOND_NS;
+/// What the name of every conflict copy holds.
+const CONFLICT_MARK: &str = ".sync-conflict-";
 /// How long the cluster gets to settle after the last fault is undone.
 const SETTLE_WITHIN: Duration = Duration::from_secs(900);
 
@@ -94,10 +101,21 @@ struct Oracle {
     /// half, make one content, which a later delete that saw it supersedes;
     /// found by the workload, faults seed 7200021693.)
     must_survive: BTreeSet<[u8; 32]>,
-    /// Files deleted while every node held the same version of them and
-    /// no fault was in force (the delete saw everything): gone for good
-    /// unless something is done to the path (or a folder above) later.
+    /// Files deleted by a user whose disk held what the last change of
+    /// them left, and never changed concurrently (the delete saw every
+    /// change): gone for good unless something is done to the path (or a
+    /// folder above) later.
     deleted_after_seeing_all: BTreeSet<String>,
+    /// What each file path held after the last user change of it, as that
+    /// user's disk showed it (`None`: deleted).
+    latest: BTreeMap<String, Option<Item>>,
+    /// Paths some user changed while their disk did not hold what the last
+    /// change there left: a concurrent change, which may win over a later
+    /// delete and may leave a conflict copy.
+    raced: BTreeSet<String>,
+    /// Contents that took part in a concurrent change: the only ones a
+    /// conflict copy may hold.
+    raced_contents: BTreeSet<[u8; 32]>,
 }
 
 impl Oracle {
@@ -106,6 +124,10 @@ impl Oracle {
         c.note(format!("oracle: {path:?} holds {}", short(&h)));
         self.written.insert(h);
         self.must_survive.insert(h);
+        if path.contains(CONFLICT_MARK) {
+            // Written by a user into a conflict copy: theirs to keep.
+            self.raced_contents.insert(h);
+        }
         self.touched(path);
     }
 
@@ -120,6 +142,72 @@ impl Oracle {
     fn touched(&mut self, path: &str) {
         let within = |a: &str, b: &str| a == b || a.starts_with(&format!("{b}/"));
         self.deleted_after_seeing_all.retain(|d| !within(d, path) && !within(path, d));
+    }
+
+    /// Whether `tree` (a user's disk) holds at `path` what the last user
+    /// change of it left. A path no change is known of counts as held.
+    fn holds_latest(&self, tree: &Tree, path: &str) -> bool {
+        let file = tree.get(path).filter(|i| i.hash().is_some());
+        match self.latest.get(path) {
+            None => true,
+            Some(latest) => file == latest.as_ref(),
+        }
+    }
+
+    /// A user whose disk is `tree` is about to change file `path`: a
+    /// change made without holding the last one is concurrent with it.
+    fn changing(&mut self, tree: &Tree, path: &str) {
+        if !self.holds_latest(tree, path) {
+            self.raced.insert(path.to_string());
+            let theirs = self.latest.get(path).and_then(|l| l.as_ref()).and_then(Item::hash);
+            let ours = tree.get(path).and_then(Item::hash);
+            self.raced_contents.extend(theirs.into_iter().chain(ours));
+        }
+    }
+
+    /// A user changed file `path` on `host`: what it holds now is the
+    /// latest change (a concurrent one's content may be a conflict copy).
+    fn changed(&mut self, c: &mut Cluster, host: usize, path: &str) {
+        let now = c.tree(host).get(path).filter(|i| i.hash().is_some()).cloned();
+        if self.raced.contains(path) {
+            self.raced_contents.extend(now.as_ref().and_then(Item::hash));
+        }
+        self.latest.insert(path.to_string(), now);
+    }
+
+    /// A user whose disk is `tree` deletes (or moves away) every file at
+    /// and below `path`: those it held in their latest change, never
+    /// changed concurrently, must stay gone. `elsewhere`: the other disks.
+    fn deleting(&mut self, tree: &Tree, elsewhere: &[Tree], path: &str) {
+        let prefix = format!("{path}/");
+        let files: Vec<String> = tree
+            .iter()
+            .filter(|(p, i)| i.hash().is_some() && (*p == path || p.starts_with(&prefix)))
+            .map(|(p, _)| p.clone())
+            .collect();
+        for f in files {
+            if self.holds_latest(tree, &f) && !self.raced.contains(&f) && self.latest.contains_key(&f) {
+                self.deleted_after_seeing_all.insert(f.clone());
+            }
+            self.latest.insert(f, None);
+        }
+        // Something below it on another disk that this one does not hold
+        // (made or changed elsewhere, not here yet): this deletion did not
+        // see it, so whatever takes the path races with it (a folder
+        // holding unseen content beats a file, which becomes a copy).
+        let mut unseen = false;
+        for other in elsewhere {
+            for (p, item) in other.iter().filter(|(p, _)| p.starts_with(&prefix)) {
+                if tree.get(p) != Some(item) {
+                    unseen = true;
+                    self.raced_contents.extend(item.hash());
+                }
+            }
+        }
+        if unseen {
+            self.raced.insert(path.to_string());
+            self.raced_contents.extend(tree.get(path).and_then(Item::hash));
+        }
     }
 }
 
@@ -140,6 +228,11 @@ pub fn run(seed: u64, mix: &Mix) {
     }
     c.start_all();
     c.run_for(Duration::from_secs(3));
+    for (path, item) in c.tree(0) {
+        if item.hash().is_some() {
+            oracle.latest.insert(path, Some(item));
+        }
+    }
     let mut undo: Vec<(Duration, Undo)> = Vec::new();
     for _ in 0..mix.steps {
         let now = c.elapsed();
@@ -148,13 +241,13 @@ pub fn run(seed: u64, mix: &Mix) {
         }
         let roll = rng.below(100);
         if roll < mix.fault_percent {
-            start_fault(&mut c, &mut rng, &mut undo);
+            start_fault(&mut c, &mut rng, &mut oracle, &mut undo);
         } else if roll < mix.fault_percent + mix.race_percent {
             race(&mut c, &mut rng, &mut oracle, mix.nodes);
         } else {
             let host = rng.below(mix.nodes as u64) as usize;
             if c.is_running(host) {
-                user_op(&mut c, &mut rng, &mut oracle, host, undo.is_empty());
+                user_op(&mut c, &mut rng, &mut oracle, host);
             }
         }
         c.run_for(Duration::from_millis(rng.below(600)));
@@ -189,11 +282,14 @@ fn check(c: &mut Cluster, oracle: &Oracle, seed: u64, mix: &Mix) {
             if !oracle.written.contains(&h) {
                 wrong += &format!("  {path:?} holds content no user wrote ({})\n", short(&h));
             }
+            if path.contains(CONFLICT_MARK) && !oracle.raced_contents.contains(&h) {
+                wrong += &format!("  {path:?} is a conflict copy of {}, which no concurrent write made\n", short(&h));
+            }
         }
     }
     for path in &oracle.deleted_after_seeing_all {
         if matches!(tree.get(path), Some(Item::File { .. })) {
-            wrong += &format!("  {path:?} was deleted after its last write and came back\n");
+            wrong += &format!("  {path:?} was deleted after its last change and came back\n");
         }
     }
     if !wrong.is_empty() {
@@ -211,7 +307,7 @@ fn extract_due(undo: &mut Vec<(Duration, Undo)>, now: Duration) -> Vec<(Duration
     due
 }
 
-fn start_fault(c: &mut Cluster, rng: &mut Rng, undo: &mut Vec<(Duration, Undo)>) {
+fn start_fault(c: &mut Cluster, rng: &mut Rng, oracle: &mut Oracle, undo: &mut Vec<(Duration, Undo)>) {
     let host = rng.below(c.len() as u64) as usize;
     // One fault per host at a time.
     if !c.is_running(host)
@@ -222,7 +318,7 @@ fn start_fault(c: &mut Cluster, rng: &mut Rng, undo: &mut Vec<(Duration, Undo)>)
         return;
     }
     let until = c.elapsed() + Duration::from_millis(1_000 + rng.below(15_000));
-    match rng.below(5) {
+    match rng.below(6) {
         0 => {
             c.isolate(host);
             undo.push((until, Undo::Heal(host)));
@@ -231,8 +327,26 @@ fn start_fault(c: &mut Cluster, rng: &mut Rng, undo: &mut Vec<(Duration, Undo)>)
             c.crash(host);
             undo.push((until, Undo::Restart(host)));
         }
+        // A crash on the receive path: right after a file another node
+        // wrote arrived here, before the index's next commit (issue 24,
+        // case 1), or a moment later.
+        5 => {
+            let from = (host + 1 + rng.below(c.len() as u64 - 1) as usize) % c.len();
+            if c.is_running(from) {
+                let path = format!("{}recv{}", pick_folder(rng), rng.below(1000));
+                let tree = c.tree(from);
+                if free(&tree, &path) {
+                    let content = content(rng);
+                    user_write(c, oracle, from, &tree, &path, &content);
+                    c.run_until(Duration::from_secs(5), |c| c.read(host, &path).as_deref() == Some(&content[..]));
+                    c.run_for(Duration::from_millis(rng.below(50)));
+                }
+            }
+            c.crash(host);
+            undo.push((until, Undo::Restart(host)));
+        }
         n => {
-            let fault = [DiskFault::NoSpace, DiskFault::ReadOnly, DiskFault::Io][n as usize - 2];
+            let fault = [DiskFault::NoSpace, DiskFault::ReadOnly, DiskFault::Io][(n as usize - 2) % 3];
             c.disk_fault(host, Some(fault));
             undo.push((until, Undo::DiskOk(host)));
         }
@@ -310,19 +424,31 @@ fn superseded_under(oracle: &mut Oracle, tree: &Tree, path: &str) {
     }
 }
 
+/// The trees of every host but `host`.
+fn others(c: &mut Cluster, host: usize) -> Vec<Tree> {
+    (0..c.len()).filter(|o| *o != host).map(|o| c.tree(o)).collect()
+}
+
+/// Write `content` to file `path` on `host`, as a user does.
+fn user_write(c: &mut Cluster, oracle: &mut Oracle, host: usize, tree: &Tree, path: &str, content: &[u8]) {
+    oracle.changing(tree, path);
+    oracle.wrote(c, path, content);
+    c.write(host, path, content);
+    oracle.changed(c, host, path);
+}
+
 /// One user operation on `host`.
-fn user_op(c: &mut Cluster, rng: &mut Rng, oracle: &mut Oracle, host: usize, no_fault: bool) {
+fn user_op(c: &mut Cluster, rng: &mut Rng, oracle: &mut Oracle, host: usize) {
     let tree = c.tree(host);
     let files = files_of(&tree);
     let dirs = dirs_of(&tree);
-    match rng.below(13) {
+    match rng.below(14) {
         // Create.
         0..=2 => {
             let path = fresh_path(rng);
             if free(&tree, &path) {
                 let content = content(rng);
-                oracle.wrote(c, &path, &content);
-                c.write(host, &path, &content);
+                user_write(c, oracle, host, &tree, &path, &content);
             }
         }
         // Append, overwrite, truncate.
@@ -338,20 +464,15 @@ fn user_op(c: &mut Cluster, rng: &mut Rng, oracle: &mut Oracle, host: usize, no_
                 _ => old[..old.len() / 2].to_vec(),
             };
             superseded_under(oracle, &tree, &path);
-            oracle.wrote(c, &path, &new);
-            c.write(host, &path, &new);
+            user_write(c, oracle, host, &tree, &path, &new);
         }
         // Delete a file or a folder.
         6 if !files.is_empty() || !dirs.is_empty() => {
             let all: Vec<String> = files.iter().chain(&dirs).cloned().collect();
             let path = rng.pick(&all).clone();
-            let held = tree.get(&path).and_then(Item::hash);
-            let everywhere = (0..c.len()).all(|o| c.is_running(o) && c.tree(o).get(&path).and_then(Item::hash) == held);
             superseded_under(oracle, &tree, &path);
             oracle.touched(&path);
-            if held.is_some() && no_fault && everywhere {
-                oracle.deleted_after_seeing_all.insert(path.clone());
-            }
+            oracle.deleting(&tree, &others(c, host), &path);
             c.delete(host, &path);
         }
         // Rename or move across folders (a case-only rename among them).
@@ -369,37 +490,90 @@ fn user_op(c: &mut Cluster, rng: &mut Rng, oracle: &mut Oracle, host: usize, no_
             if to != from && free(&tree, &to) && !to.starts_with(&format!("{from}/")) {
                 oracle.touched(&from);
                 oracle.touched(&to);
+                // Where each moved file lands: a change there.
+                let prefix = format!("{from}/");
+                let moved: Vec<String> = tree
+                    .keys()
+                    .filter(|p| tree[*p].hash().is_some() && (**p == from || p.starts_with(&prefix)))
+                    .map(|p| format!("{to}{}", &p[from.len()..]))
+                    .collect();
+                // The destination itself too: a folder moved where a
+                // file was made elsewhere meanwhile races with it.
+                let landed: BTreeSet<String> = moved.into_iter().chain([to.clone()]).collect();
+                for dest in &landed {
+                    oracle.changing(&tree, dest);
+                }
+                oracle.deleting(&tree, &others(c, host), &from);
                 c.rename(host, &from, &to);
+                for dest in &landed {
+                    oracle.changed(c, host, dest);
+                }
             }
         }
         // A file replaced by a folder, and a folder by a file.
         9 if !files.is_empty() => {
             let path = rng.pick(&files).clone();
             superseded_under(oracle, &tree, &path);
+            oracle.changing(&tree, &path);
+            oracle.deleting(&tree, &others(c, host), &path);
             c.delete(host, &path);
             c.mkdir(host, &path);
             let inner = format!("{path}/inner.txt");
             let content = content(rng);
-            oracle.wrote(c, &inner, &content);
-            c.write(host, &inner, &content);
+            user_write(c, oracle, host, &tree, &inner, &content);
         }
         10 if !dirs.is_empty() => {
             let path = rng.pick(&dirs).clone();
             superseded_under(oracle, &tree, &path);
+            oracle.deleting(&tree, &others(c, host), &path);
             c.delete(host, &path);
             let content = content(rng);
-            oracle.wrote(c, &path, &content);
-            c.write(host, &path, &content);
+            user_write(c, oracle, host, &tree, &path, &content);
         }
         // Far-past and far-future mtimes, or the executable bit.
         11 if !files.is_empty() => {
             let path = rng.pick(&files).clone();
             oracle.touched(&path);
+            oracle.changing(&tree, &path);
             if rng.chance(30) {
                 c.chmod(host, &path, rng.chance(50));
             } else {
                 let when = if rng.chance(50) { FAR_FUTURE } else { FAR_PAST };
                 c.touch(host, &path, when + rng.below(1_000_000_000) as i128);
+            }
+            oracle.changed(c, host, &path);
+        }
+        // Files changed while they are on their way to the peers, as git
+        // does with its objects (issue 24, case 0): new files, then
+        // touched and some rewritten, faster than a want's round trip.
+        12 => {
+            let folder = pick_folder(rng);
+            let made: Vec<String> = (0..1 + rng.below(4))
+                .map(|i| format!("{folder}obj{}-{i}", rng.below(1000)))
+                .collect();
+            for path in &made {
+                let tree = c.tree(host);
+                if free(&tree, path) {
+                    let content = content(rng);
+                    user_write(c, oracle, host, &tree, path, &content);
+                }
+            }
+            for _ in 0..1 + rng.below(3) {
+                c.run_for(Duration::from_millis(rng.below(20)));
+                let tree = c.tree(host);
+                for path in made.iter().filter(|p| matches!(tree.get(*p), Some(Item::File { .. }))) {
+                    if rng.chance(20) {
+                        let content = content(rng);
+                        superseded_under(oracle, &tree, path);
+                        user_write(c, oracle, host, &tree, path, &content);
+                    } else {
+                        oracle.touched(path);
+                        oracle.changing(&tree, path);
+                        let now = c.now_ns() as i128;
+                        c.touch(host, path, now);
+                        oracle.changed(c, host, path);
+                    }
+                }
             }
         }
         // Make a folder.
@@ -429,8 +603,7 @@ fn race(c: &mut Cluster, rng: &mut Rng, oracle: &mut Oracle, nodes: usize) {
         superseded_under(oracle, &tree, &path);
         let len = 1 + rng.below(300) as usize;
         let content = rng.bytes(len);
-        oracle.wrote(c, &path, &content);
-        c.write(host, &path, &content);
+        user_write(c, oracle, host, &tree, &path, &content);
         c.run_for(Duration::from_millis(rng.below(400)));
     }
 }

@@ -33,8 +33,15 @@ impl Engine {
             .under(Some(dir))
             .filter(|c| c.path != *dir && !c.deleted && !self.unsynced(&c.path, c.kind))
             .any(|c| {
+                // A deletion of it heard earlier that failed to apply here
+                // (a disk error) was seen all the same (found by the
+                // workload's conflict-copy invariant, faults seed
+                // 7200021603: the folder stayed, the file became a
+                // conflict copy).
+                let failed = self.retries.get(&c.path).map(|r| &r.entry).filter(|t| t.deleted);
                 deletions
                     .get(&c.path)
+                    .or(failed)
                     .is_none_or(|t| !beats(t, &c) || resurrection(t, &c).is_some())
             })
     }

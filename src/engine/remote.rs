@@ -300,9 +300,17 @@ impl Engine {
         let Some(file) = self.file_above(&e.path) else {
             return false;
         };
-        if batch.folders.get(&file.path).is_some_and(|d| beats(d, &file)) {
+        // A folder heard earlier that failed to replace the file here (a
+        // disk error) is seen all the same (found by the workload's
+        // conflict-copy invariant, faults seed 7200021604).
+        let failed = self
+            .retries
+            .get(&file.path)
+            .map(|r| &r.entry)
+            .filter(|d| d.kind == Kind::Dir && !d.deleted);
+        if batch.folders.get(&file.path).or(failed).is_some_and(|d| beats(d, &file)) {
             // The peer's folder replaces our file in this very batch,
-            // before `e` is taken (folders come first).
+            // before `e` is taken (folders come first), or is tried again.
             return false;
         }
         if batch.giving_way.insert(file.path.clone()) {
