@@ -262,6 +262,7 @@ impl Engine {
 
     /// An `Action` finished: `Ok` if the disk now holds it.
     pub fn handle_action_done(&mut self, peer: NodeId, action: Action, result: Result<(), ActionError>) {
+        self.index.install_settled(&action.entry().path);
         let container = matches!(result, Err(ActionError::NotEmpty(_)));
         let result = match result {
             // The peer deleted a folder that still holds something here (a

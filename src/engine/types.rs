@@ -161,6 +161,12 @@ impl Action {
         }
     }
 
+    /// The live version this action puts on disk (not a deletion's
+    /// tombstone): what the install journal records before it runs.
+    pub fn installs(&self) -> Option<&Entry> {
+        Some(self.entry()).filter(|e| !e.deleted)
+    }
+
     /// A word for logs.
     pub fn name(&self) -> &'static str {
         match self {

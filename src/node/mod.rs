@@ -37,7 +37,7 @@ use crate::transport::net::{Net, Socket};
 use crate::transport::rate::RateLimit;
 use crate::transport::secure::Connection;
 use crate::transport::static_peers::StaticPeers;
-use crate::wire::{Announce, Message, NodeId, RelPath};
+use crate::wire::{Announce, Entry, Message, NodeId, RelPath};
 use incoming::Receiving;
 use peers::{ConnId, Origin, Peers};
 use status::{Control, StatusRequest};
@@ -469,6 +469,22 @@ impl<N: Net> Node<N> {
             // out: the loop stops after this event.
             if commands.is_empty() || self.engine.index().failure().is_some() {
                 return;
+            }
+            // What the disk actions among them put in place is durable in
+            // the install journal first, as for received files
+            // (`install_all`): a crash after one and before the index's
+            // commit leaves a version the restart recognises, not a new
+            // local one (found by the workload: a file touched by a peer,
+            // then a crash, came back against a later delete).
+            let installs: Vec<Entry> = commands
+                .iter()
+                .filter_map(|c| match c {
+                    Command::Apply { action, .. } => action.installs().cloned(),
+                    _ => None,
+                })
+                .collect();
+            if let Err(e) = self.engine.index_mut().journal_installs(&installs) {
+                warn!(error = %e, "could not record the changes about to be made: a crash before the next save may take them for local edits");
             }
             for cmd in commands {
                 self.run_command(cmd);
