@@ -371,7 +371,17 @@ impl Engine {
             self.act(peer, Action::SetMtime { entry: e, local });
             return;
         }
-        if let Some((from, from_tombstone)) = batch.moving_away.get_mut(&e.hash).and_then(|v| v.pop()) {
+        // Never from below the path itself (a file replacing a folder):
+        // that file cannot move onto its own folder, and its deletion
+        // would be skipped as done, keeping the folder (found by the
+        // workload's conflict-copy invariant, everyday seed 7100021312:
+        // an empty file replaced a folder holding another empty file).
+        let outside = |from: &Entry| !from.path.is_within(&e.path);
+        let moved = batch.moving_away.get_mut(&e.hash).and_then(|v| {
+            let i = v.iter().rposition(|(from, _)| outside(from))?;
+            Some(v.remove(i))
+        });
+        if let Some((from, from_tombstone)) = moved {
             batch.renamed.insert(from.path.clone());
             let action = Action::Rename {
                 from,
@@ -384,7 +394,9 @@ impl Engine {
         }
         // Not from a path excluded here: its entry is the peers' version,
         // not what this disk holds.
-        let copy_source = self.index.live_file_with_hash(&e.hash, |p| !self.excluded(p));
+        let copy_source = self
+            .index
+            .live_file_with_hash(&e.hash, |p| !self.excluded(p) && !p.is_within(&e.path));
         if let Some(from) = copy_source {
             self.act(
                 peer,

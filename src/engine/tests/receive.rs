@@ -561,3 +561,38 @@ fn a_crash_between_install_and_commit_leaves_the_received_version_not_a_new_one(
     assert_eq!(e.index().installing(&p("k")), None);
     assert_eq!(e.index().installing(&p("g")), None);
 }
+
+/// Found by the workload's conflict-copy invariant (everyday seed
+/// 7100021312): a file replaces a folder that holds a file of the same
+/// content. That file is not moved onto its own folder (the move fails,
+/// its deletion was skipped as done, the folder stayed and the new file
+/// became a conflict copy): it is deleted, and the content comes from
+/// elsewhere.
+#[test]
+fn a_file_replacing_its_folder_is_not_moved_from_inside_it() {
+    let (d, inner) = (dir("a", 1), file("a/x", 1, b""));
+    let mut e = connected(&[d.clone(), inner.clone()], &[A]);
+    let replacing = file("a", 5, b"");
+    let gone = tomb("a/x", 5);
+    e.handle_message(
+        A,
+        Message::Update {
+            entries: vec![replacing.clone(), gone.clone(), dir_tomb("a", 5)],
+        },
+    );
+    let commands = e.take_commands();
+    assert!(
+        !commands.iter().any(|c| matches!(
+            c,
+            Command::Apply {
+                action: Action::Rename { .. } | Action::Copy { .. },
+                ..
+            }
+        )),
+        "{commands:?}"
+    );
+    assert!(commands.contains(&Command::Apply {
+        peer: A,
+        action: Action::Delete { entry: gone, local: inner }
+    }));
+}
