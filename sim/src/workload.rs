@@ -157,6 +157,18 @@ impl Oracle {
     /// A user whose disk is `tree` is about to change file `path`: a
     /// change made without holding the last one is concurrent with it.
     fn changing(&mut self, tree: &Tree, path: &str) {
+        // A file made elsewhere at a folder on the way, not here yet: this
+        // write (inside the folder here) races with it.
+        let mut above = path;
+        while let Some((parent, _)) = above.rsplit_once('/') {
+            above = parent;
+            if let Some(Some(file)) = self.latest.get(above) {
+                if tree.get(above) != Some(file) {
+                    self.raced.insert(above.to_string());
+                    self.raced_contents.extend(file.hash());
+                }
+            }
+        }
         if !self.holds_latest(tree, path) {
             self.raced.insert(path.to_string());
             let theirs = self.latest.get(path).and_then(|l| l.as_ref()).and_then(Item::hash);
