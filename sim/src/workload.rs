@@ -198,7 +198,14 @@ impl Oracle {
             .map(|(p, _)| p.clone())
             .collect();
         for f in files {
-            if self.holds_latest(tree, &f) && !self.raced.contains(&f) && self.latest.contains_key(&f) {
+            if !self.holds_latest(tree, &f) {
+                // A delete that missed the last change: that change wins
+                // against it (an edit beats a delete that did not see it)
+                // and stays the latest, raced.
+                self.changing(tree, &f);
+                continue;
+            }
+            if !self.raced.contains(&f) && self.latest.contains_key(&f) {
                 self.deleted_after_seeing_all.insert(f.clone());
             }
             self.latest.insert(f, None);

@@ -113,7 +113,14 @@ impl Engine {
             }
             stats.push(o.stat);
             let mtime = if o.kind == Kind::Dir { now } else { o.mtime };
-            let mut e = self.local_version(old.as_ref(), o.path.clone(), o.kind, false, o.size, mtime, o.hash);
+            // Changed since a version the install journal holds was put in
+            // place (a crash, then an edit before the first look): the
+            // edit builds on that version, not on the older one the index
+            // kept, or it would race with it (found by the workload,
+            // faults seed 7200021622: a conflict copy of the received
+            // version on every node).
+            let base = self.latest_seen(&o.path, old.clone());
+            let mut e = self.local_version(base.as_ref(), o.path.clone(), o.kind, false, o.size, mtime, o.hash);
             e.exec = o.exec;
             if unknown && old.is_none() {
                 e.vector = Vector::default();
@@ -136,7 +143,8 @@ impl Engine {
             }
         }
         for e in gone {
-            let t = self.local_version(Some(&e), e.path.clone(), e.kind, true, 0, now, Hash::ZERO);
+            let base = self.latest_seen(&e.path, Some(e.clone()));
+            let t = self.local_version(base.as_ref(), e.path.clone(), e.kind, true, 0, now, Hash::ZERO);
             changes.push(t);
             stats.push(None);
         }
@@ -179,6 +187,20 @@ impl Engine {
         self.index.insert_seen(installed, o.stat);
         self.index.install_settled(&o.path);
         true
+    }
+
+    /// What a local change of `path` builds on: `old`, or the
+    /// version the install journal says was put in place there after it
+    /// (a crash, then a change before the first look). The journal row is
+    /// written just before its rename; a crash in between and a change of
+    /// the old file would wrongly build on the newer version (which then
+    /// goes to the peers' trash, not a conflict copy): a window of one
+    /// rename, against a spurious conflict after every such crash.
+    fn latest_seen(&self, path: &RelPath, old: Option<Entry>) -> Option<Entry> {
+        match self.index.installing(path) {
+            Some(j) if wins_over(j, old.as_ref()) => Some(j.clone()),
+            _ => old,
+        }
     }
 
     /// A folder whose deletion is recorded but that still holds something

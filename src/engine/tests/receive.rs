@@ -596,3 +596,28 @@ fn a_file_replacing_its_folder_is_not_moved_from_inside_it() {
         action: Action::Delete { entry: gone, local: inner }
     }));
 }
+
+/// Found by the workload (faults seed 7200021622): a crash right after a
+/// received file was put in place, then the user edits it before the
+/// node's first look. The edit builds on the received version (the
+/// journal's), so it is a sequential edit everywhere, not a conflict.
+#[test]
+fn an_edit_after_a_crash_builds_on_the_version_received_before_it() {
+    let dir_ = tempfile::tempdir().unwrap();
+    let db = dir_.path().join("index.redb");
+    let received = file("k", 5, b"received");
+    {
+        let (mut index, _) = Index::open(&db).unwrap();
+        index.journal_installs(std::slice::from_ref(&received)).unwrap();
+    }
+    let (index, _) = Index::open(&db).unwrap();
+    let mut e = Engine::new(ME, index);
+    let edited = file("k", 9, b"edited after the restart");
+    e.handle_local(9, &[None], vec![observed(&edited)]);
+    let ours = e.index().get(&p("k")).unwrap();
+    assert_eq!(
+        ours.vector.compare(&received.vector),
+        crate::wire::version::Causality::Descends,
+        "{ours:?}"
+    );
+}
