@@ -180,9 +180,12 @@ pub struct Index {
     /// whether it changed since the commit.
     exclusion_rules: Vec<u8>,
     exclusion_rules_changed: bool,
-    /// The install journal as committed (see `INSTALLING`), and the paths
-    /// whose outcome is recorded since: they leave it at the next commit.
+    /// The install journal's rows left by an earlier run (it stopped
+    /// before their outcome was committed: see `INSTALLING`), the paths
+    /// journaled by this run, and the paths whose outcome is recorded
+    /// since the last commit (their rows go with the next one).
     installing: BTreeMap<RelPath, Entry>,
+    journaled: BTreeSet<RelPath>,
     installed: BTreeSet<RelPath>,
     failure: OnceLock<String>,
 }
@@ -300,6 +303,7 @@ impl Index {
             exclusion_rules,
             exclusion_rules_changed: false,
             installing,
+            journaled: BTreeSet::new(),
             installed: BTreeSet::new(),
             failure: OnceLock::new(),
         })
@@ -629,13 +633,14 @@ impl Index {
         for e in entries {
             // Journaled again: its outcome is not recorded yet.
             self.installed.remove(&e.path);
-            self.installing.insert(e.path.clone(), e.clone());
+            self.journaled.insert(e.path.clone());
         }
         Ok(())
     }
 
-    /// The version the install journal says was about to be put in place
-    /// at `path`, if any.
+    /// The version the install journal of an earlier run says was about
+    /// to be put in place at `path`, if any. (This run's rows are settled
+    /// in the same turn as they are written: they serve only a restart.)
     pub fn installing(&self, path: &RelPath) -> Option<&Entry> {
         self.installing.get(path)
     }
@@ -643,7 +648,7 @@ impl Index {
     /// The outcome of installing at `path` is recorded (in the pending
     /// changes, or it failed): its journal row goes with the next commit.
     pub fn install_settled(&mut self, path: &RelPath) {
-        if self.installing.contains_key(path) {
+        if self.journaled.contains(path) || self.installing.contains_key(path) {
             self.installed.insert(path.clone());
         }
     }
@@ -733,6 +738,7 @@ impl Index {
         self.exclusion_rules_changed = false;
         for path in std::mem::take(&mut self.installed) {
             self.installing.remove(&path);
+            self.journaled.remove(&path);
         }
         Ok(())
     }
