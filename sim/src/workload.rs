@@ -116,6 +116,9 @@ struct Oracle {
     /// Contents that took part in a concurrent change: the only ones a
     /// conflict copy may hold.
     raced_contents: BTreeSet<[u8; 32]>,
+    /// Every content each file path held after a user's change: a change
+    /// made without holding the latest races with all it missed.
+    history: BTreeMap<String, Vec<[u8; 32]>>,
 }
 
 impl Oracle {
@@ -171,9 +174,9 @@ impl Oracle {
         }
         if !self.holds_latest(tree, path) {
             self.raced.insert(path.to_string());
-            let theirs = self.latest.get(path).and_then(|l| l.as_ref()).and_then(Item::hash);
+            let missed = self.history.get(path).into_iter().flatten().copied();
             let ours = tree.get(path).and_then(Item::hash);
-            self.raced_contents.extend(theirs.into_iter().chain(ours));
+            self.raced_contents.extend(missed.chain(ours).collect::<Vec<_>>());
         }
     }
 
@@ -183,6 +186,9 @@ impl Oracle {
         let now = c.tree(host).get(path).filter(|i| i.hash().is_some()).cloned();
         if self.raced.contains(path) {
             self.raced_contents.extend(now.as_ref().and_then(Item::hash));
+        }
+        if let Some(h) = now.as_ref().and_then(Item::hash) {
+            self.history.entry(path.to_string()).or_default().push(h);
         }
         self.latest.insert(path.to_string(), now);
     }
