@@ -606,6 +606,9 @@ fn user_op(c: &mut Cluster, rng: &mut Rng, oracle: &mut Oracle, host: usize) {
             let path = format!("{}{}", pick_folder(rng), rng.pick(&["d1", "d2", "x"]));
             if free(&tree, &path) {
                 oracle.touched(&path);
+                // A folder made where a file was made elsewhere races
+                // with it.
+                oracle.changing(&tree, &path);
                 c.mkdir(host, &path);
             }
         }
