@@ -32,6 +32,23 @@ use crate::wire::{Entry, Kind, RelPath};
 use std::collections::BTreeMap;
 use tracing::info;
 
+/// What a path synced again is known to hold here when its rule goes.
+#[derive(Debug, Clone)]
+pub(super) enum Rejoining {
+    /// The version this disk held when the rule came.
+    Held(Entry),
+    /// None was held (the path came while excluded): the peers' version.
+    Tracked(Entry),
+}
+
+impl Rejoining {
+    pub(super) fn entry(&self) -> &Entry {
+        match self {
+            Rejoining::Held(e) | Rejoining::Tracked(e) => e,
+        }
+    }
+}
+
 /// Exclusion rules ready to use: parsed, and not naming the whole tree.
 #[derive(Debug, Clone, Default)]
 pub struct Exclusion {
@@ -77,8 +94,21 @@ impl Engine {
         let changed = kept_under != exclusion.text;
         if changed {
             let (old, _) = IgnoreRules::from_file_bytes(EXCLUDE_FILE, &kept_under);
-            // One pass over the index, when rules that excluded something
-            // change (rarely): what they excluded and the new ones do not.
+            // What a new rule names, this disk holds in the version the
+            // index says now: held, for when the rule goes (the entries
+            // follow the peers from now on). One pass over the index, when
+            // the rules change (rarely).
+            if !exclusion.rules.is_empty() {
+                let newly: Vec<Entry> = self
+                    .index
+                    .iter()
+                    .filter(|e| exclusion.rules.excludes(&e.path) && !old.excludes(&e.path))
+                    .collect();
+                for e in newly {
+                    self.index.hold(e);
+                }
+            }
+            // What they excluded and the new ones do not.
             let rejoining: Vec<Entry> = if old.is_empty() {
                 Vec::new()
             } else {
@@ -90,10 +120,16 @@ impl Engine {
             if !rejoining.is_empty() {
                 info!(paths = rejoining.len(), "paths excluded here until now are synced again");
             }
-            for e in rejoining {
-                self.index.forget(&e.path);
-                if !e.deleted {
-                    self.rejoining.insert(e.path.clone(), e);
+            for tracked in rejoining {
+                let held = self.index.held(&tracked.path);
+                self.index.release(&tracked.path);
+                self.index.forget(&tracked.path);
+                let known = match held {
+                    Some(h) => Rejoining::Held(h),
+                    None => Rejoining::Tracked(tracked),
+                };
+                if !known.entry().deleted {
+                    self.rejoining.insert(known.entry().path.clone(), known);
                 }
             }
             self.index.set_exclusion_rules(&exclusion.text);
@@ -179,22 +215,28 @@ impl Engine {
         Look::At(
             installing
                 .or_else(|| self.index.known(path))
-                .or_else(|| self.rejoining.get(path).map(|e| (e.clone(), None))),
+                .or_else(|| self.rejoining.get(path).map(|r| (r.entry().clone(), None))),
         )
     }
 
     /// A look at the disk found `o` where the index forgot the version of
-    /// a path synced again: if `o` is that version, the index takes it
-    /// back as it was (nothing new to announce). True if it did.
-    pub(super) fn rejoined(&mut self, o: &Observed) -> bool {
-        let Some(e) = self.rejoining.remove(&o.path) else {
-            return false;
-        };
-        let same = o.shows(&e);
-        if same {
-            self.index.insert_seen(e, o.stat);
+    /// a path synced again: if `o` is the version this disk held when the
+    /// rule came (or, with none held, the peers' version), the index takes
+    /// it back as it was (nothing new to announce; a newer version of the
+    /// peers, a deletion included, then reaches us by the digest descent
+    /// and wins as it should: issue 24, case 2). `Err` with what a new
+    /// local version builds on otherwise: the held version (an edit of it
+    /// made while excluded), or nothing (new content here, concurrent
+    /// with the peers').
+    pub(super) fn rejoined(&mut self, o: &Observed) -> Result<(), Option<Entry>> {
+        match self.rejoining.remove(&o.path) {
+            Some(r) if o.shows(r.entry()) => {
+                self.index.insert_seen(r.entry().clone(), o.stat);
+                Ok(())
+            }
+            Some(Rejoining::Held(h)) => Err(Some(h)),
+            _ => Err(None),
         }
-        same
     }
 
     /// A look at the whole tree is over: what it did not find of the

@@ -94,8 +94,12 @@ impl Engine {
         let mut no_folder_now = Vec::new();
         for o in &found {
             let (old, stat) = self.index.known(&o.path).unzip();
-            if old.is_none() && self.rejoined(o) {
-                continue;
+            let mut rejoined_base = None;
+            if old.is_none() {
+                match self.rejoined(o) {
+                    Ok(()) => continue,
+                    Err(base) => rejoined_base = base,
+                }
             }
             if !old.as_ref().is_some_and(|e| o.shows(e)) && self.recovered_install(o, old.as_ref()) {
                 continue;
@@ -119,7 +123,7 @@ impl Engine {
             // kept, or it would race with it (found by the workload,
             // faults seed 7200021622: a conflict copy of the received
             // version on every node).
-            let base = self.latest_seen(&o.path, old.clone());
+            let base = self.latest_seen(&o.path, old.clone().or(rejoined_base));
             let mut e = self.local_version(base.as_ref(), o.path.clone(), o.kind, false, o.size, mtime, o.hash);
             e.exec = o.exec;
             if unknown && old.is_none() {

@@ -164,7 +164,7 @@ pub struct Engine {
     /// Paths excluded until the rules changed, synced again: their
     /// forgotten entries, until a look at the whole tree found them here
     /// or not (`exclude.rs`).
-    rejoining: BTreeMap<RelPath, Entry>,
+    rejoining: BTreeMap<RelPath, exclude::Rejoining>,
     /// `.dirsyncignore` as a path, made once: it is looked up after every
     /// input.
     ignore_path: Option<RelPath>,

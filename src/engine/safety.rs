@@ -21,13 +21,19 @@ pub(super) fn dir_gone(dir: &DirState) -> Option<String> {
 /// that did not see it, and holds bytes the winner lacks: a concurrent
 /// edit, whose loser is kept as a conflict copy. Equal vectors with
 /// different content (two unknown histories: files that met for the first
-/// time) count as concurrent too. An unknown history (empty vector) against
-/// a known one counts as its ancestor: no copy, as before vectors.
+/// time) count as concurrent too, and so does an unknown history (empty
+/// vector) against a known one: nothing says either saw the other's
+/// bytes, so neither is dropped (issue 24: a host's own file, never seen
+/// by anyone, lost on a hash tie-break to a peer's file of unknown
+/// history when its exclusion rule went; found by the simulation, exclude
+/// seed 31000188). Content equal to a version someone has seen takes
+/// that version's history instead (`recovered_install`, `rejoined`).
 pub(super) fn loses_concurrently(local: &Entry, winner: &Entry) -> bool {
     if local.kind != Kind::File || winner.deleted || (winner.kind == Kind::File && winner.hash == local.hash) {
         return false;
     }
-    matches!(winner.vector.compare(&local.vector), Causality::Concurrent | Causality::Equal)
+    let unknown = winner.vector.is_empty() || local.vector.is_empty();
+    unknown || matches!(winner.vector.compare(&local.vector), Causality::Concurrent | Causality::Equal)
 }
 
 /// If `incoming` is a delete that would win over our live file `local`

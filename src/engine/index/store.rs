@@ -58,6 +58,10 @@ const EXCLUDE_SETTING: &str = "exclude";
 /// received files, cleared by the commit that records their outcome: a
 /// crash in between leaves the versions the disk may already show.
 const INSTALLING: TableDefinition<&str, &[u8]> = TableDefinition::new("installing");
+/// Path → the version this disk held when an exclusion rule came to name
+/// the path (a record as in `ENTRIES`): the entries then follow the peers,
+/// and this is what the file here is when the rule goes.
+const HELD: TableDefinition<&str, &[u8]> = TableDefinition::new("held");
 
 /// The database's cache. The index is read in key order and mostly near
 /// what changed: a small cache keeps the resident size flat in the size of
@@ -187,6 +191,8 @@ pub struct Index {
     installing: BTreeMap<RelPath, Entry>,
     journaled: BTreeSet<RelPath>,
     installed: BTreeSet<RelPath>,
+    /// Changes to `HELD` since the commit (`None`: released).
+    pending_held: BTreeMap<RelPath, Option<Entry>>,
     failure: OnceLock<String>,
 }
 
@@ -241,6 +247,7 @@ impl Index {
             txn.open_table(HASHES).map_err(db_err)?;
             txn.open_table(DIRS).map_err(db_err)?;
             txn.open_table(PEERS).map_err(db_err)?;
+            txn.open_table(HELD).map_err(db_err)?;
             let journal = txn.open_table(INSTALLING).map_err(db_err)?;
             for row in journal.iter().map_err(db_err)? {
                 let (path, record) = row.map_err(db_err)?;
@@ -305,6 +312,7 @@ impl Index {
             installing,
             journaled: BTreeSet::new(),
             installed: BTreeSet::new(),
+            pending_held: BTreeMap::new(),
             failure: OnceLock::new(),
         })
     }
@@ -346,6 +354,7 @@ impl Index {
         self.pending.len()
             + self.pending_marks.len()
             + self.installed.len()
+            + self.pending_held.len()
             + usize::from(self.dirs_reset)
             + usize::from(self.exclusion_rules_changed)
     }
@@ -516,6 +525,39 @@ impl Index {
         let was = self.replace(path, Some(&old));
         self.pending.insert(path.clone(), Change { stored: None, was });
         self.commit_if_full();
+    }
+
+    /// An exclusion rule now names `entry`'s path: remember `entry` as
+    /// the version this disk holds there (`held`), whatever the entries
+    /// follow from now on.
+    pub fn hold(&mut self, entry: Entry) {
+        self.pending_held.insert(entry.path.clone(), Some(entry));
+    }
+
+    /// The version this disk held at `path` when a rule came to exclude
+    /// it, if any.
+    pub fn held(&self, path: &RelPath) -> Option<Entry> {
+        if let Some(e) = self.pending_held.get(path) {
+            return e.clone();
+        }
+        // The table is read rarely (a rule going): a transaction of its own.
+        let read = || -> Result<Option<Entry>, IndexError> {
+            let txn = self.db.begin_read().map_err(db_err)?;
+            let table = txn.open_table(HELD).map_err(db_err)?;
+            let Some(v) = table.get(path.as_str()).map_err(db_err)? else {
+                return Ok(None);
+            };
+            Ok(decode(path.clone(), v.value()).ok().map(|s| s.entry))
+        };
+        read().unwrap_or_else(|e| {
+            self.fail(e);
+            None
+        })
+    }
+
+    /// The rule excluding `path` went: what was held there is no longer.
+    pub fn release(&mut self, path: &RelPath) {
+        self.pending_held.insert(path.clone(), None);
     }
 
     /// The text of the exclusion rules the index was kept under (empty:
@@ -722,6 +764,22 @@ impl Index {
             for path in &self.installed {
                 journal.remove(path.as_str()).map_err(db_err)?;
             }
+            let mut held = txn.open_table(HELD).map_err(db_err)?;
+            for (path, e) in &self.pending_held {
+                match e {
+                    Some(e) => {
+                        let record = encode(&Stored {
+                            entry: e.clone(),
+                            seq: 0,
+                            stat: None,
+                        });
+                        held.insert(path.as_str(), record.as_slice()).map_err(db_err)?;
+                    }
+                    None => {
+                        held.remove(path.as_str()).map_err(db_err)?;
+                    }
+                }
+            }
             if self.exclusion_rules_changed {
                 let mut settings = txn.open_table(SETTINGS).map_err(db_err)?;
                 settings.insert(EXCLUDE_SETTING, self.exclusion_rules.as_slice()).map_err(db_err)?;
@@ -740,6 +798,7 @@ impl Index {
             self.installing.remove(&path);
             self.journaled.remove(&path);
         }
+        self.pending_held.clear();
         Ok(())
     }
 }

@@ -137,12 +137,13 @@ fn a_rule_removed_keeps_what_is_here_and_fetches_what_is_missing() {
     assert!(e.set_exclusion(exclusion("")));
     assert_eq!(e.excluded_paths(), 0);
     // The whole tree is looked at: the same file is ours again as it was
-    // (nothing to announce); one edited here while excluded is a version
-    // of ours, concurrent with the peer's; a missing one is no deletion.
+    // (nothing to announce); one edited here while excluded is an edit of
+    // the version this disk held when the rule came (issue 24, case 2); a
+    // missing one is no deletion.
     let edited = file("videos/differs.mp4", 7, b"mine");
     e.handle_local(9, &[None], vec![observed(&folder), observed(&same), observed(&edited)]);
     let ours = Entry {
-        vector: Vector::default().bump(ME, 7),
+        vector: differs.vector.clone().bump(ME, 7),
         by: ME,
         ..edited
     };
