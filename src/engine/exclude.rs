@@ -49,6 +49,15 @@ impl Rejoining {
     }
 }
 
+/// What a look at the disk makes of a path synced again (`rejoined`).
+#[derive(Debug)]
+pub(super) enum Rejoined {
+    /// The file is the version known: the index takes it back.
+    TakenBack,
+    /// A new local version, built on this one (if any).
+    NewVersionOf(Option<Entry>),
+}
+
 /// Exclusion rules ready to use: parsed, and not naming the whole tree.
 #[derive(Debug, Clone, Default)]
 pub struct Exclusion {
@@ -224,18 +233,18 @@ impl Engine {
     /// rule came (or, with none held, the peers' version), the index takes
     /// it back as it was (nothing new to announce; a newer version of the
     /// peers, a deletion included, then reaches us by the digest descent
-    /// and wins as it should: issue 24, case 2). `Err` with what a new
-    /// local version builds on otherwise: the held version (an edit of it
-    /// made while excluded), or nothing (new content here, concurrent
-    /// with the peers').
-    pub(super) fn rejoined(&mut self, o: &Observed) -> Result<(), Option<Entry>> {
+    /// and wins as it should: issue 24, case 2). Otherwise, what a new
+    /// local version builds on: the held version (an edit of it made while
+    /// excluded), or nothing (new content here, concurrent with the
+    /// peers').
+    pub(super) fn rejoined(&mut self, o: &Observed) -> Rejoined {
         match self.rejoining.remove(&o.path) {
             Some(r) if o.shows(r.entry()) => {
                 self.index.insert_seen(r.entry().clone(), o.stat);
-                Ok(())
+                Rejoined::TakenBack
             }
-            Some(Rejoining::Held(h)) => Err(Some(h)),
-            _ => Err(None),
+            Some(Rejoining::Held(h)) => Rejoined::NewVersionOf(Some(h)),
+            _ => Rejoined::NewVersionOf(None),
         }
     }
 

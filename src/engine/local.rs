@@ -1,6 +1,7 @@
 //! Local changes: a look at the disk (`Scan`) compared with the index,
 //! and the mass-delete guard.
 
+use super::exclude::Rejoined;
 use super::index::wins_over;
 use super::{safety, Command, Engine, Extent, Observed, Scan};
 use crate::wire::version::Vector;
@@ -97,8 +98,8 @@ impl Engine {
             let mut rejoined_base = None;
             if old.is_none() {
                 match self.rejoined(o) {
-                    Ok(()) => continue,
-                    Err(base) => rejoined_base = base,
+                    Rejoined::TakenBack => continue,
+                    Rejoined::NewVersionOf(base) => rejoined_base = base,
                 }
             }
             if !old.as_ref().is_some_and(|e| o.shows(e)) && self.recovered_install(o, old.as_ref()) {

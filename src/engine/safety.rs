@@ -21,19 +21,20 @@ pub(super) fn dir_gone(dir: &DirState) -> Option<String> {
 /// that did not see it, and holds bytes the winner lacks: a concurrent
 /// edit, whose loser is kept as a conflict copy. Equal vectors with
 /// different content (two unknown histories: files that met for the first
-/// time) count as concurrent too, and so does an unknown history (empty
-/// vector) against a known one: nothing says either saw the other's
-/// bytes, so neither is dropped (issue 24: a host's own file, never seen
-/// by anyone, lost on a hash tie-break to a peer's file of unknown
-/// history when its exclusion rule went; found by the simulation, exclude
-/// seed 31000188). Content equal to a version someone has seen takes
-/// that version's history instead (`recovered_install`, `rejoined`).
+/// time) count as concurrent too. An unknown history (empty vector) that
+/// loses to a known one counts as its ancestor: no copy, as before
+/// vectors. But a known history never descends from an unknown one that
+/// beats it (a local version ranks above the one it builds on), so a
+/// winner of unknown history is concurrent with it, and the loser is kept
+/// (a host's own file, never seen by anyone, lost on a hash tie-break to a
+/// peer's file of unknown history when its exclusion rule went; found by
+/// the simulation, exclude seed 31000188).
 pub(super) fn loses_concurrently(local: &Entry, winner: &Entry) -> bool {
     if local.kind != Kind::File || winner.deleted || (winner.kind == Kind::File && winner.hash == local.hash) {
         return false;
     }
-    let unknown = winner.vector.is_empty() || local.vector.is_empty();
-    unknown || matches!(winner.vector.compare(&local.vector), Causality::Concurrent | Causality::Equal)
+    let unknown_winner = winner.vector.is_empty() && !local.vector.is_empty();
+    unknown_winner || matches!(winner.vector.compare(&local.vector), Causality::Concurrent | Causality::Equal)
 }
 
 /// If `incoming` is a delete that would win over our live file `local`

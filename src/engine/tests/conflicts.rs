@@ -316,3 +316,44 @@ fn a_higher_ranked_but_older_history_never_replaces_our_edit() {
     assert_eq!(e.take_commands(), vec![update(A, vec![ours.clone()])]);
     assert_eq!(e.index().get(&mine.path), Some(ours.clone()));
 }
+
+/// A version of unknown history (empty vector) that beats ours is no
+/// descendant of ours (a local version ranks above what it builds on):
+/// ours is kept as a conflict copy. One of unknown history that loses to a
+/// known one is its ancestor, as before: no copy (a file received from a
+/// node whose index was new, then edited).
+#[test]
+fn an_unknown_history_that_wins_keeps_ours_and_one_that_loses_is_an_ancestor() {
+    let unknown = |content: &[u8]| Entry {
+        vector: Vector::default(),
+        ..file("a.mp4", 10, content)
+    };
+    // Equal times: the larger hash wins, whichever side it is on.
+    let (x, y) = (by_me(None, file("a.mp4", 10, b"mine")), unknown(b"theirs"));
+    let (ours, theirs) = if y.hash > x.hash {
+        (x, y)
+    } else {
+        (by_me(None, file("a.mp4", 10, b"other")), y)
+    };
+    assert!(theirs.hash > ours.hash);
+    let mut e = connected(std::slice::from_ref(&ours), &[A]);
+    e.handle_message(A, index_msg(vec![theirs.clone()]));
+    let copy = crate::engine::conflict::conflict_entry(&ours).unwrap();
+    assert_eq!(
+        e.take_commands(),
+        vec![Command::Apply {
+            peer: A,
+            action: Action::ConflictCopy {
+                from: ours,
+                copy,
+                then: theirs
+            }
+        }]
+    );
+    // Received with no history, then edited elsewhere: sequential.
+    let received = unknown(b"seeded");
+    let edit = edited(&received, A, 20, b"edited");
+    let mut e = connected(std::slice::from_ref(&received), &[A]);
+    e.handle_message(A, index_msg(vec![edit.clone()]));
+    assert_eq!(e.take_commands(), vec![want(A, &[&edit])]);
+}
