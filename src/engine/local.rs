@@ -3,9 +3,11 @@
 
 use super::exclude::Rejoined;
 use super::index::wins_over;
+use super::repair::DELETE_HOLD;
 use super::{safety, Command, Engine, Extent, Observed, Scan};
 use crate::wire::version::Vector;
 use crate::wire::{Entry, Hash, Kind, RelPath};
+use std::collections::BTreeSet;
 use tracing::{debug, error, info};
 
 /// Most paths looked at again a moment after they appeared: a burst of
@@ -54,6 +56,8 @@ impl Engine {
             extent,
         } = scan;
         if let Some(reason) = safety::dir_gone(&dir) {
+            // Nothing found gone lately travels: the disk went.
+            self.held_deletes.clear();
             if self.suspended.is_none() {
                 error!(%reason, "not syncing, so that no deletion of everything reaches the peers: is the disk unmounted? Syncing resumes by itself once the directory and its .dirsync folder are back (mkdir DIR/.dirsync if DIR is right)");
                 self.suspended = Some(reason.clone());
@@ -147,7 +151,30 @@ impl Engine {
                 }
             }
         }
+        // A deletion travels once a look a moment after the first still
+        // finds the path gone and DIR with its marker (this one: it is
+        // past the guard). A file whose content reappears in this very
+        // look moved (a rename): it goes at once, so that peers move it
+        // rather than copy it.
+        // So does what lay below a path that is a file now (a folder
+        // replaced by a file): peers take the file and the deletions
+        // together, or keep the folder against it.
+        let moved: BTreeSet<Hash> = changes.iter().filter(|c| c.kind == Kind::File).map(|c| c.hash).collect();
+        let replaced: Vec<&RelPath> = changes.iter().filter(|c| c.kind == Kind::File).map(|c| &c.path).collect();
+        for f in &found {
+            self.held_deletes.remove(&f.path);
+        }
+        let mut confirmed = Vec::with_capacity(gone.len());
         for e in gone {
+            let since = *self.held_deletes.entry(e.path.clone()).or_insert(now);
+            let was_moved = e.kind == Kind::File && moved.contains(&e.hash);
+            let below_a_file = replaced.iter().any(|f| e.path.is_within(f) && e.path != **f);
+            if since + DELETE_HOLD <= now || was_moved || below_a_file {
+                self.held_deletes.remove(&e.path);
+                confirmed.push(e);
+            }
+        }
+        for e in confirmed {
             let base = self.latest_seen(&e.path, Some(e.clone()));
             let t = self.local_version(base.as_ref(), e.path.clone(), e.kind, true, 0, now, Hash::ZERO);
             changes.push(t);

@@ -135,6 +135,10 @@ pub struct Engine {
     /// later: a file written and renamed away at once must not stay live
     /// in the index.
     young: BTreeMap<RelPath, i128>,
+    /// Paths a look found gone, with when: a deletion travels only once a
+    /// later look, a moment after, still finds DIR with its marker
+    /// (`local.rs`, the mass-delete guard made all-or-nothing).
+    held_deletes: BTreeMap<RelPath, i128>,
     /// The latest time an input brought (`handle_tick`, `handle_scan`).
     clock: i128,
     /// Needs that may not be asked for yet: a superset of the needs not in
@@ -195,6 +199,7 @@ impl Engine {
             retries: BTreeMap::new(),
             dirs_to_remove: BTreeMap::new(),
             young: BTreeMap::new(),
+            held_deletes: BTreeMap::new(),
             clock: 0,
             unscheduled: BTreeSet::new(),
             parked: BTreeMap::new(),

@@ -22,6 +22,11 @@ const RETRY_FIRST: i128 = SECOND;
 const RETRY_MAX: i128 = 60 * SECOND;
 /// How long after it appeared a path is looked at again.
 const YOUNG_AFTER: i128 = SECOND;
+/// How long a path found gone waits before its deletion travels: longer
+/// than an `rm -rf` of a folder takes to reach its marker, so that the
+/// guard sees the marker gone before any deletion leaves (issue 24, case
+/// 5: 1 to 38 of 300 deletions reached the peers first).
+pub(super) const DELETE_HOLD: i128 = SECOND;
 /// How long two differing digests must stay unchanged before a resync.
 const QUIET: i128 = 5 * SECOND;
 /// The first wait between two resyncs with the same peer; it doubles.
@@ -116,7 +121,13 @@ impl Engine {
         self.clock = self.clock.max(now);
         self.retry_due();
         self.remove_dirs_due();
-        self.recheck_young();
+        let mut look = self.recheck_young();
+        look.extend(self.held_deletes_due());
+        look.sort();
+        look.dedup();
+        if !look.is_empty() {
+            self.commands.push(Command::Rescan { paths: look });
+        }
         self.share_digest();
         self.resync_differing();
         self.remember_progress();
@@ -197,7 +208,8 @@ impl Engine {
     }
 
     /// Look again at the paths that appeared at least `YOUNG_AFTER` ago.
-    fn recheck_young(&mut self) {
+    /// Young paths due for another look.
+    fn recheck_young(&mut self) -> Vec<RelPath> {
         let clock = self.clock;
         let old: Vec<RelPath> = self
             .young
@@ -208,9 +220,18 @@ impl Engine {
         for p in &old {
             self.young.remove(p);
         }
-        if !old.is_empty() {
-            self.commands.push(Command::Rescan { paths: old });
-        }
+        old
+    }
+
+    /// Paths found gone a moment ago, due for another look: it also
+    /// checks DIR and its marker, and only then do their deletions travel.
+    fn held_deletes_due(&self) -> Vec<RelPath> {
+        let clock = self.clock;
+        self.held_deletes
+            .iter()
+            .filter(|(_, t)| **t + DELETE_HOLD <= clock)
+            .map(|(p, _)| p.clone())
+            .collect()
     }
 
     /// Send our index again to each peer whose digest has differed from

@@ -47,7 +47,7 @@ fn an_ignored_path_gone_from_disk_is_not_a_deletion() {
     // Synced before the rule came: still in the index.
     let (keep, log) = (file("a.txt", 5, b"a"), file("x.log", 5, b"l"));
     let mut e = with_rules(&[keep.clone(), log.clone()], &[A], "*.log\n");
-    e.handle_local(9, &[None], vec![]);
+    look_and_confirm(&mut e, 9, &[None], vec![]);
     let cmds = e.take_commands();
     assert_eq!(cmds.len(), 1, "{cmds:?}");
     let Command::Send {

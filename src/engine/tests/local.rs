@@ -13,10 +13,18 @@ fn local_changes_go_to_every_peer() {
     let (new, created) = (by_me(Some(&old), new), by_me(None, created));
     let changes = vec![new.clone(), created.clone()];
     assert_eq!(e.take_commands(), vec![update(A, changes.clone()), update(B, changes)]);
-    // Deleting `b` on disk: a tombstone at `now`, which saw `created`.
+    // Deleting `b` on disk: nothing travels until a look a moment later
+    // (which the engine asks for) finds it still gone, DIR and its marker
+    // still there; then a tombstone at that time, which saw `created`.
     e.handle_local(200, &[Some(p("b"))], vec![]);
-    let gone = by_me(Some(&created), tomb("b", 200));
-    assert_eq!(gone.vector, Vector::single(ME, 200));
+    assert_eq!(e.take_commands(), vec![]);
+    let later = 200 + crate::engine::repair::DELETE_HOLD;
+    e.handle_tick(later);
+    let asked = e.take_commands();
+    assert_eq!(asked[0], Command::Rescan { paths: vec![p("b")] }, "{asked:?}");
+    e.handle_local(later, &[Some(p("b"))], vec![]);
+    let gone = by_me(Some(&created), tomb("b", later));
+    assert_eq!(gone.vector, Vector::single(ME, later as u64));
     assert_eq!(e.take_commands(), vec![update(A, vec![gone.clone()]), update(B, vec![gone])]);
     // A scan that finds everything as indexed changes nothing.
     e.handle_local(300, &[None], vec![observed(&new)]);
@@ -136,7 +144,8 @@ fn a_missing_directory_or_marker_stops_syncing_instead_of_deleting_everything() 
 fn an_emptied_directory_that_keeps_its_marker_deletes_everything() {
     let files = [file("a", 10, b"a"), file("d/b", 10, b"b"), dir("d", 10)];
     let mut e = connected(&files, &[A]);
-    e.handle_scan(
+    scan_and_confirm(
+        &mut e,
         100,
         Scan {
             roots: vec![None],
@@ -222,7 +231,11 @@ fn a_shallow_look_at_a_folder_deletes_its_missing_children_and_their_subtrees_on
     ];
     let gone = [file("d/b", 1, b"b"), dir("d/old", 1), file("d/old/y", 1, b"y")];
     let mut e = engine_with(&[&kept[..], &gone[..]].concat());
-    e.handle_scan(100, tree_part(Some(p("d")), vec![observed(&kept[1]), observed(&kept[2])], false));
+    scan_and_confirm(
+        &mut e,
+        100,
+        tree_part(Some(p("d")), vec![observed(&kept[1]), observed(&kept[2])], false),
+    );
     let deleted: Vec<String> = e.index().iter().filter(|x| x.deleted).map(|x| x.path.to_string()).collect();
     assert_eq!(deleted, ["d/b", "d/old", "d/old/y"]);
     assert!(e.index().live(&p("d/sub/x")).is_some() && e.index().live(&p("e")).is_some());
@@ -250,8 +263,68 @@ fn every_part_of_the_first_whole_look_has_an_unknown_history() {
 fn a_shallow_look_that_finds_a_file_where_a_folder_was_deletes_what_the_folder_held() {
     let mut e = engine_with(&[dir("x", 1), file("x/y", 1, b"y"), dir("x/z", 1), file("x/z/w", 1, b"w")]);
     let now_a_file = file("x", 5, b"a file now");
-    e.handle_scan(100, tree_part(None, vec![observed(&now_a_file)], true));
+    scan_and_confirm(&mut e, 100, tree_part(None, vec![observed(&now_a_file)], true));
     let deleted: Vec<String> = e.index().iter().filter(|x| x.deleted).map(|x| x.path.to_string()).collect();
     assert_eq!(deleted, ["x/y", "x/z", "x/z/w"]);
     assert_eq!(e.index().live(&p("x")).map(|x| x.kind), Some(Kind::File));
+}
+
+/// Issue 24, case 5: `rm -rf` of every entry of DIR, its marker last.
+/// The looks that find files gone while the marker is still there send
+/// nothing; the look that finds the marker gone suspends syncing; none of
+/// the deletions ever reaches a peer. With the marker kept, they all
+/// travel, a moment later.
+#[test]
+fn a_deletion_of_everything_with_the_marker_is_all_or_nothing() {
+    let files: Vec<Entry> = (0..6).map(|i| file(&format!("f{i}"), 10, b"x")).collect();
+    let mut e = connected(&files, &[A]);
+    let gone = |range: std::ops::Range<usize>| -> Vec<Option<RelPath>> { range.map(|i| Some(p(&format!("f{i}")))).collect() };
+    let hold = crate::engine::repair::DELETE_HOLD;
+    e.handle_local(100, &gone(0..3), vec![]);
+    e.handle_local(100 + hold / 4, &gone(3..6), vec![]);
+    assert_eq!(e.take_commands(), vec![], "nothing travels yet");
+    // The marker goes last: the next look suspends, and what was held is
+    // dropped.
+    e.handle_scan(
+        100 + hold / 2,
+        Scan {
+            roots: gone(0..6),
+            shallow: vec![],
+            extent: Extent::Paths,
+            found: vec![],
+            failed: vec![],
+            dir: DirState::Missing("no marker".into()),
+        },
+    );
+    assert!(matches!(&e.take_commands()[..], [Command::Suspend { .. }]));
+    e.handle_tick(100 + 2 * hold);
+    let cmds = e.take_commands();
+    assert!(
+        !cmds.iter().any(|c| matches!(
+            c,
+            Command::Send {
+                msg: Message::Update { .. },
+                ..
+            } | Command::Rescan { .. }
+        )),
+        "{cmds:?}"
+    );
+    assert!(files.iter().all(|f| e.index().live(&f.path).is_some()), "no deletion recorded");
+    // With the marker kept, the same deletions all travel, together.
+    let mut e = connected(&files, &[A]);
+    e.handle_local(100, &gone(0..6), vec![]);
+    assert_eq!(e.take_commands(), vec![]);
+    e.handle_tick(100 + hold);
+    assert_eq!(
+        e.take_commands()[0],
+        Command::Rescan {
+            paths: files.iter().map(|f| f.path.clone()).collect()
+        }
+    );
+    e.handle_local(100 + hold, &gone(0..6), vec![]);
+    let cmds = e.take_commands();
+    assert!(
+        matches!(&cmds[..], [Command::Send { msg: Message::Update { entries }, .. }] if entries.len() == 6 && entries.iter().all(|x| x.deleted)),
+        "{cmds:?}"
+    );
 }

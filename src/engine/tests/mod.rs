@@ -83,6 +83,20 @@ fn observed(e: &Entry) -> Observed {
     }
 }
 
+/// A look at the disk (`handle_local`) made twice, `DELETE_HOLD` apart and
+/// the second at `now`: what it finds gone travels only with the second
+/// (a deletion waits for a look that still finds DIR with its marker).
+fn look_and_confirm(e: &mut Engine, now: i128, roots: &[Option<RelPath>], found: Vec<Observed>) {
+    e.handle_local(now - crate::engine::repair::DELETE_HOLD, roots, found.clone());
+    e.handle_local(now, roots, found);
+}
+
+/// `handle_scan`, twice in the same way.
+fn scan_and_confirm(e: &mut Engine, now: i128, scan: Scan) {
+    e.handle_scan(now - crate::engine::repair::DELETE_HOLD, scan.clone());
+    e.handle_scan(now, scan);
+}
+
 fn engine_with(entries: &[Entry]) -> Engine {
     let mut index = Index::default();
     for e in entries {
@@ -542,7 +556,7 @@ fn content_asked_for_before_a_newer_local_change_is_refused() {
         );
         assert_eq!(e.take_commands(), vec![want(A, &[&theirs])]);
         let found = if mine.deleted { vec![] } else { vec![observed(&mine)] };
-        e.handle_local(6, &[Some(p("f"))], found);
+        look_and_confirm(&mut e, 6, &[Some(p("f"))], found);
         e.take_commands();
         assert!(e.content_wanted(A, &theirs).is_err(), "{mine:?}");
         // A newer version made after seeing ours.
