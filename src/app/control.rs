@@ -36,6 +36,10 @@ impl Status {
         for p in &self.peers {
             let state = if p.synced { "synchronized" } else { "syncing" };
             let tree = match p.digest {
+                // Equal digests say nothing of what cannot be read here.
+                Some(d) if d == self.digest && self.unreadable_total > 0 => {
+                    format!("tree {}  in sync but for what cannot be read here", d.short())
+                }
                 Some(d) if d == self.digest => format!("tree {}  in sync", d.short()),
                 Some(d) => format!("tree {}  differs", d.short()),
                 None => "tree unknown".to_string(),
@@ -70,6 +74,16 @@ impl Status {
         }
         if let Some(why) = &self.suspended {
             out += &format!("NOT SYNCING  {why}\n");
+        }
+        if self.unreadable_total > 0 {
+            out +=
+                &format!(
+                "UNREADABLE {} here: unknown, not synced; no deletion made here travels meanwhile (fix the permissions, or exclude them)\n",
+                if self.unreadable_total == 1 { "1 path".to_string() } else { format!("{} paths", self.unreadable_total) }
+            );
+            for p in &self.unreadable {
+                out += &format!("  {p}\n");
+            }
         }
         if self.retrying_total > 0 {
             out += &format!("retrying {} (failed, tried again with backoff)\n", files(self.retrying_total));

@@ -8,7 +8,7 @@ use super::{safety, Command, Engine, Extent, Observed, Scan};
 use crate::wire::version::Vector;
 use crate::wire::{Entry, Hash, Kind, RelPath};
 use std::collections::BTreeSet;
-use tracing::{debug, error, info};
+use tracing::{debug, error, info, warn};
 
 /// Most paths looked at again a moment after they appeared: a burst of
 /// new files (a first scan, a big copy) is not a write-then-rename race,
@@ -27,6 +27,7 @@ impl Engine {
                 shallow: vec![],
                 found,
                 failed: vec![],
+                hashing: vec![],
                 dir: super::DirState::Present,
                 extent: Extent::Paths,
             },
@@ -52,6 +53,7 @@ impl Engine {
             shallow,
             found,
             failed,
+            hashing,
             dir,
             extent,
         } = scan;
@@ -72,6 +74,7 @@ impl Engine {
         for root in roots.iter().flatten() {
             self.vacated(root);
         }
+        self.note_unreadable(&roots, &failed, &found, extent);
         // The first look at the whole tree after the index was lost: what
         // it finds has an unknown history (all of its parts do).
         let whole = roots.iter().any(Option::is_none) || matches!(extent, Extent::TreePart { .. });
@@ -145,7 +148,7 @@ impl Engine {
         let mut gone = Vec::new();
         for root in &gone_roots {
             for e in self.index.under(root.as_ref()) {
-                let unknown = failed.iter().any(|f| e.path.is_within(f));
+                let unknown = failed.iter().chain(&hashing).any(|f| e.path.is_within(f));
                 if !e.deleted && !seen(&e.path) && !unknown && !self.unsynced(&e.path, e.kind) {
                     gone.push(e.clone());
                 }
@@ -169,7 +172,8 @@ impl Engine {
             let since = *self.held_deletes.entry(e.path.clone()).or_insert(now);
             let was_moved = e.kind == Kind::File && moved.contains(&e.hash);
             let below_a_file = replaced.iter().any(|f| e.path.is_within(f) && e.path != **f);
-            if since + DELETE_HOLD <= now || was_moved || below_a_file {
+            let due = since + DELETE_HOLD <= now && !self.may_hold_moved_content();
+            if due || was_moved || below_a_file {
                 self.held_deletes.remove(&e.path);
                 confirmed.push(e);
             }
@@ -219,6 +223,49 @@ impl Engine {
         self.index.insert_seen(installed, o.stat);
         self.index.install_settled(&o.path);
         true
+    }
+
+    /// Keep the set of unreadable paths up to date with a look: what it
+    /// could not read is added (and logged once), what it read or found
+    /// gone under its roots leaves, and a look at the whole tree replaces
+    /// the set once it is over.
+    fn note_unreadable(&mut self, roots: &[Option<RelPath>], failed: &[RelPath], found: &[Observed], extent: Extent) {
+        for f in failed {
+            if self.unreadable.insert(f.clone()) {
+                warn!(path = %f, "cannot be read here: unknown, not gone; looked at again, and no deletion made here travels until it can be read (fix its permissions, or exclude it)");
+            }
+        }
+        for o in found {
+            self.unreadable.remove(&o.path);
+        }
+        let failed_set: BTreeSet<&RelPath> = failed.iter().collect();
+        match extent {
+            Extent::Paths if roots.iter().any(Option::is_none) => self.unreadable.retain(|u| failed_set.contains(u)),
+            Extent::Paths => self
+                .unreadable
+                .retain(|u| failed_set.contains(u) || !roots.iter().flatten().any(|r| u.is_within(r))),
+            Extent::TreePart { last } => {
+                self.tree_failed.extend(failed.iter().cloned());
+                if last {
+                    let seen = std::mem::take(&mut self.tree_failed);
+                    self.unreadable.retain(|u| seen.contains(u));
+                }
+            }
+        }
+    }
+
+    /// True while an unreadable path may hold what a deletion found here
+    /// moved away (`mv f locked/`, or `chmod 000 sub; mv sub sub2`): a
+    /// folder, or a path the index holds no live file at.
+    pub(super) fn may_hold_moved_content(&self) -> bool {
+        self.unreadable
+            .iter()
+            .any(|u| self.index.live(u).is_none_or(|e| e.kind == Kind::Dir))
+    }
+
+    /// Paths a look could not read, in path order.
+    pub fn unreadable(&self) -> impl Iterator<Item = &RelPath> {
+        self.unreadable.iter()
     }
 
     /// What a local change of `path` builds on: `old`, or the

@@ -139,6 +139,14 @@ pub struct Engine {
     /// later look, a moment after, still finds DIR with its marker
     /// (`local.rs`, the mass-delete guard made all-or-nothing).
     held_deletes: BTreeMap<RelPath, i128>,
+    /// Paths a look could not read (permission, I/O error): unknown, not
+    /// gone. While one of them may hold what moved away (a folder, or a
+    /// path the index does not know), no deletion travels (issue 24,
+    /// case 3), and `dirsync status` lists them.
+    unreadable: BTreeSet<RelPath>,
+    /// What the parts of the look at the whole tree under way could not
+    /// read so far: the set above, once the look is over.
+    tree_failed: BTreeSet<RelPath>,
     /// The latest time an input brought (`handle_tick`, `handle_scan`).
     clock: i128,
     /// Needs that may not be asked for yet: a superset of the needs not in
@@ -200,6 +208,8 @@ impl Engine {
             dirs_to_remove: BTreeMap::new(),
             young: BTreeMap::new(),
             held_deletes: BTreeMap::new(),
+            unreadable: BTreeSet::new(),
+            tree_failed: BTreeSet::new(),
             clock: 0,
             unscheduled: BTreeSet::new(),
             parked: BTreeMap::new(),

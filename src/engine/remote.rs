@@ -135,12 +135,21 @@ impl Engine {
                     self.unschedule(path.clone());
                     // Only the version asked for is gone: if a newer one was
                     // announced meanwhile (by this peer too), keep needing it.
-                    if self
+                    let need = self
                         .needs
                         .get(&path)
-                        .is_some_and(|n| asked.as_ref().is_some_and(|a| same_version(&n.entry, a)))
-                    {
-                        self.drop_source(&path, peer);
+                        .filter(|n| asked.as_ref().is_some_and(|a| same_version(&n.entry, a)));
+                    match (need.map(|n| n.sources.len()), asked) {
+                        // Others hold it: ask them.
+                        (Some(2..), _) => self.drop_source(&path, peer),
+                        // The only source could not serve it (a file it
+                        // cannot read): still needed, tried again with
+                        // backoff and shown as retrying, never dropped
+                        // (issue 24, case 4: it was silently missing).
+                        (Some(_), Some(asked)) => {
+                            self.retry_later(peer, asked, format!("{peer} could not send it (unreadable there, or changed)"))
+                        }
+                        _ => {}
                     }
                     self.schedule();
                 }

@@ -226,6 +226,10 @@ impl Engine {
     /// Paths found gone a moment ago, due for another look: it also
     /// checks DIR and its marker, and only then do their deletions travel.
     fn held_deletes_due(&self) -> Vec<RelPath> {
+        if self.may_hold_moved_content() {
+            // The unreadable paths are looked at again by themselves.
+            return Vec::new();
+        }
         let clock = self.clock;
         self.held_deletes
             .iter()

@@ -79,7 +79,11 @@ pub struct Scan {
     pub roots: Vec<Option<RelPath>>,
     pub shallow: Vec<Option<RelPath>>,
     pub found: Vec<Observed>,
+    /// Paths that could not be read (a permission, an I/O error): unknown
+    /// here, and reported until a look reads them (`Engine::unreadable`).
     pub failed: Vec<RelPath>,
+    /// Large files queued to be hashed: unknown until then, nothing wrong.
+    pub hashing: Vec<RelPath>,
     pub dir: DirState,
     pub extent: Extent,
 }

@@ -19,6 +19,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
+use tracing::warn;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -218,11 +219,22 @@ impl Store {
     }
 
     /// Open our copy of `entry` if the path still holds that version.
+    /// A file that is there but cannot be read (a permission) is said in
+    /// a warning: the peer that asked keeps trying, and the user sees why
+    /// here (issue 24, case 4: nothing was logged).
     pub fn open_version(&self, entry: &Entry) -> Option<fs::File> {
-        if !self.matches(&entry.path, Some(entry)).unwrap_or(false) {
-            return None;
+        match self.matches(&entry.path, Some(entry)) {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(e) => {
+                warn!(path = %entry.path, error = %e, "cannot send this file to a peer: it cannot be read here");
+                return None;
+            }
         }
-        fs::File::open(self.full_path(&entry.path).ok()?).ok()
+        let full = self.full_path(&entry.path).ok()?;
+        fs::File::open(&full)
+            .map_err(|e| warn!(path = %entry.path, error = %e, "cannot send this file to a peer: it cannot be read here"))
+            .ok()
     }
 
     /// True if `rel` holds what `expected` says (`None`: nothing).

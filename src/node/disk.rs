@@ -71,6 +71,7 @@ impl<N: Net> Node<N> {
             dir: self.dir_state(result.root_failed),
             found: result.found,
             failed: result.failed,
+            hashing: Vec::new(),
             extent: Extent::Paths,
         };
         self.look(scan, result.hashing);
@@ -94,6 +95,7 @@ impl<N: Net> Node<N> {
                 dir: self.dir_state(part.root_failed),
                 found: part.found,
                 failed: part.failed,
+                hashing: Vec::new(),
                 extent: Extent::TreePart { last },
             };
             self.look(scan, part.hashing);
@@ -117,7 +119,7 @@ impl<N: Net> Node<N> {
         // A file still being written (or unreadable) keeps its old entry and
         // is looked at again on the next tick.
         self.retry.extend(scan.failed.iter().cloned());
-        scan.failed.extend(hashing);
+        scan.hashing = hashing;
         self.engine.handle_scan(self.now_ns(), scan);
         let hashed = self.store.files_hashed();
         self.cfg.counters.files_hashed.store(hashed, std::sync::atomic::Ordering::Relaxed);

@@ -152,6 +152,13 @@ pub struct Status {
     /// (`STATE_DIR/exclude`) keep from it.
     #[serde(default)]
     pub excluded: u64,
+    /// Paths here that cannot be read (the first `MAX_RETRYING_SHOWN`),
+    /// and how many in all: unknown, not synced, and no deletion made here
+    /// travels while one may hold what moved away.
+    #[serde(default)]
+    pub unreadable: Vec<String>,
+    #[serde(default)]
+    pub unreadable_total: u64,
     #[serde(default)]
     pub counters: CounterValues,
 }
@@ -175,6 +182,8 @@ pub(crate) fn quiet_status(peers: Vec<PeerStatus>) -> Status {
         trash_bytes: 0,
         hashing: 0,
         excluded: 0,
+        unreadable: vec![],
+        unreadable_total: 0,
         counters: Default::default(),
     }
 }
@@ -254,6 +263,13 @@ impl<N: Net> Node<N> {
             trash_bytes: self.trash.size(),
             hashing: self.store.files_hashing() as u64,
             excluded: self.engine.excluded_paths(),
+            unreadable: self
+                .engine
+                .unreadable()
+                .take(MAX_RETRYING_SHOWN)
+                .map(|p| p.as_str().to_string())
+                .collect(),
+            unreadable_total: self.engine.unreadable().count() as u64,
             retrying: retrying
                 .into_iter()
                 .take(MAX_RETRYING_SHOWN)

@@ -68,6 +68,7 @@ fn a_path_that_could_not_be_observed_is_not_deleted() {
             extent: Extent::Paths,
             found: vec![],
             failed: vec![p("growing.log"), p("locked")],
+            hashing: vec![],
             dir: DirState::Present,
         },
     );
@@ -83,6 +84,7 @@ fn a_path_that_could_not_be_observed_is_not_deleted() {
             extent: Extent::Paths,
             found: vec![observed(&done)],
             failed: vec![],
+            hashing: vec![],
             dir: DirState::Present,
         },
     );
@@ -98,6 +100,7 @@ fn a_missing_directory_or_marker_stops_syncing_instead_of_deleting_everything() 
         extent: Extent::Paths,
         found,
         failed: vec![],
+        hashing: vec![],
         dir,
     };
     for why in [
@@ -153,6 +156,7 @@ fn an_emptied_directory_that_keeps_its_marker_deletes_everything() {
             extent: Extent::Paths,
             found: vec![],
             failed: vec![],
+            hashing: vec![],
             dir: DirState::Present,
         },
     );
@@ -213,6 +217,7 @@ fn tree_part(folder: Option<RelPath>, found: Vec<Observed>, last: bool) -> Scan 
         extent: Extent::TreePart { last },
         found,
         failed: vec![],
+        hashing: vec![],
         dir: DirState::Present,
     }
 }
@@ -293,6 +298,7 @@ fn a_deletion_of_everything_with_the_marker_is_all_or_nothing() {
             extent: Extent::Paths,
             found: vec![],
             failed: vec![],
+            hashing: vec![],
             dir: DirState::Missing("no marker".into()),
         },
     );
@@ -327,4 +333,65 @@ fn a_deletion_of_everything_with_the_marker_is_all_or_nothing() {
         matches!(&cmds[..], [Command::Send { msg: Message::Update { entries }, .. }] if entries.len() == 6 && entries.iter().all(|x| x.deleted)),
         "{cmds:?}"
     );
+}
+
+/// Issue 24, case 3: `chmod 000 sub; mv sub sub2`. The look finds `sub`'s
+/// files gone and `sub2` unreadable: the files may be there, so no
+/// deletion travels (unknown, not gone) and `sub2` is reported. Once it
+/// can be read, its files are found and the deletions follow.
+#[test]
+fn an_unreadable_folder_holds_back_deletions_until_it_can_be_read() {
+    let files = [dir("sub", 1), file("sub/f1", 1, b"1"), file("sub/f2", 1, b"2")];
+    let mut e = connected(&files, &[A]);
+    let hold = crate::engine::repair::DELETE_HOLD;
+    let locked = Scan {
+        roots: vec![Some(p("sub")), Some(p("sub2"))],
+        shallow: vec![],
+        extent: Extent::Paths,
+        found: vec![],
+        failed: vec![p("sub2")],
+        hashing: vec![],
+        dir: DirState::Present,
+    };
+    e.handle_scan(100, locked.clone());
+    e.handle_tick(100 + 2 * hold);
+    e.handle_scan(100 + 2 * hold, locked.clone());
+    let cmds = e.take_commands();
+    assert!(
+        !cmds.iter().any(|c| matches!(
+            c,
+            Command::Send {
+                msg: Message::Update { .. },
+                ..
+            }
+        )),
+        "{cmds:?}"
+    );
+    assert_eq!(e.unreadable().collect::<Vec<_>>(), vec![&p("sub2")]);
+    // Readable again: the files are found under their new name, and the
+    // old ones' deletions travel with them.
+    let moved = [dir("sub2", 1), file("sub2/f1", 1, b"1"), file("sub2/f2", 1, b"2")];
+    let readable = Scan {
+        failed: vec![],
+        found: moved.iter().map(observed).collect(),
+        ..locked
+    };
+    e.handle_scan(100 + 3 * hold, readable);
+    assert_eq!(e.unreadable().count(), 0);
+    let cmds = e.take_commands();
+    let sent: Vec<(String, bool)> = cmds
+        .iter()
+        .filter_map(|c| match c {
+            Command::Send {
+                msg: Message::Update { entries },
+                ..
+            } => Some(entries.clone()),
+            _ => None,
+        })
+        .flatten()
+        .map(|x| (x.path.to_string(), x.deleted))
+        .collect();
+    for (path, deleted) in [("sub/f1", true), ("sub/f2", true), ("sub2/f1", false), ("sub2/f2", false)] {
+        assert!(sent.contains(&(path.to_string(), deleted)), "{path}: {sent:?}");
+    }
 }

@@ -464,15 +464,26 @@ fn wants_are_served_only_for_the_version_held() {
     );
 }
 
+/// Issue 24, case 4: the only peer holding a file cannot send it (it
+/// cannot read it). The need is not dropped: it is tried again with
+/// backoff, and shown as retrying. With another source, that one is asked.
 #[test]
-fn unavailable_drops_that_source() {
+fn unavailable_asks_another_source_or_tries_again_later() {
     let mut e = connected(&[], &[A]);
     let f = file("f", 5, b"x");
     e.handle_message(A, Message::Update { entries: vec![f.clone()] });
     e.take_commands();
     e.handle_message(A, Message::Unavailable { path: f.path.clone() });
     assert_eq!(e.take_commands(), vec![]);
-    assert_eq!(e.pending(), 0);
+    assert_eq!(
+        e.retrying().iter().map(|r| r.path.clone()).collect::<Vec<_>>(),
+        vec![f.path.clone()]
+    );
+    e.handle_tick(2 * S);
+    assert_eq!(e.take_commands()[0], want(A, &[&f]), "asked again");
+    let mut e = asked_of_a_also_at_b(&f);
+    e.handle_message(A, Message::Unavailable { path: f.path.clone() });
+    assert_eq!(e.take_commands(), vec![want(B, &[&f])]);
 }
 
 /// Found by the simulation (sim/, live_bursts): the peer changed the file
