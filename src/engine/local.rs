@@ -230,13 +230,14 @@ impl Engine {
     /// gone under its roots leaves, and a look at the whole tree replaces
     /// the set once it is over.
     fn note_unreadable(&mut self, roots: &[Option<RelPath>], failed: &[RelPath], found: &[Observed], extent: Extent) {
+        // A folder found whose contents could not be read is in both.
+        for o in found {
+            self.unreadable.remove(&o.path);
+        }
         for f in failed {
             if self.unreadable.insert(f.clone()) {
                 warn!(path = %f, "cannot be read here: unknown, not gone; looked at again, and no deletion made here travels until it can be read (fix its permissions, or exclude it)");
             }
-        }
-        for o in found {
-            self.unreadable.remove(&o.path);
         }
         let failed_set: BTreeSet<&RelPath> = failed.iter().collect();
         match extent {
