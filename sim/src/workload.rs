@@ -88,6 +88,8 @@ enum Undo {
     Heal(usize),
     Restart(usize),
     DiskOk(usize),
+    /// The host's exclusion rule goes (issue 24, case 2).
+    Include(usize),
 }
 
 /// The oracle's memory of what users did.
@@ -338,12 +340,12 @@ fn start_fault(c: &mut Cluster, rng: &mut Rng, oracle: &mut Oracle, undo: &mut V
     if !c.is_running(host)
         || undo
             .iter()
-            .any(|(_, u)| matches!(u, Undo::Heal(h) | Undo::Restart(h) | Undo::DiskOk(h) if *h == host))
+            .any(|(_, u)| matches!(u, Undo::Heal(h) | Undo::Restart(h) | Undo::DiskOk(h) | Undo::Include(h) if *h == host))
     {
         return;
     }
     let until = c.elapsed() + Duration::from_millis(1_000 + rng.below(15_000));
-    match rng.below(6) {
+    match rng.below(7) {
         0 => {
             c.isolate(host);
             undo.push((until, Undo::Heal(host)));
@@ -370,6 +372,14 @@ fn start_fault(c: &mut Cluster, rng: &mut Rng, oracle: &mut Oracle, undo: &mut V
             c.crash(host);
             undo.push((until, Undo::Restart(host)));
         }
+        // A folder excluded on one host for a while: the others go on
+        // changing and deleting there; when the rule goes, nothing they
+        // deleted comes back.
+        6 => {
+            let folder = *rng.pick(&FOLDERS[1..]);
+            c.set_exclusion(host, &format!("{folder}/\n"));
+            undo.push((until, Undo::Include(host)));
+        }
         n => {
             let fault = [DiskFault::NoSpace, DiskFault::ReadOnly, DiskFault::Io][(n as usize - 2) % 3];
             c.disk_fault(host, Some(fault));
@@ -383,6 +393,7 @@ fn end_fault(c: &mut Cluster, u: Undo) {
         Undo::Heal(h) => c.heal(h),
         Undo::Restart(h) => c.restart(h),
         Undo::DiskOk(h) => c.disk_fault(h, None),
+        Undo::Include(h) => c.set_exclusion(h, ""),
     }
 }
 

@@ -235,21 +235,25 @@ impl Engine {
             self.unreadable.remove(&o.path);
         }
         for f in failed {
-            if self.unreadable.insert(f.clone()) {
+            let clock = self.clock;
+            let (due, attempts) = self.unreadable.entry(f.clone()).or_insert((clock, 0));
+            if *attempts == 0 {
                 warn!(path = %f, "cannot be read here: unknown, not gone; looked at again, and no deletion made here travels until it can be read (fix its permissions, or exclude it)");
             }
+            *attempts += 1;
+            *due = clock.saturating_add(super::repair::unreadable_backoff(*attempts));
         }
         let failed_set: BTreeSet<&RelPath> = failed.iter().collect();
         match extent {
-            Extent::Paths if roots.iter().any(Option::is_none) => self.unreadable.retain(|u| failed_set.contains(u)),
+            Extent::Paths if roots.iter().any(Option::is_none) => self.unreadable.retain(|u, _| failed_set.contains(u)),
             Extent::Paths => self
                 .unreadable
-                .retain(|u| failed_set.contains(u) || !roots.iter().flatten().any(|r| u.is_within(r))),
+                .retain(|u, _| failed_set.contains(u) || !roots.iter().flatten().any(|r| u.is_within(r))),
             Extent::TreePart { last } => {
                 self.tree_failed.extend(failed.iter().cloned());
                 if last {
                     let seen = std::mem::take(&mut self.tree_failed);
-                    self.unreadable.retain(|u| seen.contains(u));
+                    self.unreadable.retain(|u, _| seen.contains(u));
                 }
             }
         }
@@ -260,13 +264,13 @@ impl Engine {
     /// folder, or a path the index holds no live file at.
     pub(super) fn may_hold_moved_content(&self) -> bool {
         self.unreadable
-            .iter()
+            .keys()
             .any(|u| self.index.live(u).is_none_or(|e| e.kind == Kind::Dir))
     }
 
     /// Paths a look could not read, in path order.
     pub fn unreadable(&self) -> impl Iterator<Item = &RelPath> {
-        self.unreadable.iter()
+        self.unreadable.keys()
     }
 
     /// What a local change of `path` builds on: `old`, or the

@@ -143,7 +143,9 @@ pub struct Engine {
     /// gone. While one of them may hold what moved away (a folder, or a
     /// path the index does not know), no deletion travels (issue 24,
     /// case 3), and `dirsync status` lists them.
-    unreadable: BTreeSet<RelPath>,
+    /// With when to look at each again (backoff, 1 s doubling to 60 s)
+    /// and how many looks failed.
+    unreadable: BTreeMap<RelPath, (i128, u32)>,
     /// What the parts of the look at the whole tree under way could not
     /// read so far: the set above, once the look is over.
     tree_failed: BTreeSet<RelPath>,
@@ -208,7 +210,7 @@ impl Engine {
             dirs_to_remove: BTreeMap::new(),
             young: BTreeMap::new(),
             held_deletes: BTreeMap::new(),
-            unreadable: BTreeSet::new(),
+            unreadable: BTreeMap::new(),
             tree_failed: BTreeSet::new(),
             clock: 0,
             unscheduled: BTreeSet::new(),

@@ -70,6 +70,12 @@ fn backoff(first: i128, max: i128, attempts: u32) -> i128 {
     first.saturating_mul(1 << attempts.saturating_sub(1).min(20)).min(max)
 }
 
+/// How long after its `attempts`-th failed look an unreadable path is
+/// looked at again.
+pub(super) fn unreadable_backoff(attempts: u32) -> i128 {
+    backoff(RETRY_FIRST, RETRY_MAX, attempts)
+}
+
 impl Engine {
     /// Taking `entry` from `peer` failed (`error`): try again later, unless
     /// a newer version is wanted already.
@@ -123,6 +129,7 @@ impl Engine {
         self.remove_dirs_due();
         let mut look = self.recheck_young();
         look.extend(self.held_deletes_due());
+        look.extend(self.unreadable_due());
         look.sort();
         look.dedup();
         if !look.is_empty() {
@@ -221,6 +228,25 @@ impl Engine {
             self.young.remove(p);
         }
         old
+    }
+
+    /// Unreadable paths due for another look (a look that reads them, or
+    /// finds them gone, ends their standing; one that fails again doubles
+    /// the wait, up to a minute).
+    fn unreadable_due(&mut self) -> Vec<RelPath> {
+        let clock = self.clock;
+        let due: Vec<RelPath> = self
+            .unreadable
+            .iter()
+            .filter(|(_, (t, _))| *t <= clock)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in &due {
+            if let Some((t, attempts)) = self.unreadable.get_mut(p) {
+                *t = clock.saturating_add(unreadable_backoff(*attempts + 1));
+            }
+        }
+        due
     }
 
     /// Paths found gone a moment ago, due for another look: it also

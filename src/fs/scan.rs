@@ -106,7 +106,8 @@ impl TreeWalk {
 /// `failed` (unknown, looked at again later).
 fn not_observed(rel: RelPath, e: StoreError, failed: &mut Vec<RelPath>, hashing: &mut Vec<RelPath>) {
     match e {
-        StoreError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound => {}
+        // Gone, or a folder on its way is a file now: not there.
+        StoreError::Io { source, .. } if matches!(source.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => {}
         StoreError::Hashing(_) => hashing.push(rel),
         e => {
             debug!(path = %rel, error = %e, "not scanned; trying again later");
