@@ -5,7 +5,7 @@
 
 use anyhow::Context;
 use argh::EarlyExit;
-use dirsync::app::cli::{ConflictsArgs, Invocation, KeygenArgs, StatusArgs, TrashArgs};
+use dirsync::app::cli::{CliError, ConflictsArgs, Invocation, KeygenArgs, StatusArgs, TrashArgs};
 use dirsync::app::control::{self, ControlError};
 use dirsync::app::progress;
 use dirsync::fs::state::prepare_state_dir;
@@ -199,11 +199,17 @@ fn conflicts(args: &ConflictsArgs) -> ExitCode {
 
 /// `dirsync status`: ask the node, print its answer.
 fn status(args: StatusArgs) -> ExitCode {
-    let state_dir = match args.state_dir() {
-        Ok(d) => d,
+    let answer = match args.state_dir() {
+        Ok(d) => control::query(&d),
+        // DIR is gone: a node that synced it may still run there (it is
+        // suspended, and answers at its twin socket).
+        Err(e @ CliError::NoSuchDir(_)) => match control::query(&args.state_dir_of_gone_dir()) {
+            Err(ControlError::NotRunning(_)) => return usage_error(&e),
+            other => other,
+        },
         Err(e) => return usage_error(&e),
     };
-    match control::query(&state_dir) {
+    match answer {
         Ok(s) if args.json => {
             println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
             ExitCode::SUCCESS

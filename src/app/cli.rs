@@ -113,6 +113,12 @@ impl StatusArgs {
         }
         Ok(canonical_dir(&self.dir)?.join(STATE_DIR_NAME))
     }
+
+    /// The default state directory of DIR when DIR itself is gone (a node
+    /// whose disk was unmounted still answers, at its twin socket).
+    pub fn state_dir_of_gone_dir(&self) -> PathBuf {
+        resolve(&self.dir).join(STATE_DIR_NAME)
+    }
 }
 
 /// What the command line asks for.

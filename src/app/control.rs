@@ -4,7 +4,8 @@
 //!
 //! Owns: the `Status` report, the request channel into the node loop, the
 //! control socket (owner-only: the state directory is 0700, the socket
-//! 0600) and its client. The socket is production IO on std threads, kept
+//! 0600), its twin in the user's runtime folder (which answers while the
+//! state directory is gone), and their client. The socket is production IO on std threads, kept
 //! out of the `Net` trait: the node only sees `StatusRequest`s on a
 //! channel, so the same node code runs in the simulation without it. Must
 //! not: change anything in the node (the control socket is read-only).
@@ -14,8 +15,10 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
-use tracing::{debug, warn};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::{debug, info, warn};
 
 /// The control socket's name in the state directory.
 pub const SOCKET_NAME: &str = "control.sock";
@@ -143,59 +146,216 @@ pub fn socket_path(state_dir: &Path) -> PathBuf {
     state_dir.join(SOCKET_NAME)
 }
 
+/// The folder of this user's twin sockets: `$XDG_RUNTIME_DIR/dirsync`,
+/// else `<temp dir>/dirsync-<uid>`.
+fn runtime_dir() -> PathBuf {
+    match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        Some(d) => PathBuf::from(d).join("dirsync"),
+        None => std::env::temp_dir().join(format!("dirsync-{}", effective_uid())),
+    }
+}
+
+fn effective_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// The twin of the control socket of `state_dir`, outside it: in this
+/// user's runtime folder, named by a hash of the state directory's path.
+/// It answers while the state directory is gone: with the default state
+/// directory, removing it (DIR's marker) suspends the node, which must not
+/// make it again, and `dirsync status` still has to reach the node.
+pub fn twin_socket_path(state_dir: &Path) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    let hash = blake3::hash(state_dir.as_os_str().as_bytes()).to_hex();
+    runtime_dir().join(format!("{}.sock", &hash.as_str()[..32]))
+}
+
+/// Make the runtime folder (0700), and check it is this user's alone: a
+/// folder another user made (in a shared temp dir) is not used.
+fn prepare_runtime_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    let m = std::fs::symlink_metadata(dir)?;
+    if !m.is_dir() || m.uid() != effective_uid() || m.mode() & 0o077 != 0 {
+        return Err(std::io::Error::other(format!(
+            "{} is not a private folder of this user",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Make the state directory owner-only (0700).
 pub fn restrict_state_dir(state_dir: &Path) -> std::io::Result<()> {
     std::fs::set_permissions(state_dir, std::fs::Permissions::from_mode(0o700))
 }
 
-/// The control socket, listening; removed from disk when dropped.
+/// How often the control thread looks for a client while none comes.
+const POLL: Duration = Duration::from_millis(100);
+/// How often it checks that its socket files are still there.
+const RECHECK: Duration = Duration::from_secs(1);
+
+/// The control socket, listening (with its twin, see `twin_socket_path`);
+/// its thread stops and its socket files are removed when dropped.
 pub struct ControlSocket {
-    path: PathBuf,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Drop for ControlSocket {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
-/// Listen on the control socket in `state_dir` and answer every client
-/// with the node's status, asked over `requests`. A socket file left by a
-/// node that is gone is replaced; one that answers means another node runs.
-pub fn serve(state_dir: &Path, requests: async_channel::Sender<StatusRequest>) -> Result<ControlSocket, ControlError> {
-    let path = socket_path(state_dir);
-    let shown = path.display().to_string();
-    let err = |source| ControlError::Io {
-        path: shown.clone(),
-        source,
-    };
-    if path.exists() {
-        if UnixStream::connect(&path).is_ok() {
-            return Err(ControlError::AlreadyRunning(shown));
+/// One socket file the control thread listens on.
+struct Listening {
+    path: PathBuf,
+    /// Make its folder when it is missing (the runtime folder; never the
+    /// state directory, which is the node's, or the user's when it is
+    /// DIR's marker).
+    make_dir: bool,
+    /// The listener and the socket file's (device, inode): `None` while
+    /// the file cannot be made.
+    bound: Option<(UnixListener, (u64, u64))>,
+}
+
+impl Listening {
+    fn new(path: PathBuf, make_dir: bool) -> Listening {
+        Listening {
+            path,
+            make_dir,
+            bound: None,
         }
-        std::fs::remove_file(&path).map_err(err)?;
     }
-    let listener = UnixListener::bind(&path).map_err(err)?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
-    std::thread::Builder::new()
+
+    /// Listen at the path, replacing a socket file left by a node that is
+    /// gone; one that answers is another node's.
+    fn bind(&mut self) -> Result<(), ControlError> {
+        use std::os::unix::fs::MetadataExt;
+        let shown = self.path.display().to_string();
+        let err = |source| ControlError::Io {
+            path: shown.clone(),
+            source,
+        };
+        if self.make_dir {
+            if let Some(dir) = self.path.parent() {
+                prepare_runtime_dir(dir).map_err(err)?;
+            }
+        }
+        if std::fs::symlink_metadata(&self.path).is_ok() {
+            if UnixStream::connect(&self.path).is_ok() {
+                return Err(ControlError::AlreadyRunning(shown));
+            }
+            std::fs::remove_file(&self.path).map_err(err)?;
+        }
+        let listener = UnixListener::bind(&self.path).map_err(err)?;
+        std::fs::set_permissions(&self.path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+        listener.set_nonblocking(true).map_err(err)?;
+        let m = std::fs::symlink_metadata(&self.path).map_err(err)?;
+        self.bound = Some((listener, (m.dev(), m.ino())));
+        Ok(())
+    }
+
+    /// The socket file at the path is the one we listen on.
+    fn in_place(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let Some((_, id)) = &self.bound else { return false };
+        std::fs::symlink_metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == *id)
+    }
+
+    /// Listen again when the socket file went (its folder was removed, or
+    /// the file itself): once its folder is there again, or at once when
+    /// the folder is ours to make.
+    fn keep(&mut self) {
+        if self.in_place() {
+            return;
+        }
+        let folder_there = self.path.parent().is_some_and(Path::is_dir);
+        if !folder_there && !self.make_dir {
+            return;
+        }
+        self.bound = None;
+        match self.bind() {
+            Ok(()) => info!(path = %self.path.display(), "control socket made again"),
+            Err(e) => debug!(error = %e, "control socket not made again yet"),
+        }
+    }
+
+    /// Remove the socket file if it is still ours.
+    fn remove(&self) {
+        if self.in_place() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Listen on the control socket in `state_dir`, and on its twin in the
+/// runtime folder, and answer every client with the node's status, asked
+/// over `requests`. A socket file left by a node that is gone is replaced;
+/// one that answers means another node runs. A socket file that goes
+/// (with its folder) is made again once its folder is back: so `dirsync
+/// status` reaches the node in every state, its twin while the state
+/// directory is gone.
+pub fn serve(state_dir: &Path, requests: async_channel::Sender<StatusRequest>) -> Result<ControlSocket, ControlError> {
+    let mut main = Listening::new(socket_path(state_dir), false);
+    let mut twin = Listening::new(twin_socket_path(state_dir), true);
+    // Another node's twin answers even while its state directory is gone.
+    if UnixStream::connect(&twin.path).is_ok() {
+        return Err(ControlError::AlreadyRunning(twin.path.display().to_string()));
+    }
+    main.bind()?;
+    if let Err(e) = twin.bind() {
+        warn!(error = %e, "no second control socket: `dirsync status` will not reach this node while its state directory is gone");
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopped = stop.clone();
+    let thread = std::thread::Builder::new()
         .name("control".into())
         .spawn(move || {
-            for stream in listener.incoming() {
-                match stream {
-                    Ok(s) => {
-                        if let Err(e) = answer(s, &requests) {
-                            debug!(error = %e, "control client");
+            let mut sockets = [main, twin];
+            let mut checked = Instant::now();
+            while !stopped.load(Ordering::Relaxed) && !requests.is_closed() {
+                let mut served = false;
+                for l in &sockets {
+                    let Some((listener, _)) = &l.bound else { continue };
+                    match listener.accept() {
+                        Ok((s, _)) => {
+                            served = true;
+                            if let Err(e) = s.set_nonblocking(false).and_then(|()| answer(s, &requests)) {
+                                debug!(error = %e, "control client");
+                            }
                         }
-                        if requests.is_closed() {
-                            return;
-                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(e) => warn!(error = %e, "control socket accept failed"),
                     }
-                    Err(e) => warn!(error = %e, "control socket accept failed"),
+                }
+                if checked.elapsed() >= RECHECK {
+                    checked = Instant::now();
+                    for l in &mut sockets {
+                        l.keep();
+                    }
+                }
+                if !served {
+                    std::thread::sleep(POLL);
                 }
             }
+            for l in &sockets {
+                l.remove();
+            }
         })
-        .map_err(err)?;
-    Ok(ControlSocket { path })
+        .map_err(|source| ControlError::Io {
+            path: socket_path(state_dir).display().to_string(),
+            source,
+        })?;
+    Ok(ControlSocket {
+        stop,
+        thread: Some(thread),
+    })
 }
 
 fn answer(mut s: UnixStream, requests: &async_channel::Sender<StatusRequest>) -> std::io::Result<()> {
@@ -211,7 +371,18 @@ fn answer(mut s: UnixStream, requests: &async_channel::Sender<StatusRequest>) ->
     if requests.send_blocking(req).is_err() {
         return Ok(());
     }
-    let Ok(status) = reply.recv_blocking() else { return Ok(()) };
+    // Waited for with a deadline, not blocking: a node that stopped
+    // leaves its requests unanswered, and the thread must end.
+    let deadline = Instant::now() + CLIENT_TIMEOUT;
+    let status = loop {
+        match reply.try_recv() {
+            Ok(status) => break status,
+            Err(async_channel::TryRecvError::Empty) if !requests.is_closed() && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            Err(_) => return Ok(()),
+        }
+    };
     let mut json = serde_json::to_vec(&status).map_err(std::io::Error::other)?;
     json.push(b'\n');
     s.write_all(&json)
@@ -222,13 +393,29 @@ pub fn query(state_dir: &Path) -> Result<Status, ControlError> {
     query_within(state_dir, CLIENT_TIMEOUT)
 }
 
-/// `query`, waiting at most `timeout` for the answer.
+/// `query`, waiting at most `timeout` for the answer: at the control
+/// socket in the state directory, else at its twin (the state directory
+/// is gone: see `twin_socket_path`).
 pub fn query_within(state_dir: &Path, timeout: Duration) -> Result<Status, ControlError> {
-    let path = socket_path(state_dir);
+    match query_at(&socket_path(state_dir), timeout) {
+        Err(ControlError::NotRunning(shown)) => match query_at(&twin_socket_path(state_dir), timeout) {
+            Err(ControlError::NotRunning(_)) => Err(ControlError::NotRunning(shown)),
+            other => other,
+        },
+        other => other,
+    }
+}
+
+fn query_at(path: &Path, timeout: Duration) -> Result<Status, ControlError> {
     let shown = path.display().to_string();
-    let mut s = match UnixStream::connect(&path) {
+    let mut s = match UnixStream::connect(path) {
         Ok(s) => s,
-        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) => {
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
             return Err(ControlError::NotRunning(shown))
         }
         Err(source) => return Err(ControlError::Io { path: shown, source }),
@@ -327,6 +514,37 @@ mod tests {
         assert!(matches!(serve(d.path(), tx2), Err(ControlError::AlreadyRunning(_))));
         drop(sock);
         assert!(!socket_path(d.path()).exists());
+    }
+
+    /// The state directory goes (with the default one, DIR's marker: the
+    /// node must not make it again): the twin in the runtime folder
+    /// answers; once the folder is back, the socket in it is made again.
+    #[test]
+    fn status_answers_while_the_state_directory_is_gone_and_the_socket_comes_back_with_it() {
+        let scratch = tempfile::tempdir().unwrap();
+        let d = scratch.path().join("state");
+        std::fs::create_dir(&d).unwrap();
+        let (tx, rx) = async_channel::unbounded::<StatusRequest>();
+        let sock = serve(&d, tx).unwrap();
+        let twin = twin_socket_path(&d);
+        assert!(twin.exists());
+        let node = std::thread::spawn(move || {
+            while let Ok(req) = rx.recv_blocking() {
+                let _ = req.reply.send_blocking(status());
+            }
+        });
+        std::fs::remove_dir_all(&d).unwrap();
+        assert_eq!(query(&d).unwrap(), status(), "the twin answers");
+        assert!(!d.exists(), "the state directory is not the control socket's to make");
+        std::fs::create_dir(&d).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !socket_path(&d).exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(query_at(&socket_path(&d), CLIENT_TIMEOUT).unwrap(), status());
+        drop(sock);
+        assert!(!socket_path(&d).exists() && !twin.exists(), "both removed when the node ends");
+        drop(node);
     }
 
     #[test]

@@ -1,13 +1,14 @@
 //! The state directory: the directory's persistent device id, opening the
 //! index database with its recovery (a corrupt index is moved aside and
 //! rebuilt from a scan) and its migration from the index file of earlier
-//! versions, and reading `.dirsyncignore`.
+//! versions, reading `.dirsyncignore`, and making the state directory
+//! again when it was removed under a running node (`restore_state_dir`).
 //!
 //! Owns: every file in `<state dir>` but the control socket. Must not:
 //! decide anything about sync.
 
 use crate::engine::ignore::{IgnoreRules, EXCLUDE_FILE, IGNORE_FILE};
-use crate::engine::index::Index;
+use crate::engine::index::{Index, IndexError};
 use crate::wire::{Entry, NodeId};
 use flate2::read::ZlibDecoder;
 use serde::Deserialize;
@@ -36,6 +37,8 @@ pub enum StateError {
     Corrupt { path: String, reason: String },
     #[error("exclusion rules {path}: {reason}")]
     Exclusion { path: String, reason: String },
+    #[error(transparent)]
+    Index(#[from] IndexError),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
@@ -92,14 +95,53 @@ pub fn load_device_id(state_dir: &Path, fresh: NodeId) -> Result<NodeId, StateEr
         warn!(path = %path.display(), "the device id file is unreadable; making a new device id");
     }
     let id = if fresh.0 == 0 { NodeId(1) } else { fresh };
+    write_durably(&path, format!("{id}\n").as_bytes())?;
+    Ok(id)
+}
+
+/// Write `bytes` to `path` through a temp file beside it, fsynced and
+/// renamed over.
+fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
     let tmp = path.with_extension("tmp");
     {
         let mut f = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
-        std::io::Write::write_all(&mut f, format!("{id}\n").as_bytes()).map_err(io_err(&tmp))?;
+        std::io::Write::write_all(&mut f, bytes).map_err(io_err(&tmp))?;
         f.sync_all().map_err(io_err(&tmp))?;
     }
-    std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
-    Ok(id)
+    std::fs::rename(&tmp, path).map_err(io_err(path))
+}
+
+/// What a running node keeps in its state directory and can write again.
+pub struct Kept<'a> {
+    pub device: NodeId,
+    /// The text of the exclusion rules in use (empty: none).
+    pub exclusion: &'a [u8],
+}
+
+/// Make the state directory again after it was removed under the running
+/// node (the index's file is no longer at its path): the folder (0700:
+/// made now, it is ours), the index written whole to a new file, the
+/// device id, and the exclusion rules in use (unless an exclude file is
+/// there: the user's). The control socket is the control thread's to make
+/// again; the trash lives in `DIR/.dirsync`, not here (and what it held
+/// went with it). The caller decides whether the
+/// folder may be made: not when it is DIR's marker (see `node::disk`).
+pub fn restore_state_dir(dir: &Path, index: &mut Index, kept: &Kept) -> Result<(), StateError> {
+    use std::os::unix::fs::DirBuilderExt;
+    if !dir.is_dir() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io_err(dir))?;
+    }
+    index.rewrite()?;
+    write_durably(&dir.join(DEVICE_FILE), format!("{}\n", kept.device).as_bytes())?;
+    let exclude = dir.join(EXCLUDE_FILE);
+    if !kept.exclusion.is_empty() && !exclude.exists() {
+        write_durably(&exclude, kept.exclusion)?;
+    }
+    Ok(())
 }
 
 /// The index database in the state directory.
@@ -331,6 +373,47 @@ mod tests {
         legacy_index(other.path(), b"{\"format\":99,\"entries\":[]}");
         let loaded = load_index(other.path()).unwrap();
         assert!(loaded.rebuilt && !loaded.history_known && loaded.index.is_empty());
+    }
+
+    /// A state directory removed under a running node: the index, whose
+    /// file is only held open now, is written whole to a new file, with
+    /// its pending changes and its identity, next to the device id and
+    /// the exclusion rules in use.
+    #[test]
+    fn a_removed_state_directory_is_made_again_with_the_whole_index() {
+        use crate::engine::index::OnDisk;
+        let scratch = tempfile::tempdir().unwrap();
+        let state = scratch.path().join("state");
+        prepare_state_dir(&state).unwrap();
+        let mut index = load_index(&state).unwrap().index;
+        index.insert(file("a/b", 7, b"x"));
+        index.commit().unwrap();
+        index.insert(tomb("gone", 9));
+        assert_eq!(index.on_disk().unwrap(), OnDisk::InPlace);
+        let moved = scratch.path().join("moved");
+        std::fs::rename(&state, &moved).unwrap();
+        assert_eq!(index.on_disk().unwrap(), OnDisk::Moved, "still linked, elsewhere");
+        std::fs::remove_dir_all(&moved).unwrap();
+        assert_eq!(index.on_disk().unwrap(), OnDisk::Unlinked);
+        let kept = Kept {
+            device: NodeId(0x77),
+            exclusion: b"big/\n",
+        };
+        restore_state_dir(&state, &mut index, &kept).unwrap();
+        assert_eq!(index.on_disk().unwrap(), OnDisk::InPlace);
+        assert_eq!(read_device_id(&state), Some(NodeId(0x77)));
+        assert_eq!(read_exclusion_rules(&state).unwrap(), b"big/\n");
+        // It goes on saving into the new file.
+        index.insert(file("later", 11, b"y"));
+        index.close().unwrap();
+        let identity = index.identity();
+        drop(index);
+        let back = load_index(&state).unwrap();
+        assert!(back.history_known && !back.rebuilt);
+        assert_eq!(back.index.identity(), identity, "the same index, closed cleanly");
+        let entries: Vec<Entry> = back.index.iter().collect();
+        assert_eq!(entries, [file("a/b", 7, b"x"), tomb("gone", 9), file("later", 11, b"y")]);
+        assert!(!state.join("index.redb.new").exists());
     }
 
     #[test]

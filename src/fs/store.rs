@@ -201,6 +201,11 @@ impl Store {
         Ok(rel.to_fs(&self.root))
     }
 
+    /// The directory's device id (the one in the state directory).
+    pub fn device(&self) -> NodeId {
+        self.device
+    }
+
     /// The folder whose presence proves DIR is the directory we synced:
     /// `DIR/.dirsync` (the state directory by default, else kept empty).
     pub fn marker(&self) -> PathBuf {

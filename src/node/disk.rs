@@ -1,24 +1,26 @@
 //! The node's disk work outside of received files: applying the engine's
 //! actions, looking at the disk again (rescans) and hashing large files
-//! off the loop for it, persisting the index and reading the ignore and
-//! exclusion files.
+//! off the loop for it, persisting the index, keeping the state directory
+//! there (made again when it is removed under the running node) and
+//! reading the ignore and exclusion files.
 //!
 //! Owns: the paths to look at again and when the index was last saved.
 //! Must not: decide what a result means (the engine does, from
 //! `ActionError`).
 
-use super::{Counters, Event, Node};
+use super::{Counters, Event, Node, NodeError};
 use crate::engine::ignore::{EXCLUDE_FILE, IGNORE_FILE};
+use crate::engine::index::OnDisk;
 use crate::engine::Exclusion;
 use crate::engine::{Action, ActionError, DirState, Extent, Known, Look, Scan};
 use crate::fs::hashing::Hashed;
 use crate::fs::scan::ScanResult;
-use crate::fs::state::{load_ignore_rules, read_exclusion_rules, StateError};
+use crate::fs::state::{load_ignore_rules, read_exclusion_rules, restore_state_dir, Kept, StateError};
 use crate::fs::watcher::LocalEvent;
 use crate::transport::net::Net;
 use crate::wire::{NodeId, RelPath};
 use std::collections::BTreeSet;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 impl<N: Net> Node<N> {
     /// Carry out `action` and tell the engine how it went.
@@ -211,18 +213,93 @@ impl<N: Net> Node<N> {
         self.retry.clear();
     }
 
-    /// Commit the index's changes, in one transaction.
+    /// Commit the index's changes, in one transaction. A commit that fails
+    /// stops the node: one that goes on without saving would find, at its
+    /// next start, an index that misses everything since.
     pub(super) fn save_index(&mut self) {
         if let Err(e) = self.engine.index_mut().commit() {
-            warn!(error = %e, "cannot save the index");
-            self.engine.note_error(format!("cannot save the index: {e}"));
+            self.cannot_save(e.to_string());
         }
     }
 
-    /// Commit and close the index, at a clean shutdown.
+    /// Commit and close the index, at a clean shutdown. An index whose
+    /// file was deleted with the state directory (DIR's marker, which the
+    /// node does not make again) is not saved: said, and the exit is not 0.
     pub(super) fn close_index(&mut self) {
         if let Err(e) = self.engine.index_mut().close() {
-            warn!(error = %e, "cannot save the index");
+            return self.cannot_save(e.to_string());
+        }
+        if let Ok(OnDisk::Unlinked) = self.engine.index().on_disk() {
+            let dir = self.cfg.state_dir.display();
+            self.cannot_save(format!(
+                "its file was deleted with the state directory {dir}, DIR's marker folder, which was not made again; the next start rebuilds the index from a scan"
+            ));
+        }
+    }
+
+    fn cannot_save(&mut self, reason: String) {
+        error!(%reason, "cannot save the index: stopping");
+        self.engine.note_error(format!("cannot save the index: {reason}"));
+        self.stop.get_or_insert(NodeError::Save(reason));
+    }
+
+    /// Keep the state directory where it belongs. When it was removed (or
+    /// moved) under the running node, which its index file no longer being
+    /// at its path shows, it is made again with what the node keeps there
+    /// (`fs::state::restore_state_dir`): the index, written whole to a new
+    /// file, the device id and the exclusion rules; the control socket
+    /// follows within a second (`app::control`). Not when the state
+    /// directory is DIR's marker (the default): its removal suspends
+    /// syncing (the mass-delete guard) and making it again would defeat
+    /// the guard. The index is written there once the marker is back
+    /// (`mkdir DIR/.dirsync`, which resumes syncing). A state directory
+    /// that cannot be made again stops the node.
+    pub(super) fn keep_state_dir(&mut self) {
+        let on_disk = match self.engine.index().on_disk() {
+            Ok(OnDisk::InPlace | OnDisk::Memory) => {
+                self.state_gone_noted = false;
+                return;
+            }
+            Ok(d) => d,
+            Err(e) => {
+                // The path cannot be looked at: the file stays linked, and
+                // commits go on reaching it.
+                debug!(error = %e, "cannot tell whether the index file is in place");
+                return;
+            }
+        };
+        let dir = self.cfg.state_dir.clone();
+        if dir == self.store.marker() && !dir.is_dir() {
+            if !self.state_gone_noted {
+                self.state_gone_noted = true;
+                let saved = match on_disk {
+                    OnDisk::Unlinked => "the index is not saved until it is back",
+                    _ => "the index is saved where the folder went until it is back",
+                };
+                warn!(path = %dir.display(), "the state directory, DIR's marker folder, was removed: not syncing (mkdir it to resume); {saved}");
+                self.engine
+                    .note_error(format!("the state directory {} was removed: {saved}", dir.display()));
+                // The guard sees it now, not at the next periodic rescan.
+                if self.engine.suspended().is_none() {
+                    self.rescan(LocalEvent::Changed(vec![None]));
+                }
+            }
+            return;
+        }
+        let kept = Kept {
+            device: self.store.device(),
+            exclusion: &self.exclusion_text,
+        };
+        match restore_state_dir(&dir, self.engine.index_mut(), &kept) {
+            Ok(()) => {
+                self.state_gone_noted = false;
+                warn!(path = %dir.display(), "the state directory was removed under the running node: made again, with the index, the device id and the exclusion rules");
+                Counters::bump(&self.cfg.counters.state_restored);
+            }
+            Err(e) => self.cannot_save(format!(
+                "the state directory {} was removed and cannot be made again: {e}",
+                dir.display()
+            )),
         }
     }
 

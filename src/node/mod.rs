@@ -111,6 +111,8 @@ pub enum NodeError {
     State(#[from] StateError),
     #[error("the index database failed, stopping so that nothing is decided on a wrong index: {0}")]
     Index(String),
+    #[error("cannot save the index, stopping (what this node synced would otherwise be lost at its next start): {0}")]
+    Save(String),
 }
 
 /// Everything the loop reacts to.
@@ -182,6 +184,12 @@ struct Node<N: Net> {
     hashing: bool,
     /// Piece maps of our files, made lately or being made (`pieces`).
     maps: pieces::Maps,
+    /// Why the node must stop (the index cannot be saved): the loop ends
+    /// and `run` returns it.
+    stop: Option<NodeError>,
+    /// The removal of the state directory, when it is DIR's marker, was
+    /// reported (`disk::keep_state_dir`).
+    state_gone_noted: bool,
     /// The bandwidth limits, shared by every connection.
     send_limit: Option<Arc<RateLimit>>,
     recv_limit: Option<Arc<RateLimit>>,
@@ -243,6 +251,9 @@ pub async fn run<N: Net>(net: N, cfg: Config, local: async_channel::Receiver<Loc
     drop(events);
     node.dial_static_peers();
     node.run_loop(inbox, cfg.control.shutdown.clone()).await;
+    if let Some(e) = node.stop.take() {
+        return Err(e);
+    }
     match node.engine.index().failure() {
         Some(f) => Err(NodeError::Index(f.to_string())),
         None => Ok(()),
@@ -326,6 +337,8 @@ impl<N: Net> Node<N> {
             retry: BTreeSet::new(),
             hashing: false,
             maps: pieces::Maps::default(),
+            stop: None,
+            state_gone_noted: false,
             send_limit: cfg.max_send_rate.map(|r| Arc::new(RateLimit::new(r))),
             recv_limit: cfg.max_recv_rate.map(|r| Arc::new(RateLimit::new(r))),
             store,
@@ -368,6 +381,10 @@ impl<N: Net> Node<N> {
     /// Handle events until every feeder is gone or a shutdown is asked.
     async fn run_loop(&mut self, inbox: async_channel::Receiver<Event<N>>, shutdown: Option<async_channel::Receiver<()>>) {
         loop {
+            if self.stop.is_some() {
+                self.drop_all_peers("cannot save the index");
+                return;
+            }
             let next = async { Some(inbox.recv().await) };
             let stop = async {
                 match &shutdown {
@@ -540,6 +557,9 @@ impl<N: Net> Node<N> {
         } else {
             self.retry_failed_paths();
         }
+        // Before the exclusion rules are read again: a removed state
+        // directory is not a removed exclude file.
+        self.keep_state_dir();
         if self.engine.suspended().is_none() && due(self.last_rescan, self.cfg.rescan_interval) {
             self.last_rescan = now;
             self.rescan(LocalEvent::Changed(vec![None]));
@@ -608,6 +628,7 @@ impl<N: Net> Node<N> {
     /// the index is saved and every connection closed.
     fn shut_down(&mut self) {
         let abandoned = self.receiving.abandon_all(&self.store);
+        self.keep_state_dir();
         self.close_index();
         self.drop_all_peers("shutting down");
         info!(abandoned_transfers = abandoned, "shut down");

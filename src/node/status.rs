@@ -81,6 +81,9 @@ counters! {
     bad_pieces,
     /// Pieces this node was asked for and sent (or tried to).
     pieces_sent,
+    /// The state directory was found removed (or moved) under the running
+    /// node and made again, index included.
+    state_restored,
 }
 
 impl Counters {

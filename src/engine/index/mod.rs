@@ -12,7 +12,7 @@ mod query;
 mod store;
 
 pub use digest::DirSum;
-pub use store::{Index, IndexError, PeerMark};
+pub use store::{Index, IndexError, OnDisk, PeerMark};
 
 use crate::wire::{Entry, Hash, Kind};
 

@@ -24,6 +24,11 @@
 //! Range reads (a folder, changes since a number, children, a file by
 //! hash) are in `query.rs`.
 //!
+//! redb keeps its file open: a database file deleted under a running node
+//! still takes commits, into an inode nobody can open again. `on_disk`
+//! tells whether the file at the index's path is still this database, and
+//! `rewrite` writes the whole index to a new file there.
+//!
 //! Owns: the database's tables and their consistency. Must not: decide
 //! anything about sync. A database that fails to read or write is a
 //! failure the node stops on (`failure`), never an empty answer it acts
@@ -36,7 +41,8 @@ use crate::engine::{Known, Stat};
 use crate::wire::{Entry, Hash, Kind, NodeId, RelPath};
 use redb::{Database, Durability, ReadOnlyTable, ReadableTable, TableDefinition};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::Path;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use tracing::error;
 
@@ -73,12 +79,40 @@ const CACHE_BYTES: usize = 16 << 20;
 /// holds uncommitted (a crash then loses less, too).
 const COMMIT_AT: usize = 8192;
 
+/// Rows copied per transaction when the index is written to a new file.
+const REWRITE_ROWS: usize = 8192;
+
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
     #[error("index database {path}: {reason}")]
     Open { path: String, reason: String },
     #[error("index database: {0}")]
     Db(String),
+    #[error("cannot write the index to a new file {path}: {reason}")]
+    Rewrite { path: String, reason: String },
+}
+
+/// Where the database's file stands against the index's path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnDisk {
+    /// An index in memory (tests, fuzzing): no file.
+    Memory,
+    /// The file at the index's path is this database.
+    InPlace,
+    /// The path holds nothing (or another file) while this database's file
+    /// is still linked somewhere else (moved with its folder): commits are
+    /// durable there, not where the next start looks.
+    Moved,
+    /// The file was deleted: commits reach an inode only this process
+    /// holds, lost when it ends.
+    Unlinked,
+}
+
+/// The database's file: its path, and a handle of our own on it (to tell,
+/// by its link count and inode, whether it is still there).
+struct DbFile {
+    path: PathBuf,
+    handle: std::fs::File,
 }
 
 fn db_err(e: impl std::fmt::Display) -> IndexError {
@@ -165,6 +199,8 @@ pub(super) struct Snapshot {
 
 pub struct Index {
     db: Database,
+    /// `None` in memory.
+    file: Option<DbFile>,
     pub(super) snapshot: Snapshot,
     durability: Durability,
     meta: Meta,
@@ -224,14 +260,97 @@ impl Index {
             path: path.display().to_string(),
             reason: e.to_string(),
         };
+        let (db, file) = Self::open_file(path).map_err(|e| open_err(&e))?;
+        let mut fresh = [0u8; 8];
+        getrandom::fill(&mut fresh).map_err(|e| open_err(&e))?;
+        let mut index = Index::over(db, Durability::Immediate, u64::from_le_bytes(fresh).max(1)).map_err(|e| open_err(&e))?;
+        index.file = Some(file);
+        Ok((index, existed))
+    }
+
+    /// The database at `path`, created if missing, and our handle on its file.
+    fn open_file(path: &Path) -> Result<(Database, DbFile), String> {
         let db = Database::builder()
             .set_cache_size(CACHE_BYTES)
             .create(path)
-            .map_err(|e| open_err(&e))?;
-        let mut fresh = [0u8; 8];
-        getrandom::fill(&mut fresh).map_err(|e| open_err(&e))?;
-        let index = Index::over(db, Durability::Immediate, u64::from_le_bytes(fresh).max(1)).map_err(|e| open_err(&e))?;
-        Ok((index, existed))
+            .map_err(|e| e.to_string())?;
+        let handle = std::fs::File::open(path).map_err(|e| e.to_string())?;
+        let file = DbFile {
+            path: path.to_path_buf(),
+            handle,
+        };
+        Ok((db, file))
+    }
+
+    /// Whether the file at the index's path is still this database.
+    pub fn on_disk(&self) -> std::io::Result<OnDisk> {
+        let Some(f) = &self.file else { return Ok(OnDisk::Memory) };
+        let own = f.handle.metadata()?;
+        if own.nlink() == 0 {
+            return Ok(OnDisk::Unlinked);
+        }
+        match std::fs::metadata(&f.path) {
+            Ok(m) if m.dev() == own.dev() && m.ino() == own.ino() => Ok(OnDisk::InPlace),
+            Ok(_) => Ok(OnDisk::Moved),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) => Ok(OnDisk::Moved),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The database file's path (`None` in memory).
+    pub fn path(&self) -> Option<&Path> {
+        self.file.as_ref().map(|f| f.path.as_path())
+    }
+
+    /// Write the whole index, pending changes included, to a new database
+    /// file at its path, and go on with that one: the old file was deleted
+    /// or moved away under the running node (`on_disk`). The copy is made
+    /// beside it (`index.redb.new`) and renamed into place once durable, so
+    /// a crash meanwhile leaves no half-written index where the next start
+    /// looks. The folder must exist.
+    pub fn rewrite(&mut self) -> Result<(), IndexError> {
+        let Some(path) = self.path().map(Path::to_path_buf) else {
+            return Ok(());
+        };
+        self.commit()?;
+        let tmp = path.with_extension("redb.new");
+        let shown = tmp.display().to_string();
+        let err = |reason: &dyn std::fmt::Display| IndexError::Rewrite {
+            path: shown.clone(),
+            reason: reason.to_string(),
+        };
+        match std::fs::remove_file(&tmp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(err(&e)),
+        }
+        {
+            let new = Database::builder().set_cache_size(CACHE_BYTES).create(&tmp).map_err(|e| err(&e))?;
+            let from = self.db.begin_read().map_err(|e| err(&e))?;
+            copy_table(&from, &new, ENTRIES).map_err(|e| err(&e))?;
+            copy_table(&from, &new, SEQS).map_err(|e| err(&e))?;
+            copy_table(&from, &new, HASHES).map_err(|e| err(&e))?;
+            copy_table(&from, &new, DIRS).map_err(|e| err(&e))?;
+            copy_table(&from, &new, META).map_err(|e| err(&e))?;
+            copy_table(&from, &new, PEERS).map_err(|e| err(&e))?;
+            copy_table(&from, &new, SETTINGS).map_err(|e| err(&e))?;
+            copy_table(&from, &new, INSTALLING).map_err(|e| err(&e))?;
+            // One durable commit makes every copied row durable.
+            let mut txn = new.begin_write().map_err(|e| err(&e))?;
+            txn.set_durability(Durability::Immediate);
+            txn.commit().map_err(|e| err(&e))?;
+        }
+        std::fs::rename(&tmp, &path).map_err(|e| err(&e))?;
+        if let Some(dir) = path.parent() {
+            std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| err(&e))?;
+        }
+        let (db, file) = Self::open_file(&path).map_err(|e| err(&e))?;
+        let snapshot = Self::snapshot(&db)?;
+        // The old snapshot's tables go before the old database.
+        self.snapshot = snapshot;
+        self.db = db;
+        self.file = Some(file);
+        Ok(())
     }
 
     fn over(db: Database, durability: Durability, fresh_identity: u64) -> Result<Index, IndexError> {
@@ -297,6 +416,7 @@ impl Index {
         let snapshot = Self::snapshot(&db)?;
         Ok(Index {
             db,
+            file: None,
             snapshot,
             durability,
             meta,
@@ -800,6 +920,34 @@ impl Index {
         }
         self.pending_held.clear();
         Ok(())
+    }
+}
+
+/// Copy every row of table `def` from `from` into `to`, `REWRITE_ROWS` per
+/// transaction (not durable: the caller's last commit makes them so).
+fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+    from: &redb::ReadTransaction,
+    to: &Database,
+    def: TableDefinition<K, V>,
+) -> Result<(), IndexError> {
+    let source = from.open_table(def).map_err(db_err)?;
+    let mut rows = source.iter().map_err(db_err)?;
+    loop {
+        let mut txn = to.begin_write().map_err(db_err)?;
+        txn.set_durability(Durability::None);
+        let mut done = true;
+        {
+            let mut table = txn.open_table(def).map_err(db_err)?;
+            for row in rows.by_ref().take(REWRITE_ROWS) {
+                let (k, v) = row.map_err(db_err)?;
+                table.insert(k.value(), v.value()).map_err(db_err)?;
+                done = false;
+            }
+        }
+        txn.commit().map_err(db_err)?;
+        if done {
+            return Ok(());
+        }
     }
 }
 
