@@ -121,6 +121,10 @@ struct Oracle {
     /// Every content each file path held after a user's change: a change
     /// made without holding the latest races with all it missed.
     history: BTreeMap<String, Vec<[u8; 32]>>,
+    /// The folder each host excludes, and when its rule went (`None`: in
+    /// force). A deletion made there travels nowhere: the peers' copies
+    /// come back when the rule goes (README, selective sync).
+    excluded: BTreeMap<usize, (String, Option<Duration>)>,
 }
 
 impl Oracle {
@@ -195,10 +199,23 @@ impl Oracle {
         self.latest.insert(path.to_string(), now);
     }
 
+    /// The folder `host` excludes at `now`, if any: from the moment its
+    /// rule is written (the node reads it within a second: a change
+    /// meanwhile may travel or not) until a moment after it goes.
+    fn excluded_on(&self, host: usize, now: Duration) -> Option<&str> {
+        const READ_WITHIN: Duration = Duration::from_millis(1_500);
+        match self.excluded.get(&host) {
+            Some((folder, ended)) if ended.is_none_or(|t| now < t + READ_WITHIN) => Some(folder),
+            _ => None,
+        }
+    }
+
     /// A user whose disk is `tree` deletes (or moves away) every file at
     /// and below `path`: those it held in their latest change, never
-    /// changed concurrently, must stay gone. `elsewhere`: the other disks.
-    fn deleting(&mut self, tree: &Tree, elsewhere: &[Tree], path: &str) {
+    /// changed concurrently, must stay gone. `elsewhere`: the other disks;
+    /// `excluded`: the folder this disk's host excludes, where a deletion
+    /// stays on this disk.
+    fn deleting(&mut self, tree: &Tree, elsewhere: &[Tree], path: &str, excluded: Option<&str>) {
         let prefix = format!("{path}/");
         let files: Vec<String> = tree
             .iter()
@@ -206,6 +223,10 @@ impl Oracle {
             .map(|(p, _)| p.clone())
             .collect();
         for f in files {
+            if excluded.is_some_and(|folder| f == folder || f.starts_with(&format!("{folder}/"))) {
+                // Deleted here only: the peers keep their copy.
+                continue;
+            }
             if !self.holds_latest(tree, &f) {
                 // A delete that missed the last change: that change wins
                 // against it (an edit beats a delete that did not see it)
@@ -264,7 +285,7 @@ pub fn run(seed: u64, mix: &Mix) {
     for _ in 0..mix.steps {
         let now = c.elapsed();
         for (_, u) in extract_due(&mut undo, now) {
-            end_fault(&mut c, u);
+            end_fault(&mut c, &mut oracle, u);
         }
         let roll = rng.below(100);
         if roll < mix.fault_percent {
@@ -280,7 +301,7 @@ pub fn run(seed: u64, mix: &Mix) {
         c.run_for(Duration::from_millis(rng.below(600)));
     }
     for (_, u) in undo.drain(..) {
-        end_fault(&mut c, u);
+        end_fault(&mut c, &mut oracle, u);
     }
     c.forget_all();
     c.converge(SETTLE_WITHIN);
@@ -378,6 +399,7 @@ fn start_fault(c: &mut Cluster, rng: &mut Rng, oracle: &mut Oracle, undo: &mut V
         6 => {
             let folder = *rng.pick(&FOLDERS[1..]);
             c.set_exclusion(host, &format!("{folder}/\n"));
+            oracle.excluded.insert(host, (folder.to_string(), None));
             undo.push((until, Undo::Include(host)));
         }
         n => {
@@ -388,12 +410,17 @@ fn start_fault(c: &mut Cluster, rng: &mut Rng, oracle: &mut Oracle, undo: &mut V
     }
 }
 
-fn end_fault(c: &mut Cluster, u: Undo) {
+fn end_fault(c: &mut Cluster, oracle: &mut Oracle, u: Undo) {
     match u {
         Undo::Heal(h) => c.heal(h),
         Undo::Restart(h) => c.restart(h),
         Undo::DiskOk(h) => c.disk_fault(h, None),
-        Undo::Include(h) => c.set_exclusion(h, ""),
+        Undo::Include(h) => {
+            c.set_exclusion(h, "");
+            if let Some((_, ended)) = oracle.excluded.get_mut(&h) {
+                *ended = Some(c.elapsed());
+            }
+        }
     }
 }
 
@@ -476,6 +503,7 @@ fn user_write(c: &mut Cluster, oracle: &mut Oracle, host: usize, tree: &Tree, pa
 /// One user operation on `host`.
 fn user_op(c: &mut Cluster, rng: &mut Rng, oracle: &mut Oracle, host: usize) {
     let tree = c.tree(host);
+    let excluded = oracle.excluded_on(host, c.elapsed()).map(str::to_string);
     let files = files_of(&tree);
     let dirs = dirs_of(&tree);
     match rng.below(14) {
@@ -508,7 +536,7 @@ fn user_op(c: &mut Cluster, rng: &mut Rng, oracle: &mut Oracle, host: usize) {
             let path = rng.pick(&all).clone();
             superseded_under(oracle, &tree, &path);
             oracle.touched(&path);
-            oracle.deleting(&tree, &others(c, host), &path);
+            oracle.deleting(&tree, &others(c, host), &path, excluded.as_deref());
             c.delete(host, &path);
         }
         // Rename or move across folders (a case-only rename among them).
@@ -539,7 +567,7 @@ fn user_op(c: &mut Cluster, rng: &mut Rng, oracle: &mut Oracle, host: usize) {
                 for dest in &landed {
                     oracle.changing(&tree, dest);
                 }
-                oracle.deleting(&tree, &others(c, host), &from);
+                oracle.deleting(&tree, &others(c, host), &from, excluded.as_deref());
                 c.rename(host, &from, &to);
                 for dest in &landed {
                     oracle.changed(c, host, dest);
@@ -551,7 +579,7 @@ fn user_op(c: &mut Cluster, rng: &mut Rng, oracle: &mut Oracle, host: usize) {
             let path = rng.pick(&files).clone();
             superseded_under(oracle, &tree, &path);
             oracle.changing(&tree, &path);
-            oracle.deleting(&tree, &others(c, host), &path);
+            oracle.deleting(&tree, &others(c, host), &path, excluded.as_deref());
             c.delete(host, &path);
             c.mkdir(host, &path);
             let inner = format!("{path}/inner.txt");
@@ -561,7 +589,7 @@ fn user_op(c: &mut Cluster, rng: &mut Rng, oracle: &mut Oracle, host: usize) {
         10 if !dirs.is_empty() => {
             let path = rng.pick(&dirs).clone();
             superseded_under(oracle, &tree, &path);
-            oracle.deleting(&tree, &others(c, host), &path);
+            oracle.deleting(&tree, &others(c, host), &path, excluded.as_deref());
             c.delete(host, &path);
             let content = content(rng);
             user_write(c, oracle, host, &tree, &path, &content);

@@ -411,11 +411,19 @@ impl Store {
         self.make_parents(&entry.path)?;
         let src = self.full_path(&from.path)?;
         let dst = self.full_path(&entry.path)?;
+        Self::clear_folder(&dst, local)?;
+        // The source takes the new version's mode and mtime before it moves
+        // (so the path never shows the new name with the old mtime), and
+        // gets its own back if the move fails: a source left touched would
+        // look like a local edit of it.
+        let before = fs::symlink_metadata(&src).map_err(io_err(&src))?;
         set_exec(&src, entry.exec)?;
         filetime::set_file_mtime(&src, filetime_of(entry.mtime)).map_err(io_err(&src))?;
-        Self::clear_folder(&dst, local)?;
         self.trash_linked(&dst, &entry.path, local);
-        fs::rename(&src, &dst).map_err(io_err(&dst))
+        fs::rename(&src, &dst).map_err(io_err(&dst)).inspect_err(|_| {
+            let _ = fs::set_permissions(&src, before.permissions());
+            let _ = filetime::set_file_mtime(&src, filetime::FileTime::from_last_modification_time(&before));
+        })
     }
 
     /// Copy file `from` to `entry.path` (which must hold `local`), checking

@@ -243,6 +243,29 @@ fn rename_and_copy_keep_content() {
     assert_eq!(fs::read(dir.path().join("y/big")).unwrap(), big);
 }
 
+/// A rename that fails leaves its source as it was: its mtime and mode are
+/// set for the new version only once the rename can happen (the source
+/// left touched became a local edit that beat the deletion it was part
+/// of; found by the workload, faults seed 7200021798).
+#[test]
+fn a_failed_rename_leaves_its_source_untouched() {
+    let (dir, store) = setup();
+    fs::write(dir.path().join("a"), b"content").unwrap();
+    let a = entry_for(&store, "a");
+    fs::create_dir_all(dir.path().join("b/inner")).unwrap();
+    let folder = entry_for(&store, "b");
+    let b = Entry {
+        path: rel("b"),
+        mtime: a.mtime + 5_000_000_000,
+        exec: true,
+        ..a.clone()
+    };
+    assert!(store.rename(&a, &b, Some(&folder)).is_err(), "the folder is not empty");
+    assert!(store.matches(&a.path, Some(&a)).unwrap(), "the source is as it was");
+    assert_eq!(entry_for(&store, "a").mtime, a.mtime);
+    assert!(!entry_for(&store, "a").exec);
+}
+
 /// A range copied in the kernel lands at the end of the temp file, and
 /// what comes back (what the caller hashes) is what the temp file holds;
 /// a source that ends early fails instead of copying less.
