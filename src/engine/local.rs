@@ -90,6 +90,11 @@ impl Engine {
             .filter(|o| !self.unsynced(&o.path, o.kind) && !self.is_container(o))
             .collect();
         found.sort_by(|a, b| a.path.cmp(&b.path));
+        let on_the_way = self.folders_on_the_way(&found);
+        if !on_the_way.is_empty() {
+            found.extend(on_the_way.into_iter().filter(|o| !self.is_container(o)));
+            found.sort_by(|a, b| a.path.cmp(&b.path));
+        }
         found.dedup_by(|later, earlier| later.path == earlier.path);
         let seen = |path: &RelPath| found.binary_search_by(|o| o.path.cmp(path)).is_ok();
         let mut changes = Vec::new();
@@ -298,6 +303,42 @@ impl Engine {
     /// holding the file, as content below a file, and that node kept its
     /// file as a conflict copy though nothing raced (found by the
     /// workload's conflict-copy invariant, faults seed 7200021602).
+    /// The folders a look's paths lie in that the index does not hold as
+    /// folders (a look at one path does not observe its parents): they are
+    /// folders on disk now, and peers must take them with what they hold,
+    /// before it. (Found by the workload, everyday seed 7100021503: a file
+    /// replaced by a folder, whose content was reported first, met the
+    /// peers' file alone, and they kept that file as a conflict copy.)
+    fn folders_on_the_way(&self, found: &[Observed]) -> Vec<Observed> {
+        let observed = |path: &RelPath| found.binary_search_by(|o| o.path.cmp(path)).is_ok();
+        let mut folders = BTreeSet::new();
+        for o in found {
+            // Deepest first: a scan observes what lies below its roots, so
+            // in a whole-tree look every parent is found and this stops at
+            // once.
+            for above in o.path.ancestors().into_iter().rev() {
+                let known = || self.index.live(&above).is_some_and(|e| e.kind == Kind::Dir);
+                if observed(&above) || folders.contains(&above) || known() {
+                    break;
+                }
+                folders.insert(above);
+            }
+        }
+        folders
+            .into_iter()
+            .map(|path| Observed {
+                path,
+                kind: Kind::Dir,
+                size: 0,
+                mtime: 0,
+                hash: Hash::ZERO,
+                occupied: true,
+                exec: false,
+                stat: None,
+            })
+            .collect()
+    }
+
     fn is_container(&self, o: &Observed) -> bool {
         o.kind == Kind::Dir && o.occupied && self.index.get(&o.path).is_some_and(|e| e.deleted && e.kind == Kind::Dir)
     }

@@ -274,6 +274,23 @@ fn a_shallow_look_that_finds_a_file_where_a_folder_was_deletes_what_the_folder_h
     assert_eq!(e.index().live(&p("x")).map(|x| x.kind), Some(Kind::File));
 }
 
+/// A look at one path that finds it below what the index holds as a file
+/// (the file was replaced by a folder, and the watcher reported the
+/// folder's content first): the folder goes out with it, before it. Sent
+/// alone, the content met the peers' file, which they kept as a conflict
+/// copy though the folder's maker had seen it (found by the workload,
+/// everyday seed 7100021503).
+#[test]
+fn content_found_below_a_file_announces_the_folder_first() {
+    let old = file("b", 10 * S, b"was a file");
+    let mut e = connected(std::slice::from_ref(&old), &[A]);
+    let inner = file("b/x", 20 * S, b"inside");
+    e.handle_local(30 * S, &[Some(p("b/x"))], vec![observed(&inner)]);
+    let folder = by_me(Some(&old), dir("b", 30 * S));
+    let inner = by_me(None, inner);
+    assert_eq!(e.take_commands(), vec![update(A, vec![folder, inner])]);
+}
+
 /// Issue 24, case 5: `rm -rf` of every entry of DIR, its marker last.
 /// The looks that find files gone while the marker is still there send
 /// nothing; the look that finds the marker gone suspends syncing; none of
