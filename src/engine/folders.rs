@@ -14,8 +14,7 @@
 //! and every transfer failed with "File exists" or "Not a directory".
 
 use super::conflict::conflict_entry;
-use super::index::beats;
-use super::safety::resurrection;
+use super::safety::deletes;
 use super::{Action, Engine};
 use crate::wire::{Entry, Hash, Kind, RelPath};
 use std::collections::BTreeMap;
@@ -38,11 +37,10 @@ impl Engine {
                 // workload's conflict-copy invariant, faults seed
                 // 7200021603: the folder stayed, the file became a
                 // conflict copy).
-                let failed = self.retries.get(&c.path).map(|r| &r.entry).filter(|t| t.deleted);
                 deletions
                     .get(&c.path)
-                    .or(failed)
-                    .is_none_or(|t| !beats(t, &c) || resurrection(t, &c).is_some())
+                    .or(self.failed_deletion(&c.path))
+                    .is_none_or(|t| !deletes(t, &c))
             })
     }
 

@@ -4,7 +4,7 @@
 
 use super::conflict::conflict_entry;
 use super::index::{beats, same_version, wins_over, with_more_history};
-use super::safety::{loses_concurrently, resurrection};
+use super::safety::{deletes, loses_concurrently, resurrection};
 use super::{schedule_order, Action, Command, Engine, Heard, Inflight, Need, DELTA_MIN_SIZE};
 use crate::wire::version::Causality;
 use crate::wire::{Entry, Hash, Kind, Message, NodeId, RelPath, WantFile, MAX_ENTRIES};
@@ -272,7 +272,11 @@ impl Engine {
         if !e.deleted && self.folder_against_file(peer, &e, live.as_ref(), batch) {
             return;
         }
-        if let Some(l) = live.as_ref().filter(|l| loses_concurrently(l, &e)) {
+        // A version a deletion superseded (heard, failed to apply here) is
+        // no loser to keep: the deletion's maker saw it (found by the
+        // workload, faults seed 7200021654).
+        let superseded = |l: &Entry| self.failed_deletion(&l.path).is_some_and(|t| deletes(t, l));
+        if let Some(l) = live.as_ref().filter(|l| loses_concurrently(l, &e) && !superseded(l)) {
             match conflict_entry(l) {
                 Some(copy) if self.index.get(&copy.path).is_none_or(|c| c.deleted && beats(&copy, &c)) => {
                     let from = l.clone();

@@ -108,6 +108,12 @@ impl Engine {
         self.retries.insert(retry.entry.path.clone(), retry);
     }
 
+    /// A deletion of `path` heard earlier that failed to apply here (a
+    /// disk error): seen all the same, by us and by whoever made it.
+    pub(super) fn failed_deletion(&self, path: &RelPath) -> Option<&Entry> {
+        self.retries.get(path).map(|r| &r.entry).filter(|t| t.deleted)
+    }
+
     /// Versions being tried again, with the last error (for `dirsync status`).
     pub fn retrying(&self) -> Vec<RetryReport> {
         self.retries

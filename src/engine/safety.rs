@@ -60,6 +60,12 @@ pub(super) fn resurrection(incoming: &Entry, local: &Entry) -> Option<Entry> {
     })
 }
 
+/// Whether tombstone `t` deletes our live `live`: it wins, and it saw the
+/// edit that made `live`'s content.
+pub(super) fn deletes(t: &Entry, live: &Entry) -> bool {
+    t.deleted && beats(t, live) && resurrection(t, live).is_none()
+}
+
 /// Whether `delete` was made without seeing the edit that gave `live` its
 /// content. Judged by the editor's own counter, not the whole vector: a
 /// file kept by `resurrection` carries the first deleter's history, and a

@@ -71,6 +71,61 @@ fn a_failed_conflict_copy_leaves_the_loser_in_place() {
     assert_eq!(e.index().live(&p("f")), Some(mine.clone()));
 }
 
+/// A deletion heard and seen by its maker, but not applied here (a disk
+/// error), superseded our version all the same: a concurrent version that
+/// comes next meets the deletion, not a loser to keep (found by the
+/// workload, faults seed 7200021654: a conflict copy of a file deleted by a
+/// user who had it, on the node whose disk was full).
+#[test]
+fn a_version_whose_deletion_failed_here_is_no_conflict_loser() {
+    let base = file("f", 10, b"base");
+    let mut e = connected(std::slice::from_ref(&base), &[A, B]);
+    let gone = deleted(&base, A, 20);
+    e.handle_message(
+        A,
+        Message::Update {
+            entries: vec![gone.clone()],
+        },
+    );
+    let delete = Action::Delete {
+        entry: gone.clone(),
+        local: base.clone(),
+    };
+    assert_eq!(
+        e.take_commands(),
+        vec![Command::Apply {
+            peer: A,
+            action: delete.clone()
+        }]
+    );
+    e.handle_action_done(A, delete, Err(ActionError::Failed("f: No space left on device".into())));
+    assert_eq!(e.take_commands(), vec![]);
+    // A device that never saw `base` makes the path anew.
+    let made = Entry {
+        vector: Vector::single(B, 30),
+        by: B,
+        ..file("f", 30, b"made elsewhere")
+    };
+    e.handle_message(
+        B,
+        Message::Update {
+            entries: vec![made.clone()],
+        },
+    );
+    let cmds = e.take_commands();
+    assert!(
+        !cmds.iter().any(|c| matches!(
+            c,
+            Command::Apply {
+                action: Action::ConflictCopy { .. },
+                ..
+            }
+        )),
+        "{cmds:?}"
+    );
+    assert!(cmds.contains(&want(B, &[&made])), "{cmds:?}");
+}
+
 #[test]
 fn a_sequential_edit_makes_no_conflict_copy() {
     let base = file("f", 10, b"base");
