@@ -184,6 +184,22 @@ impl Oracle {
                 }
             }
         }
+        // A folder made elsewhere at this path, holding content this disk
+        // lacks: this write races with it (a folder holding unseen content
+        // beats a file, which becomes a copy; found by the workload, faults
+        // seed 7200021802, where the writer's disk had refused the folder).
+        let prefix = format!("{path}/");
+        let unseen_below: Vec<[u8; 32]> = self
+            .latest
+            .range(prefix.clone()..)
+            .take_while(|(p, _)| p.starts_with(&prefix))
+            .filter(|(p, latest)| tree.get(*p) != latest.as_ref())
+            .filter_map(|(_, latest)| latest.as_ref().and_then(Item::hash))
+            .collect();
+        if !unseen_below.is_empty() {
+            self.raced.insert(path.to_string());
+            self.raced_contents.extend(unseen_below);
+        }
         if !self.holds_latest(tree, path) {
             self.raced.insert(path.to_string());
             let missed = self.history.get(path).into_iter().flatten().copied();
