@@ -19,7 +19,6 @@ use crate::fs::state::{load_ignore_rules, read_exclusion_rules, restore_state_di
 use crate::fs::watcher::LocalEvent;
 use crate::transport::net::Net;
 use crate::wire::{NodeId, RelPath};
-use std::collections::BTreeSet;
 use tracing::{debug, error, info, warn};
 
 impl<N: Net> Node<N> {
@@ -118,9 +117,9 @@ impl<N: Net> Node<N> {
     /// Tell the engine what a scan saw. `hashing`: large files it queued to
     /// be hashed, unknown until then (`fs::hashing`).
     fn look(&mut self, mut scan: Scan, hashing: Vec<RelPath>) {
-        // A file still being written (or unreadable) keeps its old entry and
-        // is looked at again on the next tick.
-        self.retry.extend(scan.failed.iter().cloned());
+        // What it could not read (a file still being written, an unreadable
+        // one) keeps its old entry; the engine asks for another look at it,
+        // with backoff (`Command::Rescan`).
         scan.hashing = hashing;
         let before = self.engine.index().seq();
         self.engine.handle_scan(self.now_ns(), scan);
@@ -207,19 +206,6 @@ impl<N: Net> Node<N> {
         r.hashing.extend(r2.hashing);
         r.root_failed = false;
         (vec![Some(from), Some(to)], r)
-    }
-
-    /// Look again, once, at the paths the last scans could not observe:
-    /// what fails again waits for its next watcher event or the periodic
-    /// rescan (an unreadable folder would otherwise be read, and logged,
-    /// every second).
-    pub(super) fn retry_failed_paths(&mut self) {
-        if self.retry.is_empty() {
-            return;
-        }
-        let paths: BTreeSet<RelPath> = std::mem::take(&mut self.retry);
-        self.rescan(LocalEvent::Changed(paths.into_iter().map(Some).collect()));
-        self.retry.clear();
     }
 
     /// Commit the index's changes, in one transaction. A commit that fails

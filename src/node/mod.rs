@@ -37,11 +37,10 @@ use crate::transport::net::{Net, Socket};
 use crate::transport::rate::RateLimit;
 use crate::transport::secure::Connection;
 use crate::transport::static_peers::StaticPeers;
-use crate::wire::{Announce, Entry, Message, NodeId, RelPath};
+use crate::wire::{Announce, Entry, Message, NodeId};
 use incoming::Receiving;
 use peers::{ConnId, Origin, Peers};
 use status::{Control, StatusRequest};
-use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -177,8 +176,6 @@ struct Node<N: Net> {
     /// The exclusion file's text when last read.
     exclusion_text: Vec<u8>,
     trash: Trash,
-    /// Paths a scan could not observe, to look at again on the next tick.
-    retry: BTreeSet<RelPath>,
     /// A large file is being hashed off the loop (one at a time: blake3
     /// spreads each over all cores).
     hashing: bool,
@@ -334,7 +331,6 @@ impl<N: Net> Node<N> {
         let mut node = Node {
             engine,
             suspended: Arc::new(AtomicBool::new(false)),
-            retry: BTreeSet::new(),
             hashing: false,
             maps: pieces::Maps::default(),
             stop: None,
@@ -554,8 +550,6 @@ impl<N: Net> Node<N> {
             // Not syncing: look every tick whether DIR is back.
             self.last_rescan = now;
             self.rescan(LocalEvent::Changed(vec![None]));
-        } else {
-            self.retry_failed_paths();
         }
         // Before the exclusion rules are read again: a removed state
         // directory is not a removed exclude file.

@@ -407,3 +407,46 @@ fn an_unreadable_folder_holds_back_deletions_until_it_can_be_read() {
         assert!(sent.contains(&(path.to_string(), deleted)), "{path}: {sent:?}");
     }
 }
+
+/// The one retry policy for what a look could not read (issue 25: the
+/// node's own retry set, which looked once more on the next tick and then
+/// waited for the next event, is gone): the engine asks for another look
+/// at it after 1 s, then 2 s, 4 s and so on up to a minute, and stops once
+/// a look reads it.
+#[test]
+fn a_path_that_cannot_be_read_is_looked_at_again_with_backoff() {
+    let f = file("busy", 1, b"x");
+    let mut e = connected(std::slice::from_ref(&f), &[A]);
+    let failed = Scan {
+        roots: vec![Some(p("busy"))],
+        shallow: vec![],
+        extent: Extent::Paths,
+        found: vec![],
+        failed: vec![p("busy")],
+        hashing: vec![],
+        dir: DirState::Present,
+    };
+    let again = vec![Command::Rescan { paths: vec![p("busy")] }];
+    e.handle_scan(100 * S, failed.clone());
+    assert_eq!(e.take_commands(), vec![]);
+    let mut asked_at = vec![];
+    for t in 101..=140 {
+        if tick(&mut e, t * S) == again {
+            asked_at.push(t);
+            e.handle_scan(t * S, failed.clone());
+            assert_eq!(e.take_commands(), vec![], "nothing travels while it cannot be read");
+        }
+    }
+    assert_eq!(asked_at, [101, 103, 107, 115, 131]);
+    // Read at last, unchanged: no more looks.
+    let read = Scan {
+        found: vec![observed(&f)],
+        failed: vec![],
+        ..failed
+    };
+    e.handle_scan(141 * S, read);
+    assert_eq!(e.take_commands(), vec![]);
+    for t in 142..=300 {
+        assert_eq!(tick(&mut e, t * S), vec![], "at {t} s");
+    }
+}

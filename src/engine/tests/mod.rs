@@ -105,6 +105,24 @@ fn engine_with(entries: &[Entry]) -> Engine {
     Engine::new(ME, index)
 }
 
+/// Time passes to `t`: the commands that follow, but the digest every
+/// peer is told each tick.
+fn tick(e: &mut Engine, t: i128) -> Vec<Command> {
+    e.handle_tick(t);
+    e.take_commands()
+        .into_iter()
+        .filter(|c| {
+            !matches!(
+                c,
+                Command::Send {
+                    msg: Message::TreeDigest { .. },
+                    ..
+                }
+            )
+        })
+        .collect()
+}
+
 /// `peer` connects and asks for our whole index (its device id is its
 /// node id, in these tests).
 fn connect(e: &mut Engine, peer: NodeId) {

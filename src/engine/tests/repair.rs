@@ -4,24 +4,6 @@
 
 use super::*;
 
-use super::S;
-
-fn tick(e: &mut Engine, t: i128) -> Vec<Command> {
-    e.handle_tick(t);
-    e.take_commands()
-        .into_iter()
-        .filter(|c| {
-            !matches!(
-                c,
-                Command::Send {
-                    msg: Message::TreeDigest { .. },
-                    ..
-                }
-            )
-        })
-        .collect()
-}
-
 #[test]
 fn a_failed_receive_is_tried_again_with_backoff_until_it_lands() {
     let f = file("f", 5, b"x");
