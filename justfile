@@ -41,7 +41,8 @@ fuzz:
             nice cargo test -p dirsync-sim --test hostile -- --nocapture
     fi
 
-# `cargo test` runs 32 seeds per scenario; a failing seed replays alone
+# `cargo test` runs a fixed seed plus a few swept ones per scenario (8 for
+# most, fewer for the slow ones); a failing seed replays alone
 # with SIM_SEED=S (SIM_LOG=dirsync=debug echoes the nodes' logs).
 #
 # Long simulation sweeps: every scenario over SEEDS seeds.

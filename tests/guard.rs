@@ -45,9 +45,13 @@ fn an_unmounted_directory_deletes_nothing_and_an_emptied_one_deletes_everything(
     // The control socket moved with the state folder: ask it there.
     let (tripped, _) = wait_until(TIMEOUT, || status_of(&away).is_some_and(|s| s.suspended.is_some()));
     assert!(tripped, "the guard did not trip:\n{}", pb.log_text());
-    // Life goes on at A meanwhile; nothing is deleted there.
+    // Life goes on at A meanwhile; nothing is deleted there, however many
+    // times B looks at its empty directory (each second while suspended).
     write(&a, "while-away.txt", b"written while b was unmounted");
-    std::thread::sleep(Duration::from_secs(3));
+    let looks = |dir: &std::path::Path| status_of(dir).map(|s| s.counters.looks);
+    let before = looks(&away).unwrap_or(0);
+    let (looked, _) = wait_until(TIMEOUT, || looks(&away).is_some_and(|n| n >= before + 3));
+    assert!(looked, "b did not look again while suspended:\n{}", pb.log_text());
     let after = tree(&a);
     for (path, v) in &original {
         assert_eq!(after.get(path), Some(v), "{path} changed or vanished at a while b was away");

@@ -17,7 +17,9 @@
 //! - [`trace`]: capturing the nodes' log lines per simulation.
 //!
 //! The scenarios live in `tests/`. Each runs at a fixed seed and over a sweep
-//! of seeds: 32 by default, `SIM_SEEDS=N` for more, `SIM_SEED=S` for one.
+//! of seeds: a few under `cargo test` (`SWEEP_DEFAULT` here; some
+//! scenarios set their own, fewer for the slow ones), `SIM_SEEDS=N` for
+//! more (`just sim` runs 256), `SIM_SEED=S` for one.
 //! `SIM_LOG=1` echoes the nodes' logs to stderr.
 
 pub mod cluster;
@@ -29,13 +31,19 @@ pub mod workload;
 pub use cluster::{Cluster, Expect, Options, Rng};
 pub use net::TurmoilNet;
 
+/// How many swept seeds a scenario runs under `cargo test` besides its
+/// fixed one: enough to catch a regression in a common path, few enough
+/// that the suite stays within minutes on two cores. The long sweeps that
+/// find rare interleavings are `just sim`'s.
+pub const SWEEP_DEFAULT: usize = 8;
+
 /// The seeds a scenario runs: `fixed` and then the sweep, or only
 /// `SIM_SEED` when it is set.
 pub fn seeds(fixed: u64, salt: u64) -> Vec<u64> {
     if std::env::var_os("SIM_SEED").is_some() {
-        return sweep_seeds(salt, 32);
+        return sweep_seeds(salt, SWEEP_DEFAULT);
     }
-    std::iter::once(fixed).chain(sweep_seeds(salt, 32)).collect()
+    std::iter::once(fixed).chain(sweep_seeds(salt, SWEEP_DEFAULT)).collect()
 }
 
 /// The seeds a sweep runs: `SIM_SEED=S` alone, else `SIM_SEEDS` (default

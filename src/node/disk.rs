@@ -117,6 +117,7 @@ impl<N: Net> Node<N> {
     /// Tell the engine what a scan saw. `hashing`: large files it queued to
     /// be hashed, unknown until then (`fs::hashing`).
     fn look(&mut self, mut scan: Scan, hashing: Vec<RelPath>) {
+        Counters::bump(&self.cfg.counters.looks);
         // What it could not read (a file still being written, an unreadable
         // one) keeps its old entry; the engine asks for another look at it,
         // with backoff (`Command::Rescan`).

@@ -303,6 +303,7 @@ impl<N: Net> Node<N> {
     /// An announcement with another key than ours (or none): logged once
     /// per node, within the warning budget.
     fn foreign_announcement(&mut self, from: SocketAddr, a: &Announce, keyed: bool) {
+        Counters::bump(&self.cfg.counters.foreign_announcements);
         if self.peers.foreign.len() >= MAX_KNOWN_PEERS {
             self.peers.foreign.clear();
         }

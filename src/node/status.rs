@@ -69,6 +69,9 @@ counters! {
     over_capacity,
     /// Nodes learnt (or learnt at a new address) from announcements.
     discovered,
+    /// Announcements heard from nodes of another cluster (another key, or
+    /// a key on one side only): not taken up.
+    foreign_announcements,
     /// Static peers (`--peer`) found to be this node itself.
     static_self,
     /// Temp files removed: left by an earlier run, or abandoned.
@@ -84,6 +87,9 @@ counters! {
     /// The state directory was found removed (or moved) under the running
     /// node and made again, index included.
     state_restored,
+    /// Looks at the disk told to the engine (watcher events, rescans, and
+    /// while not syncing, the look each second for DIR and its marker).
+    looks,
 }
 
 impl Counters {
