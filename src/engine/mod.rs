@@ -34,6 +34,7 @@ mod repair;
 mod requests;
 mod safety;
 mod swarm;
+mod timers;
 mod types;
 
 #[cfg(test)]
@@ -193,6 +194,8 @@ pub struct Engine {
     /// Pieces received and verified, and refused, since the start.
     pieces_received: u64,
     bad_pieces: u64,
+    /// The periodic jobs: rescan, save, prune (`timers.rs`).
+    timers: timers::Timers,
 }
 
 impl Engine {
@@ -229,6 +232,7 @@ impl Engine {
             piece_size: PIECE_SIZE,
             pieces_received: 0,
             bad_pieces: 0,
+            timers: timers::Timers::off(),
         };
         engine.ignore_file_seen = engine.ignore_file_hash();
         engine
@@ -244,6 +248,13 @@ impl Engine {
     /// Cut files in pieces of `bytes` (the simulation's files are small).
     pub fn with_piece_size(mut self, bytes: u64) -> Self {
         self.piece_size = bytes;
+        self
+    }
+
+    /// Start the periodic jobs at `now` (ns): the whole tree is looked at
+    /// again every `rescan_every` (ns).
+    pub fn with_timers(mut self, now: i128, rescan_every: i128) -> Self {
+        self.timers = timers::Timers::new(now, rescan_every);
         self
     }
 

@@ -126,11 +126,13 @@ impl Engine {
             .collect()
     }
 
-    /// Time passed (the node calls this once a second): try failed
-    /// versions again, look again at young paths, tell peers our digest,
-    /// and resync with peers whose digest differs.
+    /// Time passed (the node calls this once a second): the periodic
+    /// jobs that are due (`timers.rs`), try failed versions again, look
+    /// again at young paths, tell peers our digest, and resync with peers
+    /// whose digest differs.
     pub fn handle_tick(&mut self, now: i128) {
         self.clock = self.clock.max(now);
+        self.timers_due();
         self.retry_due();
         self.remove_dirs_due();
         let mut look = self.recheck_young();

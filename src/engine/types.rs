@@ -142,6 +142,10 @@ impl Command {
             | Command::SendPiece { peer, .. }
             | Command::FinishPieces { peer, .. } => Some(*peer),
             Command::Rescan { .. }
+            | Command::RescanTree
+            | Command::SweepTemp
+            | Command::SaveIndex
+            | Command::PruneTrash
             | Command::RemoveEmptyDirs { .. }
             | Command::ReloadIgnore
             | Command::Suspend { .. }
@@ -270,6 +274,14 @@ pub enum Command {
     Abandon { peer: NodeId, reason: String },
     /// Look at these paths on disk again (and all below them).
     Rescan { paths: Vec<RelPath> },
+    /// Look at the whole tree again.
+    RescanTree,
+    /// Remove the temp files of receives that were abandoned.
+    SweepTemp,
+    /// Commit the index's changes.
+    SaveIndex,
+    /// Drop what is older than `--trash-days` from the trash.
+    PruneTrash,
     /// Remove these folders, innermost first, each only if it is empty,
     /// stopping at the first that is not: their deletion is recorded and
     /// the last thing they held is gone.

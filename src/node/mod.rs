@@ -45,16 +45,12 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tracing::{debug, info, warn};
 
 /// Changes, or paths a scan looked at, after which freed memory is given
 /// back to the system.
 const LARGE_BATCH: u64 = 20_000;
-/// How often the index's changes are committed (see `Index::commit`).
-const SAVE_INTERVAL: Duration = Duration::from_secs(2);
-/// How often the trash is pruned of what is older than `--trash-days`.
-const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -166,13 +162,10 @@ struct Node<N: Net> {
     suspended: Arc<AtomicBool>,
     peers: Peers,
     receiving: Receiving,
-    last_save: SystemTime,
     /// The index's sequence number when freed memory was last given back.
     trimmed_at: u64,
     /// A scan looked at `LARGE_BATCH` paths or more since then.
     large_scan: bool,
-    last_rescan: SystemTime,
-    last_prune: SystemTime,
     /// The exclusion file's text when last read.
     exclusion_text: Vec<u8>,
     trash: Trash,
@@ -322,7 +315,11 @@ impl<N: Net> Node<N> {
             Counters::bump(&cfg.counters.index_rebuilt);
         }
         ensure_marker(&store.marker(), index.live_files().0 > 0)?;
-        let mut engine = Engine::new(cfg.node_id, index).with_device(device).with_piece_size(cfg.piece_size);
+        let rescan_every = i128::try_from(cfg.rescan_interval.as_nanos()).unwrap_or(i128::MAX);
+        let mut engine = Engine::new(cfg.node_id, index)
+            .with_device(device)
+            .with_piece_size(cfg.piece_size)
+            .with_timers(system_time_ns(net.now()), rescan_every);
         if !history_known {
             engine = engine.with_unknown_history();
         }
@@ -344,11 +341,8 @@ impl<N: Net> Node<N> {
             wake_announcer,
             peers: Peers::new(StaticPeers::new(&cfg.static_peers, now)),
             receiving: Receiving::new(cfg.counters.clone()),
-            last_save: now,
             trimmed_at: 0,
             large_scan: false,
-            last_rescan: now,
-            last_prune: now,
             exclusion_text: Vec::new(),
             trash,
             cfg,
@@ -514,6 +508,13 @@ impl<N: Net> Node<N> {
             Command::Close { peer, reason } => self.close(peer, reason),
             Command::Abandon { peer, reason } => self.abandon(peer, reason),
             Command::Rescan { paths } => self.rescan(LocalEvent::Changed(paths.into_iter().map(Some).collect())),
+            Command::RescanTree => self.rescan(LocalEvent::Changed(vec![None])),
+            Command::SweepTemp => self.receiving.sweep(&self.store),
+            Command::SaveIndex => {
+                self.save_index();
+                self.release_free_memory();
+            }
+            Command::PruneTrash => self.prune_trash(),
             Command::RemoveEmptyDirs { dirs } => self.remove_empty_dirs(&dirs),
             Command::ReloadIgnore => {
                 // Paths no longer ignored are found and announced.
@@ -544,30 +545,9 @@ impl<N: Net> Node<N> {
     }
 
     fn on_tick(&mut self) {
-        let now = self.net.now();
-        let due = |last: SystemTime, every: Duration| now.duration_since(last).map_or(true, |d| d >= every);
-        if self.engine.suspended().is_some() {
-            // Not syncing: look every tick whether DIR is back.
-            self.last_rescan = now;
-            self.rescan(LocalEvent::Changed(vec![None]));
-        }
         // Before the exclusion rules are read again: a removed state
         // directory is not a removed exclude file.
         self.keep_state_dir();
-        if self.engine.suspended().is_none() && due(self.last_rescan, self.cfg.rescan_interval) {
-            self.last_rescan = now;
-            self.rescan(LocalEvent::Changed(vec![None]));
-            self.receiving.sweep(&self.store);
-        }
-        if due(self.last_save, SAVE_INTERVAL) {
-            self.last_save = now;
-            self.save_index();
-            self.release_free_memory();
-        }
-        if due(self.last_prune, PRUNE_INTERVAL) {
-            self.last_prune = now;
-            self.prune_trash();
-        }
         self.dial_static_peers();
         self.check_exclusion();
         self.engine.handle_tick(self.now_ns());

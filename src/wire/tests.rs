@@ -75,7 +75,7 @@ pub(crate) fn examples() -> Vec<(&'static str, Message)> {
         (
             "refuse",
             Message::Refuse {
-                reason: "protocol version 2 is not spoken here (this node speaks 1)".into(),
+                reason: "protocol version 3 is not spoken here (this node speaks 4)".into(),
             },
         ),
         (

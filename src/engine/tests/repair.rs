@@ -187,3 +187,39 @@ fn a_deleted_folder_left_with_only_a_swept_temp_file_goes() {
     e.handle_temp_removed(vec![gone.path.clone(), kept.path.clone()]);
     assert_eq!(e.take_commands(), vec![Command::RemoveEmptyDirs { dirs: vec![gone.path] }]);
 }
+
+/// The node's periodic jobs are the engine's decisions (issue 25): the
+/// index saved every 2 s, the whole tree looked at every rescan interval
+/// (with the temp files of abandoned receives swept), the trash pruned
+/// every hour; while not syncing, a look each tick for DIR and its marker,
+/// and no periodic rescan besides.
+#[test]
+fn the_periodic_jobs_come_as_commands_when_due() {
+    let mut e = Engine::new(ME, Index::default()).with_timers(100 * S, 60 * S);
+    let mut seen: Vec<(i128, Command)> = Vec::new();
+    for t in 101..=3700 {
+        seen.extend(tick(&mut e, t * S).into_iter().map(|c| (t, c)));
+    }
+    let at = |cmd: &Command| -> Vec<i128> { seen.iter().filter(|(_, c)| c == cmd).map(|(t, _)| *t).collect() };
+    assert_eq!(at(&Command::SaveIndex), (102..=3700).step_by(2).collect::<Vec<_>>());
+    assert_eq!(at(&Command::RescanTree), (160..=3700).step_by(60).collect::<Vec<_>>());
+    assert_eq!(at(&Command::SweepTemp), at(&Command::RescanTree));
+    assert_eq!(at(&Command::PruneTrash), vec![3700]);
+    assert_eq!(seen.len(), 1800 + 60 * 2 + 1, "nothing else");
+    // Suspended (DIR lost its marker): a look every tick, no sweep.
+    e.handle_scan(
+        3701 * S,
+        Scan {
+            roots: vec![None],
+            shallow: vec![],
+            found: vec![],
+            failed: vec![],
+            hashing: vec![],
+            dir: DirState::Missing("no marker".into()),
+            extent: Extent::Paths,
+        },
+    );
+    assert!(matches!(&e.take_commands()[..], [Command::Suspend { .. }]));
+    assert_eq!(tick(&mut e, 3702 * S), vec![Command::RescanTree, Command::SaveIndex]);
+    assert_eq!(tick(&mut e, 3703 * S), vec![Command::RescanTree]);
+}
