@@ -129,7 +129,7 @@ fn delta_apply_4mib(bencher: Bencher) {
 #[divan::bench(sample_count = 10)]
 fn index_commit_8192(bencher: Bencher) {
     let dir = tempfile::tempdir().expect("a temp dir");
-    let (mut index, _) = dirsync::engine::index::Index::open(&dir.path().join("index.redb")).expect("an index");
+    let (mut index, _) = dirsync::fs::index_db::open_index(&dir.path().join("index.redb")).expect("an index");
     let mut next = 0;
     bencher.bench_local(|| {
         for i in next..next + 8192 {

@@ -149,7 +149,7 @@ fn a_wiped_state_directory_gets_everything_and_loses_nothing() {
 /// message would leave it): the index exchange sends nothing, the digests
 /// differ, and the digest descent finds the k files and repairs them.
 fn lost_changes_found_by_descent(seed: u64) -> Cluster {
-    use dirsync::engine::index::{Index, PeerMark};
+    use dirsync::engine::index::PeerMark;
     use dirsync::wire::NodeId;
     const FILES: usize = 120;
     let mut c = settled_pair("lost_changes_found_by_descent", seed, FILES);
@@ -161,7 +161,7 @@ fn lost_changes_found_by_descent(seed: u64) -> Cluster {
     let device = std::fs::read_to_string(&device_file).unwrap();
     let device = NodeId(u64::from_str_radix(device.trim(), 16).unwrap());
     {
-        let (mut index, _) = Index::open(&c.root(1).join(".dirsync/index.redb")).unwrap();
+        let (mut index, _) = dirsync::fs::index_db::open_index(&c.root(1).join(".dirsync/index.redb")).unwrap();
         let mark = index.peer_mark(device).expect("node 1 remembers node 0");
         index.set_peer_mark(device, PeerMark { seq: mark.seq + k, ..mark });
         index.close().unwrap();

@@ -8,6 +8,8 @@
 //! - [`watcher`]: notify → `LocalEvent`s.
 //! - [`state`]: the state directory: device id, the index file, the ignore
 //!   file's text.
+//! - [`index_db`]: the index's database on disk (redb), behind the
+//!   engine's `IndexDb` seam.
 //! - [`trash`]: what a peer's change deleted or replaced, kept for a while.
 //! - [`scan`]: looking at the disk.
 //! - [`temp`]: temp files, and the disk faults the simulation injects.
@@ -18,6 +20,7 @@
 pub mod conflicts;
 pub mod delta;
 pub mod hashing;
+pub mod index_db;
 pub mod pieces;
 pub mod receive;
 pub mod scan;

@@ -9,6 +9,7 @@
 
 use crate::engine::ignore::{IgnoreRules, EXCLUDE_FILE, IGNORE_FILE};
 use crate::engine::index::{Index, IndexError};
+use crate::fs::index_db::open_index;
 use crate::wire::{Entry, NodeId};
 use flate2::read::ZlibDecoder;
 use serde::Deserialize;
@@ -168,13 +169,13 @@ pub fn load_index(state_dir: &Path) -> Result<LoadedIndex, StateError> {
         path: path.display().to_string(),
         reason,
     };
-    let (mut index, existed, rebuilt) = match Index::open(&path) {
+    let (mut index, existed, rebuilt) = match open_index(&path) {
         Ok((index, existed)) => (index, existed, false),
         Err(e) if path.exists() => {
             let aside = path.with_extension("redb.corrupt");
             std::fs::rename(&path, &aside).map_err(io_err(&path))?;
             warn!(error = %e, kept_as = %aside.display(), "rebuilding the index from a scan");
-            let (index, _) = Index::open(&path).map_err(|e| corrupt_err(e.to_string()))?;
+            let (index, _) = open_index(&path).map_err(|e| corrupt_err(e.to_string()))?;
             (index, false, true)
         }
         Err(e) => return Err(corrupt_err(e.to_string())),

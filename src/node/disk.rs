@@ -122,16 +122,7 @@ impl<N: Net> Node<N> {
         // one) keeps its old entry; the engine asks for another look at it,
         // with backoff (`Command::Rescan`).
         scan.hashing = hashing;
-        let before = self.engine.index().seq();
         self.engine.handle_scan(self.now_ns(), scan);
-        // Local changes are announced at once: what the index says of them
-        // is made durable with them, not up to 2 s later, so that a crash
-        // cannot make this node forget a version its peers hold from it (a
-        // rename, then a crash: the peers' copy came back here after a
-        // later delete; found by the workload, faults seed 7200021600).
-        if self.engine.index().seq() != before {
-            self.save_index();
-        }
         let hashed = self.store.files_hashed();
         self.cfg.counters.files_hashed.store(hashed, std::sync::atomic::Ordering::Relaxed);
         self.hash_next();

@@ -2,17 +2,23 @@
 //! and the one rule that decides between two versions of a path.
 //!
 //! Owns: `beats` (last-modified-wins with a deterministic tie-break). The
-//! index itself lives in a database (`store.rs`, read in ranges by
-//! `query.rs`), its records in `codec.rs`, its tree digest in `digest.rs`. Must not: decide what to
-//! send.
+//! index itself is `store.rs` (read in ranges by `query.rs`), kept in a
+//! database behind the seam `db.rs` (a file in `fs::index_db`, a map in
+//! memory in `memory.rs`); its records in `codec.rs`, its tree digest in
+//! `digest.rs`. Must not: decide what to send, or do IO but through the
+//! seam.
 
 mod codec;
+pub mod db;
 mod digest;
+mod memory;
 mod query;
 mod store;
 
+pub use db::{IndexDb, OnDisk};
 pub use digest::DirSum;
-pub use store::{Index, IndexError, OnDisk, PeerMark};
+pub use memory::MemoryDb;
+pub use store::{Index, IndexError, PeerMark};
 
 use crate::wire::{Entry, Hash, Kind};
 

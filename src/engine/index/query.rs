@@ -6,6 +6,7 @@
 //! Owns: how the index is read in ranges. Must not: change it (`store.rs`).
 
 use super::codec::decode;
+use super::db::{be, from_be, Table};
 use super::digest::DirSum;
 use super::store::Index;
 use crate::wire::{Entry, Hash, Kind, RelPath};
@@ -22,8 +23,7 @@ impl Index {
         if let Some(e) = self.pending_hashes.get(hash).into_iter().flatten().find_map(holds) {
             return Some(e);
         }
-        let lo: &[u8] = &hash.0;
-        let range = match self.snapshot.hashes.range::<&[u8]>(lo..) {
+        let range = match self.db.range(Table::Hashes, Bound::Included(&hash.0[..]), Bound::Unbounded) {
             Ok(range) => range,
             Err(e) => {
                 self.fail(e);
@@ -32,7 +32,7 @@ impl Index {
         };
         for item in range {
             let key = match item {
-                Ok((k, _)) => k.value().to_vec(),
+                Ok((k, _)) => k,
                 Err(e) => {
                     self.fail(e);
                     return None;
@@ -82,14 +82,16 @@ impl Index {
     }
 
     fn range(&self, lo: Bound<RelPath>, hi: Bound<RelPath>) -> Box<dyn Iterator<Item = Entry> + '_> {
-        let as_str = |b: &Bound<RelPath>| match b {
-            Bound::Included(p) => Bound::Included(p.as_str().to_string()),
-            Bound::Excluded(p) => Bound::Excluded(p.as_str().to_string()),
+        let as_bytes = |b: &Bound<RelPath>| match b {
+            Bound::Included(p) => Bound::Included(p.as_str().as_bytes().to_vec()),
+            Bound::Excluded(p) => Bound::Excluded(p.as_str().as_bytes().to_vec()),
             Bound::Unbounded => Bound::Unbounded,
         };
-        let (slo, shi) = (as_str(&lo), as_str(&hi));
-        let bounds = (slo.as_ref().map(String::as_str), shi.as_ref().map(String::as_str));
-        let committed = match self.snapshot.entries.range::<&str>(bounds) {
+        let (blo, bhi) = (as_bytes(&lo), as_bytes(&hi));
+        let committed = match self
+            .db
+            .range(Table::Entries, blo.as_ref().map(Vec::as_slice), bhi.as_ref().map(Vec::as_slice))
+        {
             Ok(r) => Some(r),
             Err(e) => {
                 self.fail(e);
@@ -97,13 +99,14 @@ impl Index {
             }
         };
         let committed = committed.into_iter().flatten().map_while(move |item| match item {
-            Ok((k, v)) => match RelPath::new(k.value())
+            Ok((k, v)) => match std::str::from_utf8(&k)
                 .map_err(|e| e.to_string())
-                .and_then(|p| decode(p, v.value()))
+                .and_then(|k| RelPath::new(k).map_err(|e| e.to_string()))
+                .and_then(|p| decode(p, &v))
             {
                 Ok(s) => Some(s.entry),
                 Err(e) => {
-                    self.fail(format!("entry {:?}: {e}", k.value()));
+                    self.fail(format!("entry {:?}: {e}", String::from_utf8_lossy(&k)));
                     None
                 }
             },
@@ -125,7 +128,8 @@ impl Index {
     /// The entries changed after sequence number `seq`, each once (as it
     /// is now), in the order of their last change, with its number.
     pub fn since(&self, seq: u64) -> Box<dyn Iterator<Item = (u64, Entry)> + '_> {
-        let committed = match self.snapshot.seqs.range(seq.saturating_add(1)..) {
+        let first = be(seq.saturating_add(1));
+        let committed = match self.db.range(Table::Seqs, Bound::Included(&first[..]), Bound::Unbounded) {
             Ok(r) => Some(r),
             Err(e) => {
                 self.fail(e);
@@ -133,7 +137,13 @@ impl Index {
             }
         };
         let committed = committed.into_iter().flatten().map_while(move |item| match item {
-            Ok((k, v)) => Some((k.value(), RelPath::new(v.value()).ok())),
+            Ok((k, v)) => match from_be(&k) {
+                Some(s) => Some((s, std::str::from_utf8(&v).ok().and_then(|p| RelPath::new(p).ok()))),
+                None => {
+                    self.fail("a damaged key in the sequence table");
+                    None
+                }
+            },
             Err(e) => {
                 self.fail(e);
                 None

@@ -1,12 +1,14 @@
-//! The index in an embedded database (redb: pure Rust, ACID, one file; the
-//! comparison with the alternatives is in docs/ARCHITECTURE.md), seen by
-//! the engine through a narrow, synchronous interface. Changes collect in
-//! memory (`pending`) and reach the database in one transaction per
-//! `commit`, which the node calls every two seconds, and which happens at
-//! once when 8192 changes wait: many changes per durable commit, never a
-//! rewrite of everything. Reads look at the pending changes first, then at the last
-//! committed snapshot, so the engine sees every change at once, and what
-//! it reads is the same in a test, a simulation and production.
+//! The index, seen by the engine through a narrow, synchronous
+//! interface, kept in a database behind a seam (`db.rs`: the database file in
+//! production, `fs::index_db`; a map in memory for tests). Changes collect
+//! in memory (`pending`) and reach the database in one transaction per
+//! `commit`, which the node makes when the engine says so
+//! (`Command::SaveIndex`, every two seconds, and after a look that changed
+//! the index), and which happens at once when 8192 changes wait: many
+//! changes per durable commit, never a rewrite of everything. Reads look
+//! at the pending changes first, then at the last commit, so the engine
+//! sees every change at once, and what it reads is the same in a test, a
+//! simulation and production.
 //!
 //! Besides the entries, the database keeps:
 //! - a sequence number per change, from a counter of this index, and the
@@ -15,8 +17,9 @@
 //! - live files by content hash (local copies and renames);
 //! - the digest sums of every folder (`digest.rs`);
 //! - per peer device, how far its index has been taken (`PeerMark`);
-//! - the index's identity, random at creation: a wiped state directory is
-//!   a new identity, and its peers send it everything;
+//! - the index's identity, random at creation (drawn by whoever opens the
+//!   database, `fs::state`): a wiped state directory is a new identity,
+//!   and its peers send it everything;
 //! - the install journal: received versions about to be put in place,
 //!   durable before their rename (`journal_installs`), so that a crash
 //!   before the next commit cannot make them look like new local files.
@@ -24,63 +27,31 @@
 //! Range reads (a folder, changes since a number, children, a file by
 //! hash) are in `query.rs`.
 //!
-//! redb keeps its file open: a database file deleted under a running node
-//! still takes commits, into an inode nobody can open again. `on_disk`
-//! tells whether the file at the index's path is still this database, and
-//! `rewrite` writes the whole index to a new file there.
-//!
-//! Owns: the database's tables and their consistency. Must not: decide
-//! anything about sync. A database that fails to read or write is a
-//! failure the node stops on (`failure`), never an empty answer it acts
-//! on silently.
+//! Owns: the tables' contents and their consistency. Must not: decide
+//! anything about sync, or do IO but through `IndexDb`. A database that
+//! fails to read or write is a failure the node stops on (`failure`),
+//! never an empty answer it acts on silently.
 
 use super::codec::{decode, encode, Stored};
+use super::db::{be, from_be, IndexDb, OnDisk, Table, Write};
 use super::digest::DirSum;
+use super::memory::MemoryDb;
 use crate::engine::ignore::IgnoreRules;
 use crate::engine::{Known, Stat};
 use crate::wire::{Entry, Hash, Kind, NodeId, RelPath};
-use redb::{Database, Durability, ReadOnlyTable, ReadableTable, TableDefinition};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::ops::Bound;
+use std::path::Path;
 use std::sync::OnceLock;
 use tracing::error;
 
-const ENTRIES: TableDefinition<&str, &[u8]> = TableDefinition::new("entries");
-const SEQS: TableDefinition<u64, &str> = TableDefinition::new("seqs");
-/// Key: content hash then path; no value.
-const HASHES: TableDefinition<&[u8], ()> = TableDefinition::new("hashes");
-/// Key: folder path ("" for the root); value: `DirSum::encode`.
-const DIRS: TableDefinition<&str, &[u8]> = TableDefinition::new("dirs");
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-/// Key: a peer's device id; value: `PeerMark::encode`.
-const PEERS: TableDefinition<u64, &[u8]> = TableDefinition::new("peers");
-/// Key: a setting's name; value: its bytes.
-const SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("settings");
-/// The text of the exclusion rules the index was kept under.
+/// The `Settings` row of the text of the exclusion rules the index was
+/// kept under.
 const EXCLUDE_SETTING: &str = "exclude";
-/// The install journal: path → the version about to be put in place there
-/// (a record as in `ENTRIES`). Committed before the renames of a batch of
-/// received files, cleared by the commit that records their outcome: a
-/// crash in between leaves the versions the disk may already show.
-const INSTALLING: TableDefinition<&str, &[u8]> = TableDefinition::new("installing");
-/// Path → the version this disk held when an exclusion rule came to name
-/// the path (a record as in `ENTRIES`): the entries then follow the peers,
-/// and this is what the file here is when the rule goes.
-const HELD: TableDefinition<&str, &[u8]> = TableDefinition::new("held");
-
-/// The database's cache. The index is read in key order and mostly near
-/// what changed: a small cache keeps the resident size flat in the size of
-/// the tree (issue: a million files in 64 MiB).
-const CACHE_BYTES: usize = 16 << 20;
-
 /// Pending changes at which the index commits at once rather than at the
 /// node's next save: bounds the memory a large scan or an initial sync
 /// holds uncommitted (a crash then loses less, too).
 const COMMIT_AT: usize = 8192;
-
-/// Rows copied per transaction when the index is written to a new file.
-const REWRITE_ROWS: usize = 8192;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
@@ -90,33 +61,6 @@ pub enum IndexError {
     Db(String),
     #[error("cannot write the index to a new file {path}: {reason}")]
     Rewrite { path: String, reason: String },
-}
-
-/// Where the database's file stands against the index's path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnDisk {
-    /// An index in memory (tests, fuzzing): no file.
-    Memory,
-    /// The file at the index's path is this database.
-    InPlace,
-    /// The path holds nothing (or another file) while this database's file
-    /// is still linked somewhere else (moved with its folder): commits are
-    /// durable there, not where the next start looks.
-    Moved,
-    /// The file was deleted: commits reach an inode only this process
-    /// holds, lost when it ends.
-    Unlinked,
-}
-
-/// The database's file: its path, and a handle of our own on it (to tell,
-/// by its link count and inode, whether it is still there).
-struct DbFile {
-    path: PathBuf,
-    handle: std::fs::File,
-}
-
-fn db_err(e: impl std::fmt::Display) -> IndexError {
-    IndexError::Db(e.to_string())
 }
 
 /// How far this node has taken a peer's index: everything of the peer's
@@ -183,26 +127,15 @@ impl Meta {
 pub(super) struct Change {
     /// `None`: the path was forgotten (`Index::forget`).
     pub(super) stored: Option<Stored>,
-    /// What the committed snapshot holds for the path: its keys in `SEQS`
-    /// and `HASHES` go at the commit.
+    /// What the last commit holds for the path: its keys in `Table::Seqs`
+    /// and `Table::Hashes` go at the commit.
     was: Option<(u64, Option<Hash>)>,
 }
 
-/// The tables of the last committed state.
-pub(super) struct Snapshot {
-    pub(super) entries: ReadOnlyTable<&'static str, &'static [u8]>,
-    pub(super) seqs: ReadOnlyTable<u64, &'static str>,
-    pub(super) hashes: ReadOnlyTable<&'static [u8], ()>,
-    dirs: ReadOnlyTable<&'static str, &'static [u8]>,
-    peers: ReadOnlyTable<u64, &'static [u8]>,
-}
-
 pub struct Index {
-    db: Database,
-    /// `None` in memory.
-    file: Option<DbFile>,
-    pub(super) snapshot: Snapshot,
-    durability: Durability,
+    pub(super) db: Box<dyn IndexDb>,
+    /// Commits are durable when they return (not in memory).
+    durable: bool,
     meta: Meta,
     pub(super) pending: BTreeMap<RelPath, Change>,
     pub(super) pending_seqs: BTreeMap<u64, RelPath>,
@@ -227,7 +160,7 @@ pub struct Index {
     installing: BTreeMap<RelPath, Entry>,
     journaled: BTreeSet<RelPath>,
     installed: BTreeSet<RelPath>,
-    /// Changes to `HELD` since the commit (`None`: released).
+    /// Changes to `Table::Held` since the commit (`None`: released).
     pending_held: BTreeMap<RelPath, Option<Entry>>,
     failure: OnceLock<String>,
 }
@@ -244,181 +177,88 @@ impl std::fmt::Debug for Index {
 impl Default for Index {
     /// An empty index in memory (tests and fuzzing).
     fn default() -> Self {
-        let db = Database::builder()
-            .create_with_backend(redb::backends::InMemoryBackend::new())
-            .expect("an in-memory database needs no disk");
-        Index::over(db, Durability::None, 1).expect("an in-memory database needs no disk")
+        Index::over(Box::new(MemoryDb::default()), false, 1).unwrap_or_else(|e| unreachable!("a map in memory cannot fail: {e}"))
     }
 }
 
 impl Index {
-    /// Open the index at `path`, creating it (with a new random identity)
-    /// when it does not exist. Returns the index and whether it existed.
-    pub fn open(path: &Path) -> Result<(Index, bool), IndexError> {
-        let existed = path.exists();
-        let open_err = |e: &dyn std::fmt::Display| IndexError::Open {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        };
-        let (db, file) = Self::open_file(path).map_err(|e| open_err(&e))?;
-        let mut fresh = [0u8; 8];
-        getrandom::fill(&mut fresh).map_err(|e| open_err(&e))?;
-        let mut index = Index::over(db, Durability::Immediate, u64::from_le_bytes(fresh).max(1)).map_err(|e| open_err(&e))?;
-        index.file = Some(file);
-        Ok((index, existed))
-    }
-
-    /// The database at `path`, created if missing, and our handle on its file.
-    fn open_file(path: &Path) -> Result<(Database, DbFile), String> {
-        let db = Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .create(path)
-            .map_err(|e| e.to_string())?;
-        let handle = std::fs::File::open(path).map_err(|e| e.to_string())?;
-        let file = DbFile {
-            path: path.to_path_buf(),
-            handle,
-        };
-        Ok((db, file))
+    /// The index kept in `db`; `durable`: each commit is on disk when it
+    /// returns. `fresh_identity` (not 0) becomes the index's identity if
+    /// the database has none yet or was not closed cleanly: the caller
+    /// draws it at random (the engine draws nothing).
+    pub fn open(db: Box<dyn IndexDb>, durable: bool, fresh_identity: u64) -> Result<Index, IndexError> {
+        Self::over(db, durable, fresh_identity)
     }
 
     /// Whether the file at the index's path is still this database.
-    pub fn on_disk(&self) -> std::io::Result<OnDisk> {
-        let Some(f) = &self.file else { return Ok(OnDisk::Memory) };
-        let own = f.handle.metadata()?;
-        if own.nlink() == 0 {
-            return Ok(OnDisk::Unlinked);
-        }
-        match std::fs::metadata(&f.path) {
-            Ok(m) if m.dev() == own.dev() && m.ino() == own.ino() => Ok(OnDisk::InPlace),
-            Ok(_) => Ok(OnDisk::Moved),
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) => Ok(OnDisk::Moved),
-            Err(e) => Err(e),
-        }
+    pub fn on_disk(&self) -> Result<OnDisk, IndexError> {
+        self.db.on_disk()
     }
 
     /// The database file's path (`None` in memory).
     pub fn path(&self) -> Option<&Path> {
-        self.file.as_ref().map(|f| f.path.as_path())
+        self.db.path()
     }
 
-    /// Write the whole index, pending changes included, to a new database
-    /// file at its path, and go on with that one: the old file was deleted
-    /// or moved away under the running node (`on_disk`). The copy is made
-    /// beside it (`index.redb.new`) and renamed into place once durable, so
-    /// a crash meanwhile leaves no half-written index where the next start
-    /// looks. The folder must exist.
+    /// Commit, then write the whole index to a new database file at its
+    /// path, and go on with that one: the old file was deleted or moved
+    /// away under the running node (`on_disk`).
     pub fn rewrite(&mut self) -> Result<(), IndexError> {
-        let Some(path) = self.path().map(Path::to_path_buf) else {
-            return Ok(());
-        };
         self.commit()?;
-        let tmp = path.with_extension("redb.new");
-        let shown = tmp.display().to_string();
-        let err = |reason: &dyn std::fmt::Display| IndexError::Rewrite {
-            path: shown.clone(),
-            reason: reason.to_string(),
-        };
-        match std::fs::remove_file(&tmp) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(err(&e)),
-        }
-        {
-            let new = Database::builder().set_cache_size(CACHE_BYTES).create(&tmp).map_err(|e| err(&e))?;
-            let from = self.db.begin_read().map_err(|e| err(&e))?;
-            copy_table(&from, &new, ENTRIES).map_err(|e| err(&e))?;
-            copy_table(&from, &new, SEQS).map_err(|e| err(&e))?;
-            copy_table(&from, &new, HASHES).map_err(|e| err(&e))?;
-            copy_table(&from, &new, DIRS).map_err(|e| err(&e))?;
-            copy_table(&from, &new, META).map_err(|e| err(&e))?;
-            copy_table(&from, &new, PEERS).map_err(|e| err(&e))?;
-            copy_table(&from, &new, SETTINGS).map_err(|e| err(&e))?;
-            copy_table(&from, &new, INSTALLING).map_err(|e| err(&e))?;
-            // One durable commit makes every copied row durable.
-            let mut txn = new.begin_write().map_err(|e| err(&e))?;
-            txn.set_durability(Durability::Immediate);
-            txn.commit().map_err(|e| err(&e))?;
-        }
-        std::fs::rename(&tmp, &path).map_err(|e| err(&e))?;
-        if let Some(dir) = path.parent() {
-            std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| err(&e))?;
-        }
-        let (db, file) = Self::open_file(&path).map_err(|e| err(&e))?;
-        let snapshot = Self::snapshot(&db)?;
-        // The old snapshot's tables go before the old database.
-        self.snapshot = snapshot;
-        self.db = db;
-        self.file = Some(file);
-        Ok(())
+        self.db.rewrite()
     }
 
-    fn over(db: Database, durability: Durability, fresh_identity: u64) -> Result<Index, IndexError> {
-        // Every table exists from the first commit on: a read of a missing
-        // table would be an error.
-        let txn = db.begin_write().map_err(db_err)?;
+    fn over(mut db: Box<dyn IndexDb>, durable: bool, fresh_identity: u64) -> Result<Index, IndexError> {
         let mut meta = Meta::default();
         let mut installing = BTreeMap::new();
-        let exclusion_rules;
-        {
-            txn.open_table(ENTRIES).map_err(db_err)?;
-            txn.open_table(SEQS).map_err(db_err)?;
-            txn.open_table(HASHES).map_err(db_err)?;
-            txn.open_table(DIRS).map_err(db_err)?;
-            txn.open_table(PEERS).map_err(db_err)?;
-            txn.open_table(HELD).map_err(db_err)?;
-            let journal = txn.open_table(INSTALLING).map_err(db_err)?;
-            for row in journal.iter().map_err(db_err)? {
-                let (path, record) = row.map_err(db_err)?;
-                // A damaged or foreign row only costs its recovery.
-                let Ok(path) = RelPath::new(path.value()) else { continue };
-                if let Ok(stored) = decode(path.clone(), record.value()) {
-                    installing.insert(path, stored.entry);
-                }
+        for row in db.range(Table::Installing, Bound::Unbounded, Bound::Unbounded)? {
+            let (path, record) = row?;
+            // A damaged or foreign row only costs its recovery.
+            let Some(path) = std::str::from_utf8(&path).ok().and_then(|p| RelPath::new(p).ok()) else {
+                continue;
+            };
+            if let Ok(stored) = decode(path.clone(), &record) {
+                installing.insert(path, stored.entry);
             }
-            let settings = txn.open_table(SETTINGS).map_err(db_err)?;
-            exclusion_rules = settings
-                .get(EXCLUDE_SETTING)
-                .map_err(db_err)?
-                .map(|g| g.value().to_vec())
-                .unwrap_or_default();
-            let mut t = txn.open_table(META).map_err(db_err)?;
-            let mut values = [0u64; 6];
-            for (v, key) in values.iter_mut().zip(META_KEYS) {
-                *v = t.get(key).map_err(db_err)?.map_or(0, |g| g.value());
-            }
-            [
-                meta.identity,
-                meta.next_seq,
-                meta.entries,
-                meta.live_files,
-                meta.live_bytes,
-                meta.sums_rules,
-            ] = values;
-            let clean = t.get(CLEAN).map_err(db_err)?.is_some_and(|g| g.value() == 1);
-            if meta.identity == 0 {
-                meta.next_seq = 1;
-            }
-            if meta.identity == 0 || !clean {
-                // After a crash, the sequence numbers of changes that were
-                // never committed are given out again, to other changes: a
-                // peer that heard the lost ones must not take the new ones
-                // as known. A new identity makes every peer send us, and
-                // take from us, everything once.
-                meta.identity = fresh_identity;
-            }
-            for (key, v) in META_KEYS.iter().zip(meta.values()) {
-                t.insert(*key, v).map_err(db_err)?;
-            }
-            t.insert(CLEAN, 0).map_err(db_err)?;
         }
-        txn.commit().map_err(db_err)?;
-        let snapshot = Self::snapshot(&db)?;
+        let exclusion_rules = db.get(Table::Settings, EXCLUDE_SETTING.as_bytes())?.unwrap_or_default();
+        let number = |db: &dyn IndexDb, key: &str| -> Result<u64, IndexError> {
+            Ok(db.get(Table::Meta, key.as_bytes())?.as_deref().and_then(from_be).unwrap_or(0))
+        };
+        let mut values = [0u64; 6];
+        for (v, key) in values.iter_mut().zip(META_KEYS) {
+            *v = number(db.as_ref(), key)?;
+        }
+        [
+            meta.identity,
+            meta.next_seq,
+            meta.entries,
+            meta.live_files,
+            meta.live_bytes,
+            meta.sums_rules,
+        ] = values;
+        let clean = number(db.as_ref(), CLEAN)? == 1;
+        if meta.identity == 0 {
+            meta.next_seq = 1;
+        }
+        if meta.identity == 0 || !clean {
+            // After a crash, the sequence numbers of changes that were
+            // never committed are given out again, to other changes: a
+            // peer that heard the lost ones must not take the new ones
+            // as known. A new identity makes every peer send us, and
+            // take from us, everything once.
+            meta.identity = fresh_identity;
+        }
+        let mut writes: Vec<Write> = META_KEYS
+            .iter()
+            .zip(meta.values())
+            .map(|(key, v)| Write::Put(Table::Meta, key.as_bytes().to_vec(), be(v).to_vec()))
+            .collect();
+        writes.push(Write::Put(Table::Meta, CLEAN.as_bytes().to_vec(), be(0).to_vec()));
+        db.commit(writes, durable)?;
         Ok(Index {
             db,
-            file: None,
-            snapshot,
-            durability,
+            durable,
             meta,
             pending: BTreeMap::new(),
             pending_seqs: BTreeMap::new(),
@@ -434,17 +274,6 @@ impl Index {
             installed: BTreeSet::new(),
             pending_held: BTreeMap::new(),
             failure: OnceLock::new(),
-        })
-    }
-
-    fn snapshot(db: &Database) -> Result<Snapshot, IndexError> {
-        let r = db.begin_read().map_err(db_err)?;
-        Ok(Snapshot {
-            entries: r.open_table(ENTRIES).map_err(db_err)?,
-            seqs: r.open_table(SEQS).map_err(db_err)?,
-            hashes: r.open_table(HASHES).map_err(db_err)?,
-            dirs: r.open_table(DIRS).map_err(db_err)?,
-            peers: r.open_table(PEERS).map_err(db_err)?,
         })
     }
 
@@ -483,8 +312,8 @@ impl Index {
         if let Some(c) = self.pending.get(path) {
             return c.stored.clone();
         }
-        match self.snapshot.entries.get(path.as_str()) {
-            Ok(Some(v)) => match decode(path.clone(), v.value()) {
+        match self.db.get(Table::Entries, path.as_str().as_bytes()) {
+            Ok(Some(v)) => match decode(path.clone(), &v) {
                 Ok(s) => Some(s),
                 Err(e) => {
                     self.fail(format!("entry {path}: {e}"));
@@ -528,8 +357,8 @@ impl Index {
         if self.dirs_reset {
             return DirSum::default();
         }
-        match self.snapshot.dirs.get(dir) {
-            Ok(Some(v)) => DirSum::decode(v.value()).unwrap_or_else(|| {
+        match self.db.get(Table::Dirs, dir.as_bytes()) {
+            Ok(Some(v)) => DirSum::decode(&v).unwrap_or_else(|| {
                 self.fail(format!("folder sum {dir:?} is damaged"));
                 DirSum::default()
             }),
@@ -660,19 +489,13 @@ impl Index {
         if let Some(e) = self.pending_held.get(path) {
             return e.clone();
         }
-        // The table is read rarely (a rule going): a transaction of its own.
-        let read = || -> Result<Option<Entry>, IndexError> {
-            let txn = self.db.begin_read().map_err(db_err)?;
-            let table = txn.open_table(HELD).map_err(db_err)?;
-            let Some(v) = table.get(path.as_str()).map_err(db_err)? else {
-                return Ok(None);
-            };
-            Ok(decode(path.clone(), v.value()).ok().map(|s| s.entry))
-        };
-        read().unwrap_or_else(|e| {
-            self.fail(e);
-            None
-        })
+        match self.db.get(Table::Held, path.as_str().as_bytes()) {
+            Ok(v) => v.and_then(|v| decode(path.clone(), &v).ok()).map(|s| s.entry),
+            Err(e) => {
+                self.fail(e);
+                None
+            }
+        }
     }
 
     /// The rule excluding `path` went: what was held there is no longer.
@@ -751,8 +574,8 @@ impl Index {
         if let Some(m) = self.pending_marks.get(&device) {
             return Some(*m);
         }
-        match self.snapshot.peers.get(device.0) {
-            Ok(v) => v.and_then(|v| PeerMark::decode(v.value())),
+        match self.db.get(Table::Peers, &be(device.0)) {
+            Ok(v) => v.and_then(|v| PeerMark::decode(&v)),
             Err(e) => {
                 self.fail(e);
                 None
@@ -778,20 +601,18 @@ impl Index {
         if let Some(f) = self.failure() {
             return Err(IndexError::Db(f.to_string()));
         }
-        let mut txn = self.db.begin_write().map_err(db_err)?;
-        txn.set_durability(self.durability);
-        {
-            let mut journal = txn.open_table(INSTALLING).map_err(db_err)?;
-            for e in entries {
+        let writes = entries
+            .iter()
+            .map(|e| {
                 let record = encode(&Stored {
                     entry: e.clone(),
                     seq: 0,
                     stat: None,
                 });
-                journal.insert(e.path.as_str(), record.as_slice()).map_err(db_err)?;
-            }
-        }
-        txn.commit().map_err(db_err)?;
+                Write::Put(Table::Installing, e.path.as_str().as_bytes().to_vec(), record)
+            })
+            .collect();
+        self.db.commit(writes, self.durable)?;
         for e in entries {
             // Journaled again: its outcome is not recorded yet.
             self.installed.remove(&e.path);
@@ -825,9 +646,8 @@ impl Index {
     /// its identity (see `over`).
     pub fn close(&mut self) -> Result<(), IndexError> {
         self.commit()?;
-        let txn = self.db.begin_write().map_err(db_err)?;
-        txn.open_table(META).map_err(db_err)?.insert(CLEAN, 1).map_err(db_err)?;
-        txn.commit().map_err(db_err)
+        let clean = Write::Put(Table::Meta, CLEAN.as_bytes().to_vec(), be(1).to_vec());
+        self.db.commit(vec![clean], self.durable)
     }
 
     /// Make every change so far durable, in one transaction.
@@ -838,75 +658,66 @@ impl Index {
         if self.uncommitted() == 0 && self.pending_dirs.is_empty() {
             return Ok(());
         }
-        let mut txn = self.db.begin_write().map_err(db_err)?;
-        txn.set_durability(self.durability);
-        {
-            let mut entries = txn.open_table(ENTRIES).map_err(db_err)?;
-            let mut seqs = txn.open_table(SEQS).map_err(db_err)?;
-            let mut hashes = txn.open_table(HASHES).map_err(db_err)?;
-            for (path, change) in &self.pending {
-                if let Some((old_seq, old_hash)) = change.was {
-                    seqs.remove(old_seq).map_err(db_err)?;
-                    if let Some(h) = old_hash {
-                        hashes.remove(hash_key(&h, path).as_slice()).map_err(db_err)?;
-                    }
-                }
-                let Some(s) = &change.stored else {
-                    entries.remove(path.as_str()).map_err(db_err)?;
-                    continue;
-                };
-                entries.insert(path.as_str(), encode(s).as_slice()).map_err(db_err)?;
-                seqs.insert(s.seq, path.as_str()).map_err(db_err)?;
-                if let Some(h) = live_file_hash(&s.entry) {
-                    hashes.insert(hash_key(&h, path).as_slice(), ()).map_err(db_err)?;
+        let mut writes = Vec::with_capacity(3 * self.pending.len() + self.pending_dirs.len() + 16);
+        for (path, change) in &self.pending {
+            let key = path.as_str().as_bytes();
+            if let Some((old_seq, old_hash)) = change.was {
+                writes.push(Write::Delete(Table::Seqs, be(old_seq).to_vec()));
+                if let Some(h) = old_hash {
+                    writes.push(Write::Delete(Table::Hashes, hash_key(&h, path)));
                 }
             }
-            let mut dirs = txn.open_table(DIRS).map_err(db_err)?;
-            if self.dirs_reset {
-                dirs.retain(|_, _| false).map_err(db_err)?;
-            }
-            for (dir, sum) in &self.pending_dirs {
-                if *sum == DirSum::default() && !dir.is_empty() {
-                    dirs.remove(dir.as_str()).map_err(db_err)?;
-                } else {
-                    dirs.insert(dir.as_str(), sum.encode().as_slice()).map_err(db_err)?;
-                }
-            }
-            let mut peers = txn.open_table(PEERS).map_err(db_err)?;
-            for (device, mark) in &self.pending_marks {
-                peers.insert(device.0, mark.encode().as_slice()).map_err(db_err)?;
-            }
-            let mut meta = txn.open_table(META).map_err(db_err)?;
-            for (key, v) in META_KEYS.iter().zip(self.meta.values()) {
-                meta.insert(*key, v).map_err(db_err)?;
-            }
-            let mut journal = txn.open_table(INSTALLING).map_err(db_err)?;
-            for path in &self.installed {
-                journal.remove(path.as_str()).map_err(db_err)?;
-            }
-            let mut held = txn.open_table(HELD).map_err(db_err)?;
-            for (path, e) in &self.pending_held {
-                match e {
-                    Some(e) => {
-                        let record = encode(&Stored {
-                            entry: e.clone(),
-                            seq: 0,
-                            stat: None,
-                        });
-                        held.insert(path.as_str(), record.as_slice()).map_err(db_err)?;
-                    }
-                    None => {
-                        held.remove(path.as_str()).map_err(db_err)?;
-                    }
-                }
-            }
-            if self.exclusion_rules_changed {
-                let mut settings = txn.open_table(SETTINGS).map_err(db_err)?;
-                settings.insert(EXCLUDE_SETTING, self.exclusion_rules.as_slice()).map_err(db_err)?;
+            let Some(s) = &change.stored else {
+                writes.push(Write::Delete(Table::Entries, key.to_vec()));
+                continue;
+            };
+            writes.push(Write::Put(Table::Entries, key.to_vec(), encode(s)));
+            writes.push(Write::Put(Table::Seqs, be(s.seq).to_vec(), key.to_vec()));
+            if let Some(h) = live_file_hash(&s.entry) {
+                writes.push(Write::Put(Table::Hashes, hash_key(&h, path), Vec::new()));
             }
         }
-        txn.commit().map_err(db_err)?;
-        self.snapshot = Self::snapshot(&self.db)?;
+        if self.dirs_reset {
+            writes.push(Write::Clear(Table::Dirs));
+        }
+        for (dir, sum) in &self.pending_dirs {
+            if *sum == DirSum::default() && !dir.is_empty() {
+                writes.push(Write::Delete(Table::Dirs, dir.as_bytes().to_vec()));
+            } else {
+                writes.push(Write::Put(Table::Dirs, dir.as_bytes().to_vec(), sum.encode().to_vec()));
+            }
+        }
+        for (device, mark) in &self.pending_marks {
+            writes.push(Write::Put(Table::Peers, be(device.0).to_vec(), mark.encode().to_vec()));
+        }
+        for (key, v) in META_KEYS.iter().zip(self.meta.values()) {
+            writes.push(Write::Put(Table::Meta, key.as_bytes().to_vec(), be(v).to_vec()));
+        }
+        for path in &self.installed {
+            writes.push(Write::Delete(Table::Installing, path.as_str().as_bytes().to_vec()));
+        }
+        for (path, e) in &self.pending_held {
+            let key = path.as_str().as_bytes().to_vec();
+            match e {
+                Some(e) => {
+                    let record = encode(&Stored {
+                        entry: e.clone(),
+                        seq: 0,
+                        stat: None,
+                    });
+                    writes.push(Write::Put(Table::Held, key, record));
+                }
+                None => writes.push(Write::Delete(Table::Held, key)),
+            }
+        }
+        if self.exclusion_rules_changed {
+            writes.push(Write::Put(
+                Table::Settings,
+                EXCLUDE_SETTING.as_bytes().to_vec(),
+                self.exclusion_rules.clone(),
+            ));
+        }
+        self.db.commit(writes, self.durable)?;
         self.pending.clear();
         self.pending_seqs.clear();
         self.pending_hashes.clear();
@@ -920,34 +731,6 @@ impl Index {
         }
         self.pending_held.clear();
         Ok(())
-    }
-}
-
-/// Copy every row of table `def` from `from` into `to`, `REWRITE_ROWS` per
-/// transaction (not durable: the caller's last commit makes them so).
-fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
-    from: &redb::ReadTransaction,
-    to: &Database,
-    def: TableDefinition<K, V>,
-) -> Result<(), IndexError> {
-    let source = from.open_table(def).map_err(db_err)?;
-    let mut rows = source.iter().map_err(db_err)?;
-    loop {
-        let mut txn = to.begin_write().map_err(db_err)?;
-        txn.set_durability(Durability::None);
-        let mut done = true;
-        {
-            let mut table = txn.open_table(def).map_err(db_err)?;
-            for row in rows.by_ref().take(REWRITE_ROWS) {
-                let (k, v) = row.map_err(db_err)?;
-                table.insert(k.value(), v.value()).map_err(db_err)?;
-                done = false;
-            }
-        }
-        txn.commit().map_err(db_err)?;
-        if done {
-            return Ok(());
-        }
     }
 }
 

@@ -273,7 +273,7 @@ fn a_rebuilt_index_has_unknown_histories_that_a_newer_delete_still_beats() {
         by: ME,
         ..found
     };
-    assert_eq!(e.take_commands(), vec![update(A, vec![unknown.clone()])]);
+    assert_eq!(e.take_commands(), saved(vec![update(A, vec![unknown.clone()])]));
     // Not concurrent with anything: the newer delete wins as before.
     let gone = deleted(&file("f", 5, b"older"), A, 30);
     e.handle_message(A, index_msg(vec![gone.clone()]));
@@ -290,7 +290,9 @@ fn a_rebuilt_index_has_unknown_histories_that_a_newer_delete_still_beats() {
     // Only the first whole scan is of unknown history.
     e.handle_local(200, &[None], vec![observed(&file("new", 150, b"n"))]);
     let cmds = e.take_commands();
-    assert!(matches!(&cmds[..], [Command::Send { msg: Message::Update { entries }, .. }] if entries[0].vector == Vector::single(ME, 150)));
+    assert!(
+        matches!(&cmds[..], [Command::SaveIndex, Command::Send { msg: Message::Update { entries }, .. }] if entries[0].vector == Vector::single(ME, 150))
+    );
 }
 
 #[test]

@@ -77,7 +77,7 @@ fn excluded_paths_on_disk_are_neither_announced_nor_deleted() {
     let mine = file("videos/mine.mp4", 7, b"mine");
     let keep = file("a.txt", 7, b"a");
     e.handle_local(9, &[None], vec![observed(&mine), observed(&keep)]);
-    assert_eq!(e.take_commands(), vec![update(A, vec![by_me(None, keep)])]);
+    assert_eq!(e.take_commands(), saved(vec![update(A, vec![by_me(None, keep)])]));
     assert_eq!(e.index().get(&theirs.path), Some(theirs));
     assert_eq!(e.index().get(&mine.path), None);
 }
@@ -147,7 +147,7 @@ fn a_rule_removed_keeps_what_is_here_and_fetches_what_is_missing() {
         by: ME,
         ..edited
     };
-    assert_eq!(e.take_commands(), vec![update(A, vec![ours.clone()])]);
+    assert_eq!(e.take_commands(), saved(vec![update(A, vec![ours.clone()])]));
     assert_eq!(e.index().get(&same.path), Some(same));
     assert_eq!(e.index().get(&folder.path), Some(folder));
     assert_eq!(e.index().get(&missing.path), None, "forgotten, not deleted");
@@ -170,7 +170,7 @@ fn the_rules_the_index_was_kept_under_outlive_a_restart() {
     let db = dir_.path().join("index.redb");
     let film = file("videos/a.mp4", 5, b"film");
     {
-        let (index, _) = Index::open(&db).unwrap();
+        let (index, _) = crate::fs::index_db::open_index(&db).unwrap();
         let mut e = Engine::new(ME, index);
         assert!(e.set_exclusion(exclusion("videos/\n")));
         connect(&mut e, A);
@@ -184,7 +184,7 @@ fn the_rules_the_index_was_kept_under_outlive_a_restart() {
     }
     // Started again under the same rules: nothing changed.
     {
-        let (index, _) = Index::open(&db).unwrap();
+        let (index, _) = crate::fs::index_db::open_index(&db).unwrap();
         let mut e = Engine::new(ME, index);
         assert!(!e.set_exclusion(exclusion("videos/\n")));
         assert_eq!(e.excluded_paths(), 1);
@@ -192,7 +192,7 @@ fn the_rules_the_index_was_kept_under_outlive_a_restart() {
     }
     // The rule removed while stopped: the peers' version is forgotten, so
     // the first look at the disk finds the file missing, not deleted.
-    let (index, _) = Index::open(&db).unwrap();
+    let (index, _) = crate::fs::index_db::open_index(&db).unwrap();
     let mut e = Engine::new(ME, index);
     assert!(e.set_exclusion(exclusion("")));
     connect(&mut e, A);

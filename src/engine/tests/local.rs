@@ -12,7 +12,7 @@ fn local_changes_go_to_every_peer() {
     e.handle_local(100, &[None], vec![observed(&new), observed(&created)]);
     let (new, created) = (by_me(Some(&old), new), by_me(None, created));
     let changes = vec![new.clone(), created.clone()];
-    assert_eq!(e.take_commands(), vec![update(A, changes.clone()), update(B, changes)]);
+    assert_eq!(e.take_commands(), saved(vec![update(A, changes.clone()), update(B, changes)]));
     // Deleting `b` on disk: nothing travels until a look a moment later
     // (which the engine asks for) finds it still gone, DIR and its marker
     // still there; then a tombstone at that time, which saw `created`.
@@ -25,7 +25,7 @@ fn local_changes_go_to_every_peer() {
     e.handle_local(later, &[Some(p("b"))], vec![]);
     let gone = by_me(Some(&created), tomb("b", later));
     assert_eq!(gone.vector, Vector::single(ME, later as u64));
-    assert_eq!(e.take_commands(), vec![update(A, vec![gone.clone()]), update(B, vec![gone])]);
+    assert_eq!(e.take_commands(), saved(vec![update(A, vec![gone.clone()]), update(B, vec![gone])]));
     // A scan that finds everything as indexed changes nothing.
     e.handle_local(300, &[None], vec![observed(&new)]);
     assert_eq!(e.take_commands(), vec![]);
@@ -39,7 +39,7 @@ fn a_local_file_older_than_the_tombstone_it_replaces_still_wins() {
     let restored = file("name", 100, b"restored");
     e.handle_local(600, &[None], vec![observed(&restored)]);
     let expected = by_me(Some(&t), Entry { version: 501, ..restored });
-    assert_eq!(e.take_commands(), vec![update(A, vec![expected.clone()])]);
+    assert_eq!(e.take_commands(), saved(vec![update(A, vec![expected.clone()])]));
     assert!(crate::engine::index::beats(&expected, &t));
 }
 
@@ -88,7 +88,7 @@ fn a_path_that_could_not_be_observed_is_not_deleted() {
             dir: DirState::Present,
         },
     );
-    assert_eq!(e.take_commands(), vec![update(A, vec![by_me(Some(&f), done)])]);
+    assert_eq!(e.take_commands(), saved(vec![update(A, vec![by_me(Some(&f), done)])]));
 }
 
 #[test]
@@ -133,7 +133,7 @@ fn a_missing_directory_or_marker_stops_syncing_instead_of_deleting_everything() 
         );
         assert_eq!(
             e.take_commands(),
-            vec![Command::Resume, update(A, vec![by_me(Some(&files[0]), changed)])]
+            saved(vec![Command::Resume, update(A, vec![by_me(Some(&files[0]), changed)])])
         );
         assert!(e.suspended().is_none());
     }
@@ -162,7 +162,7 @@ fn an_emptied_directory_that_keeps_its_marker_deletes_everything() {
     );
     let cmds = e.take_commands();
     assert!(
-        matches!(&cmds[..], [Command::Send { msg: Message::Update { entries }, .. }] if entries.len() == 3 && entries.iter().all(|x| x.deleted)),
+        matches!(&cmds[..], [Command::SaveIndex, Command::Send { msg: Message::Update { entries }, .. }] if entries.len() == 3 && entries.iter().all(|x| x.deleted)),
         "{cmds:?}"
     );
     assert!(e.suspended().is_none());
@@ -182,7 +182,7 @@ fn a_chmod_alone_is_a_change_and_travels_without_a_transfer() {
     e.handle_local(100, &[Some(p("run.sh"))], vec![observed(&runnable)]);
     let cmds = e.take_commands();
     let sent = match &cmds[..] {
-        [Command::Send {
+        [Command::SaveIndex, Command::Send {
             msg: Message::Update { entries },
             ..
         }] => entries[0].clone(),
@@ -288,7 +288,7 @@ fn content_found_below_a_file_announces_the_folder_first() {
     e.handle_local(30 * S, &[Some(p("b/x"))], vec![observed(&inner)]);
     let folder = by_me(Some(&old), dir("b", 30 * S));
     let inner = by_me(None, inner);
-    assert_eq!(e.take_commands(), vec![update(A, vec![folder, inner])]);
+    assert_eq!(e.take_commands(), saved(vec![update(A, vec![folder, inner])]));
 }
 
 /// Issue 24, case 5: `rm -rf` of every entry of DIR, its marker last.
@@ -347,7 +347,7 @@ fn a_deletion_of_everything_with_the_marker_is_all_or_nothing() {
     e.handle_local(100 + hold, &gone(0..6), vec![]);
     let cmds = e.take_commands();
     assert!(
-        matches!(&cmds[..], [Command::Send { msg: Message::Update { entries }, .. }] if entries.len() == 6 && entries.iter().all(|x| x.deleted)),
+        matches!(&cmds[..], [Command::SaveIndex, Command::Send { msg: Message::Update { entries }, .. }] if entries.len() == 6 && entries.iter().all(|x| x.deleted)),
         "{cmds:?}"
     );
 }

@@ -105,6 +105,12 @@ fn engine_with(entries: &[Entry]) -> Engine {
     Engine::new(ME, index)
 }
 
+/// What a look that changed the index asks for: a commit first, then
+/// `cmds` (what it announces).
+fn saved(cmds: Vec<Command>) -> Vec<Command> {
+    std::iter::once(Command::SaveIndex).chain(cmds).collect()
+}
+
 /// Time passes to `t`: the commands that follow, but the digest every
 /// peer is told each tick.
 fn tick(e: &mut Engine, t: i128) -> Vec<Command> {

@@ -204,7 +204,7 @@ fn a_folder_still_holding_something_is_kept_as_a_container_not_made_anew() {
     e.handle_local(9, &[None], vec![empty]);
     let cmds = e.take_commands();
     assert!(
-        matches!(&cmds[..], [Command::Send { msg: Message::Update { entries }, .. }] if !entries[0].deleted),
+        matches!(&cmds[..], [Command::SaveIndex, Command::Send { msg: Message::Update { entries }, .. }] if !entries[0].deleted),
         "{cmds:?}"
     );
 }
@@ -505,7 +505,7 @@ fn a_crash_between_install_and_commit_leaves_the_received_version_not_a_new_one(
     let old = file("g", 1, b"old");
     let (k, g) = (file("k", 5, b"received"), file("g", 6, b"new"));
     {
-        let (mut index, _) = Index::open(&db).unwrap();
+        let (mut index, _) = crate::fs::index_db::open_index(&db).unwrap();
         index.insert(old.clone());
         index.commit().unwrap();
         let mut e = Engine::new(ME, index);
@@ -534,13 +534,17 @@ fn a_crash_between_install_and_commit_leaves_the_received_version_not_a_new_one(
         // 7200021636: the file was lost).
         assert_eq!(e.index().installing(&g.path), None);
     }
-    let (index, _) = Index::open(&db).unwrap();
+    let (index, _) = crate::fs::index_db::open_index(&db).unwrap();
     let mut e = Engine::new(ME, index);
     connect(&mut e, A);
     e.take_commands();
     // The disk shows k as received, and g still in its old version.
     e.handle_local(9, &[None], vec![observed(&k), observed(&old)]);
-    assert_eq!(e.take_commands(), vec![], "nothing new to announce");
+    assert_eq!(
+        e.take_commands(),
+        vec![Command::SaveIndex],
+        "nothing new to announce, the version taken back is saved"
+    );
     assert_eq!(e.index().get(&k.path), Some(k.clone()));
     assert_eq!(e.index().get(&g.path), Some(old));
     // Deleted by the peer while we were down: the deletion wins.
@@ -612,10 +616,10 @@ fn an_edit_after_a_crash_builds_on_the_version_received_before_it() {
     let db = dir_.path().join("index.redb");
     let received = file("k", 5, b"received");
     {
-        let (mut index, _) = Index::open(&db).unwrap();
+        let (mut index, _) = crate::fs::index_db::open_index(&db).unwrap();
         index.journal_installs(std::slice::from_ref(&received)).unwrap();
     }
-    let (index, _) = Index::open(&db).unwrap();
+    let (index, _) = crate::fs::index_db::open_index(&db).unwrap();
     let mut e = Engine::new(ME, index);
     let edited = file("k", 9, b"edited after the restart");
     e.handle_local(9, &[None], vec![observed(&edited)]);

@@ -105,7 +105,7 @@ fn a_version_refused_for_a_local_write_is_weighed_again_and_both_survive() {
     let mine = file("race.txt", 20, b"mine");
     e.handle_local(101 * S, &[Some(p("race.txt"))], vec![observed(&mine)]);
     let mine = by_me(Some(&base), mine);
-    assert_eq!(e.take_commands(), vec![update(A, vec![mine.clone()])]);
+    assert_eq!(e.take_commands(), saved(vec![update(A, vec![mine.clone()])]));
     // Later the peer's version is weighed again: concurrent, so ours is
     // kept as a conflict copy before theirs replaces it.
     let cmds = tick(&mut e, 102 * S);
