@@ -495,7 +495,7 @@ proptest! {
                 }
                 Message::FileEnd => {
                     if let (Receive::Write { .. }, Some(entry)) = (engine.handle_file_end(PEER), streaming.take()) {
-                        engine.handle_received(PEER, entry, Transfer::Whole, Ok(1));
+                        engine.handle_received(PEER, entry, Transfer::Full, Ok(1));
                     }
                 }
                 // As the node does: what the engine lets it write is a

@@ -16,7 +16,7 @@
 //! crash or a disconnect never skips a change that was not taken.
 
 use super::index::PeerMark;
-use super::{Command, Engine, Heard, Peer};
+use super::{Command, Engine, IndexPoint, Peer};
 use crate::wire::{Entry, Message, NodeId, RelPath, MAX_ENTRIES};
 use std::collections::BTreeSet;
 
@@ -40,8 +40,8 @@ impl Engine {
         }
         self.peers.insert(peer, Peer { device, ..Peer::default() });
         // Needs whose sources were all away may have one again.
-        let orphans = std::mem::take(&mut self.orphans);
-        self.unscheduled.extend(orphans);
+        let without_source = std::mem::take(&mut self.without_source);
+        self.to_schedule.extend(without_source);
         let ours = self.exchange_identity();
         let (identity, since) = match self.index.peer_mark(device) {
             Some(m) if m.ours == ours => (m.identity, m.seq),
@@ -145,7 +145,7 @@ impl Engine {
         let peers: Vec<NodeId> = self.peers.keys().copied().collect();
         for peer in peers {
             if let Some(p) = self.peers.get_mut(&peer) {
-                p.heard = None;
+                p.taken_up_to = None;
                 p.head = None;
             }
             self.send(peer, Message::IndexRequest { identity: 0, since: 0 });
@@ -161,7 +161,7 @@ impl Engine {
             .iter()
             .filter(|(_, p)| p.index_done && p.receiving.is_none())
             .filter_map(|(id, p)| {
-                let Heard { identity, seq } = p.heard?;
+                let IndexPoint { identity, seq } = p.taken_up_to?;
                 let mark = PeerMark { identity, seq, ours };
                 (self.index.peer_mark(p.device) != Some(mark)).then_some((*id, p.device, mark))
             })

@@ -138,7 +138,7 @@ impl Engine {
                     None => Rejoining::Tracked(tracked),
                 };
                 if !known.entry().deleted {
-                    self.rejoining.insert(known.entry().path.clone(), known);
+                    self.synced_again.insert(known.entry().path.clone(), known);
                 }
             }
             self.index.set_exclusion_rules(&exclusion.text);
@@ -224,7 +224,7 @@ impl Engine {
         Look::At(
             installing
                 .or_else(|| self.index.known(path))
-                .or_else(|| self.rejoining.get(path).map(|r| (r.entry().clone(), None))),
+                .or_else(|| self.synced_again.get(path).map(|r| (r.entry().clone(), None))),
         )
     }
 
@@ -238,7 +238,7 @@ impl Engine {
     /// excluded), or nothing (new content here, concurrent with the
     /// peers').
     pub(super) fn rejoined(&mut self, o: &Observed) -> Rejoined {
-        match self.rejoining.remove(&o.path) {
+        match self.synced_again.remove(&o.path) {
             Some(r) if o.shows(r.entry()) => {
                 self.index.insert_seen(r.entry().clone(), o.stat);
                 Rejoined::TakenBack
@@ -251,6 +251,6 @@ impl Engine {
     /// A look at the whole tree is over: what it did not find of the
     /// paths synced again is not here, and is fetched from the peers.
     pub(super) fn rejoin_done(&mut self) {
-        self.rejoining = BTreeMap::new();
+        self.synced_again = BTreeMap::new();
     }
 }

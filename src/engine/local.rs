@@ -13,7 +13,7 @@ use tracing::{debug, error, info, warn};
 /// Most paths looked at again a moment after they appeared: a burst of
 /// new files (a first scan, a big copy) is not a write-then-rename race,
 /// and looking at all of it twice would cost a second pass over the tree.
-const MAX_YOUNG: usize = 4096;
+const MAX_APPEARED_LATELY: usize = 4096;
 
 impl Engine {
     /// What the disk holds under each of `roots` (`None`: the whole tree)
@@ -217,8 +217,8 @@ impl Engine {
         }
         for (e, stat) in changes.iter().zip(stats) {
             debug!(path = %e.path, deleted = e.deleted, kind = ?e.kind, "local change");
-            if !e.deleted && self.index.live(&e.path).is_none() && self.young.len() < MAX_YOUNG {
-                self.young.insert(e.path.clone(), now);
+            if !e.deleted && self.index.live(&e.path).is_none() && self.appeared_lately.len() < MAX_APPEARED_LATELY {
+                self.appeared_lately.insert(e.path.clone(), now);
             }
             self.index.insert_seen(e.clone(), stat);
             // A local change may settle a version we were waiting for.

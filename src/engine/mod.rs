@@ -69,7 +69,7 @@ struct Need {
 /// How far a peer's index has come to us: every change of its index
 /// `identity` up to `seq`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Heard {
+struct IndexPoint {
     identity: u64,
     seq: u64,
 }
@@ -79,11 +79,11 @@ struct Peer {
     /// The peer's directory id: what we remember its index under.
     device: NodeId,
     /// The index the peer announced (`IndexHead`), until its last part.
-    head: Option<Heard>,
-    /// The peer's index has arrived (as far as `heard` says).
+    head: Option<IndexPoint>,
+    /// The peer's index has arrived (as far as `taken_up_to` says).
     index_done: bool,
     /// How far the peer's index has come to us, once `index_done`.
-    heard: Option<Heard>,
+    taken_up_to: Option<IndexPoint>,
     /// The peer has more parts of its index for us, to ask for once what
     /// we still have to fetch has shrunk (`IndexMore`).
     more_index: bool,
@@ -135,7 +135,7 @@ pub struct Engine {
     /// Paths that appeared here lately, looked at again once a moment
     /// later: a file written and renamed away at once must not stay live
     /// in the index.
-    young: BTreeMap<RelPath, i128>,
+    appeared_lately: BTreeMap<RelPath, i128>,
     /// Paths a look found gone, with when: a deletion travels only once a
     /// later look, a moment after, still finds DIR with its marker
     /// (`local.rs`, the mass-delete guard made all-or-nothing).
@@ -158,14 +158,14 @@ pub struct Engine {
     /// n files cost O(n²)). In an order of their own on every node
     /// (`schedule_order`), so that receivers of one batch ask for its files
     /// in different orders and have files to give each other.
-    unscheduled: BTreeSet<(u64, RelPath)>,
+    to_schedule: BTreeSet<(u64, RelPath)>,
     /// Needs waiting for a source's window to open (`requests.rs`), under
     /// each of their connected sources: looked at again when one opens,
     /// not at every `schedule` (which runs after every message).
-    parked: BTreeMap<NodeId, BTreeSet<(u64, RelPath)>>,
+    waiting_for_window: BTreeMap<NodeId, BTreeSet<(u64, RelPath)>>,
     /// Needs with no source connected: looked at again when a peer
     /// connects (or announces them).
-    orphans: BTreeSet<(u64, RelPath)>,
+    without_source: BTreeSet<(u64, RelPath)>,
     commands: Vec<Command>,
     /// Paths this node keeps to itself (`.dirsyncignore`).
     ignore: IgnoreRules,
@@ -179,7 +179,7 @@ pub struct Engine {
     /// Paths excluded until the rules changed, synced again: their
     /// forgotten entries, until a look at the whole tree found them here
     /// or not (`exclude.rs`).
-    rejoining: BTreeMap<RelPath, exclude::Rejoining>,
+    synced_again: BTreeMap<RelPath, exclude::Rejoining>,
     /// `.dirsyncignore` as a path, made once: it is looked up after every
     /// input.
     ignore_path: Option<RelPath>,
@@ -188,7 +188,7 @@ pub struct Engine {
     /// Files being fetched in pieces (`swarm.rs`).
     swarms: BTreeMap<RelPath, swarm::Swarm>,
     /// Pieces (or piece maps) each peer sent that failed their hash.
-    strikes: BTreeMap<NodeId, u32>,
+    bad_pieces_from: BTreeMap<NodeId, u32>,
     /// The piece size this node cuts its files in (`wire::pieces`).
     piece_size: u64,
     /// Pieces received and verified, and refused, since the start.
@@ -211,24 +211,24 @@ impl Engine {
             inflight: Requests::default(),
             retries: BTreeMap::new(),
             dirs_to_remove: BTreeMap::new(),
-            young: BTreeMap::new(),
+            appeared_lately: BTreeMap::new(),
             held_deletes: BTreeMap::new(),
             unreadable: BTreeMap::new(),
             tree_failed: BTreeSet::new(),
             clock: 0,
-            unscheduled: BTreeSet::new(),
-            parked: BTreeMap::new(),
-            orphans: BTreeSet::new(),
+            to_schedule: BTreeSet::new(),
+            waiting_for_window: BTreeMap::new(),
+            without_source: BTreeSet::new(),
             commands: Vec::new(),
             ignore: IgnoreRules::default(),
             ignore_file_seen: None,
             exclude: IgnoreRules::default(),
             excluded_live: 0,
-            rejoining: BTreeMap::new(),
+            synced_again: BTreeMap::new(),
             ignore_path: RelPath::new(IGNORE_FILE).ok(),
             last_error: None,
             swarms: BTreeMap::new(),
-            strikes: BTreeMap::new(),
+            bad_pieces_from: BTreeMap::new(),
             piece_size: PIECE_SIZE,
             pieces_received: 0,
             bad_pieces: 0,
@@ -421,7 +421,7 @@ impl Engine {
 
     /// `path` may be asked for (again) at the next `schedule`.
     pub(super) fn unschedule(&mut self, path: RelPath) {
-        self.unscheduled.insert((schedule_order(self.me, &path), path));
+        self.to_schedule.insert((schedule_order(self.me, &path), path));
     }
 
     pub(super) fn send(&mut self, peer: NodeId, msg: Message) {

@@ -5,7 +5,7 @@
 use super::conflict::conflict_entry;
 use super::index::{beats, same_version, wins_over, with_more_history};
 use super::safety::{deletes, loses_concurrently, resurrection};
-use super::{schedule_order, Action, Command, Engine, Heard, Inflight, Need, DELTA_MIN_SIZE};
+use super::{schedule_order, Action, Command, Engine, IndexPoint, Inflight, Need, DELTA_MIN_SIZE};
 use crate::wire::version::Causality;
 use crate::wire::{Entry, Hash, Kind, Message, NodeId, RelPath, WantFile, MAX_ENTRIES};
 use std::cmp::Ordering;
@@ -71,8 +71,8 @@ impl Engine {
             self.inflight.remove(&path);
             self.unschedule(path);
         }
-        if let Some(parked) = self.parked.remove(&peer) {
-            self.unscheduled.extend(parked);
+        if let Some(waiting) = self.waiting_for_window.remove(&peer) {
+            self.to_schedule.extend(waiting);
         }
         // A file being fetched in pieces may still be finished by the
         // peers that are receiving it too: its need stays while it does.
@@ -96,7 +96,7 @@ impl Engine {
             Message::IndexRequest { identity, since } => self.answer_index_request(peer, identity, since),
             Message::IndexHead { identity, seq, .. } => {
                 if let Some(p) = self.peers.get_mut(&peer) {
-                    p.head = Some(Heard { identity, seq });
+                    p.head = Some(IndexPoint { identity, seq });
                 }
             }
             Message::Index { entries, done } => {
@@ -104,7 +104,7 @@ impl Engine {
                 if let Some(p) = self.peers.get_mut(&peer) {
                     if done {
                         p.index_done = true;
-                        p.heard = p.head.take();
+                        p.taken_up_to = p.head.take();
                     }
                     p.more_index = !done;
                 }
@@ -159,7 +159,7 @@ impl Engine {
                     p.digest = Some(digest);
                     // Before its index is done, the peer's claim may
                     // predate our request.
-                    if let Some(h) = p.heard.as_mut().filter(|_| p.index_done) {
+                    if let Some(h) = p.taken_up_to.as_mut().filter(|_| p.index_done) {
                         h.seq = h.seq.max(seq);
                     }
                 }
@@ -449,11 +449,11 @@ impl Engine {
         let mut swarms = Vec::new();
         let mut open: BTreeSet<NodeId> = self.peers.keys().copied().filter(|p| self.inflight.owed(*p).open()).collect();
         for peer in &open {
-            if let Some(parked) = self.parked.remove(peer) {
-                self.unscheduled.extend(parked);
+            if let Some(waiting) = self.waiting_for_window.remove(peer) {
+                self.to_schedule.extend(waiting);
             }
         }
-        while let Some((order, path)) = self.unscheduled.pop_first() {
+        while let Some((order, path)) = self.to_schedule.pop_first() {
             // A swarm for another version than the one needed now ends.
             if let Some(s) = self.swarms.get(&path) {
                 if self.needs.get(&path).is_some_and(|n| same_version(&n.entry, &s.entry)) {
@@ -474,10 +474,10 @@ impl Engine {
                 // No source connected (look again when one connects), or
                 // none with room now (when one has).
                 for source in &connected {
-                    self.parked.entry(*source).or_default().insert((order, path.clone()));
+                    self.waiting_for_window.entry(*source).or_default().insert((order, path.clone()));
                 }
                 if connected.is_empty() {
-                    self.orphans.insert((order, path));
+                    self.without_source.insert((order, path));
                 }
                 continue;
             };

@@ -128,14 +128,14 @@ impl Engine {
 
     /// Time passed (the node calls this once a second): the periodic
     /// jobs that are due (`timers.rs`), try failed versions again, look
-    /// again at young paths, tell peers our digest, and resync with peers
+    /// again at paths that appeared lately, tell peers our digest, and resync with peers
     /// whose digest differs.
     pub fn handle_tick(&mut self, now: i128) {
         self.clock = self.clock.max(now);
         self.timers_due();
         self.retry_due();
         self.remove_dirs_due();
-        let mut look = self.recheck_young();
+        let mut look = self.recheck_appeared_lately();
         look.extend(self.held_deletes_due());
         look.extend(self.unreadable_due());
         look.sort();
@@ -224,16 +224,16 @@ impl Engine {
 
     /// Look again at the paths that appeared at least `YOUNG_AFTER` ago.
     /// Young paths due for another look.
-    fn recheck_young(&mut self) -> Vec<RelPath> {
+    fn recheck_appeared_lately(&mut self) -> Vec<RelPath> {
         let clock = self.clock;
         let old: Vec<RelPath> = self
-            .young
+            .appeared_lately
             .iter()
             .filter(|(_, t)| **t + YOUNG_AFTER <= clock)
             .map(|(p, _)| p.clone())
             .collect();
         for p in &old {
-            self.young.remove(p);
+            self.appeared_lately.remove(p);
         }
         old
     }

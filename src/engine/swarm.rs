@@ -166,7 +166,7 @@ impl Engine {
     }
 
     fn may_ask(&self, s: &Swarm, peer: NodeId) -> bool {
-        self.peers.contains_key(&peer) && !s.refused.contains(&peer) && self.strikes.get(&peer).is_none_or(|n| *n < MAX_STRIKES)
+        self.peers.contains_key(&peer) && !s.refused.contains(&peer) && self.bad_pieces_from.get(&peer).is_none_or(|n| *n < MAX_STRIKES)
     }
 
     /// Ask for what the swarm for `path` lacks: its map, or pieces from
@@ -530,7 +530,7 @@ impl Engine {
     /// `MAX_STRIKES` disconnect it (and never ask it for a piece again).
     fn strike(&mut self, peer: NodeId, path: &RelPath, what: &str) {
         self.bad_pieces += 1;
-        let strikes = self.strikes.entry(peer).or_default();
+        let strikes = self.bad_pieces_from.entry(peer).or_default();
         *strikes += 1;
         warn!(%peer, %path, strikes = *strikes, "the peer sent {what}; asking elsewhere");
         if *strikes == MAX_STRIKES {

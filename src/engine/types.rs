@@ -207,7 +207,8 @@ pub enum ActionError {
 /// How a file's content travelled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transfer {
-    Whole,
+    /// The whole file (`ContentMode::Full` on the wire).
+    Full,
     /// As a delta against our copy.
     Delta,
 }

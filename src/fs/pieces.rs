@@ -97,7 +97,7 @@ impl PieceFile {
             tmp: self.tmp.take()?,
             expected: self.expected.clone(),
             wire_bytes: self.wire_bytes,
-            transfer: Transfer::Whole,
+            transfer: Transfer::Full,
         })
     }
 }

@@ -46,7 +46,7 @@ impl Incoming {
     ) -> Incoming {
         let transfer = match content {
             ContentMode::Delta { .. } => Transfer::Delta,
-            ContentMode::Full => Transfer::Whole,
+            ContentMode::Full => Transfer::Full,
         };
         let mut inc = Incoming {
             entry,

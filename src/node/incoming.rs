@@ -302,7 +302,7 @@ impl<N: Net> Node<N> {
             Ok(wire_bytes) => {
                 let mode = match transfer {
                     Transfer::Delta => "delta",
-                    Transfer::Whole => "full",
+                    Transfer::Full => "full",
                 };
                 info!(path = %entry.path, action, %peer, mode, wire_bytes, "applied");
                 let counters = &self.cfg.counters;

@@ -41,7 +41,7 @@ fn a_peers_progress_is_remembered_once_what_it_announced_has_landed_and_asked_fr
     e.handle_message(A, index_msg(vec![f.clone()]));
     e.handle_tick(S);
     assert_eq!(e.index().peer_mark(A), None, "f is still on its way");
-    e.handle_received(A, f.clone(), Transfer::Whole, Ok(1));
+    e.handle_received(A, f.clone(), Transfer::Full, Ok(1));
     e.handle_tick(2 * S);
     let mark = e.index().peer_mark(A).unwrap();
     assert_eq!((mark.identity, mark.seq), (X, 7));
@@ -91,10 +91,10 @@ fn a_failed_receive_holds_the_mark_back_until_its_retry_lands() {
     e.handle_message(A, head(4));
     e.handle_message(A, index_msg(vec![f.clone()]));
     e.take_commands();
-    e.handle_received(A, f.clone(), Transfer::Whole, Err("disk full".into()));
+    e.handle_received(A, f.clone(), Transfer::Full, Err("disk full".into()));
     e.handle_tick(100 * S);
     assert_eq!(e.index().peer_mark(A), None);
-    e.handle_received(A, f, Transfer::Whole, Ok(1));
+    e.handle_received(A, f, Transfer::Full, Ok(1));
     e.handle_tick(200 * S);
     assert_eq!(e.index().peer_mark(A).unwrap().seq, 4);
 }
@@ -202,6 +202,6 @@ fn a_large_index_travels_in_parts_each_asked_for_once_fewer_than_a_part_wait() {
     };
     assert!(!more(receiver.take_commands()), "4096 files to fetch: not yet");
     let first = files[0].clone();
-    receiver.handle_received(B, first, Transfer::Whole, Ok(1));
+    receiver.handle_received(B, first, Transfer::Full, Ok(1));
     assert!(more(receiver.take_commands()), "one landed: the next part");
 }

@@ -65,7 +65,7 @@ fn peers_versions_of_excluded_paths_are_followed_in_the_index_but_never_fetched(
     ]);
     e.handle_file_start(A, &doc);
     e.handle_file_end(A);
-    e.handle_received(A, doc, Transfer::Whole, Ok(3));
+    e.handle_received(A, doc, Transfer::Full, Ok(3));
     assert_eq!(e.tree_digest(), peer.tree_digest());
 }
 

@@ -201,7 +201,7 @@ fn the_last_failure_is_kept_for_status() {
     let f = file("x", 5, b"x");
     e.handle_message(A, index_msg(vec![f.clone()]));
     e.take_commands();
-    e.handle_received(A, f, Transfer::Whole, Err("disk full".into()));
+    e.handle_received(A, f, Transfer::Full, Err("disk full".into()));
     let err = e.last_error().unwrap_or_default();
     assert!(err.contains("disk full") && err.contains('x'), "{err}");
 }

@@ -233,7 +233,7 @@ fn a_peers_new_files_are_wanted_in_one_batch_and_folders_made_first() {
     e.handle_action_done(A, Action::MakeDir { entry: d, local: None }, Ok(()));
     for f in [&f1, &f2] {
         assert!(e.content_wanted(A, f).is_ok());
-        e.handle_received(A, f.clone(), Transfer::Whole, Ok(10));
+        e.handle_received(A, f.clone(), Transfer::Full, Ok(10));
     }
     assert_eq!(e.pending(), 0);
     assert_eq!(e.peers().collect::<Vec<_>>(), vec![(A, true)]);
@@ -390,7 +390,7 @@ fn a_big_older_copy_asks_for_a_delta_and_falls_back_to_whole() {
     assert_eq!(e.take_commands(), vec![rescan.clone(), want(A, &[&theirs])]);
     // A whole file failing too is tried again later, not forgotten
     // (issue 13, bug 6).
-    e.handle_received(A, theirs.clone(), Transfer::Whole, Err("hash mismatch".into()));
+    e.handle_received(A, theirs.clone(), Transfer::Full, Err("hash mismatch".into()));
     assert_eq!(e.take_commands(), vec![rescan]);
     assert_eq!(e.pending(), 1);
     assert_eq!(e.retrying()[0].error, "hash mismatch");
@@ -424,7 +424,7 @@ fn received_files_are_passed_on_to_the_other_peers_only() {
     let f = file("f", 5, b"x");
     e.handle_message(A, Message::Update { entries: vec![f.clone()] });
     e.take_commands();
-    e.handle_received(A, f.clone(), Transfer::Whole, Ok(100));
+    e.handle_received(A, f.clone(), Transfer::Full, Ok(100));
     assert_eq!(e.take_commands(), vec![update(B, vec![f.clone()])]);
     assert_eq!(e.index().get(&f.path), Some(f));
 }

@@ -257,7 +257,7 @@ fn the_ignore_file_is_read_again_when_the_index_holds_another_version() {
     e.take_commands();
     e.handle_file_start(A, &theirs);
     e.handle_file_end(A);
-    e.handle_received(A, theirs, Transfer::Whole, Ok(6));
+    e.handle_received(A, theirs, Transfer::Full, Ok(6));
     assert_eq!(e.take_commands().iter().filter(|c| **c == Command::ReloadIgnore).count(), 1);
     assert_eq!(e.take_commands(), vec![]);
 }
@@ -278,7 +278,7 @@ fn content_in_the_needed_version_answers_a_want_for_an_older_one() {
     e.handle_message(A, Message::Update { entries: vec![v2.clone()] });
     assert_eq!(e.take_commands(), vec![]);
     assert!(e.content_wanted(A, &v2).is_ok());
-    e.handle_received(A, v2.clone(), Transfer::Whole, Ok(3));
+    e.handle_received(A, v2.clone(), Transfer::Full, Ok(3));
     assert_eq!(e.pending(), 0);
     assert_eq!(e.index().get(&v2.path), Some(v2.clone()));
 }
@@ -302,7 +302,7 @@ fn the_asked_content_in_an_older_version_is_taken_and_the_needed_one_applied_wit
     assert!(matches!(e.handle_file_start(B, &other), Receive::Drop { .. }));
     assert_eq!(e.take_commands(), vec![]);
     assert_eq!(e.handle_file_end(A), Receive::Write { expected: None });
-    e.handle_received(A, stale.clone(), Transfer::Whole, Ok(3));
+    e.handle_received(A, stale.clone(), Transfer::Full, Ok(3));
     let set_mtime = Action::SetMtime {
         entry: v.clone(),
         local: stale.clone(),
@@ -345,7 +345,7 @@ fn a_file_touched_while_in_flight_is_taken_or_asked_again_never_dropped() {
     assert_eq!(e.handle_file_start(A, &v2), Receive::Write { expected: None });
     assert_eq!(e.handle_file_end(A), Receive::Write { expected: None });
     assert_eq!(e.handle_durable(A, &v2), Receive::Write { expected: None });
-    e.handle_received(A, v2.clone(), Transfer::Whole, Ok(3));
+    e.handle_received(A, v2.clone(), Transfer::Full, Ok(3));
     let set_mtime = Action::SetMtime {
         entry: v3.clone(),
         local: v2.clone(),
@@ -527,7 +527,7 @@ fn a_crash_between_install_and_commit_leaves_the_received_version_not_a_new_one(
         }
         e.index_mut().journal_installs(&[k.clone(), g.clone()]).unwrap();
         // k is renamed and recorded; then the process dies (no commit).
-        e.handle_received(A, k.clone(), Transfer::Whole, Ok(8));
+        e.handle_received(A, k.clone(), Transfer::Full, Ok(8));
         // While it runs, its own rows are no history: g's rename may still
         // fail (a version taken from them made a folder descend from a
         // file it never held; found by the workload, faults seed

@@ -1,5 +1,5 @@
 //! Engine tests for converging from state (rule 8): failures tried again
-//! with backoff, young paths looked at again, digests that differ while
+//! with backoff, paths that appeared lately looked at again, digests that differ while
 //! quiet repaired by a resync (issue 13, bugs 6, 7 and 10).
 
 use super::*;
@@ -12,14 +12,14 @@ fn a_failed_receive_is_tried_again_with_backoff_until_it_lands() {
     e.handle_message(A, Message::Update { entries: vec![f.clone()] });
     assert_eq!(e.take_commands(), vec![want(A, &[&f])]);
     // The disk is full.
-    e.handle_received(A, f.clone(), Transfer::Whole, Err("No space left on device".into()));
+    e.handle_received(A, f.clone(), Transfer::Full, Err("No space left on device".into()));
     e.take_commands();
     assert_eq!(e.pending(), 1, "a failure leaves a need behind");
     assert_eq!(e.pending_by_peer()[&A], (1, 1));
     assert_eq!(tick(&mut e, 100 * S + S / 2), vec![], "not before its backoff");
     assert_eq!(tick(&mut e, 101 * S), vec![want(A, &[&f])]);
     // Again: the wait doubles.
-    e.handle_received(A, f.clone(), Transfer::Whole, Err("No space left on device".into()));
+    e.handle_received(A, f.clone(), Transfer::Full, Err("No space left on device".into()));
     e.take_commands();
     assert_eq!(e.retrying()[0].attempts, 2);
     assert_eq!(tick(&mut e, 102 * S), vec![]);
@@ -27,7 +27,7 @@ fn a_failed_receive_is_tried_again_with_backoff_until_it_lands() {
     // Space is back: it lands, and nothing is pending any more.
     e.handle_file_start(A, &f);
     e.handle_file_end(A);
-    e.handle_received(A, f.clone(), Transfer::Whole, Ok(1));
+    e.handle_received(A, f.clone(), Transfer::Full, Ok(1));
     assert_eq!(e.pending(), 0);
     assert!(e.retrying().is_empty());
     assert_eq!(tick(&mut e, 200 * S), vec![]);
@@ -92,7 +92,7 @@ fn a_version_refused_for_a_local_write_is_weighed_again_and_both_survive() {
     e.handle_received(
         A,
         theirs.clone(),
-        Transfer::Whole,
+        Transfer::Full,
         Err("race.txt: changed on disk meanwhile; keeping the local version".into()),
     );
     let cmds = e.take_commands();

@@ -150,7 +150,7 @@ fn a_large_file_is_fetched_in_pieces_from_every_holder() {
     assert!(matches!(finished, Some(Command::FinishPieces { peer: _, path }) if path == entry.path));
     // Installed: every peer hears of it (B has not got it yet), and the
     // swarm ends.
-    e.handle_received(A, entry.clone(), Transfer::Whole, Ok(entry.size));
+    e.handle_received(A, entry.clone(), Transfer::Full, Ok(entry.size));
     let cmds = e.take_commands();
     for peer in [A, B] {
         assert!(cmds.contains(&Command::Send {
