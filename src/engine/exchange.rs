@@ -159,7 +159,7 @@ impl Engine {
         let stale: Vec<(NodeId, NodeId, PeerMark)> = self
             .peers
             .iter()
-            .filter(|(_, p)| p.index_done && p.receiving.is_none())
+            .filter(|(_, p)| p.index_done && p.streaming.is_none())
             .filter_map(|(id, p)| {
                 let IndexPoint { identity, seq } = p.taken_up_to?;
                 let mark = PeerMark { identity, seq, ours };

@@ -101,14 +101,14 @@ struct Peer {
     digest_sent: Option<(Hash, u64)>,
     /// The file the peer is streaming now (between `FileStart` and
     /// `FileEnd`).
-    receiving: Option<Receiving>,
+    streaming: Option<Streaming>,
     /// Repairing a difference of digests (see `repair.rs`).
     resync: repair::Resync,
 }
 
 /// A file a peer is streaming.
 #[derive(Debug)]
-struct Receiving {
+struct Streaming {
     entry: Entry,
     /// We asked for it and still want it: its outcome is reported.
     wanted: bool,

@@ -4,7 +4,7 @@
 //! (`Command::RemoveEmptyDirs`).
 
 use super::index::{same_content, same_version, wins_over};
-use super::{Action, ActionError, Command, Engine, Receive, Receiving, Transfer};
+use super::{Action, ActionError, Command, Engine, Receive, Streaming, Transfer};
 use crate::wire::{Entry, Kind, NodeId, RelPath};
 use tracing::{debug, info, warn};
 
@@ -16,7 +16,7 @@ impl Engine {
                 reason: "not connected".into(),
             };
         };
-        if let Some(r) = &p.receiving {
+        if let Some(r) = &p.streaming {
             let reason = format!("new file started before {} ended", r.entry.path);
             self.commands.push(Command::Close { peer, reason });
             return Receive::Violation;
@@ -26,7 +26,7 @@ impl Engine {
             self.refused_answer(peer, entry);
         }
         if let Some(p) = self.peers.get_mut(&peer) {
-            p.receiving = Some(Receiving {
+            p.streaming = Some(Streaming {
                 entry: entry.clone(),
                 wanted: wanted.is_ok(),
             });
@@ -40,7 +40,7 @@ impl Engine {
     /// A `Chunk` of the file `peer` is streaming: false (and the
     /// connection closes) if it streams none.
     pub fn handle_chunk(&mut self, peer: NodeId) -> bool {
-        if self.peers.get(&peer).is_some_and(|p| p.receiving.is_none()) {
+        if self.peers.get(&peer).is_some_and(|p| p.streaming.is_none()) {
             self.commands.push(Command::Close {
                 peer,
                 reason: "chunk outside a file".into(),
@@ -58,7 +58,7 @@ impl Engine {
                 reason: "not connected".into(),
             };
         };
-        let Some(r) = p.receiving.take() else {
+        let Some(r) = p.streaming.take() else {
             let reason = "file end outside a file".to_string();
             self.commands.push(Command::Close { peer, reason });
             return Receive::Violation;
@@ -118,11 +118,11 @@ impl Engine {
         let receiving: Vec<(NodeId, Entry)> = self
             .peers
             .iter()
-            .filter_map(|(id, p)| p.receiving.as_ref().filter(|r| r.wanted).map(|r| (*id, r.entry.clone())))
+            .filter_map(|(id, p)| p.streaming.as_ref().filter(|r| r.wanted).map(|r| (*id, r.entry.clone())))
             .collect();
         for (peer, entry) in receiving {
             if let Err(reason) = self.content_wanted(peer, &entry) {
-                if let Some(r) = self.peers.get_mut(&peer).and_then(|p| p.receiving.as_mut()) {
+                if let Some(r) = self.peers.get_mut(&peer).and_then(|p| p.streaming.as_mut()) {
                     r.wanted = false;
                 }
                 self.commands.push(Command::Abandon { peer, reason });

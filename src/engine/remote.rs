@@ -58,7 +58,7 @@ impl Engine {
     /// The connection with `peer` closed. A file it was sending is
     /// dropped by the node; the deleted folders that file alone kept go.
     pub fn handle_disconnected(&mut self, peer: NodeId) {
-        if let Some(r) = self.peers.remove(&peer).and_then(|p| p.receiving) {
+        if let Some(r) = self.peers.remove(&peer).and_then(|p| p.streaming) {
             self.vacated(&r.entry.path);
         }
         let asked: Vec<RelPath> = self
