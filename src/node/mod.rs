@@ -339,7 +339,7 @@ impl<N: Net> Node<N> {
             frame_credit,
             frames_in_flight,
             wake_announcer,
-            peers: Peers::new(StaticPeers::new(&cfg.static_peers, now)),
+            peers: Peers::new(cfg.node_id, StaticPeers::new(&cfg.static_peers, now)),
             receiving: Receiving::new(cfg.counters.clone()),
             trimmed_at: 0,
             large_scan: false,

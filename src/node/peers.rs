@@ -1,11 +1,13 @@
-//! The node's peers: who is connected, who is being dialled, who was heard
-//! announcing, and the budgets that keep other hosts from costing us much
-//! (handshake slots, the peer cap, refusal warnings).
+//! The node's peers, the IO side: the connected peers' records (their
+//! writer's queue, traffic, the handle that stops their tasks), the
+//! handshake slots, the refusal warning budget and the static peers.
 //!
 //! Owns: `Peers` and the work around it: announcements, dialling, the
 //! handshake task, registering a connection (spawning its reader and
-//! writer) and dropping it, and queueing work for a peer's writer. Must
-//! not: decide anything about sync (the engine does).
+//! writer) and dropping it, and queueing work for a peer's writer, each as
+//! `transport::peering` decides. Must not: decide whom to dial, which
+//! connection to keep, or the caps and backoffs (`Peering` does), nor
+//! anything about sync (the engine does).
 
 use super::{Counters, Event, Node};
 use crate::transport::conn::{self, handshake, ConnError, Inbound, PeerHello, Traffic};
@@ -15,6 +17,7 @@ use crate::transport::limits::{
     HandshakeSlots, Queued, Slot, WarnBudget, MAX_HANDSHAKES, MAX_PEERS, MAX_QUEUED_SIGNATURE_BYTES, QUEUE_SLACK,
 };
 use crate::transport::net::{Net, Socket};
+use crate::transport::peering::{Peering, Register};
 use crate::transport::secure::{self, Connection};
 use crate::transport::static_peers::StaticPeers;
 use crate::wire::{Announce, NodeId, PROTOCOL_VERSION};
@@ -22,17 +25,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 use tracing::{debug, info, warn};
 
-/// Most peers we remember from announcements (a flood of fake ids stops here).
-const MAX_KNOWN_PEERS: usize = 1024;
-/// How long a node whose handshake was refused is not dialled again.
-const REFUSED_BACKOFF: Duration = Duration::from_secs(30);
-
-/// Names one connection with a peer, so that events of a connection that
-/// was replaced are told from those of the current one.
-pub(super) type ConnId = u64;
+pub(super) use crate::transport::peering::ConnId;
 
 /// Who started a connection.
 #[derive(Debug, Clone, Copy)]
@@ -54,8 +50,6 @@ impl Origin {
 /// A connected peer.
 pub(super) struct Peer {
     pub conn_id: ConnId,
-    /// Who dialled this connection (see `keep_new`).
-    dialer: NodeId,
     pub addr: SocketAddr,
     jobs: JobSender,
     pub traffic: Arc<Traffic>,
@@ -67,14 +61,11 @@ pub(super) struct Peer {
 
 /// Everything the node knows about other nodes.
 pub(super) struct Peers {
+    /// The connected peers, one connection each: the same nodes as
+    /// `peering` counts as connected, with the same `ConnId`s.
     connected: BTreeMap<NodeId, Peer>,
-    dialing: BTreeSet<NodeId>,
-    /// Addresses heard in announcements.
-    known: BTreeMap<NodeId, SocketAddr>,
-    /// Nodes heard announcing another key (or none), logged once each.
-    foreign: BTreeSet<NodeId>,
-    /// Nodes whose handshake refused (or was refused), and when.
-    refused: BTreeMap<NodeId, SystemTime>,
+    /// Every decision: whom to dial, which connection to keep, the caps.
+    peering: Peering,
     /// Connections accepted and not yet past their hello.
     accept_slots: HandshakeSlots,
     /// Our dials between connect and their hello: a budget of their own,
@@ -82,26 +73,19 @@ pub(super) struct Peers {
     dial_slots: HandshakeSlots,
     /// Rate limit on refusal warnings (a connect loop must not flood the log).
     warns: WarnBudget,
-    /// A cap was hit and logged; reset when there is room again.
-    at_capacity: bool,
     statics: StaticPeers,
-    next_conn: ConnId,
 }
 
 impl Peers {
-    pub fn new(statics: StaticPeers) -> Peers {
+    /// The peers of node `me`.
+    pub fn new(me: NodeId, statics: StaticPeers) -> Peers {
         Peers {
             connected: BTreeMap::new(),
-            dialing: BTreeSet::new(),
-            known: BTreeMap::new(),
-            foreign: BTreeSet::new(),
-            refused: BTreeMap::new(),
+            peering: Peering::new(me),
             accept_slots: HandshakeSlots::default(),
             dial_slots: HandshakeSlots::default(),
             warns: WarnBudget::default(),
-            at_capacity: false,
             statics,
-            next_conn: 0,
         }
     }
 
@@ -138,8 +122,7 @@ impl Peers {
             (&self.accept_slots, "closing new connections")
         };
         let slot = slots.try_take(MAX_HANDSHAKES);
-        if slot.is_none() && !self.at_capacity {
-            self.at_capacity = true;
+        if slot.is_none() && self.peering.handshake_slots_full() {
             warn!(
                 limit = MAX_HANDSHAKES,
                 "too many connections in their handshake; {what} until some finish"
@@ -147,41 +130,6 @@ impl Peers {
         }
         slot
     }
-
-    /// Learn `addr` for `node` from an announcement; true if it is news.
-    fn learn(&mut self, node: NodeId, addr: SocketAddr) -> bool {
-        if self.known.get(&node) == Some(&addr) {
-            return false;
-        }
-        if self.known.len() >= MAX_KNOWN_PEERS && !self.known.contains_key(&node) {
-            // A flood of made-up ids must not keep real newcomers out (it
-            // used to): forget the nodes we are not connected to; real ones
-            // are learnt again from their next announcement.
-            let connected = &self.connected;
-            self.known.retain(|id, _| connected.contains_key(id));
-        }
-        self.known.insert(node, addr);
-        true
-    }
-
-    /// One side dials: the smaller id; the other waits to be dialled. A
-    /// node that refused us (another key behind a replayed fingerprint, a
-    /// version we do not speak) is not dialled at every announcement.
-    fn should_dial(&self, me: NodeId, node: NodeId, now: SystemTime) -> bool {
-        let backing_off = self
-            .refused
-            .get(&node)
-            .is_some_and(|t| now.duration_since(*t).is_ok_and(|d| d < REFUSED_BACKOFF));
-        me < node && !backing_off && !self.connected.contains_key(&node) && !self.dialing.contains(&node)
-    }
-}
-
-/// Of two connections with the same peer, keep the one dialed by the
-/// smaller node id; both sides apply the same rule, so they keep the same
-/// one. A new connection from the same dialer replaces the old (the old one
-/// is dead but not yet noticed).
-fn keep_new(existing_dialer: NodeId, new_dialer: NodeId) -> bool {
-    new_dialer <= existing_dialer
 }
 
 /// What a handshake task needs, cloned from the node.
@@ -284,17 +232,18 @@ impl<N: Net> Node<N> {
             return;
         }
         let addr = SocketAddr::new(from.ip(), a.port);
-        if self.peers.learn(a.node, addr) {
+        let heard = self.peers.peering.heard(a.node, addr, self.net.now());
+        if heard.news {
             info!(peer = %a.node, %addr, "discovered");
             Counters::bump(&self.cfg.counters.discovered);
             // Answer a newcomer at once so it need not wait an interval.
             let _ = self.wake_announcer.try_send(());
         }
-        if self.peers.should_dial(self.cfg.node_id, a.node, self.net.now()) {
+        if heard.dial {
             let origin = Origin::Discovered(a.node);
             // Without a free slot the next announcement tries again.
             if let Some(slot) = self.peers.take_slot(origin) {
-                self.peers.dialing.insert(a.node);
+                self.peers.peering.dialing(a.node);
                 self.dial(origin, addr.to_string(), slot);
             }
         }
@@ -304,10 +253,7 @@ impl<N: Net> Node<N> {
     /// per node, within the warning budget.
     fn foreign_announcement(&mut self, from: SocketAddr, a: &Announce, keyed: bool) {
         Counters::bump(&self.cfg.counters.foreign_announcements);
-        if self.peers.foreign.len() >= MAX_KNOWN_PEERS {
-            self.peers.foreign.clear();
-        }
-        if !self.peers.foreign.insert(a.node) {
+        if !self.peers.peering.foreign(a.node) {
             return;
         }
         let why = match (keyed, &a.key) {
@@ -374,19 +320,11 @@ impl<N: Net> Node<N> {
     }
 
     /// A dial or handshake failed; `refused`: the peer refused us (or we
-    /// it), so it is not dialled again for `REFUSED_BACKOFF`.
+    /// it), so it is not dialled again for `peering::REFUSED_BACKOFF`.
     pub(super) fn on_dial_failed(&mut self, origin: Origin, refused: bool) {
         let now = self.net.now();
         match origin {
-            Origin::Discovered(peer) => {
-                self.peers.dialing.remove(&peer);
-                if refused {
-                    if self.peers.refused.len() >= MAX_KNOWN_PEERS {
-                        self.peers.refused.clear();
-                    }
-                    self.peers.refused.insert(peer, now);
-                }
-            }
+            Origin::Discovered(peer) => self.peers.peering.dial_failed(peer, refused, now),
             Origin::Static(i) => {
                 let wait = self.peers.statics.failed(i, now);
                 let target = self.peers.statics.addr(i).unwrap_or("?");
@@ -413,37 +351,38 @@ impl<N: Net> Node<N> {
         }
     }
 
-    /// A handshake succeeded: keep the connection (one per peer, see
-    /// `keep_new`), start its reader and writer, tell the engine.
+    /// A handshake succeeded: keep the connection if `Peering` says so
+    /// (one per peer, at most `MAX_PEERS`), start its reader and writer,
+    /// tell the engine.
     pub(super) fn register(&mut self, connection: Connection<N>, hello: PeerHello, origin: Origin) {
         let peer = hello.node;
-        self.peers.dialing.remove(&peer);
-        if self.peers.accept_slots.in_use() < MAX_HANDSHAKES && self.peers.connected.len() < MAX_PEERS {
-            self.peers.at_capacity = false;
-        }
-        if !self.peers.connected.contains_key(&peer) && self.peers.connected.len() >= MAX_PEERS {
-            Counters::bump(&self.cfg.counters.over_capacity);
-            if !self.peers.at_capacity {
-                self.peers.at_capacity = true;
-                warn!(limit = MAX_PEERS, %peer, addr = %connection.peer, "too many peers; closing this connection (and more, silently)");
-            }
-            return;
-        }
-        if let Origin::Static(i) = origin {
-            // Its id is known only now: the rule below keeps one
-            // connection when both sides list each other.
+        let dialer = if origin.dialed() { self.cfg.node_id } else { peer };
+        let decision = self.peers.peering.handshaken(peer, dialer, self.peers.accept_slots.in_use());
+        if let (Origin::Static(i), Register::Keep(_) | Register::Replace(_) | Register::Duplicate) = (origin, decision) {
+            // Its id is known only now: `Peering` keeps one connection
+            // when both sides list each other.
             self.peers.statics.connected(i, peer);
         }
-        let dialer = if origin.dialed() { self.cfg.node_id } else { peer };
-        if let Some(existing) = self.peers.connected.get(&peer) {
-            if !keep_new(existing.dialer, dialer) {
+        let conn_id = match decision {
+            Register::Keep(conn_id) => conn_id,
+            Register::Replace(conn_id) => {
+                self.drop_peer(peer, "replaced by a newer connection");
+                conn_id
+            }
+            Register::Duplicate => {
                 debug!(%peer, "closing a duplicate connection");
                 return;
             }
-            self.drop_peer(peer, "replaced by a newer connection");
-        }
+            Register::OverCapacity { warn } => {
+                Counters::bump(&self.cfg.counters.over_capacity);
+                if warn {
+                    warn!(limit = MAX_PEERS, %peer, addr = %connection.peer, "too many peers; closing this connection (and more, silently)");
+                }
+                return;
+            }
+        };
         let addr = SocketAddr::new(connection.peer.ip(), hello.listen_port);
-        let record = self.start_connection(connection, peer, dialer, addr);
+        let record = self.start_connection(connection, peer, conn_id, addr);
         self.peers.connected.insert(peer, record);
         self.cfg.counters.connections.fetch_add(1, Ordering::Relaxed);
         info!(%peer, %addr, "connected");
@@ -451,9 +390,7 @@ impl<N: Net> Node<N> {
     }
 
     /// Spawn a registered connection's writer and reader.
-    fn start_connection(&mut self, connection: Connection<N>, peer: NodeId, dialer: NodeId, addr: SocketAddr) -> Peer {
-        let conn_id = self.peers.next_conn;
-        self.peers.next_conn += 1;
+    fn start_connection(&mut self, connection: Connection<N>, peer: NodeId, conn_id: ConnId, addr: SocketAddr) -> Peer {
         let (jobs, jobs_rx) = jobs::lanes();
         let (stop, stop_rx) = async_channel::bounded::<()>(1);
         let traffic = Arc::new(Traffic::default());
@@ -483,7 +420,6 @@ impl<N: Net> Node<N> {
         ));
         Peer {
             conn_id,
-            dialer,
             addr,
             jobs,
             traffic,
@@ -496,6 +432,7 @@ impl<N: Net> Node<N> {
     /// file it was sending.
     pub(super) fn drop_peer(&mut self, peer: NodeId, reason: &str) {
         if let Some(p) = self.peers.connected.remove(&peer) {
+            self.peers.peering.disconnected(peer, p.conn_id);
             info!(%peer, addr = %p.addr, %reason, "disconnected");
             self.receiving.drop_from(peer, &self.store);
             self.engine.handle_disconnected(peer);
@@ -542,21 +479,5 @@ impl<N: Net> Node<N> {
         if jobs > limit {
             self.close(peer, format!("{jobs} jobs queued: the peer asks faster than it reads"));
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn both_sides_keep_the_same_connection() {
-        let (a, b) = (NodeId(1), NodeId(2));
-        // A holds the connection B dialed, then sees the one it dialed.
-        assert!(keep_new(b, a));
-        // B holds the connection A dialed, then sees its own: keeps A's.
-        assert!(!keep_new(a, b));
-        // A reconnect from the same dialer replaces the stale connection.
-        assert!(keep_new(a, a));
     }
 }

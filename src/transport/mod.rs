@@ -11,6 +11,9 @@
 //! - [`discovery`]: UDP broadcast announcements.
 //! - [`limits`]: caps on peers, handshakes and queued work.
 //! - [`rate`]: the bandwidth limits on file content.
+//! - [`peering`]: the connection policy, sans IO: whom to dial, which of
+//!   two connections to keep, the caps on peers and addresses heard, the
+//!   backoff after a refusal.
 //! - [`static_peers`]: `--peer` targets and their reconnection backoff.
 //!
 //! Depends on `wire` and `fs` (the writer streams files). Must not: decide
@@ -22,6 +25,7 @@ pub mod jobs;
 pub mod key;
 pub mod limits;
 pub mod net;
+pub mod peering;
 pub mod rate;
 pub mod secure;
 mod send;

@@ -4,7 +4,7 @@
 //!
 //! Owns: when each target is due for a dial. Must not: dial (the node
 //! does, through `Net`) or decide which of two connections stays (the
-//! node's one-connection-per-pair rule does: a static peer's node id is
+//! one-connection-per-pair rule in `peering` does: a static peer's node id is
 //! learnt from its hello, and a target whose node is connected by any
 //! connection, dialled by either side, is not dialled again).
 
