@@ -81,7 +81,7 @@ impl Version {
     pub fn of(meta: &Metadata) -> Version {
         Version {
             size: meta.len(),
-            mtime: super::store::mtime_ns(meta),
+            mtime: super::files::mtime_ns(meta),
             stat: Stat {
                 ino: meta.ino(),
                 ctime: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),

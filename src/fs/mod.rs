@@ -1,5 +1,7 @@
 //! The filesystem seam: everything dirsync reads from or writes to disk.
 //!
+//! - [`files`]: the fs domain's error and a file's mtime and exec bits,
+//!   shared by the store, temp files and hashing.
 //! - [`store`]: every change under DIR (atomic writes,
 //!   deletes, renames), each checked against what the index expects.
 //! - [`receive`]: assembling and verifying one incoming file in a temp file.
@@ -19,6 +21,7 @@
 
 pub mod conflicts;
 pub mod delta;
+pub mod files;
 pub mod hashing;
 pub mod index_db;
 pub mod pieces;

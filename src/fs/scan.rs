@@ -6,8 +6,9 @@
 //!
 //! Must not: change anything on disk.
 
+use super::files::{io_err, is_exec, StoreError};
 use super::hashing::{hash_file, Background, Version};
-use super::store::{io_err, is_exec, Store, StoreError};
+use super::store::Store;
 use crate::engine::{DirState, Known, Look, Observed};
 use crate::wire::{Hash, Kind, RelPath, STATE_DIR_NAME};
 use std::fs::{self, Metadata};

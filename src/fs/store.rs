@@ -7,94 +7,18 @@
 //! that no symlink lies on the way, so nothing is written outside the root.
 //! Must not: decide what to change (the engine does).
 
+use super::files::{filetime_of, io_err, set_exec};
+pub use super::files::{is_exec, mtime_ns, system_time_ns, StoreError};
 use super::hashing::{BackgroundHashes, HashJob, Hashed, INLINE_HASH_MAX};
 use super::temp::{DiskFaults, TempFile};
 use super::trash::Trash;
-use crate::engine::ActionError;
-use crate::wire::{temp_name, temp_name_device, Entry, Hash, Kind, NodeId, PathError, RelPath, STATE_DIR_NAME};
+use crate::wire::{temp_name, temp_name_device, Entry, Hash, Kind, NodeId, RelPath, STATE_DIR_NAME};
 use std::collections::BTreeSet;
-use std::fs::{self, File, Metadata};
+use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 use tracing::warn;
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: io::Error,
-    },
-    #[error("{0}: a symlink is there or on the way; refusing to write through it")]
-    Symlink(String),
-    #[error("{0}: changed on disk meanwhile; keeping the local version")]
-    Changed(String),
-    #[error("{0}: large file queued to be hashed off the loop")]
-    Hashing(String),
-    #[error("{0}: content does not match the announced hash")]
-    HashMismatch(String),
-    #[error(transparent)]
-    Path(#[from] PathError),
-}
-
-impl From<StoreError> for ActionError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Changed(_) => ActionError::Changed(e.to_string()),
-            StoreError::Io { ref source, .. } if source.kind() == io::ErrorKind::DirectoryNotEmpty => ActionError::NotEmpty(e.to_string()),
-            e => ActionError::Failed(e.to_string()),
-        }
-    }
-}
-
-pub(super) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io {
-        path: path.display().to_string(),
-        source,
-    }
-}
-
-/// Whether a file has an execute bit set.
-pub fn is_exec(meta: &Metadata) -> bool {
-    meta.permissions().mode() & 0o111 != 0
-}
-
-/// Give file `path` execute bits where it has read bits (`exec`), or take
-/// them all away, unless it is so already.
-pub(super) fn set_exec(path: &Path, exec: bool) -> Result<(), StoreError> {
-    let meta = fs::metadata(path).map_err(io_err(path))?;
-    if is_exec(&meta) == exec {
-        return Ok(());
-    }
-    let mode = meta.permissions().mode();
-    let mode = if exec { mode | ((mode & 0o444) >> 2) } else { mode & !0o111 };
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(io_err(path))
-}
-
-/// A file's mtime as nanoseconds since the Unix epoch.
-pub fn mtime_ns(meta: &Metadata) -> i128 {
-    meta.modified().map(system_time_ns).unwrap_or(0)
-}
-
-pub fn system_time_ns(t: SystemTime) -> i128 {
-    // A duration's nanoseconds fit i128 for any SystemTime (u64 seconds).
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => d.as_nanos() as i128,
-        Err(e) => -(e.duration().as_nanos() as i128),
-    }
-}
-
-/// `ns` as a file time; times no filesystem holds saturate (setting one
-/// then fails or clamps in the kernel, and a rescan reads what it kept).
-pub(super) fn filetime_of(ns: i128) -> filetime::FileTime {
-    let secs = ns.div_euclid(1_000_000_000);
-    let secs = i64::try_from(secs).unwrap_or(if secs < 0 { i64::MIN } else { i64::MAX });
-    filetime::FileTime::from_unix_time(secs, ns.rem_euclid(1_000_000_000) as u32)
-}
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::fs::testing::{entry_for, rel, setup};
+use std::os::unix::fs::PermissionsExt;
 
 /// Group commit: a batch of temp files made durable by one flush, each
 /// with its mode and mtime; a file that fails is reported alone.

@@ -5,7 +5,7 @@
 //!
 //! Must not: put anything in place (`Store::install` does).
 
-use super::store::{filetime_of, io_err, set_exec, StoreError};
+use super::files::{filetime_of, io_err, set_exec, StoreError};
 use crate::wire::Entry;
 use std::fs::{self, File};
 use std::io::{self, Write};

@@ -13,18 +13,16 @@ use crate::transport::net::Net;
 use crate::transport::rate::RateLimit;
 use crate::transport::secure::{self, Connection};
 use crate::transport::send::{request_delta, send_content, send_piece, Pacing};
-use crate::wire::{self, Entry, Message, NodeId, WireError, LEN_PREFIX, PROTOCOL_VERSION};
+pub use crate::transport::stream::{write_msg, Traffic, CHUNK};
+use crate::wire::{self, Message, NodeId, WireError, LEN_PREFIX, PROTOCOL_VERSION};
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::warn;
 
 /// Why a connection to ourselves is refused.
 pub const OWN_ID: &str = "that is my own node id";
-/// Bytes of file per `Chunk` when sending whole files.
-pub const CHUNK: usize = 1024 * 1024;
 /// How long a new connection may take to say hello (and, with a cluster
 /// key, to finish the key handshake before it).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -190,15 +188,6 @@ pub async fn run_reader<N: Net, R: AsyncRead + Unpin, E>(
     }
 }
 
-/// Write one frame and flush it (an encrypted writer holds the last record
-/// until flushed); returns its size on the wire.
-pub async fn write_msg<W: AsyncWrite + Unpin>(w: &mut W, msg: &Message) -> io::Result<usize> {
-    let frame = wire::encode(msg);
-    w.write_all(&frame).await?;
-    w.flush().await?;
-    Ok(frame.len())
-}
-
 /// What a peer said in its hello.
 #[derive(Debug, Clone, Copy)]
 pub struct PeerHello {
@@ -256,43 +245,6 @@ pub async fn handshake<N: Net>(
         } => Ok(PeerHello { node, listen_port, device }),
         Message::Refuse { reason } => Err(ConnError::RefusedByPeer(printable(&reason))),
         other => refuse(format!("expected hello, got {}", other.name())).await,
-    }
-}
-
-/// One connection's content traffic, shared by the node (which queues
-/// content and counts what arrives) and the writer (which sends it), for
-/// `dirsync status` and the progress display.
-#[derive(Debug, Default)]
-pub struct Traffic {
-    /// Files (and their bytes) queued for sending and not yet sent.
-    pub send_files: AtomicU64,
-    pub send_bytes: AtomicU64,
-    /// Content bytes on the wire so far, each way.
-    pub bytes_sent: AtomicU64,
-    pub bytes_received: AtomicU64,
-}
-
-impl Traffic {
-    /// `entry`'s content is queued for sending.
-    pub fn queued(&self, entry: &Entry) {
-        self.send_files.fetch_add(1, Ordering::Relaxed);
-        self.send_bytes.fetch_add(entry.size, Ordering::Relaxed);
-    }
-
-    /// `n` more bytes of the file being sent went out.
-    pub(super) fn progressed(&self, n: u64) {
-        let _ = self
-            .send_bytes
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| Some(b.saturating_sub(n)));
-    }
-
-    /// The file `entry` is done with (sent or not), `progressed` of its
-    /// bytes counted already.
-    fn dequeued(&self, entry: &Entry, progressed: u64) {
-        let _ = self
-            .send_files
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_sub(1)));
-        self.progressed(entry.size.saturating_sub(progressed));
     }
 }
 

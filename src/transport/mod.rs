@@ -7,6 +7,8 @@
 //! - [`conn`]: one connection's handshake, reader task and writer task.
 //! - [`send`]: what the writer streams: files, deltas, pieces, delta
 //!   requests, paced.
+//! - [`stream`]: writing one frame, the chunk size, a connection's
+//!   traffic counters (shared by `conn` and `send`).
 //! - [`jobs`]: a connection's outgoing work, control ahead of content.
 //! - [`discovery`]: UDP broadcast announcements.
 //! - [`limits`]: caps on peers, handshakes and queued work.
@@ -30,3 +32,4 @@ pub mod rate;
 pub mod secure;
 mod send;
 pub mod static_peers;
+pub mod stream;

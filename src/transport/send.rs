@@ -8,11 +8,11 @@
 
 use crate::fs::delta::{read_segment, segment_count, FileSignature};
 use crate::fs::store::Store;
-use crate::transport::conn::{write_msg, Traffic, CHUNK};
 use crate::transport::jobs::{JobReceiver, PieceJob};
 use crate::transport::limits::Queued;
 use crate::transport::net::Net;
 use crate::transport::rate::RateLimit;
+use crate::transport::stream::{write_msg, Traffic, CHUNK};
 use crate::wire::{ContentMode, Entry, Hash, Message, NodeId, WantFile};
 use futures_lite::AsyncWrite;
 use std::fs::File;

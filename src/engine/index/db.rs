@@ -5,12 +5,23 @@
 //! database behind this trait keeps bytes. The database file is one
 //! (`fs::index_db`), the map in memory (`memory.rs`) another, for tests.
 //!
-//! Owns: the trait, the tables' names and key encodings, and `OnDisk`.
+//! Owns: the trait, the tables' names and key encodings, `OnDisk` and
+//! `IndexError`.
 //! Must not: do IO itself, or know what a record means.
 
-use super::store::IndexError;
 use std::ops::Bound;
 use std::path::Path;
+
+/// What went wrong with the index's database.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("index database {path}: {reason}")]
+    Open { path: String, reason: String },
+    #[error("index database: {0}")]
+    Db(String),
+    #[error("cannot write the index to a new file {path}: {reason}")]
+    Rewrite { path: String, reason: String },
+}
 
 /// The tables of the index, each a sorted map from byte keys to byte
 /// values. Keys and values that are numbers are 8 big-endian bytes

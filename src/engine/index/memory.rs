@@ -4,8 +4,7 @@
 //! Owns: `MemoryDb`. Must not: be used where the index must survive a
 //! restart.
 
-use super::db::{IndexDb, OnDisk, Rows, Table, Write};
-use super::store::IndexError;
+use super::db::{IndexDb, IndexError, OnDisk, Rows, Table, Write};
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::path::Path;

@@ -15,10 +15,10 @@ mod memory;
 mod query;
 mod store;
 
-pub use db::{IndexDb, OnDisk};
+pub use db::{IndexDb, IndexError, OnDisk};
 pub use digest::DirSum;
 pub use memory::MemoryDb;
-pub use store::{Index, IndexError, PeerMark};
+pub use store::{Index, PeerMark};
 
 use crate::wire::{Entry, Hash, Kind};
 

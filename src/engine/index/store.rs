@@ -33,7 +33,7 @@
 //! never an empty answer it acts on silently.
 
 use super::codec::{decode, encode, Stored};
-use super::db::{be, from_be, IndexDb, OnDisk, Table, Write};
+use super::db::{be, from_be, IndexDb, IndexError, OnDisk, Table, Write};
 use super::digest::DirSum;
 use super::memory::MemoryDb;
 use crate::engine::ignore::IgnoreRules;
@@ -52,16 +52,6 @@ const EXCLUDE_SETTING: &str = "exclude";
 /// node's next save: bounds the memory a large scan or an initial sync
 /// holds uncommitted (a crash then loses less, too).
 const COMMIT_AT: usize = 8192;
-
-#[derive(Debug, thiserror::Error)]
-pub enum IndexError {
-    #[error("index database {path}: {reason}")]
-    Open { path: String, reason: String },
-    #[error("index database: {0}")]
-    Db(String),
-    #[error("cannot write the index to a new file {path}: {reason}")]
-    Rewrite { path: String, reason: String },
-}
 
 /// How far this node has taken a peer's index: everything of the peer's
 /// index `identity` up to `seq` is settled here, as judged under our own

@@ -1,0 +1,89 @@
+//! What every module that touches files under DIR shares: the fs
+//! domain's error (`StoreError`), and reading and setting a file's mtime
+//! and execute bits. A leaf of its own, so that the store, its temp files
+//! and the hashing of large files use it without depending on each other.
+//!
+//! Owns: those helpers. Must not: change anything under DIR by itself.
+
+use crate::engine::ActionError;
+use crate::wire::PathError;
+use std::fs::{self, Metadata};
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{0}: a symlink is there or on the way; refusing to write through it")]
+    Symlink(String),
+    #[error("{0}: changed on disk meanwhile; keeping the local version")]
+    Changed(String),
+    #[error("{0}: large file queued to be hashed off the loop")]
+    Hashing(String),
+    #[error("{0}: content does not match the announced hash")]
+    HashMismatch(String),
+    #[error(transparent)]
+    Path(#[from] PathError),
+}
+
+impl From<StoreError> for ActionError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Changed(_) => ActionError::Changed(e.to_string()),
+            StoreError::Io { ref source, .. } if source.kind() == io::ErrorKind::DirectoryNotEmpty => ActionError::NotEmpty(e.to_string()),
+            e => ActionError::Failed(e.to_string()),
+        }
+    }
+}
+
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Whether a file has an execute bit set.
+pub fn is_exec(meta: &Metadata) -> bool {
+    meta.permissions().mode() & 0o111 != 0
+}
+
+/// Give file `path` execute bits where it has read bits (`exec`), or take
+/// them all away, unless it is so already.
+pub(crate) fn set_exec(path: &Path, exec: bool) -> Result<(), StoreError> {
+    let meta = fs::metadata(path).map_err(io_err(path))?;
+    if is_exec(&meta) == exec {
+        return Ok(());
+    }
+    let mode = meta.permissions().mode();
+    let mode = if exec { mode | ((mode & 0o444) >> 2) } else { mode & !0o111 };
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(io_err(path))
+}
+
+/// A file's mtime as nanoseconds since the Unix epoch.
+pub fn mtime_ns(meta: &Metadata) -> i128 {
+    meta.modified().map(system_time_ns).unwrap_or(0)
+}
+
+pub fn system_time_ns(t: SystemTime) -> i128 {
+    // A duration's nanoseconds fit i128 for any SystemTime (u64 seconds).
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_nanos() as i128,
+        Err(e) => -(e.duration().as_nanos() as i128),
+    }
+}
+
+/// `ns` as a file time; times no filesystem holds saturate (setting one
+/// then fails or clamps in the kernel, and a rescan reads what it kept).
+pub(crate) fn filetime_of(ns: i128) -> filetime::FileTime {
+    let secs = ns.div_euclid(1_000_000_000);
+    let secs = i64::try_from(secs).unwrap_or(if secs < 0 { i64::MIN } else { i64::MAX });
+    filetime::FileTime::from_unix_time(secs, ns.rem_euclid(1_000_000_000) as u32)
+}
