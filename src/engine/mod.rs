@@ -36,6 +36,7 @@ mod safety;
 mod swarm;
 mod timers;
 mod types;
+mod unsent;
 
 #[cfg(test)]
 mod tests;
@@ -43,7 +44,7 @@ mod tests;
 pub use exclude::Exclusion;
 pub use repair::RetryReport;
 pub use types::{
-    Action, ActionError, Command, DirState, Extent, Known, Look, Observed, PieceArrival, PieceFrame, Receive, Scan, Stat, Transfer,
+    Action, ActionError, Command, DirState, Extent, Known, Look, Observed, PieceArrival, PieceFrame, Receive, Scan, Stat, Transfer, Unsent,
 };
 
 use crate::wire::pieces::PIECE_SIZE;

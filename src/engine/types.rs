@@ -247,6 +247,18 @@ pub enum PieceArrival {
     Failed(String),
 }
 
+/// Content this node's writer could not send to a peer as the engine
+/// asked (`Engine::handle_unsent` decides what goes instead).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unsent {
+    /// Our copy no longer holds `entry` (changed since the index said so).
+    CopyChanged { entry: Entry },
+    /// The peer's signature of its copy, for a delta, does not parse.
+    BadSignature { entry: Entry, reason: String },
+    /// Our copy `base`, to sign for a delta of `want`, changed meanwhile.
+    BaseChanged { want: Entry, base: Entry },
+}
+
 /// What the engine asks the node to do.
 // `Apply` carries up to four entries; commands live only until the node
 // carries them out, so boxing would buy nothing.

@@ -21,7 +21,7 @@ pub mod status;
 
 pub use status::{CounterValues, Counters};
 
-use crate::engine::{Command, Engine};
+use crate::engine::{Command, Engine, Unsent};
 use crate::fs::hashing::Hashed;
 use crate::fs::state::{ensure_marker, load_device_id, load_index, prepare_state_dir, StateError};
 use crate::fs::store::{system_time_ns, Store};
@@ -132,6 +132,13 @@ enum Event<N: Net> {
         conn_id: ConnId,
         peer: NodeId,
         inbound: Inbound,
+    },
+    /// From connection `conn_id`'s writer: content it could not send as
+    /// asked.
+    Unsent {
+        conn_id: ConnId,
+        peer: NodeId,
+        unsent: Unsent,
     },
     Announce(SocketAddr, Announce),
     /// A batch of received files was made durable (or not), off the loop.
@@ -411,6 +418,11 @@ impl<N: Net> Node<N> {
             Event::StaticConnected(i, node) => self.on_static_connected(i, node),
             Event::Status(req) => {
                 let _ = req.reply.try_send(self.status());
+            }
+            Event::Unsent { conn_id, peer, unsent } => {
+                if self.peers.is_current(peer, conn_id) {
+                    self.engine.handle_unsent(peer, unsent);
+                }
             }
             Event::Inbound { conn_id, peer, inbound } => {
                 let current = self.peers.is_current(peer, conn_id);

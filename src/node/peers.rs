@@ -10,6 +10,7 @@
 //! anything about sync (the engine does).
 
 use super::{Counters, Event, Node};
+use crate::engine::Unsent;
 use crate::transport::conn::{self, handshake, ConnError, Inbound, PeerHello, Traffic};
 use crate::transport::jobs::{self, Job, JobSender};
 use crate::transport::key::ClusterKey;
@@ -408,6 +409,8 @@ impl<N: Net> Node<N> {
                 limit: self.send_limit.clone(),
                 corrupt_pieces: self.cfg.corrupt_pieces,
             },
+            self.events.clone(),
+            move |unsent: Unsent| Event::Unsent { conn_id, peer, unsent },
         ));
         self.net.spawn(conn::run_reader(
             self.net.clone(),

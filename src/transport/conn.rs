@@ -6,6 +6,7 @@
 //! Owns: the bytes of a connection. Must not: decide what to send (the
 //! engine does) or write into the synced directory (the node does).
 
+use crate::engine::Unsent;
 use crate::fs::store::Store;
 use crate::transport::jobs::{Job, JobReceiver};
 use crate::transport::limits::Queued;
@@ -274,9 +275,10 @@ pub struct Sending {
 /// peer that does not read must not keep the socket and the queue alive).
 /// When idle for `PING_INTERVAL` it sends a `Ping`, so the peer's reader
 /// can tell a quiet connection from a dead one. Each job is uncounted from
-/// `queued` when done.
+/// `queued` when done. Content it cannot send as asked is reported as
+/// `unsent(..)` on `events`, for the engine to decide what goes instead.
 #[allow(clippy::too_many_arguments)]
-pub async fn run_writer<N: Net, W: AsyncWrite + Unpin>(
+pub async fn run_writer<N: Net, W: AsyncWrite + Unpin, E>(
     net: N,
     mut w: W,
     jobs: JobReceiver,
@@ -286,6 +288,8 @@ pub async fn run_writer<N: Net, W: AsyncWrite + Unpin>(
     queued: Arc<Queued>,
     traffic: Arc<Traffic>,
     sending: Sending,
+    events: async_channel::Sender<E>,
+    unsent: impl Fn(Unsent) -> E,
 ) {
     let stopped = async {
         let _ = stop.recv().await;
@@ -310,7 +314,7 @@ pub async fn run_writer<N: Net, W: AsyncWrite + Unpin>(
                 limit: sending.limit.as_deref(),
             };
             let result = match job {
-                Job::Send(msg) => write_msg(&mut w, &msg).await.map(|_| ()),
+                Job::Send(msg) => write_msg(&mut w, &msg).await.map(|_| None),
                 Job::Content { entry, base } => {
                     let size_of = entry.clone();
                     let mut progressed = 0;
@@ -319,14 +323,23 @@ pub async fn run_writer<N: Net, W: AsyncWrite + Unpin>(
                     r
                 }
                 Job::RequestDelta { want, base } => request_delta(&mut w, &store, want, base).await,
-                Job::Piece(piece) => send_piece(&mut w, &store, piece, &traffic, pacing(), sending.corrupt_pieces).await,
+                Job::Piece(piece) => send_piece(&mut w, &store, piece, &traffic, pacing(), sending.corrupt_pieces)
+                    .await
+                    .map(|_| None),
             };
             if counted {
                 queued.done(sig);
             }
-            if let Err(e) = result {
-                warn!(%peer, error = %e, "write failed; closing connection");
-                break;
+            match result {
+                Ok(None) => {}
+                // The node's loop may be gone (shutting down): nothing to tell.
+                Ok(Some(what)) => {
+                    let _ = events.send(unsent(what)).await;
+                }
+                Err(e) => {
+                    warn!(%peer, error = %e, "write failed; closing connection");
+                    break;
+                }
             }
         }
         let _ = w.close().await;

@@ -4,8 +4,10 @@
 //! messages waiting and the send limit (`Pacing`).
 //!
 //! Owns: reading what is sent from disk and framing it. Must not: decide
-//! what to send (the engine does).
+//! what to send (the engine does): content that cannot be sent as asked
+//! is reported (`Unsent`), and the engine says what goes instead.
 
+use crate::engine::Unsent;
 use crate::fs::delta::{read_segment, segment_count, FileSignature};
 use crate::fs::store::Store;
 use crate::transport::jobs::{JobReceiver, PieceJob};
@@ -13,12 +15,12 @@ use crate::transport::limits::Queued;
 use crate::transport::net::Net;
 use crate::transport::rate::RateLimit;
 use crate::transport::stream::{write_msg, Traffic, CHUNK};
-use crate::wire::{ContentMode, Entry, Hash, Message, NodeId, WantFile};
+use crate::wire::{ContentMode, Entry, Hash, Message, NodeId};
 use futures_lite::AsyncWrite;
 use std::fs::File;
 use std::io::{self, Read};
 use std::sync::atomic::Ordering;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 /// What a file's chunks make way for and wait on: control messages queued
 /// meanwhile go between them (the peer reads each frame on its own), and
@@ -73,18 +75,16 @@ pub(super) async fn send_content<N: Net, W: AsyncWrite + Unpin>(
     traffic: &Traffic,
     progressed: &mut u64,
     pacing: Pacing<'_, N>,
-) -> io::Result<()> {
+) -> io::Result<Option<Unsent>> {
     let Some(mut file) = store.open_version(&entry) else {
-        // Changed since the index said so: our next update announces it.
-        write_msg(w, &Message::Unavailable { path: entry.path.clone() }).await?;
-        return Ok(());
+        return Ok(Some(Unsent::CopyChanged { entry }));
     };
     let signature = match base {
         Some((base_hash, bytes)) => match FileSignature::from_bytes(&bytes) {
             Ok(sig) => Some((base_hash, sig)),
             Err(e) => {
-                warn!(%peer, path = %entry.path, error = %e, "peer sent a bad signature; sending the whole file");
-                None
+                let reason = e.to_string();
+                return Ok(Some(Unsent::BadSignature { entry, reason }));
             }
         },
         None => None,
@@ -137,7 +137,7 @@ pub(super) async fn send_content<N: Net, W: AsyncWrite + Unpin>(
     }
     wire_bytes += write_msg(w, &Message::FileEnd).await?;
     info!(path = %entry.path, %peer, mode, wire_bytes, "sent");
-    Ok(())
+    Ok(None)
 }
 
 /// Bytes of a piece per `Piece` frame: a node serving pieces to seven
@@ -190,24 +190,20 @@ pub(super) async fn send_piece<N: Net, W: AsyncWrite + Unpin>(
     Ok(())
 }
 
-pub(super) async fn request_delta<W: AsyncWrite + Unpin>(w: &mut W, store: &Store, want: Entry, base: Entry) -> io::Result<()> {
+/// Sign our copy `base` and ask for `want` as a delta against it; what
+/// cannot be (`base` changed meanwhile) is reported, not sent.
+pub(super) async fn request_delta<W: AsyncWrite + Unpin>(w: &mut W, store: &Store, want: Entry, base: Entry) -> io::Result<Option<Unsent>> {
     let signature = store
         .open_version(&base)
         .and_then(|mut f| FileSignature::of_file(&mut f, base.size).ok());
-    let msg = match signature {
-        Some(sig) => Message::WantDelta {
-            path: want.path,
-            hash: want.hash,
-            base: base.hash,
-            signature: sig.to_bytes(),
-        },
-        // Our copy changed meanwhile: ask for the whole file.
-        None => Message::Want {
-            files: vec![WantFile {
-                path: want.path,
-                hash: want.hash,
-            }],
-        },
+    let Some(sig) = signature else {
+        return Ok(Some(Unsent::BaseChanged { want, base }));
     };
-    write_msg(w, &msg).await.map(|_| ())
+    let msg = Message::WantDelta {
+        path: want.path,
+        hash: want.hash,
+        base: base.hash,
+        signature: sig.to_bytes(),
+    };
+    write_msg(w, &msg).await.map(|_| None)
 }

@@ -621,6 +621,7 @@ mod local;
 mod receive;
 mod repair;
 mod swarm;
+mod unsent;
 mod window;
 
 #[test]
