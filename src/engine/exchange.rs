@@ -40,8 +40,8 @@ impl Engine {
         }
         self.peers.insert(peer, Peer { device, ..Peer::default() });
         // Needs whose sources were all away may have one again.
-        let without_source = std::mem::take(&mut self.without_source);
-        self.to_schedule.extend(without_source);
+        let without_source = std::mem::take(&mut self.wants.without_source);
+        self.wants.to_schedule.extend(without_source);
         let ours = self.exchange_identity();
         let (identity, since) = match self.index.peer_mark(device) {
             Some(m) if m.ours == ours => (m.identity, m.seq),
@@ -55,7 +55,7 @@ impl Engine {
     pub(super) fn exchange_identity(&self) -> u64 {
         let mut h = blake3::Hasher::new();
         h.update(&self.index.identity().to_le_bytes());
-        if let Some(rules) = self.ignore.source() {
+        if let Some(rules) = self.filters.ignore.source() {
             h.update(&rules.0);
         }
         let mut first = [0; 8];
@@ -126,7 +126,7 @@ impl Engine {
     /// of a million new files becomes a million needs in memory only a
     /// part at a time.
     pub(super) fn ask_for_more_index(&mut self) {
-        if self.needs.len() >= MAX_ENTRIES {
+        if self.wants.needs.len() >= MAX_ENTRIES {
             return;
         }
         let ready: Vec<NodeId> = self.peers.iter().filter(|(_, p)| p.more_index).map(|(id, _)| *id).collect();
@@ -177,11 +177,12 @@ impl Engine {
 
     /// Peers something is on its way from: a need, a request, a retry.
     pub(super) fn busy_peers(&self) -> BTreeSet<NodeId> {
-        self.needs
+        self.wants
+            .needs
             .values()
             .flat_map(|n| n.sources.iter().copied())
-            .chain(self.inflight.values().map(|i| i.peer))
-            .chain(self.retries.values().map(|r| r.peer))
+            .chain(self.wants.inflight.values().map(|i| i.peer))
+            .chain(self.upkeep.retries.values().map(|r| r.peer))
             .collect()
     }
 }

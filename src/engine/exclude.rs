@@ -138,14 +138,14 @@ impl Engine {
                     None => Rejoining::Tracked(tracked),
                 };
                 if !known.entry().deleted {
-                    self.synced_again.insert(known.entry().path.clone(), known);
+                    self.filters.synced_again.insert(known.entry().path.clone(), known);
                 }
             }
             self.index.set_exclusion_rules(&exclusion.text);
         }
-        self.exclude = exclusion.rules;
+        self.filters.exclude = exclusion.rules;
         self.drop_excluded_wants();
-        self.excluded_live = if self.exclude.is_empty() {
+        self.filters.excluded_live = if self.filters.exclude.is_empty() {
             0
         } else {
             self.index.iter().filter(|e| !e.deleted && self.excluded(&e.path)).count() as u64
@@ -156,12 +156,12 @@ impl Engine {
     /// Live paths the peers hold that this host excludes (for `dirsync
     /// status`).
     pub fn excluded_paths(&self) -> u64 {
-        self.excluded_live
+        self.filters.excluded_live
     }
 
     /// True if this host's exclusion rules name `path`.
     pub(super) fn excluded(&self, path: &RelPath) -> bool {
-        self.exclude.excludes(path)
+        self.filters.exclude.excludes(path)
     }
 
     /// True if `path` is not synced here: ignored (everywhere) or excluded
@@ -174,18 +174,19 @@ impl Engine {
     /// (content still on its way is refused, see `content_wanted`).
     fn drop_excluded_wants(&mut self) {
         let wanted: Vec<RelPath> = self
+            .wants
             .needs
             .keys()
-            .chain(self.retries.keys())
-            .chain(self.swarms.keys())
+            .chain(self.upkeep.retries.keys())
+            .chain(self.swarming.swarms.keys())
             .filter(|p| self.excluded(p))
             .cloned()
             .collect();
         for path in wanted {
-            self.needs.remove(&path);
-            self.retries.remove(&path);
-            self.inflight.remove(&path);
-            if self.swarms.contains_key(&path) {
+            self.wants.needs.remove(&path);
+            self.upkeep.retries.remove(&path);
+            self.wants.inflight.remove(&path);
+            if self.swarming.swarms.contains_key(&path) {
                 self.end_swarm(&path);
             }
         }
@@ -202,8 +203,8 @@ impl Engine {
         let Some(taken) = taken else { return };
         let live = |x: Option<&Entry>| x.is_some_and(|x| !x.deleted);
         match (live(local.as_ref()), live(Some(&taken))) {
-            (false, true) => self.excluded_live += 1,
-            (true, false) => self.excluded_live = self.excluded_live.saturating_sub(1),
+            (false, true) => self.filters.excluded_live += 1,
+            (true, false) => self.filters.excluded_live = self.filters.excluded_live.saturating_sub(1),
             _ => {}
         }
         self.index.insert(taken);
@@ -224,7 +225,7 @@ impl Engine {
         Look::At(
             installing
                 .or_else(|| self.index.known(path))
-                .or_else(|| self.synced_again.get(path).map(|r| (r.entry().clone(), None))),
+                .or_else(|| self.filters.synced_again.get(path).map(|r| (r.entry().clone(), None))),
         )
     }
 
@@ -238,7 +239,7 @@ impl Engine {
     /// excluded), or nothing (new content here, concurrent with the
     /// peers').
     pub(super) fn rejoined(&mut self, o: &Observed) -> Rejoined {
-        match self.synced_again.remove(&o.path) {
+        match self.filters.synced_again.remove(&o.path) {
             Some(r) if o.shows(r.entry()) => {
                 self.index.insert_seen(r.entry().clone(), o.stat);
                 Rejoined::TakenBack
@@ -251,6 +252,6 @@ impl Engine {
     /// A look at the whole tree is over: what it did not find of the
     /// paths synced again is not here, and is fetched from the peers.
     pub(super) fn rejoin_done(&mut self) {
-        self.synced_again = BTreeMap::new();
+        self.filters.synced_again = BTreeMap::new();
     }
 }

@@ -74,7 +74,7 @@ impl Engine {
         } = scan;
         if let Some(reason) = safety::dir_gone(&dir) {
             // Nothing found gone lately travels: the disk went.
-            self.held_deletes.clear();
+            self.upkeep.held_deletes.clear();
             if self.suspended.is_none() {
                 error!(%reason, "not syncing, so that no deletion of everything reaches the peers: is the disk unmounted? Syncing resumes by itself once the directory and its .dirsync folder are back (mkdir DIR/.dirsync if DIR is right)");
                 self.suspended = Some(reason.clone());
@@ -185,16 +185,16 @@ impl Engine {
         let moved: BTreeSet<Hash> = changes.iter().filter(|c| c.kind == Kind::File).map(|c| c.hash).collect();
         let replaced: Vec<&RelPath> = changes.iter().filter(|c| c.kind == Kind::File).map(|c| &c.path).collect();
         for f in &found {
-            self.held_deletes.remove(&f.path);
+            self.upkeep.held_deletes.remove(&f.path);
         }
         let mut confirmed = Vec::with_capacity(gone.len());
         for e in gone {
-            let since = *self.held_deletes.entry(e.path.clone()).or_insert(now);
+            let since = *self.upkeep.held_deletes.entry(e.path.clone()).or_insert(now);
             let was_moved = e.kind == Kind::File && moved.contains(&e.hash);
             let below_a_file = replaced.iter().any(|f| e.path.is_within(f) && e.path != **f);
             let due = since + DELETE_HOLD <= now && !self.may_hold_moved_content();
             if due || was_moved || below_a_file {
-                self.held_deletes.remove(&e.path);
+                self.upkeep.held_deletes.remove(&e.path);
                 confirmed.push(e);
             }
         }
@@ -217,8 +217,8 @@ impl Engine {
         }
         for (e, stat) in changes.iter().zip(stats) {
             debug!(path = %e.path, deleted = e.deleted, kind = ?e.kind, "local change");
-            if !e.deleted && self.index.live(&e.path).is_none() && self.appeared_lately.len() < MAX_APPEARED_LATELY {
-                self.appeared_lately.insert(e.path.clone(), now);
+            if !e.deleted && self.index.live(&e.path).is_none() && self.upkeep.appeared_lately.len() < MAX_APPEARED_LATELY {
+                self.upkeep.appeared_lately.insert(e.path.clone(), now);
             }
             self.index.insert_seen(e.clone(), stat);
             // A local change may settle a version we were waiting for.
@@ -252,11 +252,11 @@ impl Engine {
     fn note_unreadable(&mut self, roots: &[Option<RelPath>], failed: &[RelPath], found: &[Observed], extent: Extent) {
         // A folder found whose contents could not be read is in both.
         for o in found {
-            self.unreadable.remove(&o.path);
+            self.upkeep.unreadable.remove(&o.path);
         }
         for f in failed {
             let clock = self.clock;
-            let (due, attempts) = self.unreadable.entry(f.clone()).or_insert((clock, 0));
+            let (due, attempts) = self.upkeep.unreadable.entry(f.clone()).or_insert((clock, 0));
             if *attempts == 0 {
                 warn!(path = %f, "cannot be read here: unknown, not gone; looked at again, and no deletion made here travels until it can be read (fix its permissions, or exclude it)");
             }
@@ -265,15 +265,16 @@ impl Engine {
         }
         let failed_set: BTreeSet<&RelPath> = failed.iter().collect();
         match extent {
-            Extent::Paths if roots.iter().any(Option::is_none) => self.unreadable.retain(|u, _| failed_set.contains(u)),
+            Extent::Paths if roots.iter().any(Option::is_none) => self.upkeep.unreadable.retain(|u, _| failed_set.contains(u)),
             Extent::Paths => self
+                .upkeep
                 .unreadable
                 .retain(|u, _| failed_set.contains(u) || !roots.iter().flatten().any(|r| u.is_within(r))),
             Extent::TreePart { last } => {
-                self.tree_failed.extend(failed.iter().cloned());
+                self.upkeep.tree_failed.extend(failed.iter().cloned());
                 if last {
-                    let seen = std::mem::take(&mut self.tree_failed);
-                    self.unreadable.retain(|u, _| seen.contains(u));
+                    let seen = std::mem::take(&mut self.upkeep.tree_failed);
+                    self.upkeep.unreadable.retain(|u, _| seen.contains(u));
                 }
             }
         }
@@ -283,14 +284,15 @@ impl Engine {
     /// moved away (`mv f locked/`, or `chmod 000 sub; mv sub sub2`): a
     /// folder, or a path the index holds no live file at.
     pub(super) fn may_hold_moved_content(&self) -> bool {
-        self.unreadable
+        self.upkeep
+            .unreadable
             .keys()
             .any(|u| self.index.live(u).is_none_or(|e| e.kind == Kind::Dir))
     }
 
     /// Paths a look could not read, in path order.
     pub fn unreadable(&self) -> impl Iterator<Item = &RelPath> {
-        self.unreadable.keys()
+        self.upkeep.unreadable.keys()
     }
 
     /// What a local change of `path` builds on: `old`, or the

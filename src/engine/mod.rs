@@ -127,8 +127,57 @@ pub struct Engine {
     suspended: Option<String>,
     index: Index,
     peers: BTreeMap<NodeId, Peer>,
+    /// What this node wants from its peers and whom it asks (`remote.rs`,
+    /// `requests.rs`): the needs, what is in flight, and the needs waiting to
+    /// be asked.
+    wants: Wants,
+    /// What is to be tried or looked at again (`repair.rs`, `local.rs`): failed
+    /// versions, folders to remove, paths that appeared lately, deletions held
+    /// for the marker check, unreadable paths.
+    upkeep: Upkeep,
+    /// The latest time an input brought (`handle_tick`, `handle_scan`).
+    clock: i128,
+    commands: Vec<Command>,
+    /// The paths this node keeps to itself (`ignore.rs`) and does not sync here
+    /// (`exclude.rs`).
+    filters: Filters,
+    /// The last failure, for `dirsync status`.
+    last_error: Option<String>,
+    /// Files fetched in pieces (`swarm.rs`) and what their pieces taught us of
+    /// each peer.
+    swarming: Swarming,
+    /// The periodic jobs: rescan, save, prune (`timers.rs`).
+    timers: timers::Timers,
+}
+
+/// What this node wants from its peers and whom it asks (`remote.rs`,
+/// `requests.rs`): the needs, what is in flight, and the needs waiting to be
+/// asked.
+#[derive(Debug)]
+struct Wants {
     needs: BTreeMap<RelPath, Need>,
     inflight: Requests,
+    /// Needs that may not be asked for yet: a superset of the needs not in
+    /// flight, so that `schedule` looks only at these and not at every need
+    /// (it runs after every message; a full pass made an initial sync of
+    /// n files cost O(n²)). In an order of their own on every node
+    /// (`schedule_order`), so that receivers of one batch ask for its files
+    /// in different orders and have files to give each other.
+    to_schedule: BTreeSet<(u64, RelPath)>,
+    /// Needs waiting for a source's window to open (`requests.rs`), under
+    /// each of their connected sources: looked at again when one opens,
+    /// not at every `schedule` (which runs after every message).
+    waiting_for_window: BTreeMap<NodeId, BTreeSet<(u64, RelPath)>>,
+    /// Needs with no source connected: looked at again when a peer
+    /// connects (or announces them).
+    without_source: BTreeSet<(u64, RelPath)>,
+}
+
+/// What is to be tried or looked at again (`repair.rs`, `local.rs`): failed
+/// versions, folders to remove, paths that appeared lately, deletions held for
+/// the marker check, unreadable paths.
+#[derive(Debug)]
+struct Upkeep {
     /// Versions we failed to take, tried again with backoff.
     retries: BTreeMap<RelPath, repair::Retry>,
     /// Emptied folders whose removal failed, and when to try again.
@@ -151,23 +200,12 @@ pub struct Engine {
     /// What the parts of the look at the whole tree under way could not
     /// read so far: the set above, once the look is over.
     tree_failed: BTreeSet<RelPath>,
-    /// The latest time an input brought (`handle_tick`, `handle_scan`).
-    clock: i128,
-    /// Needs that may not be asked for yet: a superset of the needs not in
-    /// flight, so that `schedule` looks only at these and not at every need
-    /// (it runs after every message; a full pass made an initial sync of
-    /// n files cost O(n²)). In an order of their own on every node
-    /// (`schedule_order`), so that receivers of one batch ask for its files
-    /// in different orders and have files to give each other.
-    to_schedule: BTreeSet<(u64, RelPath)>,
-    /// Needs waiting for a source's window to open (`requests.rs`), under
-    /// each of their connected sources: looked at again when one opens,
-    /// not at every `schedule` (which runs after every message).
-    waiting_for_window: BTreeMap<NodeId, BTreeSet<(u64, RelPath)>>,
-    /// Needs with no source connected: looked at again when a peer
-    /// connects (or announces them).
-    without_source: BTreeSet<(u64, RelPath)>,
-    commands: Vec<Command>,
+}
+
+/// The paths this node keeps to itself (`ignore.rs`) and does not sync here
+/// (`exclude.rs`).
+#[derive(Debug)]
+struct Filters {
     /// Paths this node keeps to itself (`.dirsyncignore`).
     ignore: IgnoreRules,
     /// The content hash of the `.dirsyncignore` the index held when last
@@ -184,8 +222,12 @@ pub struct Engine {
     /// `.dirsyncignore` as a path, made once: it is looked up after every
     /// input.
     ignore_path: Option<RelPath>,
-    /// The last failure, for `dirsync status`.
-    last_error: Option<String>,
+}
+
+/// Files fetched in pieces (`swarm.rs`) and what their pieces taught us of each
+/// peer.
+#[derive(Debug)]
+struct Swarming {
     /// Files being fetched in pieces (`swarm.rs`).
     swarms: BTreeMap<RelPath, swarm::Swarm>,
     /// Pieces (or piece maps) each peer sent that failed their hash.
@@ -195,8 +237,6 @@ pub struct Engine {
     /// Pieces received and verified, and refused, since the start.
     pieces_received: u64,
     bad_pieces: u64,
-    /// The periodic jobs: rescan, save, prune (`timers.rs`).
-    timers: timers::Timers,
 }
 
 impl Engine {
@@ -208,34 +248,43 @@ impl Engine {
             suspended: None,
             index,
             peers: BTreeMap::new(),
-            needs: BTreeMap::new(),
-            inflight: Requests::default(),
-            retries: BTreeMap::new(),
-            dirs_to_remove: BTreeMap::new(),
-            appeared_lately: BTreeMap::new(),
-            held_deletes: BTreeMap::new(),
-            unreadable: BTreeMap::new(),
-            tree_failed: BTreeSet::new(),
             clock: 0,
-            to_schedule: BTreeSet::new(),
-            waiting_for_window: BTreeMap::new(),
-            without_source: BTreeSet::new(),
             commands: Vec::new(),
-            ignore: IgnoreRules::default(),
-            ignore_file_seen: None,
-            exclude: IgnoreRules::default(),
-            excluded_live: 0,
-            synced_again: BTreeMap::new(),
-            ignore_path: RelPath::new(IGNORE_FILE).ok(),
             last_error: None,
-            swarms: BTreeMap::new(),
-            bad_pieces_from: BTreeMap::new(),
-            piece_size: PIECE_SIZE,
-            pieces_received: 0,
-            bad_pieces: 0,
             timers: timers::Timers::off(),
+
+            wants: Wants {
+                needs: BTreeMap::new(),
+                inflight: Requests::default(),
+                to_schedule: BTreeSet::new(),
+                waiting_for_window: BTreeMap::new(),
+                without_source: BTreeSet::new(),
+            },
+            upkeep: Upkeep {
+                retries: BTreeMap::new(),
+                dirs_to_remove: BTreeMap::new(),
+                appeared_lately: BTreeMap::new(),
+                held_deletes: BTreeMap::new(),
+                unreadable: BTreeMap::new(),
+                tree_failed: BTreeSet::new(),
+            },
+            filters: Filters {
+                ignore: IgnoreRules::default(),
+                ignore_file_seen: None,
+                exclude: IgnoreRules::default(),
+                excluded_live: 0,
+                synced_again: BTreeMap::new(),
+                ignore_path: RelPath::new(IGNORE_FILE).ok(),
+            },
+            swarming: Swarming {
+                swarms: BTreeMap::new(),
+                bad_pieces_from: BTreeMap::new(),
+                piece_size: PIECE_SIZE,
+                pieces_received: 0,
+                bad_pieces: 0,
+            },
         };
-        engine.ignore_file_seen = engine.ignore_file_hash();
+        engine.filters.ignore_file_seen = engine.ignore_file_hash();
         engine
     }
 
@@ -248,7 +297,7 @@ impl Engine {
 
     /// Cut files in pieces of `bytes` (the simulation's files are small).
     pub fn with_piece_size(mut self, bytes: u64) -> Self {
-        self.piece_size = bytes;
+        self.swarming.piece_size = bytes;
         self
     }
 
@@ -297,13 +346,13 @@ impl Engine {
     pub fn take_commands(&mut self) -> Vec<Command> {
         self.ask_for_more_index();
         let ignore_file = self.ignore_file_hash();
-        if ignore_file != self.ignore_file_seen {
-            self.ignore_file_seen = ignore_file;
+        if ignore_file != self.filters.ignore_file_seen {
+            self.filters.ignore_file_seen = ignore_file;
             // Once per version of the file (an unreadable one is not read
             // again after every input), and only if the rules came from
             // other text (our own scan of the file the rules were read from
             // changes nothing).
-            if ignore_file != self.ignore.source() {
+            if ignore_file != self.filters.ignore.source() {
                 self.commands.push(Command::ReloadIgnore);
             }
         }
@@ -312,7 +361,7 @@ impl Engine {
 
     /// The content hash of the `.dirsyncignore` the index holds.
     fn ignore_file_hash(&self) -> Option<Hash> {
-        let path = self.ignore_path.as_ref()?;
+        let path = self.filters.ignore_path.as_ref()?;
         self.index.live(path).filter(|e| e.kind == Kind::File).map(|e| e.hash)
     }
 
@@ -324,15 +373,16 @@ impl Engine {
     /// Paths still wanted from peers (including those being received).
     #[cfg(test)]
     pub fn pending(&self) -> usize {
-        self.needs.len() + self.retries.keys().filter(|p| !self.needs.contains_key(*p)).count()
+        self.wants.needs.len() + self.upkeep.retries.keys().filter(|p| !self.wants.needs.contains_key(*p)).count()
     }
 
     /// What is still to receive, per peer: files and bytes. A path counts
     /// for the peer it is asked of, or else the first connected source.
     pub fn pending_by_peer(&self) -> BTreeMap<NodeId, (u64, u64)> {
         let mut out: BTreeMap<NodeId, (u64, u64)> = BTreeMap::new();
-        for (path, need) in &self.needs {
+        for (path, need) in &self.wants.needs {
             let peer = self
+                .wants
                 .inflight
                 .get(path)
                 .map(|i| i.peer)
@@ -344,7 +394,13 @@ impl Engine {
             }
         }
         // Failed versions waiting for their next try count too.
-        for retry in self.retries.iter().filter(|(p, _)| !self.needs.contains_key(*p)).map(|(_, r)| r) {
+        for retry in self
+            .upkeep
+            .retries
+            .iter()
+            .filter(|(p, _)| !self.wants.needs.contains_key(*p))
+            .map(|(_, r)| r)
+        {
             let slot = out.entry(retry.peer).or_default();
             slot.0 += 1;
             slot.1 += retry.entry.size;
@@ -356,16 +412,16 @@ impl Engine {
     /// nor changed for a peer, nor served; what the index holds of them
     /// stays as it is.
     pub fn set_ignore(&mut self, rules: IgnoreRules) {
-        let changed = rules.source() != self.ignore.source();
+        let changed = rules.source() != self.filters.ignore.source();
         self.index.set_ignore(rules.clone());
-        self.ignore = rules;
+        self.filters.ignore = rules;
         if changed {
             self.ask_again_for_indexes();
         }
     }
 
     fn ignored(&self, path: &RelPath, kind: Kind) -> bool {
-        self.ignore.is_ignored(path, kind == Kind::Dir)
+        self.filters.ignore.is_ignored(path, kind == Kind::Dir)
     }
 
     /// The tree digest: the root of a hash tree over folders
@@ -422,7 +478,7 @@ impl Engine {
 
     /// `path` may be asked for (again) at the next `schedule`.
     pub(super) fn unschedule(&mut self, path: RelPath) {
-        self.to_schedule.insert((schedule_order(self.me, &path), path));
+        self.wants.to_schedule.insert((schedule_order(self.me, &path), path));
     }
 
     pub(super) fn send(&mut self, peer: NodeId, msg: Message) {
@@ -458,14 +514,14 @@ impl Engine {
     /// A request left in flight would let its older content, arriving
     /// later, replace `e` on disk (found by the simulation).
     pub(super) fn settle(&mut self, e: &Entry) {
-        if self.retries.get(&e.path).is_some_and(|r| !beats(&r.entry, e)) {
-            self.retries.remove(&e.path);
+        if self.upkeep.retries.get(&e.path).is_some_and(|r| !beats(&r.entry, e)) {
+            self.upkeep.retries.remove(&e.path);
         }
-        if self.needs.get(&e.path).is_some_and(|n| !beats(&n.entry, e)) {
-            self.needs.remove(&e.path);
+        if self.wants.needs.get(&e.path).is_some_and(|n| !beats(&n.entry, e)) {
+            self.wants.needs.remove(&e.path);
         }
-        if self.inflight.get(&e.path).is_some_and(|i| !beats(&i.entry, e)) {
-            self.inflight.remove(&e.path);
+        if self.wants.inflight.get(&e.path).is_some_and(|i| !beats(&i.entry, e)) {
+            self.wants.inflight.remove(&e.path);
             self.unschedule(e.path.clone());
         }
         self.settle_swarm(e);

@@ -70,7 +70,7 @@ impl Engine {
         }
         // The peer owes it no longer: it may be asked for more.
         if self.answers_request(peer, &r.entry) {
-            self.inflight.arrived(&r.entry.path);
+            self.wants.inflight.arrived(&r.entry.path);
             self.schedule();
         }
         self.still_wanted(peer, &r.entry)
@@ -104,10 +104,10 @@ impl Engine {
     /// arrived). The peer stays a source: it announced what we need, and
     /// it answered with what it held when the want reached it.
     fn request_answered(&mut self, peer: NodeId, path: &RelPath) {
-        if self.inflight.get(path).is_none_or(|i| i.peer != peer) {
+        if self.wants.inflight.get(path).is_none_or(|i| i.peer != peer) {
             return;
         }
-        self.inflight.remove(path);
+        self.wants.inflight.remove(path);
         self.unschedule(path.clone());
         self.schedule();
         self.check_synced(peer);
@@ -144,7 +144,7 @@ impl Engine {
             }
             return Ok(self.index.live(&entry.path));
         }
-        match self.inflight.get(&entry.path) {
+        match self.wants.inflight.get(&entry.path) {
             Some(_) => Err(format!("{} was asked of another peer or in another version", entry.path)),
             None => Err(format!("{} was not asked for", entry.path)),
         }
@@ -161,10 +161,11 @@ impl Engine {
         if self.swarm_fetches(entry) {
             return true;
         }
-        self.inflight.get(&entry.path).is_some_and(|i| {
+        self.wants.inflight.get(&entry.path).is_some_and(|i| {
             i.peer == peer
                 && (same_version(&i.entry, entry)
                     || self
+                        .wants
                         .needs
                         .get(&entry.path)
                         .is_some_and(|n| same_version(&n.entry, entry) || same_content(&n.entry, entry)))
@@ -182,10 +183,10 @@ impl Engine {
     /// `peer` no longer serves the need for `path`; a need left with no
     /// source is given up until someone announces it again.
     pub(super) fn drop_source(&mut self, path: &RelPath, peer: NodeId) {
-        if let Some(n) = self.needs.get_mut(path) {
+        if let Some(n) = self.wants.needs.get_mut(path) {
             n.sources.remove(&peer);
             if n.sources.is_empty() {
-                self.needs.remove(path);
+                self.wants.needs.remove(path);
             }
         }
     }
@@ -195,7 +196,7 @@ impl Engine {
     pub fn handle_received(&mut self, peer: NodeId, entry: Entry, transfer: Transfer, result: Result<u64, String>) {
         self.index.install_settled(&entry.path);
         if self.answers_request(peer, &entry) {
-            self.inflight.remove(&entry.path);
+            self.wants.inflight.remove(&entry.path);
             self.unschedule(entry.path.clone());
         }
         match result {
@@ -211,8 +212,8 @@ impl Engine {
                 // The content arrived in an older version than the one
                 // needed now (touched meanwhile): the newer one needs no
                 // transfer, only its metadata.
-                if self.needs.get(&entry.path).is_some_and(|n| same_content(&n.entry, &entry)) {
-                    if let Some(newer) = self.needs.remove(&entry.path) {
+                if self.wants.needs.get(&entry.path).is_some_and(|n| same_content(&n.entry, &entry)) {
+                    if let Some(newer) = self.wants.needs.remove(&entry.path) {
                         self.handle_entries(peer, vec![newer.entry]);
                     }
                 }
@@ -229,7 +230,7 @@ impl Engine {
                 // a failed delta is asked again whole at once; anything
                 // else is tried again later (a full disk, a read-only
                 // folder, a file changed meanwhile), never forgotten.
-                let need = self.needs.get_mut(&entry.path).filter(|n| same_version(&n.entry, &entry));
+                let need = self.wants.needs.get_mut(&entry.path).filter(|n| same_version(&n.entry, &entry));
                 match need {
                     Some(n) if transfer == Transfer::Delta && !n.whole => n.whole = true,
                     Some(_) => self.retry_later(peer, entry, reason),

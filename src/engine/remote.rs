@@ -62,22 +62,23 @@ impl Engine {
             self.vacated(&r.entry.path);
         }
         let asked: Vec<RelPath> = self
+            .wants
             .inflight
             .values()
             .filter(|i| i.peer == peer)
             .map(|i| i.entry.path.clone())
             .collect();
         for path in asked {
-            self.inflight.remove(&path);
+            self.wants.inflight.remove(&path);
             self.unschedule(path);
         }
-        if let Some(waiting) = self.waiting_for_window.remove(&peer) {
-            self.to_schedule.extend(waiting);
+        if let Some(waiting) = self.wants.waiting_for_window.remove(&peer) {
+            self.wants.to_schedule.extend(waiting);
         }
         // A file being fetched in pieces may still be finished by the
         // peers that are receiving it too: its need stays while it does.
-        let swarms = &self.swarms;
-        self.needs.retain(|path, n| {
+        let swarms = &self.swarming.swarms;
+        self.wants.needs.retain(|path, n| {
             n.sources.remove(&peer);
             !n.sources.is_empty() || swarms.contains_key(path)
         });
@@ -128,14 +129,15 @@ impl Engine {
             } => {
                 self.serve(peer, &path, hash, Some((base, signature)));
             }
-            Message::Unavailable { path } if self.swarms.contains_key(&path) => self.swarm_unavailable(peer, &path),
+            Message::Unavailable { path } if self.swarming.swarms.contains_key(&path) => self.swarm_unavailable(peer, &path),
             Message::Unavailable { path } => {
-                if self.inflight.get(&path).is_some_and(|i| i.peer == peer) {
-                    let asked = self.inflight.remove(&path).map(|i| i.entry);
+                if self.wants.inflight.get(&path).is_some_and(|i| i.peer == peer) {
+                    let asked = self.wants.inflight.remove(&path).map(|i| i.entry);
                     self.unschedule(path.clone());
                     // Only the version asked for is gone: if a newer one was
                     // announced meanwhile (by this peer too), keep needing it.
                     let need = self
+                        .wants
                         .needs
                         .get(&path)
                         .filter(|n| asked.as_ref().is_some_and(|a| same_version(&n.entry, a)));
@@ -258,7 +260,7 @@ impl Engine {
             self.record(ours, None);
             return;
         }
-        if let Some(n) = self.needs.get_mut(&e.path) {
+        if let Some(n) = self.wants.needs.get_mut(&e.path) {
             if same_version(&n.entry, &e) {
                 n.sources.insert(peer);
                 self.unschedule(e.path);
@@ -317,6 +319,7 @@ impl Engine {
         // disk error) is seen all the same (found by the workload's
         // conflict-copy invariant, faults seed 7200021604).
         let failed = self
+            .upkeep
             .retries
             .get(&file.path)
             .map(|r| &r.entry)
@@ -427,7 +430,7 @@ impl Engine {
             sources: BTreeSet::from([peer]),
             whole: false,
         };
-        self.needs.insert(need.entry.path.clone(), need);
+        self.wants.needs.insert(need.entry.path.clone(), need);
     }
 
     pub(super) fn act(&mut self, peer: NodeId, action: Action) {
@@ -447,21 +450,21 @@ impl Engine {
         let mut wants: BTreeMap<NodeId, Vec<WantFile>> = BTreeMap::new();
         let mut deltas = Vec::new();
         let mut swarms = Vec::new();
-        let mut open: BTreeSet<NodeId> = self.peers.keys().copied().filter(|p| self.inflight.owed(*p).open()).collect();
+        let mut open: BTreeSet<NodeId> = self.peers.keys().copied().filter(|p| self.wants.inflight.owed(*p).open()).collect();
         for peer in &open {
-            if let Some(waiting) = self.waiting_for_window.remove(peer) {
-                self.to_schedule.extend(waiting);
+            if let Some(waiting) = self.wants.waiting_for_window.remove(peer) {
+                self.wants.to_schedule.extend(waiting);
             }
         }
-        while let Some((order, path)) = self.to_schedule.pop_first() {
+        while let Some((order, path)) = self.wants.to_schedule.pop_first() {
             // A swarm for another version than the one needed now ends.
-            if let Some(s) = self.swarms.get(&path) {
-                if self.needs.get(&path).is_some_and(|n| same_version(&n.entry, &s.entry)) {
+            if let Some(s) = self.swarming.swarms.get(&path) {
+                if self.wants.needs.get(&path).is_some_and(|n| same_version(&n.entry, &s.entry)) {
                     continue;
                 }
                 self.end_swarm(&path);
             }
-            let Some(need) = self.needs.get(&path).filter(|_| !self.inflight.contains_key(&path)) else {
+            let Some(need) = self.wants.needs.get(&path).filter(|_| !self.wants.inflight.contains_key(&path)) else {
                 continue;
             };
             let connected: Vec<NodeId> = need.sources.iter().copied().filter(|p| self.peers.contains_key(p)).collect();
@@ -469,15 +472,19 @@ impl Engine {
                 .iter()
                 .copied()
                 .filter(|p| open.contains(p))
-                .min_by_key(|p| (self.inflight.owed(*p).bytes, schedule_order(*p, &path)));
+                .min_by_key(|p| (self.wants.inflight.owed(*p).bytes, schedule_order(*p, &path)));
             let Some(peer) = chosen else {
                 // No source connected (look again when one connects), or
                 // none with room now (when one has).
                 for source in &connected {
-                    self.waiting_for_window.entry(*source).or_default().insert((order, path.clone()));
+                    self.wants
+                        .waiting_for_window
+                        .entry(*source)
+                        .or_default()
+                        .insert((order, path.clone()));
                 }
                 if connected.is_empty() {
-                    self.without_source.insert((order, path));
+                    self.wants.without_source.insert((order, path));
                 }
                 continue;
             };
@@ -489,16 +496,16 @@ impl Engine {
             match base {
                 None if self.swarmed(&entry) => swarms.push(path),
                 Some(base) => {
-                    self.inflight.insert(path, Inflight::new(peer, entry.clone()));
+                    self.wants.inflight.insert(path, Inflight::new(peer, entry.clone()));
                     deltas.push(Command::RequestDelta { peer, want: entry, base });
                 }
                 None => {
                     let hash = entry.hash;
-                    self.inflight.insert(path.clone(), Inflight::new(peer, entry));
+                    self.wants.inflight.insert(path.clone(), Inflight::new(peer, entry));
                     wants.entry(peer).or_default().push(WantFile { path, hash });
                 }
             }
-            if self.inflight.owed(peer).full() {
+            if self.wants.inflight.owed(peer).full() {
                 open.remove(&peer);
             }
         }
@@ -506,7 +513,7 @@ impl Engine {
             // Smallest first (then by path): the peer answers in this
             // order, so a batch's small files are not held back by its
             // large ones.
-            files.sort_by_key(|f| (self.needs.get(&f.path).map_or(0, |n| n.entry.size), f.path.clone()));
+            files.sort_by_key(|f| (self.wants.needs.get(&f.path).map_or(0, |n| n.entry.size), f.path.clone()));
             for chunk in files.chunks(MAX_ENTRIES) {
                 self.send(peer, Message::Want { files: chunk.to_vec() });
             }
@@ -543,7 +550,7 @@ impl Engine {
         if self.peers.get(&peer).is_none_or(|p| p.synced || !p.index_done) {
             return;
         }
-        let waiting = self.needs.values().any(|n| n.sources.contains(&peer)) || self.inflight.values().any(|i| i.peer == peer);
+        let waiting = self.wants.needs.values().any(|n| n.sources.contains(&peer)) || self.wants.inflight.values().any(|i| i.peer == peer);
         let Some(p) = self.peers.get_mut(&peer) else { return };
         if p.index_done && !p.synced && !waiting {
             p.synced = true;

@@ -80,18 +80,18 @@ impl Engine {
     /// Taking `entry` from `peer` failed (`error`): try again later, unless
     /// a newer version is wanted already.
     pub(super) fn retry_later(&mut self, peer: NodeId, entry: Entry, error: String) {
-        if self.needs.get(&entry.path).is_some_and(|n| beats(&n.entry, &entry)) {
+        if self.wants.needs.get(&entry.path).is_some_and(|n| beats(&n.entry, &entry)) {
             return;
         }
-        let mut sources = self.needs.remove(&entry.path).map(|n| n.sources).unwrap_or_default();
+        let mut sources = self.wants.needs.remove(&entry.path).map(|n| n.sources).unwrap_or_default();
         sources.insert(peer);
-        if self.inflight.get(&entry.path).is_some_and(|i| !beats(&i.entry, &entry)) {
-            self.inflight.remove(&entry.path);
+        if self.wants.inflight.get(&entry.path).is_some_and(|i| !beats(&i.entry, &entry)) {
+            self.wants.inflight.remove(&entry.path);
         }
-        if self.swarms.get(&entry.path).is_some_and(|s| !beats(&s.entry, &entry)) {
+        if self.swarming.swarms.get(&entry.path).is_some_and(|s| !beats(&s.entry, &entry)) {
             self.end_swarm(&entry.path);
         }
-        let attempts = match self.retries.get(&entry.path) {
+        let attempts = match self.upkeep.retries.get(&entry.path) {
             Some(r) if same_version(&r.entry, &entry) => r.attempts + 1,
             _ => 1,
         };
@@ -105,18 +105,19 @@ impl Engine {
             error,
             entry,
         };
-        self.retries.insert(retry.entry.path.clone(), retry);
+        self.upkeep.retries.insert(retry.entry.path.clone(), retry);
     }
 
     /// A deletion of `path` heard earlier that failed to apply here (a
     /// disk error): seen all the same, by us and by whoever made it.
     pub(super) fn failed_deletion(&self, path: &RelPath) -> Option<&Entry> {
-        self.retries.get(path).map(|r| &r.entry).filter(|t| t.deleted)
+        self.upkeep.retries.get(path).map(|r| &r.entry).filter(|t| t.deleted)
     }
 
     /// Versions being tried again, with the last error (for `dirsync status`).
     pub fn retrying(&self) -> Vec<RetryReport> {
-        self.retries
+        self.upkeep
+            .retries
             .values()
             .map(|r| RetryReport {
                 path: r.entry.path.clone(),
@@ -153,19 +154,20 @@ impl Engine {
         let clock = self.clock;
         // A try under way whose need went (its sources left, or it was
         // unavailable): wait for a source to come back.
-        for (path, r) in self.retries.iter_mut() {
-            if r.due.is_none() && !self.needs.contains_key(path) {
+        for (path, r) in self.upkeep.retries.iter_mut() {
+            if r.due.is_none() && !self.wants.needs.contains_key(path) {
                 r.due = Some(clock.saturating_add(RETRY_MAX));
             }
         }
         let due: Vec<RelPath> = self
+            .upkeep
             .retries
             .iter()
             .filter(|(_, r)| r.due.is_some_and(|d| d <= clock))
             .map(|(p, _)| p.clone())
             .collect();
         for path in due {
-            let Some(r) = self.retries.get_mut(&path) else { continue };
+            let Some(r) = self.upkeep.retries.get_mut(&path) else { continue };
             let connected: Vec<NodeId> = r.sources.iter().copied().filter(|s| self.peers.contains_key(s)).collect();
             if connected.is_empty() {
                 // Its sources come back with their index; look again later.
@@ -178,8 +180,8 @@ impl Engine {
                 self.handle_entries(peer, vec![entry.clone()]);
             }
             // Already here, or superseded meanwhile: nothing to try.
-            if !self.needs.contains_key(&path) && !self.commands.iter().any(|c| touches(c, &path)) {
-                self.retries.remove(&path);
+            if !self.wants.needs.contains_key(&path) && !self.commands.iter().any(|c| touches(c, &path)) {
+                self.upkeep.retries.remove(&path);
             }
         }
         self.schedule();
@@ -190,7 +192,7 @@ impl Engine {
     /// seed 7200021728: it stayed behind for good).
     pub fn handle_dir_kept(&mut self, dir: RelPath, error: String) {
         debug!(path = %dir, %error, "an emptied folder could not be removed; trying again later");
-        self.dirs_to_remove.insert(dir, self.clock.saturating_add(RETRY_FIRST));
+        self.upkeep.dirs_to_remove.insert(dir, self.clock.saturating_add(RETRY_FIRST));
     }
 
     /// Abandoned temp files were removed from the folders `dirs`: a deleted
@@ -209,13 +211,14 @@ impl Engine {
     fn remove_dirs_due(&mut self) {
         let clock = self.clock;
         let due: Vec<RelPath> = self
+            .upkeep
             .dirs_to_remove
             .iter()
             .filter(|(_, t)| **t <= clock)
             .map(|(p, _)| p.clone())
             .collect();
         for dir in due {
-            self.dirs_to_remove.remove(&dir);
+            self.upkeep.dirs_to_remove.remove(&dir);
             if self.index.get(&dir).is_some_and(|e| e.deleted) {
                 self.remove_container(&dir);
             }
@@ -227,13 +230,14 @@ impl Engine {
     fn recheck_appeared_lately(&mut self) -> Vec<RelPath> {
         let clock = self.clock;
         let old: Vec<RelPath> = self
+            .upkeep
             .appeared_lately
             .iter()
             .filter(|(_, t)| **t + YOUNG_AFTER <= clock)
             .map(|(p, _)| p.clone())
             .collect();
         for p in &old {
-            self.appeared_lately.remove(p);
+            self.upkeep.appeared_lately.remove(p);
         }
         old
     }
@@ -244,13 +248,14 @@ impl Engine {
     fn unreadable_due(&mut self) -> Vec<RelPath> {
         let clock = self.clock;
         let due: Vec<RelPath> = self
+            .upkeep
             .unreadable
             .iter()
             .filter(|(_, (t, _))| *t <= clock)
             .map(|(p, _)| p.clone())
             .collect();
         for p in &due {
-            if let Some((t, attempts)) = self.unreadable.get_mut(p) {
+            if let Some((t, attempts)) = self.upkeep.unreadable.get_mut(p) {
                 *t = clock.saturating_add(unreadable_backoff(*attempts + 1));
             }
         }
@@ -265,7 +270,8 @@ impl Engine {
             return Vec::new();
         }
         let clock = self.clock;
-        self.held_deletes
+        self.upkeep
+            .held_deletes
             .iter()
             .filter(|(_, t)| **t + DELETE_HOLD <= clock)
             .map(|(p, _)| p.clone())

@@ -108,19 +108,19 @@ impl Engine {
 
     /// The layout of our own copy of a file of `size` bytes.
     fn own_layout(&self, size: u64) -> Option<Layout> {
-        Layout::new(size, piece_size_for(size, self.piece_size))
+        Layout::new(size, piece_size_for(size, self.swarming.piece_size))
     }
 
     /// Start fetching the needed version of `path` in pieces.
     pub(super) fn start_swarm(&mut self, path: &RelPath) {
-        let Some(need) = self.needs.get(path) else { return };
+        let Some(need) = self.wants.needs.get(path) else { return };
         let entry = need.entry.clone();
         debug!(%path, size = entry.size, "fetching in pieces");
         self.commands.push(Command::StartPieces {
             entry: entry.clone(),
             expected: self.index.live(path),
         });
-        self.swarms.insert(
+        self.swarming.swarms.insert(
             path.clone(),
             Swarm {
                 entry,
@@ -138,7 +138,7 @@ impl Engine {
     /// Stop fetching `path` in pieces (its temp file goes, and then the
     /// deleted folders it alone kept).
     pub(super) fn end_swarm(&mut self, path: &RelPath) {
-        if self.swarms.remove(path).is_some() {
+        if self.swarming.swarms.remove(path).is_some() {
             self.commands.push(Command::EndPieces { path: path.clone() });
             self.vacated(path);
         }
@@ -146,34 +146,36 @@ impl Engine {
 
     /// `e` is in the index now: a swarm for an older version ends.
     pub(super) fn settle_swarm(&mut self, e: &Entry) {
-        if self.swarms.get(&e.path).is_some_and(|s| !beats(&s.entry, e)) {
+        if self.swarming.swarms.get(&e.path).is_some_and(|s| !beats(&s.entry, e)) {
             self.end_swarm(&e.path);
         }
     }
 
     /// True if content of `entry` is what the swarm for its path fetches.
     pub(super) fn swarm_fetches(&self, entry: &Entry) -> bool {
-        self.swarms.get(&entry.path).is_some_and(|s| same_version(&s.entry, entry))
+        self.swarming.swarms.get(&entry.path).is_some_and(|s| same_version(&s.entry, entry))
     }
 
     /// The peers that announced the version the swarm fetches (they hold
     /// it whole), connected and willing.
     fn full_holders(&self, path: &RelPath, s: &Swarm) -> Vec<NodeId> {
-        let Some(need) = self.needs.get(path).filter(|n| same_version(&n.entry, &s.entry)) else {
+        let Some(need) = self.wants.needs.get(path).filter(|n| same_version(&n.entry, &s.entry)) else {
             return Vec::new();
         };
         need.sources.iter().copied().filter(|p| self.may_ask(s, *p)).collect()
     }
 
     fn may_ask(&self, s: &Swarm, peer: NodeId) -> bool {
-        self.peers.contains_key(&peer) && !s.refused.contains(&peer) && self.bad_pieces_from.get(&peer).is_none_or(|n| *n < MAX_STRIKES)
+        self.peers.contains_key(&peer)
+            && !s.refused.contains(&peer)
+            && self.swarming.bad_pieces_from.get(&peer).is_none_or(|n| *n < MAX_STRIKES)
     }
 
     /// Ask for what the swarm for `path` lacks: its map, or pieces from
     /// each peer with room for more requests. A swarm no peer can finish
     /// is given up, and tried again later (`retry_later`).
     pub(super) fn drive(&mut self, path: &RelPath) {
-        let Some(s) = self.swarms.get(path) else { return };
+        let Some(s) = self.swarming.swarms.get(path) else { return };
         let full = self.full_holders(path, s);
         let partial: Vec<NodeId> = s.holders.keys().copied().filter(|p| self.may_ask(s, *p)).collect();
         let Some(map) = &s.map else {
@@ -183,7 +185,7 @@ impl Engine {
             match full.iter().chain(&partial).next().copied() {
                 Some(peer) => {
                     let hash = s.entry.hash;
-                    if let Some(s) = self.swarms.get_mut(path) {
+                    if let Some(s) = self.swarming.swarms.get_mut(path) {
                         s.map_asked = Some((peer, self.clock));
                     }
                     self.send(peer, Message::PieceMapWant { path: path.clone(), hash });
@@ -243,7 +245,7 @@ impl Engine {
         let stuck = requests.is_empty() && s.asked.is_empty() && !missing.is_empty() && missing.iter().all(|(_, rarity, _)| *rarity == 0);
         let hash = s.entry.hash;
         let clock = self.clock;
-        if let Some(s) = self.swarms.get_mut(path) {
+        if let Some(s) = self.swarming.swarms.get_mut(path) {
             for (peer, i) in &requests {
                 s.asked.insert(*i, (*peer, clock));
             }
@@ -275,9 +277,10 @@ impl Engine {
 
     /// End the swarm for `path` and try its version again later.
     fn give_up_swarm(&mut self, path: &RelPath, reason: String) {
-        let Some(s) = self.swarms.get(path) else { return };
+        let Some(s) = self.swarming.swarms.get(path) else { return };
         let entry = s.entry.clone();
         let peer = self
+            .wants
             .needs
             .get(path)
             .and_then(|n| n.sources.iter().next().copied())
@@ -289,7 +292,7 @@ impl Engine {
 
     /// Drive every swarm (after a peer came or went, or time passed).
     pub(super) fn drive_all(&mut self) {
-        let paths: Vec<RelPath> = self.swarms.keys().cloned().collect();
+        let paths: Vec<RelPath> = self.swarming.swarms.keys().cloned().collect();
         for path in paths {
             self.drive(&path);
         }
@@ -299,9 +302,9 @@ impl Engine {
     /// that hold the piece (kept if no one else does).
     pub(super) fn swarm_timeouts(&mut self) {
         let clock = self.clock;
-        let paths: Vec<RelPath> = self.swarms.keys().cloned().collect();
+        let paths: Vec<RelPath> = self.swarming.swarms.keys().cloned().collect();
         for path in &paths {
-            let Some(s) = self.swarms.get(path) else { continue };
+            let Some(s) = self.swarming.swarms.get(path) else { continue };
             let full = self.full_holders(path, s);
             // (piece, peer, whether another peer we may ask holds it)
             let late: Vec<(u64, NodeId, bool)> = s
@@ -310,7 +313,7 @@ impl Engine {
                 .filter(|(_, (_, at))| at + PIECE_TIMEOUT <= clock)
                 .map(|(i, (p, _))| (*i, *p, self.askable_holder(s, &full, *i, Some(*p))))
                 .collect();
-            let Some(s) = self.swarms.get_mut(path) else { continue };
+            let Some(s) = self.swarming.swarms.get_mut(path) else { continue };
             if s.map_asked.is_some_and(|(_, at)| at + PIECE_TIMEOUT <= clock) {
                 if let Some((peer, _)) = s.map_asked.take() {
                     s.refused.insert(peer);
@@ -333,7 +336,7 @@ impl Engine {
 
     /// `peer` is gone: its requests are asked elsewhere.
     pub(super) fn swarm_peer_gone(&mut self, peer: NodeId) {
-        for s in self.swarms.values_mut() {
+        for s in self.swarming.swarms.values_mut() {
             s.asked.retain(|_, (p, _)| *p != peer);
             s.holders.remove(&peer);
             if s.map_asked.is_some_and(|(p, _)| p == peer) {
@@ -344,14 +347,14 @@ impl Engine {
 
     /// `peer` cannot serve the swarm for `path` (`Unavailable`): ask others.
     pub(super) fn swarm_unavailable(&mut self, peer: NodeId, path: &RelPath) {
-        let Some(s) = self.swarms.get_mut(path) else { return };
+        let Some(s) = self.swarming.swarms.get_mut(path) else { return };
         s.refused.insert(peer);
         s.asked.retain(|_, (p, _)| *p != peer);
         s.holders.remove(&peer);
         if s.map_asked.is_some_and(|(p, _)| p == peer) {
             s.map_asked = None;
         }
-        if let Some(n) = self.needs.get_mut(path) {
+        if let Some(n) = self.wants.needs.get_mut(path) {
             n.sources.remove(&peer);
         }
         self.drive(path);
@@ -359,7 +362,12 @@ impl Engine {
 
     /// A `PieceMap` from `peer`.
     pub(super) fn handle_piece_map(&mut self, peer: NodeId, path: &RelPath, hash: Hash, piece_size: u64, values: &[u8]) {
-        let Some(s) = self.swarms.get_mut(path).filter(|s| s.entry.hash == hash && s.map.is_none()) else {
+        let Some(s) = self
+            .swarming
+            .swarms
+            .get_mut(path)
+            .filter(|s| s.entry.hash == hash && s.map.is_none())
+        else {
             return;
         };
         if s.map_asked.is_some_and(|(p, _)| p == peer) {
@@ -385,7 +393,7 @@ impl Engine {
 
     /// A `Have` from `peer`: the pieces it holds of a file it is receiving.
     pub(super) fn handle_have(&mut self, peer: NodeId, path: &RelPath, hash: Hash, pieces: Vec<u8>) {
-        let Some(s) = self.swarms.get_mut(path).filter(|s| s.entry.hash == hash) else {
+        let Some(s) = self.swarming.swarms.get_mut(path).filter(|s| s.entry.hash == hash) else {
             return;
         };
         if pieces.len() as u64 > MAX_PIECES.div_ceil(8) {
@@ -410,7 +418,7 @@ impl Engine {
                 return self.commands.push(Command::SendPieceMap { peer, entry, piece_size });
             }
         }
-        if let Some((s, map)) = self.swarms.get(path).and_then(|s| Some(s).zip(s.map.as_ref())) {
+        if let Some((s, map)) = self.swarming.swarms.get(path).and_then(|s| Some(s).zip(s.map.as_ref())) {
             if s.entry.hash == hash {
                 let msg = Message::PieceMap {
                     path: path.clone(),
@@ -440,7 +448,7 @@ impl Engine {
                 from_temp: false,
             });
         }
-        let partial = self.swarms.get(path).filter(|s| s.entry.hash == hash).and_then(|s| {
+        let partial = self.swarming.swarms.get(path).filter(|s| s.entry.hash == hash).and_then(|s| {
             let map = s.map.as_ref().filter(|m| m.have.get(index))?;
             Some((s.entry.clone(), map.layout.range(index)?))
         });
@@ -469,6 +477,7 @@ impl Engine {
     /// request.
     pub fn handle_piece(&mut self, peer: NodeId, path: &RelPath, hash: Hash, index: u64, offset: u64, len: u64) -> PieceFrame {
         let range = self
+            .swarming
             .swarms
             .get(path)
             .filter(|s| s.entry.hash == hash && s.asked.get(&index).is_some_and(|(p, _)| *p == peer))
@@ -487,6 +496,7 @@ impl Engine {
     /// chaining value `value` (`Err`: writing it failed here).
     pub fn handle_piece_done(&mut self, peer: NodeId, path: &RelPath, index: u64, arrival: PieceArrival) {
         let Some(s) = self
+            .swarming
             .swarms
             .get_mut(path)
             .filter(|s| s.asked.get(&index).is_some_and(|(p, _)| *p == peer))
@@ -500,7 +510,7 @@ impl Engine {
             PieceArrival::Value(v) if map.values.get(index as usize) == Some(&v) => {
                 map.have.set(index);
                 let (hash, pieces, done) = (s.entry.hash, map.have.bytes().to_vec(), map.have.count_ones() == map.layout.count());
-                self.pieces_received += 1;
+                self.swarming.pieces_received += 1;
                 let peers: Vec<NodeId> = self.peers.keys().copied().collect();
                 for p in peers {
                     let pieces = pieces.clone();
@@ -529,8 +539,8 @@ impl Engine {
     /// `peer` sent something that fails its hash: count it, and after
     /// `MAX_STRIKES` disconnect it (and never ask it for a piece again).
     fn strike(&mut self, peer: NodeId, path: &RelPath, what: &str) {
-        self.bad_pieces += 1;
-        let strikes = self.bad_pieces_from.entry(peer).or_default();
+        self.swarming.bad_pieces += 1;
+        let strikes = self.swarming.bad_pieces_from.entry(peer).or_default();
         *strikes += 1;
         warn!(%peer, %path, strikes = *strikes, "the peer sent {what}; asking elsewhere");
         if *strikes == MAX_STRIKES {
@@ -552,7 +562,7 @@ impl Engine {
     /// (then it waits for a tick, or was given up). `None`: no swarm.
     #[cfg(test)]
     pub(super) fn swarm_progresses(&self, path: &RelPath) -> Option<bool> {
-        let s = self.swarms.get(path)?;
+        let s = self.swarming.swarms.get(path)?;
         let full = self.full_holders(path, s);
         let holders = |i: u64| self.askable_holder(s, &full, i, None);
         Some(match &s.map {
@@ -566,6 +576,6 @@ impl Engine {
 
     /// Pieces received and verified, and bad ones refused, since start.
     pub fn piece_counts(&self) -> (u64, u64) {
-        (self.pieces_received, self.bad_pieces)
+        (self.swarming.pieces_received, self.swarming.bad_pieces)
     }
 }
