@@ -20,6 +20,7 @@
 //! conflict copy (`crate::engine::conflict`) before they are replaced, and an edit
 //! beats a delete that did not see it (the rules: docs/CONFLICTS.md).
 
+mod back_pressure;
 pub mod conflict;
 mod descent;
 mod exchange;
@@ -79,6 +80,8 @@ struct IndexPoint {
 struct Peer {
     /// The peer's directory id: what we remember its index under.
     device: NodeId,
+    /// What waits in the peer's writer (`back_pressure.rs`).
+    send_queue: back_pressure::SendQueue,
     /// The index the peer announced (`IndexHead`), until its last part.
     head: Option<IndexPoint>,
     /// The peer's index has arrived (as far as `taken_up_to` says).

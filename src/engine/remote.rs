@@ -93,6 +93,12 @@ impl Engine {
         if !self.peers.contains_key(&peer) {
             return;
         }
+        let before = self.commands.len();
+        self.take_message(peer, msg);
+        self.check_send_queue(peer, before);
+    }
+
+    fn take_message(&mut self, peer: NodeId, msg: Message) {
         match msg {
             Message::IndexRequest { identity, since } => self.answer_index_request(peer, identity, since),
             Message::IndexHead { identity, seq, .. } => {
@@ -529,6 +535,7 @@ impl Engine {
         match self.index.live(path) {
             Some(e) if e.kind == Kind::File && e.hash == hash && !self.unsynced(path, Kind::File) => {
                 let entry = e.clone();
+                let base = self.signature_room(peer, &entry, base);
                 self.commands.push(Command::SendContent { peer, entry, base });
             }
             _ => {

@@ -476,7 +476,12 @@ impl<N: Net> Node<N> {
                 offset,
                 data,
             } => self.on_piece(peer, &path, hash, index, offset, &data, bytes),
-            other => self.engine.handle_message(peer, other),
+            other => {
+                if let Some((jobs, signature_bytes)) = self.send_queue(peer) {
+                    self.engine.handle_send_queue(peer, jobs, signature_bytes);
+                }
+                self.engine.handle_message(peer, other);
+            }
         }
     }
 

@@ -14,9 +14,7 @@ use crate::engine::Unsent;
 use crate::transport::conn::{self, handshake, ConnError, Inbound, PeerHello, Traffic};
 use crate::transport::jobs::{self, Job, JobSender};
 use crate::transport::key::ClusterKey;
-use crate::transport::limits::{
-    HandshakeSlots, Queued, Slot, WarnBudget, MAX_HANDSHAKES, MAX_PEERS, MAX_QUEUED_SIGNATURE_BYTES, QUEUE_SLACK,
-};
+use crate::transport::limits::{HandshakeSlots, Queued, Slot, WarnBudget, MAX_HANDSHAKES, MAX_PEERS};
 use crate::transport::net::{Net, Socket};
 use crate::transport::peering::{Peering, Register};
 use crate::transport::secure::{self, Connection};
@@ -456,31 +454,27 @@ impl<N: Net> Node<N> {
         self.drop_peer(peer, &reason);
     }
 
-    /// Queue `job` for `peer`'s writer. A peer that asks faster than it
-    /// reads is dropped (see `limits::QUEUE_SLACK`); past
-    /// `MAX_QUEUED_SIGNATURE_BYTES` of waiting signatures, content is sent
-    /// whole.
-    pub(super) fn queue(&mut self, peer: NodeId, mut job: Job) {
+    /// Queue `job` for `peer`'s writer (the engine decided it: whole or
+    /// delta, and whether the peer is past what it may have waiting).
+    pub(super) fn queue(&mut self, peer: NodeId, job: Job) {
         let Some(p) = self.peers.connected.get(&peer) else {
             return;
         };
-        let sig = job.signature_bytes();
-        if sig > 0 && p.queued.signature_bytes.load(Ordering::Acquire) + sig > MAX_QUEUED_SIGNATURE_BYTES {
-            if let Job::Content { base, entry } = &mut job {
-                debug!(%peer, path = %entry.path, "signature queue full; sending the whole file");
-                *base = None;
-            }
-        }
         if let Job::Content { entry, .. } = &job {
             p.traffic.queued(entry);
         }
-        let jobs = p.queued.add(job.signature_bytes());
-        let limit = self.engine.index().len() + QUEUE_SLACK;
+        p.queued.add(job.signature_bytes());
         // Unbounded lanes: only fails when the writer has stopped, and
         // then the reader reports the closed connection.
         let _ = p.jobs.send(job);
-        if jobs > limit {
-            self.close(peer, format!("{jobs} jobs queued: the peer asks faster than it reads"));
-        }
+    }
+
+    /// What waits in `peer`'s writer now: jobs, and signature bytes.
+    pub(super) fn send_queue(&self, peer: NodeId) -> Option<(usize, usize)> {
+        let p = self.peers.connected.get(&peer)?;
+        Some((
+            p.queued.jobs.load(Ordering::Acquire),
+            p.queued.signature_bytes.load(Ordering::Acquire),
+        ))
     }
 }

@@ -1,6 +1,8 @@
 //! Resource limits on what other hosts can make a node hold: peers,
-//! connections still in their handshake (a slot per handshake), the jobs
-//! a peer's requests queue for its writer, and the log lines refusals cost. (Sizes of frames, messages and deltas are capped in `wire`,
+//! connections still in their handshake (a slot per handshake), the count
+//! of the jobs a peer's requests queue for its writer (the limits on them
+//! are the engine's: `engine/back_pressure.rs`), and the log lines
+//! refusals cost. (Sizes of frames, messages and deltas are capped in `wire`,
 //! `conn` and `delta`; time limits are in `conn`.)
 //!
 //! Owns: the numbers and the slot counter. Must not: do IO.
@@ -53,17 +55,6 @@ impl Drop for Slot {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
-
-/// Jobs a peer may have waiting in its writer's queue beyond one per entry
-/// of our index. A peer that reads asks each path at most once at a time,
-/// so it stays under `index size + this`; one that keeps asking without
-/// reading (each `want` of 4096 paths compresses to a few hundred bytes,
-/// and costs us 4096 queued jobs) is disconnected before it exhausts memory.
-pub const QUEUE_SLACK: usize = 64 * 1024;
-/// Signature bytes (from the peer's `want_delta`s, up to 16 MiB each) that
-/// may wait in a writer's queue. Past this a delta request is answered
-/// with the whole file, which needs no signature kept.
-pub const MAX_QUEUED_SIGNATURE_BYTES: usize = 64 * 1024 * 1024;
 
 /// What waits in one peer writer's queue: counted by the node when it
 /// queues a job, uncounted by the writer when it is done with it.
