@@ -167,19 +167,11 @@ impl std::fmt::Debug for Index {
 impl Default for Index {
     /// An empty index in memory (tests and fuzzing).
     fn default() -> Self {
-        Index::over(Box::new(MemoryDb::default()), false, 1).unwrap_or_else(|e| unreachable!("a map in memory cannot fail: {e}"))
+        Index::open(Box::new(MemoryDb::default()), false, 1).unwrap_or_else(|e| unreachable!("a map in memory cannot fail: {e}"))
     }
 }
 
 impl Index {
-    /// The index kept in `db`; `durable`: each commit is on disk when it
-    /// returns. `fresh_identity` (not 0) becomes the index's identity if
-    /// the database has none yet or was not closed cleanly: the caller
-    /// draws it at random (the engine draws nothing).
-    pub fn open(db: Box<dyn IndexDb>, durable: bool, fresh_identity: u64) -> Result<Index, IndexError> {
-        Self::over(db, durable, fresh_identity)
-    }
-
     /// Whether the file at the index's path is still this database.
     pub fn on_disk(&self) -> Result<OnDisk, IndexError> {
         self.db.on_disk()
@@ -198,7 +190,11 @@ impl Index {
         self.db.rewrite()
     }
 
-    fn over(mut db: Box<dyn IndexDb>, durable: bool, fresh_identity: u64) -> Result<Index, IndexError> {
+    /// The index kept in `db`; `durable`: each commit is on disk when it
+    /// returns. `fresh_identity` (not 0) becomes the index's identity if
+    /// the database has none yet or was not closed cleanly: the caller
+    /// draws it at random (the engine draws nothing).
+    pub fn open(mut db: Box<dyn IndexDb>, durable: bool, fresh_identity: u64) -> Result<Index, IndexError> {
         let mut meta = Meta::default();
         let mut installing = BTreeMap::new();
         for row in db.range(Table::Installing, Bound::Unbounded, Bound::Unbounded)? {
@@ -633,7 +629,7 @@ impl Index {
     }
 
     /// Commit, and mark the index as closed cleanly: the next start keeps
-    /// its identity (see `over`).
+    /// its identity (see `open`).
     pub fn close(&mut self) -> Result<(), IndexError> {
         self.commit()?;
         let clean = Write::Put(Table::Meta, CLEAN.as_bytes().to_vec(), be(1).to_vec());
