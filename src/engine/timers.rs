@@ -78,7 +78,6 @@ impl Engine {
             self.commands.push(Command::RescanTree);
             self.commands.push(Command::SweepTemp);
         }
-        let t = &mut self.timers;
         if due(&mut t.last_save, t.save_every, now) {
             self.commands.push(Command::SaveIndex);
         }
