@@ -39,7 +39,7 @@ fn durable_batch(batch: Vec<(NodeId, Received)>) -> DurableBatch {
 const MAX_WAITING_DURABLE: usize = 1024;
 
 /// The files on their way in.
-pub(super) struct Receiving {
+pub(super) struct Arrivals {
     /// The file each peer is streaming now.
     streaming: BTreeMap<NodeId, Incoming>,
     /// Temp files of received files being made durable off the loop, or
@@ -59,9 +59,9 @@ pub(super) struct Receiving {
     counters: Arc<Counters>,
 }
 
-impl Receiving {
-    pub fn new(counters: Arc<Counters>) -> Receiving {
-        Receiving {
+impl Arrivals {
+    pub fn new(counters: Arc<Counters>) -> Arrivals {
+        Arrivals {
             streaming: BTreeMap::new(),
             durable: BTreeSet::new(),
             waiting: Vec::new(),
@@ -162,14 +162,14 @@ impl<N: Net> Node<N> {
             }
         };
         let inc = Incoming::start(&self.store, entry, content, expected, bytes);
-        self.receiving.streaming.insert(peer, inc);
+        self.arrivals.streaming.insert(peer, inc);
     }
 
     pub(super) fn on_chunk(&mut self, peer: NodeId, data: &[u8], bytes: usize) {
         if !self.engine.handle_chunk(peer) {
             return;
         }
-        if let Some(inc) = self.receiving.streaming.get_mut(&peer) {
+        if let Some(inc) = self.arrivals.streaming.get_mut(&peer) {
             inc.chunk(data, bytes);
         }
         if let Some(p) = self.peers.get(peer) {
@@ -179,11 +179,11 @@ impl<N: Net> Node<N> {
 
     pub(super) fn on_file_end(&mut self, peer: NodeId) {
         let decision = self.engine.handle_file_end(peer);
-        let Some(inc) = self.receiving.streaming.remove(&peer) else {
+        let Some(inc) = self.arrivals.streaming.remove(&peer) else {
             return;
         };
         if let Receive::Drop { .. } | Receive::Violation = decision {
-            return self.receiving.discard(inc, &self.store);
+            return self.arrivals.discard(inc, &self.store);
         }
         let (entry, transfer) = (inc.entry.clone(), inc.transfer);
         let lost = inc.temp_lost();
@@ -191,7 +191,7 @@ impl<N: Net> Node<N> {
             Ok(received) => self.make_durable(peer, received),
             Err(reason) => {
                 if lost {
-                    self.receiving.sweep(&self.store);
+                    self.arrivals.sweep(&self.store);
                 }
                 Counters::bump(&self.cfg.counters.failures);
                 self.engine.handle_received(peer, entry, transfer, Err(reason));
@@ -202,7 +202,7 @@ impl<N: Net> Node<N> {
     /// The engine no longer wants the file `peer` is streaming: stop
     /// writing it (its temp file goes now, later chunks are ignored).
     pub(super) fn abandon(&mut self, peer: NodeId, reason: String) {
-        if let Some(inc) = self.receiving.streaming.get_mut(&peer) {
+        if let Some(inc) = self.arrivals.streaming.get_mut(&peer) {
             inc.abandon(reason);
         }
     }
@@ -212,23 +212,23 @@ impl<N: Net> Node<N> {
     /// flush (`TempFile::make_all_durable`), however many files it holds.
     /// A file alone goes at once. `install` follows on the loop.
     pub(super) fn make_durable(&mut self, peer: NodeId, received: Received) {
-        self.receiving.durable.insert(received.tmp.path.clone());
-        self.receiving.waiting.push((peer, received));
-        if !self.receiving.batch_under_way {
+        self.arrivals.durable.insert(received.tmp.path.clone());
+        self.arrivals.waiting.push((peer, received));
+        if !self.arrivals.batch_under_way {
             self.flush_durable();
-        } else if self.receiving.waiting.len() >= MAX_WAITING_DURABLE {
-            let batch = std::mem::take(&mut self.receiving.waiting);
+        } else if self.arrivals.waiting.len() >= MAX_WAITING_DURABLE {
+            let batch = std::mem::take(&mut self.arrivals.waiting);
             self.install_all(durable_batch(batch));
         }
     }
 
     /// Start making the waiting files durable, as one batch.
     fn flush_durable(&mut self) {
-        let batch = std::mem::take(&mut self.receiving.waiting);
+        let batch = std::mem::take(&mut self.arrivals.waiting);
         if batch.is_empty() {
             return;
         }
-        self.receiving.batch_under_way = true;
+        self.arrivals.batch_under_way = true;
         let (net, events) = (self.net.clone(), self.events.clone());
         self.net.spawn(async move {
             let done = net.spawn_blocking(move || durable_batch(batch)).await;
@@ -245,7 +245,7 @@ impl<N: Net> Node<N> {
 
     /// Put the files of the batch under way in place.
     pub(super) fn finish_batch(&mut self, done: DurableBatch) {
-        self.receiving.batch_under_way = false;
+        self.arrivals.batch_under_way = false;
         self.install_all(done);
     }
 
@@ -258,13 +258,13 @@ impl<N: Net> Node<N> {
     fn install_all(&mut self, done: DurableBatch) {
         let mut wanted = Vec::with_capacity(done.len());
         for ((peer, received), durable) in done {
-            self.receiving.durable.remove(&received.tmp.path);
+            self.arrivals.durable.remove(&received.tmp.path);
             // What the path must hold is what it held when the transfer
             // began: a local edit made since is never overwritten.
             if let Receive::Write { .. } = self.engine.handle_durable(peer, &received.entry) {
                 wanted.push((peer, received, durable));
             } else if !received.tmp.discard() {
-                self.receiving.sweep(&self.store);
+                self.arrivals.sweep(&self.store);
             }
         }
         let journal: Vec<Entry> = wanted
@@ -315,7 +315,7 @@ impl<N: Net> Node<N> {
             Err(_) => {
                 Counters::bump(&self.cfg.counters.failures);
                 if lost {
-                    self.receiving.sweep(&self.store);
+                    self.arrivals.sweep(&self.store);
                 }
             }
         }

@@ -38,7 +38,7 @@ use crate::transport::rate::RateLimit;
 use crate::transport::secure::Connection;
 use crate::transport::static_peers::StaticPeers;
 use crate::wire::{Announce, Entry, Message, NodeId};
-use incoming::Receiving;
+use incoming::Arrivals;
 use peers::{ConnId, Origin, Peers};
 use status::{Control, StatusRequest};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -168,7 +168,7 @@ struct Node<N: Net> {
     /// the announcer stays quiet.
     suspended: Arc<AtomicBool>,
     peers: Peers,
-    receiving: Receiving,
+    arrivals: Arrivals,
     /// The index's sequence number when freed memory was last given back.
     trimmed_at: u64,
     /// A scan looked at `LARGE_BATCH` paths or more since then.
@@ -347,7 +347,7 @@ impl<N: Net> Node<N> {
             frames_in_flight,
             wake_announcer,
             peers: Peers::new(cfg.node_id, StaticPeers::new(&cfg.static_peers, now)),
-            receiving: Receiving::new(cfg.counters.clone()),
+            arrivals: Arrivals::new(cfg.counters.clone()),
             trimmed_at: 0,
             large_scan: false,
             exclusion_text: Vec::new(),
@@ -450,7 +450,7 @@ impl<N: Net> Node<N> {
             Event::Tick => self.on_tick(),
         }
         self.run_commands();
-        let swept = self.receiving.take_swept();
+        let swept = self.arrivals.take_swept();
         if !swept.is_empty() {
             self.engine.handle_temp_removed(swept);
             self.run_commands();
@@ -526,7 +526,7 @@ impl<N: Net> Node<N> {
             Command::Abandon { peer, reason } => self.abandon(peer, reason),
             Command::Rescan { paths } => self.rescan(LocalEvent::Changed(paths.into_iter().map(Some).collect())),
             Command::RescanTree => self.rescan(LocalEvent::Changed(vec![None])),
-            Command::SweepTemp => self.receiving.sweep(&self.store),
+            Command::SweepTemp => self.arrivals.sweep(&self.store),
             Command::SaveIndex => {
                 self.save_index();
                 self.release_free_memory();
@@ -557,7 +557,7 @@ impl<N: Net> Node<N> {
                 from_temp,
             } => self.send_piece(peer, entry, index, offset, len, from_temp),
             Command::FinishPieces { path, peer } => self.finish_pieces(&path, peer),
-            Command::EndPieces { path } => self.receiving.end_pieces(&path, &self.store),
+            Command::EndPieces { path } => self.arrivals.end_pieces(&path, &self.store),
         }
     }
 
@@ -605,7 +605,7 @@ impl<N: Net> Node<N> {
     /// process's exit, their temp files would stay behind. Other events
     /// are dropped, as the shutdown drops everything else.
     async fn finish_durable_batch(&mut self, inbox: &async_channel::Receiver<Event<N>>) {
-        while self.receiving.batch_under_way() {
+        while self.arrivals.batch_under_way() {
             match inbox.recv().await {
                 Ok(Event::Durable(done)) => self.finish_batch(done),
                 Ok(_) => {}
@@ -618,7 +618,7 @@ impl<N: Net> Node<N> {
     /// are abandoned (their temp files removed, nothing partial visible),
     /// the index is saved and every connection closed.
     fn shut_down(&mut self) {
-        let abandoned = self.receiving.abandon_all(&self.store);
+        let abandoned = self.arrivals.abandon_all(&self.store);
         self.keep_state_dir();
         self.close_index();
         self.drop_all_peers("shutting down");

@@ -46,8 +46,9 @@ impl Origin {
     }
 }
 
-/// A connected peer.
-pub(super) struct Peer {
+/// A connected peer, as the node holds it: its connection's lanes, tasks and
+/// counters (the engine's `Peer` is what the sync knows of it).
+pub(super) struct PeerLink {
     pub conn_id: ConnId,
     pub addr: SocketAddr,
     jobs: JobSender,
@@ -62,7 +63,7 @@ pub(super) struct Peer {
 pub(super) struct Peers {
     /// The connected peers, one connection each: the same nodes as
     /// `peering` counts as connected, with the same `ConnId`s.
-    connected: BTreeMap<NodeId, Peer>,
+    connected: BTreeMap<NodeId, PeerLink>,
     /// Every decision: whom to dial, which connection to keep, the caps.
     peering: Peering,
     /// Connections accepted and not yet past their hello.
@@ -88,7 +89,7 @@ impl Peers {
         }
     }
 
-    pub fn get(&self, peer: NodeId) -> Option<&Peer> {
+    pub fn get(&self, peer: NodeId) -> Option<&PeerLink> {
         self.connected.get(&peer)
     }
 
@@ -389,7 +390,7 @@ impl<N: Net> Node<N> {
     }
 
     /// Spawn a registered connection's writer and reader.
-    fn start_connection(&mut self, connection: Connection<N>, peer: NodeId, conn_id: ConnId, addr: SocketAddr) -> Peer {
+    fn start_connection(&mut self, connection: Connection<N>, peer: NodeId, conn_id: ConnId, addr: SocketAddr) -> PeerLink {
         let (jobs, jobs_rx) = jobs::lanes();
         let (stop, stop_rx) = async_channel::bounded::<()>(1);
         let traffic = Arc::new(Traffic::default());
@@ -419,7 +420,7 @@ impl<N: Net> Node<N> {
             move |inbound: Inbound| Event::Inbound { conn_id, peer, inbound },
             self.recv_limit.clone(),
         ));
-        Peer {
+        PeerLink {
             conn_id,
             addr,
             jobs,
@@ -435,7 +436,7 @@ impl<N: Net> Node<N> {
         if let Some(p) = self.peers.connected.remove(&peer) {
             self.peers.peering.disconnected(peer, p.conn_id);
             info!(%peer, addr = %p.addr, %reason, "disconnected");
-            self.receiving.drop_from(peer, &self.store);
+            self.arrivals.drop_from(peer, &self.store);
             self.engine.handle_disconnected(peer);
             self.peers.statics.disconnected(peer, self.net.now());
         }

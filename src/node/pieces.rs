@@ -1,7 +1,7 @@
 //! Files fetched in pieces (`engine::swarm` decides), and the pieces and
 //! piece maps this node serves.
 //!
-//! Owns: the swarms' temp files (through `Receiving`), writing and hashing
+//! Owns: the swarms' temp files (through `Arrivals`), writing and hashing
 //! pieces as they arrive, and the piece maps of our files, made off the
 //! loop and kept for a while (every receiver of a new file asks for its
 //! map at about the same time). Must not: judge a piece (the engine
@@ -40,7 +40,7 @@ impl<N: Net> Node<N> {
     /// A swarm starts (its temp file comes with its first piece).
     pub(super) fn start_pieces(&mut self, entry: Entry, expected: Option<Entry>) {
         let path = entry.path.clone();
-        self.receiving.pieces.insert(path, PieceFile::new(entry, expected));
+        self.arrivals.pieces.insert(path, PieceFile::new(entry, expected));
     }
 
     /// Bytes of a piece from `peer`: written in place and hashed; a whole
@@ -53,12 +53,12 @@ impl<N: Net> Node<N> {
         let PieceFrame::Write { start, piece_len } = self.engine.handle_piece(peer, path, hash, index, offset, data.len() as u64) else {
             return;
         };
-        let current = self.receiving.arriving.remove(&peer);
+        let current = self.arrivals.arriving.remove(&peer);
         let Some(mut arriving) = Arriving::next(current, path, index, start, offset) else {
             // Not where this piece stands, nor a new one: a broken sender.
             return self.engine.handle_piece_done(peer, path, index, PieceArrival::Broken);
         };
-        let Some(file) = self.receiving.pieces.get_mut(path) else { return };
+        let Some(file) = self.arrivals.pieces.get_mut(path) else { return };
         if let Err(e) = file.write(&self.store, start + offset, data, bytes) {
             Counters::bump(&self.cfg.counters.failures);
             return self.engine.handle_piece_done(peer, path, index, PieceArrival::Failed(e));
@@ -66,14 +66,14 @@ impl<N: Net> Node<N> {
         match arriving.add(data, piece_len) {
             Some(value) => self.engine.handle_piece_done(peer, path, index, PieceArrival::Value(value)),
             None => {
-                self.receiving.arriving.insert(peer, arriving);
+                self.arrivals.arriving.insert(peer, arriving);
             }
         }
     }
 
     /// Every piece of `path` is here: make it durable and install it.
     pub(super) fn finish_pieces(&mut self, path: &RelPath, peer: NodeId) {
-        if let Some(received) = self.receiving.pieces.get_mut(path).and_then(PieceFile::finish) {
+        if let Some(received) = self.arrivals.pieces.get_mut(path).and_then(PieceFile::finish) {
             self.make_durable(peer, received);
         }
     }
@@ -82,7 +82,7 @@ impl<N: Net> Node<N> {
     pub(super) fn send_piece(&mut self, peer: NodeId, entry: Entry, index: u64, offset: u64, len: u64, from_temp: bool) {
         let temp = match from_temp {
             true => self
-                .receiving
+                .arrivals
                 .pieces
                 .get(&entry.path)
                 .and_then(|p| p.temp_path().map(Path::to_path_buf)),

@@ -239,7 +239,7 @@ impl<N: Net> Node<N> {
                 let p = self.peers.get(id)?;
                 let (receive_files, receive_bytes) = pending.get(&id).copied().unwrap_or_default();
                 // Less what already arrived of the file on its way.
-                let receive_bytes = receive_bytes.saturating_sub(self.receiving.arrived_from(id));
+                let receive_bytes = receive_bytes.saturating_sub(self.arrivals.arrived_from(id));
                 let t = &p.traffic;
                 Some(PeerStatus {
                     id,
