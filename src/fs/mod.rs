@@ -21,14 +21,14 @@
 
 pub mod conflicts;
 pub mod delta;
-pub mod files;
-pub mod hashing;
+pub(crate) mod files;
+pub(crate) mod hashing;
 pub mod index_db;
-pub mod pieces;
-pub mod receive;
-pub mod scan;
+pub(crate) mod pieces;
+pub(crate) mod receive;
+pub(crate) mod scan;
 pub mod state;
-pub mod store;
+pub(crate) mod store;
 pub mod temp;
 pub mod trash;
 pub mod watcher;

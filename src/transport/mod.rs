@@ -22,14 +22,14 @@
 //! anything about sync.
 
 pub mod conn;
-pub mod discovery;
-pub mod jobs;
+pub(crate) mod discovery;
+pub(crate) mod jobs;
 pub mod key;
 pub mod limits;
 pub mod net;
-pub mod peering;
-pub mod rate;
+pub(crate) mod peering;
+pub(crate) mod rate;
 pub mod secure;
 mod send;
-pub mod static_peers;
-pub mod stream;
+pub(crate) mod static_peers;
+pub(crate) mod stream;
