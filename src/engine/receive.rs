@@ -18,8 +18,11 @@ impl Engine {
         };
         if let Some(r) = &p.streaming {
             let reason = format!("new file started before {} ended", r.entry.path);
-            self.commands.push(Command::Close { peer, reason });
-            return Receive::Violation;
+            self.commands.push(Command::Close {
+                peer,
+                reason: reason.clone(),
+            });
+            return Receive::Drop { reason };
         }
         let wanted = self.content_wanted(peer, entry);
         if wanted.is_err() {
@@ -37,17 +40,15 @@ impl Engine {
         }
     }
 
-    /// A `Chunk` of the file `peer` is streaming: false (and the
-    /// connection closes) if it streams none.
-    pub fn handle_chunk(&mut self, peer: NodeId) -> bool {
+    /// A `Chunk` of the file `peer` is streaming: the connection closes if
+    /// it streams none (the node has no file to write it into then).
+    pub fn handle_chunk(&mut self, peer: NodeId) {
         if self.peers.get(&peer).is_some_and(|p| p.streaming.is_none()) {
             self.commands.push(Command::Close {
                 peer,
                 reason: "chunk outside a file".into(),
             });
-            return false;
         }
-        true
     }
 
     /// `peer` ended the file it streams (`FileEnd`): `Write` if it is still
@@ -60,8 +61,11 @@ impl Engine {
         };
         let Some(r) = p.streaming.take() else {
             let reason = "file end outside a file".to_string();
-            self.commands.push(Command::Close { peer, reason });
-            return Receive::Violation;
+            self.commands.push(Command::Close {
+                peer,
+                reason: reason.clone(),
+            });
+            return Receive::Drop { reason };
         };
         if !r.wanted {
             return Receive::Drop {

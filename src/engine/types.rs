@@ -219,10 +219,10 @@ pub enum Transfer {
 pub enum Receive {
     /// Keep it: the path must still hold `expected` when it is installed.
     Write { expected: Option<Entry> },
-    /// Throw it away (not asked for, or superseded meanwhile): the reason.
+    /// Throw it away (not asked for, superseded meanwhile, or out of the
+    /// protocol's order, when a `Command::Close` ends the connection too):
+    /// the reason.
     Drop { reason: String },
-    /// The frame breaks the protocol; a `Command::Close` follows.
-    Violation,
 }
 
 /// What the node does with a `Piece` frame (`Engine::handle_piece`).

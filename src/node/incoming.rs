@@ -154,7 +154,6 @@ impl Arrivals {
 impl<N: Net> Node<N> {
     pub(super) fn on_file_start(&mut self, peer: NodeId, entry: Entry, content: ContentMode, bytes: usize) {
         let expected = match self.engine.handle_file_start(peer, &entry) {
-            Receive::Violation => return,
             Receive::Write { expected } => Ok(expected),
             Receive::Drop { reason } => {
                 debug!(%peer, %reason, "discarding content");
@@ -166,9 +165,7 @@ impl<N: Net> Node<N> {
     }
 
     pub(super) fn on_chunk(&mut self, peer: NodeId, data: &[u8], bytes: usize) {
-        if !self.engine.handle_chunk(peer) {
-            return;
-        }
+        self.engine.handle_chunk(peer);
         if let Some(inc) = self.arrivals.streaming.get_mut(&peer) {
             inc.chunk(data, bytes);
         }
@@ -182,7 +179,7 @@ impl<N: Net> Node<N> {
         let Some(inc) = self.arrivals.streaming.remove(&peer) else {
             return;
         };
-        if let Receive::Drop { .. } | Receive::Violation = decision {
+        if let Receive::Drop { .. } = decision {
             return self.arrivals.discard(inc, &self.store);
         }
         let (entry, transfer) = (inc.entry.clone(), inc.transfer);
