@@ -14,10 +14,30 @@
 //! (a bug, or a change behind dirsync's back): it is logged at info with
 //! the paths' count, so it can be seen and looked into.
 
+use super::repair::backoff;
 use super::Engine;
 use crate::wire::{ChildDigest, Entry, Hash, Message, NodeId, RelPath, MAX_ENTRIES};
 use std::collections::BTreeMap;
-use tracing::info;
+use tracing::{debug, info};
+
+/// How long two differing digests must stay unchanged before a descent.
+const QUIET: i128 = 5 * SECOND;
+/// The first wait between two descents with the same peer; it doubles.
+const DESCENT_FIRST: i128 = 10 * SECOND;
+const DESCENT_MAX: i128 = 600 * SECOND;
+const SECOND: i128 = 1_000_000_000;
+
+/// When to start a descent with one peer: its digest difference, and the
+/// backoff while it stays.
+#[derive(Debug, Default)]
+pub(super) struct DescentSchedule {
+    /// Our digest and the peer's, when first seen differing like this.
+    seen: Option<(Hash, Hash, i128)>,
+    /// No descent before this time.
+    not_before: i128,
+    /// Descents started since the digests last agreed.
+    sent: u32,
+}
 
 impl Engine {
     /// Start a descent with `peer`, from the root.
@@ -99,4 +119,51 @@ impl Engine {
 
 fn show(dir: Option<&RelPath>) -> String {
     dir.map_or_else(|| "/".to_string(), |d| d.to_string())
+}
+
+impl Engine {
+    /// Start a descent with each peer whose digest has differed from ours,
+    /// both unchanged, for `QUIET`, while nothing is on its way between us;
+    /// with backoff while the difference stays.
+    pub(super) fn start_due_descents(&mut self) {
+        let ours = self.tree_digest();
+        let clock = self.clock;
+        let mut due = Vec::new();
+        for (id, p) in self.peers.iter_mut() {
+            let r = &mut p.descent;
+            let theirs = match p.digest {
+                Some(d) if d != ours && p.index_done => d,
+                _ => {
+                    *r = DescentSchedule::default();
+                    continue;
+                }
+            };
+            match r.seen {
+                Some((o, t, since)) if o == ours && t == theirs => {
+                    if clock - since >= QUIET && clock >= r.not_before {
+                        due.push(*id);
+                    }
+                }
+                _ => r.seen = Some((ours, theirs, clock)),
+            }
+        }
+        if due.is_empty() {
+            return;
+        }
+        // Only now, and rarely: which peers something is on its way from
+        // (a pass over every need, too much for every tick of a sync).
+        let busy = self.busy_peers();
+        due.retain(|id| !busy.contains(id));
+        for peer in &due {
+            if let Some(r) = self.peers.get_mut(peer).map(|p| &mut p.descent) {
+                r.sent += 1;
+                r.not_before = clock.saturating_add(backoff(DESCENT_FIRST, DESCENT_MAX, r.sent));
+                r.seen = None;
+            }
+        }
+        for peer in due {
+            debug!(%peer, "tree digests differ while quiet: looking for the difference");
+            self.descend(peer);
+        }
+    }
 }

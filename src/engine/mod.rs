@@ -107,7 +107,7 @@ struct Peer {
     /// `FileEnd`).
     streaming: Option<Streaming>,
     /// Repairing a difference of digests (see `repair.rs`).
-    resync: repair::Resync,
+    descent: descent::DescentSchedule,
 }
 
 /// A file a peer is streaming.

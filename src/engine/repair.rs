@@ -12,7 +12,7 @@
 
 use super::index::{beats, same_version};
 use super::{Command, Engine};
-use crate::wire::{Entry, Hash, NodeId, RelPath};
+use crate::wire::{Entry, NodeId, RelPath};
 use std::collections::BTreeSet;
 use tracing::debug;
 
@@ -27,11 +27,6 @@ const YOUNG_AFTER: i128 = SECOND;
 /// guard sees the marker gone before any deletion leaves (issue 24, case
 /// 5: 1 to 38 of 300 deletions reached the peers first).
 pub(super) const DELETE_HOLD: i128 = SECOND;
-/// How long two differing digests must stay unchanged before a resync.
-const QUIET: i128 = 5 * SECOND;
-/// The first wait between two resyncs with the same peer; it doubles.
-const RESYNC_FIRST: i128 = 10 * SECOND;
-const RESYNC_MAX: i128 = 600 * SECOND;
 
 /// A version we failed to take, and when to try again.
 #[derive(Debug, Clone)]
@@ -54,19 +49,8 @@ pub struct RetryReport {
     pub attempts: u32,
 }
 
-/// One peer's digest difference.
-#[derive(Debug, Default)]
-pub(super) struct Resync {
-    /// Our digest and the peer's, when first seen differing like this.
-    seen: Option<(Hash, Hash, i128)>,
-    /// No resync before this time.
-    not_before: i128,
-    /// Resyncs sent since the digests last agreed.
-    sent: u32,
-}
-
 /// `first`, doubled `attempts - 1` times, at most `max`.
-fn backoff(first: i128, max: i128, attempts: u32) -> i128 {
+pub(super) fn backoff(first: i128, max: i128, attempts: u32) -> i128 {
     first.saturating_mul(1 << attempts.saturating_sub(1).min(20)).min(max)
 }
 
@@ -129,8 +113,9 @@ impl Engine {
 
     /// Time passed (the node calls this once a second): the periodic
     /// jobs that are due (`timers.rs`), try failed versions again, look
-    /// again at paths that appeared lately, tell peers our digest, and resync with peers
-    /// whose digest differs.
+    /// again at paths that appeared lately, tell peers our digest, and
+    /// start a digest descent with peers whose digest differs
+    /// (`descent.rs`).
     pub fn handle_tick(&mut self, now: i128) {
         self.clock = self.clock.max(now);
         self.timers_due();
@@ -145,7 +130,7 @@ impl Engine {
             self.commands.push(Command::Rescan { paths: look });
         }
         self.share_digest();
-        self.resync_differing();
+        self.start_due_descents();
         self.remember_progress();
         self.swarm_timeouts();
     }
@@ -276,51 +261,6 @@ impl Engine {
             .filter(|(_, t)| **t + DELETE_HOLD <= clock)
             .map(|(p, _)| p.clone())
             .collect()
-    }
-
-    /// Send our index again to each peer whose digest has differed from
-    /// ours, both unchanged, for `QUIET`, while nothing is on its way
-    /// between us; with backoff while the difference stays.
-    fn resync_differing(&mut self) {
-        let ours = self.tree_digest();
-        let clock = self.clock;
-        let mut due = Vec::new();
-        for (id, p) in self.peers.iter_mut() {
-            let r = &mut p.resync;
-            let theirs = match p.digest {
-                Some(d) if d != ours && p.index_done => d,
-                _ => {
-                    *r = Resync::default();
-                    continue;
-                }
-            };
-            match r.seen {
-                Some((o, t, since)) if o == ours && t == theirs => {
-                    if clock - since >= QUIET && clock >= r.not_before {
-                        due.push(*id);
-                    }
-                }
-                _ => r.seen = Some((ours, theirs, clock)),
-            }
-        }
-        if due.is_empty() {
-            return;
-        }
-        // Only now, and rarely: which peers something is on its way from
-        // (a pass over every need, too much for every tick of a sync).
-        let busy = self.busy_peers();
-        due.retain(|id| !busy.contains(id));
-        for peer in &due {
-            if let Some(r) = self.peers.get_mut(peer).map(|p| &mut p.resync) {
-                r.sent += 1;
-                r.not_before = clock.saturating_add(backoff(RESYNC_FIRST, RESYNC_MAX, r.sent));
-                r.seen = None;
-            }
-        }
-        for peer in due {
-            debug!(%peer, "tree digests differ while quiet: looking for the difference");
-            self.descend(peer);
-        }
     }
 }
 

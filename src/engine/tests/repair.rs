@@ -1,6 +1,6 @@
 //! Engine tests for converging from state (rule 8): failures tried again
 //! with backoff, paths that appeared lately looked at again, digests that differ while
-//! quiet repaired by a resync (issue 13, bugs 6, 7 and 10).
+//! quiet repaired by a digest descent (issue 13, bugs 6, 7 and 10).
 
 use super::*;
 
@@ -144,19 +144,19 @@ fn digests_that_differ_while_quiet_start_a_descent_with_backoff() {
     e.take_commands();
     let theirs = Hash::of(b"another tree");
     e.handle_message(A, Message::TreeDigest { digest: theirs, seq: 1 });
-    let resync = vec![Command::Send {
+    let descent = vec![Command::Send {
         peer: A,
         msg: Message::SubtreeQuery { dir: None },
     }];
     assert_eq!(tick(&mut e, 100 * S), vec![]);
     assert_eq!(tick(&mut e, 104 * S), vec![], "not quiet for long enough");
-    assert_eq!(tick(&mut e, 105 * S), resync.clone());
+    assert_eq!(tick(&mut e, 105 * S), descent.clone());
     // Still different: again only after the backoff (10 s, then 20 s).
     assert_eq!(tick(&mut e, 106 * S), vec![]);
     assert_eq!(tick(&mut e, 111 * S), vec![]);
-    assert_eq!(tick(&mut e, 115 * S), resync.clone());
+    assert_eq!(tick(&mut e, 115 * S), descent.clone());
     assert_eq!(tick(&mut e, 130 * S), vec![]);
-    assert_eq!(tick(&mut e, 136 * S), resync);
+    assert_eq!(tick(&mut e, 136 * S), descent);
     // Agreement resets it all.
     let ours = e.tree_digest();
     e.handle_message(A, Message::TreeDigest { digest: ours, seq: 1 });
