@@ -58,7 +58,7 @@ impl Engine {
     /// messages: past `QUEUE_SLACK` more jobs than our index holds, the
     /// peer asks faster than it reads and is disconnected.
     pub(super) fn check_send_queue(&mut self, peer: NodeId, from: usize) {
-        let queued = self.commands[from..].iter().filter(|c| c.peer() == Some(peer)).count();
+        let queued = self.commands[from..].iter().filter(|c| goes_to_writer(c, peer)).count();
         let Some(p) = self.peers.get_mut(&peer) else { return };
         p.send_queue.jobs += queued;
         let limit = self.index.len() + QUEUE_SLACK;
@@ -66,5 +66,18 @@ impl Engine {
             let reason = format!("{} jobs queued: the peer asks faster than it reads", p.send_queue.jobs);
             self.commands.push(Command::Close { peer, reason });
         }
+    }
+}
+
+/// Whether `c` is work for `peer`'s writer (a disk action for a version
+/// `peer` sent is not).
+fn goes_to_writer(c: &Command, peer: NodeId) -> bool {
+    match c {
+        Command::Send { peer: p, .. }
+        | Command::SendContent { peer: p, .. }
+        | Command::RequestDelta { peer: p, .. }
+        | Command::SendPieceMap { peer: p, .. }
+        | Command::SendPiece { peer: p, .. } => *p == peer,
+        _ => false,
     }
 }

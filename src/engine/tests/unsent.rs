@@ -102,7 +102,15 @@ fn a_peer_that_asks_faster_than_it_reads_is_disconnected() {
     e.handle_send_queue(A, QUEUE_SLACK, 0);
     e.handle_message(A, ask.clone());
     assert_eq!(e.take_commands(), vec![send.clone()]);
-    // One more: served, and the connection closed.
+    // A disk action for the peer's version is no work for its writer:
+    // counted, it would have closed the connection here.
+    let d = dir("d", 20);
+    e.handle_message(A, Message::Update { entries: vec![d.clone()] });
+    let cmds = e.take_commands();
+    assert!(matches!(&cmds[..], [Command::Apply { .. }]), "{cmds:?}");
+    // The node tells what waits now; one more: served, and the
+    // connection closed.
+    e.handle_send_queue(A, QUEUE_SLACK + 1, 0);
     e.handle_message(A, ask.clone());
     let reason = format!("{} jobs queued: the peer asks faster than it reads", QUEUE_SLACK + 2);
     assert_eq!(e.take_commands(), vec![send, Command::Close { peer: A, reason }]);
