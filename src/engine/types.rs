@@ -247,8 +247,9 @@ pub enum PieceArrival {
     Failed(String),
 }
 
-/// Content this node's writer could not send to a peer as the engine
-/// asked (`Engine::handle_unsent` decides what goes instead).
+/// Content this node could not send to a peer as the engine asked: found
+/// by its writer, or when a piece map was made (`Engine::handle_unsent`
+/// decides what goes instead).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Unsent {
     /// Our copy no longer holds `entry` (changed since the index said so).

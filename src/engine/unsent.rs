@@ -1,6 +1,6 @@
-//! What goes to a peer instead of content this node's writer could not
-//! send as asked: our copy changed (the peer hears `Unavailable` and asks
-//! elsewhere or later), the peer's signature does not parse (the whole
+//! What goes to a peer instead of content this node could not send as
+//! asked: our copy changed, found by the writer or when the piece map of
+//! it was made (the peer hears `Unavailable` and asks elsewhere or later), the peer's signature does not parse (the whole
 //! file goes), our base changed before it was signed (the whole file is
 //! asked for).
 //!

@@ -8,7 +8,7 @@
 //! compares its value with the map).
 
 use super::{Counters, Event, Node};
-use crate::engine::{PieceArrival, PieceFrame};
+use crate::engine::{PieceArrival, PieceFrame, Unsent};
 use crate::fs::pieces::{piece_map, Arriving, PieceFile};
 use crate::transport::jobs::{Job, PieceJob};
 use crate::transport::net::Net;
@@ -134,23 +134,27 @@ impl<N: Net> Node<N> {
         let MadeMap { entry, piece_size, values } = made;
         let key = (entry.path.clone(), entry.hash);
         let peers = self.maps.waiting.remove(&key).unwrap_or_default();
-        let msg = match values {
-            Ok(values) => {
-                if self.maps.made.len() == MAPS_KEPT {
-                    self.maps.made.pop_front();
-                }
-                self.maps.made.push_back((key, piece_size, values.clone()));
-                Message::PieceMap {
-                    path: entry.path,
-                    hash: entry.hash,
-                    piece_size,
-                    values,
-                }
-            }
+        let values = match values {
+            Ok(values) => values,
             Err(reason) => {
+                // Our copy changed (or cannot be read): the engine says
+                // what the peers waiting for it get instead.
                 debug!(path = %entry.path, %reason, "no piece map");
-                Message::Unavailable { path: entry.path }
+                for peer in peers {
+                    self.engine.handle_unsent(peer, Unsent::CopyChanged { entry: entry.clone() });
+                }
+                return;
             }
+        };
+        if self.maps.made.len() == MAPS_KEPT {
+            self.maps.made.pop_front();
+        }
+        self.maps.made.push_back((key, piece_size, values.clone()));
+        let msg = Message::PieceMap {
+            path: entry.path,
+            hash: entry.hash,
+            piece_size,
+            values,
         };
         for peer in peers {
             self.queue(peer, Job::Send(msg.clone()));
