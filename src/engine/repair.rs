@@ -21,7 +21,7 @@ const SECOND: i128 = 1_000_000_000;
 const RETRY_FIRST: i128 = SECOND;
 const RETRY_MAX: i128 = 60 * SECOND;
 /// How long after it appeared a path is looked at again.
-const YOUNG_AFTER: i128 = SECOND;
+const APPEARED_LATELY_AFTER: i128 = SECOND;
 /// How long a path found gone waits before its deletion travels: longer
 /// than an `rm -rf` of a folder takes to reach its marker, so that the
 /// guard sees the marker gone before any deletion leaves (issue 24, case
@@ -121,9 +121,10 @@ impl Engine {
         self.timers_due();
         self.retry_due();
         self.remove_dirs_due();
-        let mut look = self.recheck_appeared_lately();
+        let clock = self.clock;
+        let mut look = self.upkeep.appeared_lately_due(clock);
         look.extend(self.held_deletes_due());
-        look.extend(self.unreadable_due());
+        look.extend(self.upkeep.unreadable_due(clock));
         look.sort();
         look.dedup();
         if !look.is_empty() {
@@ -210,43 +211,6 @@ impl Engine {
         }
     }
 
-    /// Look again at the paths that appeared at least `YOUNG_AFTER` ago.
-    /// Young paths due for another look.
-    fn recheck_appeared_lately(&mut self) -> Vec<RelPath> {
-        let clock = self.clock;
-        let old: Vec<RelPath> = self
-            .upkeep
-            .appeared_lately
-            .iter()
-            .filter(|(_, t)| **t + YOUNG_AFTER <= clock)
-            .map(|(p, _)| p.clone())
-            .collect();
-        for p in &old {
-            self.upkeep.appeared_lately.remove(p);
-        }
-        old
-    }
-
-    /// Unreadable paths due for another look (a look that reads them, or
-    /// finds them gone, ends their standing; one that fails again doubles
-    /// the wait, up to a minute).
-    fn unreadable_due(&mut self) -> Vec<RelPath> {
-        let clock = self.clock;
-        let due: Vec<RelPath> = self
-            .upkeep
-            .unreadable
-            .iter()
-            .filter(|(_, (t, _))| *t <= clock)
-            .map(|(p, _)| p.clone())
-            .collect();
-        for p in &due {
-            if let Some((t, attempts)) = self.upkeep.unreadable.get_mut(p) {
-                *t = clock.saturating_add(unreadable_backoff(*attempts + 1));
-            }
-        }
-        due
-    }
-
     /// Paths found gone a moment ago, due for another look: it also
     /// checks DIR and its marker, and only then do their deletions travel.
     fn held_deletes_due(&self) -> Vec<RelPath> {
@@ -264,6 +228,43 @@ impl Engine {
     }
 }
 
+impl super::Upkeep {
+    /// The paths that appeared at least `APPEARED_LATELY_AFTER` before
+    /// `clock`, due for their one more look (and no longer tracked).
+    pub(super) fn appeared_lately_due(&mut self, clock: i128) -> Vec<RelPath> {
+        let due: Vec<RelPath> = self
+            .appeared_lately
+            .iter()
+            .filter(|(_, t)| **t + APPEARED_LATELY_AFTER <= clock)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in &due {
+            self.appeared_lately.remove(p);
+        }
+        due
+    }
+
+    /// Unreadable paths due for another look at `clock` (a look that reads
+    /// them, or finds them gone, ends their standing; one that fails again
+    /// doubles the wait, up to a minute). Each is due again after the wait
+    /// its next failure would bring, so that a look that never comes back
+    /// does not make it due at every tick.
+    pub(super) fn unreadable_due(&mut self, clock: i128) -> Vec<RelPath> {
+        let due: Vec<RelPath> = self
+            .unreadable
+            .iter()
+            .filter(|(_, (t, _))| *t <= clock)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in &due {
+            if let Some((t, attempts)) = self.unreadable.get_mut(p) {
+                *t = clock.saturating_add(unreadable_backoff(*attempts + 1));
+            }
+        }
+        due
+    }
+}
+
 /// True if `cmd` is about to change or ask for `path`.
 fn touches(cmd: &Command, path: &RelPath) -> bool {
     match cmd {
@@ -274,5 +275,49 @@ fn touches(cmd: &Command, path: &RelPath) -> bool {
             ..
         } => files.iter().any(|f| &f.path == path),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod upkeep_tests {
+    use super::super::Upkeep;
+    use super::*;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    fn upkeep() -> Upkeep {
+        Upkeep {
+            retries: BTreeMap::new(),
+            dirs_to_remove: BTreeMap::new(),
+            appeared_lately: BTreeMap::new(),
+            held_deletes: BTreeMap::new(),
+            unreadable: BTreeMap::new(),
+            tree_failed: BTreeSet::new(),
+        }
+    }
+
+    fn p(s: &str) -> RelPath {
+        RelPath::new(s).unwrap()
+    }
+
+    #[test]
+    fn a_path_that_appeared_is_due_once_a_second_later() {
+        let mut u = upkeep();
+        u.appeared_lately.insert(p("new"), 10 * SECOND);
+        u.appeared_lately.insert(p("newer"), 10 * SECOND + SECOND / 2);
+        assert_eq!(u.appeared_lately_due(10 * SECOND + SECOND / 2), Vec::<RelPath>::new());
+        assert_eq!(u.appeared_lately_due(11 * SECOND), vec![p("new")]);
+        assert_eq!(u.appeared_lately_due(12 * SECOND), vec![p("newer")]);
+        assert_eq!(u.appeared_lately_due(60 * SECOND), Vec::<RelPath>::new(), "each once");
+    }
+
+    #[test]
+    fn an_unreadable_path_no_look_answers_is_due_with_backoff_not_every_tick() {
+        let mut u = upkeep();
+        // First failed look at 0: due after 1 s.
+        u.unreadable.insert(p("locked"), (SECOND, 1));
+        let due_at: Vec<i128> = (0..=10).filter(|t| !u.unreadable_due(t * SECOND).is_empty()).collect();
+        // Asked at 1 s; no look came back, so the next wait (2 s) runs
+        // from then: 3 s, then 5 s, 7 s, 9 s.
+        assert_eq!(due_at, [1, 3, 5, 7, 9]);
     }
 }
