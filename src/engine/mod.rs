@@ -179,7 +179,7 @@ struct Wants {
 /// What is to be tried or looked at again (`repair.rs`, `local.rs`): failed
 /// versions, folders to remove, paths that appeared lately, deletions held for
 /// the marker check, unreadable paths.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Upkeep {
     /// Versions we failed to take, tried again with backoff.
     retries: BTreeMap<RelPath, repair::Retry>,
@@ -263,14 +263,7 @@ impl Engine {
                 waiting_for_window: BTreeMap::new(),
                 without_source: BTreeSet::new(),
             },
-            upkeep: Upkeep {
-                retries: BTreeMap::new(),
-                dirs_to_remove: BTreeMap::new(),
-                appeared_lately: BTreeMap::new(),
-                held_deletes: BTreeMap::new(),
-                unreadable: BTreeMap::new(),
-                tree_failed: BTreeSet::new(),
-            },
+            upkeep: Upkeep::default(),
             filters: Filters {
                 ignore: IgnoreRules::default(),
                 ignore_file_seen: None,

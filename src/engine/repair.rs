@@ -282,18 +282,6 @@ fn touches(cmd: &Command, path: &RelPath) -> bool {
 mod upkeep_tests {
     use super::super::Upkeep;
     use super::*;
-    use std::collections::{BTreeMap, BTreeSet};
-
-    fn upkeep() -> Upkeep {
-        Upkeep {
-            retries: BTreeMap::new(),
-            dirs_to_remove: BTreeMap::new(),
-            appeared_lately: BTreeMap::new(),
-            held_deletes: BTreeMap::new(),
-            unreadable: BTreeMap::new(),
-            tree_failed: BTreeSet::new(),
-        }
-    }
 
     fn p(s: &str) -> RelPath {
         RelPath::new(s).unwrap()
@@ -301,7 +289,7 @@ mod upkeep_tests {
 
     #[test]
     fn a_path_that_appeared_is_due_once_a_second_later() {
-        let mut u = upkeep();
+        let mut u = Upkeep::default();
         u.appeared_lately.insert(p("new"), 10 * SECOND);
         u.appeared_lately.insert(p("newer"), 10 * SECOND + SECOND / 2);
         assert_eq!(u.appeared_lately_due(10 * SECOND + SECOND / 2), Vec::<RelPath>::new());
@@ -312,7 +300,7 @@ mod upkeep_tests {
 
     #[test]
     fn an_unreadable_path_no_look_answers_is_due_with_backoff_not_every_tick() {
-        let mut u = upkeep();
+        let mut u = Upkeep::default();
         // First failed look at 0: due after 1 s.
         u.unreadable.insert(p("locked"), (SECOND, 1));
         let due_at: Vec<i128> = (0..=10).filter(|t| !u.unreadable_due(t * SECOND).is_empty()).collect();
