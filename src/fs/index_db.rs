@@ -157,28 +157,21 @@ fn create_tables(db: &Database) -> Result<(), IndexError> {
     txn.commit().map_err(db_err)
 }
 
-/// A range of byte bounds as bounds of text keys.
-fn text_bounds(lo: Bound<&[u8]>, hi: Bound<&[u8]>) -> Result<(Bound<String>, Bound<String>), IndexError> {
-    let bound = |b: Bound<&[u8]>| -> Result<Bound<String>, IndexError> {
+/// A range of byte bounds as bounds of a table's own keys, each read by
+/// `key` (`text` or `number`).
+fn bounds<'a, T>(
+    lo: Bound<&'a [u8]>,
+    hi: Bound<&'a [u8]>,
+    key: impl Fn(&'a [u8]) -> Result<T, IndexError>,
+) -> Result<(Bound<T>, Bound<T>), IndexError> {
+    let one = |b: Bound<&'a [u8]>| -> Result<Bound<T>, IndexError> {
         Ok(match b {
-            Bound::Included(k) => Bound::Included(text(k)?.to_string()),
-            Bound::Excluded(k) => Bound::Excluded(text(k)?.to_string()),
+            Bound::Included(k) => Bound::Included(key(k)?),
+            Bound::Excluded(k) => Bound::Excluded(key(k)?),
             Bound::Unbounded => Bound::Unbounded,
         })
     };
-    Ok((bound(lo)?, bound(hi)?))
-}
-
-/// A range of byte bounds as bounds of number keys.
-fn number_bounds(lo: Bound<&[u8]>, hi: Bound<&[u8]>) -> Result<(Bound<u64>, Bound<u64>), IndexError> {
-    let bound = |b: Bound<&[u8]>| -> Result<Bound<u64>, IndexError> {
-        Ok(match b {
-            Bound::Included(k) => Bound::Included(number(k)?),
-            Bound::Excluded(k) => Bound::Excluded(number(k)?),
-            Bound::Unbounded => Bound::Unbounded,
-        })
-    };
-    Ok((bound(lo)?, bound(hi)?))
+    Ok((one(lo)?, one(hi)?))
 }
 
 /// The rows of `$table` in `$bounds`, keys and values turned into bytes
@@ -196,9 +189,7 @@ macro_rules! rows {
 
 macro_rules! text_rows {
     ($table:expr, $lo:expr, $hi:expr, $value:expr) => {{
-        let (lo, hi) = text_bounds($lo, $hi)?;
-        let bounds = (lo.as_ref().map(String::as_str), hi.as_ref().map(String::as_str));
-        rows!($table, &str, bounds, |k: &str| k.as_bytes().to_vec(), $value)
+        rows!($table, &str, bounds($lo, $hi, text)?, |k: &str| k.as_bytes().to_vec(), $value)
     }};
 }
 
@@ -231,10 +222,10 @@ impl IndexDb for RedbIndex {
             Table::Installing => text_rows!(s.installing, lo, hi, bytes),
             Table::Held => text_rows!(s.held, lo, hi, bytes),
             Table::Meta => text_rows!(s.meta, lo, hi, |v: u64| be(v).to_vec()),
-            Table::Seqs => rows!(s.seqs, u64, number_bounds(lo, hi)?, |k: u64| be(k).to_vec(), |v: &str| v
+            Table::Seqs => rows!(s.seqs, u64, bounds(lo, hi, number)?, |k: u64| be(k).to_vec(), |v: &str| v
                 .as_bytes()
                 .to_vec()),
-            Table::Peers => rows!(s.peers, u64, number_bounds(lo, hi)?, |k: u64| be(k).to_vec(), bytes),
+            Table::Peers => rows!(s.peers, u64, bounds(lo, hi, number)?, |k: u64| be(k).to_vec(), bytes),
             Table::Hashes => rows!(s.hashes, &[u8], (lo, hi), bytes, |_: ()| Vec::new()),
         }
     }

@@ -17,9 +17,9 @@
 //! - live files by content hash (local copies and renames);
 //! - the digest sums of every folder (`digest.rs`);
 //! - per peer device, how far its index has been taken (`PeerMark`);
-//! - the index's identity, random at creation (drawn by whoever opens the
-//!   database, `fs::state`): a wiped state directory is a new identity,
-//!   and its peers send it everything;
+//! - the index's identity, random at creation (drawn by whoever opens
+//!   the database, `fs::index_db::open_index`): a wiped state directory
+//!   is a new identity, and its peers send it everything;
 //! - the install journal: received versions about to be put in place,
 //!   durable before their rename (`journal_installs`), so that a crash
 //!   before the next commit cannot make them look like new local files.
@@ -589,14 +589,7 @@ impl Index {
         }
         let writes = entries
             .iter()
-            .map(|e| {
-                let record = encode(&Stored {
-                    entry: e.clone(),
-                    seq: 0,
-                    stat: None,
-                });
-                Write::Put(Table::Installing, e.path.as_str().as_bytes().to_vec(), record)
-            })
+            .map(|e| Write::Put(Table::Installing, e.path.as_str().as_bytes().to_vec(), version_record(e)))
             .collect();
         self.db.commit(writes, self.durable)?;
         for e in entries {
@@ -685,14 +678,7 @@ impl Index {
         for (path, e) in &self.pending_held {
             let key = path.as_str().as_bytes().to_vec();
             match e {
-                Some(e) => {
-                    let record = encode(&Stored {
-                        entry: e.clone(),
-                        seq: 0,
-                        stat: None,
-                    });
-                    writes.push(Write::Put(Table::Held, key, record));
-                }
+                Some(e) => writes.push(Write::Put(Table::Held, key, version_record(e))),
                 None => writes.push(Write::Delete(Table::Held, key)),
             }
         }
@@ -718,6 +704,17 @@ impl Index {
         self.pending_held.clear();
         Ok(())
     }
+}
+
+/// A version kept beside the entries (the install journal, what an
+/// exclusion held): a record as in `Table::Entries`, with no sequence
+/// number or stat of its own.
+fn version_record(e: &Entry) -> Vec<u8> {
+    encode(&Stored {
+        entry: e.clone(),
+        seq: 0,
+        stat: None,
+    })
 }
 
 fn live_file_hash(e: &Entry) -> Option<Hash> {
