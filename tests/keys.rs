@@ -220,9 +220,9 @@ fn different_keys_sync_nothing_in_either_direction() {
     let a = start(0, &["--key-file", k1.to_str().unwrap()]);
     let b = start(1, &["--key-file", k2.to_str().unwrap()]);
     let c = start(2, &[]);
-    // Each hears the others' announcements and takes none up.
+    // Each hears both others and takes neither up.
     for p in [&a, &b, &c] {
-        let (heard, counters) = p.wait_counters(TIMEOUT, |c| c.foreign_announcements >= 2);
+        let (heard, counters) = p.wait_counters(TIMEOUT, |c| c.foreign_nodes >= 2);
         assert!(heard, "{counters:?}\n{}", p.log_text());
     }
     // The operator is told why (that warning is the feature).

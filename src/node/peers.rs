@@ -256,6 +256,7 @@ impl<N: Net> Node<N> {
         if !self.peers.peering.foreign(a.node) {
             return;
         }
+        Counters::bump(&self.cfg.counters.foreign_nodes);
         let why = match (keyed, &a.key) {
             (true, None) => "it has no cluster key",
             (false, Some(_)) => "it has a cluster key and this node has none",

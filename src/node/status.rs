@@ -72,6 +72,9 @@ counters! {
     /// Announcements heard from nodes of another cluster (another key, or
     /// a key on one side only): not taken up.
     foreign_announcements,
+    /// Of those, the nodes heard for the first time (each is logged once,
+    /// `not connecting: ...`).
+    foreign_nodes,
     /// Static peers (`--peer`) found to be this node itself.
     static_self,
     /// Temp files removed: left by an earlier run, or abandoned.
