@@ -3,6 +3,15 @@
 //! and turn errors into one line and an exit code (0 ok, also after
 //! SIGINT/SIGTERM; 1 runtime error; 2 bad usage; 3 `status` found no node).
 
+/// A line on stderr that cannot panic: stderr may be a pipe whose reader
+/// is gone (`dirsync DIR 2>&1 | head -1`), and `eprintln!` panics there.
+macro_rules! say {
+    ($($line:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($line)*);
+    }};
+}
+
 use anyhow::Context;
 use argh::EarlyExit;
 use dirsync::app::cli::{CliError, ConflictsArgs, Invocation, KeygenArgs, StatusArgs, TrashArgs};
@@ -43,29 +52,34 @@ fn main() -> ExitCode {
     let tty = std::io::stderr().is_terminal();
     let filter = || tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,notify=warn".into());
     let bars = tty.then(progress::terminal_bars);
+    // A log line that cannot be written (stderr a pipe whose reader is
+    // gone) is dropped: tracing-subscriber's report of the failure is an
+    // `eprintln!`, which panics on that pipe and took the node down.
     match &bars {
         Some(m) => tracing_subscriber::fmt()
             .with_env_filter(filter())
             .with_writer(progress::LogWriter(m.clone()))
             .with_ansi(true)
+            .log_internal_errors(false)
             .init(),
         None => tracing_subscriber::fmt()
             .with_env_filter(filter())
             .with_writer(std::io::stderr)
             .with_ansi(false)
+            .log_internal_errors(false)
             .init(),
     }
     let config = match args.into_config() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("dirsync: error: {e}");
+            say!("dirsync: error: {e}");
             return ExitCode::from(2);
         }
     };
     match run(config, bars) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("dirsync: error: {}", chain(&e));
+            say!("dirsync: error: {}", chain(&e));
             ExitCode::from(1)
         }
     }
@@ -96,7 +110,7 @@ fn parse_args() -> Result<Invocation, ExitCode> {
         match a.into_string() {
             Ok(s) => strings.push(s),
             Err(bad) => {
-                eprintln!("dirsync: error: argument {bad:?} is not valid UTF-8");
+                say!("dirsync: error: argument {bad:?} is not valid UTF-8");
                 return Err(ExitCode::from(2));
             }
         }
@@ -109,7 +123,7 @@ fn parse_args() -> Result<Invocation, ExitCode> {
             Err(ExitCode::SUCCESS)
         }
         Err(EarlyExit { output, status: Err(()) }) => {
-            eprintln!("dirsync: error: {}", output.trim());
+            say!("dirsync: error: {}", output.trim());
             Err(ExitCode::from(2))
         }
     }
@@ -117,7 +131,7 @@ fn parse_args() -> Result<Invocation, ExitCode> {
 
 /// A bad command line (exit code 2), said in one line.
 fn usage_error(e: &dyn std::fmt::Display) -> ExitCode {
-    eprintln!("dirsync: error: {e}");
+    say!("dirsync: error: {e}");
     ExitCode::from(2)
 }
 
@@ -165,7 +179,7 @@ fn conflicts(args: &ConflictsArgs) -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Some(Err(e)) => {
-            eprintln!("dirsync: error: {e}");
+            say!("dirsync: error: {e}");
             return ExitCode::from(1);
         }
         None => {}
@@ -219,11 +233,11 @@ fn status(args: StatusArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e @ ControlError::NotRunning(_)) => {
-            eprintln!("dirsync: error: {e}");
+            say!("dirsync: error: {e}");
             ExitCode::from(3)
         }
         Err(e) => {
-            eprintln!("dirsync: error: {e}");
+            say!("dirsync: error: {e}");
             ExitCode::from(1)
         }
     }
@@ -237,7 +251,7 @@ fn keygen(args: &KeygenArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("dirsync: error: {e}");
+            say!("dirsync: error: {e}");
             ExitCode::from(1)
         }
     }
@@ -252,7 +266,7 @@ fn on_signals(shutdown: async_channel::Sender<()>) -> anyhow::Result<()> {
         let mut seen = false;
         for sig in signals.forever() {
             if seen {
-                eprintln!("dirsync: second signal {sig}; stopping at once");
+                say!("dirsync: second signal {sig}; stopping at once");
                 std::process::exit(1);
             }
             seen = true;

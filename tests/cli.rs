@@ -168,3 +168,34 @@ fn signature_dir_reaching_into_the_synced_dir_is_refused() {
         assert!(!d.join("state").exists(), "{} was created", sig.display());
     }
 }
+
+/// Issue 26, item 2: `dirsync /` indexed the whole machine and hung on
+/// /proc. The root is refused, however it is written, and nothing is made.
+#[test]
+fn the_filesystem_root_is_refused() {
+    for root in ["/", "//", "/.", "/tmp/.."] {
+        let out = run(&[root, "-l", &free_tcp_port().to_string()]);
+        assert_clean_failure(&out, 2, "root of the filesystem");
+    }
+}
+
+/// Issue 26, item 4: `-s ""` put the state in the working directory.
+#[test]
+fn an_empty_signature_dir_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let cwd = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args([d.path().to_str().unwrap(), "-s", "", "-l", &free_tcp_port().to_string()])
+        .current_dir(cwd.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_clean_failure(&out, 2, "--signature-dir is empty");
+    assert_eq!(
+        std::fs::read_dir(cwd.path()).unwrap().count(),
+        0,
+        "something was made in the working directory"
+    );
+    let out = run(&["status", d.path().to_str().unwrap(), "-s", ""]);
+    assert_clean_failure(&out, 2, "--signature-dir is empty");
+}

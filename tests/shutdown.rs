@@ -58,3 +58,45 @@ fn sigterm_during_a_transfer_leaves_no_partial_file() {
     );
     assert_eq!(tree(&b).get("big.bin").and_then(|i| i.hash()), Some(big_hash));
 }
+
+/// Issue 26, item 3: with stderr a pipe whose reader is gone (`dirsync DIR
+/// 2>&1 | head -1`, a log collector that died), TERM, TERM and INT were all
+/// survived: the second-signal message panicked the signal thread. The
+/// first signal stops the node whatever stderr is, and so does a second.
+#[test]
+fn signals_stop_the_node_when_stderr_is_a_dead_pipe() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    for signals in [&["TERM"][..], &["TERM", "TERM"], &["INT"]] {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "a.txt", b"a");
+        let mut child = Command::new(BIN)
+            .args([d.path().to_str().unwrap(), "--no-discovery", "-l", &free_tcp_port().to_string()])
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut first = String::new();
+        stderr.read_line(&mut first).unwrap();
+        drop(stderr);
+        // The node is up (it answers) and has logged into the dead pipe.
+        let (up, _) = wait_until(TIMEOUT, || status_of(d.path()).is_some());
+        assert!(up, "the node never answered; its first line: {first}");
+        for s in signals {
+            let ok = Command::new("kill")
+                .args([format!("-{s}"), child.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(ok.success());
+        }
+        let (exited, _) = wait_until(TIMEOUT, || child.try_wait().unwrap().is_some());
+        if !exited {
+            let _ = child.kill();
+        }
+        assert!(exited, "{signals:?} did not stop a node whose stderr is a dead pipe");
+        let _ = child.wait();
+    }
+}

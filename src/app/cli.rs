@@ -109,6 +109,9 @@ impl StatusArgs {
     /// Where the node keeps its state, hence its control socket.
     pub fn state_dir(&self) -> Result<PathBuf, CliError> {
         if let Some(s) = &self.signature_dir {
+            if s.as_os_str().is_empty() {
+                return Err(CliError::EmptyStateDir);
+            }
             return Ok(resolve(s));
         }
         Ok(canonical_dir(&self.dir)?.join(STATE_DIR_NAME))
@@ -162,6 +165,10 @@ pub enum CliError {
     ZeroPort(&'static str),
     #[error("--signature-dir {0} lies inside DIR, where peers could overwrite it: put it outside DIR (or leave the default, DIR/{STATE_DIR_NAME})")]
     StateInsideDir(String),
+    #[error("{0}: refusing to sync the root of the filesystem (it holds the whole machine, /proc and /sys included): give the directory to keep in sync")]
+    RootDir(String),
+    #[error("--signature-dir is empty: give a directory, or leave the flag out for the default DIR/{STATE_DIR_NAME}")]
+    EmptyStateDir,
     #[error("--rescan-interval must be at least 1 second")]
     ZeroRescan,
     #[error("--peer {0}: expected HOST:PORT with a port between 1 and 65535")]
@@ -182,7 +189,10 @@ impl Args {
         if !meta.is_dir() {
             return Err(CliError::NotADir(shown));
         }
-        let dir = dir.canonicalize().map_err(|e| CliError::Unreadable(shown, e))?;
+        let dir = dir.canonicalize().map_err(|e| CliError::Unreadable(shown.clone(), e))?;
+        if dir.parent().is_none() {
+            return Err(CliError::RootDir(shown));
+        }
         if self.listen_port == 0 {
             return Err(CliError::ZeroPort("listen-port"));
         }
@@ -201,6 +211,7 @@ impl Args {
         let default_state = dir.join(STATE_DIR_NAME);
         let state_dir = match self.signature_dir {
             None => default_state,
+            Some(s) if s.as_os_str().is_empty() => return Err(CliError::EmptyStateDir),
             Some(s) => {
                 // Resolved first, so `DIR/../DIR/x`, a symlink into DIR and
                 // `..` through folders not made yet are all caught (issue 13).

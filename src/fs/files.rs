@@ -27,6 +27,8 @@ pub enum StoreError {
     Changed(String),
     #[error("{0}: large file queued to be hashed off the loop")]
     Hashing(String),
+    #[error("{0}: a mount of the kernel's {1} filesystem; not synced")]
+    Pseudo(String, &'static str),
     #[error("{0}: content does not match the announced hash")]
     HashMismatch(String),
     #[error(transparent)]

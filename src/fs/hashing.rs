@@ -32,7 +32,7 @@ const PARALLEL_READ: usize = 1024 * 1024;
 /// larger than the file: clearing 256 KiB for a 300-byte file cost more
 /// than hashing it). Returns the hash and the bytes read.
 pub fn hash_file(path: &Path, size: u64) -> io::Result<(Hash, u64)> {
-    hash_open(&mut File::open(path)?, size)
+    hash_open(&mut super::special::open_for_reading(path)?, size)
 }
 
 fn hash_open(f: &mut File, size: u64) -> io::Result<(Hash, u64)> {
@@ -118,7 +118,7 @@ impl HashJob {
     }
 
     fn hash(&self) -> Result<Hash, String> {
-        let mut f = File::open(&self.full).map_err(|e| e.to_string())?;
+        let mut f = super::special::open_for_reading(&self.full).map_err(|e| e.to_string())?;
         let same = |f: &File| f.metadata().is_ok_and(|m| Version::of(&m) == self.version);
         if !same(&f) {
             return Err("changed before it was hashed".into());

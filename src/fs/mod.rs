@@ -14,6 +14,8 @@
 //!   engine's `IndexDb` seam.
 //! - [`trash`]: what a peer's change deleted or replaced, kept for a while.
 //! - [`scan`]: looking at the disk.
+//! - `special`: what a look must never read (pseudo filesystems), and
+//!   opening files so that no read blocks.
 //! - [`temp`]: temp files, and the disk faults the simulation injects.
 //!
 //! Depends on `wire` and on the engine's data types (`Observed`, `Index`):
@@ -27,6 +29,7 @@ pub mod index_db;
 pub(crate) mod pieces;
 pub(crate) mod receive;
 pub(crate) mod scan;
+pub(crate) mod special;
 pub mod state;
 pub(crate) mod store;
 pub mod temp;

@@ -8,13 +8,15 @@
 
 use super::files::{io_err, is_exec, StoreError};
 use super::hashing::{hash_file, Background, Version};
+use super::special::pseudo_filesystem;
 use super::store::Store;
 use crate::engine::{DirState, Known, Look, Observed};
 use crate::wire::{Hash, Kind, RelPath, STATE_DIR_NAME};
 use std::fs::{self, Metadata};
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 /// What the engine says of a path (a folder when the flag is set) before a
 /// scan looks at it (see `Look`).
@@ -172,7 +174,14 @@ impl Store {
             }));
         }
         if !ft.is_file() {
-            debug!(path = %rel, "skipping symlink or special file");
+            if self.warned.first(full) {
+                let what = if ft.is_symlink() {
+                    "a symlink"
+                } else {
+                    "a special file (FIFO, socket or device)"
+                };
+                info!(path = %rel, "not synced: {what}");
+            }
             return Ok(None);
         }
         let version = Version::of(meta);
@@ -281,7 +290,9 @@ impl Store {
         let rel = match RelPath::from_fs(&self.root, full) {
             Ok(r) => r,
             Err(e) => {
-                warn!(path = %full.display(), error = %e, "not synced: unsupported name");
+                if self.warned.first(full) {
+                    warn!(path = %full.display(), error = %e, "not synced: unsupported name");
+                }
                 return None;
             }
         };
@@ -297,6 +308,20 @@ impl Store {
             Ok(meta) => meta,
             Err(e) => return Some(Err(io_err(full)(e))),
         };
+        if meta.is_dir() && Some(meta.dev()) != self.root_device {
+            if let Some(kind) = pseudo_filesystem(full) {
+                // Never read: its files are the kernel's, and some block
+                // on read. Not synced, like an excluded path; a folder the
+                // index holds there is unknown, not gone.
+                if self.warned.first(full) {
+                    warn!(path = %rel, filesystem = kind, "not synced: a mount of a kernel pseudo filesystem");
+                }
+                return match known(rel, true) {
+                    Look::At(Some(_)) => Some(Err(StoreError::Pseudo(rel.to_string(), kind))),
+                    _ => None,
+                };
+            }
+        }
         match known(rel, meta.is_dir()) {
             Look::Skip => None,
             Look::At(k) => Some(self.observe_meta(rel, full, &meta, k.as_ref())),

@@ -10,6 +10,7 @@
 use super::files::{filetime_of, io_err, set_exec};
 pub use super::files::{is_exec, mtime_ns, system_time_ns, StoreError};
 use super::hashing::{BackgroundHashes, HashJob, Hashed, INLINE_HASH_MAX};
+use super::special::{open_for_reading, WarnOnce};
 use super::temp::{DiskFaults, TempFile};
 use super::trash::Trash;
 use crate::wire::{temp_name, temp_name_device, Entry, Hash, Kind, NodeId, RelPath, STATE_DIR_NAME};
@@ -38,6 +39,11 @@ pub struct Store {
     /// Files larger than this are hashed off the loop (`background`).
     pub(super) inline_hash_max: u64,
     pub(super) background: BackgroundHashes,
+    /// The device DIR is on: a folder on another one is a mount point,
+    /// checked for a pseudo filesystem before it is read.
+    pub(super) root_device: Option<u64>,
+    /// Skipped paths already warned about.
+    pub(super) warned: WarnOnce,
 }
 
 impl Store {
@@ -47,6 +53,7 @@ impl Store {
     }
 
     pub fn new(root: PathBuf, state_dir: PathBuf, device: NodeId) -> Self {
+        let root_device = fs::metadata(&root).ok().map(|m| std::os::unix::fs::MetadataExt::dev(&m));
         Store {
             root,
             state_dir,
@@ -56,6 +63,8 @@ impl Store {
             files_hashed: Default::default(),
             inline_hash_max: INLINE_HASH_MAX,
             background: BackgroundHashes::default(),
+            root_device,
+            warned: WarnOnce::default(),
         }
     }
 
@@ -161,7 +170,7 @@ impl Store {
             }
         }
         let full = self.full_path(&entry.path).ok()?;
-        fs::File::open(&full)
+        open_for_reading(&full)
             .map_err(|e| warn!(path = %entry.path, error = %e, "cannot send this file to a peer: it cannot be read here"))
             .ok()
     }

@@ -14,7 +14,7 @@
 use crate::wire::RelPath;
 use notify::event::{EventKind, ModifyKind, RenameMode};
 use notify::RecursiveMode;
-use notify_debouncer_full::{new_debouncer, DebounceEventResult, DebouncedEvent, Debouncer, RecommendedCache};
+use notify_debouncer_full::{new_debouncer_opt, DebounceEventResult, DebouncedEvent, Debouncer, NoCache};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -33,7 +33,7 @@ pub enum LocalEvent {
 
 /// Keeps the watcher alive; dropping it stops watching.
 pub struct Watcher {
-    _debouncer: Debouncer<notify::RecommendedWatcher, RecommendedCache>,
+    _debouncer: Debouncer<notify::RecommendedWatcher, NoCache>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -115,23 +115,52 @@ pub fn watch(root: &Path, state_dir: &Path, debounce: Duration, tx: async_channe
             let _ = tx.send_blocking(on_errors(&errors, &warned));
         }
     };
-    let mut debouncer = new_debouncer(debounce, None, handler).map_err(|source| WatchError {
+    // Symlinks are never followed: one to `/` inside DIR made notify walk
+    // and watch the whole machine.
+    let config = notify::Config::default().with_follow_symlinks(false);
+    let mut debouncer = new_debouncer_opt(debounce, None, handler, NoCache, config).map_err(|source| WatchError {
         path: root.display().to_string(),
         source,
     })?;
-    match debouncer.watch(root, RecursiveMode::Recursive) {
-        Ok(()) => {}
+    watch_tree(&mut debouncer, root, &limit_warned).map_err(|source| WatchError {
+        path: root.display().to_string(),
+        source,
+    })?;
+    Ok(Watcher { _debouncer: debouncer })
+}
+
+/// Watch `dir` and everything below it. notify gives up on a whole tree
+/// when one folder in it refuses a watch (a kernel pseudo filesystem
+/// mounted inside, a folder this user cannot read): then `dir` alone is
+/// watched and each subfolder in turn, so that only what refuses is left
+/// to the periodic rescan. New folders made directly in a folder watched
+/// alone are found by that rescan too (notify adds watches for new folders
+/// only below a recursive watch).
+fn watch_tree(debouncer: &mut Debouncer<notify::RecommendedWatcher, NoCache>, dir: &Path, limit_warned: &AtomicBool) -> notify::Result<()> {
+    let refused = match debouncer.watch(dir, RecursiveMode::Recursive) {
+        Ok(()) => return Ok(()),
         // The folders watched before the limit stay watched; the rest are
         // covered by the periodic rescan.
-        Err(e) if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) => warn_watch_limit(&limit_warned),
-        Err(source) => {
-            return Err(WatchError {
-                path: root.display().to_string(),
-                source,
-            })
+        Err(e) if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) => {
+            warn_watch_limit(limit_warned);
+            return Ok(());
+        }
+        Err(e) => e,
+    };
+    debouncer.watch(dir, RecursiveMode::NonRecursive)?;
+    warn!(dir = %dir.display(), error = %refused, "part of this folder cannot be watched; watching its folders one by one, the rest is found by the periodic rescan");
+    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        if !is_dir || super::special::pseudo_filesystem(&path).is_some() {
+            continue;
+        }
+        if let Err(e) = watch_tree(debouncer, &path, limit_warned) {
+            debug!(dir = %path.display(), error = %e, "not watched");
         }
     }
-    Ok(Watcher { _debouncer: debouncer })
+    Ok(())
 }
 
 /// The path to rescan for a watcher path: `Some(None)` for the root itself,

@@ -1,0 +1,89 @@
+//! Issue 26: a hostile environment. A kernel pseudo filesystem mounted
+//! inside DIR (as a container root or a chroot has) is not synced and never
+//! read, so the node keeps serving: `/proc/kmsg` looks like a regular file
+//! and blocked the scan for ever.
+//!
+//! The node runs in a mount namespace of its own (`unshare -m`) with
+//! `proc` mounted at DIR/proc; the test is skipped, saying so, where it
+//! cannot do that (not root, no `unshare`).
+
+mod common;
+
+use common::*;
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+fn can_mount_proc() -> bool {
+    let d = tempfile::tempdir().unwrap();
+    let script = format!("mount -t proc proc {}", d.path().display());
+    Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A node on `dir` with `proc` mounted at `dir/proc`, in its own mount
+/// namespace, its peer at `peer`.
+fn start_with_proc_inside(dir: &Path, port: u16, peer: u16, log: &Path) -> Proc {
+    let err = fs::File::options().create(true).append(true).open(log).unwrap();
+    let script = format!("mount -t proc proc \"$1/proc\" && exec \"$2\" \"$1\" -l {port} --no-discovery --peer 127.0.0.1:{peer}");
+    let child = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script, "sh"])
+        .arg(dir)
+        .arg(BIN)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(err)
+        .spawn()
+        .unwrap();
+    Proc {
+        child,
+        dir: dir.to_path_buf(),
+        log: log.to_path_buf(),
+        listen_port: port,
+    }
+}
+
+#[test]
+fn a_proc_mount_inside_dir_is_not_read_and_the_node_keeps_serving() {
+    if !can_mount_proc() {
+        eprintln!("SKIPPED: cannot mount proc in a mount namespace here (needs root and unshare)");
+        return;
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    let root = scratch.path();
+    let (a, b) = two_dirs(root);
+    fs::create_dir(a.join("proc")).unwrap();
+    write(&a, "before.txt", b"made before the start");
+    let (pa, pb) = (free_tcp_port(), free_tcp_port());
+    let mut node_a = start_with_proc_inside(&a, pa, pb, &root.join("a.log"));
+    let flags = vec!["--no-discovery".to_string(), "--peer".into(), format!("127.0.0.1:{pa}")];
+    let _node_b = Proc::start_args(&b, pb, &flags, &root.join("b.log"));
+
+    // The node answers and its files reach the peer; nothing of the
+    // kernel's does.
+    let (answered, _) = wait_until(TIMEOUT, || status_of(&a).is_some());
+    assert!(answered, "the node does not answer:\n{}", node_a.log_text());
+    let (arrived, _) = wait_until(TIMEOUT, || b.join("before.txt").exists());
+    assert!(arrived, "nothing reached the peer:\n{}", node_a.log_text());
+    write(&a, "after.txt", b"made while it runs");
+    let (arrived, _) = wait_until(TIMEOUT, || b.join("after.txt").exists());
+    assert!(arrived, "a live change did not reach the peer:\n{}", node_a.log_text());
+    let b_tree = tree(&b);
+    assert!(
+        !b_tree.keys().any(|p| p.starts_with("proc/")),
+        "kernel files reached the peer: {:?}",
+        b_tree.keys().filter(|p| p.starts_with("proc/")).take(5).collect::<Vec<_>>()
+    );
+    assert!(node_a.log_text().contains("kernel pseudo filesystem"), "{}", node_a.log_text());
+
+    // The first signal stops it.
+    node_a.signal("TERM");
+    assert_eq!(node_a.wait_exit(TIMEOUT), Some(0), "{}", node_a.log_text());
+}
