@@ -87,3 +87,60 @@ fn a_proc_mount_inside_dir_is_not_read_and_the_node_keeps_serving() {
     node_a.signal("TERM");
     assert_eq!(node_a.wait_exit(TIMEOUT), Some(0), "{}", node_a.log_text());
 }
+
+fn has_ipv6_loopback() -> bool {
+    std::net::TcpListener::bind("[::1]:0").is_ok()
+}
+
+/// Issue 26, item 5: the node listened on 0.0.0.0 only, so `--peer
+/// [::1]:PORT` never connected. It listens on both families now.
+#[test]
+fn a_static_peer_given_by_its_ipv6_address_connects() {
+    if !has_ipv6_loopback() {
+        eprintln!("SKIPPED: no IPv6 loopback here");
+        return;
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    let root = scratch.path();
+    let (a, b) = two_dirs(root);
+    write(&a, "from-a.txt", b"over IPv6");
+    let (pa, pb) = (free_tcp_port(), free_tcp_port());
+    let node_a = Proc::start_args(&a, pa, &["--no-discovery".to_string()], &root.join("a.log"));
+    let flags = vec!["--no-discovery".to_string(), "--peer".into(), format!("[::1]:{pa}")];
+    let node_b = Proc::start_args(&b, pb, &flags, &root.join("b.log"));
+    let (synced, _) = wait_until(TIMEOUT, || b.join("from-a.txt").exists());
+    assert!(synced, "nothing arrived over IPv6:\n{}\n{}", node_a.log_text(), node_b.log_text());
+    // And IPv4 still reaches the same listener.
+    let c = root.join("c");
+    fs::create_dir(&c).unwrap();
+    let flags = vec!["--no-discovery".to_string(), "--peer".into(), format!("127.0.0.1:{pa}")];
+    let node_c = Proc::start_args(&c, free_tcp_port(), &flags, &root.join("c.log"));
+    let (synced, _) = wait_until(TIMEOUT, || c.join("from-a.txt").exists());
+    assert!(synced, "nothing arrived over IPv4:\n{}", node_c.log_text());
+}
+
+/// Issue 26, item 5: `status` said "not connected, next try in 7 s" with no
+/// reason, and the refusal was logged at debug only.
+#[test]
+fn status_says_why_a_static_peer_is_not_connected() {
+    let scratch = tempfile::tempdir().unwrap();
+    let d = scratch.path().join("d");
+    fs::create_dir(&d).unwrap();
+    let nobody_there = free_tcp_port();
+    let flags = vec!["--no-discovery".to_string(), "--peer".into(), format!("127.0.0.1:{nobody_there}")];
+    let node = Proc::start_args(&d, free_tcp_port(), &flags, &scratch.path().join("node.log"));
+    let mut last = None;
+    let (said, _) = wait_until(TIMEOUT, || {
+        last = status_of(&d).and_then(|s| s.unreachable.first().cloned());
+        last.as_ref().is_some_and(|u| u.last_failure.is_some())
+    });
+    assert!(said, "no reason given: {last:?}\n{}", node.log_text());
+    let why = last.and_then(|u| u.last_failure).unwrap_or_default();
+    assert!(
+        why.contains(&format!("127.0.0.1:{nobody_there}")) && why.contains("refused"),
+        "{why}"
+    );
+    let text = Command::new(BIN).args(["status", d.to_str().unwrap()]).output().unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("(last try: 127.0.0.1:"), "{text}");
+}

@@ -49,8 +49,12 @@ impl Status {
             };
             out += &format!("  {}  {:<21}  {:<12}  {}\n", p.id, p.addr, state, tree);
         }
-        for (addr, wait) in &self.unreachable {
-            out += &format!("  {:<16}  {addr:<21}  not connected, next try in {wait} s\n", "(--peer)");
+        for u in &self.unreachable {
+            let why = u.last_failure.as_deref().map(|w| format!(" (last try: {w})")).unwrap_or_default();
+            out += &format!(
+                "  {:<16}  {:<21}  not connected, next try in {} s{why}\n",
+                "(--peer)", u.addr, u.next_try_secs
+            );
         }
         let (rf, rb) = self
             .peers
@@ -440,7 +444,7 @@ fn query_at(path: &Path, timeout: Duration) -> Result<Status, ControlError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::node::status::PeerStatus;
+    use crate::node::status::{PeerStatus, UnreachablePeer};
     use crate::wire::{Hash, NodeId};
 
     fn status() -> Status {
@@ -477,7 +481,18 @@ mod tests {
                     bytes_sent: 0,
                 },
             ],
-            unreachable: vec![("nas.lan:6000".into(), 4)],
+            unreachable: vec![
+                UnreachablePeer {
+                    addr: "nas.lan:6000".into(),
+                    next_try_secs: 4,
+                    last_failure: None,
+                },
+                UnreachablePeer {
+                    addr: "[::1]:6000".into(),
+                    next_try_secs: 2,
+                    last_failure: Some("[::1]:6000: Connection refused (os error 111)".into()),
+                },
+            ],
             ..crate::node::status::quiet_status(vec![])
         }
     }
@@ -490,6 +505,10 @@ mod tests {
         assert!(lines[3].ends_with("in sync"), "{text}");
         assert!(lines[4].contains("syncing") && lines[4].ends_with("tree unknown"), "{text}");
         assert!(lines[5].contains("nas.lan:6000") && lines[5].ends_with("next try in 4 s"), "{text}");
+        assert!(
+            lines[6].ends_with("next try in 2 s (last try: [::1]:6000: Connection refused (os error 111))"),
+            "{text}"
+        );
         assert!(text.contains("receiving 2 files (2.0 MiB), sending 1 file (10 B)"), "{text}");
         assert!(text.contains(&Hash::of(b"tree").to_string()), "{text}");
     }

@@ -118,10 +118,11 @@ enum Event<N: Net> {
         hello: PeerHello,
         origin: Origin,
     },
-    /// A dial failed; `refused`: the peer refused us (or we it).
+    /// A dial failed (`why`); `refused`: the peer refused us (or we it).
     DialFailed {
         origin: Origin,
         refused: bool,
+        why: String,
     },
     /// Static target `i` is the address of this connected node.
     StaticConnected(usize, NodeId),
@@ -413,7 +414,7 @@ impl<N: Net> Node<N> {
         match ev {
             Event::Accepted(socket) => self.on_accepted(socket),
             Event::Handshaken { connection, hello, origin } => self.register(connection, hello, origin),
-            Event::DialFailed { origin, refused } => self.on_dial_failed(origin, refused),
+            Event::DialFailed { origin, refused, why } => self.on_dial_failed(origin, refused, why),
             Event::StaticIsSelf(i) => self.on_static_is_self(i),
             Event::StaticConnected(i, node) => self.on_static_connected(i, node),
             Event::Status(req) => {

@@ -9,6 +9,7 @@
 //! connection to keep, or the caps and backoffs (`Peering` does), nor
 //! anything about sync (the engine does).
 
+use super::status::UnreachablePeer;
 use super::{Counters, Event, Node};
 use crate::engine::Unsent;
 use crate::transport::conn::{self, handshake, ConnError, Inbound, PeerHello, Traffic};
@@ -102,13 +103,16 @@ impl Peers {
         self.connected.keys().copied().collect()
     }
 
-    /// Static peers (`--peer`) not connected now, with the seconds until
-    /// the next attempt.
-    pub fn unreachable(&self, now: SystemTime) -> Vec<(String, u64)> {
+    /// Static peers (`--peer`) not connected now.
+    pub fn unreachable(&self, now: SystemTime) -> Vec<UnreachablePeer> {
         self.statics
             .unconnected(now, &self.ids())
             .into_iter()
-            .map(|(addr, wait)| (addr, wait.as_secs()))
+            .map(|u| UnreachablePeer {
+                addr: u.addr,
+                next_try_secs: u.wait.as_secs(),
+                last_failure: u.last_failure,
+            })
             .collect()
     }
 
@@ -160,7 +164,7 @@ impl<N: Net> Handshake<N> {
         };
         let result = futures_lite::future::or(work, timeout).await;
         drop(slot);
-        let refused = match result {
+        let (refused, why) = match result {
             Ok((connection, hello)) => {
                 let _ = self.events.send(Event::Handshaken { connection, hello, origin }).await;
                 return;
@@ -171,7 +175,7 @@ impl<N: Net> Handshake<N> {
                     return;
                 }
                 debug!(%addr, "a connection to ourselves");
-                false
+                (false, "a connection to this node itself".to_string())
             }
             Err(e) if e.is_refusal() => {
                 Counters::bump(&self.counters.handshakes_refused);
@@ -180,14 +184,14 @@ impl<N: Net> Handshake<N> {
                     Some(suppressed) => warn!(%addr, error = %e, suppressed, "connection refused"),
                     None => debug!(%addr, error = %e, "connection refused"),
                 }
-                true
+                (true, format!("{addr}: {e}"))
             }
             Err(e) => {
                 debug!(%addr, error = %e, "handshake failed");
-                false
+                (false, format!("{addr}: handshake failed: {e}"))
             }
         };
-        let _ = self.events.send(Event::DialFailed { origin, refused }).await;
+        let _ = self.events.send(Event::DialFailed { origin, refused, why }).await;
     }
 }
 
@@ -262,10 +266,12 @@ impl<N: Net> Node<N> {
             (false, Some(_)) => "it has a cluster key and this node has none",
             _ => "it announces another cluster key",
         };
+        // Where it listens, not the UDP port its announcement came from.
+        let addr = SocketAddr::new(from.ip(), a.port);
         // Made-up ids are free to send: the same budget as refusals.
         match self.peers.warns.allow(self.net.now()) {
-            Some(_) => warn!(peer = %a.node, addr = %from, "not connecting: {why}"),
-            None => debug!(peer = %a.node, addr = %from, "not connecting: {why}"),
+            Some(_) => warn!(peer = %a.node, %addr, "not connecting: {why}"),
+            None => debug!(peer = %a.node, %addr, "not connecting: {why}"),
         }
     }
 
@@ -280,7 +286,8 @@ impl<N: Net> Node<N> {
                 }
                 // No room for a handshake now: due again after a wait.
                 None => {
-                    self.peers.statics.failed(i, self.net.now());
+                    let why = "no room for another handshake now".to_string();
+                    self.peers.statics.failed(i, self.net.now(), why);
                 }
             }
         }
@@ -295,14 +302,17 @@ impl<N: Net> Node<N> {
         let handshake = self.handshake();
         let connected: BTreeMap<SocketAddr, NodeId> = self.peers.connected.iter().map(|(id, p)| (p.addr, *id)).collect();
         self.net.spawn(async move {
+            let mut failures = Vec::new();
             let addrs = match net.resolve(&target).await {
                 Ok(a) => a,
                 Err(e) if matches!(origin, Origin::Static(_)) => {
                     warn!(%target, error = %e, "cannot resolve static peer; retrying later");
+                    failures.push(format!("cannot resolve: {e}"));
                     Vec::new()
                 }
                 Err(e) => {
                     debug!(%target, error = %e, "cannot resolve");
+                    failures.push(format!("cannot resolve: {e}"));
                     Vec::new()
                 }
             };
@@ -313,23 +323,36 @@ impl<N: Net> Node<N> {
             for addr in addrs {
                 match net.connect(addr).await {
                     Ok(socket) => return handshake.run(socket, origin, slot).await,
-                    Err(e) => debug!(%target, %addr, error = %e, "dial failed"),
+                    Err(e) => {
+                        debug!(%target, %addr, error = %e, "dial failed");
+                        failures.push(format!("{addr}: {e}"));
+                    }
                 }
             }
-            let _ = handshake.events.send(Event::DialFailed { origin, refused: false }).await;
+            let why = match failures.is_empty() {
+                true => "resolves to no address".to_string(),
+                false => failures.join("; "),
+            };
+            let _ = handshake
+                .events
+                .send(Event::DialFailed {
+                    origin,
+                    refused: false,
+                    why,
+                })
+                .await;
         });
     }
 
     /// A dial or handshake failed; `refused`: the peer refused us (or we
     /// it), so it is not dialled again for `peering::REFUSED_BACKOFF`.
-    pub(super) fn on_dial_failed(&mut self, origin: Origin, refused: bool) {
+    pub(super) fn on_dial_failed(&mut self, origin: Origin, refused: bool, why: String) {
         let now = self.net.now();
         match origin {
             Origin::Discovered(peer) => self.peers.peering.dial_failed(peer, refused, now),
             Origin::Static(i) => {
-                let wait = self.peers.statics.failed(i, now);
-                let target = self.peers.statics.addr(i).unwrap_or("?");
-                debug!(target, ?wait, "static peer unreachable; retrying later");
+                debug!(target = self.peers.statics.addr(i).unwrap_or("?"), %why, "static peer unreachable; retrying later");
+                self.peers.statics.failed(i, now, why);
             }
             Origin::Accepted => {}
         }

@@ -112,6 +112,17 @@ pub struct Control {
     pub status: Option<async_channel::Receiver<StatusRequest>>,
 }
 
+/// A static peer (`--peer`) not connected now.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UnreachablePeer {
+    /// `HOST:PORT` as given.
+    pub addr: String,
+    /// Seconds until the next attempt (0 while one runs).
+    pub next_try_secs: u64,
+    /// Why the last attempt failed, if one did.
+    pub last_failure: Option<String>,
+}
+
 /// A request for the node's status; the answer goes to `reply`.
 #[derive(Debug)]
 pub struct StatusRequest {
@@ -138,10 +149,9 @@ pub struct Status {
     /// This node's tree digest (see `Engine::tree_digest`).
     pub digest: Hash,
     pub peers: Vec<PeerStatus>,
-    /// Static peers (`--peer`) not connected now, with the seconds until
-    /// the next attempt.
+    /// Static peers (`--peer`) not connected now.
     #[serde(default)]
-    pub unreachable: Vec<(String, u64)>,
+    pub unreachable: Vec<UnreachablePeer>,
     /// The last failure, if any.
     pub last_error: Option<String>,
     /// Why the node is not syncing (the mass-delete guard), if it is not.

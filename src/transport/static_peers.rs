@@ -28,6 +28,18 @@ struct Target {
     is_self: bool,
     next_attempt: SystemTime,
     backoff: Duration,
+    /// Why the last attempt failed, until one succeeds.
+    last_failure: Option<String>,
+}
+
+/// A static target not connected now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unconnected {
+    pub addr: String,
+    /// Until the next attempt (zero while one runs).
+    pub wait: Duration,
+    /// Why the last attempt failed, if one did.
+    pub last_failure: Option<String>,
 }
 
 /// Every static target and when to dial it next.
@@ -49,6 +61,7 @@ impl StaticPeers {
                     is_self: false,
                     next_attempt: now,
                     backoff: BACKOFF_MIN,
+                    last_failure: None,
                 })
                 .collect(),
         }
@@ -68,11 +81,13 @@ impl StaticPeers {
         out
     }
 
-    /// The dial of target `i` failed: try again after the backoff, which
-    /// doubles up to `BACKOFF_MAX`. Returns the wait.
-    pub fn failed(&mut self, i: usize, now: SystemTime) -> Duration {
+    /// The dial of target `i` failed (`why`, said in `status`): try again
+    /// after the backoff, which doubles up to `BACKOFF_MAX`. Returns the
+    /// wait.
+    pub fn failed(&mut self, i: usize, now: SystemTime, why: String) -> Duration {
         let Some(t) = self.targets.get_mut(i) else { return BACKOFF_MIN };
         t.dialing = false;
+        t.last_failure = Some(why);
         let wait = t.backoff;
         t.next_attempt = now + wait;
         t.backoff = (t.backoff * 2).min(BACKOFF_MAX);
@@ -85,6 +100,7 @@ impl StaticPeers {
             t.dialing = false;
             t.node = Some(node);
             t.backoff = BACKOFF_MIN;
+            t.last_failure = None;
         }
     }
 
@@ -105,9 +121,8 @@ impl StaticPeers {
         }
     }
 
-    /// Targets not connected now (itself left out), each with the wait
-    /// before its next attempt (zero while one runs).
-    pub fn unconnected(&self, now: SystemTime, connected: &BTreeSet<NodeId>) -> Vec<(String, Duration)> {
+    /// Targets not connected now (itself left out).
+    pub fn unconnected(&self, now: SystemTime, connected: &BTreeSet<NodeId>) -> Vec<Unconnected> {
         self.targets
             .iter()
             .filter(|t| !t.is_self && !t.node.is_some_and(|n| connected.contains(&n)))
@@ -117,7 +132,11 @@ impl StaticPeers {
                 } else {
                     t.next_attempt.duration_since(now).unwrap_or_default()
                 };
-                (t.addr.clone(), wait)
+                Unconnected {
+                    addr: t.addr.clone(),
+                    wait,
+                    last_failure: t.last_failure.clone(),
+                }
             })
             .collect()
     }
@@ -141,19 +160,29 @@ mod tests {
         let mut now = t0;
         let mut waits = Vec::new();
         for _ in 0..7 {
-            let w = s.failed(0, now);
+            let w = s.failed(0, now, "connection refused".into());
             waits.push(w.as_secs());
             assert!(s.due(now + w - Duration::from_millis(1), &none).is_empty());
             now += w;
             assert_eq!(s.due(now, &none).len(), 1);
         }
         assert_eq!(waits, vec![1, 2, 4, 8, 16, 30, 30]);
-        assert_eq!(s.unconnected(now, &none), vec![("a:1".to_string(), Duration::ZERO)]);
+        let why = Some("connection refused".to_string());
+        assert_eq!(
+            s.unconnected(now, &none),
+            vec![Unconnected {
+                addr: "a:1".into(),
+                wait: Duration::ZERO,
+                last_failure: why
+            }],
+            "dialling again, and why the last attempt failed"
+        );
         s.connected(0, NodeId(7));
         let conn = BTreeSet::from([NodeId(7)]);
         assert!(s.unconnected(now, &conn).is_empty());
         assert!(s.due(now + BACKOFF_MAX, &conn).is_empty(), "connected: not dialled");
         s.disconnected(NodeId(7), now);
+        assert_eq!(s.unconnected(now, &none)[0].last_failure, None, "the last attempt succeeded");
         assert!(s.due(now, &none).is_empty());
         assert_eq!(s.due(now + BACKOFF_MIN, &none).len(), 1, "redialled after the shortest wait");
     }
