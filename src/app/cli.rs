@@ -3,6 +3,7 @@
 //! Owns: what each flag means and every check on user input, so a mistake
 //! gives one clear line instead of a panic. Must not: start anything.
 
+use crate::fs::trash::TrashMax;
 use crate::node::status::Control;
 use crate::node::{Config, Counters};
 use crate::transport::key::{ClusterKey, KeyError, KEY_FILE_ENV};
@@ -68,6 +69,10 @@ pub struct Args {
     /// days to keep files a peer's change deleted or replaced, in DIR/.dirsync/trash (see `dirsync trash`); 0 keeps none (default 7)
     #[argh(option, default = "7")]
     pub trash_days: u32,
+
+    /// the most the trash may hold, as a share of the filesystem (5%) or a size (2GiB); past it the oldest go (default 5%)
+    #[argh(option, default = "TrashMax::default()", arg_name = "SIZE")]
+    pub trash_max: TrashMax,
 
     /// send file content at most this fast, across all peers, e.g. 20MB/s, 512KiB/s, 100Mbit/s (default: no limit); changes are announced at once whatever the limit
     #[argh(option, from_str_fn(rate_flag), arg_name = "RATE")]
@@ -245,6 +250,7 @@ impl Args {
             control: Control::default(),
             disk_faults: Default::default(),
             trash_days: self.trash_days,
+            trash_max: self.trash_max,
             inline_hash_max: crate::fs::hashing::INLINE_HASH_MAX,
             max_send_rate: self.max_send_rate,
             max_recv_rate: self.max_recv_rate,

@@ -2,7 +2,14 @@
 //! to `DIR/.dirsync/trash/` first (a rename on the same filesystem, or a
 //! hard link when the file is replaced in place), so a `rm -rf` that
 //! reached every host by design can still be undone on each of them. Kept
-//! for `--trash-days` (0: no trash), never synced, pruned by age.
+//! for `--trash-days` (0: no trash), never synced.
+//!
+//! What it keeps is bounded two ways. Per file, the last version replaced
+//! or deleted (as Syncthing's trash can): a log appended to every few
+//! milliseconds left a thousand versions of itself, quadratic in its size.
+//! In all, `--trash-max` (5% of the filesystem by default): past it the
+//! oldest go first, and a file larger than the bound on its own is not
+//! kept. Sizes count allocated blocks, so a sparse file costs what it holds.
 //!
 //! A kept file is `trash/<folders>/<stem>~<YYYYMMDD-HHMMSS>[-n]<.ext>`: its
 //! original path with the time it was trashed (UTC) before the extension,
@@ -23,12 +30,82 @@ use tracing::{debug, warn};
 pub const TRASH_DIR: &str = "trash";
 const DAY_NS: i128 = 86_400 * 1_000_000_000;
 
+/// The bound on the whole trash (`--trash-max`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum TrashMax {
+    /// A share of the filesystem DIR is on, in percent.
+    Percent(f64),
+    Bytes(u64),
+}
+
+impl Default for TrashMax {
+    fn default() -> Self {
+        TrashMax::Percent(5.0)
+    }
+}
+
+impl std::str::FromStr for TrashMax {
+    type Err = String;
+    /// `5%`, `0.5%`, or a size: `2GiB`, `500MB`.
+    fn from_str(text: &str) -> Result<TrashMax, String> {
+        let bad = || format!("{text:?} is not a trash bound: give a share of the filesystem like 5% or a size like 2GiB");
+        if let Some(p) = text.trim().strip_suffix('%') {
+            let p: f64 = p.trim().parse().map_err(|_| bad())?;
+            return match p > 0.0 && p <= 100.0 {
+                true => Ok(TrashMax::Percent(p)),
+                false => Err(bad()),
+            };
+        }
+        if text.contains('/') || text.contains("bit") {
+            return Err(bad());
+        }
+        crate::transport::rate::parse_rate(text).map(TrashMax::Bytes).map_err(|_| bad())
+    }
+}
+
+impl TrashMax {
+    /// The bound in bytes for a trash in `dir` (on a filesystem that
+    /// cannot be measured: no bound but the per-file one).
+    fn bytes(self, dir: &Path) -> u64 {
+        match self {
+            TrashMax::Bytes(b) => b,
+            TrashMax::Percent(p) => filesystem_size(dir).map_or(u64::MAX, |size| (size as f64 * p / 100.0) as u64),
+        }
+    }
+}
+
+/// The size of the filesystem holding `dir` (or its nearest existing
+/// ancestor).
+fn filesystem_size(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let existing = dir.ancestors().find(|a| a.exists())?;
+    let c = std::ffi::CString::new(existing.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a buffer of the
+    // size statvfs(3) writes.
+    if unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: statvfs succeeded, so it filled `st`.
+    let st = unsafe { st.assume_init() };
+    Some(st.f_blocks.saturating_mul(st.f_frsize))
+}
+
+/// The disk space a file takes (its allocated blocks: a sparse file's
+/// holes cost nothing).
+fn allocated(meta: &fs::Metadata) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    meta.blocks().saturating_mul(512)
+}
+
 /// Where and for how long trashed files are kept, and the clock that
 /// stamps them (the node's, so the simulation's time in the simulation).
 #[derive(Clone)]
 pub struct Trash {
     dir: PathBuf,
     days: u32,
+    /// The bound on the whole trash, in bytes.
+    max_bytes: u64,
     clock: Arc<dyn Fn() -> i128 + Send + Sync>,
     /// Bytes in the trash: counted at each prune, added to at each keep.
     bytes: Arc<AtomicU64>,
@@ -48,6 +125,9 @@ pub struct Trashed {
     /// When it was trashed, `YYYYMMDD-HHMMSS` UTC.
     pub trashed: String,
     pub size: u64,
+    /// The disk space it takes.
+    #[serde(skip)]
+    pub allocated: u64,
     /// Where it is now.
     pub path: PathBuf,
 }
@@ -58,11 +138,13 @@ pub fn trash_dir(root: &Path) -> PathBuf {
 }
 
 impl Trash {
-    /// The trash of `root`, keeping files `days` days (0: none kept). Its
-    /// size is counted by the first `prune`.
-    pub fn new(root: &Path, days: u32, clock: Arc<dyn Fn() -> i128 + Send + Sync>) -> Trash {
+    /// The trash of `root`, keeping files `days` days (0: none kept) and
+    /// at most `max` in all. Its size is counted by the first `prune`.
+    pub fn new(root: &Path, days: u32, max: TrashMax, clock: Arc<dyn Fn() -> i128 + Send + Sync>) -> Trash {
+        let dir = trash_dir(root);
         Trash {
-            dir: trash_dir(root),
+            max_bytes: max.bytes(&dir),
+            dir,
             days,
             clock,
             bytes: Arc::default(),
@@ -116,13 +198,21 @@ impl Trash {
         if !self.enabled() {
             return false;
         }
+        let size = fs::symlink_metadata(full).map_or(0, |m| allocated(&m));
+        if size > self.max_bytes {
+            debug!(path = %rel, size, max = self.max_bytes, "larger than the whole trash may be; not kept");
+            return false;
+        }
         let to = self.place_for(rel);
         let made = to.parent().map_or(Ok(()), fs::create_dir_all).and_then(|()| how(full, &to));
         match made {
             Ok(()) => {
                 debug!(path = %rel, kept = %to.display(), "moved to the trash");
-                let size = fs::symlink_metadata(&to).map_or(0, |m| m.len());
                 self.bytes.fetch_add(size, Ordering::Relaxed);
+                self.forget_older_versions(rel, &to);
+                if self.size() > self.max_bytes {
+                    self.prune();
+                }
                 true
             }
             Err(e) => {
@@ -132,8 +222,36 @@ impl Trash {
         }
     }
 
-    /// Remove what was trashed more than `days` days ago. Returns how many
-    /// files went.
+    /// Only the version just kept at `kept` stays of `rel`: the ones kept
+    /// before it go.
+    fn forget_older_versions(&self, rel: &RelPath, kept: &Path) {
+        let Some(folder) = kept.parent() else { return };
+        let Ok(entries) = fs::read_dir(folder) else { return };
+        for e in entries.flatten() {
+            let path = e.path();
+            if path == kept {
+                continue;
+            }
+            let same = path
+                .strip_prefix(&self.dir)
+                .ok()
+                .and_then(|r| r.to_str())
+                .and_then(original_of)
+                .is_some_and(|(original, _)| original == rel.as_str());
+            if !same {
+                continue;
+            }
+            let size = fs::symlink_metadata(&path).map_or(0, |m| allocated(&m));
+            if fs::remove_file(&path).is_ok() {
+                let _ = self
+                    .bytes
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| Some(b.saturating_sub(size)));
+            }
+        }
+    }
+
+    /// Remove what was trashed more than `days` days ago, then the oldest
+    /// until the trash is within its bound. Returns how many files went.
     pub fn prune(&self) -> usize {
         let now = (self.clock)();
         let cutoff = if self.enabled() {
@@ -141,12 +259,24 @@ impl Trash {
         } else {
             i128::MAX
         };
-        let (mut removed, mut kept_bytes) = (0, 0);
+        let mut kept = Vec::new();
+        let mut removed = 0;
         for t in list(&self.dir) {
             if parse_stamp(&t.trashed).is_some_and(|at| at < cutoff) && fs::remove_file(&t.path).is_ok() {
                 removed += 1;
             } else {
-                kept_bytes += t.size;
+                kept.push(t);
+            }
+        }
+        // Oldest first (`list`'s order): the newest stay.
+        let mut kept_bytes: u64 = kept.iter().map(|t| t.allocated).sum();
+        for t in &kept {
+            if kept_bytes <= self.max_bytes {
+                break;
+            }
+            if fs::remove_file(&t.path).is_ok() {
+                removed += 1;
+                kept_bytes -= t.allocated;
             }
         }
         remove_empty_folders(&self.dir);
@@ -180,6 +310,7 @@ pub fn list(dir: &Path) -> Vec<Trashed> {
                 original,
                 trashed,
                 size: meta.len(),
+                allocated: allocated(&meta),
                 path,
             });
         }
@@ -268,41 +399,105 @@ mod tests {
         assert_eq!(original_of("notes.txt"), None);
     }
 
+    fn clock_at(secs: i64) -> (Arc<AtomicI64>, Arc<dyn Fn() -> i128 + Send + Sync>) {
+        let now = Arc::new(AtomicI64::new(secs));
+        let read = now.clone();
+        (now, Arc::new(move || i128::from(read.load(Ordering::Relaxed)) * 1_000_000_000))
+    }
+
     #[test]
     fn kept_files_are_listed_and_pruned_by_age() {
         let d = tempfile::tempdir().unwrap();
-        let now = Arc::new(AtomicI64::new(1_795_617_000));
-        let clock = {
-            let now = now.clone();
-            Arc::new(move || i128::from(now.load(Ordering::Relaxed)) * 1_000_000_000)
-        };
-        let trash = Trash::new(d.path(), 2, clock);
-        let rel = RelPath::new("sub/report.txt").unwrap();
+        let (now, clock) = clock_at(1_795_617_000);
+        let trash = Trash::new(d.path(), 2, TrashMax::default(), clock);
         let full = d.path().join("report.txt");
         fs::write(&full, b"old").unwrap();
-        assert!(trash.keep_moved(&full, &rel));
+        assert!(trash.keep_moved(&full, &RelPath::new("sub/report.txt").unwrap()));
         assert!(!full.exists());
         fs::write(&full, b"again").unwrap();
-        assert!(trash.keep_linked(&full, &rel), "a second one the same second gets its own name");
+        assert!(trash.keep_linked(&full, &RelPath::new("sub/other.txt").unwrap()));
         assert!(full.exists());
         let kept = list(&trash_dir(d.path()));
-        assert_eq!(kept.len(), 2);
-        assert!(kept.iter().all(|k| k.original == "sub/report.txt"), "{kept:?}");
-        assert_eq!(trash.size(), 8);
+        let originals: Vec<_> = kept.iter().map(|k| k.original.as_str()).collect();
+        assert_eq!(originals, ["sub/other.txt", "sub/report.txt"]);
+        assert_eq!(trash.size(), kept.iter().map(|k| k.allocated).sum::<u64>());
         // Two days later nothing goes; three, everything.
         now.fetch_add(2 * 86_400, Ordering::Relaxed);
         assert_eq!(trash.prune(), 0);
         now.fetch_add(86_400, Ordering::Relaxed);
         assert_eq!(trash.prune(), 2);
         assert!(list(&trash_dir(d.path())).is_empty());
+        assert_eq!(trash.size(), 0);
         // A name at the length limit still fits with its stamp.
         let long = RelPath::new(format!("{}.txt", "l".repeat(250))).unwrap();
         fs::write(d.path().join("long"), b"x").unwrap();
         assert!(trash.keep_moved(&d.path().join("long"), &long));
         assert!(list(&trash_dir(d.path()))[0].original.starts_with("lll"));
         // Off: nothing kept.
-        let off = Trash::new(d.path(), 0, Arc::new(|| 0));
-        assert!(!off.keep_moved(&full, &rel));
+        let off = Trash::new(d.path(), 0, TrashMax::default(), Arc::new(|| 0));
+        assert!(!off.keep_moved(&full, &RelPath::new("report.txt").unwrap()));
         assert!(full.exists());
+    }
+
+    /// Issue 26, item 6: a log appended every 20 ms left 1,495 versions of
+    /// itself in the trash (1.1 GB for 1.5 MB of log). One version per file
+    /// stays: the last one replaced.
+    #[test]
+    fn only_the_last_replaced_version_of_a_file_stays() {
+        let d = tempfile::tempdir().unwrap();
+        let (now, clock) = clock_at(1_795_617_000);
+        let trash = Trash::new(d.path(), 7, TrashMax::default(), clock);
+        let rel = RelPath::new("logs/app.log").unwrap();
+        let full = d.path().join("app.log");
+        let mut log = Vec::new();
+        for i in 0..50 {
+            log.extend_from_slice(format!("line {i}\n").as_bytes());
+            fs::write(&full, &log).unwrap();
+            assert!(trash.keep_moved(&full, &rel));
+            // Some in the same second (a `-n` name), some later.
+            now.fetch_add(i % 2, Ordering::Relaxed);
+        }
+        let kept = list(&trash_dir(d.path()));
+        assert_eq!(kept.len(), 1, "{kept:?}");
+        assert_eq!(fs::read(&kept[0].path).unwrap(), log, "the last version stays");
+        assert_eq!(trash.size(), kept[0].allocated);
+    }
+
+    /// The whole trash stays within its bound: the oldest go first, and a
+    /// file larger than the bound on its own is not kept.
+    #[test]
+    fn the_trash_keeps_the_newest_within_its_bound() {
+        let d = tempfile::tempdir().unwrap();
+        let (now, clock) = clock_at(1_795_617_000);
+        let block = 64 * 1024;
+        let trash = Trash::new(d.path(), 7, TrashMax::Bytes(5 * block / 2), clock);
+        let full = d.path().join("f");
+        let keep = |name: &str, len: usize| {
+            fs::write(&full, vec![7u8; len]).unwrap();
+            trash.keep_moved(&full, &RelPath::new(name).unwrap())
+        };
+        for name in ["first", "second", "third"] {
+            assert!(keep(name, block as usize));
+            now.fetch_add(60, Ordering::Relaxed);
+        }
+        let originals: Vec<_> = list(&trash_dir(d.path())).into_iter().map(|k| k.original).collect();
+        assert_eq!(originals, ["second", "third"], "the oldest went");
+        assert!(trash.size() <= 5 * block / 2);
+        assert!(!keep("huge", 3 * block as usize), "larger than the bound: not kept");
+        assert!(full.exists(), "not kept means left where it is, for the caller");
+    }
+
+    #[test]
+    fn trash_bounds_parse_as_shares_or_sizes() {
+        assert_eq!("5%".parse::<TrashMax>(), Ok(TrashMax::Percent(5.0)));
+        assert_eq!("0.5%".parse::<TrashMax>(), Ok(TrashMax::Percent(0.5)));
+        assert_eq!("2GiB".parse::<TrashMax>(), Ok(TrashMax::Bytes(2 << 30)));
+        assert_eq!("500MB".parse::<TrashMax>(), Ok(TrashMax::Bytes(500_000_000)));
+        for bad in ["", "0%", "101%", "x%", "5MB/s", "8Mbit", "lots", "0"] {
+            assert!(bad.parse::<TrashMax>().is_err(), "{bad:?} accepted");
+        }
+        let d = tempfile::tempdir().unwrap();
+        let five = TrashMax::Percent(5.0).bytes(d.path());
+        assert!(five > 0 && five < u64::MAX, "5% of a real filesystem: {five}");
     }
 }

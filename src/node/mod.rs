@@ -81,6 +81,8 @@ pub struct Config {
     pub disk_faults: DiskFaults,
     /// Days to keep what a peer's change deleted or replaced (0: none).
     pub trash_days: u32,
+    /// The bound on the whole trash.
+    pub trash_max: crate::fs::trash::TrashMax,
     /// Files larger than this are hashed off the loop
     /// (`fs::hashing::INLINE_HASH_MAX`; the simulation lowers it).
     pub inline_hash_max: u64,
@@ -307,7 +309,7 @@ impl<N: Net> Node<N> {
             let net = net.clone();
             Arc::new(move || system_time_ns(net.now()))
         };
-        let trash = Trash::new(&cfg.dir, cfg.trash_days, clock);
+        let trash = Trash::new(&cfg.dir, cfg.trash_days, cfg.trash_max, clock);
         let store = Store::new(cfg.dir.clone(), cfg.state_dir.clone(), device)
             .with_faults(cfg.disk_faults.clone())
             .with_trash(trash.clone())
