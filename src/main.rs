@@ -204,7 +204,7 @@ fn conflicts(args: &ConflictsArgs) -> ExitCode {
             };
             println!("{}  {}", c.path, control::human_bytes(c.size));
             let written = c.written.replace('T', " ").replace('Z', " UTC");
-            println!("    lost against {original}; written {written}by device {by}");
+            println!("    lost against {original}; written {written} by device {by}");
         }
         println!("\nsettle one: dirsync conflicts --keep COPY (it replaces the file) or --drop COPY (it goes)");
     }

@@ -63,6 +63,8 @@ fn a_conflict_copy_is_listed_and_keeping_it_reaches_every_host() {
     let text = conflicts(&b, &[]);
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(text.contains(&copy) && text.contains("lost against docs/report.txt"), "{text}");
+    // Issue 26, item 9: it said "…UTCby device".
+    assert!(text.contains(&format!(" UTC by device {}", device_of(&a))), "{text}");
 
     // Settled on B: A's version becomes the file everywhere, the copy goes.
     let out = conflicts(&b, &["--keep", &copy]);

@@ -39,6 +39,8 @@ pub struct ConflictCopy {
 pub enum ConflictError {
     #[error("{0}: not a conflict copy (a name with .sync-conflict-YYYYMMDD-HHMMSS-…)")]
     NotACopy(String),
+    #[error("{0}: outside {1}, the synced directory; give a conflict copy inside it")]
+    OutsideDir(String, String),
     #[error("{0}: the copy's name was shortened to fit 255 bytes, so the file it lost against is unknown; rename it by hand")]
     OriginalUnknown(String),
     #[error("{path}: {source}")]
@@ -84,6 +86,9 @@ fn find(root: &Path, copy: &Path) -> Result<(PathBuf, ConflictCopy), ConflictErr
         path: shown.clone(),
         source,
     })?;
+    if !full.starts_with(root) {
+        return Err(ConflictError::OutsideDir(shown, root.display().to_string()));
+    }
     let rel = RelPath::from_fs(root, &full).map_err(|_| ConflictError::NotACopy(shown.clone()))?;
     describe(root, &rel).map(|c| (full, c)).ok_or(ConflictError::NotACopy(shown))
 }
@@ -194,7 +199,12 @@ mod tests {
         let stray = outside.path().join("x.sync-conflict-20261125-143000-a1b2c3d4.txt");
         fs::write(&stray, b"").unwrap();
         assert!(matches!(keep(dir.path(), Path::new("plain.txt")), Err(ConflictError::NotACopy(_))));
-        assert!(matches!(drop_copy(dir.path(), &stray), Err(ConflictError::NotACopy(_))));
+        // Issue 26, item 9: a path outside DIR is said to be outside it
+        // (it was "not a conflict copy").
+        for e in [keep(dir.path(), &stray).unwrap_err(), drop_copy(dir.path(), &stray).unwrap_err()] {
+            assert!(matches!(e, ConflictError::OutsideDir(..)), "{e}");
+            assert!(e.to_string().contains("outside"), "{e}");
+        }
         assert!(stray.exists());
         assert!(matches!(drop_copy(dir.path(), Path::new("missing")), Err(ConflictError::Io { .. })));
     }

@@ -23,6 +23,8 @@ pub enum StoreError {
     },
     #[error("{0}: a symlink is there or on the way; refusing to write through it")]
     Symlink(String),
+    #[error("{0}: a FIFO, socket or device file is there; it is not synced and not replaced (remove it to take the peer's file)")]
+    Special(String),
     #[error("{0}: changed on disk meanwhile; keeping the local version")]
     Changed(String),
     #[error("{0}: large file queued to be hashed off the loop")]

@@ -188,6 +188,12 @@ impl Store {
             // "changed on disk meanwhile").
             return Err(StoreError::Symlink(rel.to_string()));
         }
+        let ft = meta.file_type();
+        if !ft.is_file() && !ft.is_dir() {
+            // A FIFO, socket or device: not synced, and not ours to
+            // replace (it too read "changed on disk meanwhile").
+            return Err(StoreError::Special(rel.to_string()));
+        }
         Ok(match expected {
             Some(e) if !e.deleted && e.kind == Kind::Dir => meta.is_dir(),
             Some(e) if !e.deleted => {

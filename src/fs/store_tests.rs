@@ -197,6 +197,18 @@ fn a_symlink_where_a_file_would_go_is_named_as_such() {
     assert!(dir.path().join("link").symlink_metadata().unwrap().file_type().is_symlink());
 }
 
+/// Issue 26, item 9: a peer's file landing on a local FIFO was retried for
+/// ever as "changed on disk meanwhile".
+#[test]
+fn a_fifo_where_a_file_would_go_is_named_as_such() {
+    let (dir, store) = setup();
+    let fifo = std::ffi::CString::new(dir.path().join("pipe").to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    let e = store.matches(&rel("pipe"), None).unwrap_err();
+    assert!(matches!(e, StoreError::Special(_)), "{e}");
+    assert!(e.to_string().contains("FIFO"), "{e}");
+}
+
 #[test]
 fn no_write_through_a_symlinked_folder() {
     let (dir, store) = setup();

@@ -25,6 +25,8 @@ pub enum KeyError {
     Io { path: String, source: std::io::Error },
     #[error("key file {0}: expected 64 hex digits (make one with `dirsync keygen FILE`)")]
     Format(String),
+    #[error("key file {0} holds the all-zero key, which anyone can guess; make a random one with `dirsync keygen FILE`")]
+    AllZero(String),
     #[error("key file {0} is a folder; name the key file itself (make one with `dirsync keygen FILE`)")]
     IsFolder(String),
     #[error("key file {0} already exists; refusing to overwrite it")]
@@ -90,7 +92,11 @@ impl ClusterKey {
             path: shown.clone(),
             source,
         })?;
-        ClusterKey::parse(&text).ok_or(KeyError::Format(shown))
+        match ClusterKey::parse(&text) {
+            None => Err(KeyError::Format(shown)),
+            Some(ClusterKey(k)) if k == [0; 32] => Err(KeyError::AllZero(shown)),
+            Some(key) => Ok(key),
+        }
     }
 
     /// Write a new random key to `path` (mode 0600), never over an existing file.
@@ -160,6 +166,17 @@ mod tests {
         for bad in ["", "abc", &"g".repeat(64), &"a".repeat(63), &"a".repeat(65), &"é".repeat(32)] {
             assert!(ClusterKey::parse(bad).is_none(), "{bad:?} accepted");
         }
+    }
+
+    /// Issue 26, item 9: the all-zero key was accepted.
+    #[test]
+    fn the_all_zero_key_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        std::fs::write(&path, "0".repeat(64)).unwrap();
+        let e = ClusterKey::load(&path).unwrap_err();
+        assert!(matches!(e, KeyError::AllZero(_)), "{e}");
+        assert!(e.to_string().contains("keygen"), "{e}");
     }
 
     #[test]
