@@ -308,10 +308,13 @@ impl Engine {
                 let path = action.entry().path.clone();
                 warn!(%path, %peer, reason = %e, "could not apply change");
                 self.last_error = Some(format!("{} {path}: {e}", action.name()));
-                if let ActionError::Changed(_) = e {
-                    // The user changed it meanwhile: that change is looked
-                    // at and announced like any other; the peer's version
-                    // is weighed against it again later.
+                if let ActionError::Changed(_) | ActionError::Busy(_) = e {
+                    // The user changed it meanwhile, or a program is
+                    // writing it now: what it holds is looked at and
+                    // announced like any other change; the peer's version
+                    // is weighed against it again later (once the writer
+                    // is gone, a newer local version wins by its mtime and
+                    // the peer's concurrent one becomes a conflict copy).
                     self.commands.push(Command::Rescan { paths: vec![path] });
                 }
                 match action {

@@ -196,6 +196,10 @@ pub enum ActionError {
     /// it meanwhile, and that change wins.
     #[error("{0}")]
     Changed(String),
+    /// The path holds a file some process has open for writing: it is not
+    /// replaced under its writer (the local version stands for now).
+    #[error("{0}")]
+    Busy(String),
     /// A folder to remove still holds something.
     #[error("{0}")]
     NotEmpty(String),

@@ -25,6 +25,8 @@ pub enum StoreError {
     Symlink(String),
     #[error("{0}: a FIFO, socket or device file is there; it is not synced and not replaced (remove it to take the peer's file)")]
     Special(String),
+    #[error("{0}: open for writing by {1}; the peer's version waits until it is closed")]
+    Busy(String, String),
     #[error("{0}: changed on disk meanwhile; keeping the local version")]
     Changed(String),
     #[error("{0}: large file queued to be hashed off the loop")]
@@ -41,6 +43,7 @@ impl From<StoreError> for ActionError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Changed(_) => ActionError::Changed(e.to_string()),
+            StoreError::Busy(..) => ActionError::Busy(e.to_string()),
             StoreError::Io { ref source, .. } if source.kind() == io::ErrorKind::DirectoryNotEmpty => ActionError::NotEmpty(e.to_string()),
             e => ActionError::Failed(e.to_string()),
         }

@@ -17,6 +17,7 @@
 //! - `special`: what a look must never read (pseudo filesystems), and
 //!   opening files so that no read blocks.
 //! - [`temp`]: temp files, and the disk faults the simulation injects.
+//! - `writers`: whether a process holds a file open for writing.
 //!
 //! Depends on `wire` and on the engine's data types (`Observed`, `Index`):
 //! it produces the engine's inputs. Must not: decide what to change.
@@ -35,6 +36,7 @@ pub(crate) mod store;
 pub mod temp;
 pub mod trash;
 pub mod watcher;
+pub(crate) mod writers;
 
 /// What the tests of this layer share: a store on a fresh folder, and the
 /// entry of what a path holds.

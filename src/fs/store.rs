@@ -13,6 +13,7 @@ use super::hashing::{BackgroundHashes, HashJob, Hashed, INLINE_HASH_MAX};
 use super::special::{open_for_reading, WarnOnce};
 use super::temp::{DiskFaults, TempFile};
 use super::trash::Trash;
+use super::writers::Writers;
 use crate::wire::{temp_name, temp_name_device, Entry, Hash, Kind, NodeId, RelPath, STATE_DIR_NAME};
 use std::collections::BTreeSet;
 use std::fs::{self, File};
@@ -44,6 +45,8 @@ pub struct Store {
     pub(super) root_device: Option<u64>,
     /// Skipped paths already warned about.
     pub(super) warned: WarnOnce,
+    /// Who holds a file open for writing.
+    writers: Writers,
 }
 
 impl Store {
@@ -65,6 +68,7 @@ impl Store {
             background: BackgroundHashes::default(),
             root_device,
             warned: WarnOnce::default(),
+            writers: Writers::default(),
         }
     }
 
@@ -206,12 +210,19 @@ impl Store {
     /// Every change under DIR starts here: the path must still hold
     /// `expected`, and an injected disk fault fails it.
     fn ensure_matches(&self, rel: &RelPath, expected: Option<&Entry>) -> Result<(), StoreError> {
-        self.faults.check(&rel.to_fs(&self.root))?;
-        if self.matches(rel, expected)? {
-            Ok(())
-        } else {
-            Err(StoreError::Changed(rel.to_string()))
+        let full = rel.to_fs(&self.root);
+        self.faults.check(&full)?;
+        if !self.matches(rel, expected)? {
+            return Err(StoreError::Changed(rel.to_string()));
         }
+        // Never under a writer (a database holds its file open for as long
+        // as it runs): the file stays, and the engine tries again later.
+        if expected.is_some_and(|e| !e.deleted && e.kind == Kind::File) {
+            if let Some(who) = fs::symlink_metadata(&full).ok().and_then(|m| self.writers.writer_of(&m)) {
+                return Err(StoreError::Busy(rel.to_string(), who));
+            }
+        }
+        Ok(())
     }
 
     /// Create the parent folders of `rel` (refusing symlinks on the way).

@@ -414,3 +414,40 @@ fn an_unknown_history_that_wins_keeps_ours_and_one_that_loses_is_an_ancestor() {
     e.handle_message(A, index_msg(vec![edit.clone()]));
     assert_eq!(e.take_commands(), vec![want(A, &[&edit])]);
 }
+
+/// Issue 26, item 8: a peer's version never replaces or deletes a file a
+/// program holds open for writing here. The disk says so (`Busy`): the
+/// file stays, the engine looks at it again at once (the writer may have
+/// changed it) and weighs the peer's version again later, and applies it
+/// then if the writer is gone and nothing changed.
+#[test]
+fn a_file_open_for_writing_here_is_not_deleted_under_its_writer() {
+    let base = file("db-shm", 10, b"shared memory");
+    let gone = deleted(&base, A, 30);
+    let mut e = connected(std::slice::from_ref(&base), &[A]);
+    tick(&mut e, 100 * S);
+    e.handle_message(A, index_msg(vec![gone.clone()]));
+    let delete = Action::Delete {
+        entry: gone.clone(),
+        local: base.clone(),
+    };
+    assert_eq!(
+        e.take_commands(),
+        vec![Command::Apply {
+            peer: A,
+            action: delete.clone()
+        }]
+    );
+    e.handle_action_done(
+        A,
+        delete.clone(),
+        Err(ActionError::Busy("db-shm: open for writing by pid 7 (app)".into())),
+    );
+    assert_eq!(e.take_commands(), vec![Command::Rescan { paths: vec![p("db-shm")] }]);
+    assert_eq!(tick(&mut e, 100 * S + S / 2), vec![], "not again at once");
+    assert_eq!(
+        tick(&mut e, 101 * S),
+        vec![Command::Apply { peer: A, action: delete }],
+        "weighed again a second later"
+    );
+}
