@@ -33,10 +33,13 @@ const FRESH_FOR: Duration = Duration::from_secs(1);
 /// descriptor that has it open.
 type OpenFiles = HashMap<(u64, u64), Vec<PathBuf>>;
 
+/// A list of open files and when it was made.
+type Listed = Option<(Instant, Arc<OpenFiles>)>;
+
 /// The lookup, with its list of open files. Clones share the list.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Writers {
-    listed: Arc<Mutex<Option<(Instant, Arc<OpenFiles>)>>>,
+    listed: Arc<Mutex<Listed>>,
 }
 
 impl Writers {
