@@ -96,6 +96,7 @@ fn message() -> impl Strategy<Value = Message> {
             node: NodeId(n),
             listen_port,
             device: NodeId(d),
+            features: vec![],
         }),
         (any::<u64>(), any::<u64>()).prop_map(|(identity, since)| Message::IndexRequest { identity, since }),
         (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(identity, since, seq)| Message::IndexHead { identity, since, seq }),
@@ -133,14 +134,20 @@ fn message() -> impl Strategy<Value = Message> {
         path().prop_map(|path| Message::Unavailable { path }),
         Just(Message::Ping),
         (path(), hash()).prop_map(|(path, hash)| Message::PieceMapWant { path, hash }),
-        (path(), hash(), any::<u64>(), proptest::collection::vec(any::<u8>(), 0..96)).prop_map(|(path, hash, piece_size, values)| {
-            Message::PieceMap {
+        (
+            path(),
+            hash(),
+            any::<u64>(),
+            proptest::collection::vec(any::<u8>(), 0..96),
+            proptest::collection::vec((any::<u64>(), any::<u64>()), 0..3)
+        )
+            .prop_map(|(path, hash, piece_size, values, zeros)| Message::PieceMap {
                 path,
                 hash,
                 piece_size,
                 values,
-            }
-        }),
+                zeros,
+            }),
         (path(), hash(), proptest::collection::vec(any::<u8>(), 0..8)).prop_map(|(path, hash, pieces)| Message::Have {
             path,
             hash,

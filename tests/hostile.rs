@@ -129,6 +129,7 @@ fn peer(p: &Proc, id: u64) -> TcpStream {
         node: NodeId(id),
         listen_port: 1,
         device: NodeId(id),
+        features: vec![],
     };
     s.write_all(&wire::encode(&hello)).unwrap();
     s
@@ -268,6 +269,7 @@ fn malformed_input_costs_only_its_connection() {
         node: NodeId(0xbad5),
         listen_port: 1,
         device: NodeId(0xbad5),
+        features: vec![],
     };
     must_close(&rig, 0xbad5, &[wire::encode(&hello)], "a second hello");
     rig.check("deep JSON and a second hello");

@@ -75,6 +75,7 @@ fn random_message(rng: &mut Rng) -> Message {
             node: NodeId(rng.next_u64()),
             listen_port: 1,
             device: NodeId(rng.next_u64()),
+            features: vec![],
         },
         _ => Message::Refuse { reason: "no".into() },
     }
@@ -110,6 +111,7 @@ fn fuzz_node(seed: u64, connections: u64) -> u64 {
                     node: NodeId(0xf000 + conn),
                     listen_port: 1,
                     device: NodeId(0xf000 + conn),
+                    features: vec![],
                 };
                 let _ = s.write_all(&wire::encode(&hello)).await;
                 for _ in 0..1 + rng.below(12) {

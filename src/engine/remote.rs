@@ -180,7 +180,8 @@ impl Engine {
                 hash,
                 piece_size,
                 values,
-            } => self.handle_piece_map(peer, &path, hash, piece_size, &values),
+                zeros,
+            } => self.handle_piece_map(peer, &path, hash, piece_size, &values, zeros),
             Message::Have { path, hash, pieces } => self.handle_have(peer, &path, hash, pieces),
             Message::PieceWant { path, hash, index } => self.serve_piece(peer, &path, hash, index),
             Message::Ping => {}

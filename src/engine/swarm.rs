@@ -84,6 +84,40 @@ struct PieceMap {
     layout: Layout,
     values: Vec<PieceValue>,
     have: Bitmap,
+    /// Pieces all of zeros (checked by the node against their values):
+    /// never asked for, left as holes in the file.
+    zeros: Bitmap,
+    /// The same as ranges `[first, end)`, as the map came.
+    zero_ranges: Vec<(u64, u64)>,
+}
+
+impl PieceMap {
+    /// Piece `i` is neither here nor a hole.
+    fn lacks(&self, i: u64) -> bool {
+        !self.have.get(i) && !self.zeros.get(i)
+    }
+
+    fn complete(&self) -> bool {
+        self.have.count_ones() + self.zeros.count_ones() == self.layout.count()
+    }
+}
+
+/// The pieces `ranges` name, if each lies in a file of `count` pieces and
+/// none twice.
+fn zero_bitmap(ranges: &[(u64, u64)], count: u64) -> Option<Bitmap> {
+    let mut zeros = Bitmap::empty(count);
+    for &(first, end) in ranges {
+        if first >= end || end > count {
+            return None;
+        }
+        for i in first..end {
+            if zeros.get(i) {
+                return None;
+            }
+            zeros.set(i);
+        }
+    }
+    Some(zeros)
 }
 
 /// Where piece `index` comes among equally rare pieces for node `me`: a
@@ -210,7 +244,7 @@ impl Engine {
         peers.extend(&full);
         // Pieces still to ask for, and how many peers hold each.
         let mut missing: Vec<(u64, usize, u64)> = (0..count)
-            .filter(|i| !map.have.get(*i) && !s.asked.contains_key(i))
+            .filter(|i| map.lacks(*i) && !s.asked.contains_key(i))
             .map(|i| (i, peers.iter().filter(|p| holds(**p, i)).count(), tie_break(self.me, i)))
             .collect();
         missing.sort_by_key(|(i, rarity, tie)| (*rarity, *tie, *i));
@@ -360,8 +394,17 @@ impl Engine {
         self.drive(path);
     }
 
-    /// A `PieceMap` from `peer`.
-    pub(super) fn handle_piece_map(&mut self, peer: NodeId, path: &RelPath, hash: Hash, piece_size: u64, values: &[u8]) {
+    /// A `PieceMap` from `peer`; `zeros`, the pieces of zeros it names, as
+    /// far as the node found them true (`fs::pieces::checked_zeros`).
+    pub(super) fn handle_piece_map(
+        &mut self,
+        peer: NodeId,
+        path: &RelPath,
+        hash: Hash,
+        piece_size: u64,
+        values: &[u8],
+        zeros: Vec<(u64, u64)>,
+    ) {
         let Some(s) = self
             .swarming
             .swarms
@@ -375,13 +418,21 @@ impl Engine {
         }
         debug!(%path, %peer, "piece map");
         let layout = Layout::new(s.entry.size, piece_size);
-        match layout.and_then(|l| check_map(values, l, hash).map(|v| (l, v))) {
-            Some((layout, values)) => {
-                s.map = Some(PieceMap {
+        let checked = layout.and_then(|l| Some((l, check_map(values, l, hash)?, zero_bitmap(&zeros, l.count())?)));
+        match checked {
+            Some((layout, values, zero_set)) => {
+                let map = PieceMap {
                     layout,
                     have: Bitmap::empty(layout.count()),
                     values,
-                })
+                    zeros: zero_set,
+                    zero_ranges: zeros,
+                };
+                // A file of nothing but holes needs no piece at all.
+                if map.complete() {
+                    self.commands.push(Command::FinishPieces { path: path.clone(), peer });
+                }
+                s.map = Some(map);
             }
             None => {
                 s.refused.insert(peer);
@@ -425,6 +476,7 @@ impl Engine {
                     hash,
                     piece_size: map.layout.piece_size,
                     values: map.values.concat(),
+                    zeros: map.zero_ranges.clone(),
                 };
                 return self.send(peer, msg);
             }
@@ -509,7 +561,7 @@ impl Engine {
         match arrival {
             PieceArrival::Value(v) if map.values.get(index as usize) == Some(&v) => {
                 map.have.set(index);
-                let (hash, pieces, done) = (s.entry.hash, map.have.bytes().to_vec(), map.have.count_ones() == map.layout.count());
+                let (hash, pieces, done) = (s.entry.hash, map.have.bytes().to_vec(), map.complete());
                 self.swarming.pieces_received += 1;
                 let peers: Vec<NodeId> = self.peers.keys().copied().collect();
                 for p in peers {
@@ -568,7 +620,7 @@ impl Engine {
         Some(match &s.map {
             None => s.map_asked.is_some() || !full.iter().chain(s.holders.keys()).any(|p| self.may_ask(s, *p)),
             Some(map) => {
-                let missing: Vec<u64> = (0..map.layout.count()).filter(|i| !map.have.get(*i)).collect();
+                let missing: Vec<u64> = (0..map.layout.count()).filter(|i| map.lacks(*i)).collect();
                 missing.is_empty() || !s.asked.is_empty() || !missing.iter().any(|i| holders(*i))
             }
         })

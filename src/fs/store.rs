@@ -288,6 +288,7 @@ impl Store {
             faults: self.faults.clone(),
             path,
             committed: false,
+            len: 0,
         })
     }
 

@@ -6,9 +6,10 @@
 //! Must not: put anything in place (`Store::install` does).
 
 use super::files::{filetime_of, io_err, set_exec, StoreError};
+use super::pieces::all_zero;
 use crate::wire::Entry;
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
@@ -57,27 +58,94 @@ impl DiskFaults {
 
 /// A file being written; it becomes visible only through `Store::install`
 /// (or `Store::commit`, which makes it durable first).
+///
+/// Holes stay holes: blocks of zeros (`BLOCK` bytes, aligned in the file)
+/// are not written where nothing was written before, and are punched out
+/// where something was, so a sparse file arrives sparse, whichever way its
+/// content came (whole, delta or pieces).
 pub struct TempFile {
     pub(super) file: File,
     pub(super) faults: DiskFaults,
     pub path: PathBuf,
     /// Renamed into place: nothing to remove on drop.
     pub(super) committed: bool,
+    /// The file's length: the end of the furthest write (what `write`
+    /// appends after). The file on disk is never shorter.
+    pub(super) len: u64,
+}
+
+/// The block size holes are kept at.
+const BLOCK: u64 = 4096;
+
+/// Bytes at the start of `data` (which starts at `offset` in the file)
+/// that are whole blocks of zeros, aligned in the file.
+fn zero_blocks(offset: u64, data: &[u8]) -> usize {
+    let mut at = 0usize;
+    loop {
+        let end = next_block_end(offset, at, data.len());
+        let block = &data[at..end];
+        if block.len() as u64 != BLOCK || !all_zero(block) {
+            return at;
+        }
+        at = end;
+    }
+}
+
+/// Where the block holding byte `at` of `data` (at `offset` in the file)
+/// ends, within `data` (`len` bytes).
+fn next_block_end(offset: u64, at: usize, len: usize) -> usize {
+    let pos = offset + at as u64;
+    (((pos / BLOCK) + 1) * BLOCK - offset).min(len as u64) as usize
 }
 
 impl TempFile {
     /// Append `data`.
     pub fn write(&mut self, data: &[u8]) -> Result<(), StoreError> {
-        self.faults.check(&self.path)?;
-        self.file.write_all(data).map_err(io_err(&self.path))
+        self.write_at(self.len, data)
     }
 
     /// Write `data` at `offset` (a piece of a file fetched in pieces, which
     /// arrive in any order).
-    pub fn write_at(&self, offset: u64, data: &[u8]) -> Result<(), StoreError> {
-        use std::os::unix::fs::FileExt;
+    pub fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), StoreError> {
         self.faults.check(&self.path)?;
-        self.file.write_all_at(data, offset).map_err(io_err(&self.path))
+        self.write_keeping_holes(offset, data).map_err(io_err(&self.path))
+    }
+
+    fn write_keeping_holes(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        // Runs of data and of whole zero blocks, each written (or left out)
+        // with one call.
+        let mut at = 0usize;
+        while at < data.len() {
+            let zeros = zero_blocks(offset + at as u64, &data[at..]);
+            if zeros == 0 {
+                let mut end = at;
+                while end < data.len() && zero_blocks(offset + end as u64, &data[end..]) == 0 {
+                    end = next_block_end(offset, end, data.len());
+                }
+                self.file.write_all_at(&data[at..end], offset + at as u64)?;
+                at = end;
+                continue;
+            }
+            // Below the furthest write something may be there already.
+            let pos = offset + at as u64;
+            let below = self.len.saturating_sub(pos).min(zeros as u64);
+            if below > 0 && !punch_hole(&self.file, pos, below) {
+                self.file.write_all_at(&data[at..at + below as usize], pos)?;
+            }
+            at += zeros;
+        }
+        self.extend_to(offset + data.len() as u64)
+    }
+
+    /// Make the file at least `len` bytes long (what is added reads as
+    /// zeros and takes no disk).
+    pub fn extend_to(&mut self, len: u64) -> io::Result<()> {
+        if len > self.len {
+            self.file.set_len(len)?;
+            self.len = len;
+        }
+        Ok(())
     }
 
     /// Append `len` bytes of `src` from `offset`, copied in the kernel
@@ -86,20 +154,37 @@ impl TempFile {
     /// read and write). Returns those bytes as read back from this file, so
     /// that what the caller hashes is what was written, even if `src`
     /// changes meanwhile. A source shorter than that fails.
+    ///
+    /// Only the data of `src` is copied: its holes stay holes here.
     pub fn append_range(&mut self, src: &File, offset: u64, len: usize) -> Result<Vec<u8>, StoreError> {
-        use std::io::Seek;
         use std::os::unix::fs::FileExt;
         self.faults.check(&self.path)?;
-        let start = self.file.stream_position().map_err(io_err(&self.path))?;
-        let copied = match copy_range(src, offset, &self.file, len as u64) {
-            Ok(()) => len,
-            Err(Fallback(copied)) => copied as usize,
-        };
-        if copied < len {
-            let mut rest = vec![0u8; len - copied];
-            src.read_exact_at(&mut rest, offset + copied as u64).map_err(io_err(&self.path))?;
-            self.file.write_all(&rest).map_err(io_err(&self.path))?;
+        let start = self.len;
+        let end = offset + len as u64;
+        // A hole at the end reads as zeros: a source that ends early must
+        // fail, not copy less.
+        let src_len = src.metadata().map_err(io_err(&self.path))?.len();
+        if src_len < end {
+            let short = io::Error::new(io::ErrorKind::UnexpectedEof, format!("the source ends at {src_len}, before {end}"));
+            return Err(io_err(&self.path)(short));
         }
+        let mut pos = offset;
+        while pos < end {
+            let Some((data, hole)) = next_data(src, pos, end) else { break };
+            let to = start + (data - offset);
+            let want = hole - data;
+            let copied = match copy_range(src, data, &self.file, to, want) {
+                Ok(()) => want,
+                Err(Fallback(copied)) => copied,
+            };
+            if copied < want {
+                let mut rest = vec![0u8; (want - copied) as usize];
+                src.read_exact_at(&mut rest, data + copied).map_err(io_err(&self.path))?;
+                self.write_keeping_holes(to + copied, &rest).map_err(io_err(&self.path))?;
+            }
+            pos = hole;
+        }
+        self.extend_to(start + len as u64).map_err(io_err(&self.path))?;
         let mut written = vec![0u8; len];
         self.file.read_exact_at(&mut written, start).map_err(io_err(&self.path))?;
         Ok(written)
@@ -115,6 +200,10 @@ impl TempFile {
 
     fn prepare(&self, entry: &Entry) -> Result<(), StoreError> {
         self.faults.check(&self.path)?;
+        // The length the content says, whatever holes it ends with.
+        if self.len < entry.size {
+            self.file.set_len(entry.size).map_err(io_err(&self.path))?;
+        }
         set_exec(&self.path, entry.exec)?;
         filetime::set_file_mtime(&self.path, filetime_of(entry.mtime)).map_err(io_err(&self.path))
     }
@@ -155,21 +244,19 @@ impl TempFile {
 /// A range copy the kernel stopped short of, after this many bytes.
 struct Fallback(u64);
 
-/// Copy `len` bytes of `src` from `offset` to the end of `dst` (at its
-/// file position) in the kernel.
+/// Copy `len` bytes of `src` from `offset` to `dst` at `to`, in the kernel.
 #[cfg(target_os = "linux")]
-fn copy_range(src: &File, offset: u64, dst: &File, len: u64) -> Result<(), Fallback> {
+fn copy_range(src: &File, offset: u64, dst: &File, to: u64, len: u64) -> Result<(), Fallback> {
     use std::os::fd::AsRawFd;
     let mut copied = 0u64;
     while copied < len {
-        let Ok(mut off_in) = libc::loff_t::try_from(offset + copied) else {
+        let (Ok(mut off_in), Ok(mut off_out)) = (libc::loff_t::try_from(offset + copied), libc::loff_t::try_from(to + copied)) else {
             return Err(Fallback(copied));
         };
         let want = usize::try_from(len - copied).unwrap_or(usize::MAX);
-        // SAFETY: both descriptors are open for the call; `off_in` is a
-        // valid loff_t the kernel updates; a null `off_out` means dst's own
-        // file position, which the kernel advances.
-        let n = unsafe { libc::copy_file_range(src.as_raw_fd(), &mut off_in, dst.as_raw_fd(), std::ptr::null_mut(), want, 0) };
+        // SAFETY: both descriptors are open for the call; `off_in` and
+        // `off_out` are valid loff_t values the kernel updates.
+        let n = unsafe { libc::copy_file_range(src.as_raw_fd(), &mut off_in, dst.as_raw_fd(), &mut off_out, want, 0) };
         match n {
             // 0: the source ended early; an error: not supported here.
             n if n <= 0 => return Err(Fallback(copied)),
@@ -180,8 +267,50 @@ fn copy_range(src: &File, offset: u64, dst: &File, len: u64) -> Result<(), Fallb
 }
 
 #[cfg(not(target_os = "linux"))]
-fn copy_range(_src: &File, _offset: u64, _dst: &File, _len: u64) -> Result<(), Fallback> {
+fn copy_range(_src: &File, _offset: u64, _dst: &File, _to: u64, _len: u64) -> Result<(), Fallback> {
     Err(Fallback(0))
+}
+
+/// The next run of data of `src` at or after `pos`, before `end`: its start
+/// and its end (the next hole, or `end`). `None` if only holes are left.
+/// Where the filesystem cannot tell, everything is data.
+fn next_data(src: &File, pos: u64, end: u64) -> Option<(u64, u64)> {
+    use std::os::fd::AsRawFd;
+    let seek = |whence: libc::c_int, at: u64| -> Option<u64> {
+        let at = libc::off_t::try_from(at).ok()?;
+        // SAFETY: `src` is open for the call; lseek reads nothing else.
+        let r = unsafe { libc::lseek(src.as_raw_fd(), at, whence) };
+        u64::try_from(r).ok()
+    };
+    let data = match seek(libc::SEEK_DATA, pos) {
+        Some(d) => d,
+        // ENXIO: no data after `pos`; anything else: cannot tell.
+        None if io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO) => return None,
+        None => return Some((pos, end)),
+    };
+    if data >= end {
+        return None;
+    }
+    let hole = seek(libc::SEEK_HOLE, data).unwrap_or(end).min(end);
+    Some((data, hole.max(data + 1).min(end)))
+}
+
+/// Deallocate `len` bytes at `offset` (they read as zeros after). False
+/// where the filesystem cannot.
+fn punch_hole(file: &File, offset: u64, len: u64) -> bool {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+        return false;
+    };
+    // SAFETY: `file` is open for the call.
+    unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            offset,
+            len,
+        ) == 0
+    }
 }
 
 /// Flush the whole filesystem `file` is on (Linux `syncfs`).

@@ -47,8 +47,16 @@ impl Writers {
     /// "pid N (command)", if anyone does.
     pub(crate) fn writer_of(&self, meta: &Metadata) -> Option<String> {
         let open = self.open_files();
-        let descriptors = open.get(&(meta.dev(), meta.ino()))?;
+        let id = (meta.dev(), meta.ino());
+        let descriptors = open.get(&id)?;
         descriptors.iter().find_map(|fdinfo| {
+            // The list may be a second old: the descriptor must still be
+            // this file (its number may have been reused since).
+            let fd = fdinfo.parent()?.parent()?.join("fd").join(fdinfo.file_name()?);
+            let now = fs::metadata(fd).ok()?;
+            if (now.dev(), now.ino()) != id {
+                return None;
+            }
             let text = fs::read_to_string(fdinfo).ok()?;
             writes(&text).then(|| describe_process(fdinfo))
         })
@@ -70,13 +78,17 @@ impl Writers {
     }
 }
 
-/// Every open regular file of every process whose descriptors can be read.
+/// Every open regular file of every other process whose descriptors can
+/// be read. This process is left out: it writes under DIR only through
+/// temp files of its own (and the simulation runs many nodes in one
+/// process, with files each installs for the other).
 fn list_open_files() -> OpenFiles {
     let mut out = OpenFiles::new();
     let Ok(procs) = fs::read_dir("/proc") else { return out };
+    let me = std::process::id().to_string();
     for p in procs.flatten() {
         let name = p.file_name();
-        if !name.to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())) {
+        if !name.to_str().is_some_and(|n| n != me && n.bytes().all(|b| b.is_ascii_digit())) {
             continue;
         }
         let Ok(fds) = fs::read_dir(p.path().join("fd")) else { continue };
@@ -117,20 +129,37 @@ mod tests {
     use super::*;
     use std::fs::OpenOptions;
 
+    /// `sleep` with `path` open as its stdout (`write`) or stdin (read).
+    fn holder(path: &std::path::Path, write: bool) -> std::process::Child {
+        let mut cmd = std::process::Command::new("sleep");
+        cmd.arg("30");
+        match write {
+            true => cmd.stdout(OpenOptions::new().append(true).open(path).unwrap()),
+            false => cmd.stdin(fs::File::open(path).unwrap()),
+        };
+        cmd.spawn().unwrap()
+    }
+
     #[test]
     fn a_file_open_for_writing_has_a_writer_and_one_open_for_reading_not() {
         let d = tempfile::tempdir().unwrap();
         let path = d.path().join("db");
         fs::write(&path, b"x").unwrap();
-        let reader = fs::File::open(&path).unwrap();
         let meta = fs::metadata(&path).unwrap();
+        let mut reader = holder(&path, false);
         assert_eq!(Writers::default().writer_of(&meta), None, "a reader is no writer");
-        let writer = OpenOptions::new().append(true).open(&path).unwrap();
+        let mut writer = holder(&path, true);
         let who = Writers::default().writer_of(&meta);
-        let me = format!("pid {} (", std::process::id());
-        assert!(who.as_deref().is_some_and(|w| w.starts_with(&me)), "{who:?}");
-        drop((reader, writer));
-        assert_eq!(Writers::default().writer_of(&meta), None, "closed: no writer");
+        assert_eq!(who, Some(format!("pid {} (sleep)", writer.id())));
+        for child in [&mut reader, &mut writer] {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+        assert_eq!(Writers::default().writer_of(&meta), None, "gone: no writer");
+        // This process's own descriptors are never counted (it writes
+        // under DIR only through its temp files).
+        let _own = OpenOptions::new().append(true).open(&path).unwrap();
+        assert_eq!(Writers::default().writer_of(&meta), None);
     }
 
     #[test]

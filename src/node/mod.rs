@@ -150,6 +150,11 @@ enum Event<N: Net> {
     Hashed(Hashed),
     /// The piece map of a file was made (or not), off the loop.
     PieceMap(pieces::MadeMap),
+    /// A peer's piece map, its pieces of zeros checked (`fs::pieces::checked_zeros`).
+    ZerosChecked {
+        peer: NodeId,
+        map: Message,
+    },
     Local(LocalEvent),
     Tick,
     Status(StatusRequest),
@@ -449,6 +454,7 @@ impl<N: Net> Node<N> {
             Event::Durable(done) => self.on_durable(done),
             Event::Hashed(hashed) => self.on_hashed(hashed),
             Event::PieceMap(made) => self.on_piece_map(made),
+            Event::ZerosChecked { peer, map } => self.engine.handle_message(peer, map),
             Event::Local(ev) => self.rescan(ev),
             Event::Tick => self.on_tick(),
         }
@@ -479,6 +485,7 @@ impl<N: Net> Node<N> {
                 offset,
                 data,
             } => self.on_piece(peer, &path, hash, index, offset, &data, bytes),
+            Message::PieceMap { ref zeros, .. } if !zeros.is_empty() => self.check_zeros(peer, msg),
             other => {
                 if let Some((jobs, signature_bytes)) = self.send_queue(peer) {
                     self.engine.handle_send_queue(peer, jobs, signature_bytes);

@@ -52,6 +52,8 @@ impl Origin {
 pub(super) struct PeerLink {
     pub conn_id: ConnId,
     pub addr: SocketAddr,
+    /// The peer may skip zeros in the pieces it sends (`FEATURE_SPARSE_PIECES`).
+    pub sparse_pieces: bool,
     jobs: JobSender,
     pub traffic: Arc<Traffic>,
     /// What waits in `jobs` (see `limits::Queued`).
@@ -406,7 +408,7 @@ impl<N: Net> Node<N> {
             }
         };
         let addr = SocketAddr::new(connection.peer.ip(), hello.listen_port);
-        let record = self.start_connection(connection, peer, conn_id, addr);
+        let record = self.start_connection(connection, peer, conn_id, addr, hello.sparse_pieces);
         self.peers.connected.insert(peer, record);
         self.cfg.counters.connections.fetch_add(1, Ordering::Relaxed);
         info!(%peer, %addr, "connected");
@@ -414,7 +416,14 @@ impl<N: Net> Node<N> {
     }
 
     /// Spawn a registered connection's writer and reader.
-    fn start_connection(&mut self, connection: Connection<N>, peer: NodeId, conn_id: ConnId, addr: SocketAddr) -> PeerLink {
+    fn start_connection(
+        &mut self,
+        connection: Connection<N>,
+        peer: NodeId,
+        conn_id: ConnId,
+        addr: SocketAddr,
+        sparse_pieces: bool,
+    ) -> PeerLink {
         let (jobs, jobs_rx) = jobs::lanes();
         let (stop, stop_rx) = async_channel::bounded::<()>(1);
         let traffic = Arc::new(Traffic::default());
@@ -431,6 +440,7 @@ impl<N: Net> Node<N> {
             conn::Sending {
                 limit: self.send_limit.clone(),
                 corrupt_pieces: self.cfg.corrupt_pieces,
+                sparse_pieces,
             },
             self.events.clone(),
             move |unsent: Unsent| Event::Unsent { conn_id, peer, unsent },
@@ -447,6 +457,7 @@ impl<N: Net> Node<N> {
         PeerLink {
             conn_id,
             addr,
+            sparse_pieces,
             jobs,
             traffic,
             queued,

@@ -8,10 +8,11 @@
 //! compares its value with the map).
 
 use super::{Counters, Event, Node};
-use crate::engine::{PieceArrival, PieceFrame, Unsent};
-use crate::fs::pieces::{piece_map, Arriving, PieceFile};
+use crate::engine::{PieceArrival, PieceFrame, Transfer, Unsent};
+use crate::fs::pieces::{checked_zeros, piece_map, Arriving, MapOfPieces, PieceFile};
 use crate::transport::jobs::{Job, PieceJob};
 use crate::transport::net::Net;
+use crate::wire::pieces::Layout;
 use crate::wire::{Entry, Hash, Message, NodeId, RelPath};
 use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
@@ -25,14 +26,14 @@ const MAPS_KEPT: usize = 8;
 pub(super) struct MadeMap {
     entry: Entry,
     piece_size: u64,
-    values: Result<Vec<u8>, String>,
+    map: Result<MapOfPieces, String>,
 }
 
 /// Piece maps of our files: made lately, and being made with the peers
 /// waiting for each.
 #[derive(Default)]
 pub(super) struct Maps {
-    made: VecDeque<((RelPath, Hash), u64, Vec<u8>)>,
+    made: VecDeque<((RelPath, Hash), u64, MapOfPieces)>,
     waiting: BTreeMap<(RelPath, Hash), Vec<NodeId>>,
 }
 
@@ -54,12 +55,19 @@ impl<N: Net> Node<N> {
             return;
         };
         let current = self.arrivals.arriving.remove(&peer);
-        let Some(mut arriving) = Arriving::next(current, path, index, start, offset) else {
+        let skips_zeros = self.peers.get(peer).is_some_and(|p| p.sparse_pieces);
+        let Some((mut arriving, zeros)) = Arriving::next(current, path, index, start, offset, skips_zeros) else {
             // Not where this piece stands, nor a new one: a broken sender.
             return self.engine.handle_piece_done(peer, path, index, PieceArrival::Broken);
         };
         let Some(file) = self.arrivals.pieces.get_mut(path) else { return };
-        if let Err(e) = file.write(&self.store, start + offset, data, bytes) {
+        // The zeros it skipped are zeros here too (a hole, or over what a
+        // bad copy of the piece left).
+        let written = match zeros {
+            0 => Ok(()),
+            n => file.write_zeros(&self.store, start + offset - n, n),
+        };
+        if let Err(e) = written.and_then(|()| file.write(&self.store, start + offset, data, bytes)) {
             Counters::bump(&self.cfg.counters.failures);
             return self.engine.handle_piece_done(peer, path, index, PieceArrival::Failed(e));
         }
@@ -73,8 +81,14 @@ impl<N: Net> Node<N> {
 
     /// Every piece of `path` is here: make it durable and install it.
     pub(super) fn finish_pieces(&mut self, path: &RelPath, peer: NodeId) {
-        if let Some(received) = self.arrivals.pieces.get_mut(path).and_then(PieceFile::finish) {
-            self.make_durable(peer, received);
+        let Some(file) = self.arrivals.pieces.get_mut(path) else { return };
+        match file.finish(&self.store) {
+            Ok(Some(received)) => self.make_durable(peer, received),
+            Ok(None) => {}
+            Err(reason) => {
+                let entry = file.entry.clone();
+                self.engine.handle_received(peer, entry, Transfer::Full, Err(reason));
+            }
         }
     }
 
@@ -103,12 +117,13 @@ impl<N: Net> Node<N> {
     /// made now off the loop (once, however many peers ask meanwhile).
     pub(super) fn send_piece_map(&mut self, peer: NodeId, entry: Entry, piece_size: u64) {
         let key = (entry.path.clone(), entry.hash);
-        if let Some((_, size, values)) = self.maps.made.iter().find(|(k, size, _)| *k == key && *size == piece_size) {
+        if let Some((_, size, map)) = self.maps.made.iter().find(|(k, size, _)| *k == key && *size == piece_size) {
             let msg = Message::PieceMap {
                 path: entry.path,
                 hash: entry.hash,
                 piece_size: *size,
-                values: values.clone(),
+                values: map.values.clone(),
+                zeros: map.zeros.clone(),
             };
             return self.queue(peer, Job::Send(msg));
         }
@@ -121,21 +136,48 @@ impl<N: Net> Node<N> {
         self.net.spawn(async move {
             let made = net
                 .spawn_blocking(move || {
-                    let values = piece_map(&store, &entry, piece_size);
-                    MadeMap { entry, piece_size, values }
+                    let map = piece_map(&store, &entry, piece_size);
+                    MadeMap { entry, piece_size, map }
                 })
                 .await;
             let _ = events.send(Event::PieceMap(made)).await;
         });
     }
 
+    /// A peer's piece map names pieces of zeros: check each against its
+    /// value off the loop (a hash of the piece's length each) before the
+    /// engine leaves them as holes. Claims that fail, or a map for a file
+    /// not being fetched here, reach the engine without them.
+    pub(super) fn check_zeros(&mut self, peer: NodeId, mut map: Message) {
+        let size = match &map {
+            Message::PieceMap { path, .. } => self.arrivals.pieces.get(path).map(|p| p.entry.size),
+            _ => None,
+        };
+        let (net, events) = (self.net.clone(), self.events.clone());
+        self.net.spawn(async move {
+            let map = net
+                .spawn_blocking(move || {
+                    if let Message::PieceMap {
+                        piece_size, values, zeros, ..
+                    } = &mut map
+                    {
+                        let layout = size.and_then(|size| Layout::new(size, *piece_size));
+                        *zeros = layout.and_then(|l| checked_zeros(zeros, values, l)).unwrap_or_default();
+                    }
+                    map
+                })
+                .await;
+            let _ = events.send(Event::ZerosChecked { peer, map }).await;
+        });
+    }
+
     /// A piece map was made (or not): answer the peers waiting for it.
     pub(super) fn on_piece_map(&mut self, made: MadeMap) {
-        let MadeMap { entry, piece_size, values } = made;
+        let MadeMap { entry, piece_size, map } = made;
         let key = (entry.path.clone(), entry.hash);
         let peers = self.maps.waiting.remove(&key).unwrap_or_default();
-        let values = match values {
-            Ok(values) => values,
+        let map = match map {
+            Ok(map) => map,
             Err(reason) => {
                 // Our copy changed (or cannot be read): the engine says
                 // what the peers waiting for it get instead.
@@ -149,12 +191,13 @@ impl<N: Net> Node<N> {
         if self.maps.made.len() == MAPS_KEPT {
             self.maps.made.pop_front();
         }
-        self.maps.made.push_back((key, piece_size, values.clone()));
+        self.maps.made.push_back((key, piece_size, map.clone()));
         let msg = Message::PieceMap {
             path: entry.path,
             hash: entry.hash,
             piece_size,
-            values,
+            values: map.values,
+            zeros: map.zeros,
         };
         for peer in peers {
             self.queue(peer, Job::Send(msg.clone()));

@@ -15,7 +15,7 @@ use crate::transport::rate::RateLimit;
 use crate::transport::secure::{self, Connection};
 use crate::transport::send::{request_delta, send_content, send_piece, Pacing};
 pub use crate::transport::stream::{write_msg, Traffic, CHUNK};
-use crate::wire::{self, Message, NodeId, WireError, LEN_PREFIX, PROTOCOL_VERSION};
+use crate::wire::{self, Message, NodeId, WireError, FEATURES, FEATURE_SPARSE_PIECES, LEN_PREFIX, PROTOCOL_VERSION};
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use std::io;
 use std::sync::Arc;
@@ -195,6 +195,8 @@ pub struct PeerHello {
     pub node: NodeId,
     pub listen_port: u16,
     pub device: NodeId,
+    /// The peer takes `Piece` frames that skip zeros (`FEATURE_SPARSE_PIECES`).
+    pub sparse_pieces: bool,
 }
 
 /// Exchange hellos. Refuses (and tells the peer why) a foreign protocol
@@ -211,6 +213,7 @@ pub async fn handshake<N: Net>(
         node: me,
         listen_port,
         device,
+        features: FEATURES.iter().map(|f| f.to_string()).collect(),
     };
     write_msg(&mut conn.writer, &hello).await?;
     let read = async { Some(read_frame_max(&mut conn.reader, MAX_HELLO).await) };
@@ -242,8 +245,17 @@ pub async fn handshake<N: Net>(
         }
         Message::Hello { node, .. } if node == me => refuse(OWN_ID.into()).await,
         Message::Hello {
-            node, listen_port, device, ..
-        } => Ok(PeerHello { node, listen_port, device }),
+            node,
+            listen_port,
+            device,
+            features,
+            ..
+        } => Ok(PeerHello {
+            node,
+            listen_port,
+            device,
+            sparse_pieces: features.iter().any(|f| f == FEATURE_SPARSE_PIECES),
+        }),
         Message::Refuse { reason } => Err(ConnError::RefusedByPeer(printable(&reason))),
         other => refuse(format!("expected hello, got {}", other.name())).await,
     }
@@ -268,6 +280,8 @@ pub struct Sending {
     /// Flip a byte of every piece sent: the simulation's lying peer
     /// (never set in production).
     pub corrupt_pieces: bool,
+    /// The peer takes piece frames that skip zeros.
+    pub sparse_pieces: bool,
 }
 
 /// Run a connection's writer until its job queue closes, a write fails, or
@@ -323,9 +337,7 @@ pub async fn run_writer<N: Net, W: AsyncWrite + Unpin, E>(
                     r
                 }
                 Job::RequestDelta { want, base } => request_delta(&mut w, &store, want, base).await,
-                Job::Piece(piece) => send_piece(&mut w, &store, piece, &traffic, pacing(), sending.corrupt_pieces)
-                    .await
-                    .map(|_| None),
+                Job::Piece(piece) => send_piece(&mut w, &store, piece, &traffic, pacing(), &sending).await.map(|_| None),
             };
             if counted {
                 queued.done(sig);

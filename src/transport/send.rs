@@ -9,7 +9,9 @@
 
 use crate::engine::Unsent;
 use crate::fs::delta::{read_segment, segment_count, FileSignature};
+use crate::fs::pieces::all_zero;
 use crate::fs::store::Store;
+use crate::transport::conn::Sending;
 use crate::transport::jobs::{JobReceiver, PieceJob};
 use crate::transport::limits::Queued;
 use crate::transport::net::Net;
@@ -154,7 +156,7 @@ pub(super) async fn send_piece<N: Net, W: AsyncWrite + Unpin>(
     piece: PieceJob,
     traffic: &Traffic,
     pacing: Pacing<'_, N>,
-    corrupt: bool,
+    sending: &Sending,
 ) -> io::Result<()> {
     use std::os::unix::fs::FileExt;
     let entry = &piece.entry;
@@ -167,27 +169,64 @@ pub(super) async fn send_piece<N: Net, W: AsyncWrite + Unpin>(
         return write_msg(w, &Message::Unavailable { path: entry.path.clone() }).await.map(|_| ());
     };
     let mut sent = 0u64;
+    let mut frame_end = 0u64;
     while sent < piece.len {
         let n = (piece.len - sent).min(PIECE_FRAME as u64);
         let mut data = vec![0u8; n as usize];
         file.read_exact_at(&mut data, piece.offset + sent)?;
-        if corrupt {
-            data[0] ^= 0xff;
+        // To a peer that takes it, runs of zeros are not sent: the frame
+        // holds the data between them, at its offset.
+        let (skip, keep) = match sending.sparse_pieces {
+            true => data_span(&data),
+            false => (0, data.len()),
+        };
+        if keep > skip {
+            let mut data = data[skip..keep].to_vec();
+            if sending.corrupt_pieces {
+                data[0] ^= 0xff;
+            }
+            pacing.before_content(w, data.len() as u64).await?;
+            let offset = sent + skip as u64;
+            frame_end = offset + data.len() as u64;
+            let msg = Message::Piece {
+                path: entry.path.clone(),
+                hash: entry.hash,
+                index: piece.index,
+                offset,
+                data,
+            };
+            let bytes = write_msg(w, &msg).await?;
+            traffic.bytes_sent.fetch_add(bytes as u64, Ordering::Relaxed);
         }
-        pacing.before_content(w, n).await?;
+        sent += n;
+    }
+    if frame_end < piece.len {
+        // The piece ends in zeros: an empty frame at its end says so.
         let msg = Message::Piece {
             path: entry.path.clone(),
             hash: entry.hash,
             index: piece.index,
-            offset: sent,
-            data,
+            offset: piece.len,
+            data: Vec::new(),
         };
         let bytes = write_msg(w, &msg).await?;
         traffic.bytes_sent.fetch_add(bytes as u64, Ordering::Relaxed);
-        sent += n;
     }
     debug!(path = %entry.path, piece = piece.index, "sent a piece");
     Ok(())
+}
+
+/// Where the data of a frame lies: from the first to past the last
+/// 4 KiB block that is not all zeros (`(0, 0)` if none is).
+fn data_span(data: &[u8]) -> (usize, usize) {
+    const BLOCK: usize = 4096;
+    let blocks = data.len().div_ceil(BLOCK);
+    let has_data = |b: usize| !all_zero(&data[b * BLOCK..((b + 1) * BLOCK).min(data.len())]);
+    let Some(first) = (0..blocks).find(|b| has_data(*b)) else {
+        return (0, 0);
+    };
+    let last = (0..blocks).rev().find(|b| has_data(*b)).unwrap_or(first);
+    (first * BLOCK, ((last + 1) * BLOCK).min(data.len()))
 }
 
 /// Sign our copy `base` and ask for `want` as a delta against it; what

@@ -236,6 +236,14 @@ pub enum ContentMode {
     Delta { base: Hash },
 }
 
+/// A feature: `Piece` frames of a piece may skip runs of zeros (the next
+/// frame's `offset` lies past the end of the last; what is between is
+/// zeros), and a piece that ends in zeros ends with an empty frame at
+/// the piece's length.
+pub const FEATURE_SPARSE_PIECES: &str = "sparse_pieces";
+/// The features this node takes, said in its `Hello`.
+pub const FEATURES: &[&str] = &[FEATURE_SPARSE_PIECES];
+
 /// Every message of a connection, after the frame is taken off.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -249,6 +257,11 @@ pub enum Message {
         listen_port: u16,
         #[serde(default)]
         device: NodeId,
+        /// What the sender can take beyond its protocol version (added
+        /// within a version: a node that does not know the field ignores
+        /// it, and is sent nothing that needs it). See `FEATURES`.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        features: Vec<String>,
     },
     /// Sent instead of continuing when the peer's hello is unacceptable;
     /// the sender closes the connection after it.
@@ -317,12 +330,19 @@ pub enum Message {
     PieceMapWant { path: RelPath, hash: Hash },
     /// The piece map: the file is cut in pieces of `piece_size` bytes, and
     /// the payload holds each piece's 32-byte chaining value, in order.
+    /// `zeros`: ranges `[first, end)` of pieces whose bytes are all zero
+    /// (the holes of a sparse file), which the receiver checks against
+    /// their values and makes as holes instead of asking for them. Absent
+    /// when there are none; a node that does not know the field ignores it
+    /// and asks for every piece.
     PieceMap {
         path: RelPath,
         hash: Hash,
         piece_size: u64,
         #[serde(skip)]
         values: Vec<u8>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        zeros: Vec<(u64, u64)>,
     },
     /// The pieces of `path`'s version `hash` the sender holds while it is
     /// still receiving that file (payload: a bitmap, see `pieces::Bitmap`),

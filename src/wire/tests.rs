@@ -55,6 +55,7 @@ pub(crate) fn examples() -> Vec<(&'static str, Message)> {
                 node: NodeId(0x1234_5678_9abc_def0),
                 listen_port: 6000,
                 device: NodeId(0x0fed_cba9_8765_4321),
+                features: vec![FEATURE_SPARSE_PIECES.into()],
             },
         ),
         (
@@ -165,6 +166,17 @@ pub(crate) fn examples() -> Vec<(&'static str, Message)> {
                 hash: Hash::of(b"a large file"),
                 piece_size: 4 * 1024 * 1024,
                 values: vec![0xCD; 64 * 32],
+                zeros: vec![],
+            },
+        ),
+        (
+            "piece_map_with_zeros",
+            Message::PieceMap {
+                path: path("disk.img"),
+                hash: Hash::of(b"a sparse file"),
+                piece_size: 512 * 1024,
+                values: vec![0xCD; 8 * 32],
+                zeros: vec![(1, 4), (6, 8)],
             },
         ),
         (

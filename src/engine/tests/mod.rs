@@ -537,6 +537,7 @@ fn a_second_hello_or_stray_content_closes_the_connection() {
             node: A,
             listen_port: 1,
             device: A,
+            features: vec![],
         },
     );
     e.handle_message(

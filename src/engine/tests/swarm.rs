@@ -27,6 +27,7 @@ fn map_msg(e: &Entry, values: &[PieceValue]) -> Message {
         hash: e.hash,
         piece_size: PIECE,
         values: values.concat(),
+        zeros: vec![],
     }
 }
 
@@ -534,5 +535,61 @@ proptest::proptest! {
                 proptest::prop_assert!(ok, "the swarm hangs after {:?}", ev);
             }
         }
+    }
+}
+
+/// Issue 26, item 7: a sparse file sent its holes as bytes (4.83 GB on the
+/// wire for 2 MiB of data). Pieces the map names as zeros (checked by the
+/// node against their values) are never asked for, and the file is done
+/// when the others are here; a map of nothing but zeros is done at once.
+#[test]
+fn pieces_of_zeros_are_not_asked_for() {
+    let entry = large();
+    let vals = values(&content());
+    let (mut e, _) = swarming(&[A], &[A]);
+    let with_zeros = |zeros: Vec<(u64, u64)>| match map_msg(&entry, &vals) {
+        Message::PieceMap {
+            path,
+            hash,
+            piece_size,
+            values,
+            ..
+        } => Message::PieceMap {
+            path,
+            hash,
+            piece_size,
+            values,
+            zeros,
+        },
+        other => other,
+    };
+    e.handle_message(A, with_zeros(vec![(1, 3)]));
+    assert_eq!(asked(&e.take_commands()), BTreeMap::from([(A, vec![0, 3, 4])]));
+    deliver(&mut e, A, 0, vals[0]);
+    deliver(&mut e, A, 3, vals[3]);
+    let cmds = deliver(&mut e, A, 4, vals[4]);
+    assert!(
+        cmds.contains(&Command::FinishPieces {
+            path: entry.path.clone(),
+            peer: A
+        }),
+        "{cmds:?}"
+    );
+
+    // All zeros: nothing to ask, done at once.
+    let (mut e, _) = swarming(&[A], &[A]);
+    e.handle_message(A, with_zeros(vec![(0, 5)]));
+    let cmds = e.take_commands();
+    assert!(asked(&cmds).is_empty(), "{cmds:?}");
+    assert!(cmds.contains(&Command::FinishPieces {
+        path: entry.path.clone(),
+        peer: A
+    }));
+
+    // Zeros beyond the file, or named twice: the map is refused.
+    for bad in [vec![(3, 6)], vec![(0, 2), (1, 3)]] {
+        let (mut e, _) = swarming(&[A], &[A]);
+        e.handle_message(A, with_zeros(bad.clone()));
+        assert!(asked(&e.take_commands()).is_empty(), "{bad:?} taken");
     }
 }
