@@ -7,7 +7,7 @@
 //!
 //! - [`wire`]: every message, the frame codec and version vectors (pure
 //!   and total: any bytes decode to a message or an error).
-//! - [`engine`]: the sync state machine and its pure rules (the winner,
+//! - `engine` (crate-private): the sync state machine and its pure rules (the winner,
 //!   conflicts, ignore matching, data safety). No IO, no clock: inputs in
 //!   through `handle_*`, [`engine::Command`]s out.
 //! - [`fs`]: the filesystem seam: scans, atomic writes, received files,
@@ -25,7 +25,7 @@
 //! for the wire format.
 
 pub mod app;
-pub mod engine;
+pub(crate) mod engine;
 pub mod fs;
 pub mod node;
 pub mod transport;

@@ -149,7 +149,7 @@ fn a_wiped_state_directory_gets_everything_and_loses_nothing() {
 /// message would leave it): the index exchange sends nothing, the digests
 /// differ, and the digest descent finds the k files and repairs them.
 fn lost_changes_found_by_descent(seed: u64) -> Cluster {
-    use dirsync::engine::index::PeerMark;
+    use dirsync::fs::index_db::PeerMark;
     use dirsync::wire::NodeId;
     const FILES: usize = 120;
     let mut c = settled_pair("lost_changes_found_by_descent", seed, FILES);

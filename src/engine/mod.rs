@@ -43,7 +43,6 @@ mod unsent;
 mod tests;
 
 pub use exclude::Exclusion;
-pub use repair::RetryReport;
 pub use types::{
     Action, ActionError, Command, DirState, Extent, Known, Look, Observed, PieceArrival, PieceFrame, Receive, Scan, Stat, Transfer, Unsent,
 };

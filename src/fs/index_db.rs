@@ -15,7 +15,10 @@
 //! means.
 
 use crate::engine::index::db::{be, from_be, IndexDb, OnDisk, Rows, Table, Write};
-use crate::engine::index::{Index, IndexError};
+use crate::engine::index::IndexError;
+/// The index a database file holds, and how far it has taken a peer's
+/// (for tools and tests that open the file of a stopped node).
+pub use crate::engine::index::{Index, PeerMark};
 use redb::{Database, Durability, ReadOnlyTable, ReadTransaction, ReadableTable, TableDefinition};
 use std::ops::Bound;
 use std::os::unix::fs::MetadataExt;

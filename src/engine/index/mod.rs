@@ -15,8 +15,12 @@ mod memory;
 mod query;
 mod store;
 
-pub use db::{IndexDb, IndexError, OnDisk};
+#[cfg(test)]
+pub use db::IndexDb;
+pub use db::{IndexError, OnDisk};
+#[cfg(test)]
 pub use digest::DirSum;
+#[cfg(test)]
 pub use memory::MemoryDb;
 pub use store::{Index, PeerMark};
 
