@@ -118,7 +118,7 @@ impl Engine {
                 }
             }
             // What they excluded and the new ones do not.
-            let rejoining: Vec<Entry> = if old.is_empty() {
+            let synced_again: Vec<Entry> = if old.is_empty() {
                 Vec::new()
             } else {
                 self.index
@@ -126,10 +126,10 @@ impl Engine {
                     .filter(|e| old.excludes(&e.path) && !exclusion.rules.excludes(&e.path))
                     .collect()
             };
-            if !rejoining.is_empty() {
-                info!(paths = rejoining.len(), "paths excluded here until now are synced again");
+            if !synced_again.is_empty() {
+                info!(paths = synced_again.len(), "paths excluded here until now are synced again");
             }
-            for tracked in rejoining {
+            for tracked in synced_again {
                 let held = self.index.held(&tracked.path);
                 self.index.release(&tracked.path);
                 self.index.forget(&tracked.path);

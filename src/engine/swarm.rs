@@ -13,7 +13,7 @@
 //! something to give each other. Each piece is checked against its map
 //! value before it counts (and before it is served): a bad piece is asked
 //! again elsewhere and its sender is counted, and disconnected after
-//! `MAX_STRIKES`. A piece asked of a slow peer is asked elsewhere after
+//! `MAX_BAD_FROM_PEER`. A piece asked of a slow peer is asked elsewhere after
 //! `PIECE_TIMEOUT`, when someone else holds it.
 //!
 //! Owns: the swarm state and its decisions. The node writes the pieces to
@@ -45,7 +45,7 @@ pub(super) const PIECES_PER_LONE_SOURCE: usize = 4;
 pub(super) const PIECE_TIMEOUT: i128 = 30_000_000_000;
 /// Bad pieces (or maps) a peer may send before it is disconnected and
 /// never asked for a piece again.
-pub(super) const MAX_STRIKES: u32 = 3;
+pub(super) const MAX_BAD_FROM_PEER: u32 = 3;
 
 /// A file being fetched in pieces.
 #[derive(Debug)]
@@ -202,7 +202,7 @@ impl Engine {
     fn may_ask(&self, s: &Swarm, peer: NodeId) -> bool {
         self.peers.contains_key(&peer)
             && !s.refused.contains(&peer)
-            && self.swarming.bad_pieces_from.get(&peer).is_none_or(|n| *n < MAX_STRIKES)
+            && self.swarming.bad_pieces_from.get(&peer).is_none_or(|n| *n < MAX_BAD_FROM_PEER)
     }
 
     /// Ask for what the swarm for `path` lacks: its map, or pieces from
@@ -436,7 +436,7 @@ impl Engine {
             }
             None => {
                 s.refused.insert(peer);
-                self.strike(peer, path, "a piece map that does not match the file");
+                self.count_bad_from(peer, path, "a piece map that does not match the file");
             }
         }
         self.drive(path);
@@ -581,7 +581,7 @@ impl Engine {
             }
             PieceArrival::Value(_) | PieceArrival::Broken => {
                 s.avoid.insert((index, peer));
-                self.strike(peer, path, &format!("piece {index} that does not match its hash"));
+                self.count_bad_from(peer, path, &format!("piece {index} that does not match its hash"));
             }
             PieceArrival::Failed(reason) => return self.give_up_swarm(path, reason),
         }
@@ -589,14 +589,14 @@ impl Engine {
     }
 
     /// `peer` sent something that fails its hash: count it, and after
-    /// `MAX_STRIKES` disconnect it (and never ask it for a piece again).
-    fn strike(&mut self, peer: NodeId, path: &RelPath, what: &str) {
+    /// `MAX_BAD_FROM_PEER` disconnect it (and never ask it for a piece again).
+    fn count_bad_from(&mut self, peer: NodeId, path: &RelPath, what: &str) {
         self.swarming.bad_pieces += 1;
-        let strikes = self.swarming.bad_pieces_from.entry(peer).or_default();
-        *strikes += 1;
-        warn!(%peer, %path, strikes = *strikes, "the peer sent {what}; asking elsewhere");
-        if *strikes == MAX_STRIKES {
-            let reason = format!("sent {MAX_STRIKES} pieces that fail their hash");
+        let bad = self.swarming.bad_pieces_from.entry(peer).or_default();
+        *bad += 1;
+        warn!(%peer, %path, bad_from_peer = *bad, "the peer sent {what}; asking elsewhere");
+        if *bad == MAX_BAD_FROM_PEER {
+            let reason = format!("sent {MAX_BAD_FROM_PEER} pieces that fail their hash");
             self.commands.push(Command::Close { peer, reason });
         }
     }

@@ -238,14 +238,14 @@ impl<N: Net> Node<N> {
             return;
         }
         let addr = SocketAddr::new(from.ip(), a.port);
-        let heard = self.peers.peering.heard(a.node, addr, self.net.now());
-        if heard.news {
+        let outcome = self.peers.peering.on_announcement(a.node, addr, self.net.now());
+        if outcome.news {
             info!(peer = %a.node, %addr, "discovered");
             Counters::bump(&self.cfg.counters.discovered);
             // Answer a newcomer at once so it need not wait an interval.
             let _ = self.wake_announcer.try_send(());
         }
-        if heard.dial {
+        if outcome.dial {
             let origin = Origin::Discovered(a.node);
             // Without a free slot the next announcement tries again.
             if let Some(slot) = self.peers.take_slot(origin) {

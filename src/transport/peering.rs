@@ -28,7 +28,7 @@ pub type ConnId = u64;
 
 /// What an announcement from a node at an address means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Heard {
+pub struct AnnouncementOutcome {
     /// The node, or this address of it, was not known: worth a log line
     /// and an early announcement of our own.
     pub news: bool,
@@ -95,9 +95,9 @@ impl Peering {
     /// `node` announced itself (with our key) at `addr`: learn the address
     /// and say whether to dial it. Nothing is marked as dialled: the node
     /// dials only with a handshake slot, and then calls `dialing`.
-    pub fn heard(&mut self, node: NodeId, addr: SocketAddr, now: SystemTime) -> Heard {
+    pub fn on_announcement(&mut self, node: NodeId, addr: SocketAddr, now: SystemTime) -> AnnouncementOutcome {
         let news = self.learn(node, addr);
-        Heard {
+        AnnouncementOutcome {
             news,
             dial: self.should_dial(node, now),
         }
@@ -250,36 +250,36 @@ mod tests {
     #[test]
     fn only_the_smaller_id_dials() {
         let mut p = Peering::new(ME);
-        assert!(p.heard(LARGER, addr(1), t0()).dial, "we are the smaller id");
-        assert!(!p.heard(SMALLER, addr(2), t0()).dial, "the smaller id dials us");
-        assert!(!p.heard(ME, addr(3), t0()).dial, "never ourselves");
+        assert!(p.on_announcement(LARGER, addr(1), t0()).dial, "we are the smaller id");
+        assert!(!p.on_announcement(SMALLER, addr(2), t0()).dial, "the smaller id dials us");
+        assert!(!p.on_announcement(ME, addr(3), t0()).dial, "never ourselves");
     }
 
     #[test]
     fn news_only_for_a_new_node_or_a_new_address() {
         let mut p = Peering::new(ME);
-        assert!(p.heard(LARGER, addr(1), t0()).news);
-        assert!(!p.heard(LARGER, addr(1), t0()).news, "the same address again");
-        assert!(p.heard(LARGER, addr(2), t0()).news, "it moved");
-        assert!(p.heard(SMALLER, addr(2), t0()).news, "a node we do not dial is news too");
+        assert!(p.on_announcement(LARGER, addr(1), t0()).news);
+        assert!(!p.on_announcement(LARGER, addr(1), t0()).news, "the same address again");
+        assert!(p.on_announcement(LARGER, addr(2), t0()).news, "it moved");
+        assert!(p.on_announcement(SMALLER, addr(2), t0()).news, "a node we do not dial is news too");
     }
 
     #[test]
     fn not_dialled_while_dialling_or_connected() {
         let mut p = Peering::new(ME);
-        assert!(p.heard(LARGER, addr(1), t0()).dial);
+        assert!(p.on_announcement(LARGER, addr(1), t0()).dial);
         // No handshake slot: nothing marked, the next announcement dials.
-        assert!(p.heard(LARGER, addr(1), t0()).dial);
+        assert!(p.on_announcement(LARGER, addr(1), t0()).dial);
         p.dialing(LARGER);
-        assert!(!p.heard(LARGER, addr(1), t0()).dial, "a dial is under way");
+        assert!(!p.on_announcement(LARGER, addr(1), t0()).dial, "a dial is under way");
         // A failure that is no refusal: dialled at the next announcement.
         p.dial_failed(LARGER, false, t0());
-        assert!(p.heard(LARGER, addr(1), t0()).dial);
+        assert!(p.on_announcement(LARGER, addr(1), t0()).dial);
         p.dialing(LARGER);
         let conn = connect(&mut p, LARGER);
-        assert!(!p.heard(LARGER, addr(1), t0()).dial, "connected");
+        assert!(!p.on_announcement(LARGER, addr(1), t0()).dial, "connected");
         p.disconnected(LARGER, conn);
-        assert!(p.heard(LARGER, addr(1), t0()).dial, "dialled again once gone");
+        assert!(p.on_announcement(LARGER, addr(1), t0()).dial, "dialled again once gone");
     }
 
     #[test]
@@ -287,14 +287,17 @@ mod tests {
         let mut p = Peering::new(ME);
         p.dialing(LARGER);
         p.dial_failed(LARGER, true, t0());
-        assert!(!p.heard(LARGER, addr(1), t0()).dial);
+        assert!(!p.on_announcement(LARGER, addr(1), t0()).dial);
         let almost = t0() + REFUSED_BACKOFF - Duration::from_millis(1);
-        assert!(!p.heard(LARGER, addr(1), almost).dial);
-        assert!(p.heard(LARGER, addr(1), t0() + REFUSED_BACKOFF).dial, "dialled again after 30 s");
+        assert!(!p.on_announcement(LARGER, addr(1), almost).dial);
+        assert!(
+            p.on_announcement(LARGER, addr(1), t0() + REFUSED_BACKOFF).dial,
+            "dialled again after 30 s"
+        );
         assert_eq!(REFUSED_BACKOFF, Duration::from_secs(30));
         // Another refusal starts the wait again.
         p.dial_failed(LARGER, true, t0() + REFUSED_BACKOFF);
-        assert!(!p.heard(LARGER, addr(1), t0() + REFUSED_BACKOFF).dial);
+        assert!(!p.on_announcement(LARGER, addr(1), t0() + REFUSED_BACKOFF).dial);
     }
 
     #[test]
@@ -303,11 +306,11 @@ mod tests {
         for i in 1..=MAX_KNOWN_PEERS as u64 {
             p.dial_failed(NodeId(i), true, t0());
         }
-        assert!(!p.heard(NodeId(1), addr(1), t0()).dial);
+        assert!(!p.on_announcement(NodeId(1), addr(1), t0()).dial);
         // One more: the list is forgotten, so the first is dialled again.
         p.dial_failed(NodeId(MAX_KNOWN_PEERS as u64 + 1), true, t0());
-        assert!(p.heard(NodeId(1), addr(1), t0()).dial);
-        assert!(!p.heard(NodeId(MAX_KNOWN_PEERS as u64 + 1), addr(2), t0()).dial);
+        assert!(p.on_announcement(NodeId(1), addr(1), t0()).dial);
+        assert!(!p.on_announcement(NodeId(MAX_KNOWN_PEERS as u64 + 1), addr(2), t0()).dial);
     }
 
     #[test]
@@ -367,7 +370,7 @@ mod tests {
         // A connected peer reconnecting is no newcomer.
         assert!(matches!(p.handshaken(NodeId(1), NodeId(0), 0), Register::Replace(_)));
         // A closed newcomer is not counted as connected.
-        assert!(p.heard(a, addr(1), t0()).dial);
+        assert!(p.on_announcement(a, addr(1), t0()).dial);
     }
 
     #[test]
@@ -411,26 +414,26 @@ mod tests {
         let mut p = Peering::new(NodeId(0));
         let real = NodeId(1);
         connect(&mut p, real);
-        assert!(p.heard(real, addr(1), t0()).news);
+        assert!(p.on_announcement(real, addr(1), t0()).news);
         // Made-up ids fill the known addresses.
         for i in 0..MAX_KNOWN_PEERS as u64 - 1 {
-            assert!(p.heard(NodeId(1_000_000 + i), addr(2), t0()).news);
+            assert!(p.on_announcement(NodeId(1_000_000 + i), addr(2), t0()).news);
         }
         let newcomer = NodeId(2);
-        let heard = p.heard(newcomer, addr(3), t0());
+        let heard = p.on_announcement(newcomer, addr(3), t0());
         assert!(heard.news && heard.dial, "a real newcomer is learnt and dialled");
-        assert!(!p.heard(newcomer, addr(3), t0()).news, "and remembered");
+        assert!(!p.on_announcement(newcomer, addr(3), t0()).news, "and remembered");
         // The connected node's address was kept through the floods.
-        assert!(!p.heard(real, addr(1), t0()).news);
+        assert!(!p.on_announcement(real, addr(1), t0()).news);
         // Flooded ids were forgotten: heard again, they are news.
-        assert!(p.heard(NodeId(1_000_000), addr(2), t0()).news);
+        assert!(p.on_announcement(NodeId(1_000_000), addr(2), t0()).news);
     }
 
     #[test]
     fn known_addresses_stay_under_the_cap() {
         let mut p = Peering::new(NodeId(0));
         for i in 1..=MAX_KNOWN_PEERS as u64 * 3 {
-            p.heard(NodeId(i), addr(1), t0());
+            p.on_announcement(NodeId(i), addr(1), t0());
             assert!(p.known.len() <= MAX_KNOWN_PEERS, "{} addresses", p.known.len());
         }
     }

@@ -1,6 +1,6 @@
 //! The seam between the index and the database that keeps it: a few
 //! tables of byte keys and values, read in the state of the last commit,
-//! changed only by a commit of a whole batch. The index (`store.rs`,
+//! changed only by a commit of a whole batch. The index (`tables.rs`,
 //! `query.rs`) keeps the rules, the pending changes and the sums; a
 //! database behind this trait keeps bytes. The database file is one
 //! (`fs::index_db`), the map in memory (`memory.rs`) another, for tests.

@@ -10,7 +10,7 @@
 //! found again in exactly the folders that hold it.
 //!
 //! Owns: what a leaf covers and the sum's arithmetic. Must not: store
-//! anything (`store.rs` keeps the sums) or decide what is counted.
+//! anything (`tables.rs` keeps the sums) or decide what is counted.
 
 use crate::wire::{Entry, Hash, Kind};
 

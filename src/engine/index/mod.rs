@@ -2,7 +2,7 @@
 //! and the one rule that decides between two versions of a path.
 //!
 //! Owns: `beats` (last-modified-wins with a deterministic tie-break). The
-//! index itself is `store.rs` (read in ranges by `query.rs`), kept in a
+//! index itself is `tables.rs` (read in ranges by `query.rs`), kept in a
 //! database behind the seam `db.rs` (a file in `fs::index_db`, a map in
 //! memory in `memory.rs`); its records in `codec.rs`, its tree digest in
 //! `digest.rs`. Must not: decide what to send, or do IO but through the
@@ -13,7 +13,7 @@ pub mod db;
 mod digest;
 mod memory;
 mod query;
-mod store;
+mod tables;
 
 #[cfg(test)]
 pub use db::IndexDb;
@@ -22,7 +22,7 @@ pub use db::{IndexError, OnDisk};
 pub use digest::DirSum;
 #[cfg(test)]
 pub use memory::MemoryDb;
-pub use store::{Index, PeerMark};
+pub use tables::{Index, PeerMark};
 
 use crate::wire::{Entry, Hash, Kind};
 

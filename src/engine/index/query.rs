@@ -3,12 +3,12 @@
 //! merges the committed snapshot with the changes not yet committed, and
 //! skips or pages rather than walking what it does not return.
 //!
-//! Owns: how the index is read in ranges. Must not: change it (`store.rs`).
+//! Owns: how the index is read in ranges. Must not: change it (`tables.rs`).
 
 use super::codec::decode;
 use super::db::{be, from_be, Table};
 use super::digest::DirSum;
-use super::store::Index;
+use super::tables::Index;
 use crate::wire::{Entry, Hash, Kind, RelPath};
 use std::ops::Bound;
 

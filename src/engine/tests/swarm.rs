@@ -2,7 +2,7 @@
 //! holds pieces of it, each piece checked against the map.
 
 use super::*;
-use crate::engine::swarm::{MAX_STRIKES, PIECES_PER_LONE_SOURCE, PIECES_PER_PEER, PIECES_PER_SOURCE};
+use crate::engine::swarm::{MAX_BAD_FROM_PEER, PIECES_PER_LONE_SOURCE, PIECES_PER_PEER, PIECES_PER_SOURCE};
 use crate::wire::pieces::{values_of, Layout, PieceValue, MIN_PIECE_SIZE};
 
 const C: NodeId = NodeId(40);
@@ -195,12 +195,12 @@ fn a_bad_piece_is_asked_elsewhere_and_its_sender_dropped_after_three() {
     let mut of_a = first[&A].clone();
     let mut of_b = first[&B].clone();
     let mut bad = BTreeSet::new();
-    for strike in 1..=MAX_STRIKES {
+    for bad in 1..=MAX_BAD_FROM_PEER {
         let i = of_a.remove(0);
         bad.insert(i);
         let cmds = deliver(&mut e, A, i, [0xAA; 32]);
         let closes = cmds.iter().filter(|c| matches!(c, Command::Close { peer: A, .. })).count();
-        assert_eq!(closes, usize::from(strike == MAX_STRIKES), "strike {strike}: {cmds:?}");
+        assert_eq!(closes, usize::from(bad == MAX_BAD_FROM_PEER), "bad {bad}: {cmds:?}");
         // A is never asked again for a piece it sent bad; B is, for it.
         let mut asks = asked(&cmds);
         let again = asks.remove(&A).unwrap_or_default();
@@ -208,7 +208,7 @@ fn a_bad_piece_is_asked_elsewhere_and_its_sender_dropped_after_three() {
         of_a.extend(again);
         of_b.extend(asks.remove(&B).unwrap_or_default());
     }
-    assert_eq!(e.piece_counts(), (0, u64::from(MAX_STRIKES)));
+    assert_eq!(e.piece_counts(), (0, u64::from(MAX_BAD_FROM_PEER)));
     e.handle_disconnected(A);
     of_b.extend(asked(&e.take_commands()).remove(&B).unwrap_or_default());
     // B delivers everything, the bad pieces too.
@@ -221,7 +221,7 @@ fn a_bad_piece_is_asked_elsewhere_and_its_sender_dropped_after_three() {
         of_b.extend(next.get(&B).cloned().unwrap_or_default());
     }
     assert!(finished);
-    assert_eq!(e.piece_counts(), (5, u64::from(MAX_STRIKES)));
+    assert_eq!(e.piece_counts(), (5, u64::from(MAX_BAD_FROM_PEER)));
 }
 
 #[test]
