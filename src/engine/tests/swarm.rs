@@ -195,12 +195,12 @@ fn a_bad_piece_is_asked_elsewhere_and_its_sender_dropped_after_three() {
     let mut of_a = first[&A].clone();
     let mut of_b = first[&B].clone();
     let mut bad = BTreeSet::new();
-    for bad in 1..=MAX_BAD_FROM_PEER {
+    for sent_bad in 1..=MAX_BAD_FROM_PEER {
         let i = of_a.remove(0);
         bad.insert(i);
         let cmds = deliver(&mut e, A, i, [0xAA; 32]);
         let closes = cmds.iter().filter(|c| matches!(c, Command::Close { peer: A, .. })).count();
-        assert_eq!(closes, usize::from(bad == MAX_BAD_FROM_PEER), "bad {bad}: {cmds:?}");
+        assert_eq!(closes, usize::from(sent_bad == MAX_BAD_FROM_PEER), "bad piece {sent_bad}: {cmds:?}");
         // A is never asked again for a piece it sent bad; B is, for it.
         let mut asks = asked(&cmds);
         let again = asks.remove(&A).unwrap_or_default();
