@@ -90,6 +90,9 @@ enum Undo {
     DiskOk(usize),
     /// The host's exclusion rule goes (issue 24, case 2).
     Include(usize),
+    /// The program holding a file open on the host closes it (issue 26,
+    /// item 8).
+    Release(usize),
 }
 
 /// A name a conflict copy could have, in any case (a user may rename a
@@ -131,6 +134,10 @@ struct Oracle {
     /// force). A deletion made there travels nowhere: the peers' copies
     /// come back when the rule goes (README, selective sync).
     excluded: BTreeMap<usize, (String, Option<Duration>)>,
+    /// The file a program holds open for writing on each host: that user
+    /// neither moves nor deletes it meanwhile, and the node must not
+    /// replace it under the program.
+    held: BTreeMap<usize, String>,
 }
 
 impl Oracle {
@@ -384,14 +391,42 @@ fn start_fault(c: &mut Cluster, rng: &mut Rng, oracle: &mut Oracle, undo: &mut V
     let host = rng.below(c.len() as u64) as usize;
     // One fault per host at a time.
     if !c.is_running(host)
-        || undo
-            .iter()
-            .any(|(_, u)| matches!(u, Undo::Heal(h) | Undo::Restart(h) | Undo::DiskOk(h) | Undo::Include(h) if *h == host))
+        || undo.iter().any(
+            |(_, u)| matches!(u, Undo::Heal(h) | Undo::Restart(h) | Undo::DiskOk(h) | Undo::Include(h) | Undo::Release(h) if *h == host),
+        )
     {
         return;
     }
     let until = c.elapsed() + Duration::from_millis(1_000 + rng.below(15_000));
-    match rng.below(7) {
+    match rng.below(8) {
+        // A program (a database) holds a file open for writing and writes
+        // it in place a few times, while another host changes the same
+        // file: the peer's version must wait, never replace the file under
+        // the program (issue 26, item 8).
+        7 => {
+            let tree = c.tree(host);
+            let files = files_of(&tree);
+            if files.is_empty() {
+                return;
+            }
+            let path = rng.pick(&files).clone();
+            if !c.hold_open(host, &path) {
+                return;
+            }
+            oracle.held.insert(host, path.clone());
+            undo.push((until, Undo::Release(host)));
+            let other = (host + 1 + rng.below(c.len() as u64 - 1) as usize) % c.len();
+            for _ in 0..1 + rng.below(3) {
+                c.run_for(Duration::from_millis(rng.below(400)));
+                let writer = if rng.chance(50) && c.is_running(other) { other } else { host };
+                let tree = c.tree(writer);
+                if matches!(tree.get(&path), Some(Item::File { .. })) {
+                    let content = content(rng);
+                    superseded_under(oracle, &tree, &path);
+                    user_write(c, oracle, writer, &tree, &path, &content);
+                }
+            }
+        }
         0 => {
             c.isolate(host);
             undo.push((until, Undo::Heal(host)));
@@ -444,6 +479,13 @@ fn end_fault(c: &mut Cluster, oracle: &mut Oracle, u: Undo) {
             c.set_exclusion(h, "");
             if let Some((_, ended)) = oracle.excluded.get_mut(&h) {
                 *ended = Some(c.elapsed());
+            }
+        }
+        Undo::Release(h) => {
+            if let Some(path) = oracle.held.remove(&h) {
+                if let Err(e) = c.close_held(h, &path) {
+                    c.fail(&e);
+                }
             }
         }
     }
@@ -529,8 +571,10 @@ fn user_write(c: &mut Cluster, oracle: &mut Oracle, host: usize, tree: &Tree, pa
 fn user_op(c: &mut Cluster, rng: &mut Rng, oracle: &mut Oracle, host: usize) {
     let tree = c.tree(host);
     let excluded = oracle.excluded_on(host, c.elapsed()).map(str::to_string);
-    let files = files_of(&tree);
-    let dirs = dirs_of(&tree);
+    // The user leaves the file a program holds open here where it is.
+    let held = oracle.held.get(&host).cloned().unwrap_or_default();
+    let files: Vec<String> = files_of(&tree).into_iter().filter(|f| *f != held).collect();
+    let dirs: Vec<String> = dirs_of(&tree).into_iter().filter(|d| !held.starts_with(&format!("{d}/"))).collect();
     match rng.below(14) {
         // Create.
         0..=2 => {

@@ -218,7 +218,11 @@ impl Store {
         // Never under a writer (a database holds its file open for as long
         // as it runs): the file stays, and the engine tries again later.
         if expected.is_some_and(|e| !e.deleted && e.kind == Kind::File) {
-            if let Some(who) = fs::symlink_metadata(&full).ok().and_then(|m| self.writers.writer_of(&m)) {
+            let writer = match self.faults.held_open(&full) {
+                true => Some("the simulation".to_string()),
+                false => fs::symlink_metadata(&full).ok().and_then(|m| self.writers.writer_of(&m)),
+            };
+            if let Some(who) = writer {
                 return Err(StoreError::Busy(rel.to_string(), who));
             }
         }

@@ -8,11 +8,12 @@
 use super::files::{filetime_of, io_err, set_exec, StoreError};
 use super::pieces::all_zero;
 use crate::wire::Entry;
+use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// A disk failure to inject into every write under DIR: how the
 /// simulation gives a node a full, read-only or failing disk for a while.
@@ -28,9 +29,14 @@ pub enum DiskFault {
 }
 
 /// The switch for `DiskFault`s, shared by the store, its temp files and
-/// whoever injects them.
+/// whoever injects them; and the files the simulation holds open for
+/// writing (its nodes share one process, whose own descriptors
+/// `fs::writers` leaves out).
 #[derive(Debug, Clone, Default)]
-pub struct DiskFaults(Arc<AtomicU8>);
+pub struct DiskFaults {
+    fault: Arc<AtomicU8>,
+    held_open: Arc<Mutex<BTreeSet<PathBuf>>>,
+}
 
 impl DiskFaults {
     /// Fail every write with `fault` from now on (`None`: writes work).
@@ -41,12 +47,28 @@ impl DiskFaults {
             Some(DiskFault::ReadOnly) => 2,
             Some(DiskFault::Io) => 3,
         };
-        self.0.store(v, Ordering::Relaxed);
+        self.fault.store(v, Ordering::Relaxed);
+    }
+
+    /// A program holds the file at `path` (full) open for writing from now
+    /// on (`true`), or no more.
+    pub fn hold_open(&self, path: &Path, held: bool) {
+        if let Ok(mut set) = self.held_open.lock() {
+            match held {
+                true => set.insert(path.to_path_buf()),
+                false => set.remove(path),
+            };
+        }
+    }
+
+    /// Whether the simulation holds `path` open for writing.
+    pub(super) fn held_open(&self, path: &Path) -> bool {
+        self.held_open.lock().is_ok_and(|set| set.contains(path))
     }
 
     /// The injected failure for a write to `path`, if one is set.
     pub(super) fn check(&self, path: &Path) -> Result<(), StoreError> {
-        let errno = match self.0.load(Ordering::Relaxed) {
+        let errno = match self.fault.load(Ordering::Relaxed) {
             0 => return Ok(()),
             1 => 28,
             2 => 13,

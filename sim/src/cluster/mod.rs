@@ -146,6 +146,9 @@ struct Host {
     running: bool,
     /// Cut off by `isolate`.
     isolated: bool,
+    /// Files a program holds open for writing here (`hold_open`), with
+    /// the inode it has open.
+    held: BTreeMap<String, (std::fs::File, u64)>,
 }
 
 pub struct Cluster {
@@ -260,6 +263,7 @@ impl Cluster {
                     started: false,
                     running: false,
                     isolated: false,
+                    held: BTreeMap::new(),
                 }
             })
             .collect();
@@ -294,6 +298,49 @@ impl Cluster {
     pub fn disk_fault(&mut self, host: usize, fault: Option<DiskFault>) {
         self.note(format!("{} disk fault {fault:?}", self.hosts[host].name));
         self.hosts[host].disk_faults.set(fault);
+    }
+
+    /// A program opens file `path` on `host` for writing and keeps it open
+    /// (as a database does): the node must not replace or delete it until
+    /// `close_held`. False if there is no file there.
+    pub fn hold_open(&mut self, host: usize, path: &str) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let full = self.hosts[host].root.join(path);
+        let Ok(file) = std::fs::OpenOptions::new().append(true).open(&full) else {
+            return false;
+        };
+        let Ok(meta) = file.metadata() else { return false };
+        if !meta.is_file() {
+            return false;
+        }
+        self.note(format!("hold open {} {path}", self.hosts[host].name));
+        self.hosts[host].disk_faults.hold_open(&full, true);
+        self.hosts[host].held.insert(path.to_string(), (file, meta.ino()));
+        true
+    }
+
+    /// The program holding `path` open on `host` closes it. `Err` if the
+    /// file it had open is no longer at `path`: it was replaced or deleted
+    /// under its writer.
+    pub fn close_held(&mut self, host: usize, path: &str) -> Result<(), String> {
+        use std::os::unix::fs::MetadataExt;
+        let full = self.hosts[host].root.join(path);
+        self.note(format!("release {} {path}", self.hosts[host].name));
+        self.hosts[host].disk_faults.hold_open(&full, false);
+        let Some((_file, ino)) = self.hosts[host].held.remove(path) else {
+            return Ok(());
+        };
+        match std::fs::symlink_metadata(&full) {
+            Ok(m) if m.ino() == ino => Ok(()),
+            Ok(_) => Err(format!(
+                "{path} on {} was replaced while a program held it open for writing",
+                self.hosts[host].name
+            )),
+            Err(_) => Err(format!(
+                "{path} on {} was deleted while a program held it open for writing",
+                self.hosts[host].name
+            )),
+        }
     }
 
     pub fn counters(&self, host: usize) -> &Counters {
