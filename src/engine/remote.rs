@@ -54,6 +54,14 @@ struct Batch {
     giving_way: BTreeSet<RelPath>,
 }
 
+/// What one `schedule` asks for: wants per peer, delta requests, swarms.
+#[derive(Default)]
+struct Scheduled {
+    wants: BTreeMap<NodeId, Vec<WantFile>>,
+    deltas: Vec<Command>,
+    swarms: Vec<RelPath>,
+}
+
 impl Engine {
     /// The connection with `peer` closed. A file it was sending is
     /// dropped by the node; the deleted folders that file alone kept go.
@@ -454,68 +462,24 @@ impl Engine {
     /// those owing under half a window (`requests.rs`), each asked until
     /// its window is full. What no peer may be asked for now waits.
     pub(super) fn schedule(&mut self) {
-        let mut wants: BTreeMap<NodeId, Vec<WantFile>> = BTreeMap::new();
-        let mut deltas = Vec::new();
-        let mut swarms = Vec::new();
+        let mut batch = Scheduled::default();
         let mut open: BTreeSet<NodeId> = self.peers.keys().copied().filter(|p| self.wants.inflight.owed(*p).open()).collect();
-        for peer in &open {
-            if let Some(waiting) = self.wants.waiting_for_window.remove(peer) {
-                self.wants.to_schedule.extend(waiting);
+        // A window that opened takes what waits for it, in order, only as
+        // much as fits: moving all that waits back into `to_schedule` after
+        // every file received cost O(needs) per file, quadratic in a first
+        // sync (20,000 small files: most of the receiver's CPU).
+        for peer in open.clone() {
+            while open.contains(&peer) {
+                let Some(next) = self.wants.waiting_for_window.get_mut(&peer).and_then(BTreeSet::pop_first) else {
+                    break;
+                };
+                self.schedule_one(next, &mut open, &mut batch);
             }
         }
-        while let Some((order, path)) = self.wants.to_schedule.pop_first() {
-            // A swarm for another version than the one needed now ends.
-            if let Some(s) = self.swarming.swarms.get(&path) {
-                if self.wants.needs.get(&path).is_some_and(|n| same_version(&n.entry, &s.entry)) {
-                    continue;
-                }
-                self.end_swarm(&path);
-            }
-            let Some(need) = self.wants.needs.get(&path).filter(|_| !self.wants.inflight.contains_key(&path)) else {
-                continue;
-            };
-            let connected: Vec<NodeId> = need.sources.iter().copied().filter(|p| self.peers.contains_key(p)).collect();
-            let chosen = connected
-                .iter()
-                .copied()
-                .filter(|p| open.contains(p))
-                .min_by_key(|p| (self.wants.inflight.owed(*p).bytes, schedule_order(*p, &path)));
-            let Some(peer) = chosen else {
-                // No source connected (look again when one connects), or
-                // none with room now (when one has).
-                for source in &connected {
-                    self.wants
-                        .waiting_for_window
-                        .entry(*source)
-                        .or_default()
-                        .insert((order, path.clone()));
-                }
-                if connected.is_empty() {
-                    self.wants.without_source.insert((order, path));
-                }
-                continue;
-            };
-            let entry = need.entry.clone();
-            let base = self
-                .index
-                .live(&path)
-                .filter(|l| !need.whole && l.kind == Kind::File && l.size >= DELTA_MIN_SIZE && entry.size >= DELTA_MIN_SIZE);
-            match base {
-                None if self.swarmed(&entry) => swarms.push(path),
-                Some(base) => {
-                    self.wants.inflight.insert(path, Inflight::new(peer, entry.clone()));
-                    deltas.push(Command::RequestDelta { peer, want: entry, base });
-                }
-                None => {
-                    let hash = entry.hash;
-                    self.wants.inflight.insert(path.clone(), Inflight::new(peer, entry));
-                    wants.entry(peer).or_default().push(WantFile { path, hash });
-                }
-            }
-            if self.wants.inflight.owed(peer).full() {
-                open.remove(&peer);
-            }
+        while let Some(next) = self.wants.to_schedule.pop_first() {
+            self.schedule_one(next, &mut open, &mut batch);
         }
+        let Scheduled { wants, deltas, swarms } = batch;
         for (peer, mut files) in wants {
             // Smallest first (then by path): the peer answers in this
             // order, so a batch's small files are not held back by its
@@ -528,6 +492,62 @@ impl Engine {
         self.commands.extend(deltas);
         for path in swarms {
             self.start_swarm(&path);
+        }
+    }
+
+    /// Schedule the needed version of `path` (at `order`): ask a connected
+    /// source with room in its window (`open`), or wait for one.
+    fn schedule_one(&mut self, (order, path): (u64, RelPath), open: &mut BTreeSet<NodeId>, batch: &mut Scheduled) {
+        // A swarm for another version than the one needed now ends.
+        if let Some(s) = self.swarming.swarms.get(&path) {
+            if self.wants.needs.get(&path).is_some_and(|n| same_version(&n.entry, &s.entry)) {
+                return;
+            }
+            self.end_swarm(&path);
+        }
+        let Some(need) = self.wants.needs.get(&path).filter(|_| !self.wants.inflight.contains_key(&path)) else {
+            return;
+        };
+        let connected: Vec<NodeId> = need.sources.iter().copied().filter(|p| self.peers.contains_key(p)).collect();
+        let chosen = connected
+            .iter()
+            .copied()
+            .filter(|p| open.contains(p))
+            .min_by_key(|p| (self.wants.inflight.owed(*p).bytes, schedule_order(*p, &path)));
+        let Some(peer) = chosen else {
+            // No source connected (look again when one connects), or
+            // none with room now (when one has).
+            for source in &connected {
+                self.wants
+                    .waiting_for_window
+                    .entry(*source)
+                    .or_default()
+                    .insert((order, path.clone()));
+            }
+            if connected.is_empty() {
+                self.wants.without_source.insert((order, path));
+            }
+            return;
+        };
+        let entry = need.entry.clone();
+        let base = self
+            .index
+            .live(&path)
+            .filter(|l| !need.whole && l.kind == Kind::File && l.size >= DELTA_MIN_SIZE && entry.size >= DELTA_MIN_SIZE);
+        match base {
+            None if self.swarmed(&entry) => batch.swarms.push(path),
+            Some(base) => {
+                self.wants.inflight.insert(path, Inflight::new(peer, entry.clone()));
+                batch.deltas.push(Command::RequestDelta { peer, want: entry, base });
+            }
+            None => {
+                let hash = entry.hash;
+                self.wants.inflight.insert(path.clone(), Inflight::new(peer, entry));
+                batch.wants.entry(peer).or_default().push(WantFile { path, hash });
+            }
+        }
+        if self.wants.inflight.owed(peer).full() {
+            open.remove(&peer);
         }
     }
 

@@ -62,16 +62,32 @@ pub fn is_exec(meta: &Metadata) -> bool {
     meta.permissions().mode() & 0o111 != 0
 }
 
+/// `set_exec` through an open file.
+pub(crate) fn set_exec_of(file: &fs::File, exec: bool) -> io::Result<()> {
+    match with_exec(&file.metadata()?, exec) {
+        Some(mode) => file.set_permissions(mode),
+        None => Ok(()),
+    }
+}
+
 /// Give file `path` execute bits where it has read bits (`exec`), or take
 /// them all away, unless it is so already.
 pub(crate) fn set_exec(path: &Path, exec: bool) -> Result<(), StoreError> {
-    let meta = fs::metadata(path).map_err(io_err(path))?;
-    if is_exec(&meta) == exec {
-        return Ok(());
+    match with_exec(&fs::metadata(path).map_err(io_err(path))?, exec) {
+        Some(mode) => fs::set_permissions(path, mode).map_err(io_err(path)),
+        None => Ok(()),
+    }
+}
+
+/// The permissions `meta`'s file gets with its execute bits set (where it
+/// may be read) or cleared; `None` if they are already so.
+fn with_exec(meta: &Metadata, exec: bool) -> Option<fs::Permissions> {
+    if is_exec(meta) == exec {
+        return None;
     }
     let mode = meta.permissions().mode();
     let mode = if exec { mode | ((mode & 0o444) >> 2) } else { mode & !0o111 };
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(io_err(path))
+    Some(fs::Permissions::from_mode(mode))
 }
 
 /// A file's mtime as nanoseconds since the Unix epoch.

@@ -263,9 +263,10 @@ impl Store {
     /// Create directory `rel` and its parents.
     pub fn make_dir(&self, rel: &RelPath) -> Result<(), StoreError> {
         let full = self.full_path(rel)?;
-        if !full.is_dir() {
-            self.faults.check(&full)?;
+        if full.is_dir() {
+            return Ok(());
         }
+        self.faults.check(&full)?;
         fs::create_dir_all(&full).map_err(io_err(&full))
     }
 
