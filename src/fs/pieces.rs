@@ -135,13 +135,19 @@ impl PieceFile {
     /// Write `data` at `at` in the file; `frame_bytes` it cost.
     pub fn write(&mut self, store: &Store, at: u64, data: &[u8], frame_bytes: usize) -> Result<(), String> {
         self.wire_bytes += frame_bytes as u64;
+        self.make_temp(store)?;
+        let tmp = self.tmp.as_mut().ok_or("no temp file")?;
+        tmp.write_at(at, data).map_err(|e| e.to_string())
+    }
+
+    /// Make the temp file (and the folders on its way), unless it was made.
+    fn make_temp(&mut self, store: &Store) -> Result<(), String> {
         if self.tmp.is_none() && self.temp_path.is_none() {
             let tmp = store.create_temp(&self.entry.path).map_err(|e| e.to_string())?;
             self.temp_path = Some(tmp.path.clone());
             self.tmp = Some(tmp);
         }
-        let tmp = self.tmp.as_mut().ok_or("no temp file")?;
-        tmp.write_at(at, data).map_err(|e| e.to_string())
+        Ok(())
     }
 
     /// `len` bytes of zeros at `at` (what a sender skipped): holes where
@@ -162,12 +168,8 @@ impl PieceFile {
     /// to be made durable and installed. `None` if it was handed over
     /// already.
     pub fn finish(&mut self, store: &Store) -> Result<Option<Received>, String> {
-        if self.tmp.is_none() && self.temp_path.is_none() {
-            // Nothing but holes: no piece came to make the file.
-            let tmp = store.create_temp(&self.entry.path).map_err(|e| e.to_string())?;
-            self.temp_path = Some(tmp.path.clone());
-            self.tmp = Some(tmp);
-        }
+        // Nothing but holes: no piece came to make the file.
+        self.make_temp(store)?;
         let Some(mut tmp) = self.tmp.take() else { return Ok(None) };
         tmp.extend_to(self.entry.size).map_err(|e| e.to_string())?;
         Ok(Some(Received {

@@ -181,7 +181,8 @@ pub(super) async fn send_piece<N: Net, W: AsyncWrite + Unpin>(
             false => (0, data.len()),
         };
         if keep > skip {
-            let mut data = data[skip..keep].to_vec();
+            data.truncate(keep);
+            data.drain(..skip);
             if sending.corrupt_pieces {
                 data[0] ^= 0xff;
             }
