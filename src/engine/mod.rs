@@ -167,9 +167,14 @@ struct Wants {
     /// in different orders and have files to give each other.
     to_schedule: BTreeSet<(u64, RelPath)>,
     /// Needs waiting for a source's window to open (`requests.rs`), under
-    /// each of their connected sources: looked at again when one opens,
-    /// not at every `schedule` (which runs after every message).
+    /// each of their connected sources: taken, in order, as far as the
+    /// window that opened has room, not at every `schedule` (which runs
+    /// after every message).
     waiting_for_window: BTreeMap<NodeId, BTreeSet<(u64, RelPath)>>,
+    /// Needs `schedule` looked at, since start (tests check it stays in
+    /// proportion to what is asked).
+    #[cfg(test)]
+    looked_at: u64,
     /// Needs with no source connected: looked at again when a peer
     /// connects (or announces them).
     without_source: BTreeSet<(u64, RelPath)>,
@@ -260,6 +265,8 @@ impl Engine {
                 inflight: Requests::default(),
                 to_schedule: BTreeSet::new(),
                 waiting_for_window: BTreeMap::new(),
+                #[cfg(test)]
+                looked_at: 0,
                 without_source: BTreeSet::new(),
             },
             upkeep: Upkeep::default(),

@@ -498,6 +498,10 @@ impl Engine {
     /// Schedule the needed version of `path` (at `order`): ask a connected
     /// source with room in its window (`open`), or wait for one.
     fn schedule_one(&mut self, (order, path): (u64, RelPath), open: &mut BTreeSet<NodeId>, batch: &mut Scheduled) {
+        #[cfg(test)]
+        {
+            self.wants.looked_at += 1;
+        }
         // A swarm for another version than the one needed now ends.
         if let Some(s) = self.swarming.swarms.get(&path) {
             if self.wants.needs.get(&path).is_some_and(|n| same_version(&n.entry, &s.entry)) {
