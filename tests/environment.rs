@@ -30,24 +30,12 @@ fn can_mount_proc() -> bool {
 /// A node on `dir` with `proc` mounted at `dir/proc`, in its own mount
 /// namespace, its peer at `peer`.
 fn start_with_proc_inside(dir: &Path, port: u16, peer: u16, log: &Path) -> Proc {
-    let err = fs::File::options().create(true).append(true).open(log).unwrap();
     let script = format!("mount -t proc proc \"$1/proc\" && exec \"$2\" \"$1\" -l {port} --no-discovery --peer 127.0.0.1:{peer}");
-    let child = Command::new("unshare")
-        .args(["-m", "--propagation", "private", "sh", "-c", &script, "sh"])
+    let mut cmd = Command::new("unshare");
+    cmd.args(["-m", "--propagation", "private", "sh", "-c", &script, "sh"])
         .arg(dir)
-        .arg(BIN)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(err)
-        .spawn()
-        .unwrap();
-    Proc {
-        child,
-        dir: dir.to_path_buf(),
-        log: log.to_path_buf(),
-        listen_port: port,
-    }
+        .arg(BIN);
+    Proc::spawn(cmd, dir, port, log)
 }
 
 #[test]
@@ -143,11 +131,6 @@ fn status_says_why_a_static_peer_is_not_connected() {
     let text = Command::new(BIN).args(["status", d.to_str().unwrap()]).output().unwrap();
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(text.contains("(last try: 127.0.0.1:"), "{text}");
-}
-
-fn allocated(path: &Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    fs::metadata(path).map_or(0, |m| m.blocks() * 512)
 }
 
 /// Issue 26, item 7: a 4.5 GiB sparse file holding 2 MiB of data sent 4.83

@@ -19,11 +19,6 @@ fn trash_list(dir: &Path) -> Vec<serde_json::Value> {
     serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).unwrap()
 }
 
-fn allocated(path: &Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    fs::symlink_metadata(path).map_or(0, |m| m.blocks() * 512)
-}
-
 fn trash_bytes(dir: &Path) -> Option<u64> {
     status_of(dir).map(|s| s.trash_bytes)
 }

@@ -46,31 +46,18 @@ fn chmod(path: &Path, mode: u32) {
 /// A node on `dir` running as `nobody`, on loopback.
 fn start_as_nobody(dir: &Path, log: &Path, broadcast: u16) -> Proc {
     let port = free_tcp_port();
-    let err = fs::File::options().create(true).append(true).open(log).unwrap();
-    let child = Command::new("setpriv")
-        .args([
-            &format!("--reuid={NOBODY}"),
-            &format!("--regid={NOBODY}"),
-            "--clear-groups",
-            "--",
-            BIN,
-        ])
-        .arg(dir)
-        .args(["-l", &port.to_string(), "-b", &broadcast.to_string()])
-        .args(["--broadcast-addr", "127.255.255.255"])
-        .env_remove("DIRSYNC_KEY_FILE")
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(err)
-        .spawn()
-        .unwrap();
-    Proc {
-        child,
-        dir: dir.to_path_buf(),
-        log: log.to_path_buf(),
-        listen_port: port,
-    }
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        &format!("--reuid={NOBODY}"),
+        &format!("--regid={NOBODY}"),
+        "--clear-groups",
+        "--",
+        BIN,
+    ])
+    .arg(dir)
+    .args(["-l", &port.to_string(), "-b", &broadcast.to_string()])
+    .args(["--broadcast-addr", "127.255.255.255"]);
+    Proc::spawn(cmd, dir, port, log)
 }
 
 /// A scratch folder `nobody` can enter.

@@ -37,36 +37,28 @@ impl Proc {
 
     /// `start` with extra flags and environment variables.
     pub fn start_with(dir: &Path, listen_port: u16, broadcast_port: u16, log: &Path, args: &[&str], env: &[(&str, &str)]) -> Proc {
-        let err = fs::File::options().create(true).append(true).open(log).unwrap();
-        let child = Command::new(BIN)
-            .arg(dir)
+        let mut cmd = Command::new(BIN);
+        cmd.arg(dir)
             .args(["-l", &listen_port.to_string(), "-b", &broadcast_port.to_string()])
             .args(["--broadcast-addr", "127.255.255.255"])
             .args(args)
-            .env_remove("DIRSYNC_KEY_FILE")
-            .envs(env.iter().copied())
-            // DIRSYNC_TEST_LOG (e.g. `dirsync=debug`) to see more of a failing test.
-            .env("RUST_LOG", std::env::var("DIRSYNC_TEST_LOG").unwrap_or_else(|_| "info".into()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(err)
-            .spawn()
-            .unwrap();
-        Proc {
-            child,
-            dir: dir.to_path_buf(),
-            log: log.to_path_buf(),
-            listen_port,
-        }
+            .envs(env.iter().copied());
+        Proc::spawn(cmd, dir, listen_port, log)
     }
 
     /// Start with `args` instead of the loopback broadcast flags.
     pub fn start_args(dir: &Path, listen_port: u16, args: &[String], log: &Path) -> Proc {
+        let mut cmd = Command::new(BIN);
+        cmd.arg(dir).args(["-l", &listen_port.to_string()]).args(args);
+        Proc::spawn(cmd, dir, listen_port, log)
+    }
+
+    /// Run `cmd` (a node on `dir` listening on `listen_port`, maybe behind
+    /// a wrapper such as `setpriv` or `unshare`) with no key from the
+    /// environment, its stderr appended to `log`.
+    pub fn spawn(mut cmd: Command, dir: &Path, listen_port: u16, log: &Path) -> Proc {
         let err = fs::File::options().create(true).append(true).open(log).unwrap();
-        let child = Command::new(BIN)
-            .arg(dir)
-            .args(["-l", &listen_port.to_string()])
-            .args(args)
+        let child = cmd
             .env_remove("DIRSYNC_KEY_FILE")
             // DIRSYNC_TEST_LOG (e.g. `dirsync=debug`) to see more of a failing test.
             .env("RUST_LOG", std::env::var("DIRSYNC_TEST_LOG").unwrap_or_else(|_| "info".into()))
@@ -243,6 +235,12 @@ pub fn two_dirs(root: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
     fs::create_dir_all(&a).unwrap();
     fs::create_dir_all(&b).unwrap();
     (a, b)
+}
+
+/// The disk space a file takes (its allocated blocks; 0 if it is gone).
+pub fn allocated(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    fs::symlink_metadata(path).map_or(0, |m| m.blocks() * 512)
 }
 
 pub fn write(root: &Path, rel: &str, content: &[u8]) {
