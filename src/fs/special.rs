@@ -38,21 +38,25 @@ const PSEUDO_FILESYSTEMS: &[(i64, &str)] = &[
     (0x0187, "autofs"),
 ];
 
-/// The name of the pseudo filesystem mounted at `dir`, if it is one.
-pub(crate) fn pseudo_filesystem(dir: &Path) -> Option<&'static str> {
+/// What statfs(2) says of the filesystem holding `path`.
+pub(crate) fn statfs(path: &Path) -> Option<libc::statfs> {
     use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
     let mut st = std::mem::MaybeUninit::<libc::statfs>::zeroed();
     // SAFETY: `c` is a valid NUL-terminated path and `st` a buffer of the
     // size statfs(2) writes.
-    let rc = unsafe { libc::statfs(c.as_ptr(), st.as_mut_ptr()) };
-    if rc != 0 {
+    if unsafe { libc::statfs(c.as_ptr(), st.as_mut_ptr()) } != 0 {
         return None;
     }
-    // SAFETY: statfs succeeded, so it filled `st`. (`f_type`'s type differs
-    // by architecture.)
+    // SAFETY: statfs succeeded, so it filled `st`.
+    Some(unsafe { st.assume_init() })
+}
+
+/// The name of the pseudo filesystem mounted at `dir`, if it is one.
+pub(crate) fn pseudo_filesystem(dir: &Path) -> Option<&'static str> {
+    // `f_type`'s type differs by architecture.
     #[allow(clippy::unnecessary_cast)]
-    let kind = unsafe { st.assume_init() }.f_type as i64;
+    let kind = statfs(dir)?.f_type as i64;
     PSEUDO_FILESYSTEMS.iter().find(|(magic, _)| *magic == kind).map(|(_, name)| *name)
 }
 

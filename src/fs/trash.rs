@@ -77,18 +77,8 @@ impl TrashMax {
 /// The size of the filesystem holding `dir` (or its nearest existing
 /// ancestor).
 fn filesystem_size(dir: &Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let existing = dir.ancestors().find(|a| a.exists())?;
-    let c = std::ffi::CString::new(existing.as_os_str().as_bytes()).ok()?;
-    let mut st = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
-    // SAFETY: `c` is a valid NUL-terminated path and `st` a buffer of the
-    // size statvfs(3) writes.
-    if unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) } != 0 {
-        return None;
-    }
-    // SAFETY: statvfs succeeded, so it filled `st`.
-    let st = unsafe { st.assume_init() };
-    Some(st.f_blocks.saturating_mul(st.f_frsize))
+    let st = super::special::statfs(dir.ancestors().find(|a| a.exists())?)?;
+    Some(st.f_blocks.saturating_mul(u64::try_from(st.f_frsize).ok()?))
 }
 
 /// The disk space a file takes (its allocated blocks: a sparse file's
