@@ -54,12 +54,15 @@ impl Proc {
     }
 
     /// Run `cmd` (a node on `dir` listening on `listen_port`, maybe behind
-    /// a wrapper such as `setpriv` or `unshare`) with no key from the
-    /// environment, its stderr appended to `log`.
+    /// a wrapper such as `setpriv` or `unshare`), its stderr appended to
+    /// `log`: with no key from the test's own environment, unless `cmd`
+    /// sets one.
     pub fn spawn(mut cmd: Command, dir: &Path, listen_port: u16, log: &Path) -> Proc {
+        if !cmd.get_envs().any(|(k, _)| k == "DIRSYNC_KEY_FILE") {
+            cmd.env_remove("DIRSYNC_KEY_FILE");
+        }
         let err = fs::File::options().create(true).append(true).open(log).unwrap();
         let child = cmd
-            .env_remove("DIRSYNC_KEY_FILE")
             // DIRSYNC_TEST_LOG (e.g. `dirsync=debug`) to see more of a failing test.
             .env("RUST_LOG", std::env::var("DIRSYNC_TEST_LOG").unwrap_or_else(|_| "info".into()))
             .stdin(Stdio::null())
