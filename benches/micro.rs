@@ -37,6 +37,8 @@ fn entry(i: usize) -> Entry {
         vector: Default::default(),
         by: Default::default(),
         exec: false,
+        mode: 0,
+        target: None,
     }
 }
 

@@ -85,6 +85,8 @@ fn entry() -> impl Strategy<Value = Entry> {
             vector: Default::default(),
             by: Default::default(),
             exec: false,
+            mode: 0,
+            target: None,
         })
 }
 
@@ -97,6 +99,7 @@ fn message() -> impl Strategy<Value = Message> {
             listen_port,
             device: NodeId(d),
             features: vec![],
+            newest: 0,
         }),
         (any::<u64>(), any::<u64>()).prop_map(|(identity, since)| Message::IndexRequest { identity, since }),
         (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(identity, since, seq)| Message::IndexHead { identity, since, seq }),
@@ -485,7 +488,7 @@ proptest! {
             index.insert(e);
         }
         let mut engine = Engine::new(NodeId(1), index);
-        engine.handle_connected(PEER, PEER);
+        engine.handle_connected(PEER, PEER, crate::wire::PROTOCOL_VERSION);
         engine.take_commands();
         let mut streaming = None;
         for msg in msgs {

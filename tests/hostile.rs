@@ -130,6 +130,7 @@ fn peer(p: &Proc, id: u64) -> TcpStream {
         listen_port: 1,
         device: NodeId(id),
         features: vec![],
+        newest: 0,
     };
     s.write_all(&wire::encode(&hello)).unwrap();
     s
@@ -270,6 +271,7 @@ fn malformed_input_costs_only_its_connection() {
         listen_port: 1,
         device: NodeId(0xbad5),
         features: vec![],
+        newest: 0,
     };
     must_close(&rig, 0xbad5, &[wire::encode(&hello)], "a second hello");
     rig.check("deep JSON and a second hello");
@@ -292,6 +294,8 @@ fn a_symlink_inside_dir_is_never_written_through() {
         vector: Default::default(),
         by: Default::default(),
         exec: false,
+        mode: 0,
+        target: None,
     };
     let dir = Entry {
         path: RelPath::new("link").unwrap(),
@@ -387,6 +391,8 @@ fn mutated_frames_over_the_wire() {
                 vector: Default::default(),
                 by: Default::default(),
                 exec: false,
+                mode: 0,
+                target: None,
             };
             let junk: Vec<u8> = (0..rng.below(300)).map(|_| rng.next() as u8).collect();
             let msg = match rng.below(10) {

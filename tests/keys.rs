@@ -153,6 +153,7 @@ fn nodes_with_the_same_key_sync_and_others_are_refused_before_any_data() {
         listen_port: 1,
         device: NodeId(0x7e58),
         features: vec![],
+        newest: 0,
     };
     std::io::Write::write_all(&mut s, &wire::encode(&hello)).unwrap();
     let mut got = Vec::new();

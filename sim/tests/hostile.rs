@@ -40,6 +40,8 @@ fn random_message(rng: &mut Rng) -> Message {
         vector: Default::default(),
         by: Default::default(),
         exec: false,
+        mode: 0,
+        target: None,
     };
     let junk_len = rng.below(300) as usize;
     let junk = rng.bytes(junk_len);
@@ -76,6 +78,7 @@ fn random_message(rng: &mut Rng) -> Message {
             listen_port: 1,
             device: NodeId(rng.next_u64()),
             features: vec![],
+            newest: 0,
         },
         _ => Message::Refuse { reason: "no".into() },
     }
@@ -112,6 +115,7 @@ fn fuzz_node(seed: u64, connections: u64) -> u64 {
                     listen_port: 1,
                     device: NodeId(0xf000 + conn),
                     features: vec![],
+                    newest: 0,
                 };
                 let _ = s.write_all(&wire::encode(&hello)).await;
                 for _ in 0..1 + rng.below(12) {

@@ -216,6 +216,7 @@ fn impostor(seed: u64) {
                         listen_port: dirsync_sim::cluster::LISTEN_PORT,
                         device: me,
                         features: vec![],
+                        newest: 0,
                     };
                     let _ = sock.write_all(&wire::encode(&hello)).await;
                     let mut buf = vec![0u8; 64 * 1024];

@@ -74,6 +74,10 @@ pub struct Args {
     #[argh(option, default = "TrashMax::default()", arg_name = "SIZE")]
     pub trash_max: TrashMax,
 
+    /// do not carry permission bits, only the execute bit (for filesystems that do not keep modes, such as FAT or some network mounts); by default every rwx bit of files and folders travels
+    #[argh(switch)]
+    pub no_perms: bool,
+
     /// send file content at most this fast, across all peers, e.g. 20MB/s, 512KiB/s, 100Mbit/s (default: no limit); changes are announced at once whatever the limit
     #[argh(option, from_str_fn(rate_flag), arg_name = "RATE")]
     pub max_send_rate: Option<u64>,
@@ -251,6 +255,7 @@ impl Args {
             disk_faults: Default::default(),
             trash_days: self.trash_days,
             trash_max: self.trash_max,
+            perms: !self.no_perms,
             inline_hash_max: crate::fs::hashing::INLINE_HASH_MAX,
             max_send_rate: self.max_send_rate,
             max_recv_rate: self.max_recv_rate,

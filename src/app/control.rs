@@ -11,6 +11,7 @@
 //! not: change anything in the node (the control socket is read-only).
 
 use crate::node::status::{Status, StatusRequest};
+use crate::wire::PROTOCOL_VERSION;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -40,14 +41,20 @@ impl Status {
             let state = if p.synced { "synchronized" } else { "syncing" };
             let tree = match p.digest {
                 // Equal digests say nothing of what cannot be read here.
-                Some(d) if d == self.digest && self.unreadable_total > 0 => {
+                Some(d) if d == p.ours && self.unreadable_total > 0 => {
                     format!("tree {}  in sync but for what cannot be read here", d.short())
                 }
-                Some(d) if d == self.digest => format!("tree {}  in sync", d.short()),
+                Some(d) if d == p.ours => format!("tree {}  in sync", d.short()),
                 Some(d) => format!("tree {}  differs", d.short()),
                 None => "tree unknown".to_string(),
             };
-            out += &format!("  {}  {:<21}  {:<12}  {}\n", p.id, p.addr, state, tree);
+            // An older peer holds no symlinks and only the execute bit of
+            // a mode: "in sync" leaves those out.
+            let older = match p.protocol {
+                v if v != 0 && v < PROTOCOL_VERSION => format!("  (protocol {v}: without symlinks and modes)"),
+                _ => String::new(),
+            };
+            out += &format!("  {}  {:<21}  {:<12}  {}{}\n", p.id, p.addr, state, tree, older);
         }
         for u in &self.unreachable {
             let why = u.last_failure.as_deref().map(|w| format!(" (last try: {w})")).unwrap_or_default();
@@ -461,6 +468,8 @@ mod tests {
                     addr: "10.0.0.2:6000".into(),
                     synced: true,
                     digest: Some(Hash::of(b"tree")),
+                    ours: Hash::of(b"tree"),
+                    protocol: PROTOCOL_VERSION,
                     receive_files: 0,
                     receive_bytes: 0,
                     send_files: 0,
@@ -473,6 +482,8 @@ mod tests {
                     addr: "10.0.0.3:6000".into(),
                     synced: false,
                     digest: None,
+                    ours: Hash::of(b"tree"),
+                    protocol: 4,
                     receive_files: 2,
                     receive_bytes: 2 * 1024 * 1024,
                     send_files: 1,
@@ -503,7 +514,10 @@ mod tests {
         assert!(text.contains("0000000000003c4d  10.0.0.2:6000"), "{text}");
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[3].ends_with("in sync"), "{text}");
-        assert!(lines[4].contains("syncing") && lines[4].ends_with("tree unknown"), "{text}");
+        assert!(
+            lines[4].contains("syncing") && lines[4].ends_with("tree unknown  (protocol 4: without symlinks and modes)"),
+            "{text}"
+        );
         assert!(lines[5].contains("nas.lan:6000") && lines[5].ends_with("next try in 4 s"), "{text}");
         assert!(
             lines[6].ends_with("next try in 2 s (last try: [::1]:6000: Connection refused (os error 111))"),

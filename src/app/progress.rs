@@ -210,6 +210,8 @@ mod tests {
             addr: "10.0.0.2:6000".into(),
             synced: false,
             digest: None,
+            ours: Default::default(),
+            protocol: crate::wire::PROTOCOL_VERSION,
             receive_files,
             receive_bytes,
             send_files: 0,

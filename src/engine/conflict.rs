@@ -204,6 +204,8 @@ mod tests {
             vector: Vector::default(),
             by: NodeId(0xa1b2_c3d4_0000_0001),
             exec: false,
+            mode: 0,
+            target: None,
         };
         for (path, original) in [
             ("dir/report.tar.gz", "report.tar.gz"),
@@ -263,6 +265,8 @@ mod tests {
             vector: Vector::single(dev, 77).bump(NodeId(5), 3),
             by: dev,
             exec: false,
+            mode: 0,
+            target: None,
         };
         let c = conflict_entry(&loser).unwrap();
         assert_eq!(c, conflict_entry(&loser.clone()).unwrap());

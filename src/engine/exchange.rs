@@ -32,17 +32,24 @@ pub(super) enum Sending {
 impl Engine {
     /// A connection with `peer` (whose directory is `device`) finished
     /// its handshake: ask for its index, from where we left it.
-    pub fn handle_connected(&mut self, peer: NodeId, device: NodeId) {
+    pub fn handle_connected(&mut self, peer: NodeId, device: NodeId, version: u32) {
         if let Some(reason) = &self.suspended {
             let reason = format!("not syncing: {reason}");
             self.commands.push(Command::Close { peer, reason });
             return;
         }
-        self.peers.insert(peer, Peer { device, ..Peer::default() });
+        self.peers.insert(
+            peer,
+            Peer {
+                device,
+                version,
+                ..Peer::default()
+            },
+        );
         // Needs whose sources were all away may have one again.
         let without_source = std::mem::take(&mut self.wants.without_source);
         self.wants.to_schedule.extend(without_source);
-        let ours = self.exchange_identity();
+        let ours = self.exchange_identity(version);
         let (identity, since) = match self.index.peer_mark(device) {
             Some(m) if m.ours == ours => (m.identity, m.seq),
             _ => (0, 0),
@@ -50,11 +57,14 @@ impl Engine {
         self.send(peer, Message::IndexRequest { identity, since });
     }
 
-    /// Our index's identity as the peers see it: the database's, and the
-    /// ignore rules, which decide what we send and what we take.
-    pub(super) fn exchange_identity(&self) -> u64 {
+    /// Our index's identity as the peers see it: the database's, the
+    /// ignore rules, which decide what we send and what we take, and the
+    /// protocol version spoken, which decides what the index holds as the
+    /// peer sees it (a peer that upgrades takes it whole once more).
+    pub(super) fn exchange_identity(&self, version: u32) -> u64 {
         let mut h = blake3::Hasher::new();
         h.update(&self.index.identity().to_le_bytes());
+        h.update(&version.to_le_bytes());
         if let Some(rules) = self.filters.ignore.source() {
             h.update(&rules.0);
         }
@@ -67,7 +77,7 @@ impl Engine {
     pub(super) fn answer_index_request(&mut self, peer: NodeId, identity: u64, since: u64) {
         // A number from the future: our index went back (a restored
         // backup), and its numbers are being used again.
-        let incremental = identity == self.exchange_identity() && since <= self.index.seq();
+        let incremental = identity == self.exchange_identity(self.version_of(peer)) && since <= self.index.seq();
         self.send_index(peer, if incremental { since } else { 0 });
     }
 
@@ -76,7 +86,7 @@ impl Engine {
     /// for it (`IndexMore`).
     pub(super) fn send_index(&mut self, peer: NodeId, since: u64) {
         let head = Message::IndexHead {
-            identity: self.exchange_identity(),
+            identity: self.exchange_identity(self.version_of(peer)),
             since,
             seq: self.index.seq(),
         };
@@ -155,13 +165,13 @@ impl Engine {
     /// Remember how far each peer's index has come, where everything up
     /// to there is settled (see the module header).
     pub(super) fn remember_progress(&mut self) {
-        let ours = self.exchange_identity();
         let stale: Vec<(NodeId, NodeId, PeerMark)> = self
             .peers
             .iter()
             .filter(|(_, p)| p.index_done && p.streaming.is_none())
             .filter_map(|(id, p)| {
                 let IndexPoint { identity, seq } = p.taken_up_to?;
+                let ours = self.exchange_identity(p.version);
                 let mark = PeerMark { identity, seq, ours };
                 (self.index.peer_mark(p.device) != Some(mark)).then_some((*id, p.device, mark))
             })

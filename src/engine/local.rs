@@ -154,6 +154,8 @@ impl Engine {
             let base = self.latest_seen(&o.path, old.clone().or(rejoined_base));
             let mut e = self.local_version(base.as_ref(), o.path.clone(), o.kind, false, o.size, mtime, o.hash);
             e.exec = o.exec;
+            e.mode = o.mode;
+            e.target = o.target.clone();
             if unknown && old.is_none() {
                 e.vector = Vector::default();
             }
@@ -351,6 +353,8 @@ impl Engine {
                 hash: Hash::ZERO,
                 occupied: true,
                 exec: false,
+                mode: 0,
+                target: None,
                 stat: None,
             })
             .collect()
@@ -387,6 +391,8 @@ impl Engine {
             vector,
             by: self.device,
             exec: false,
+            mode: 0,
+            target: None,
         }
     }
 }

@@ -44,11 +44,12 @@ mod tests;
 
 pub use exclude::Exclusion;
 pub use types::{
-    Action, ActionError, Command, DirState, Extent, Known, Look, Observed, PieceArrival, PieceFrame, Receive, Scan, Stat, Transfer, Unsent,
+    mode_on_disk, Action, ActionError, Command, DirState, Extent, Known, Look, Observed, PieceArrival, PieceFrame, Receive, Scan, Stat,
+    Transfer, Unsent,
 };
 
 use crate::wire::pieces::PIECE_SIZE;
-use crate::wire::{Entry, Hash, Kind, Message, NodeId, RelPath, MAX_ENTRIES};
+use crate::wire::{Entry, Hash, Kind, Message, NodeId, RelPath, MAX_ENTRIES, PROTOCOL_VERSION};
 use ignore::{IgnoreRules, IGNORE_FILE};
 use index::{beats, Index};
 use requests::{Inflight, Requests};
@@ -79,6 +80,9 @@ struct IndexPoint {
 struct Peer {
     /// The peer's directory id: what we remember its index under.
     device: NodeId,
+    /// The protocol version spoken with it (`wire::common_version`): what
+    /// it is sent is what that version holds (`Message::spoken_in`).
+    version: u32,
     /// What waits in the peer's writer (`back_pressure.rs`).
     send_queue: back_pressure::SendQueue,
     /// The index the peer announced (`IndexHead`), until its last part.
@@ -434,19 +438,31 @@ impl Engine {
         self.index.dir_sum("").digest()
     }
 
+    /// Our tree digest as `peer` compares it: over what the protocol
+    /// version spoken with it holds (see `index::digest`).
+    pub fn tree_digest_for(&self, peer: NodeId) -> Hash {
+        self.index.dir_sum("").digest_in(self.version_of(peer))
+    }
+
+    /// The protocol version spoken with `peer` (the newest, if unknown).
+    pub fn version_of(&self, peer: NodeId) -> u32 {
+        self.peers.get(&peer).map_or(PROTOCOL_VERSION, |p| p.version)
+    }
+
     /// Tell every peer our tree digest if it changed since we last told
     /// it. The node calls this at a steady pace (once a second), which is
     /// the rate limit.
     pub(super) fn share_digest(&mut self) {
-        let digest = self.tree_digest();
+        let root = self.index.dir_sum("");
         let seq = self.index.seq();
-        let stale: Vec<NodeId> = self
+        let stale: Vec<(NodeId, Hash)> = self
             .peers
             .iter()
-            .filter(|(_, p)| p.digest_sent != Some((digest, seq)))
-            .map(|(id, _)| *id)
+            .map(|(id, p)| (*id, p, root.digest_in(p.version)))
+            .filter(|(_, p, digest)| p.digest_sent != Some((*digest, seq)))
+            .map(|(id, _, digest)| (id, digest))
             .collect();
-        for peer in stale {
+        for (peer, digest) in stale {
             if let Some(p) = self.peers.get_mut(&peer) {
                 p.digest_sent = Some((digest, seq));
             }
@@ -483,7 +499,10 @@ impl Engine {
         self.wants.to_schedule.insert((schedule_order(self.me, &path), path));
     }
 
+    /// Send `msg` to `peer`, as the protocol version spoken with it holds
+    /// it.
     pub(super) fn send(&mut self, peer: NodeId, msg: Message) {
+        let msg = msg.spoken_in(self.version_of(peer));
         self.commands.push(Command::Send { peer, msg });
     }
 

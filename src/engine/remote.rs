@@ -5,7 +5,7 @@
 use super::conflict::conflict_entry;
 use super::index::{beats, same_version, wins_over, with_more_history};
 use super::safety::{deletes, loses_concurrently, resurrection};
-use super::{schedule_order, Action, Command, Engine, IndexPoint, Inflight, Need, DELTA_MIN_SIZE};
+use super::{mode_on_disk, schedule_order, Action, Command, Engine, IndexPoint, Inflight, Need, DELTA_MIN_SIZE};
 use crate::wire::version::Causality;
 use crate::wire::{Entry, Hash, Kind, Message, NodeId, RelPath, WantFile, MAX_ENTRIES};
 use std::cmp::Ordering;
@@ -18,7 +18,7 @@ use tracing::{debug, info, warn};
 fn apply_order(a: &Entry, b: &Entry) -> Ordering {
     let class = |e: &Entry| match (e.deleted, e.kind) {
         (false, Kind::Dir) => 0,
-        (false, Kind::File) => 1,
+        (false, Kind::File | Kind::Symlink) => 1,
         (true, _) => 2,
     };
     class(a)
@@ -98,7 +98,12 @@ impl Engine {
     /// A control message from `peer` (content frames go to `handle_file_start`,
     /// `handle_chunk` and `handle_file_end`).
     pub fn handle_message(&mut self, peer: NodeId, msg: Message) {
-        if !self.peers.contains_key(&peer) {
+        let Some(version) = self.peers.get(&peer).map(|p| p.version) else {
+            return;
+        };
+        if !msg.fits(version) {
+            let reason = format!("a {} message holds what protocol {version} cannot", msg.name());
+            self.commands.push(Command::Close { peer, reason });
             return;
         }
         let before = self.commands.len();
@@ -390,10 +395,16 @@ impl Engine {
         }
         if e.kind == Kind::Dir {
             match live {
-                Some(l) if l.kind == Kind::Dir => self.record(e, Some(peer)),
-                // Nothing there, or a file the folder replaces.
+                Some(l) if l.kind == Kind::Dir && mode_on_disk(&l) == mode_on_disk(&e) => self.record(e, Some(peer)),
+                // Nothing there, a file or link the folder replaces, or a
+                // folder that takes another mode.
                 local => self.act(peer, Action::MakeDir { entry: e, local }),
             }
+            return;
+        }
+        if e.kind == Kind::Symlink {
+            // Nothing to fetch: the entry holds the link.
+            self.act(peer, Action::MakeLink { entry: e, local: live });
             return;
         }
         // A file whose content is already here needs no transfer.

@@ -19,12 +19,20 @@ pub struct Observed {
     pub occupied: bool,
     /// A file with an execute bit set.
     pub exec: bool,
+    /// The permission bits of a file or folder (at most 0o777); 0 when
+    /// not looked at (`--no-perms`) and for symlinks.
+    pub mode: u32,
+    /// A symlink's target (`None` for anything else).
+    pub target: Option<String>,
     /// Its inode and change time, for a file (`None` for a folder).
     pub stat: Option<Stat>,
 }
 
 /// What the engine tells a scan about a path before it is looked at.
 #[derive(Debug, Clone, PartialEq, Eq)]
+// One lives for one call of the scan's lookup: boxing the entry would cost
+// an allocation per path looked at.
+#[allow(clippy::large_enum_variant)]
 pub enum Look {
     /// Not synced here (ignored or excluded): not looked at, nor anything
     /// below it.
@@ -35,12 +43,37 @@ pub enum Look {
 }
 
 impl Observed {
-    /// True if what the disk shows here is the live version `e` (a folder,
-    /// or a file of that size, mtime, content and execute bit).
+    /// True if what the disk shows here is the live version `e`: a folder
+    /// of that mode, a file of that size, mtime, content and mode, a
+    /// symlink of that target and mtime.
     pub fn shows(&self, e: &Entry) -> bool {
+        // The mode `e` puts on disk; not looked at: the execute bit alone.
+        let mode = || self.mode == 0 || self.mode == mode_on_disk(e);
         !e.deleted
             && e.kind == self.kind
-            && (self.kind == Kind::Dir || (e.size == self.size && e.mtime == self.mtime && e.hash == self.hash && e.exec == self.exec))
+            && match self.kind {
+                Kind::Dir => mode(),
+                Kind::File => e.size == self.size && e.mtime == self.mtime && e.hash == self.hash && e.exec == self.exec && mode(),
+                Kind::Symlink => e.hash == self.hash && e.mtime == self.mtime,
+            }
+    }
+}
+
+/// The permission bits a version puts on disk: its mode, or where that is
+/// unknown (0: from a node of protocol 4 or one with `--no-perms`)
+/// 0o644, 0o755 with the execute bit, 0o755 for a folder. The owner
+/// keeps read (and for a folder write and search) whatever the peer says,
+/// so a path is never unreadable here because it was there.
+pub fn mode_on_disk(e: &Entry) -> u32 {
+    let mode = match (e.mode, e.kind) {
+        (0, Kind::Dir) => 0o755,
+        (0, _) if e.exec => 0o755,
+        (0, _) => 0o644,
+        (m, _) => m & 0o777,
+    };
+    match e.kind {
+        Kind::Dir => mode | 0o700,
+        _ => mode | 0o400,
     }
 }
 
@@ -104,9 +137,12 @@ pub enum Extent {
 /// never overwrites or deletes a change the user made meanwhile.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    /// Create directory `entry.path` (and its parents), replacing `local`,
-    /// the file the path holds here, if any.
+    /// Create directory `entry.path` (and its parents) with its mode,
+    /// replacing `local`, what the path holds here, if any (a folder
+    /// already there just takes the mode).
     MakeDir { entry: Entry, local: Option<Entry> },
+    /// Make symlink `entry.path` to `entry.target`, replacing `local`.
+    MakeLink { entry: Entry, local: Option<Entry> },
     /// Remove `local` (a file, or an empty directory): `entry` is the winning
     /// tombstone.
     Delete { entry: Entry, local: Entry },
@@ -161,6 +197,7 @@ impl Action {
     pub fn entry(&self) -> &Entry {
         match self {
             Action::MakeDir { entry, .. }
+            | Action::MakeLink { entry, .. }
             | Action::Delete { entry, .. }
             | Action::SetMtime { entry, .. }
             | Action::Rename { entry, .. }
@@ -179,6 +216,7 @@ impl Action {
     pub fn name(&self) -> &'static str {
         match self {
             Action::MakeDir { .. } => "mkdir",
+            Action::MakeLink { .. } => "symlink",
             Action::Delete { entry, .. } if entry.kind == Kind::Dir => "rmdir",
             Action::Delete { .. } => "delete",
             Action::SetMtime { .. } => "touch",

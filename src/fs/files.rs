@@ -1,12 +1,12 @@
 //! What every module that touches files under DIR shares: the fs
 //! domain's error (`StoreError`), and reading and setting a file's mtime
-//! and execute bits. A leaf of its own, so that the store, its temp files
+//! and permission bits. A leaf of its own, so that the store, its temp files
 //! and the hashing of large files use it without depending on each other.
 //!
 //! Owns: those helpers. Must not: change anything under DIR by itself.
 
-use crate::engine::ActionError;
-use crate::wire::PathError;
+use crate::engine::{mode_on_disk, ActionError};
+use crate::wire::{Entry, Kind, PathError};
 use std::fs::{self, Metadata};
 use std::io;
 use std::os::unix::fs::PermissionsExt;
@@ -62,21 +62,37 @@ pub fn is_exec(meta: &Metadata) -> bool {
     meta.permissions().mode() & 0o111 != 0
 }
 
-/// `set_exec` through an open file.
-pub(crate) fn set_exec_of(file: &fs::File, exec: bool) -> io::Result<()> {
-    match with_exec(&file.metadata()?, exec) {
+/// The permission bits dirsync carries (never set-uid, set-gid, sticky).
+pub fn mode_of(meta: &Metadata) -> u32 {
+    meta.permissions().mode() & 0o777
+}
+
+/// `set_mode` through an open file.
+pub(crate) fn set_mode_of(file: &fs::File, entry: &Entry, perms: bool) -> io::Result<()> {
+    match mode_for(&file.metadata()?, entry, perms) {
         Some(mode) => file.set_permissions(mode),
         None => Ok(()),
     }
 }
 
-/// Give file `path` execute bits where it has read bits (`exec`), or take
-/// them all away, unless it is so already.
-pub(crate) fn set_exec(path: &Path, exec: bool) -> Result<(), StoreError> {
-    match with_exec(&fs::metadata(path).map_err(io_err(path))?, exec) {
+/// Give `path` the mode `entry` puts on disk (`mode_on_disk`), or, with
+/// `perms` off (`--no-perms`), only its execute bit, unless it has it.
+pub(crate) fn set_mode(path: &Path, entry: &Entry, perms: bool) -> Result<(), StoreError> {
+    match mode_for(&fs::symlink_metadata(path).map_err(io_err(path))?, entry, perms) {
         Some(mode) => fs::set_permissions(path, mode).map_err(io_err(path)),
         None => Ok(()),
     }
+}
+
+/// The permissions `meta`'s file gets for `entry`; `None` if it has them.
+fn mode_for(meta: &Metadata, entry: &Entry, perms: bool) -> Option<fs::Permissions> {
+    match (perms, entry.kind) {
+        (_, Kind::Symlink) | (false, Kind::Dir) => return None,
+        (false, _) => return with_exec(meta, entry.exec),
+        (true, _) => {}
+    }
+    let want = mode_on_disk(entry);
+    (meta.permissions().mode() & 0o7777 != want).then(|| fs::Permissions::from_mode(want))
 }
 
 /// The permissions `meta`'s file gets with its execute bits set (where it

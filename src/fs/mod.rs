@@ -83,6 +83,8 @@ pub(crate) mod testing {
             vector: Default::default(),
             by: Default::default(),
             exec: o.exec,
+            mode: o.mode,
+            target: o.target,
         }
     }
 }

@@ -1,17 +1,19 @@
 //! Looking at the disk: what is at a path, every path below a folder, and
-//! whether DIR itself is there, for the engine's `Scan`. Skips symlinks,
-//! dirsync's own state and temp files, and names that are not UTF-8. A
+//! whether DIR itself is there, for the engine's `Scan`. A symlink is seen
+//! as a link (its target read, never followed); skips dirsync's own state
+//! and temp files, special files, and names and link targets that are not
+//! UTF-8. A
 //! path that cannot be observed is reported as failed (unknown), never as
 //! missing.
 //!
 //! Must not: change anything on disk.
 
-use super::files::{io_err, is_exec, StoreError};
+use super::files::{io_err, is_exec, mode_of, mtime_ns, StoreError};
 use super::hashing::{hash_file, Background, Version};
 use super::special::pseudo_filesystem;
 use super::store::Store;
 use crate::engine::{DirState, Known, Look, Observed};
-use crate::wire::{Hash, Kind, RelPath, STATE_DIR_NAME};
+use crate::wire::{Hash, Kind, RelPath, MAX_LINK_TARGET, STATE_DIR_NAME};
 use std::fs::{self, Metadata};
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -161,6 +163,7 @@ impl Store {
 
     fn observe_meta(&self, rel: &RelPath, full: &Path, meta: &Metadata, known: Option<&Known>) -> Result<Option<Observed>, StoreError> {
         let ft = meta.file_type();
+        let mode = if self.perms { mode_of(meta) } else { 0 };
         if ft.is_dir() {
             return Ok(Some(Observed {
                 path: rel.clone(),
@@ -170,17 +173,17 @@ impl Store {
                 hash: Hash::ZERO,
                 occupied: false,
                 exec: false,
+                mode,
+                target: None,
                 stat: None,
             }));
         }
+        if ft.is_symlink() {
+            return self.observe_link(rel, full, meta);
+        }
         if !ft.is_file() {
             if self.warned.first(full) {
-                let what = if ft.is_symlink() {
-                    "a symlink"
-                } else {
-                    "a special file (FIFO, socket or device)"
-                };
-                info!(path = %rel, "not synced: {what}");
+                info!(path = %rel, "not synced: a special file (FIFO, socket or device)");
             }
             return Ok(None);
         }
@@ -216,7 +219,33 @@ impl Store {
             hash,
             occupied: false,
             exec: is_exec(meta),
+            mode,
+            target: None,
             stat: Some(stat),
+        }))
+    }
+
+    /// A symlink: its target as it is written, never what it points to.
+    /// A target that is not UTF-8 (or too long to carry) is not synced.
+    fn observe_link(&self, rel: &RelPath, full: &Path, meta: &Metadata) -> Result<Option<Observed>, StoreError> {
+        let target = fs::read_link(full).map_err(io_err(full))?;
+        let Some(target) = target.to_str().filter(|t| !t.is_empty() && t.len() <= MAX_LINK_TARGET) else {
+            if self.warned.first(full) {
+                info!(path = %rel, "not synced: a symlink whose target is not UTF-8");
+            }
+            return Ok(None);
+        };
+        Ok(Some(Observed {
+            path: rel.clone(),
+            kind: Kind::Symlink,
+            size: target.len() as u64,
+            mtime: mtime_ns(meta),
+            hash: Hash::of(target.as_bytes()),
+            occupied: false,
+            exec: false,
+            mode: 0,
+            target: Some(target.to_string()),
+            stat: None,
         }))
     }
 
@@ -360,7 +389,7 @@ mod tests {
     use crate::fs::testing::{entry_for, rel, setup};
 
     #[test]
-    fn scan_skips_state_temp_and_symlinks() {
+    fn scan_skips_state_and_temp_and_sees_links_as_links() {
         let (dir, store) = setup();
         let root = dir.path();
         fs::create_dir_all(root.join(".dirsync")).unwrap();
@@ -386,9 +415,13 @@ mod tests {
                 ("a".into(), Kind::Dir),
                 ("a/.dirsync-tmp-notes.txt".to_string(), Kind::File),
                 ("a/b".into(), Kind::Dir),
-                ("a/b/f.txt".to_string(), Kind::File)
+                ("a/b/f.txt".to_string(), Kind::File),
+                ("link".into(), Kind::Symlink),
             ]
         );
+        // The link's target, not what it points to (/etc is a folder).
+        let link = store.observe(&rel("link"), None).unwrap().unwrap();
+        assert_eq!((link.target.as_deref(), link.size, link.hash), (Some("/etc"), 4, Hash::of(b"/etc")));
         // Only our own temp files go.
         assert_eq!(store.clean_temp_files(), 1);
         assert!(!root.join("a").join(&ours).exists());

@@ -7,7 +7,7 @@
 //! that no symlink lies on the way, so nothing is written outside the root.
 //! Must not: decide what to change (the engine does).
 
-use super::files::{filetime_of, io_err, set_exec};
+use super::files::{filetime_of, io_err, set_mode};
 pub use super::files::{is_exec, mtime_ns, system_time_ns, StoreError};
 use super::hashing::{BackgroundHashes, HashJob, Hashed, INLINE_HASH_MAX};
 use super::special::{open_for_reading, WarnOnce};
@@ -47,6 +47,9 @@ pub struct Store {
     pub(super) warned: WarnOnce,
     /// Who holds a file open for writing.
     writers: Writers,
+    /// Permission bits are looked at and set (off: `--no-perms`, the
+    /// execute bit alone).
+    pub(super) perms: bool,
 }
 
 impl Store {
@@ -69,7 +72,15 @@ impl Store {
             root_device,
             warned: WarnOnce::default(),
             writers: Writers::default(),
+            perms: true,
         }
+    }
+
+    /// Look at and set the execute bit alone, not the other permission
+    /// bits (`--no-perms`: a filesystem that does not keep them).
+    pub fn with_perms(mut self, perms: bool) -> Self {
+        self.perms = perms;
+        self
     }
 
     /// Hash files larger than `bytes` off the loop (the simulation lowers
@@ -187,23 +198,20 @@ impl Store {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(expected.is_none_or(|e| e.deleted)),
             Err(e) => return Err(io_err(&full)(e)),
         };
-        if meta.file_type().is_symlink() {
-            // Not synced, and not ours to replace: say so (it used to read
-            // "changed on disk meanwhile").
-            return Err(StoreError::Symlink(rel.to_string()));
-        }
         let ft = meta.file_type();
-        if !ft.is_file() && !ft.is_dir() {
+        if !ft.is_file() && !ft.is_dir() && !ft.is_symlink() {
             // A FIFO, socket or device: not synced, and not ours to
             // replace (it too read "changed on disk meanwhile").
             return Err(StoreError::Special(rel.to_string()));
         }
         Ok(match expected {
-            Some(e) if !e.deleted && e.kind == Kind::Dir => meta.is_dir(),
-            Some(e) if !e.deleted => {
-                meta.file_type().is_file() && meta.len() == e.size && mtime_ns(&meta) == e.mtime && is_exec(&meta) == e.exec
+            Some(e) if e.deleted => false,
+            Some(e) if e.kind == Kind::Dir => meta.is_dir(),
+            Some(e) if e.kind == Kind::Symlink => {
+                ft.is_symlink() && fs::read_link(&full).ok().as_deref() == e.target.as_deref().map(Path::new)
             }
-            _ => false,
+            Some(e) => ft.is_file() && meta.len() == e.size && mtime_ns(&meta) == e.mtime && is_exec(&meta) == e.exec,
+            None => false,
         })
     }
 
@@ -237,17 +245,49 @@ impl Store {
         Ok(())
     }
 
-    /// Create directory `rel`, replacing `local`, the file it holds now
-    /// (checked to be unchanged first).
-    pub fn make_dir_over(&self, rel: &RelPath, local: Option<&Entry>) -> Result<(), StoreError> {
-        if let Some(file) = local.filter(|l| !l.deleted && l.kind == Kind::File) {
-            self.ensure_matches(rel, Some(file))?;
+    /// Create directory `entry.path` with its mode, replacing `local`, the
+    /// file or link it holds now (checked to be unchanged first).
+    pub fn make_dir_over(&self, entry: &Entry, local: Option<&Entry>) -> Result<(), StoreError> {
+        let rel = &entry.path;
+        if let Some(l) = local.filter(|l| !l.deleted && l.kind != Kind::Dir) {
+            self.ensure_matches(rel, Some(l))?;
             let full = self.full_path(rel)?;
-            if !self.trash_moved(&full, rel) {
+            if l.kind == Kind::Symlink || !self.trash_moved(&full, rel) {
                 fs::remove_file(&full).map_err(io_err(&full))?;
             }
         }
-        self.make_dir(rel)
+        self.make_dir(rel)?;
+        if self.perms {
+            let full = self.full_path(rel)?;
+            set_mode(&full, entry, true)?;
+        }
+        Ok(())
+    }
+
+    /// Make symlink `entry.path` pointing to `entry.target` (never
+    /// followed), replacing `local`, as a file is: made beside it under a
+    /// temp name, then renamed over it.
+    pub fn make_link(&self, entry: &Entry, local: Option<&Entry>) -> Result<(), StoreError> {
+        let Some(target) = entry.target.as_deref() else {
+            return Err(StoreError::Changed(entry.path.to_string()));
+        };
+        self.ensure_matches(&entry.path, local)?;
+        self.make_parents(&entry.path)?;
+        let full = self.full_path(&entry.path)?;
+        let tmp = self.temp_path(&full);
+        self.faults.check(&tmp)?;
+        std::os::unix::fs::symlink(target, &tmp).map_err(io_err(&tmp))?;
+        let placed = (|| {
+            let mtime = filetime_of(entry.mtime);
+            filetime::set_symlink_file_times(&tmp, mtime, mtime).map_err(io_err(&tmp))?;
+            Self::clear_folder(&full, local)?;
+            self.trash_linked(&full, &entry.path, local);
+            fs::rename(&tmp, &full).map_err(io_err(&full))
+        })();
+        if placed.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        placed
     }
 
     /// Make room at `full` for a file where the index says `expected` is:
@@ -273,13 +313,7 @@ impl Store {
     /// A new temp file in the folder of `rel`, created with its parents.
     pub fn create_temp(&self, rel: &RelPath) -> Result<TempFile, StoreError> {
         self.make_parents(rel)?;
-        let dir = self
-            .full_path(rel)?
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| self.root.clone());
-        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path = dir.join(temp_name(&self.device.to_string(), n));
+        let path = self.temp_path(&self.full_path(rel)?);
         self.faults.check(&path)?;
         // Readable too: a range copied in the kernel is read back to hash it.
         let file = File::options()
@@ -294,7 +328,15 @@ impl Store {
             path,
             committed: false,
             len: 0,
+            perms: self.perms,
         })
+    }
+
+    /// A new temp name beside `full`.
+    fn temp_path(&self, full: &Path) -> PathBuf {
+        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let dir = full.parent().unwrap_or(&self.root);
+        dir.join(temp_name(&self.device.to_string(), n))
     }
 
     /// Make `tmp` visible as `entry.path`: fsync, set the mtime, check the
@@ -327,7 +369,7 @@ impl Store {
         match local.kind {
             Kind::Dir => fs::remove_dir(&full),
             Kind::File if self.trash_moved(&full, &local.path) => Ok(()),
-            Kind::File => fs::remove_file(&full),
+            Kind::File | Kind::Symlink => fs::remove_file(&full),
         }
         .map_err(io_err(&full))
     }
@@ -356,7 +398,7 @@ impl Store {
     pub fn set_mtime(&self, entry: &Entry, local: &Entry) -> Result<(), StoreError> {
         self.ensure_matches(&local.path, Some(local))?;
         let full = self.full_path(&entry.path)?;
-        set_exec(&full, entry.exec)?;
+        set_mode(&full, entry, self.perms)?;
         filetime::set_file_mtime(&full, filetime_of(entry.mtime)).map_err(io_err(&full))
     }
 
@@ -373,7 +415,7 @@ impl Store {
         // gets its own back if the move fails: a source left touched would
         // look like a local edit of it.
         let before = fs::symlink_metadata(&src).map_err(io_err(&src))?;
-        set_exec(&src, entry.exec)?;
+        set_mode(&src, entry, self.perms)?;
         filetime::set_file_mtime(&src, filetime_of(entry.mtime)).map_err(io_err(&src))?;
         self.trash_linked(&dst, &entry.path, local);
         fs::rename(&src, &dst).map_err(io_err(&dst)).inspect_err(|_| {

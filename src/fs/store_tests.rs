@@ -4,6 +4,7 @@
 use super::*;
 use crate::fs::testing::{entry_for, rel, setup};
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 
 /// Group commit: a batch of temp files made durable by one flush, each
 /// with its mode and mtime; a file that fails is reported alone.
@@ -13,6 +14,8 @@ fn a_batch_is_made_durable_at_once_and_a_failure_stays_its_own() {
     let entry = |name: &str, t: i128| Entry {
         mtime: t,
         exec: t % 2 == 0,
+        mode: 0,
+        target: None,
         ..crate::wire::testing::file(name, t, b"content")
     };
     let entries: Vec<Entry> = (1..=3).map(|i| entry(&format!("b/f{i}"), 1_600_000_000_000_000_000 + i)).collect();
@@ -57,6 +60,8 @@ fn commit_is_atomic_and_sets_mtime() {
         vector: Default::default(),
         by: Default::default(),
         exec: false,
+        mode: 0,
+        target: None,
     };
     assert!(!dir.path().join("d/new.txt").exists());
     store.commit(tmp, &e, None).unwrap();
@@ -91,6 +96,8 @@ fn far_past_and_far_future_mtimes_round_trip() {
             vector: Default::default(),
             by: Default::default(),
             exec: false,
+            mode: 0,
+            target: None,
         };
         store.commit(tmp, &e, None).unwrap();
         let seen = store.observe(&path, None).unwrap().unwrap();
@@ -106,14 +113,15 @@ fn a_folder_replaces_a_file_and_a_file_an_emptied_folder() {
     let (dir, store) = setup();
     fs::write(dir.path().join("x"), b"old").unwrap();
     let file = entry_for(&store, "x");
-    store.make_dir_over(&rel("x"), Some(&file)).unwrap();
-    assert!(dir.path().join("x").is_dir());
     let folder = Entry {
         kind: Kind::Dir,
         size: 0,
         hash: Hash::ZERO,
+        mode: 0,
         ..file.clone()
     };
+    store.make_dir_over(&folder, Some(&file)).unwrap();
+    assert!(dir.path().join("x").is_dir());
     // A folder that still holds something is not replaced.
     fs::write(dir.path().join("x/inner"), b"i").unwrap();
     let mut tmp = store.create_temp(&rel("y")).unwrap();
@@ -142,6 +150,8 @@ fn the_executable_bit_is_written_and_checked() {
     assert!(!plain.exec);
     let runnable = Entry {
         exec: true,
+        mode: 0,
+        target: None,
         ..plain.clone()
     };
     assert!(
@@ -187,14 +197,99 @@ fn a_local_edit_is_never_overwritten() {
     assert_eq!(store.clean_temp_files(), 0, "the abandoned temp file was removed");
 }
 
-/// Issue 13: a symlink as the last component of an incoming path was
-/// reported as "changed on disk meanwhile".
+/// Issue 28: a symlink is compared by its target (a link where the index
+/// holds nothing or another target is a change made here, never replaced
+/// as if absent), and nothing is ever written through a link on the way:
+/// not a file, not a folder, not another link.
 #[test]
-fn a_symlink_where_a_file_would_go_is_named_as_such() {
+fn a_link_is_compared_by_its_target_and_never_written_through() {
     let (dir, store) = setup();
-    std::os::unix::fs::symlink("/etc/hostname", dir.path().join("link")).unwrap();
-    assert!(matches!(store.matches(&rel("link"), None), Err(StoreError::Symlink(_))));
-    assert!(dir.path().join("link").symlink_metadata().unwrap().file_type().is_symlink());
+    let outside = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(outside.path(), dir.path().join("out")).unwrap();
+    let link = crate::wire::testing::link("out", 1, outside.path().to_str().unwrap());
+    assert!(!store.matches(&rel("out"), None).unwrap());
+    assert!(store.matches(&rel("out"), Some(&link)).unwrap());
+    let other = crate::wire::testing::link("out", 1, "/etc");
+    assert!(!store.matches(&rel("out"), Some(&other)).unwrap());
+    // Below the link: refused, whatever the write.
+    let below = crate::wire::testing::link("out/l", 1, "/etc/passwd");
+    assert!(matches!(store.create_temp(&rel("out/f")), Err(StoreError::Symlink(_))));
+    assert!(matches!(store.make_link(&below, None), Err(StoreError::Symlink(_))));
+    let folder = Entry {
+        kind: Kind::Dir,
+        target: None,
+        ..crate::wire::testing::tomb("out/d", 1)
+    };
+    let folder = Entry { deleted: false, ..folder };
+    assert!(matches!(store.make_dir_over(&folder, None), Err(StoreError::Symlink(_))));
+    assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0, "nothing was written outside DIR");
+}
+
+/// A link is made as a file is: beside its path, then renamed over what
+/// was there, with its own mtime; it replaces a file and is replaced by
+/// a folder, and its deletion removes the link, never its target.
+#[test]
+fn a_link_replaces_a_file_and_gives_way_to_a_folder() {
+    let (dir, store) = setup();
+    fs::write(dir.path().join("x"), b"old").unwrap();
+    let file = entry_for(&store, "x");
+    let link = crate::wire::testing::link("x", 1_700_000_000_000_000_000, "../elsewhere");
+    store.make_link(&link, Some(&file)).unwrap();
+    assert_eq!(fs::read_link(dir.path().join("x")).unwrap(), Path::new("../elsewhere"));
+    let seen = store.observe(&rel("x"), None).unwrap().unwrap();
+    assert_eq!((seen.kind, seen.mtime, seen.hash), (Kind::Symlink, link.mtime, link.hash));
+    let folder = Entry {
+        kind: Kind::Dir,
+        deleted: false,
+        target: None,
+        mode: 0o750,
+        ..crate::wire::testing::tomb("x", 2)
+    };
+    store.make_dir_over(&folder, Some(&link)).unwrap();
+    let meta = fs::symlink_metadata(dir.path().join("x")).unwrap();
+    assert!(meta.is_dir());
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o750);
+    // A link to a file: deleting the link leaves the file.
+    fs::write(dir.path().join("target"), b"t").unwrap();
+    std::os::unix::fs::symlink("target", dir.path().join("l")).unwrap();
+    store.delete(&crate::wire::testing::link("l", 1, "target")).unwrap();
+    assert!(!dir.path().join("l").exists() && dir.path().join("target").exists());
+    assert_eq!(store.clean_temp_files(), 0);
+}
+
+/// Every permission bit travels, but set-uid, set-gid and sticky never
+/// come from a peer, and the owner keeps read on a file and read, write
+/// and search on a folder.
+#[test]
+fn modes_are_applied_without_special_bits_or_taking_the_owners_access() {
+    let (dir, store) = setup();
+    for (mode, on_disk) in [(0o444, 0o444), (0o640, 0o640), (0o200, 0o600), (0o4755, 0o755)] {
+        let mut e = Entry {
+            mode: mode & 0o777,
+            exec: mode & 0o111 != 0,
+            ..crate::wire::testing::file("f", 1_700_000_000_000_000_000, b"x")
+        };
+        e.path = rel(&format!("f{mode:o}"));
+        let mut tmp = store.create_temp(&e.path).unwrap();
+        tmp.write(b"x").unwrap();
+        store.commit(tmp, &e, None).unwrap();
+        let meta = fs::symlink_metadata(dir.path().join(e.path.as_str())).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o7777, on_disk, "{mode:o}");
+        let seen = store.observe(&e.path, None).unwrap().unwrap();
+        assert!(seen.shows(&e), "{mode:o}: the next look finds the version it put there");
+    }
+    let mut folder = Entry {
+        kind: Kind::Dir,
+        deleted: false,
+        mode: 0o055,
+        ..crate::wire::testing::tomb("d", 1)
+    };
+    store.make_dir_over(&folder, None).unwrap();
+    let mode = |p: &str| fs::symlink_metadata(dir.path().join(p)).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode("d"), 0o755);
+    folder.mode = 0o700;
+    store.make_dir_over(&folder, Some(&folder)).unwrap();
+    assert_eq!(mode("d"), 0o700, "a folder already there takes the mode");
 }
 
 /// Issue 26, item 9: a peer's file landing on a local FIFO was retried for
@@ -271,6 +366,8 @@ fn a_failed_rename_leaves_its_source_untouched() {
         path: rel("b"),
         mtime: a.mtime + 5_000_000_000,
         exec: true,
+        mode: 0,
+        target: None,
         ..a.clone()
     };
     assert!(store.rename(&a, &b, Some(&folder)).is_err(), "the folder is not empty");

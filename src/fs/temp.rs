@@ -5,7 +5,7 @@
 //!
 //! Must not: put anything in place (`Store::install` does).
 
-use super::files::{filetime_of, io_err, set_exec_of, StoreError};
+use super::files::{filetime_of, io_err, set_mode_of, StoreError};
 use super::pieces::all_zero;
 use crate::wire::Entry;
 use std::collections::BTreeSet;
@@ -94,6 +94,8 @@ pub struct TempFile {
     /// The file's length: the end of the furthest write (what `write`
     /// appends after). The file on disk is never shorter.
     pub(super) len: u64,
+    /// Set all permission bits, not the execute bit alone (`Store::perms`).
+    pub(super) perms: bool,
 }
 
 /// The block size holes are kept at.
@@ -237,7 +239,7 @@ impl TempFile {
         }
         // Through the open file, not its name: no lookup in a folder of
         // thousands for each small file received.
-        set_exec_of(&self.file, entry.exec).map_err(io_err(&self.path))?;
+        set_mode_of(&self.file, entry, self.perms).map_err(io_err(&self.path))?;
         filetime::set_file_handle_times(&self.file, None, Some(filetime_of(entry.mtime))).map_err(io_err(&self.path))
     }
 

@@ -26,7 +26,8 @@ impl<N: Net> Node<N> {
     pub(super) fn apply(&mut self, peer: NodeId, action: Action) {
         let store = &self.store;
         let result = match &action {
-            Action::MakeDir { entry, local } => store.make_dir_over(&entry.path, local.as_ref()),
+            Action::MakeDir { entry, local } => store.make_dir_over(entry, local.as_ref()),
+            Action::MakeLink { entry, local } => store.make_link(entry, local.as_ref()),
             Action::Delete { local, .. } => store.delete(local),
             Action::SetMtime { entry, local } => store.set_mtime(entry, local),
             Action::Rename { from, entry, local, .. } => store.rename(from, entry, local.as_ref()),

@@ -83,6 +83,9 @@ pub struct Config {
     pub trash_days: u32,
     /// The bound on the whole trash.
     pub trash_max: crate::fs::trash::TrashMax,
+    /// Permission bits are carried (off: `--no-perms`, the execute bit
+    /// alone).
+    pub perms: bool,
     /// Files larger than this are hashed off the loop
     /// (`fs::hashing::INLINE_HASH_MAX`; the simulation lowers it).
     pub inline_hash_max: u64,
@@ -318,7 +321,8 @@ impl<N: Net> Node<N> {
         let store = Store::new(cfg.dir.clone(), cfg.state_dir.clone(), device)
             .with_faults(cfg.disk_faults.clone())
             .with_trash(trash.clone())
-            .with_inline_hash_max(cfg.inline_hash_max);
+            .with_inline_hash_max(cfg.inline_hash_max)
+            .with_perms(cfg.perms);
         let cleaned = store.clean_temp_files();
         if cleaned > 0 {
             info!(count = cleaned, "removed temp files left by an earlier run");

@@ -20,7 +20,7 @@ use crate::transport::net::{Net, Socket};
 use crate::transport::peering::{Peering, Register};
 use crate::transport::secure::{self, Connection};
 use crate::transport::static_peers::StaticPeers;
-use crate::wire::{Announce, NodeId, PROTOCOL_VERSION};
+use crate::wire::{common_version, Announce, NodeId};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -226,7 +226,7 @@ impl<N: Net> Node<N> {
         if a.node == self.cfg.node_id || self.engine.suspended().is_some() {
             return;
         }
-        if a.version != PROTOCOL_VERSION {
+        if common_version(a.version, a.newest).is_none() {
             debug!(peer = %a.node, version = a.version, "ignoring announcement of another protocol version");
             return;
         }
@@ -412,7 +412,7 @@ impl<N: Net> Node<N> {
         self.peers.connected.insert(peer, record);
         self.cfg.counters.connections.fetch_add(1, Ordering::Relaxed);
         info!(%peer, %addr, "connected");
-        self.engine.handle_connected(peer, hello.device);
+        self.engine.handle_connected(peer, hello.device, hello.version);
     }
 
     /// Spawn a registered connection's writer and reader.

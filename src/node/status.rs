@@ -231,6 +231,13 @@ pub struct PeerStatus {
     pub synced: bool,
     /// The tree digest the peer last told us.
     pub digest: Option<Hash>,
+    /// Our tree digest as the peer compares it: over what the protocol
+    /// version spoken with it holds (equal to `digest`: in sync).
+    #[serde(default)]
+    pub ours: Hash,
+    /// The protocol version spoken with it.
+    #[serde(default)]
+    pub protocol: u32,
     /// Files and bytes still to receive from it, and to send to it.
     pub receive_files: u64,
     pub receive_bytes: u64,
@@ -259,6 +266,8 @@ impl<N: Net> Node<N> {
                     addr: p.addr.to_string(),
                     synced,
                     digest: self.engine.peer_digest(id),
+                    ours: self.engine.tree_digest_for(id),
+                    protocol: self.engine.version_of(id),
                     receive_files,
                     receive_bytes,
                     send_files: t.send_files.load(Ordering::Relaxed),

@@ -15,7 +15,10 @@ use crate::transport::rate::RateLimit;
 use crate::transport::secure::{self, Connection};
 use crate::transport::send::{request_delta, send_content, send_piece, Pacing};
 pub use crate::transport::stream::{write_msg, Traffic, CHUNK};
-use crate::wire::{self, Message, NodeId, WireError, FEATURES, FEATURE_SPARSE_PIECES, LEN_PREFIX, PROTOCOL_VERSION};
+use crate::wire::{
+    self, common_version, Message, NodeId, WireError, FEATURES, FEATURE_SPARSE_PIECES, LEN_PREFIX, OLDEST_PROTOCOL_VERSION,
+    PROTOCOL_VERSION,
+};
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use std::io;
 use std::sync::Arc;
@@ -197,10 +200,12 @@ pub struct PeerHello {
     pub device: NodeId,
     /// The peer takes `Piece` frames that skip zeros (`FEATURE_SPARSE_PIECES`).
     pub sparse_pieces: bool,
+    /// The protocol version spoken with the peer (`wire::common_version`).
+    pub version: u32,
 }
 
-/// Exchange hellos. Refuses (and tells the peer why) a foreign protocol
-/// version or a peer using our own node id.
+/// Exchange hellos. Refuses (and tells the peer why) a peer that speaks
+/// no version we speak, or one using our own node id.
 pub async fn handshake<N: Net>(
     net: &N,
     conn: &mut Connection<N>,
@@ -209,11 +214,12 @@ pub async fn handshake<N: Net>(
     listen_port: u16,
 ) -> Result<PeerHello, ConnError> {
     let hello = Message::Hello {
-        version: PROTOCOL_VERSION,
+        version: OLDEST_PROTOCOL_VERSION,
         node: me,
         listen_port,
         device,
         features: FEATURES.iter().map(|f| f.to_string()).collect(),
+        newest: PROTOCOL_VERSION,
     };
     write_msg(&mut conn.writer, &hello).await?;
     let read = async { Some(read_frame_max(&mut conn.reader, MAX_HELLO).await) };
@@ -237,9 +243,13 @@ pub async fn handshake<N: Net>(
         Err(ConnError::Refused(reason))
     };
     match first.0 {
-        Message::Hello { version, .. } if version != PROTOCOL_VERSION => {
+        Message::Hello { version, newest, .. } if common_version(version, newest).is_none() => {
+            let theirs = match newest.max(version) {
+                n if n == version => version.to_string(),
+                n => format!("{version} to {n}"),
+            };
             refuse(format!(
-                "protocol version {version} is not spoken here (this node speaks {PROTOCOL_VERSION})"
+                "protocol version {theirs} is not spoken here (this node speaks {OLDEST_PROTOCOL_VERSION} to {PROTOCOL_VERSION})"
             ))
             .await
         }
@@ -249,12 +259,14 @@ pub async fn handshake<N: Net>(
             listen_port,
             device,
             features,
-            ..
+            version,
+            newest,
         } => Ok(PeerHello {
             node,
             listen_port,
             device,
             sparse_pieces: features.iter().any(|f| f == FEATURE_SPARSE_PIECES),
+            version: common_version(version, newest).unwrap_or(version),
         }),
         Message::Refuse { reason } => Err(ConnError::RefusedByPeer(printable(&reason))),
         other => refuse(format!("expected hello, got {}", other.name())).await,

@@ -10,10 +10,12 @@
 //! they cost no base64 and no compressor time. Discovery datagrams are
 //! separate (`Announce`): plain JSON, one per UDP packet.
 
+mod compat;
 mod path;
 
 pub mod pieces;
 pub mod version;
+pub use compat::{common_version, MAX_LINK_TARGET, OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION};
 pub use path::{temp_name, temp_name_device, PathError, RelPath, MAX_COMPONENT_LEN, MAX_DEPTH, MAX_PATH_LEN, STATE_DIR_NAME, TEMP_PREFIX};
 pub use version::Vector;
 
@@ -22,8 +24,6 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 use std::io::{Read, Write};
 
-/// The protocol version this build speaks; a peer with another is refused.
-pub const PROTOCOL_VERSION: u32 = 4;
 /// Largest frame body accepted (payload chunks are at most `MAX_PAYLOAD`).
 pub const MAX_FRAME: u64 = 17 * 1024 * 1024;
 /// Largest raw payload in one frame: one delta segment, with room for its
@@ -135,6 +135,9 @@ impl<'de> Deserialize<'de> for Hash {
 pub enum Kind {
     Dir,
     File,
+    /// A symbolic link (protocol 5): its `target` travels, never what it
+    /// points to.
+    Symlink,
 }
 
 /// A child of a folder and its digest (see `Message::Subtree`).
@@ -179,6 +182,21 @@ pub struct Entry {
     /// stays runnable (and a git checkout shows no mode change).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub exec: bool,
+    /// The permission bits, rwx for user, group and other (at most 0o777,
+    /// a JSON number: 0o644 is 420); 0 when unknown (the version came from
+    /// a node of protocol 4, or one started with `--no-perms`): then only
+    /// `exec` is known. Protocol 5.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub mode: u32,
+    /// A live symlink's target, as the link holds it (relative or
+    /// absolute); its `hash` is the target's, its `size` the target's
+    /// length. Absent for everything else. Protocol 5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Times in nanoseconds on the wire: a JSON number while it fits 64 bits
@@ -262,6 +280,10 @@ pub enum Message {
         /// it, and is sent nothing that needs it). See `FEATURES`.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         features: Vec<String>,
+        /// The newest protocol version the sender speaks (`version` is the
+        /// oldest); absent: `version` alone. See `common_version`.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        newest: u32,
     },
     /// Sent instead of continuing when the peer's hello is unacceptable;
     /// the sender closes the connection after it.
@@ -434,6 +456,11 @@ impl Message {
         if n > MAX_ENTRIES {
             return Err(WireError::TooManyEntries(n));
         }
+        match self {
+            Message::Index { entries, .. } | Message::Update { entries } => entries.iter().try_for_each(Entry::check)?,
+            Message::FileStart { entry, .. } => entry.check()?,
+            _ => {}
+        }
         if self.payload().len() > MAX_PAYLOAD {
             return Err(WireError::TooLarge(self.payload().len() as u64));
         }
@@ -446,9 +473,13 @@ impl Message {
 pub struct Announce {
     /// Always "dirsync": tells our datagrams from other traffic on the port.
     pub app: String,
+    /// The oldest protocol version the sender speaks (see `Hello`).
     pub version: u32,
     pub node: NodeId,
     pub port: u16,
+    /// The newest it speaks; absent: `version` alone.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub newest: u32,
     /// With a cluster key: its fingerprint (`ClusterKey::fingerprint`, 16
     /// hex digits), so keyed nodes dial only nodes holding the same key.
     /// Absent without a key.
@@ -462,9 +493,10 @@ impl Announce {
     pub fn new(node: NodeId, port: u16) -> Self {
         Announce {
             app: Self::APP.to_string(),
-            version: PROTOCOL_VERSION,
+            version: OLDEST_PROTOCOL_VERSION,
             node,
             port,
+            newest: PROTOCOL_VERSION,
             key: None,
         }
     }
@@ -515,6 +547,8 @@ pub enum WireError {
     TooManyEntries(usize),
     #[error("message {0} carries no payload, but the frame has one")]
     UnexpectedPayload(&'static str),
+    #[error("bad entry for {path}: {why}")]
+    BadEntry { path: String, why: &'static str },
 }
 
 /// JSON up to this size is stored in zlib's framing without deflating it:
@@ -635,6 +669,18 @@ pub(crate) mod testing {
             vector: Vector::default(),
             by: NodeId(0),
             exec: false,
+            mode: 0,
+            target: None,
+        }
+    }
+
+    pub fn link(path: &str, mtime: i128, target: &str) -> Entry {
+        Entry {
+            kind: Kind::Symlink,
+            size: target.len() as u64,
+            hash: Hash::of(target.as_bytes()),
+            target: Some(target.to_string()),
+            ..file(path, mtime, b"")
         }
     }
 

@@ -16,6 +16,8 @@ fn file_entry() -> Entry {
         vector: Vector::single(NodeId(0xa1b2_c3d4_e5f6_0718), 1_764_000_000_123_456_789),
         by: NodeId(0xa1b2_c3d4_e5f6_0718),
         exec: false,
+        mode: 0,
+        target: None,
     }
 }
 
@@ -34,6 +36,8 @@ pub(crate) fn examples() -> Vec<(&'static str, Message)> {
         vector: Vector::single(NodeId(0xa1b2_c3d4_e5f6_0718), 1_764_000_000_123_456_789).bump(NodeId(0xfeed), 1_764_000_100_000_000_000),
         by: NodeId(0xfeed),
         exec: false,
+        mode: 0,
+        target: None,
     };
     let dir = Entry {
         path: path("docs"),
@@ -46,16 +50,19 @@ pub(crate) fn examples() -> Vec<(&'static str, Message)> {
         vector: Vector::single(NodeId(0xa1b2_c3d4_e5f6_0718), 1_764_000_000_000_000_000),
         by: NodeId(0xa1b2_c3d4_e5f6_0718),
         exec: false,
+        mode: 0,
+        target: None,
     };
     vec![
         (
             "hello",
             Message::Hello {
-                version: PROTOCOL_VERSION,
+                version: OLDEST_PROTOCOL_VERSION,
                 node: NodeId(0x1234_5678_9abc_def0),
                 listen_port: 6000,
                 device: NodeId(0x0fed_cba9_8765_4321),
                 features: vec![FEATURE_SPARSE_PIECES.into()],
+                newest: PROTOCOL_VERSION,
             },
         ),
         (
@@ -87,6 +94,22 @@ pub(crate) fn examples() -> Vec<(&'static str, Message)> {
             },
         ),
         ("update", Message::Update { entries: vec![tomb] }),
+        (
+            "update_links_and_modes",
+            Message::Update {
+                entries: vec![
+                    Entry { mode: 0o640, ..e.clone() },
+                    Entry {
+                        path: RelPath::new("docs/latest").unwrap(),
+                        kind: Kind::Symlink,
+                        size: 3,
+                        hash: Hash::of(b"v3/"),
+                        target: Some("v3/".into()),
+                        ..e.clone()
+                    },
+                ],
+            },
+        ),
         (
             "want",
             Message::Want {

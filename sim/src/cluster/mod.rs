@@ -421,6 +421,7 @@ impl Cluster {
                 disk_faults: disk_faults.clone(),
                 trash_days: 7,
                 trash_max: Default::default(),
+                perms: true,
                 inline_hash_max: INLINE_HASH_MAX,
                 max_send_rate: None,
                 max_recv_rate: None,

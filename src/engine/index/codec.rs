@@ -19,6 +19,10 @@ const FILE: u8 = 4;
 const HAS_HASH: u8 = 8;
 /// The file's `Stat` when this node last looked at it follows the vector.
 const HAS_STAT: u8 = 16;
+/// A symlink (`FILE` clear); a live one's target closes the record.
+const SYMLINK: u8 = 32;
+/// The mode follows the stat, as two bytes.
+const HAS_MODE: u8 = 64;
 
 /// An entry as the index keeps it: the entry, the sequence number of the
 /// change that made it (see `Index::since`), and for a file this node
@@ -41,7 +45,9 @@ pub fn encode(s: &Stored) -> Vec<u8> {
         | (if e.exec { EXEC } else { 0 })
         | (if e.kind == Kind::File { FILE } else { 0 })
         | (if has_hash { HAS_HASH } else { 0 })
-        | (if s.stat.is_some() { HAS_STAT } else { 0 });
+        | (if s.stat.is_some() { HAS_STAT } else { 0 })
+        | (if e.kind == Kind::Symlink { SYMLINK } else { 0 })
+        | (if e.mode != 0 { HAS_MODE } else { 0 });
     out.push(flags);
     out.extend_from_slice(&e.size.to_le_bytes());
     out.extend_from_slice(&e.mtime.to_le_bytes());
@@ -59,6 +65,15 @@ pub fn encode(s: &Stored) -> Vec<u8> {
     if let Some(stat) = s.stat {
         out.extend_from_slice(&stat.ino.to_le_bytes());
         out.extend_from_slice(&stat.ctime.to_le_bytes());
+    }
+    if e.mode != 0 {
+        // At most 0o777 (`Entry::check`, and the scan's mask).
+        out.extend_from_slice(&(e.mode as u16).to_le_bytes());
+    }
+    if let Some(target) = &e.target {
+        // At most `MAX_LINK_TARGET` bytes.
+        out.extend_from_slice(&(target.len() as u16).to_le_bytes());
+        out.extend_from_slice(target.as_bytes());
     }
     out
 }
@@ -94,13 +109,34 @@ pub fn decode(path: RelPath, bytes: &[u8]) -> Result<Stored, String> {
     } else {
         None
     };
+    let mode = if flags & HAS_MODE != 0 {
+        u32::from(u16::from_le_bytes(r.take()?))
+    } else {
+        0
+    };
+    let deleted = flags & DELETED != 0;
+    let target = if flags & SYMLINK != 0 && !deleted {
+        let len = usize::from(u16::from_le_bytes(r.take()?));
+        if r.0.len() < len {
+            return Err("truncated symlink target".into());
+        }
+        let (text, rest) = r.0.split_at(len);
+        r.0 = rest;
+        Some(String::from_utf8(text.to_vec()).map_err(|_| "a symlink target that is not UTF-8".to_string())?)
+    } else {
+        None
+    };
     if !r.0.is_empty() {
         return Err("trailing bytes".into());
     }
     let entry = Entry {
         path,
-        kind: if flags & FILE != 0 { Kind::File } else { Kind::Dir },
-        deleted: flags & DELETED != 0,
+        kind: match (flags & FILE != 0, flags & SYMLINK != 0) {
+            (true, _) => Kind::File,
+            (false, true) => Kind::Symlink,
+            (false, false) => Kind::Dir,
+        },
+        deleted,
         size,
         mtime,
         version,
@@ -108,6 +144,8 @@ pub fn decode(path: RelPath, bytes: &[u8]) -> Result<Stored, String> {
         vector: Vector::from_pairs(pairs),
         by,
         exec: flags & EXEC != 0,
+        mode,
+        target,
     };
     Ok(Stored { entry, seq, stat })
 }
@@ -130,7 +168,7 @@ impl Reader<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::testing::{file, tomb};
+    use crate::wire::testing::{file, link, tomb};
     use proptest::prelude::*;
 
     #[test]
@@ -141,7 +179,30 @@ mod tests {
         f.version = i128::MAX;
         f.mtime = i128::MIN;
         let stat = Some(Stat { ino: 77, ctime: -5 });
-        for (entry, stat) in [(f.clone(), None), (f, stat), (tomb("gone", 9), None)] {
+        let moded = Entry { mode: 0o751, ..f.clone() };
+        let dead_link = Entry {
+            deleted: true,
+            target: None,
+            ..link("l", 3, "")
+        };
+        let cases = [
+            (f.clone(), None),
+            (f, stat),
+            (tomb("gone", 9), None),
+            (moded, stat),
+            (link("l", 3, "../ü/x"), None),
+            (dead_link, None),
+            (
+                Entry {
+                    kind: Kind::Dir,
+                    deleted: false,
+                    mode: 0o700,
+                    ..tomb("d", 1)
+                },
+                None,
+            ),
+        ];
+        for (entry, stat) in cases {
             let s = Stored { entry, seq: 42, stat };
             let bytes = encode(&s);
             assert_eq!(decode(s.entry.path.clone(), &bytes), Ok(s.clone()));

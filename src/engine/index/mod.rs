@@ -32,8 +32,13 @@ use crate::wire::{Entry, Hash, Kind};
 /// larger content hash wins, then the later mtime. Two versions equal in all
 /// of these hold the same content and metadata, so no further tie-break (such
 /// as node id) is ever needed, and every node picks the same winner.
-fn rank(e: &Entry) -> (i128, bool, Kind, Hash, i128, bool) {
-    (e.version, !e.deleted, e.kind, e.hash, e.mtime, e.exec)
+///
+/// Then a known mode beats an unknown one (0), and a larger mode a
+/// smaller: the same version reaches a node of protocol 5 through one of
+/// protocol 4 without its mode (and a symlink as a tombstone, which the
+/// live path already beats), and the whole of it must win when it comes.
+fn rank(e: &Entry) -> (i128, bool, Kind, Hash, i128, bool, u32) {
+    (e.version, !e.deleted, e.kind, e.hash, e.mtime, e.exec, e.mode)
 }
 
 /// True if `new` should replace `old`.
@@ -160,7 +165,7 @@ mod tests {
         }
         let names = |idx: &Index, dir: Option<&str>| {
             let dir = dir.map(|d| RelPath::new(d).unwrap());
-            idx.children(dir.as_ref(), 10)
+            idx.children(dir.as_ref(), 10, crate::wire::PROTOCOL_VERSION)
                 .unwrap()
                 .into_iter()
                 .map(|(n, _)| n)
@@ -169,7 +174,10 @@ mod tests {
         assert_eq!(names(&idx, None), ["d", "d-x", "d.txt", "e"]);
         assert_eq!(names(&idx, Some("d")), ["x", "y"]);
         assert_eq!(names(&idx, Some("d/x")), ["deep"]);
-        assert!(idx.children(None, 3).is_none(), "more than the limit");
+        assert!(
+            idx.children(None, 3, crate::wire::PROTOCOL_VERSION).is_none(),
+            "more than the limit"
+        );
         // A name with a control character (shown escaped): found by the
         // workload, faults seed 7200021678, where a folder "tab\there" had
         // no children to compare and its difference was never found.
@@ -180,7 +188,14 @@ mod tests {
             Some("t\tb")
         );
         // A child's digest covers what lies below it.
-        let digest_of = |idx: &Index, name: &str| idx.children(None, 10).unwrap().into_iter().find(|(n, _)| n == name).unwrap().1;
+        let digest_of = |idx: &Index, name: &str| {
+            idx.children(None, 10, crate::wire::PROTOCOL_VERSION)
+                .unwrap()
+                .into_iter()
+                .find(|(n, _)| n == name)
+                .unwrap()
+                .1
+        };
         let (d, e) = (digest_of(&idx, "d"), digest_of(&idx, "e"));
         idx.insert(file("d/x/deep", 2, b"new"));
         assert_ne!(digest_of(&idx, "d"), d);

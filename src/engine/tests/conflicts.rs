@@ -10,6 +10,8 @@ fn edited(base: &Entry, dev: NodeId, t: i128, content: &[u8]) -> Entry {
         vector: base.vector.bump(dev, t),
         by: dev,
         exec: false,
+        mode: 0,
+        target: None,
         ..file(base.path.as_str(), t, content)
     }
 }
@@ -19,6 +21,8 @@ fn deleted(base: &Entry, dev: NodeId, t: i128) -> Entry {
         vector: base.vector.bump(dev, t),
         by: dev,
         exec: false,
+        mode: 0,
+        target: None,
         ..tomb(base.path.as_str(), t)
     }
 }

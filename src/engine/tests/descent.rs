@@ -42,8 +42,8 @@ fn tree(n: usize, m: usize) -> Vec<Entry> {
 /// exchange (as if each remembered the other up to date).
 fn pair(ours: &[Entry], theirs: &[Entry]) -> (Engine, Engine) {
     let (mut a, mut b) = (engine_with(ours), engine_with(theirs));
-    a.handle_connected(A, A);
-    b.handle_connected(ME, ME);
+    a.handle_connected(A, A, crate::wire::PROTOCOL_VERSION);
+    b.handle_connected(ME, ME, crate::wire::PROTOCOL_VERSION);
     a.take_commands();
     b.take_commands();
     for (e, peer) in [(&mut a, A), (&mut b, ME)] {

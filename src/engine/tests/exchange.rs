@@ -30,7 +30,7 @@ fn asked(e: &mut Engine) -> Vec<Message> {
 #[test]
 fn a_peers_progress_is_remembered_once_what_it_announced_has_landed_and_asked_from_on_reconnect() {
     let mut e = connected(&[], &[]);
-    e.handle_connected(A, A);
+    e.handle_connected(A, A, crate::wire::PROTOCOL_VERSION);
     assert_eq!(
         asked(&mut e),
         [Message::IndexRequest { identity: 0, since: 0 }],
@@ -58,18 +58,18 @@ fn a_peers_progress_is_remembered_once_what_it_announced_has_landed_and_asked_fr
     e.handle_tick(3 * S);
     assert_eq!(e.index().peer_mark(A).unwrap().seq, 9);
     e.handle_disconnected(A);
-    e.handle_connected(A, A);
+    e.handle_connected(A, A, crate::wire::PROTOCOL_VERSION);
     assert_eq!(asked(&mut e), [Message::IndexRequest { identity: X, since: 9 }]);
     // Another device at the same node id is another index.
     e.handle_disconnected(A);
-    e.handle_connected(A, B);
+    e.handle_connected(A, B, crate::wire::PROTOCOL_VERSION);
     assert_eq!(asked(&mut e), [Message::IndexRequest { identity: 0, since: 0 }]);
 }
 
 #[test]
 fn a_digest_number_before_the_index_is_done_moves_nothing() {
     let mut e = connected(&[], &[]);
-    e.handle_connected(A, A);
+    e.handle_connected(A, A, crate::wire::PROTOCOL_VERSION);
     e.handle_message(
         A,
         Message::TreeDigest {
@@ -86,7 +86,7 @@ fn a_digest_number_before_the_index_is_done_moves_nothing() {
 #[test]
 fn a_failed_receive_holds_the_mark_back_until_its_retry_lands() {
     let mut e = connected(&[], &[]);
-    e.handle_connected(A, A);
+    e.handle_connected(A, A, crate::wire::PROTOCOL_VERSION);
     let f = file("f", 5, b"x");
     e.handle_message(A, head(4));
     e.handle_message(A, index_msg(vec![f.clone()]));
@@ -103,12 +103,12 @@ fn a_failed_receive_holds_the_mark_back_until_its_retry_lands() {
 fn only_changes_after_the_asked_number_are_sent_and_a_stranger_or_a_number_from_the_future_gets_everything() {
     let (a, b, c) = (file("a", 1, b"a"), file("b", 2, b"b"), file("c", 3, b"c"));
     let mut e = engine_with(&[a.clone(), b.clone(), c.clone()]);
-    let mine = e.exchange_identity();
+    let mine = e.exchange_identity(crate::wire::PROTOCOL_VERSION);
     let b2 = file("b", 9, b"b2");
     e.handle_local(9, &[Some(p("b"))], vec![observed(&b2)]);
     let b2 = e.index().get(&p("b")).unwrap();
     assert_eq!(e.index().seq(), 4);
-    e.handle_connected(A, A);
+    e.handle_connected(A, A, crate::wire::PROTOCOL_VERSION);
     e.take_commands();
     let answer = |e: &mut Engine, identity, since| {
         e.handle_message(A, Message::IndexRequest { identity, since });
@@ -137,18 +137,22 @@ fn only_changes_after_the_asked_number_are_sent_and_a_stranger_or_a_number_from_
 #[test]
 fn new_ignore_rules_ask_every_peer_for_everything_and_void_what_was_remembered() {
     let mut e = connected(&[], &[]);
-    e.handle_connected(A, A);
+    e.handle_connected(A, A, crate::wire::PROTOCOL_VERSION);
     e.handle_message(A, head(2));
     e.handle_message(A, index_msg(vec![]));
     e.handle_tick(S);
-    let before = e.exchange_identity();
+    let before = e.exchange_identity(crate::wire::PROTOCOL_VERSION);
     assert_eq!(e.index().peer_mark(A).unwrap().ours, before);
     e.take_commands();
     e.set_ignore(crate::engine::ignore::IgnoreRules::from_bytes(b"*.log\n").0);
-    assert_ne!(e.exchange_identity(), before, "the rules are part of what a peer remembers");
+    assert_ne!(
+        e.exchange_identity(crate::wire::PROTOCOL_VERSION),
+        before,
+        "the rules are part of what a peer remembers"
+    );
     assert_eq!(asked(&mut e), [Message::IndexRequest { identity: 0, since: 0 }]);
     e.handle_disconnected(A);
-    e.handle_connected(A, A);
+    e.handle_connected(A, A, crate::wire::PROTOCOL_VERSION);
     assert_eq!(
         asked(&mut e),
         [Message::IndexRequest { identity: 0, since: 0 }],
@@ -182,7 +186,7 @@ fn a_large_index_travels_in_parts_each_asked_for_once_fewer_than_a_part_wait() {
     // The receiver asks for the next part only once fewer than a part's
     // worth of files wait to be fetched.
     let mut receiver = connected(&[], &[]);
-    receiver.handle_connected(B, B);
+    receiver.handle_connected(B, B, crate::wire::PROTOCOL_VERSION);
     receiver.take_commands();
     for cmd in sent {
         if let Command::Send { msg, .. } = cmd {

@@ -120,7 +120,7 @@ fn a_missing_directory_or_marker_stops_syncing_instead_of_deleting_everything() 
         assert_eq!(e.take_commands(), vec![]);
         assert!(e.index().iter().all(|x| !x.deleted));
         // Peers are turned away while it lasts.
-        e.handle_connected(B, B);
+        e.handle_connected(B, B, crate::wire::PROTOCOL_VERSION);
         assert!(matches!(&e.take_commands()[..], [Command::Close { peer, .. }] if *peer == B));
         // The files are back (one was changed meanwhile): syncing resumes.
         let changed = file("a", 50, b"a2");
@@ -177,6 +177,8 @@ fn a_chmod_alone_is_a_change_and_travels_without_a_transfer() {
     let mut e = connected(std::slice::from_ref(&script), &[A]);
     let runnable = Entry {
         exec: true,
+        mode: 0,
+        target: None,
         ..script.clone()
     };
     e.handle_local(100, &[Some(p("run.sh"))], vec![observed(&runnable)]);

@@ -30,6 +30,8 @@ fn file(path: &str, t: i128, content: &[u8]) -> Entry {
         vector: Vector::single(HIST, t as u64),
         by: HIST,
         exec: false,
+        mode: 0,
+        target: None,
     }
 }
 
@@ -52,6 +54,8 @@ fn dir(path: &str, t: i128) -> Entry {
         vector: Vector::single(HIST, t as u64),
         by: HIST,
         exec: false,
+        mode: 0,
+        target: None,
     }
 }
 
@@ -79,6 +83,8 @@ fn observed(e: &Entry) -> Observed {
         hash: e.hash,
         occupied: false,
         exec: e.exec,
+        mode: e.mode,
+        target: e.target.clone(),
         stat: None,
     }
 }
@@ -132,7 +138,7 @@ fn tick(e: &mut Engine, t: i128) -> Vec<Command> {
 /// `peer` connects and asks for our whole index (its device id is its
 /// node id, in these tests).
 fn connect(e: &mut Engine, peer: NodeId) {
-    e.handle_connected(peer, peer);
+    e.handle_connected(peer, peer, crate::wire::PROTOCOL_VERSION);
     e.handle_message(peer, Message::IndexRequest { identity: 0, since: 0 });
 }
 
@@ -149,7 +155,7 @@ fn connected(entries: &[Entry], peers: &[NodeId]) -> Engine {
 /// What a peer asking for our whole index gets: the head, then the parts.
 fn whole_index(e: &Engine, peer: NodeId, entries: Vec<Entry>) -> Vec<Command> {
     let head = Message::IndexHead {
-        identity: e.exchange_identity(),
+        identity: e.exchange_identity(crate::wire::PROTOCOL_VERSION),
         since: 0,
         seq: e.index().seq(),
     };
@@ -191,7 +197,7 @@ fn update(peer: NodeId, entries: Vec<Entry>) -> Command {
 #[test]
 fn connect_asks_for_the_peers_index_and_a_new_peer_gets_the_whole_of_ours_even_when_empty() {
     let mut e = engine_with(&[]);
-    e.handle_connected(A, A);
+    e.handle_connected(A, A, crate::wire::PROTOCOL_VERSION);
     let ask_all = Message::IndexRequest { identity: 0, since: 0 };
     assert_eq!(
         e.take_commands(),
@@ -204,7 +210,7 @@ fn connect_asks_for_the_peers_index_and_a_new_peer_gets_the_whole_of_ours_even_w
     assert_eq!(e.take_commands(), whole_index(&e, A, vec![]));
     let f = file("a", 1, b"x");
     let mut e = engine_with(std::slice::from_ref(&f));
-    e.handle_connected(A, A);
+    e.handle_connected(A, A, crate::wire::PROTOCOL_VERSION);
     e.handle_message(A, ask_all);
     assert_eq!(e.take_commands()[1..], whole_index(&e, A, vec![f]));
 }
@@ -538,6 +544,7 @@ fn a_second_hello_or_stray_content_closes_the_connection() {
             listen_port: 1,
             device: A,
             features: vec![],
+            newest: 0,
         },
     );
     e.handle_message(
@@ -623,6 +630,7 @@ mod receive;
 mod repair;
 mod swarm;
 mod unsent;
+mod versions;
 mod window;
 
 #[test]

@@ -1,0 +1,226 @@
+//! Protocol versions side by side: which version two nodes speak, what a
+//! peer of the older version is sent instead of what it cannot hold, and
+//! the checks a received entry passes.
+//!
+//! A node speaks its own version and the one before it, so a network is
+//! upgraded one host at a time. Its `Hello` and its announcements say the
+//! oldest version it speaks in `version` (so a node of that version, which
+//! checks only `version`, takes them) and the newest in `newest`; two
+//! nodes speak the newest version both know.
+//!
+//! Owns: those rules. Must not: decide anything about sync (the engine
+//! asks `Entry::spoken_in` for each message it sends a peer).
+
+use super::{Entry, Hash, Kind, Message, WireError};
+
+/// The newest protocol version this build speaks.
+pub const PROTOCOL_VERSION: u32 = 5;
+/// The oldest protocol version this build still speaks with a peer.
+pub const OLDEST_PROTOCOL_VERSION: u32 = 4;
+/// The longest symlink target carried (Linux's `PATH_MAX` less its NUL).
+pub const MAX_LINK_TARGET: usize = 4095;
+/// The first version that carries symlinks and permission bits.
+const LINKS_AND_MODES: u32 = 5;
+
+/// The version spoken with a peer whose hello (or announcement) says it
+/// speaks `oldest` to `newest` (`newest` 0: only `oldest`), or `None` when
+/// no version is spoken by both.
+pub fn common_version(oldest: u32, newest: u32) -> Option<u32> {
+    let spoken = PROTOCOL_VERSION.min(newest.max(oldest));
+    (spoken >= OLDEST_PROTOCOL_VERSION.max(oldest)).then_some(spoken)
+}
+
+impl Entry {
+    /// This entry as a peer speaking `version` is sent it. Version 4 holds
+    /// no symlinks and no mode: a symlink is nothing there (a tombstone of
+    /// the same version, so that a file it replaced goes and the two trees
+    /// compare equal, see `engine::index::digest`), and only the execute
+    /// bit of a mode travels.
+    pub fn spoken_in(&self, version: u32) -> Entry {
+        if version >= LINKS_AND_MODES {
+            return self.clone();
+        }
+        match self.kind {
+            Kind::Symlink => Entry {
+                kind: Kind::File,
+                deleted: true,
+                size: 0,
+                hash: Hash::ZERO,
+                exec: false,
+                mode: 0,
+                target: None,
+                ..self.clone()
+            },
+            _ => Entry { mode: 0, ..self.clone() },
+        }
+    }
+
+    /// Refuse an entry no node makes: a mode beyond the permission bits, a
+    /// file's mode at odds with `exec`, a symlink without a sound target, a target on
+    /// anything else.
+    pub fn check(&self) -> Result<(), WireError> {
+        let bad = |why| {
+            Err(WireError::BadEntry {
+                path: self.path.to_string(),
+                why,
+            })
+        };
+        if self.mode > 0o777 {
+            return bad("a mode beyond the permission bits");
+        }
+        if self.kind == Kind::File && self.mode != 0 && (self.mode & 0o111 != 0) != self.exec {
+            return bad("a mode at odds with its execute bit");
+        }
+        match (&self.target, self.kind == Kind::Symlink && !self.deleted) {
+            (None, false) => Ok(()),
+            (Some(_), false) => bad("a target on something that is no live symlink"),
+            (None, true) => bad("a symlink without a target"),
+            (Some(t), true) if t.is_empty() || t.len() > MAX_LINK_TARGET || t.contains('\0') => {
+                bad("a symlink target that no link can hold")
+            }
+            (Some(t), true) if Hash::of(t.as_bytes()) != self.hash || t.len() as u64 != self.size => {
+                bad("a symlink whose hash or size is not its target's")
+            }
+            (Some(_), true) if self.exec || self.mode != 0 => bad("a symlink with a mode"),
+            (Some(_), true) => Ok(()),
+        }
+    }
+}
+
+impl Message {
+    /// This message as a peer speaking `version` is sent it (see
+    /// `Entry::spoken_in`).
+    pub fn spoken_in(self, version: u32) -> Message {
+        if version >= LINKS_AND_MODES {
+            return self;
+        }
+        let down = |entries: Vec<Entry>| entries.iter().map(|e| e.spoken_in(version)).collect();
+        match self {
+            Message::Index { entries, done } => Message::Index {
+                entries: down(entries),
+                done,
+            },
+            Message::Update { entries } => Message::Update { entries: down(entries) },
+            Message::FileStart { entry, content } => Message::FileStart {
+                entry: entry.spoken_in(version),
+                content,
+            },
+            other => other,
+        }
+    }
+
+    /// True if a peer speaking `version` may send this (a symlink or a
+    /// mode from a peer speaking 4 is a forgery or a bug).
+    pub fn fits(&self, version: u32) -> bool {
+        let fits = |e: &Entry| version >= LINKS_AND_MODES || (e.kind != Kind::Symlink && e.mode == 0);
+        match self {
+            Message::Index { entries, .. } | Message::Update { entries } => entries.iter().all(fits),
+            Message::FileStart { entry, .. } => fits(entry),
+            _ => true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::testing::{file, link};
+
+    #[test]
+    fn two_nodes_speak_the_newest_version_both_know() {
+        // A node of version 4 says only 4; one of 5 says 4 to 5; a future
+        // node of 6 says 5 to 6; one of 3 says 3.
+        assert_eq!(common_version(4, 0), Some(4));
+        assert_eq!(common_version(4, 5), Some(5));
+        assert_eq!(common_version(5, 6), Some(5));
+        assert_eq!(common_version(3, 0), None);
+        assert_eq!(common_version(6, 7), None);
+        assert_eq!(common_version(2, 3), None);
+    }
+
+    #[test]
+    fn a_peer_of_version_4_gets_a_link_as_nothing_and_only_the_execute_bit() {
+        let l = link("a", 10, "../b");
+        let old = l.spoken_in(4);
+        assert!(old.deleted && old.kind == Kind::File && old.target.is_none());
+        assert_eq!((old.version, &old.vector), (l.version, &l.vector));
+        assert_eq!(l.spoken_in(5), l);
+        let f = Entry {
+            mode: 0o755,
+            exec: true,
+            ..file("s", 1, b"x")
+        };
+        let old = f.spoken_in(4);
+        assert_eq!((old.mode, old.exec), (0, true));
+        old.check().unwrap();
+    }
+
+    #[test]
+    fn entries_no_node_makes_are_refused() {
+        let f = file("f", 1, b"x");
+        let bad = [
+            Entry {
+                mode: 0o4755,
+                exec: true,
+                ..f.clone()
+            },
+            Entry {
+                mode: 0o644,
+                exec: true,
+                ..f.clone()
+            },
+            Entry {
+                target: Some("x".into()),
+                ..f.clone()
+            },
+            Entry {
+                target: None,
+                ..link("l", 1, "t")
+            },
+            Entry {
+                target: Some("u".into()),
+                ..link("l", 1, "t")
+            },
+            Entry {
+                mode: 0o777,
+                exec: true,
+                ..link("l", 1, "t")
+            },
+            link("l", 1, ""),
+            link("l", 1, "a\0b"),
+            link("l", 1, &"x".repeat(MAX_LINK_TARGET + 1)),
+        ];
+        for e in bad {
+            assert!(e.check().is_err(), "{e:?}");
+        }
+        let folder = Entry {
+            kind: Kind::Dir,
+            mode: 0o755,
+            ..file("d", 1, b"")
+        };
+        for good in [
+            f,
+            link("l", 1, "/etc"),
+            Entry {
+                mode: 0o444,
+                ..file("g", 1, b"")
+            },
+            folder,
+        ] {
+            good.check().unwrap();
+        }
+    }
+
+    #[test]
+    fn a_peer_speaking_4_may_not_send_links_or_modes() {
+        let update = |e: Entry| Message::Update { entries: vec![e] };
+        assert!(!update(link("l", 1, "t")).fits(4));
+        assert!(!update(Entry {
+            mode: 0o600,
+            ..file("f", 1, b"")
+        })
+        .fits(4));
+        assert!(update(file("f", 1, b"")).fits(4));
+        assert!(update(link("l", 1, "t")).fits(5));
+    }
+}
