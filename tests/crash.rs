@@ -158,7 +158,7 @@ fn sigkill_in_a_burst_of_small_receives_fetches_nothing_installed_again_and_make
     let bport = free_udp_port();
     let pa = Proc::start(&a, free_tcp_port(), bport, &root.join("a.log"));
     let mut pb = Proc::start(&b, free_tcp_port(), bport, &root.join("b.log"));
-    let count = |dir: &Path| tree(dir).values().filter(|v| !matches!(v, Item::Dir)).count();
+    let count = |dir: &Path| tree(dir).values().filter(|v| !v.is_dir()).count();
     let (caught, _) = wait_until(TIMEOUT, || count(&b) >= FILES / 5);
     assert!(caught, "the burst never started arriving:\n{}", pb.log_text());
     pb.kill(); // SIGKILL

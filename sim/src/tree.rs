@@ -6,36 +6,55 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-/// What one path holds. Directories compare by kind only (their mtimes are
-/// not synced).
+/// What one path holds. Directories compare by kind and mode (their
+/// mtimes are not synced), symlinks by target and mtime.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Item {
-    Dir,
+    Dir {
+        mode: u32,
+    },
     File {
         hash: [u8; 32],
         size: u64,
         mtime: i128,
-        exec: bool,
+        /// The permission bits (rwx for user, group, other).
+        mode: u32,
+    },
+    Link {
+        /// The blake3 hash of the target text.
+        target: [u8; 32],
+        mtime: i128,
     },
 }
 
 impl Item {
+    /// A file's content hash (`None` for folders and links).
     pub fn hash(&self) -> Option<[u8; 32]> {
         match self {
-            Item::Dir => None,
             Item::File { hash, .. } => Some(*hash),
+            Item::Dir { .. } | Item::Link { .. } => None,
         }
+    }
+
+    pub fn is_dir(&self) -> bool {
+        matches!(self, Item::Dir { .. })
     }
 }
 
 impl fmt::Debug for Item {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Item::Dir => write!(f, "dir"),
-            Item::File { hash, size, mtime, exec } => {
-                let x = if *exec { "exec, " } else { "" };
-                write!(f, "file({size} B, mtime {mtime}, {x}")?;
+            Item::Dir { mode } => write!(f, "dir({mode:o})"),
+            Item::File { hash, size, mtime, mode } => {
+                write!(f, "file({size} B, mtime {mtime}, {mode:o}, ")?;
                 for b in &hash[..4] {
+                    write!(f, "{b:02x}")?;
+                }
+                write!(f, ")")
+            }
+            Item::Link { target, mtime } => {
+                write!(f, "link(mtime {mtime}, to ")?;
+                for b in &target[..4] {
                     write!(f, "{b:02x}")?;
                 }
                 write!(f, ")")
@@ -78,11 +97,16 @@ impl TreeReader {
                     continue;
                 }
                 let Ok(meta) = fs::symlink_metadata(&path) else { continue };
+                let mode = meta.mode() & 0o777;
+                let mtime = i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec());
                 if meta.is_dir() {
-                    tree.insert(rel, Item::Dir);
+                    tree.insert(rel, Item::Dir { mode });
                     stack.push(path);
+                } else if meta.file_type().is_symlink() {
+                    let Ok(target) = fs::read_link(&path) else { continue };
+                    let target = *blake3::hash(target.as_os_str().as_encoded_bytes()).as_bytes();
+                    tree.insert(rel, Item::Link { target, mtime });
                 } else if meta.is_file() {
-                    let mtime = i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec());
                     let ctime = i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec());
                     let key = (meta.ino(), meta.len(), mtime, ctime);
                     let hash = match self.cache.get(&path) {
@@ -100,7 +124,7 @@ impl TreeReader {
                             hash,
                             size: meta.len(),
                             mtime,
-                            exec: meta.mode() & 0o111 != 0,
+                            mode,
                         },
                     );
                 }

@@ -66,6 +66,15 @@ const CONFLICT_MARK: &str = ".sync-conflict-";
 /// How long the cluster gets to settle after the last fault is undone.
 const SETTLE_WITHIN: Duration = Duration::from_secs(900);
 
+/// What the workload's symlinks point to: inside DIR and outside it, up
+/// and out of it, absolute, dangling. Never followed by dirsync, and never
+/// written through by the workload (`free`).
+const LINK_TARGETS: &[&str] = &["f0.txt", "a", "../outside", "..", "/etc", "/nowhere/at/all", "a/deep/x"];
+/// The modes `chmod` gives files, and folders (which keep the owner's
+/// rwx, or the workload could not write inside them).
+const FILE_MODES: &[u32] = &[0o644, 0o755, 0o600, 0o444, 0o640, 0o700, 0o664, 0o711];
+const FOLDER_MODES: &[u32] = &[0o755, 0o700, 0o750, 0o775];
+
 /// Folder and file names the paths are drawn from: few, so that
 /// operations meet on the same paths; odd ones among them.
 const FOLDERS: &[&str] = &["", "a", "b", "a/deep", "ünï code", "sp ace"];
@@ -526,14 +535,15 @@ fn dirs_of(tree: &Tree) -> Vec<String> {
 }
 
 /// Whether `path` can be created on `host` as a file: nothing is there,
-/// and no file lies where a folder on the way must be.
+/// and no file or symlink lies where a folder on the way must be (the
+/// workload never writes through a link: it may lead out of DIR).
 fn free(tree: &Tree, path: &str) -> bool {
     if tree.contains_key(path) {
         return false;
     }
     let mut p = path;
     while let Some((parent, _)) = p.rsplit_once('/') {
-        if matches!(tree.get(parent), Some(Item::File { .. })) {
+        if matches!(tree.get(parent), Some(Item::File { .. } | Item::Link { .. })) {
             return false;
         }
         p = parent;
@@ -574,8 +584,10 @@ fn user_op(c: &mut Cluster, rng: &mut Rng, oracle: &mut Oracle, host: usize) {
     // The user leaves the file a program holds open here where it is.
     let held = oracle.held.get(&host).cloned().unwrap_or_default();
     let files: Vec<String> = files_of(&tree).into_iter().filter(|f| *f != held).collect();
+    // Folders, and symlinks, which go the ways folders go: deleted,
+    // renamed, replaced by a file.
     let dirs: Vec<String> = dirs_of(&tree).into_iter().filter(|d| !held.starts_with(&format!("{d}/"))).collect();
-    match rng.below(14) {
+    match rng.below(16) {
         // Create.
         0..=2 => {
             let path = fresh_path(rng);
@@ -663,13 +675,13 @@ fn user_op(c: &mut Cluster, rng: &mut Rng, oracle: &mut Oracle, host: usize) {
             let content = content(rng);
             user_write(c, oracle, host, &tree, &path, &content);
         }
-        // Far-past and far-future mtimes, or the executable bit.
+        // Far-past and far-future mtimes, or permission bits.
         11 if !files.is_empty() => {
             let path = rng.pick(&files).clone();
             oracle.touched(&path);
             oracle.changing(&tree, &path);
             if rng.chance(30) {
-                c.chmod(host, &path, rng.chance(50));
+                c.chmod(host, &path, *rng.pick(FILE_MODES));
             } else {
                 let when = if rng.chance(50) { FAR_FUTURE } else { FAR_PAST };
                 c.touch(host, &path, when + rng.below(1_000_000_000) as i128);
@@ -707,6 +719,49 @@ fn user_op(c: &mut Cluster, rng: &mut Rng, oracle: &mut Oracle, host: usize) {
                         oracle.changed(c, host, path);
                     }
                 }
+            }
+        }
+        // A symlink made, or retargeted (issue 28).
+        14 => {
+            let links: Vec<String> = dirs
+                .iter()
+                .filter(|d| matches!(tree.get(*d), Some(Item::Link { .. })))
+                .cloned()
+                .collect();
+            let path = match rng.chance(40) && !links.is_empty() {
+                true => rng.pick(&links).clone(),
+                false => fresh_path(rng),
+            };
+            if free(&tree, &path) || links.contains(&path) {
+                let target = *rng.pick(LINK_TARGETS);
+                oracle.touched(&path);
+                oracle.changing(&tree, &path);
+                c.symlink(host, &path, target);
+                oracle.changed(c, host, &path);
+            }
+        }
+        // A file replaced by a symlink, or a folder's mode changed.
+        15 => {
+            if !files.is_empty() && rng.chance(50) {
+                let path = rng.pick(&files).clone();
+                superseded_under(oracle, &tree, &path);
+                oracle.touched(&path);
+                oracle.changing(&tree, &path);
+                oracle.deleting(&tree, &others(c, host), &path, excluded.as_deref());
+                let target = *rng.pick::<&str>(LINK_TARGETS);
+                c.symlink(host, &path, target);
+                oracle.changed(c, host, &path);
+            } else if let Some(folder) = dirs
+                .iter()
+                .filter(|d| matches!(tree.get(*d), Some(Item::Dir { .. })))
+                .nth(rng.below(4) as usize)
+            {
+                // A new version of the folder, as a mkdir there is: a file
+                // made at its path elsewhere meanwhile races with it.
+                let folder = folder.clone();
+                oracle.touched(&folder);
+                oracle.changing(&tree, &folder);
+                c.chmod(host, &folder, *rng.pick(FOLDER_MODES));
             }
         }
         // Make a folder.

@@ -3,6 +3,8 @@
 //! wrote inside). Last-modified-wins cannot choose here without losing
 //! data, so the rule is: a folder holding content the other side did not
 //! see beats a file at its path, and the file is kept as a conflict copy.
+//! A symlink stands where a folder would as a file does (it is no
+//! folder), but gives way without a copy: it holds no content.
 //! Every node applies it the same way:
 //!
 //! - holding such a folder, a node that hears of the file keeps the folder
@@ -54,25 +56,32 @@ impl Engine {
         self.record(kept, None);
     }
 
-    /// A folder at `old`'s path, made here over `old` and ranked above the
-    /// peer's (or our) `file`.
+    /// A folder at `old`'s path, made here over `old` (with its mode, if
+    /// it is a folder) and ranked above the peer's (or our) `file`.
     fn folder_above(&self, old: &Entry, file: &Entry) -> Entry {
         let at = file.version.saturating_add(1).max(self.clock);
-        self.local_version(Some(old), old.path.clone(), Kind::Dir, false, 0, at, Hash::ZERO)
+        let folder = self.local_version(Some(old), old.path.clone(), Kind::Dir, false, 0, at, Hash::ZERO);
+        // Found by the workload (faults seed 7200021606): a folder kept
+        // this way lost its mode, which stayed on this disk alone.
+        let mode = if old.kind == Kind::Dir && !old.deleted { old.mode } else { 0 };
+        Entry { mode, ..folder }
     }
 
-    /// The live file at `path` or above it, if any.
+    /// The live file or symlink at `path` or above it, if any.
     pub(super) fn file_above(&self, path: &RelPath) -> Option<Entry> {
         path.ancestors()
             .into_iter()
-            .find_map(|a| self.index.live(&a).filter(|e| e.kind == Kind::File))
+            .find_map(|a| self.index.live(&a).filter(|e| e.kind != Kind::Dir))
     }
 
     /// Our file `file` stands where a peer holds a folder with content:
     /// keep the file as a conflict copy, then make the folder, in a
     /// version ranked above the file.
     pub(super) fn file_gives_way(&mut self, file: Entry) {
-        info!(path = %file.path, "a folder with content replaced this file elsewhere: the file is kept as a conflict copy");
+        match file.kind {
+            Kind::Symlink => info!(path = %file.path, "a folder with content replaced this symlink elsewhere: the folder takes its place"),
+            _ => info!(path = %file.path, "a folder with content replaced this file elsewhere: the file is kept as a conflict copy"),
+        }
         let folder = self.folder_above(&file, &file);
         let me = self.me;
         match conflict_entry(&file) {

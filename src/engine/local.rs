@@ -4,6 +4,7 @@
 use super::exclude::Rejoined;
 use super::index::wins_over;
 use super::repair::DELETE_HOLD;
+use super::types::mode_on_disk;
 use super::{safety, Command, Engine, Extent, Observed, Scan};
 use crate::wire::version::Vector;
 use crate::wire::{Entry, Hash, Kind, RelPath};
@@ -360,8 +361,18 @@ impl Engine {
             .collect()
     }
 
+    /// A folder whose deletion is recorded, kept only for what it holds
+    /// (see `deleted_ancestors`): no change of its own, unless a user gave
+    /// it a mode of its own (a container has the default one everywhere,
+    /// `fs::Store::make_dir`; found by the workload, everyday seed
+    /// 7100021317: a chmod of a re-made folder never travelled).
     fn is_container(&self, o: &Observed) -> bool {
-        o.kind == Kind::Dir && o.occupied && self.index.get(&o.path).is_some_and(|e| e.deleted && e.kind == Kind::Dir)
+        o.kind == Kind::Dir
+            && o.occupied
+            && self
+                .index
+                .get(&o.path)
+                .is_some_and(|e| e.deleted && e.kind == Kind::Dir && (o.mode == 0 || o.mode == mode_on_disk(&e)))
     }
 
     /// A new local version of `path`, ranked above the `old` one it replaces

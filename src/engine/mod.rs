@@ -45,7 +45,7 @@ mod tests;
 pub use exclude::Exclusion;
 pub use types::{
     mode_on_disk, Action, ActionError, Command, DirState, Extent, Known, Look, Observed, PieceArrival, PieceFrame, Receive, Scan, Stat,
-    Transfer, Unsent,
+    Transfer, Unsent, DEFAULT_FOLDER_MODE,
 };
 
 use crate::wire::pieces::PIECE_SIZE;

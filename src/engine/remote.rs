@@ -326,7 +326,7 @@ impl Engine {
             Some(_) => None,
             None => self.index.get(&e.path),
         };
-        if let Some(dir) = folder.filter(|_| e.kind == Kind::File) {
+        if let Some(dir) = folder.filter(|_| e.kind != Kind::Dir) {
             if self.holds_unseen_below(&dir.path, &batch.deletions) {
                 self.keep_folder(&dir, e);
                 return true;

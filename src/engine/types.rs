@@ -59,6 +59,10 @@ impl Observed {
     }
 }
 
+/// The mode of a folder with no known mode, and of one with no version of
+/// its own (a container, see `Engine::deleted_ancestors`).
+pub const DEFAULT_FOLDER_MODE: u32 = 0o755;
+
 /// The permission bits a version puts on disk: its mode, or where that is
 /// unknown (0: from a node of protocol 4 or one with `--no-perms`)
 /// 0o644, 0o755 with the execute bit, 0o755 for a folder. The owner
@@ -66,7 +70,7 @@ impl Observed {
 /// so a path is never unreadable here because it was there.
 pub fn mode_on_disk(e: &Entry) -> u32 {
     let mode = match (e.mode, e.kind) {
-        (0, Kind::Dir) => 0o755,
+        (0, Kind::Dir) => DEFAULT_FOLDER_MODE,
         (0, _) if e.exec => 0o755,
         (0, _) => 0o644,
         (m, _) => m & 0o777,

@@ -300,14 +300,40 @@ impl Store {
         Ok(())
     }
 
-    /// Create directory `rel` and its parents.
+    /// Create directory `rel` and its parents. A folder made on the way
+    /// gets the mode of a container (its own version, if it has a live one,
+    /// sets its mode when it is applied).
     pub fn make_dir(&self, rel: &RelPath) -> Result<(), StoreError> {
         let full = self.full_path(rel)?;
         if full.is_dir() {
             return Ok(());
         }
         self.faults.check(&full)?;
-        fs::create_dir_all(&full).map_err(io_err(&full))
+        let missing: Vec<PathBuf> = rel
+            .ancestors()
+            .iter()
+            .chain([rel])
+            .map(|a| a.to_fs(&self.root))
+            .filter(|p| !p.exists())
+            .collect();
+        fs::create_dir_all(&full).map_err(io_err(&full))?;
+        for made in &missing {
+            self.became_container(made);
+        }
+        Ok(())
+    }
+
+    /// A folder kept only for what it holds (its deletion is recorded, see
+    /// `Engine::deleted_ancestors`) has no version of its own to take a
+    /// mode from: it has 0o755 on every node, not what one node's umask
+    /// or last chmod left (found by the workload, faults seed 7200021603).
+    fn became_container(&self, full: &Path) {
+        if self.perms {
+            let _ = fs::set_permissions(
+                full,
+                std::os::unix::fs::PermissionsExt::from_mode(crate::engine::DEFAULT_FOLDER_MODE),
+            );
+        }
     }
 
     /// A new temp file in the folder of `rel`, created with its parents.
@@ -367,7 +393,11 @@ impl Store {
         self.ensure_matches(&local.path, Some(local))?;
         let full = self.full_path(&local.path)?;
         match local.kind {
-            Kind::Dir => fs::remove_dir(&full),
+            Kind::Dir => fs::remove_dir(&full).inspect_err(|e| {
+                if e.kind() == io::ErrorKind::DirectoryNotEmpty {
+                    self.became_container(&full);
+                }
+            }),
             Kind::File if self.trash_moved(&full, &local.path) => Ok(()),
             Kind::File | Kind::Symlink => fs::remove_file(&full),
         }

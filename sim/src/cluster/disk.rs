@@ -164,15 +164,35 @@ impl Cluster {
         self.tell(host, LocalEvent::Changed(vec![Some(rel(path))]));
     }
 
-    /// Make file `path` on `host` executable or not (`chmod`), and tell
-    /// its node.
-    pub fn chmod(&mut self, host: usize, path: &str, exec: bool) {
+    /// Give file or folder `path` on `host` the permission bits `mode`
+    /// (`chmod`), and tell its node.
+    pub fn chmod(&mut self, host: usize, path: &str, mode: u32) {
         use std::os::unix::fs::PermissionsExt;
-        self.note(format!("chmod {} {path} exec={exec}", self.hosts[host].name));
+        self.note(format!("chmod {} {path} {mode:o}", self.hosts[host].name));
         let full = self.hosts[host].root.join(path);
-        let mode = if exec { 0o755 } else { 0o644 };
         fs::set_permissions(&full, fs::Permissions::from_mode(mode)).unwrap();
         self.tell(host, LocalEvent::Changed(vec![Some(rel(path))]));
+    }
+
+    /// Make `path` on `host` a symlink to `target` (`ln -sfn`: whatever
+    /// file or link was there goes; the target need not exist, and may
+    /// lie outside DIR), and tell its node.
+    pub fn symlink(&mut self, host: usize, path: &str, target: &str) {
+        self.note(format!("ln -s {} {path} -> {target}", self.hosts[host].name));
+        let root = self.hosts[host].root.clone();
+        let created = self.make_parents(&root, path);
+        let full = root.join(path);
+        if fs::symlink_metadata(&full).is_ok_and(|m| !m.is_dir()) {
+            fs::remove_file(&full).unwrap();
+        }
+        std::os::unix::fs::symlink(target, &full).unwrap();
+        // Made at simulated now, as files are written.
+        let t = self.now_ns();
+        let ft = filetime::FileTime::from_unix_time((t / 1_000_000_000) as i64, (t % 1_000_000_000) as u32);
+        filetime::set_symlink_file_times(&full, ft, ft).unwrap();
+        self.expected
+            .insert(path.into(), Expect::Link(*blake3::hash(target.as_bytes()).as_bytes()));
+        self.tell(host, LocalEvent::Changed(vec![Some(created.unwrap_or_else(|| rel(path)))]));
     }
 
     /// Expect nothing of any path any more: only agreement is checked (a
@@ -220,8 +240,9 @@ impl Cluster {
             self.expected.insert(p.clone(), Expect::Gone);
             let moved = format!("{to}{}", &p[from.len()..]);
             let e = match item {
-                Item::Dir => Expect::Dir,
+                Item::Dir { .. } => Expect::Dir,
                 Item::File { hash, .. } => Expect::File(*hash),
+                Item::Link { target, .. } => Expect::Link(*target),
             };
             self.expected.insert(moved, e);
         }

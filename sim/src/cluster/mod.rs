@@ -110,6 +110,8 @@ pub enum Expect {
     /// A file with this content hash.
     File([u8; 32]),
     Dir,
+    /// A symlink whose target has this hash.
+    Link([u8; 32]),
     Gone,
     /// May or may not exist: only agreement is checked. (Kept rather than
     /// dropped: a deletion of a folder above it cannot know the outcome.)
@@ -121,6 +123,7 @@ impl std::fmt::Debug for Expect {
         match self {
             Expect::File(h) => write!(f, "file({:02x}{:02x}{:02x}{:02x})", h[0], h[1], h[2], h[3]),
             Expect::Dir => write!(f, "dir"),
+            Expect::Link(h) => write!(f, "link({:02x}{:02x}{:02x}{:02x})", h[0], h[1], h[2], h[3]),
             Expect::Gone => write!(f, "gone"),
             Expect::Unknown => write!(f, "unknown"),
         }

@@ -105,7 +105,8 @@ impl Cluster {
             let got = tree.get(path);
             let ok = match want {
                 Expect::Gone => got.is_none(),
-                Expect::Dir => got == Some(&Item::Dir),
+                Expect::Dir => got.is_some_and(Item::is_dir),
+                Expect::Link(h) => matches!(got, Some(Item::Link { target, .. }) if target == h),
                 Expect::File(h) => got.and_then(Item::hash) == Some(*h),
                 Expect::Unknown => true,
             };

@@ -36,7 +36,7 @@ fn apply(peer: NodeId, action: Action) -> Command {
 #[test]
 fn a_peers_link_is_made_without_a_transfer_and_replaces_a_file() {
     let old = file("latest", S, b"v2");
-    let mut e = connected(&[old.clone()], &[A]);
+    let mut e = connected(std::slice::from_ref(&old), &[A]);
     let l = link("latest", 2 * S, "v3/");
     e.handle_message(A, Message::Update { entries: vec![l.clone()] });
     let made = apply(
@@ -52,7 +52,7 @@ fn a_peers_link_is_made_without_a_transfer_and_replaces_a_file() {
 #[test]
 fn a_mode_change_alone_is_applied_without_a_transfer() {
     let f = file("f", S, b"x");
-    let mut e = connected(&[f.clone()], &[A]);
+    let mut e = connected(std::slice::from_ref(&f), &[A]);
     let chmod = with_mode(file("f", 2 * S, b"x"), 0o600);
     e.handle_message(
         A,
@@ -64,7 +64,7 @@ fn a_mode_change_alone_is_applied_without_a_transfer() {
     assert_eq!(acts(e.take_commands()), vec![set]);
     // A folder already here takes a new mode; the same mode is only noted.
     let d = dir("d", S);
-    let mut e = connected(&[d.clone()], &[A]);
+    let mut e = connected(std::slice::from_ref(&d), &[A]);
     let private = with_mode(dir("d", 2 * S), 0o700);
     e.handle_message(
         A,
@@ -80,7 +80,7 @@ fn a_mode_change_alone_is_applied_without_a_transfer() {
         },
     );
     assert_eq!(acts(e.take_commands()), vec![made]);
-    let mut e = connected(&[private.clone()], &[A]);
+    let mut e = connected(std::slice::from_ref(&private), &[A]);
     let again = Entry {
         version: 3 * S,
         vector: Vector::single(HIST, 3 * S as u64),
@@ -222,7 +222,7 @@ fn a_look_sees_a_new_mode_and_a_retargeted_link_as_changes() {
     // A mode no node of protocol 5 knew (from one of 4) is the one it
     // puts on disk: 0o644 is no change, 0o600 is.
     let g = file("g", S, b"y");
-    let mut e = connected(&[g.clone()], &[A]);
+    let mut e = connected(std::slice::from_ref(&g), &[A]);
     e.handle_local(
         2 * S,
         &[Some(p("g"))],
