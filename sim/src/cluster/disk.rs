@@ -188,7 +188,7 @@ impl Cluster {
         std::os::unix::fs::symlink(target, &full).unwrap();
         // Made at simulated now, as files are written.
         let t = self.now_ns();
-        let ft = filetime::FileTime::from_unix_time((t / 1_000_000_000) as i64, (t % 1_000_000_000) as u32);
+        let ft = filetime::FileTime::from_unix_time(t / 1_000_000_000, (t % 1_000_000_000) as u32);
         filetime::set_symlink_file_times(&full, ft, ft).unwrap();
         self.expected
             .insert(path.into(), Expect::Link(*blake3::hash(target.as_bytes()).as_bytes()));
