@@ -4,7 +4,8 @@
 #   just run DIR    run one node on DIR from a release build
 #   just bench      benchmarks (bench/bench.py, loopback in a private netns)
 #   just bench-micro  micro-benchmarks of codec, hashing and deltas (divan)
-#   just e2e        docker-compose cluster end-to-end checks (docker/e2e.py)
+#   just e2e        docker-compose cluster end-to-end checks (docker/e2e.py), then `just mixed`
+#   just mixed      two old and two new nodes on loopback, then a rolling upgrade (scripts/mixed_versions.py)
 #   just sim [N]    long simulation sweeps (N seeds per scenario, default 256)
 #   just fuzz       long fuzzing runs (cargo-fuzz on nightly, else long proptest runs)
 
@@ -89,3 +90,9 @@ image: static
 # End-to-end: build the image, run the cluster checks; always tears the cluster down.
 e2e: image
     python3 docker/e2e.py
+    python3 scripts/mixed_versions.py
+
+# Mixed protocol versions: builds the previous version's last commit (docs/PROTOCOL.md)
+# in a worktree, runs two old and two new nodes on loopback, then upgrades the old ones.
+mixed:
+    python3 scripts/mixed_versions.py

@@ -1,0 +1,319 @@
+#!/usr/bin/env python3
+"""Mixed protocol versions on one network, then a rolling upgrade.
+
+Builds the last commit of main whose newest protocol version is the one
+before ours (the table in docs/PROTOCOL.md names it) in a worktree, and
+runs four real nodes on loopback: two of that older build, two of this one.
+They go through creates, edits, deletes, a rename and a conflict; then the
+old nodes are upgraded one at a time while changes go on. At every step
+the four trees must agree on what the older version can hold (files, their
+content and execute bit, folders), the new nodes on everything (symlinks
+and modes too), and nothing written may be lost.
+
+Run with `just mixed` (also part of `just e2e`). Knobs: MIXED_OLD_COMMIT
+(another commit to build as the old side), MIXED_TIMEOUT (seconds per
+convergence, default 60).
+"""
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TIMEOUT = float(os.environ.get("MIXED_TIMEOUT", "60"))
+STATE = ".dirsync"
+
+
+def sh(*args, cwd=ROOT, env=None):
+    print("$", " ".join(str(a) for a in args), flush=True)
+    subprocess.run([str(a) for a in args], cwd=cwd, env=env, check=True)
+
+
+def old_commit() -> str:
+    if os.environ.get("MIXED_OLD_COMMIT"):
+        return os.environ["MIXED_OLD_COMMIT"]
+    doc = (ROOT / "docs/PROTOCOL.md").read_text()
+    ours = int(re.search(r"PROTOCOL_VERSION: u32 = (\d+)", (ROOT / "src/wire/compat.rs").read_text()).group(1))
+    row = re.search(rf"^\| {ours - 1} \|.*?`([0-9a-f]{{40}})`", doc, re.M)
+    if not row:
+        sys.exit(f"docs/PROTOCOL.md names no commit for protocol version {ours - 1}")
+    return row.group(1)
+
+
+def build_old(commit: str) -> Path:
+    """The old build, cached under target/mixed by commit."""
+    base = ROOT / "target/mixed"
+    binary = base / f"target-{commit[:12]}/release/dirsync"
+    if binary.exists():
+        return binary
+    tree = base / f"src-{commit[:12]}"
+    if not tree.exists():
+        base.mkdir(parents=True, exist_ok=True)
+        sh("git", "worktree", "add", "--force", "--detach", tree, commit)
+    env = dict(os.environ, CARGO_TARGET_DIR=str(base / f"target-{commit[:12]}"))
+    sh("nice", "cargo", "build", "--release", "--bin", "dirsync", cwd=tree, env=env)
+    return binary
+
+
+def free_port(kind=socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Node:
+    def __init__(self, name: str, binary: Path, directory: Path, bport: int, logs: Path):
+        self.name, self.binary, self.dir, self.bport = name, binary, directory, bport
+        self.port = free_port()
+        self.logs = logs
+        self.proc = None
+
+    @property
+    def new(self) -> bool:
+        return self.binary == NEW
+
+    def start(self):
+        self.port = free_port()
+        log = open(self.logs / f"{self.name}.log", "a")
+        log.write(f"=== start {self.binary}\n")
+        log.flush()
+        self.proc = subprocess.Popen(
+            [str(self.binary), "-l", str(self.port), "-b", str(self.bport), "--broadcast-addr", "127.255.255.255", str(self.dir)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=dict(os.environ, RUST_LOG="info"),
+        )
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def status(self) -> dict:
+        out = subprocess.run([str(NEW), "status", "--json", str(self.dir)], capture_output=True, text=True)
+        return json.loads(out.stdout) if out.returncode == 0 else {}
+
+
+def read_tree(directory: Path, full: bool) -> dict:
+    """Path -> what it holds. `full`: symlinks and modes too (what protocol 5
+    holds); else files by content and execute bit, and folders (what 4
+    holds)."""
+    tree = {}
+    for dirpath, dirnames, filenames in os.walk(directory):
+        rel_dir = os.path.relpath(dirpath, directory)
+        if rel_dir == STATE or rel_dir.startswith(STATE + "/"):
+            continue
+        for name in list(dirnames) + filenames:
+            rel = os.path.normpath(os.path.join(rel_dir, name))
+            if rel == STATE or name.startswith(".dirsync-tmp-"):
+                continue
+            path = Path(dirpath) / name
+            st = os.lstat(path)
+            mode = stat.S_IMODE(st.st_mode)
+            if stat.S_ISLNK(st.st_mode):
+                if full:
+                    tree[rel] = ("link", os.readlink(path))
+            elif stat.S_ISDIR(st.st_mode):
+                tree[rel] = ("dir", mode if full else None)
+            elif stat.S_ISREG(st.st_mode):
+                try:
+                    digest = hashlib.blake2b(path.read_bytes(), digest_size=8).hexdigest()
+                except OSError:
+                    continue
+                tree[rel] = ("file", digest, mode if full else bool(mode & 0o111))
+        dirnames[:] = [d for d in dirnames if not (rel_dir == "." and d == STATE)]
+    return tree
+
+
+def diff(a: dict, b: dict) -> list:
+    keys = sorted(set(a) | set(b))
+    return [f"{k}: {a.get(k)} vs {b.get(k)}" for k in keys if a.get(k) != b.get(k)][:8]
+
+
+class Cluster:
+    def __init__(self, scratch: Path, old: Path):
+        self.scratch = scratch
+        self.logs = scratch / "logs"
+        self.logs.mkdir()
+        bport = free_port(socket.SOCK_DGRAM)
+        self.nodes = []
+        for i, binary in enumerate([old, old, NEW, NEW]):
+            d = scratch / f"n{i}"
+            d.mkdir()
+            self.nodes.append(Node(f"n{i}", binary, d, bport, self.logs))
+        # What every live file must hold at the end: path -> content.
+        self.model = {}
+
+    def write(self, i: int, rel: str, data: bytes, mode=None):
+        p = self.nodes[i].dir / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_name(p.name + ".part")
+        tmp.write_bytes(data)
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, p)
+        self.model[rel] = data
+
+    def delete(self, i: int, rel: str):
+        p = self.nodes[i].dir / rel
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+        self.model = {k: v for k, v in self.model.items() if k != rel and not k.startswith(rel + "/")}
+
+    def converged(self, what: str):
+        """Wait until the trees agree: all four on what protocol 4 holds,
+        the new nodes on everything."""
+        deadline = time.time() + TIMEOUT
+        while True:
+            problems = []
+            for n in self.nodes:
+                if not n.alive():
+                    sys.exit(f"{what}: {n.name} died; logs in {self.logs}")
+            trees = [read_tree(n.dir, full=False) for n in self.nodes]
+            for n, t in zip(self.nodes[1:], trees[1:]):
+                d = diff(trees[0], t)
+                if d:
+                    problems.append(f"n0 vs {n.name} (files): {d}")
+            new = [n for n in self.nodes if n.new]
+            full = [read_tree(n.dir, full=True) for n in new]
+            for n, t in zip(new[1:], full[1:]):
+                d = diff(full[0], t)
+                if d:
+                    problems.append(f"{new[0].name} vs {n.name} (everything): {d}")
+            if not problems:
+                lost = [k for k, v in self.model.items() if self.read(0, k) != v]
+                if lost:
+                    sys.exit(f"{what}: converged, but writes are lost: {lost[:8]}")
+                print(f"ok   {what} ({TIMEOUT - (deadline - time.time()):.1f} s)", flush=True)
+                return
+            if time.time() > deadline:
+                sys.exit(f"{what}: no convergence within {TIMEOUT:.0f} s:\n  " + "\n  ".join(problems) + f"\nlogs in {self.logs}")
+            time.sleep(0.25)
+
+    def read(self, i: int, rel: str):
+        try:
+            return (self.nodes[i].dir / rel).read_bytes()
+        except OSError:
+            return None
+
+    def in_sync_says_status(self, what: str):
+        """Every new node's status shows each peer in sync (the digest it
+        compares with an old peer leaves out what that peer cannot hold)."""
+        deadline = time.time() + TIMEOUT
+        while True:
+            bad = []
+            for n in (n for n in self.nodes if n.new):
+                peers = n.status().get("peers", [])
+                if len(peers) != len(self.nodes) - 1:
+                    bad.append(f"{n.name}: {len(peers)} peers")
+                bad += [f"{n.name}: peer {p['addr']} (protocol {p.get('protocol')}) differs" for p in peers if p.get("digest") != p.get("ours")]
+            if not bad:
+                print(f"ok   {what}", flush=True)
+                return
+            if time.time() > deadline:
+                sys.exit(f"{what}: " + "; ".join(bad))
+            time.sleep(0.5)
+
+
+def main() -> int:
+    global NEW
+    commit = old_commit()
+    print(f"== the old side: {commit}", flush=True)
+    old = build_old(commit)
+    sh("nice", "cargo", "build", "--release", "--bin", "dirsync")
+    NEW = ROOT / "target/release/dirsync"
+    scratch = Path(tempfile.mkdtemp(prefix="dirsync-mixed-"))
+    c = Cluster(scratch, old)
+    try:
+        # Each node starts with files of its own.
+        for i in range(4):
+            c.write(i, f"seed/from-n{i}.txt", f"seed of n{i}".encode())
+        c.write(2, "tools/run.sh", b"#!/bin/sh\necho hi\n", mode=0o755)
+        for n in c.nodes:
+            n.start()
+        c.converged("the union, two old and two new nodes")
+
+        # Live changes from either side.
+        c.write(0, "docs/old-made.txt", b"made on an old node")
+        c.write(3, "docs/new-made.txt", b"made on a new node")
+        c.converged("creates")
+        c.write(1, "docs/new-made.txt", b"edited on an old node")
+        c.write(2, "docs/old-made.txt", b"edited on a new node")
+        c.converged("edits")
+        c.delete(0, "seed/from-n3.txt")
+        c.delete(3, "seed/from-n0.txt")
+        c.converged("deletes")
+        os.rename(c.nodes[1].dir / "docs/old-made.txt", c.nodes[1].dir / "docs/renamed.txt")
+        c.model["docs/renamed.txt"] = c.model.pop("docs/old-made.txt")
+        c.converged("a rename")
+
+        # What only the new version holds: the old nodes hold nothing there
+        # (the link) and the execute bit (the mode), and every new node
+        # still counts each old peer in sync.
+        os.symlink("../docs", c.nodes[2].dir / "tools/docs-link")
+        c.write(3, "private/key.txt", b"secret", mode=0o600)
+        c.converged("a symlink and a mode among mixed versions")
+        assert not os.path.lexists(c.nodes[0].dir / "tools/docs-link"), "an old node holds the link"
+        c.in_sync_says_status("status: every peer in sync, old ones over what they hold")
+
+        # A conflict: n0 (old) edits while stopped, n2 (new) edits too.
+        c.nodes[0].stop()
+        (c.nodes[0].dir / "docs/new-made.txt").write_bytes(b"offline edit on old n0")
+        time.sleep(1.1)
+        c.write(2, "docs/new-made.txt", b"later edit on new n2")
+        c.nodes[0].start()
+        c.model.pop("docs/new-made.txt")
+        c.converged("a conflict between an old and a new node")
+        tree = read_tree(c.nodes[1].dir, full=False)
+        copies = [k for k in tree if "sync-conflict" in k]
+        assert c.read(1, "docs/new-made.txt") == b"later edit on new n2", "the later edit won"
+        assert any(c.read(1, k) == b"offline edit on old n0" for k in copies), f"no conflict copy: {sorted(tree)}"
+
+        # The rolling upgrade: each old node in turn, while changes go on.
+        for k, i in enumerate([0, 1]):
+            c.nodes[i].stop()
+            c.write(3, f"during-upgrade/{k}-a.txt", f"while n{i} upgrades".encode())
+            c.nodes[i].binary = NEW
+            c.nodes[i].start()
+            c.write(1 - i if k == 0 else 2, f"during-upgrade/{k}-b.txt", b"more changes meanwhile")
+            c.write(i, f"during-upgrade/{k}-c.txt", b"from the upgraded node")
+            c.converged(f"n{i} upgraded")
+        assert os.readlink(c.nodes[0].dir / "tools/docs-link") == "../docs", "the upgraded nodes took the link"
+        mode = stat.S_IMODE(os.lstat(c.nodes[1].dir / "private/key.txt").st_mode)
+        assert mode == 0o600, f"the upgraded nodes took the mode: {mode:o}"
+        c.in_sync_says_status("status after the upgrade: all four in sync")
+        print("mixed versions: all checks passed", flush=True)
+        return 0
+    finally:
+        for n in c.nodes:
+            n.stop()
+        if os.environ.get("MIXED_KEEP"):
+            print(f"kept {scratch}")
+        else:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+NEW = Path()
+
+if __name__ == "__main__":
+    sys.exit(main())
