@@ -224,6 +224,27 @@ impl Oracle {
         }
     }
 
+    /// A user whose disk is `tree` writes `path` inside a folder that
+    /// another disk holds as a file (made there, and not seen here; its
+    /// last word may since be a delete or rename this disk did not see
+    /// either, so `latest` does not tell): the write races with that file
+    /// (a folder holding unseen content beats a file, which becomes a
+    /// copy; found by the workload, faults seed 7200021837).
+    fn files_above_elsewhere(&mut self, tree: &Tree, elsewhere: &[Tree], path: &str) {
+        let mut above = path;
+        while let Some((parent, _)) = above.rsplit_once('/') {
+            above = parent;
+            for other in elsewhere {
+                if let Some(Item::File { hash, .. }) = other.get(above) {
+                    if tree.get(above) != other.get(above) {
+                        self.raced.insert(above.to_string());
+                        self.raced_contents.insert(*hash);
+                    }
+                }
+            }
+        }
+    }
+
     /// A user changed file `path` on `host`: what it holds now is the
     /// latest change (a concurrent one's content may be a conflict copy).
     fn changed(&mut self, c: &mut Cluster, host: usize, path: &str) {
@@ -571,6 +592,7 @@ fn others(c: &mut Cluster, host: usize) -> Vec<Tree> {
 
 /// Write `content` to file `path` on `host`, as a user does.
 fn user_write(c: &mut Cluster, oracle: &mut Oracle, host: usize, tree: &Tree, path: &str, content: &[u8]) {
+    oracle.files_above_elsewhere(tree, &others(c, host), path);
     oracle.changing(tree, path);
     oracle.wrote(c, path, content);
     c.write(host, path, content);

@@ -568,12 +568,34 @@ impl Engine {
     pub(super) fn remove_container(&mut self, dir: &RelPath) {
         let mut dirs = vec![dir.clone()];
         dirs.extend(self.deleted_ancestors(dir));
-        self.commands.push(Command::RemoveEmptyDirs { dirs });
+        self.remove_empty_dirs(dirs);
     }
 
     /// `path` is gone from disk: remove the deleted folders it alone kept.
     pub(super) fn vacated(&mut self, path: &RelPath) {
         let dirs = self.deleted_ancestors(path);
+        self.remove_empty_dirs(dirs);
+    }
+
+    /// Remove `dirs` (innermost first) while each is empty, up to the first
+    /// that a command already on its way makes live again: a folder a
+    /// retried `MakeDir` makes is not removed after it as the empty
+    /// container it was (found by the workload, faults seed 7200021731).
+    fn remove_empty_dirs(&mut self, mut dirs: Vec<RelPath>) {
+        if dirs.is_empty() {
+            return;
+        }
+        let made: BTreeSet<&RelPath> = self
+            .commands
+            .iter()
+            .filter_map(|c| match c {
+                Command::Apply { action, .. } => action.installs().map(|e| &e.path),
+                _ => None,
+            })
+            .collect();
+        if let Some(first_made) = dirs.iter().position(|d| made.contains(d)) {
+            dirs.truncate(first_made);
+        }
         if !dirs.is_empty() {
             self.commands.push(Command::RemoveEmptyDirs { dirs });
         }

@@ -180,6 +180,47 @@ fn an_emptied_folder_that_could_not_be_removed_is_tried_again() {
     assert_eq!(tick(&mut e, 102 * S), vec![], "once per failure");
 }
 
+/// Found by the workload (faults seed 7200021731, once folders carried
+/// modes): a deleted folder's removal and a newer version of the folder
+/// were both tried again in one tick, the folder was made and then removed
+/// as the empty container it had been, and the index held a folder the
+/// disk lacked.
+#[test]
+fn a_folder_made_again_is_not_removed_as_the_container_it_was() {
+    let gone = Entry {
+        deleted: true,
+        ..dir("d", 5)
+    };
+    let mut e = connected(&[gone], &[A]);
+    tick(&mut e, 100 * S);
+    e.handle_dir_kept(p("d"), "d: No space left on device".into());
+    let again = dir("d", 50 * S);
+    e.handle_message(
+        A,
+        Message::Update {
+            entries: vec![again.clone()],
+        },
+    );
+    let make = Action::MakeDir {
+        entry: again.clone(),
+        local: None,
+    };
+    assert_eq!(
+        e.take_commands(),
+        vec![Command::Apply {
+            peer: A,
+            action: make.clone()
+        }]
+    );
+    e.handle_action_done(A, make.clone(), Err(ActionError::Failed("d: No space left on device".into())));
+    let cmds = tick(&mut e, 110 * S);
+    assert_eq!(
+        cmds,
+        vec![Command::Apply { peer: A, action: make }],
+        "made again, and not removed after"
+    );
+}
+
 #[test]
 fn a_deleted_folder_left_with_only_a_swept_temp_file_goes() {
     let (gone, kept) = (tomb("moved", 5 * S), dir("kept", 5 * S));
