@@ -144,11 +144,15 @@ def read_tree(directory: Path, full: bool) -> dict:
             if rel == STATE or name.startswith(".dirsync-tmp-"):
                 continue
             path = Path(dirpath) / name
-            st = os.lstat(path)
+            try:
+                st = os.lstat(path)
+                target = os.readlink(path) if stat.S_ISLNK(st.st_mode) else None
+            except OSError:
+                continue  # gone meanwhile: the next look tells
             mode = stat.S_IMODE(st.st_mode)
-            if stat.S_ISLNK(st.st_mode):
+            if target is not None:
                 if full:
-                    tree[rel] = ("link", os.readlink(path))
+                    tree[rel] = ("link", target)
             elif stat.S_ISDIR(st.st_mode):
                 tree[rel] = ("dir", mode if full else None)
             elif stat.S_ISREG(st.st_mode):
