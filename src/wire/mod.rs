@@ -11,17 +11,19 @@
 //! separate (`Announce`): plain JSON, one per UDP packet.
 
 mod compat;
+mod entry;
 mod path;
 
 pub mod pieces;
 pub mod version;
 pub use compat::{common_version, MAX_LINK_TARGET, OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION};
+use entry::is_zero;
+pub use entry::{ChildDigest, Entry, Hash, Kind, NodeId};
 pub use path::{temp_name, temp_name_device, PathError, RelPath, MAX_COMPONENT_LEN, MAX_DEPTH, MAX_PATH_LEN, STATE_DIR_NAME, TEMP_PREFIX};
 pub use version::Vector;
 
 use flate2::{read::ZlibDecoder, write::ZlibEncoder, Compression};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use std::fmt;
+use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
 
 /// Largest frame body accepted (payload chunks are at most `MAX_PAYLOAD`).
@@ -37,204 +39,6 @@ pub const MAX_ENTRIES: usize = 4096;
 pub const MAX_DATAGRAM: usize = 1024;
 /// Bytes before the body: the big-endian length.
 pub const LEN_PREFIX: usize = 8;
-
-/// A node's identity for one run: 64 random bits, shown as 16 hex digits.
-/// The same type names a device (a synced directory's persistent identity,
-/// see `crate::wire::version`), whose ids appear in version vectors.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct NodeId(pub u64);
-
-impl NodeId {
-    /// The first 8 hex digits, for conflict-copy names.
-    pub fn short(&self) -> String {
-        format!("{:08x}", self.0 >> 32)
-    }
-}
-
-impl fmt::Display for NodeId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016x}", self.0)
-    }
-}
-impl fmt::Debug for NodeId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
-impl Serialize for NodeId {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_string())
-    }
-}
-impl<'de> Deserialize<'de> for NodeId {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        if s.len() != 16 {
-            return Err(serde::de::Error::custom("node id must be 16 hex digits"));
-        }
-        u64::from_str_radix(&s, 16).map(NodeId).map_err(serde::de::Error::custom)
-    }
-}
-
-/// A blake3 content hash, shown as 64 hex digits. All zero for directories
-/// and deletions.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct Hash(pub [u8; 32]);
-
-impl Hash {
-    pub const ZERO: Hash = Hash([0; 32]);
-
-    pub fn of(data: &[u8]) -> Hash {
-        Hash(*blake3::hash(data).as_bytes())
-    }
-
-    /// The first 8 hex digits, for logs.
-    pub fn short(&self) -> String {
-        self.to_string()[..8].to_string()
-    }
-}
-impl From<blake3::Hash> for Hash {
-    fn from(h: blake3::Hash) -> Self {
-        Hash(*h.as_bytes())
-    }
-}
-impl fmt::Display for Hash {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for b in self.0 {
-            write!(f, "{b:02x}")?;
-        }
-        Ok(())
-    }
-}
-impl fmt::Debug for Hash {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.short())
-    }
-}
-impl Serialize for Hash {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_string())
-    }
-}
-impl<'de> Deserialize<'de> for Hash {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        if s.len() != 64 || !s.is_ascii() {
-            return Err(serde::de::Error::custom("hash must be 64 hex digits"));
-        }
-        let mut out = [0u8; 32];
-        for (i, byte) in out.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).map_err(serde::de::Error::custom)?;
-        }
-        Ok(Hash(out))
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Kind {
-    Dir,
-    File,
-    /// A symbolic link (protocol 5): its `target` travels, never what it
-    /// points to.
-    Symlink,
-}
-
-/// A child of a folder and its digest (see `Message::Subtree`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChildDigest {
-    pub name: String,
-    pub digest: Hash,
-}
-
-/// One path's version: what every node compares to decide the winner.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Entry {
-    pub path: RelPath,
-    pub kind: Kind,
-    /// A tombstone: the path was deleted at `mtime`.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub deleted: bool,
-    /// File size in bytes (0 for directories and tombstones).
-    pub size: u64,
-    /// The file's mtime, in nanoseconds since the Unix epoch (for
-    /// directories and tombstones: when the change was seen). 128 bits:
-    /// any time a filesystem can hold (64-bit nanoseconds end in 2262).
-    #[serde(with = "nanos")]
-    pub mtime: i128,
-    /// The time that ranks this version under last-modified-wins, in
-    /// nanoseconds: `mtime`, unless a local change had an mtime no newer than
-    /// the version it replaced (a rename, a restored backup), in which case
-    /// it is that version plus one, so the user's latest action still wins.
-    #[serde(with = "nanos")]
-    pub version: i128,
-    /// Content hash (zero for directories and tombstones).
-    pub hash: Hash,
-    /// The version vector: for every device that ever changed this path, the
-    /// counter of its latest change (see `crate::wire::version`). Empty when the
-    /// history is unknown (an index rebuilt from a scan, an older peer).
-    #[serde(default)]
-    pub vector: Vector,
-    /// The device that made this version (zero when unknown).
-    #[serde(default)]
-    pub by: NodeId,
-    /// A file with an execute bit set: carried so that a synced script
-    /// stays runnable (and a git checkout shows no mode change).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub exec: bool,
-    /// The permission bits, rwx for user, group and other (at most 0o777,
-    /// a JSON number: 0o644 is 420); 0 when unknown (the version came from
-    /// a node of protocol 4, or one started with `--no-perms`): then only
-    /// `exec` is known. Protocol 5.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub mode: u32,
-    /// A live symlink's target, as the link holds it (relative or
-    /// absolute); its `hash` is the target's, its `size` the target's
-    /// length. Absent for everything else. Protocol 5.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target: Option<String>,
-}
-
-fn is_zero(n: &u32) -> bool {
-    *n == 0
-}
-
-/// Times in nanoseconds on the wire: a JSON number while it fits 64 bits
-/// (every time from 1677 to 2262, as before), a decimal string beyond. A
-/// number cannot carry more: messages are internally tagged, and serde
-/// buffers their numbers as 64-bit values.
-mod nanos {
-    use serde::de::{self, Visitor};
-    use serde::{Deserializer, Serializer};
-    use std::fmt;
-
-    pub fn serialize<S: Serializer>(ns: &i128, s: S) -> Result<S::Ok, S::Error> {
-        match i64::try_from(*ns) {
-            Ok(n) => s.serialize_i64(n),
-            Err(_) => s.serialize_str(&ns.to_string()),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<i128, D::Error> {
-        struct Nanos;
-        impl Visitor<'_> for Nanos {
-            type Value = i128;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("nanoseconds: an integer, or a decimal string")
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<i128, E> {
-                Ok(v.into())
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<i128, E> {
-                Ok(v.into())
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<i128, E> {
-                v.parse().map_err(|_| E::invalid_value(de::Unexpected::Str(v), &self))
-            }
-        }
-        d.deserialize_any(Nanos)
-    }
-}
 
 /// A file a node asks a peer for, whole.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
