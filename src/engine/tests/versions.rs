@@ -4,13 +4,12 @@
 use super::*;
 use crate::wire::OLDEST_PROTOCOL_VERSION as OLD;
 
+/// A link made at `t` in the helpers' one history (see `file`).
 fn link(path: &str, t: i128, target: &str) -> Entry {
     Entry {
-        kind: Kind::Symlink,
-        size: target.len() as u64,
-        hash: Hash::of(target.as_bytes()),
-        target: Some(target.into()),
-        ..file(path, t, b"")
+        vector: Vector::single(HIST, t as u64),
+        by: HIST,
+        ..crate::wire::testing::link(path, t, target)
     }
 }
 
