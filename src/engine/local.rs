@@ -7,7 +7,7 @@ use super::repair::DELETE_HOLD;
 use super::types::mode_on_disk;
 use super::{safety, Command, Engine, Extent, Observed, Scan};
 use crate::wire::version::Vector;
-use crate::wire::{Entry, Hash, Kind, RelPath};
+use crate::wire::{Entry, Hash, Kind, NodeId, RelPath};
 use std::collections::BTreeSet;
 use tracing::{debug, error, info, warn};
 
@@ -218,6 +218,7 @@ impl Engine {
         if changes.is_empty() {
             return;
         }
+        let mut weigh_again = Vec::new();
         for (e, stat) in changes.iter().zip(stats) {
             debug!(path = %e.path, deleted = e.deleted, kind = ?e.kind, "local change");
             if !e.deleted && self.index.live(&e.path).is_none() && self.upkeep.appeared_lately.len() < MAX_APPEARED_LATELY {
@@ -226,9 +227,32 @@ impl Engine {
             self.index.insert_seen(e.clone(), stat);
             // A local change may settle a version we were waiting for.
             self.settle(e);
+            weigh_again.extend(self.unseen_by_its_need(e));
         }
         self.broadcast(changes, None);
+        for (peer, winner) in weigh_again {
+            self.handle_entries(peer, vec![winner]);
+        }
         self.check_all_synced();
+    }
+
+    /// If the version this node is fetching for `e`'s path (asked for,
+    /// or its bytes arriving) never saw `e`, a local edit made meanwhile,
+    /// and would replace it, its request is dropped and the version is
+    /// returned with a peer holding it, to be weighed against `e` again:
+    /// `e` is kept as a conflict copy first. Decided when the edit is
+    /// seen, not when the bytes land, where the disk already holds `e`
+    /// (found by the workload, everyday seed 7100021956: the edit was
+    /// replaced, its bytes only in the trash).
+    fn unseen_by_its_need(&mut self, e: &Entry) -> Option<(NodeId, Entry)> {
+        let need = self.wants.needs.get(&e.path).filter(|_| !e.deleted)?;
+        self.copy_to_keep(e, &need.entry)?;
+        let asked = self.wants.inflight.get(&e.path).map(|i| i.peer);
+        let peer = asked.or_else(|| need.sources.first().copied())?;
+        let need = self.wants.needs.remove(&e.path)?;
+        self.wants.inflight.remove(&e.path);
+        self.end_swarm(&e.path);
+        Some((peer, need.entry))
     }
 
     /// A look at the disk found `o`, which the index does not say, showing

@@ -294,24 +294,32 @@ impl Engine {
         if !e.deleted && self.folder_against_file(peer, &e, live.as_ref(), batch) {
             return;
         }
-        // A version a deletion superseded (heard, failed to apply here) is
-        // no loser to keep: the deletion's maker saw it (found by the
-        // workload, faults seed 7200021654).
-        let superseded = |l: &Entry| self.failed_deletion(&l.path).is_some_and(|t| deletes(t, l));
-        if let Some(l) = live.as_ref().filter(|l| loses_concurrently(l, &e) && !superseded(l)) {
-            match conflict_entry(l) {
-                Some(copy) if self.index.get(&copy.path).is_none_or(|c| c.deleted && beats(&copy, &c)) => {
-                    let from = l.clone();
-                    self.act(peer, Action::ConflictCopy { from, copy, then: e });
-                    return;
-                }
-                // Made already (here or by a peer), or deleted since by
-                // someone who saw it: the loser may go.
-                Some(_) => {}
-                None => warn!(path = %l.path, "no valid conflict-copy name; the losing version is replaced"),
-            }
+        if let Some((from, copy)) = live.as_ref().and_then(|l| Some((l.clone(), self.copy_to_keep(l, &e)?))) {
+            self.act(peer, Action::ConflictCopy { from, copy, then: e });
+            return;
         }
         self.take_winner(peer, e, live, batch);
+    }
+
+    /// The conflict copy to make of our live `l` before `winner` replaces
+    /// it: `l` loses a concurrent edit, and no copy of it is made yet.
+    /// `None` if `l` may simply go: it is history `winner` saw, a copy is
+    /// made already (here or by a peer) or deleted since by someone who saw
+    /// it, or a deletion superseded it (heard, failed to apply here: its
+    /// maker saw it; found by the workload, faults seed 7200021654).
+    pub(super) fn copy_to_keep(&self, l: &Entry, winner: &Entry) -> Option<Entry> {
+        let superseded = || self.failed_deletion(&l.path).is_some_and(|t| deletes(t, l));
+        if !loses_concurrently(l, winner) || superseded() {
+            return None;
+        }
+        let Some(copy) = conflict_entry(l) else {
+            warn!(path = %l.path, "no valid conflict-copy name; the losing version is replaced");
+            return None;
+        };
+        self.index
+            .get(&copy.path)
+            .is_none_or(|c| c.deleted && beats(&copy, &c))
+            .then_some(copy)
     }
 
     /// Where the peer's live `e` and our `live` version disagree on whether

@@ -455,3 +455,62 @@ fn a_file_open_for_writing_here_is_not_deleted_under_its_writer() {
         "weighed again a second later"
     );
 }
+
+/// A local edit made while a concurrent version was on its way here (asked
+/// for, or its bytes arriving) is kept as a conflict copy before that
+/// version replaces it. Decided when the edit was seen, not when the bytes
+/// came (found by the workload, everyday seed 7100021956: the edit was
+/// replaced, its bytes only in the trash).
+#[test]
+fn a_local_edit_while_a_concurrent_version_is_on_its_way_is_kept_as_a_conflict_copy() {
+    for streaming in [false, true] {
+        let base = file("f", 10, b"base");
+        let theirs = edited(&base, A, 30, b"theirs");
+        let mut e = connected(std::slice::from_ref(&base), &[A, B]);
+        e.handle_message(
+            A,
+            Message::Update {
+                entries: vec![theirs.clone()],
+            },
+        );
+        assert_eq!(e.take_commands(), vec![want(A, &[&theirs])]);
+        if streaming {
+            assert_eq!(
+                e.handle_file_start(A, &theirs),
+                Receive::Write {
+                    expected: Some(base.clone())
+                }
+            );
+        }
+        // The user's edit, older than theirs by its mtime: theirs wins.
+        let on_disk = file("f", 20, b"mine");
+        look_and_confirm(&mut e, 25, &[Some(p("f"))], vec![observed(&on_disk)]);
+        let mine = e.index().live(&p("f")).unwrap();
+        assert_eq!(mine.hash, on_disk.hash);
+        let copy = crate::engine::conflict::conflict_entry(&mine).unwrap();
+        let cc = Action::ConflictCopy {
+            from: mine.clone(),
+            copy: copy.clone(),
+            then: theirs.clone(),
+        };
+        let cmds = e.take_commands();
+        assert!(
+            cmds.contains(&Command::Apply {
+                peer: A,
+                action: cc.clone()
+            }),
+            "streaming {streaming}: {cmds:?}"
+        );
+        if streaming {
+            assert!(matches!(e.handle_file_end(A), Receive::Drop { .. }), "streaming {streaming}");
+        } else {
+            assert!(e.content_wanted(A, &theirs).is_err());
+        }
+        e.take_commands();
+        // The copy made, theirs is asked for again, to replace the edit.
+        e.handle_action_done(A, cc, Ok(()));
+        let cmds = e.take_commands();
+        assert!(cmds.contains(&want(A, &[&theirs])), "streaming {streaming}: {cmds:?}");
+        assert_eq!(e.handle_file_start(A, &theirs), Receive::Write { expected: Some(mine) });
+    }
+}
