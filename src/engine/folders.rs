@@ -23,6 +23,14 @@ use std::collections::BTreeMap;
 use tracing::info;
 
 impl Engine {
+    /// What a received file or link must find at `path` to replace it:
+    /// our live version, or a deleted folder kept as the container of what
+    /// it held (on disk until it is empty and removed; the store takes an
+    /// empty one away, see `fs::Store::matches`).
+    pub(super) fn replaced_here(&self, path: &RelPath) -> Option<Entry> {
+        self.index.get(path).filter(|e| !e.deleted || e.kind == Kind::Dir)
+    }
+
     /// Whether we hold live entries below `dir` that `deletions` (this
     /// batch's tombstones from the peer) do not delete: content the peer
     /// did not see. A tombstone that missed the edit of what it would

@@ -146,7 +146,7 @@ impl Engine {
             if !wins_over(entry, self.index.get(&entry.path).as_ref()) {
                 return Err(format!("{} is newer here than the version asked for", entry.path));
             }
-            return Ok(self.index.live(&entry.path));
+            return Ok(self.replaced_here(&entry.path));
         }
         match self.wants.inflight.get(&entry.path) {
             Some(_) => Err(format!("{} was asked of another peer or in another version", entry.path)),

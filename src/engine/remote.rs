@@ -8,26 +8,30 @@ use super::safety::{deletes, loses_concurrently, resurrection};
 use super::{mode_on_disk, schedule_order, Action, Command, Engine, IndexPoint, Inflight, Need, DELTA_MIN_SIZE};
 use crate::wire::version::Causality;
 use crate::wire::{Entry, Hash, Kind, Message, NodeId, RelPath, WantFile, MAX_ENTRIES};
-use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 use tracing::{debug, info, warn};
 
-/// Directories first (outermost first), then files, then deletions
-/// (innermost first), so a folder exists before its files and is empty
-/// before it is removed.
-fn apply_order(a: &Entry, b: &Entry) -> Ordering {
-    let class = |e: &Entry| match (e.deleted, e.kind) {
-        (false, Kind::Dir) => 0,
-        (false, Kind::File | Kind::Symlink) => 1,
-        (true, _) => 2,
-    };
-    class(a)
-        .cmp(&class(b))
-        .then_with(|| match class(a) {
-            2 => b.path.depth().cmp(&a.path.depth()),
-            _ => a.path.depth().cmp(&b.path.depth()),
-        })
-        .then_with(|| a.path.cmp(&b.path))
+/// Directories first (outermost first), then the deletions below a path
+/// the batch makes a file or link, then files and links, then the other
+/// deletions (deletions innermost first), so a folder exists before its
+/// files, and is empty before it is removed or a file takes its place.
+fn sort_for_applying(entries: &mut [Entry]) {
+    let non_folders: BTreeSet<RelPath> = entries
+        .iter()
+        .filter(|e| !e.deleted && e.kind != Kind::Dir)
+        .map(|e| e.path.clone())
+        .collect();
+    let below_a_new_file = |e: &Entry| e.path.ancestors().iter().any(|a| non_folders.contains(a));
+    entries.sort_by_cached_key(|e| {
+        let depth = e.path.depth() as i64;
+        let (class, depth) = match (e.deleted, e.kind) {
+            (false, Kind::Dir) => (0, depth),
+            (true, _) if below_a_new_file(e) => (1, -depth),
+            (false, _) => (2, depth),
+            (true, _) => (3, -depth),
+        };
+        (class, depth, e.path.clone())
+    });
 }
 
 /// True if live `e` is strictly older history than our live `local` (its
@@ -211,7 +215,7 @@ impl Engine {
     /// Compare a peer's entries with ours and act where theirs win.
     pub(super) fn handle_entries(&mut self, peer: NodeId, entries: Vec<Entry>) {
         let mut entries = entries;
-        entries.sort_by(apply_order);
+        sort_for_applying(&mut entries);
         let mut batch = Batch {
             moving_away: self.moving_away(&entries),
             renamed: BTreeSet::new(),
@@ -410,6 +414,7 @@ impl Engine {
             }
             return;
         }
+        let live = live.or_else(|| self.replaced_here(&e.path));
         if e.kind == Kind::Symlink {
             // Nothing to fetch: the entry holds the link.
             self.act(peer, Action::MakeLink { entry: e, local: live });

@@ -190,7 +190,9 @@ impl Store {
             .ok()
     }
 
-    /// True if `rel` holds what `expected` says (`None`: nothing).
+    /// True if `rel` holds what `expected` says (`None`: nothing). A
+    /// deleted folder is one kept as the container of what it held: a
+    /// folder, or nothing once it is emptied and removed.
     pub fn matches(&self, rel: &RelPath, expected: Option<&Entry>) -> Result<bool, StoreError> {
         let full = self.full_path(rel)?;
         let meta = match fs::symlink_metadata(&full) {
@@ -205,8 +207,8 @@ impl Store {
             return Err(StoreError::Special(rel.to_string()));
         }
         Ok(match expected {
-            Some(e) if e.deleted => false,
             Some(e) if e.kind == Kind::Dir => meta.is_dir(),
+            Some(e) if e.deleted => false,
             Some(e) if e.kind == Kind::Symlink => {
                 ft.is_symlink() && fs::read_link(&full).ok().as_deref() == e.target.as_deref().map(Path::new)
             }
@@ -291,10 +293,11 @@ impl Store {
     }
 
     /// Make room at `full` for a file where the index says `expected` is:
-    /// a folder there (emptied by the deletions that came with the file)
-    /// is removed; one that still holds something fails as not empty.
+    /// a folder there (ours, or a container, emptied by the deletions that
+    /// came with the file) is removed; one that still holds something
+    /// fails as not empty.
     fn clear_folder(full: &Path, expected: Option<&Entry>) -> Result<(), StoreError> {
-        if expected.is_some_and(|e| !e.deleted && e.kind == Kind::Dir) && full.is_dir() {
+        if expected.is_some_and(|e| e.kind == Kind::Dir) && full.is_dir() {
             fs::remove_dir(full).map_err(io_err(full))?;
         }
         Ok(())

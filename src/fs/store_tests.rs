@@ -140,6 +140,42 @@ fn a_folder_replaces_a_file_and_a_file_an_emptied_folder() {
     assert_eq!(fs::read(dir.path().join("x")).unwrap(), b"new");
 }
 
+/// A deleted folder kept as the container of what it held: a file may
+/// take its place once it is empty (it fails as not empty before, never
+/// as "changed on disk", which would send a look that takes the emptied
+/// container for a folder made anew), and where it is gone already.
+#[test]
+fn a_file_takes_the_place_of_an_emptied_container() {
+    let (dir, store) = setup();
+    fs::create_dir_all(dir.path().join("c")).unwrap();
+    fs::write(dir.path().join("c/inner"), b"i").unwrap();
+    let container = Entry {
+        kind: Kind::Dir,
+        deleted: true,
+        size: 0,
+        hash: Hash::ZERO,
+        mode: 0,
+        ..crate::wire::testing::file("c", 1, b"")
+    };
+    let new = crate::wire::testing::file("c", 1_600_000_000_000_000_000, b"new");
+    let temp = || {
+        let mut tmp = store.create_temp(&rel("c")).unwrap();
+        tmp.write(b"new").unwrap();
+        tmp
+    };
+    assert!(store.matches(&rel("c"), Some(&container)).unwrap());
+    let held = store.commit(temp(), &new, Some(&container));
+    assert!(matches!(held, Err(StoreError::Io { .. })), "{held:?}");
+    fs::remove_file(dir.path().join("c/inner")).unwrap();
+    store.commit(temp(), &new, Some(&container)).unwrap();
+    assert_eq!(fs::read(dir.path().join("c")).unwrap(), b"new");
+    // Gone already: nothing to take away.
+    fs::remove_file(dir.path().join("c")).unwrap();
+    store.commit(temp(), &new, Some(&container)).unwrap();
+    // A file where the container was is not it.
+    assert!(!store.matches(&rel("c"), Some(&container)).unwrap());
+}
+
 /// Issue 13: the executable bit travels: set by a commit and by a
 /// touch, and a chmod here counts as a local change.
 #[test]

@@ -495,6 +495,46 @@ fn a_container_holding_an_unseen_edit_stays_against_a_file() {
     assert!(e.index().live(&p("d/x")).is_some(), "the edit stays");
 }
 
+/// A file put where a folder was, in one batch with the deletions of what
+/// the folder held: the deletions go first, and the file replaces the
+/// folder, emptied, also where it is a deleted folder kept as the container
+/// of what it held (its entry is what the path must still hold). Found by
+/// the workload (everyday seed 7100021564): the file landed first, failed
+/// on the container as "changed on disk", and the look that followed took
+/// the emptied container for a folder made anew, which won against the
+/// file everywhere (a conflict copy of content nobody raced).
+#[test]
+fn a_file_replacing_a_folder_in_one_batch_lands_after_what_it_held_goes() {
+    for container in [false, true] {
+        let folder = if container { dir_tomb("d", 10) } else { dir("d", 10) };
+        let inner = file("d/x", 9, b"x");
+        let elsewhere = file("y", 9, b"a file");
+        let mut e = connected(&[folder.clone(), inner.clone(), elsewhere.clone()], &[A]);
+        let theirs = file("d", 30, b"a file");
+        let gone = tomb("d/x", 30);
+        e.handle_message(
+            A,
+            Message::Update {
+                entries: vec![theirs.clone(), gone.clone()],
+            },
+        );
+        let delete = Action::Delete {
+            entry: gone,
+            local: inner.clone(),
+        };
+        let copy = Action::Copy {
+            from: elsewhere.clone(),
+            entry: theirs.clone(),
+            local: Some(folder.clone()),
+        };
+        assert_eq!(
+            e.take_commands(),
+            vec![Command::Apply { peer: A, action: delete }, Command::Apply { peer: A, action: copy },],
+            "container {container}"
+        );
+    }
+}
+
 /// Issue 24, case 1: a crash after received files were renamed into place
 /// and before the index's commit. The restart finds them as the versions
 /// received (the install journal), not as new files of ours: a delete made
