@@ -607,6 +607,13 @@ impl Index {
         self.installing.get(path)
     }
 
+    /// True if the install journal of an earlier run holds a path below
+    /// `dir`.
+    pub fn installing_below(&self, dir: &RelPath) -> bool {
+        let (lo, hi) = dir.below_bounds();
+        self.installing.range(lo..hi).next().is_some()
+    }
+
     /// The outcome of installing at `path` is recorded (in the pending
     /// changes, or it failed): its journal row goes with the next commit.
     pub fn install_settled(&mut self, path: &RelPath) {
