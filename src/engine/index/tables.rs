@@ -607,11 +607,21 @@ impl Index {
         self.installing.get(path)
     }
 
-    /// True if the install journal of an earlier run holds a path below
-    /// `dir`.
-    pub fn installing_below(&self, dir: &RelPath) -> bool {
-        let (lo, hi) = dir.below_bounds();
-        self.installing.range(lo..hi).next().is_some()
+    /// The install journal's rows of an earlier run at and below `dir`
+    /// (`None`: the root).
+    pub fn installing_under<'a>(&'a self, dir: Option<&RelPath>) -> Box<dyn Iterator<Item = &'a Entry> + 'a> {
+        match dir {
+            Some(d) => {
+                let (lo, hi) = d.below_bounds();
+                Box::new(
+                    self.installing
+                        .get(d)
+                        .into_iter()
+                        .chain(self.installing.range(lo..hi).map(|(_, e)| e)),
+                )
+            }
+            None => Box::new(self.installing.values()),
+        }
     }
 
     /// The outcome of installing at `path` is recorded (in the pending

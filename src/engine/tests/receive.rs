@@ -613,6 +613,43 @@ fn a_crash_between_install_and_commit_leaves_the_received_version_not_a_new_one(
     assert_eq!(e.index().installing(&p("g")), None);
 }
 
+/// A crash after a received file was renamed into place, before the
+/// commit, and the file moved while the node was down (`mv a A`): its
+/// version is in the install journal only, and its deletion travels with
+/// the move, built on it, as one the index held would. Found by the
+/// workload (faults, seed 7200021921): the file came back at its old
+/// path on every host.
+#[test]
+fn a_received_file_moved_after_a_crash_before_its_commit_is_deleted_at_its_old_path() {
+    let dir_ = tempfile::tempdir().unwrap();
+    let db = dir_.path().join("index.redb");
+    let k = file("a/k", 5, b"received");
+    {
+        let (index, _) = crate::fs::index_db::open_index(&db).unwrap();
+        let mut e = Engine::new(ME, index);
+        connect(&mut e, A);
+        e.handle_message(A, Message::Update { entries: vec![k.clone()] });
+        e.take_commands();
+        e.index_mut().journal_installs(std::slice::from_ref(&k)).unwrap();
+        e.handle_received(A, k.clone(), Transfer::Full, Ok(8));
+    }
+    let (index, _) = crate::fs::index_db::open_index(&db).unwrap();
+    let mut e = Engine::new(ME, index);
+    connect(&mut e, A);
+    e.take_commands();
+    let moved = file("A/k", 5, b"received");
+    e.handle_local(9, &[None], vec![observed(&dir("A", 9)), observed(&moved)]);
+    let gone = e.index().get(&k.path).expect("a tombstone at the old path");
+    assert!(gone.deleted, "{gone:?}");
+    assert_eq!(k.vector.compare(&gone.vector), crate::wire::version::Causality::Precedes);
+    let cmds = e.take_commands();
+    assert!(
+        cmds.iter()
+            .any(|c| matches!(c, Command::Send { msg: Message::Update { entries }, .. } if entries.contains(&gone))),
+        "{cmds:?}"
+    );
+}
+
 /// Found by the workload's conflict-copy invariant (everyday seed
 /// 7100021312): a file replaces a folder that holds a file of the same
 /// content. That file is not moved onto its own folder (the move fails,
