@@ -14,7 +14,8 @@
 //!
 //! When a rule goes, the paths it excluded are synced again: their entries
 //! are forgotten (`Index::forget`), so a file missing here is fetched
-//! rather than seen as deleted, and a file here that differs from the
+//! rather than seen as deleted (but a deletion this disk held when the
+//! rule came is kept, and announced), and a file here that differs from the
 //! peers' version is a concurrent local version (the usual conflict rules
 //! keep both). A file here that matches the forgotten entry takes it back
 //! as it was (`rejoined`), so an unchanged folder costs no new versions.
@@ -134,6 +135,16 @@ impl Engine {
                 self.index.release(&tracked.path);
                 self.index.forget(&tracked.path);
                 let known = match held {
+                    // This disk held nothing when the rule came, in that
+                    // history (a deletion made here, perhaps never told):
+                    // it still does until a look finds otherwise, and the
+                    // peers hear it (found by the workload, faults seed
+                    // 7200021983: forgotten with the rule, the file came
+                    // back on every host).
+                    Some(h) if h.deleted => {
+                        self.record(h, None);
+                        continue;
+                    }
                     Some(h) => Rejoining::Held(h),
                     None => Rejoining::Tracked(tracked),
                 };
