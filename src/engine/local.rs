@@ -347,7 +347,7 @@ impl Engine {
     /// the old file would wrongly build on the newer version (which then
     /// goes to the peers' trash, not a conflict copy): a window of one
     /// rename, against a spurious conflict after every such crash.
-    fn latest_seen(&self, path: &RelPath, old: Option<Entry>) -> Option<Entry> {
+    pub(super) fn latest_seen(&self, path: &RelPath, old: Option<Entry>) -> Option<Entry> {
         match self.index.installing(path) {
             Some(j) if wins_over(j, old.as_ref()) => Some(j.clone()),
             _ => old,

@@ -187,6 +187,29 @@ fn a_deletion_held_when_a_rule_came_is_kept_when_it_goes() {
     assert_eq!(e.index().get(&gone.path), Some(gone));
 }
 
+/// A deletion found by a look and waiting for the look that confirms it
+/// when a rule comes to exclude its path is that deletion, kept when the
+/// rule goes; a file deleted while excluded is no deletion, and is
+/// fetched again. Found by the workload (faults, seed 7200021996): the
+/// file came back on every host.
+#[test]
+fn a_deletion_waiting_for_its_confirmation_when_a_rule_came_is_kept_when_it_goes() {
+    let (clip, other) = (file("videos/clip.mp4", 5, b"clip"), file("videos/other.mp4", 5, b"other"));
+    let folder = dir("videos", 1);
+    let mut e = connected(&[folder.clone(), clip.clone(), other.clone()], &[A]);
+    e.handle_local(100, &[Some(clip.path.clone())], vec![]);
+    assert_eq!(e.take_commands(), vec![], "held for the look that confirms it");
+    e.set_exclusion(exclusion("videos/\n"));
+    e.set_exclusion(exclusion(""));
+    e.take_commands();
+    // Both are gone from the disk when the rule goes.
+    e.handle_local(200, &[None], vec![observed(&folder)]);
+    let gone = e.index().get(&clip.path).expect("the deletion");
+    assert!(gone.deleted && gone.by == ME, "{gone:?}");
+    assert_eq!(clip.vector.compare(&gone.vector), crate::wire::version::Causality::Precedes);
+    assert_eq!(e.index().get(&other.path), None, "forgotten, to be fetched");
+}
+
 #[test]
 fn the_rules_the_index_was_kept_under_outlive_a_restart() {
     let dir_ = tempfile::tempdir().unwrap();
