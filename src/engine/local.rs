@@ -130,14 +130,17 @@ impl Engine {
                     Rejoined::NewVersionOf(base) => rejoined_base = base,
                 }
             }
+            // Whatever the file found is taken for (a version received
+            // before a crash, too; found by the workload, faults seed
+            // 7200022294), nothing lies below it.
+            if o.kind != Kind::Dir && !old.as_ref().is_some_and(|e| !e.deleted && e.kind == Kind::File) {
+                no_folder_now.push(o.path.clone());
+            }
             if !old.as_ref().is_some_and(|e| o.shows(e)) && self.recovered_install(o, old.as_ref()) {
                 continue;
             }
             if old.is_none() && rejoined_base.is_none() && self.made_on_the_way(o) {
                 continue;
-            }
-            if o.kind != Kind::Dir && !old.as_ref().is_some_and(|e| !e.deleted && e.kind == Kind::File) {
-                no_folder_now.push(Some(o.path.clone()));
             }
             if old.as_ref().is_some_and(|e| o.shows(e)) {
                 // Received since the last look, or the same content at a
@@ -170,7 +173,12 @@ impl Engine {
         let below_gone_children = shallow
             .iter()
             .flat_map(|d| self.index.child_paths(d.as_ref()).into_iter().filter(|c| !seen(c)).map(Some));
-        let gone_roots: Vec<Option<RelPath>> = roots.iter().cloned().chain(below_gone_children).chain(no_folder_now).collect();
+        let gone_roots: Vec<Option<RelPath>> = roots
+            .iter()
+            .cloned()
+            .chain(below_gone_children)
+            .chain(no_folder_now.iter().cloned().map(Some))
+            .collect();
         // A deletion travels once a look a moment after the first still
         // finds the path gone and DIR with its marker (this one: it is
         // past the guard). A file whose content reappears in this very
@@ -180,7 +188,6 @@ impl Engine {
         // replaced by a file): peers take the file and the deletions
         // together, or keep the folder against it.
         let moved: BTreeSet<Hash> = changes.iter().filter(|c| c.kind == Kind::File).map(|c| c.hash).collect();
-        let replaced: Vec<&RelPath> = changes.iter().filter(|c| c.kind == Kind::File).map(|c| &c.path).collect();
         let mut gone = Vec::new();
         for root in &gone_roots {
             // A received file a crash kept out of the index (its install
@@ -212,7 +219,7 @@ impl Engine {
         for e in gone {
             let since = *self.upkeep.held_deletes.entry(e.path.clone()).or_insert(now);
             let was_moved = e.kind == Kind::File && moved.contains(&e.hash);
-            let below_a_file = replaced.iter().any(|f| e.path.is_within(f) && e.path != **f);
+            let below_a_file = no_folder_now.iter().any(|f| e.path.is_within(f) && e.path != *f);
             let due = since + DELETE_HOLD <= now && !self.may_hold_moved_content();
             if due || was_moved || below_a_file {
                 self.upkeep.held_deletes.remove(&e.path);

@@ -317,6 +317,15 @@ impl Engine {
                     // the peer's concurrent one becomes a conflict copy).
                     self.commands.push(Command::Rescan { paths: vec![path] });
                 }
+                // A copy or move may fail for its source (gone, or below
+                // what is a file now): the index must stop offering it
+                // (found by the workload, faults seed 7200022294: the same
+                // copy failed forever).
+                if let Action::Copy { from, .. } | Action::Rename { from, .. } = &action {
+                    self.commands.push(Command::Rescan {
+                        paths: vec![from.path.clone()],
+                    });
+                }
                 match action {
                     // The peer's version at the target, and its deletion
                     // of the source, are each tried again.

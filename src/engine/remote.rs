@@ -11,24 +11,20 @@ use crate::wire::{Entry, Hash, Kind, Message, NodeId, RelPath, WantFile, MAX_ENT
 use std::collections::{BTreeMap, BTreeSet};
 use tracing::{debug, info, warn};
 
-/// Directories first (outermost first), then the deletions below a path
-/// the batch makes a file or link, then files and links, then the other
-/// deletions (deletions innermost first), so a folder exists before its
-/// files, and is empty before it is removed or a file takes its place.
+/// Directories first (outermost first), then files and links, then
+/// deletions (innermost first), then the files and links that take the
+/// place of a folder the batch empties: a folder exists before its files,
+/// a file moves away before its deletion (a rename), and a folder is empty
+/// before it is removed or a file takes its place.
 fn sort_for_applying(entries: &mut [Entry]) {
-    let non_folders: BTreeSet<RelPath> = entries
-        .iter()
-        .filter(|e| !e.deleted && e.kind != Kind::Dir)
-        .map(|e| e.path.clone())
-        .collect();
-    let below_a_new_file = |e: &Entry| e.path.ancestors().iter().any(|a| non_folders.contains(a));
+    let emptied: BTreeSet<RelPath> = entries.iter().filter(|e| e.deleted).flat_map(|e| e.path.ancestors()).collect();
     entries.sort_by_cached_key(|e| {
         let depth = e.path.depth() as i64;
         let (class, depth) = match (e.deleted, e.kind) {
             (false, Kind::Dir) => (0, depth),
-            (true, _) if below_a_new_file(e) => (1, -depth),
-            (false, _) => (2, depth),
-            (true, _) => (3, -depth),
+            (false, _) if !emptied.contains(&e.path) => (1, depth),
+            (true, _) => (2, -depth),
+            (false, _) => (3, depth),
         };
         (class, depth, e.path.clone())
     });
@@ -399,7 +395,13 @@ impl Engine {
                 return;
             }
             match live {
-                Some(l) => self.act(peer, Action::Delete { entry: e, local: l }),
+                Some(l) => {
+                    // Gone, it is no source for a rename later in the batch.
+                    if let Some(moving) = batch.moving_away.get_mut(&l.hash) {
+                        moving.retain(|(from, _)| from.path != l.path);
+                    }
+                    self.act(peer, Action::Delete { entry: e, local: l })
+                }
                 // Nothing on disk: just remember the deletion.
                 None => self.record(e, Some(peer)),
             }

@@ -485,3 +485,30 @@ fn a_folder_made_on_the_way_to_a_received_file_is_not_made_here() {
     );
     assert!(e.index().live(&p("m")).is_some_and(|d| d.by == ME));
 }
+
+/// A file received where a folder was, renamed into place just before a
+/// crash (its version in the install journal only): the look after the
+/// restart takes it back, and what the folder held is gone, as it is
+/// below any file found where a folder was. Found by the workload
+/// (faults, seed 7200022294): the index kept a file below the file, and
+/// every copy from it failed forever ("Not a directory").
+#[test]
+fn what_a_folder_held_is_gone_below_a_file_taken_back_from_the_install_journal() {
+    let dir_ = tempfile::tempdir().unwrap();
+    let db = dir_.path().join("index.redb");
+    let (folder, inner) = (dir("d", 1), file("d/x", 1, b"x"));
+    let theirs = file("d", 5, b"a file now");
+    {
+        let (mut index, _) = crate::fs::index_db::open_index(&db).unwrap();
+        index.insert(folder.clone());
+        index.insert(inner.clone());
+        index.commit().unwrap();
+        index.journal_installs(std::slice::from_ref(&theirs)).unwrap();
+    }
+    let (index, _) = crate::fs::index_db::open_index(&db).unwrap();
+    let mut e = Engine::new(ME, index);
+    scan_and_confirm(&mut e, 100, tree_part(None, vec![observed(&theirs)], true));
+    assert_eq!(e.index().live(&theirs.path), Some(theirs));
+    let gone = e.index().get(&inner.path).unwrap();
+    assert!(gone.deleted, "{gone:?}");
+}

@@ -613,6 +613,70 @@ fn a_crash_between_install_and_commit_leaves_the_received_version_not_a_new_one(
     assert_eq!(e.index().installing(&p("g")), None);
 }
 
+/// The same, where what the folder held moved elsewhere in the batch: it
+/// moves first (a rename, no transfer), then the file takes the emptied
+/// folder's place (found by the workload, faults seed 7200022294: deleted
+/// first, the rename failed and was fetched instead).
+#[test]
+fn what_a_folder_replaced_by_a_file_held_moves_before_the_file_lands() {
+    let (folder, inner) = (dir("d", 10), file("d/x", 9, b"x"));
+    let mut e = connected(&[folder.clone(), inner.clone()], &[A]);
+    let (theirs, moved, gone) = (file("d", 30, b"a file"), file("e", 9, b"x"), tomb("d/x", 30));
+    e.handle_message(
+        A,
+        Message::Update {
+            entries: vec![theirs.clone(), moved.clone(), gone.clone()],
+        },
+    );
+    let rename = Action::Rename {
+        from: inner,
+        from_tombstone: gone,
+        entry: moved,
+        local: None,
+    };
+    assert_eq!(
+        e.take_commands(),
+        vec![Command::Apply { peer: A, action: rename }, want(A, &[&theirs])]
+    );
+}
+
+/// A copy or a move from local content that fails may fail for its source
+/// (gone, or below what is a file now): the source is looked at too, so
+/// that the index stops offering it, and the next try fetches or finds
+/// another (found by the workload, faults seed 7200022294: the same copy
+/// failed every minute, forever, "Not a directory").
+#[test]
+fn a_failed_copy_looks_at_its_source_again() {
+    let source = file("old/x", 9, b"x");
+    let mut e = connected(std::slice::from_ref(&source), &[A]);
+    let theirs = file("new", 30, b"x");
+    e.handle_message(
+        A,
+        Message::Update {
+            entries: vec![theirs.clone()],
+        },
+    );
+    let copy = Action::Copy {
+        from: source.clone(),
+        entry: theirs,
+        local: None,
+    };
+    assert_eq!(
+        e.take_commands(),
+        vec![Command::Apply {
+            peer: A,
+            action: copy.clone()
+        }]
+    );
+    e.handle_action_done(A, copy, Err(ActionError::Failed("old/x: Not a directory".into())));
+    let cmds = e.take_commands();
+    assert!(
+        cmds.iter()
+            .any(|c| matches!(c, Command::Rescan { paths } if paths.contains(&source.path))),
+        "{cmds:?}"
+    );
+}
+
 /// A crash after a received file was renamed into place, before the
 /// commit, and the file moved while the node was down (`mv a A`): its
 /// version is in the install journal only, and its deletion travels with
