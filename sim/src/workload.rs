@@ -229,8 +229,23 @@ impl Oracle {
     /// last word may since be a delete or rename this disk did not see
     /// either, so `latest` does not tell): the write races with that file
     /// (a folder holding unseen content beats a file, which becomes a
-    /// copy; found by the workload, faults seed 7200021837).
-    fn files_above_elsewhere(&mut self, tree: &Tree, elsewhere: &[Tree], path: &str) {
+    /// copy; found by the workload, faults seed 7200021837). Likewise a
+    /// file written where another disk holds a folder with anything below
+    /// it this disk lacks, a folder included (faults seed 7200022015: a
+    /// folder moved there, that this read-only disk could not take).
+    fn shapes_elsewhere(&mut self, tree: &Tree, elsewhere: &[Tree], path: &str) {
+        let prefix = format!("{path}/");
+        for other in elsewhere {
+            let unseen_below = || {
+                other
+                    .range(prefix.clone()..)
+                    .take_while(|(p, _)| p.starts_with(&prefix))
+                    .any(|(p, item)| tree.get(p) != Some(item))
+            };
+            if matches!(other.get(path), Some(Item::Dir { .. })) && unseen_below() {
+                self.raced.insert(path.to_string());
+            }
+        }
         let mut above = path;
         while let Some((parent, _)) = above.rsplit_once('/') {
             above = parent;
@@ -592,7 +607,7 @@ fn others(c: &mut Cluster, host: usize) -> Vec<Tree> {
 
 /// Write `content` to file `path` on `host`, as a user does.
 fn user_write(c: &mut Cluster, oracle: &mut Oracle, host: usize, tree: &Tree, path: &str, content: &[u8]) {
-    oracle.files_above_elsewhere(tree, &others(c, host), path);
+    oracle.shapes_elsewhere(tree, &others(c, host), path);
     oracle.changing(tree, path);
     oracle.wrote(c, path, content);
     c.write(host, path, content);
