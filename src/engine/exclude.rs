@@ -28,6 +28,7 @@
 
 use super::ignore::{IgnoreRules, EXCLUDE_FILE};
 use super::index::{same_version, wins_over, with_more_history};
+use super::safety::deletes;
 use super::{Engine, Look, Observed};
 use crate::wire::{Entry, Hash, Kind, RelPath};
 use std::collections::BTreeMap;
@@ -36,8 +37,9 @@ use tracing::info;
 /// What a path synced again is known to hold here when its rule goes.
 #[derive(Debug, Clone)]
 pub(super) enum Rejoining {
-    /// The version this disk held when the rule came.
-    Held(Entry),
+    /// The version this disk held when the rule came, and the peers'
+    /// deletion of it made since, if any.
+    Held { held: Entry, deleted_since: Option<Entry> },
     /// None was held (the path came while excluded): the peers' version.
     Tracked(Entry),
 }
@@ -45,7 +47,7 @@ pub(super) enum Rejoining {
 impl Rejoining {
     pub(super) fn entry(&self) -> &Entry {
         match self {
-            Rejoining::Held(e) | Rejoining::Tracked(e) => e,
+            Rejoining::Held { held: e, .. } | Rejoining::Tracked(e) => e,
         }
     }
 }
@@ -146,7 +148,10 @@ impl Engine {
                         self.record(h, None);
                         continue;
                     }
-                    Some(h) => Rejoining::Held(h),
+                    Some(h) => Rejoining::Held {
+                        deleted_since: deletes(&tracked, &h).then_some(tracked),
+                        held: h,
+                    },
                     None => Rejoining::Tracked(tracked),
                 };
                 if !known.entry().deleted {
@@ -266,9 +271,21 @@ impl Engine {
         match self.filters.synced_again.remove(&o.path) {
             Some(r) if o.shows(r.entry()) => {
                 self.index.insert_seen(r.entry().clone(), o.stat);
+                // Deleted by the peers after they saw it: that deletion is
+                // applied now, as one heard now would be, not left for the
+                // digest descent (meanwhile the file counts as content the
+                // deletion never saw: found by the workload, faults seed
+                // 7200022059, where a file replacing its folder lost
+                // against it as a conflict copy).
+                if let Rejoining::Held {
+                    deleted_since: Some(t), ..
+                } = r
+                {
+                    self.handle_entries(self.me, vec![t]);
+                }
                 Rejoined::TakenBack
             }
-            Some(Rejoining::Held(h)) => Rejoined::NewVersionOf(Some(h)),
+            Some(Rejoining::Held { held, .. }) => Rejoined::NewVersionOf(Some(held)),
             _ => Rejoined::NewVersionOf(None),
         }
     }

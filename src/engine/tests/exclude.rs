@@ -210,6 +210,39 @@ fn a_deletion_waiting_for_its_confirmation_when_a_rule_came_is_kept_when_it_goes
     assert_eq!(e.index().get(&other.path), None, "forgotten, to be fetched");
 }
 
+/// A file the peers deleted while this host excluded it, after seeing the
+/// version it holds: when the rule goes and a look finds that version,
+/// the deletion is applied at once, not left for the digest descent (in
+/// between, the file counted as content the deletion never saw: found by
+/// the workload, faults seed 7200022059, where a file that replaced its
+/// folder lost against it as a conflict copy).
+#[test]
+fn a_deletion_made_elsewhere_while_excluded_is_applied_when_the_rule_goes() {
+    let folder = dir("videos", 1);
+    let clip = file("videos/clip.mp4", 5, b"clip");
+    let mut e = excluding(&[folder.clone(), clip.clone()], &[A], "videos/\n");
+    let gone = Entry {
+        vector: clip.vector.bump(A, 20),
+        ..tomb("videos/clip.mp4", 20)
+    };
+    e.handle_message(
+        A,
+        Message::Update {
+            entries: vec![gone.clone()],
+        },
+    );
+    assert_eq!(e.take_commands(), vec![]);
+    e.set_exclusion(exclusion(""));
+    e.take_commands();
+    e.handle_local(30, &[None], vec![observed(&folder), observed(&clip)]);
+    let cmds = e.take_commands();
+    let delete = Action::Delete { entry: gone, local: clip };
+    assert!(
+        cmds.iter().any(|c| matches!(c, Command::Apply { action, .. } if *action == delete)),
+        "{cmds:?}"
+    );
+}
+
 #[test]
 fn the_rules_the_index_was_kept_under_outlive_a_restart() {
     let dir_ = tempfile::tempdir().unwrap();
