@@ -29,8 +29,18 @@ pub(super) fn dir_gone(dir: &DirState) -> Option<String> {
 /// (a host's own file, never seen by anyone, lost on a hash tie-break to a
 /// peer's file of unknown history when its exclusion rule went; found by
 /// the simulation, exclude seed 31000188).
+///
+/// A winner that saw the edit that made our content (by its maker's own
+/// counter, as `missed_the_edit` judges deletes) built on it, whatever
+/// other history ours carries: a deletion it overruled, merged in by
+/// `resurrection` (found by the workload, faults seed 7200022204: a copy
+/// of content the winner had replaced, on every node).
 pub(super) fn loses_concurrently(local: &Entry, winner: &Entry) -> bool {
     if local.kind != Kind::File || winner.deleted || (winner.kind == Kind::File && winner.hash == local.hash) {
+        return false;
+    }
+    let made = local.vector.get(local.by);
+    if made > 0 && winner.vector.get(local.by) >= made {
         return false;
     }
     let unknown_winner = winner.vector.is_empty() && !local.vector.is_empty();

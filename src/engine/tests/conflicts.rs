@@ -514,3 +514,21 @@ fn a_local_edit_while_a_concurrent_version_is_on_its_way_is_kept_as_a_conflict_c
         assert_eq!(e.handle_file_start(A, &theirs), Receive::Write { expected: Some(mine) });
     }
 }
+
+/// Our file kept against a deletion that missed its edit carries the
+/// deletion's history too (`safety::resurrection`); a later edit made
+/// elsewhere on top of that same content, by a peer that never heard of
+/// the deletion, replaces it with no conflict copy: the content is history
+/// that edit saw (found by the workload, faults seed 7200022204: a copy of
+/// the older content on every node).
+#[test]
+fn an_edit_on_top_of_our_content_replaces_it_without_a_copy_whatever_else_ours_saw() {
+    let base = file("b", 10, b"base");
+    let mine = edited(&base, ME, 20, b"mine");
+    let missed = deleted(&base, B, 30);
+    let kept = crate::engine::safety::resurrection(&missed, &mine).expect("the edit stays against the delete");
+    let theirs = edited(&mine, A, 40, b"theirs");
+    let mut e = connected(std::slice::from_ref(&kept), &[A]);
+    e.handle_message(A, index_msg(vec![theirs.clone()]));
+    assert_eq!(e.take_commands(), vec![want(A, &[&theirs])]);
+}
