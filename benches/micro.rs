@@ -39,6 +39,7 @@ fn entry(i: usize) -> Entry {
         exec: false,
         mode: 0,
         target: None,
+        xattrs: None,
     }
 }
 

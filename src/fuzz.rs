@@ -87,6 +87,7 @@ fn entry() -> impl Strategy<Value = Entry> {
             exec: false,
             mode: 0,
             target: None,
+            xattrs: None,
         })
 }
 

@@ -323,6 +323,7 @@ fn a_symlink_inside_dir_is_never_written_through() {
         exec: false,
         mode: 0,
         target: None,
+        xattrs: None,
     };
     let dir = Entry {
         path: RelPath::new("link").unwrap(),
@@ -433,6 +434,7 @@ fn mutated_frames_over_the_wire() {
                 exec: false,
                 mode: 0,
                 target: None,
+                xattrs: None,
             };
             let junk: Vec<u8> = (0..rng.below(300)).map(|_| rng.next() as u8).collect();
             let msg = match rng.below(10) {

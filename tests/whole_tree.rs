@@ -225,3 +225,102 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// `user.` extended attributes of `p`, not following a link.
+fn xattrs(p: &Path) -> Vec<(String, Vec<u8>)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+    let mut names = vec![0u8; 4096];
+    let n = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+    assert!(n >= 0, "{}: {}", p.display(), std::io::Error::last_os_error());
+    names.truncate(n as usize);
+    let mut out = Vec::new();
+    for name in names.split(|b| *b == 0).filter(|n| n.starts_with(b"user.")) {
+        let cname = std::ffi::CString::new(name).unwrap();
+        let mut value = vec![0u8; 4096];
+        let n = unsafe { libc::lgetxattr(c.as_ptr(), cname.as_ptr(), value.as_mut_ptr().cast(), value.len()) };
+        assert!(n >= 0, "{}: {}", p.display(), std::io::Error::last_os_error());
+        value.truncate(n as usize);
+        out.push((String::from_utf8_lossy(name).to_string(), value));
+    }
+    out.sort();
+    out
+}
+
+fn set_xattr(p: &Path, name: &str, value: &[u8]) {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    let r = unsafe { libc::lsetxattr(c.as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+    assert_eq!(r, 0, "{}: {}", p.display(), std::io::Error::last_os_error());
+}
+
+fn remove_xattr(p: &Path, name: &str) {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    assert_eq!(unsafe { libc::lremovexattr(c.as_ptr(), n.as_ptr()) }, 0);
+}
+
+/// `--xattrs` on both hosts: a file's and a folder's `user.` attributes
+/// arrive with them, and a change of one alone travels both ways (added,
+/// changed, removed). A host without `--xattrs` leaves its own alone.
+#[test]
+fn extended_attributes_travel_with_xattrs() {
+    let scratch = tempfile::tempdir().unwrap();
+    let (a, b) = two_dirs(scratch.path());
+    let bport = free_udp_port();
+    let log = |n: &str| scratch.path().join(n);
+    let pa = Proc::start_with(&a, free_tcp_port(), bport, &log("a.log"), &["--xattrs"], &[]);
+    let pb = Proc::start_with(&b, free_tcp_port(), bport, &log("b.log"), &["--xattrs"], &[]);
+    // Made in a scratch folder, then moved in whole: the first look sees
+    // the attributes with the file.
+    let outside = scratch.path().join("outside");
+    fs::create_dir_all(outside.join("album")).unwrap();
+    fs::write(outside.join("album/photo.jpg"), b"jpeg").unwrap();
+    set_xattr(
+        &outside.join("album/photo.jpg"),
+        "user.xdg.origin.url",
+        b"https://example.invalid/p.jpg",
+    );
+    set_xattr(&outside.join("album/photo.jpg"), "user.empty", b"");
+    set_xattr(&outside.join("album"), "user.tag", &[0, 1, 255]);
+    fs::rename(outside.join("album"), a.join("album")).unwrap();
+    let same = |p: &str| b.join(p).exists() && xattrs(&a.join(p)) == xattrs(&b.join(p));
+    let (ok, _) = wait_until(TIMEOUT, || same("album/photo.jpg") && same("album"));
+    assert!(
+        ok,
+        "{:?} {:?}\n{}\n{}",
+        xattrs(&a.join("album/photo.jpg")),
+        xattrs(&b.join("album/photo.jpg")),
+        pa.log_text(),
+        pb.log_text()
+    );
+    assert_eq!(xattrs(&b.join("album/photo.jpg")).len(), 2);
+    // Changed alone on b, then removed on a.
+    set_xattr(&b.join("album/photo.jpg"), "user.empty", b"now full");
+    let (ok, _) = wait_until(TIMEOUT, || {
+        xattrs(&a.join("album/photo.jpg"))
+            .iter()
+            .any(|(n, v)| n == "user.empty" && v == b"now full")
+    });
+    assert!(ok, "{}\n{}", pa.log_text(), pb.log_text());
+    remove_xattr(&a.join("album/photo.jpg"), "user.xdg.origin.url");
+    let (ok, _) = wait_until(TIMEOUT, || xattrs(&b.join("album/photo.jpg")).len() == 1);
+    assert!(ok, "{}\n{}", pa.log_text(), pb.log_text());
+    assert_eq!(fs::read(b.join("album/photo.jpg")).unwrap(), b"jpeg");
+    drop(pb);
+    // A host without `--xattrs` neither sets nor sends them.
+    let c = scratch.path().join("c");
+    fs::create_dir_all(&c).unwrap();
+    let pc = Proc::start(&c, free_tcp_port(), bport, &log("c.log"));
+    let (ok, _) = wait_until(TIMEOUT, || c.join("album/photo.jpg").exists());
+    assert!(ok, "{}", pc.log_text());
+    assert_eq!(xattrs(&c.join("album/photo.jpg")), vec![]);
+    set_xattr(&c.join("album/photo.jpg"), "user.local", b"c");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        xattrs(&a.join("album/photo.jpg")),
+        vec![("user.empty".to_string(), b"now full".to_vec())]
+    );
+}

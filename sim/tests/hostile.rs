@@ -42,6 +42,7 @@ fn random_message(rng: &mut Rng) -> Message {
         exec: false,
         mode: 0,
         target: None,
+        xattrs: None,
     };
     let junk_len = rng.below(300) as usize;
     let junk = rng.bytes(junk_len);

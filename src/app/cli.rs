@@ -78,6 +78,10 @@ pub struct Args {
     #[argh(switch)]
     pub no_perms: bool,
 
+    /// carry extended attributes of the user. namespace too (values up to 1 KiB, 4 KiB per path, as Syncthing); off by default. Every host that should keep them needs it
+    #[argh(switch)]
+    pub xattrs: bool,
+
     /// send file content at most this fast, across all peers, e.g. 20MB/s, 512KiB/s, 100Mbit/s (default: no limit); changes are announced at once whatever the limit
     #[argh(option, from_str_fn(rate_flag), arg_name = "RATE")]
     pub max_send_rate: Option<u64>,
@@ -256,6 +260,7 @@ impl Args {
             trash_days: self.trash_days,
             trash_max: self.trash_max,
             perms: !self.no_perms,
+            xattrs: self.xattrs,
             inline_hash_max: crate::fs::hashing::INLINE_HASH_MAX,
             max_send_rate: self.max_send_rate,
             max_recv_rate: self.max_recv_rate,

@@ -48,10 +48,10 @@ impl Status {
                 Some(d) => format!("tree {}  differs", d.short()),
                 None => "tree unknown".to_string(),
             };
-            // An older peer holds no symlinks and only the execute bit of
-            // a mode: "in sync" leaves those out.
+            // An older peer holds no extended attributes: "in sync"
+            // leaves those out.
             let older = match p.protocol {
-                v if v != 0 && v < PROTOCOL_VERSION => format!("  (protocol {v}: without symlinks and modes)"),
+                v if v != 0 && v < PROTOCOL_VERSION => format!("  (protocol {v}: without extended attributes)"),
                 _ => String::new(),
             };
             out += &format!("  {}  {:<21}  {:<12}  {}{}\n", p.id, p.addr, state, tree, older);
@@ -483,7 +483,7 @@ mod tests {
                     synced: false,
                     digest: None,
                     ours: Hash::of(b"tree"),
-                    protocol: 4,
+                    protocol: 5,
                     receive_files: 2,
                     receive_bytes: 2 * 1024 * 1024,
                     send_files: 1,
@@ -515,7 +515,7 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[3].ends_with("in sync"), "{text}");
         assert!(
-            lines[4].contains("syncing") && lines[4].ends_with("tree unknown  (protocol 4: without symlinks and modes)"),
+            lines[4].contains("syncing") && lines[4].ends_with("tree unknown  (protocol 5: without extended attributes)"),
             "{text}"
         );
         assert!(lines[5].contains("nas.lan:6000") && lines[5].ends_with("next try in 4 s"), "{text}");

@@ -206,6 +206,7 @@ mod tests {
             exec: false,
             mode: 0,
             target: None,
+            xattrs: None,
         };
         for (path, original) in [
             ("dir/report.tar.gz", "report.tar.gz"),
@@ -267,6 +268,7 @@ mod tests {
             exec: false,
             mode: 0,
             target: None,
+            xattrs: None,
         };
         let c = conflict_entry(&loser).unwrap();
         assert_eq!(c, conflict_entry(&loser.clone()).unwrap());

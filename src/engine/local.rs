@@ -163,6 +163,7 @@ impl Engine {
             e.exec = o.exec;
             e.mode = o.mode;
             e.target = o.target.clone();
+            e.xattrs = o.xattrs.clone();
             if unknown && old.is_none() {
                 e.vector = Vector::default();
             }
@@ -405,6 +406,7 @@ impl Engine {
                 exec: false,
                 mode: 0,
                 target: None,
+                xattrs: None,
                 stat: None,
             })
             .collect()
@@ -469,6 +471,7 @@ impl Engine {
             exec: false,
             mode: 0,
             target: None,
+            xattrs: None,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The engine's inputs from the disk (`Observed`) and its outputs
 //! (`Command`, `Action`): plain data, no behaviour.
 
-use crate::wire::{Entry, Hash, Kind, Message, NodeId, RelPath};
+use crate::wire::{Entry, Hash, Kind, Message, NodeId, RelPath, Xattrs};
 
 /// What a scan found at one path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +24,9 @@ pub struct Observed {
     pub mode: u32,
     /// A symlink's target (`None` for anything else).
     pub target: Option<String>,
+    /// A file's or folder's `user.` extended attributes; `None` when not
+    /// looked at (without `--xattrs`) and for symlinks.
+    pub xattrs: Option<Xattrs>,
     /// Its inode and change time, for a file (`None` for a folder).
     pub stat: Option<Stat>,
 }
@@ -45,15 +48,24 @@ pub enum Look {
 impl Observed {
     /// True if what the disk shows here is the live version `e`: a folder
     /// of that mode, a file of that size, mtime, content and mode, a
-    /// symlink of that target and mtime.
+    /// symlink of that target and mtime; files and folders with its
+    /// extended attributes, where both are known (a version that does not
+    /// know them counts as having none).
     pub fn shows(&self, e: &Entry) -> bool {
         // The mode `e` puts on disk; not looked at: the execute bit alone.
         let mode = || self.mode == 0 || self.mode == mode_on_disk(e);
+        let xattrs = || {
+            self.xattrs
+                .as_ref()
+                .is_none_or(|x| e.xattrs.as_ref().map_or(x.0.is_empty(), |ex| ex == x))
+        };
         !e.deleted
             && e.kind == self.kind
             && match self.kind {
-                Kind::Dir => mode(),
-                Kind::File => e.size == self.size && e.mtime == self.mtime && e.hash == self.hash && e.exec == self.exec && mode(),
+                Kind::Dir => mode() && xattrs(),
+                Kind::File => {
+                    e.size == self.size && e.mtime == self.mtime && e.hash == self.hash && e.exec == self.exec && mode() && xattrs()
+                }
                 Kind::Symlink => e.hash == self.hash && e.mtime == self.mtime,
             }
     }

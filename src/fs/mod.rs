@@ -18,6 +18,7 @@
 //!   opening files so that no read blocks.
 //! - [`temp`]: temp files, and the disk faults the simulation injects.
 //! - `writers`: whether a process holds a file open for writing.
+//! - `xattrs`: a path's `user.` extended attributes (`--xattrs`).
 //!
 //! Depends on `wire` and on the engine's data types (`Observed`, `Index`):
 //! it produces the engine's inputs. Must not: decide what to change.
@@ -37,6 +38,7 @@ pub mod temp;
 pub mod trash;
 pub mod watcher;
 pub(crate) mod writers;
+pub(crate) mod xattrs;
 
 /// What the tests of this layer share: a store on a fresh folder, and the
 /// entry of what a path holds.
@@ -85,6 +87,7 @@ pub(crate) mod testing {
             exec: o.exec,
             mode: o.mode,
             target: o.target,
+            xattrs: o.xattrs,
         }
     }
 }

@@ -12,8 +12,9 @@ use super::files::{io_err, is_exec, mode_of, mtime_ns, StoreError};
 use super::hashing::{hash_file, Background, Version};
 use super::special::pseudo_filesystem;
 use super::store::Store;
+use super::xattrs::Found;
 use crate::engine::{DirState, Known, Look, Observed};
-use crate::wire::{Hash, Kind, RelPath, MAX_LINK_TARGET, STATE_DIR_NAME};
+use crate::wire::{Hash, Kind, RelPath, Xattrs, MAX_LINK_TARGET, STATE_DIR_NAME};
 use std::fs::{self, Metadata};
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -164,6 +165,7 @@ impl Store {
     fn observe_meta(&self, rel: &RelPath, full: &Path, meta: &Metadata, known: Option<&Known>) -> Result<Option<Observed>, StoreError> {
         let ft = meta.file_type();
         let mode = if self.perms { mode_of(meta) } else { 0 };
+        let xattrs = || self.observe_xattrs(rel, full);
         if ft.is_dir() {
             return Ok(Some(Observed {
                 path: rel.clone(),
@@ -175,6 +177,7 @@ impl Store {
                 exec: false,
                 mode,
                 target: None,
+                xattrs: xattrs()?,
                 stat: None,
             }));
         }
@@ -221,8 +224,26 @@ impl Store {
             exec: is_exec(meta),
             mode,
             target: None,
+            xattrs: xattrs()?,
             stat: Some(stat),
         }))
+    }
+
+    /// The `user.` extended attributes of a file or folder, where this
+    /// node carries them (`--xattrs`); more than can be carried is unknown.
+    fn observe_xattrs(&self, rel: &RelPath, full: &Path) -> Result<Option<Xattrs>, StoreError> {
+        if !self.xattrs {
+            return Ok(None);
+        }
+        match super::xattrs::read(full).map_err(io_err(full))? {
+            Found::Carried(x) => Ok(Some(x)),
+            Found::TooMany => {
+                if self.warned.first(full) {
+                    info!(path = %rel, "extended attributes not synced: more than 4 KiB of them");
+                }
+                Ok(None)
+            }
+        }
     }
 
     /// A symlink: its target as it is written, never what it points to.
@@ -245,6 +266,7 @@ impl Store {
             exec: false,
             mode: 0,
             target: Some(target.to_string()),
+            xattrs: None,
             stat: None,
         }))
     }

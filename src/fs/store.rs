@@ -50,6 +50,8 @@ pub struct Store {
     /// Permission bits are looked at and set (off: `--no-perms`, the
     /// execute bit alone).
     pub(super) perms: bool,
+    /// `user.` extended attributes are looked at and set (`--xattrs`).
+    pub(super) xattrs: bool,
 }
 
 impl Store {
@@ -73,6 +75,7 @@ impl Store {
             warned: WarnOnce::default(),
             writers: Writers::default(),
             perms: true,
+            xattrs: false,
         }
     }
 
@@ -81,6 +84,21 @@ impl Store {
     pub fn with_perms(mut self, perms: bool) -> Self {
         self.perms = perms;
         self
+    }
+
+    /// Look at and set `user.` extended attributes (`--xattrs`).
+    pub fn with_xattrs(mut self, xattrs: bool) -> Self {
+        self.xattrs = xattrs;
+        self
+    }
+
+    /// Give `full` the extended attributes of `entry`, where this node
+    /// carries them and the version knows them.
+    fn set_xattrs(&self, full: &Path, entry: &Entry) -> Result<(), StoreError> {
+        match &entry.xattrs {
+            Some(x) if self.xattrs => super::xattrs::apply(full, x).map_err(io_err(full)),
+            _ => Ok(()),
+        }
     }
 
     /// Hash files larger than `bytes` off the loop (the simulation lowers
@@ -259,11 +277,11 @@ impl Store {
             }
         }
         self.make_dir(rel)?;
+        let full = self.full_path(rel)?;
         if self.perms {
-            let full = self.full_path(rel)?;
             set_mode(&full, entry, true)?;
         }
-        Ok(())
+        self.set_xattrs(&full, entry)
     }
 
     /// Make symlink `entry.path` pointing to `entry.target` (never
@@ -358,6 +376,7 @@ impl Store {
             committed: false,
             len: 0,
             perms: self.perms,
+            xattrs: self.xattrs,
         })
     }
 
@@ -432,6 +451,7 @@ impl Store {
         self.ensure_matches(&local.path, Some(local))?;
         let full = self.full_path(&entry.path)?;
         set_mode(&full, entry, self.perms)?;
+        self.set_xattrs(&full, entry)?;
         filetime::set_file_mtime(&full, filetime_of(entry.mtime)).map_err(io_err(&full))
     }
 
@@ -449,6 +469,7 @@ impl Store {
         // look like a local edit of it.
         let before = fs::symlink_metadata(&src).map_err(io_err(&src))?;
         set_mode(&src, entry, self.perms)?;
+        self.set_xattrs(&src, entry)?;
         filetime::set_file_mtime(&src, filetime_of(entry.mtime)).map_err(io_err(&src))?;
         self.trash_linked(&dst, &entry.path, local);
         fs::rename(&src, &dst).map_err(io_err(&dst)).inspect_err(|_| {

@@ -62,6 +62,7 @@ fn commit_is_atomic_and_sets_mtime() {
         exec: false,
         mode: 0,
         target: None,
+        xattrs: None,
     };
     assert!(!dir.path().join("d/new.txt").exists());
     store.commit(tmp, &e, None).unwrap();
@@ -98,6 +99,7 @@ fn far_past_and_far_future_mtimes_round_trip() {
             exec: false,
             mode: 0,
             target: None,
+            xattrs: None,
         };
         store.commit(tmp, &e, None).unwrap();
         let seen = store.observe(&path, None).unwrap().unwrap();
@@ -174,6 +176,72 @@ fn a_file_takes_the_place_of_an_emptied_container() {
     store.commit(temp(), &new, Some(&container)).unwrap();
     // A file where the container was is not it.
     assert!(!store.matches(&rel("c"), Some(&container)).unwrap());
+}
+
+/// `--xattrs`: a received file, a copy, a move, a metadata change and a
+/// folder each get the version's `user.` attributes, and a look reads
+/// them back; a version that does not know them leaves them alone, and a
+/// store without `--xattrs` neither reads nor writes them.
+#[test]
+fn extended_attributes_are_written_with_every_change_and_read_back() {
+    use crate::wire::Xattrs;
+    let (dir, store) = setup();
+    let store = store.with_xattrs(true);
+    let attrs = |v: &[u8]| Some(Xattrs([("user.tag".to_string(), v.to_vec())].into()));
+    let read = |p: &str| store.observe(&rel(p), None).unwrap().unwrap().xattrs;
+    let new = Entry {
+        xattrs: attrs(b"1"),
+        ..crate::wire::testing::file("f", 1_600_000_000_000_000_000, b"new")
+    };
+    let mut tmp = store.create_temp(&new.path).unwrap();
+    tmp.write(b"new").unwrap();
+    store.commit(tmp, &new, None).unwrap();
+    assert_eq!(read("f"), attrs(b"1"));
+    let retagged = Entry {
+        xattrs: attrs(b"2"),
+        ..new.clone()
+    };
+    store.set_mtime(&retagged, &new).unwrap();
+    assert_eq!(read("f"), attrs(b"2"));
+    // A version that does not know them changes nothing of them.
+    let unknown = Entry {
+        xattrs: None,
+        ..retagged.clone()
+    };
+    store.set_mtime(&unknown, &retagged).unwrap();
+    assert_eq!(read("f"), attrs(b"2"));
+    let copied = Entry {
+        path: rel("g"),
+        xattrs: attrs(b"3"),
+        ..new.clone()
+    };
+    store.copy(&retagged, &copied, None).unwrap();
+    assert_eq!(read("g"), attrs(b"3"));
+    let moved = Entry {
+        path: rel("h"),
+        xattrs: Some(Xattrs::default()),
+        ..copied.clone()
+    };
+    store.rename(&copied, &moved, None).unwrap();
+    assert_eq!(read("h"), Some(Xattrs::default()));
+    let folder = Entry {
+        kind: Kind::Dir,
+        size: 0,
+        hash: Hash::ZERO,
+        xattrs: attrs(b"d"),
+        ..crate::wire::testing::file("d", 1, b"")
+    };
+    store.make_dir_over(&folder, None).unwrap();
+    assert_eq!(read("d"), attrs(b"d"));
+    // Without `--xattrs`: not read, and not written.
+    let plain = Store::new(dir.path().to_path_buf(), dir.path().join(".dirsync"), crate::wire::NodeId(0xd1));
+    assert_eq!(plain.observe(&rel("f"), None).unwrap().unwrap().xattrs, None);
+    let other = Entry {
+        xattrs: attrs(b"9"),
+        ..retagged.clone()
+    };
+    plain.set_mtime(&other, &Entry { xattrs: None, ..retagged }).unwrap();
+    assert_eq!(read("f"), attrs(b"2"));
 }
 
 /// Issue 13: the executable bit travels: set by a commit and by a

@@ -96,6 +96,8 @@ pub struct TempFile {
     pub(super) len: u64,
     /// Set all permission bits, not the execute bit alone (`Store::perms`).
     pub(super) perms: bool,
+    /// Set the version's extended attributes (`Store::xattrs`).
+    pub(super) xattrs: bool,
 }
 
 /// The block size holes are kept at.
@@ -240,6 +242,9 @@ impl TempFile {
         // Through the open file, not its name: no lookup in a folder of
         // thousands for each small file received.
         set_mode_of(&self.file, entry, self.perms).map_err(io_err(&self.path))?;
+        if let Some(x) = entry.xattrs.as_ref().filter(|_| self.xattrs) {
+            super::xattrs::write_new(&self.file, x).map_err(io_err(&self.path))?;
+        }
         filetime::set_file_handle_times(&self.file, None, Some(filetime_of(entry.mtime))).map_err(io_err(&self.path))
     }
 

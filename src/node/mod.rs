@@ -86,6 +86,8 @@ pub struct Config {
     /// Permission bits are carried (off: `--no-perms`, the execute bit
     /// alone).
     pub perms: bool,
+    /// `user.` extended attributes are carried (`--xattrs`).
+    pub xattrs: bool,
     /// Files larger than this are hashed off the loop
     /// (`fs::hashing::INLINE_HASH_MAX`; the simulation lowers it).
     pub inline_hash_max: u64,
@@ -322,7 +324,8 @@ impl<N: Net> Node<N> {
             .with_faults(cfg.disk_faults.clone())
             .with_trash(trash.clone())
             .with_inline_hash_max(cfg.inline_hash_max)
-            .with_perms(cfg.perms);
+            .with_perms(cfg.perms)
+            .with_xattrs(cfg.xattrs);
         let cleaned = store.clean_temp_files();
         if cleaned > 0 {
             info!(count = cleaned, "removed temp files left by an earlier run");

@@ -127,6 +127,9 @@ pub async fn read_frame_max<R: AsyncRead + Unpin>(r: &mut R, max: u64) -> Result
 
 /// What a connection's reader hands the node.
 #[derive(Debug)]
+// Nearly every value is a frame: boxing it would add an allocation per
+// frame to save space only on the rare end of a connection.
+#[allow(clippy::large_enum_variant)]
 pub enum Inbound {
     /// A frame, and the bytes it took on the wire.
     Frame { msg: Message, bytes: usize },

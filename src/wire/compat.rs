@@ -3,7 +3,7 @@
 //! the checks a received entry passes.
 //!
 //! A node speaks its own version and the one before it, so a network is
-//! upgraded one host at a time. Its `Hello` and its announcements say the
+//! upgraded one host at a time (6, extended attributes, and 5). Its `Hello` and its announcements say the
 //! oldest version it speaks in `version` (so a node of that version, which
 //! checks only `version`, takes them) and the newest in `newest`; two
 //! nodes speak the newest version both know.
@@ -14,13 +14,13 @@
 use super::{Entry, Hash, Kind, Message, WireError};
 
 /// The newest protocol version this build speaks.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 /// The oldest protocol version this build still speaks with a peer.
-pub const OLDEST_PROTOCOL_VERSION: u32 = 4;
+pub const OLDEST_PROTOCOL_VERSION: u32 = 5;
 /// The longest symlink target carried (Linux's `PATH_MAX` less its NUL).
 pub const MAX_LINK_TARGET: usize = 4095;
-/// The first version that carries symlinks and permission bits.
-const LINKS_AND_MODES: u32 = 5;
+/// The first version that carries extended attributes.
+const XATTRS: u32 = 6;
 
 /// The version spoken with a peer whose hello (or announcement) says it
 /// speaks `oldest` to `newest` (`newest` 0: only `oldest`), or `None` when
@@ -31,27 +31,17 @@ pub fn common_version(oldest: u32, newest: u32) -> Option<u32> {
 }
 
 impl Entry {
-    /// This entry as a peer speaking `version` is sent it. Version 4 holds
-    /// no symlinks and no mode: a symlink is nothing there (a tombstone of
-    /// the same version, so that a file it replaced goes and the two trees
-    /// compare equal, see `engine::index::digest`), and only the execute
-    /// bit of a mode travels.
+    /// This entry as a peer speaking `version` is sent it. Version 5 holds
+    /// no extended attributes: they are unknown there (the peer leaves
+    /// its own alone, and the version that knows them wins over that copy
+    /// when it comes, see `engine::index::beats`).
     pub fn spoken_in(&self, version: u32) -> Entry {
-        if version >= LINKS_AND_MODES {
-            return self.clone();
-        }
-        match self.kind {
-            Kind::Symlink => Entry {
-                kind: Kind::File,
-                deleted: true,
-                size: 0,
-                hash: Hash::ZERO,
-                exec: false,
-                mode: 0,
-                target: None,
+        match version >= XATTRS || self.xattrs.is_none() {
+            true => self.clone(),
+            false => Entry {
+                xattrs: None,
                 ..self.clone()
             },
-            _ => Entry { mode: 0, ..self.clone() },
         }
     }
 
@@ -82,7 +72,13 @@ impl Entry {
                 bad("a symlink whose hash or size is not its target's")
             }
             (Some(_), true) if self.exec || self.mode != 0 => bad("a symlink with a mode"),
+            (Some(_), true) if self.xattrs.is_some() => bad("a symlink with extended attributes"),
             (Some(_), true) => Ok(()),
+        }?;
+        match &self.xattrs {
+            Some(_) if self.deleted => bad("a deletion with extended attributes"),
+            Some(x) => x.fault().map_or(Ok(()), bad),
+            None => Ok(()),
         }
     }
 }
@@ -91,7 +87,7 @@ impl Message {
     /// This message as a peer speaking `version` is sent it (see
     /// `Entry::spoken_in`).
     pub fn spoken_in(self, version: u32) -> Message {
-        if version >= LINKS_AND_MODES {
+        if version >= XATTRS {
             return self;
         }
         let down = |entries: Vec<Entry>| entries.iter().map(|e| e.spoken_in(version)).collect();
@@ -109,10 +105,10 @@ impl Message {
         }
     }
 
-    /// True if a peer speaking `version` may send this (a symlink or a
-    /// mode from a peer speaking 4 is a forgery or a bug).
+    /// True if a peer speaking `version` may send this (extended
+    /// attributes from a peer speaking 5 are a forgery or a bug).
     pub fn fits(&self, version: u32) -> bool {
-        let fits = |e: &Entry| version >= LINKS_AND_MODES || (e.kind != Kind::Symlink && e.mode == 0);
+        let fits = |e: &Entry| version >= XATTRS || e.xattrs.is_none();
         match self {
             Message::Index { entries, .. } | Message::Update { entries } => entries.iter().all(fits),
             Message::FileStart { entry, .. } => fits(entry),
@@ -128,31 +124,32 @@ mod tests {
 
     #[test]
     fn two_nodes_speak_the_newest_version_both_know() {
-        // A node of version 4 says only 4; one of 5 says 4 to 5; a future
-        // node of 6 says 5 to 6; one of 3 says 3.
-        assert_eq!(common_version(4, 0), Some(4));
+        // A node of version 5 says 4 to 5; one of 6 says 5 to 6; a future
+        // node of 7 says 6 to 7; one of 4 says only 4.
         assert_eq!(common_version(4, 5), Some(5));
-        assert_eq!(common_version(5, 6), Some(5));
-        assert_eq!(common_version(3, 0), None);
-        assert_eq!(common_version(6, 7), None);
-        assert_eq!(common_version(2, 3), None);
+        assert_eq!(common_version(5, 6), Some(6));
+        assert_eq!(common_version(6, 7), Some(6));
+        assert_eq!(common_version(4, 0), None);
+        assert_eq!(common_version(7, 8), None);
+        assert_eq!(common_version(3, 4), None);
+    }
+
+    fn tagged(e: Entry) -> Entry {
+        Entry {
+            xattrs: Some(crate::wire::Xattrs([("user.tag".to_string(), b"v".to_vec())].into())),
+            ..e
+        }
     }
 
     #[test]
-    fn a_peer_of_version_4_gets_a_link_as_nothing_and_only_the_execute_bit() {
-        let l = link("a", 10, "../b");
-        let old = l.spoken_in(4);
-        assert!(old.deleted && old.kind == Kind::File && old.target.is_none());
-        assert_eq!((old.version, &old.vector), (l.version, &l.vector));
-        assert_eq!(l.spoken_in(5), l);
-        let f = Entry {
-            mode: 0o755,
-            exec: true,
-            ..file("s", 1, b"x")
-        };
-        let old = f.spoken_in(4);
-        assert_eq!((old.mode, old.exec), (0, true));
+    fn a_peer_of_version_5_gets_no_extended_attributes() {
+        let f = tagged(file("s", 1, b"x"));
+        let old = f.spoken_in(5);
+        assert_eq!(old, Entry { xattrs: None, ..f.clone() });
+        assert_eq!(f.spoken_in(6), f);
         old.check().unwrap();
+        let l = link("a", 10, "../b");
+        assert_eq!(l.spoken_in(5), l, "version 5 holds links");
     }
 
     #[test]
@@ -186,6 +183,12 @@ mod tests {
                 exec: true,
                 ..link("l", 1, "t")
             },
+            tagged(link("l", 1, "t")),
+            tagged(crate::wire::testing::tomb("f", 1)),
+            Entry {
+                xattrs: Some(crate::wire::Xattrs([("trusted.x".to_string(), vec![])].into())),
+                ..f.clone()
+            },
             link("l", 1, ""),
             link("l", 1, "a\0b"),
             link("l", 1, &"x".repeat(MAX_LINK_TARGET + 1)),
@@ -205,6 +208,7 @@ mod tests {
                 mode: 0o444,
                 ..file("g", 1, b"")
             },
+            tagged(folder.clone()),
             folder,
         ] {
             good.check().unwrap();
@@ -212,15 +216,11 @@ mod tests {
     }
 
     #[test]
-    fn a_peer_speaking_4_may_not_send_links_or_modes() {
+    fn a_peer_speaking_5_may_not_send_extended_attributes() {
         let update = |e: Entry| Message::Update { entries: vec![e] };
-        assert!(!update(link("l", 1, "t")).fits(4));
-        assert!(!update(Entry {
-            mode: 0o600,
-            ..file("f", 1, b"")
-        })
-        .fits(4));
-        assert!(update(file("f", 1, b"")).fits(4));
+        assert!(!update(tagged(file("f", 1, b""))).fits(5));
+        assert!(update(file("f", 1, b"")).fits(5));
         assert!(update(link("l", 1, "t")).fits(5));
+        assert!(update(tagged(file("f", 1, b""))).fits(6));
     }
 }

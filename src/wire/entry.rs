@@ -5,7 +5,7 @@
 //! Owns: those types and their encodings. Must not: decide between
 //! versions (`crate::engine::index::beats` does) or do IO.
 
-use super::{RelPath, Vector};
+use super::{RelPath, Vector, Xattrs};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 
@@ -164,6 +164,12 @@ pub struct Entry {
     /// length. Absent for everything else. Protocol 5.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
+    /// A live file's or folder's extended attributes of the `user.`
+    /// namespace, when its maker reads them (`--xattrs`); absent when
+    /// unknown (a maker without `--xattrs`, a node of protocol 5), present
+    /// and empty when there are none. Protocol 6.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xattrs: Option<Xattrs>,
 }
 
 pub(super) fn is_zero(n: &u32) -> bool {

@@ -16,11 +16,13 @@ mod path;
 
 pub mod pieces;
 pub mod version;
+mod xattrs;
 pub use compat::{common_version, MAX_LINK_TARGET, OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION};
 use entry::is_zero;
 pub use entry::{ChildDigest, Entry, Hash, Kind, NodeId};
 pub use path::{temp_name, temp_name_device, PathError, RelPath, MAX_COMPONENT_LEN, MAX_DEPTH, MAX_PATH_LEN, STATE_DIR_NAME, TEMP_PREFIX};
 pub use version::Vector;
+pub use xattrs::{Xattrs, MAX_XATTRS_TOTAL, MAX_XATTR_VALUE, XATTR_NAMESPACE};
 
 use flate2::{read::ZlibDecoder, write::ZlibEncoder, Compression};
 use serde::{Deserialize, Serialize};
@@ -475,6 +477,7 @@ pub(crate) mod testing {
             exec: false,
             mode: 0,
             target: None,
+            xattrs: None,
         }
     }
 

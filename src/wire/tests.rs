@@ -18,6 +18,7 @@ fn file_entry() -> Entry {
         exec: false,
         mode: 0,
         target: None,
+        xattrs: None,
     }
 }
 
@@ -38,6 +39,7 @@ pub(crate) fn examples() -> Vec<(&'static str, Message)> {
         exec: false,
         mode: 0,
         target: None,
+        xattrs: None,
     };
     let dir = Entry {
         path: path("docs"),
@@ -52,6 +54,7 @@ pub(crate) fn examples() -> Vec<(&'static str, Message)> {
         exec: false,
         mode: 0,
         target: None,
+        xattrs: None,
     };
     vec![
         (
@@ -108,6 +111,21 @@ pub(crate) fn examples() -> Vec<(&'static str, Message)> {
                         ..e.clone()
                     },
                 ],
+            },
+        ),
+        (
+            "update_xattrs",
+            Message::Update {
+                entries: vec![Entry {
+                    xattrs: Some(crate::wire::Xattrs(
+                        [
+                            ("user.checksum".to_string(), b"md5:0f3a".to_vec()),
+                            ("user.tag".to_string(), vec![0, 1, 0xff]),
+                        ]
+                        .into(),
+                    )),
+                    ..e.clone()
+                }],
             },
         ),
         (

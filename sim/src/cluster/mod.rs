@@ -425,6 +425,7 @@ impl Cluster {
                 trash_days: 7,
                 trash_max: Default::default(),
                 perms: true,
+                xattrs: true,
                 inline_hash_max: INLINE_HASH_MAX,
                 max_send_rate: None,
                 max_recv_rate: None,

@@ -7,7 +7,8 @@
 
 use crate::engine::Stat;
 use crate::wire::version::Vector;
-use crate::wire::{Entry, Hash, Kind, NodeId, RelPath};
+use crate::wire::{Entry, Hash, Kind, NodeId, RelPath, Xattrs};
+use std::collections::BTreeMap;
 
 /// The layout's version, the record's first byte.
 const RECORD_FORMAT: u8 = 1;
@@ -23,6 +24,9 @@ const HAS_STAT: u8 = 16;
 const SYMLINK: u8 = 32;
 /// The mode follows the stat, as two bytes.
 const HAS_MODE: u8 = 64;
+/// Extended attributes close the record: a count (u16), then each name
+/// (u16 length, bytes) and value (u16 length, bytes).
+const HAS_XATTRS: u8 = 128;
 
 /// An entry as the index keeps it: the entry, the sequence number of the
 /// change that made it (see `Index::since`), and for a file this node
@@ -47,7 +51,8 @@ pub fn encode(s: &Stored) -> Vec<u8> {
         | (if has_hash { HAS_HASH } else { 0 })
         | (if s.stat.is_some() { HAS_STAT } else { 0 })
         | (if e.kind == Kind::Symlink { SYMLINK } else { 0 })
-        | (if e.mode != 0 { HAS_MODE } else { 0 });
+        | (if e.mode != 0 { HAS_MODE } else { 0 })
+        | (if e.xattrs.is_some() { HAS_XATTRS } else { 0 });
     out.push(flags);
     out.extend_from_slice(&e.size.to_le_bytes());
     out.extend_from_slice(&e.mtime.to_le_bytes());
@@ -74,6 +79,16 @@ pub fn encode(s: &Stored) -> Vec<u8> {
         // At most `MAX_LINK_TARGET` bytes.
         out.extend_from_slice(&(target.len() as u16).to_le_bytes());
         out.extend_from_slice(target.as_bytes());
+    }
+    if let Some(x) = &e.xattrs {
+        // Within `MAX_XATTRS_TOTAL` (`Entry::check`, and the scan's limits).
+        out.extend_from_slice(&(x.0.len() as u16).to_le_bytes());
+        for (name, value) in &x.0 {
+            for field in [name.as_bytes(), value] {
+                out.extend_from_slice(&(field.len() as u16).to_le_bytes());
+                out.extend_from_slice(field);
+            }
+        }
     }
     out
 }
@@ -126,6 +141,17 @@ pub fn decode(path: RelPath, bytes: &[u8]) -> Result<Stored, String> {
     } else {
         None
     };
+    let xattrs = if flags & HAS_XATTRS != 0 {
+        let count = u16::from_le_bytes(r.take()?);
+        let mut attrs = BTreeMap::new();
+        for _ in 0..count {
+            let name = String::from_utf8(r.field()?).map_err(|_| "an extended attribute name that is not UTF-8".to_string())?;
+            attrs.insert(name, r.field()?);
+        }
+        Some(Xattrs(attrs))
+    } else {
+        None
+    };
     if !r.0.is_empty() {
         return Err("trailing bytes".into());
     }
@@ -146,6 +172,7 @@ pub fn decode(path: RelPath, bytes: &[u8]) -> Result<Stored, String> {
         exec: flags & EXEC != 0,
         mode,
         target,
+        xattrs,
     };
     Ok(Stored { entry, seq, stat })
 }
@@ -153,6 +180,17 @@ pub fn decode(path: RelPath, bytes: &[u8]) -> Result<Stored, String> {
 struct Reader<'a>(&'a [u8]);
 
 impl Reader<'_> {
+    /// A u16 length, then that many bytes.
+    fn field(&mut self) -> Result<Vec<u8>, String> {
+        let len = usize::from(u16::from_le_bytes(self.take()?));
+        if self.0.len() < len {
+            return Err("truncated field".into());
+        }
+        let (bytes, rest) = self.0.split_at(len);
+        self.0 = rest;
+        Ok(bytes.to_vec())
+    }
+
     fn take<const N: usize>(&mut self) -> Result<[u8; N], String> {
         if self.0.len() < N {
             return Err("truncated record".into());
@@ -180,6 +218,15 @@ mod tests {
         f.mtime = i128::MIN;
         let stat = Some(Stat { ino: 77, ctime: -5 });
         let moded = Entry { mode: 0o751, ..f.clone() };
+        let attrs = |pairs: &[(&str, &[u8])]| Some(Xattrs(pairs.iter().map(|(n, v)| (n.to_string(), v.to_vec())).collect()));
+        let tagged = Entry {
+            xattrs: attrs(&[("user.a", b""), ("user.ü", &[0, 255])]),
+            ..moded.clone()
+        };
+        let none = Entry {
+            xattrs: attrs(&[]),
+            ..f.clone()
+        };
         let dead_link = Entry {
             deleted: true,
             target: None,
@@ -190,6 +237,8 @@ mod tests {
             (f, stat),
             (tomb("gone", 9), None),
             (moded, stat),
+            (tagged, stat),
+            (none, None),
             (link("l", 3, "../ü/x"), None),
             (dead_link, None),
             (

@@ -9,11 +9,11 @@
 //! change the tree directly anyway), so a difference found at the root is
 //! found again in exactly the folders that hold it.
 //!
-//! A folder keeps two sums: the tree as a node of protocol 4 holds it (no
-//! symlinks, only the execute bit of a mode) and what protocol 5 adds to
-//! it, so that a node compares with an older peer exactly what both can
-//! hold: a symlink counts there as the tombstone that peer is sent
-//! (`wire::Entry::spoken_in`), a mode as nothing.
+//! A folder keeps three sums: the tree as a node of protocol 4 holds it (no
+//! symlinks, only the execute bit of a mode), what protocol 5 adds to it,
+//! and what protocol 6 adds to that (extended attributes), so that a node
+//! compares with an older peer exactly what both can hold: for protocol 5,
+//! extended attributes count as nothing (`wire::Entry::spoken_in`).
 //!
 //! Owns: what a leaf covers and the sum's arithmetic. Must not: store
 //! anything (`tables.rs` keeps the sums) or decide what is counted.
@@ -30,13 +30,19 @@ pub struct DirSum {
     pub bytes: u64,
     /// What protocol 5 adds to `sum`: the whole leaves are `sum + extra`.
     pub extra: [u64; 4],
+    /// What protocol 6 adds to `sum + extra`: extended attributes.
+    pub xattrs: [u64; 4],
 }
 
-/// The stored size of a `DirSum` (48 before `extra`, still read).
-pub const DIR_SUM_LEN: usize = 80;
+/// The stored size of a `DirSum` (48 before `extra`, 80 before `xattrs`,
+/// both still read).
+pub const DIR_SUM_LEN: usize = 112;
+const DIR_SUM_LEN_V5: usize = 80;
 const DIR_SUM_LEN_V4: usize = 48;
 /// The first protocol version whose digest covers symlinks and modes.
 const LINKS_AND_MODES: u32 = 5;
+/// The first protocol version whose digest covers extended attributes.
+const XATTRS: u32 = 6;
 
 impl DirSum {
     pub fn add(&mut self, e: &Entry) {
@@ -50,12 +56,11 @@ impl DirSum {
     /// Wrapping, lane by lane and in the counts: a peer's sizes may add
     /// up to more than 64 bits, and removal must undo addition exactly.
     fn change(&mut self, e: &Entry, op: fn(u64, u64) -> u64) {
-        let (old, extra) = leaves(e);
-        for (s, l) in self.sum.iter_mut().zip(old) {
-            *s = op(*s, l);
-        }
-        for (s, l) in self.extra.iter_mut().zip(extra) {
-            *s = op(*s, l);
+        let leaf = leaves(e);
+        for (sums, lanes) in [(&mut self.sum, leaf.v4), (&mut self.extra, leaf.v5), (&mut self.xattrs, leaf.v6)] {
+            for (s, l) in sums.iter_mut().zip(lanes) {
+                *s = op(*s, l);
+            }
         }
         if !e.deleted && e.kind == Kind::File {
             self.files = op(self.files, 1);
@@ -65,7 +70,7 @@ impl DirSum {
 
     /// The digest shown: a hash of the whole sum.
     pub fn digest(&self) -> Hash {
-        self.digest_in(LINKS_AND_MODES)
+        self.digest_in(XATTRS)
     }
 
     /// The digest exchanged with a peer speaking protocol `version`: a hash
@@ -73,9 +78,11 @@ impl DirSum {
     /// digest while nothing in the tree has a mode or is a symlink.)
     pub fn digest_in(&self, version: u32) -> Hash {
         let mut sum = self.sum;
-        if version >= LINKS_AND_MODES {
-            for (s, x) in sum.iter_mut().zip(self.extra) {
-                *s = s.wrapping_add(x);
+        for (since, more) in [(LINKS_AND_MODES, self.extra), (XATTRS, self.xattrs)] {
+            if version >= since {
+                for (s, x) in sum.iter_mut().zip(more) {
+                    *s = s.wrapping_add(x);
+                }
             }
         }
         let mut h = blake3::Hasher::new();
@@ -88,14 +95,21 @@ impl DirSum {
 
     pub fn encode(&self) -> [u8; DIR_SUM_LEN] {
         let mut out = [0; DIR_SUM_LEN];
-        for (i, v) in self.sum.iter().chain([&self.files, &self.bytes]).chain(&self.extra).enumerate() {
+        for (i, v) in self
+            .sum
+            .iter()
+            .chain([&self.files, &self.bytes])
+            .chain(&self.extra)
+            .chain(&self.xattrs)
+            .enumerate()
+        {
             out[i * 8..i * 8 + 8].copy_from_slice(&v.to_le_bytes());
         }
         out
     }
 
     pub fn decode(bytes: &[u8]) -> Option<DirSum> {
-        if bytes.len() != DIR_SUM_LEN && bytes.len() != DIR_SUM_LEN_V4 {
+        if ![DIR_SUM_LEN, DIR_SUM_LEN_V5, DIR_SUM_LEN_V4].contains(&bytes.len()) {
             return None;
         }
         let word = |i: usize| {
@@ -103,26 +117,35 @@ impl DirSum {
             w.copy_from_slice(&bytes[i * 8..i * 8 + 8]);
             u64::from_le_bytes(w)
         };
-        let extra = match bytes.len() {
-            DIR_SUM_LEN => [word(6), word(7), word(8), word(9)],
-            _ => [0; 4],
+        let lanes = |from: usize| match bytes.len() >= (from + 4) * 8 {
+            true => [word(from), word(from + 1), word(from + 2), word(from + 3)],
+            false => [0; 4],
         };
         Some(DirSum {
-            sum: [word(0), word(1), word(2), word(3)],
+            sum: lanes(0),
             files: word(4),
             bytes: word(5),
-            extra,
+            extra: lanes(6),
+            xattrs: lanes(10),
         })
     }
 }
 
+/// One entry's share of the sums: the leaf protocol 4 sees, what
+/// protocol 5 adds to it, and what protocol 6 adds to that.
+struct Leaf {
+    v4: [u64; 4],
+    v5: [u64; 4],
+    v6: [u64; 4],
+}
+
 /// What two nodes holding the same tree agree on: a folder by its path
 /// and mode, a file by its path, size, mtime, mode and content hash, a
-/// symlink by its path, mtime and target, a deletion by its path alone.
+/// symlink by its path, mtime and target, a deletion by its path alone;
+/// a folder's and a file's extended attributes where they are known.
 /// Version ranks, vectors, folder times and tombstone times are left out:
-/// they say when a node saw something, not what it holds. Returned as the
-/// leaf protocol 4 sees and what protocol 5 adds to it.
-fn leaves(e: &Entry) -> ([u64; 4], [u64; 4]) {
+/// they say when a node saw something, not what it holds.
+fn leaves(e: &Entry) -> Leaf {
     let tombstone = || {
         hashed(e, |h| {
             h.update(b"x");
@@ -134,33 +157,49 @@ fn leaves(e: &Entry) -> ([u64; 4], [u64; 4]) {
             h.update(b"m").update(&mode.to_be_bytes());
         }),
     };
+    let of_xattrs = || match &e.xattrs {
+        None => [0; 4],
+        Some(x) => hashed(e, |h| {
+            h.update(b"a");
+            for (name, value) in &x.0 {
+                h.update(&(name.len() as u64).to_be_bytes()).update(name.as_bytes());
+                h.update(&(value.len() as u64).to_be_bytes()).update(value);
+            }
+        }),
+    };
     match (e.deleted, e.kind) {
-        (true, _) => (tombstone(), [0; 4]),
-        (false, Kind::Dir) => {
-            let dir = hashed(e, |h| {
+        (true, _) => Leaf {
+            v4: tombstone(),
+            v5: [0; 4],
+            v6: [0; 4],
+        },
+        (false, Kind::Dir) => Leaf {
+            v4: hashed(e, |h| {
                 h.update(b"d");
-            });
-            (dir, of_mode())
-        }
-        (false, Kind::File) => {
-            let file = hashed(e, |h| {
+            }),
+            v5: of_mode(),
+            v6: of_xattrs(),
+        },
+        (false, Kind::File) => Leaf {
+            v4: hashed(e, |h| {
                 h.update(if e.exec { b"e" } else { b"f" })
                     .update(&e.size.to_be_bytes())
                     .update(&e.mtime.to_be_bytes())
                     .update(&e.hash.0);
-            });
-            (file, of_mode())
-        }
+            }),
+            v5: of_mode(),
+            v6: of_xattrs(),
+        },
         (false, Kind::Symlink) => {
             let link = hashed(e, |h| {
                 h.update(b"l").update(&e.mtime.to_be_bytes()).update(&e.hash.0);
             });
             let old = tombstone();
-            let mut extra = [0; 4];
-            for ((x, l), o) in extra.iter_mut().zip(link).zip(old) {
+            let mut v5 = [0; 4];
+            for ((x, l), o) in v5.iter_mut().zip(link).zip(old) {
                 *x = l.wrapping_sub(o);
             }
-            (old, extra)
+            Leaf { v4: old, v5, v6: [0; 4] }
         }
     }
 }
@@ -229,7 +268,7 @@ mod tests {
     }
 
     #[test]
-    fn a_peer_of_protocol_4_compares_a_link_as_its_tombstone_and_no_modes() {
+    fn modes_targets_and_links_count_and_old_sums_still_read() {
         let sum = |entries: &[&Entry]| {
             let mut s = DirSum::default();
             entries.iter().for_each(|e| s.add(e));
@@ -238,11 +277,6 @@ mod tests {
         let (f, l) = (file("f", 1, b"x"), link("l", 2, "../t"));
         let with_mode = Entry { mode: 0o600, ..f.clone() };
         let ours = sum(&[&with_mode, &l]);
-        // What a node of protocol 4 holds after it was sent these.
-        let theirs = sum(&[&with_mode.spoken_in(4), &l.spoken_in(4)]);
-        assert_eq!(ours.digest_in(4), theirs.digest());
-        assert_ne!(ours.digest_in(5), theirs.digest());
-        assert_eq!(theirs.digest_in(5), theirs.digest_in(4));
         // Protocol 5 tells modes, targets and links from tombstones.
         assert_ne!(sum(&[&f]).digest(), sum(&[&with_mode]).digest());
         assert_ne!(sum(&[&l]).digest(), sum(&[&tomb("l", 2)]).digest());
@@ -254,5 +288,32 @@ mod tests {
         both.remove(&l);
         both.remove(&with_mode);
         assert_eq!(both, DirSum::default());
+    }
+
+    #[test]
+    fn a_peer_of_protocol_5_compares_no_extended_attributes() {
+        let sum = |entries: &[&Entry]| {
+            let mut s = DirSum::default();
+            entries.iter().for_each(|e| s.add(e));
+            s
+        };
+        let tagged = |value: &[u8]| Entry {
+            xattrs: Some(crate::wire::Xattrs([("user.tag".to_string(), value.to_vec())].into())),
+            ..file("f", 1, b"x")
+        };
+        let (f, one, two) = (file("f", 1, b"x"), tagged(b"1"), tagged(b"2"));
+        let ours = sum(&[&one]);
+        assert_eq!(ours.digest_in(5), sum(&[&one.spoken_in(5)]).digest());
+        assert_eq!(ours.digest_in(5), sum(&[&f]).digest_in(5));
+        assert_ne!(ours.digest(), sum(&[&two]).digest());
+        assert_ne!(ours.digest(), sum(&[&f]).digest());
+        let none = Entry {
+            xattrs: Some(Default::default()),
+            ..f.clone()
+        };
+        assert_ne!(sum(&[&none]).digest(), sum(&[&f]).digest(), "known to have none is not unknown");
+        // Sums stored before protocol 6 still read, with no attributes.
+        let old = sum(&[&f]);
+        assert_eq!(DirSum::decode(&old.encode()[..80]), Some(old));
     }
 }

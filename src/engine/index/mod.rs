@@ -24,7 +24,7 @@ pub use digest::DirSum;
 pub use memory::MemoryDb;
 pub use tables::{Index, PeerMark};
 
-use crate::wire::{Entry, Hash, Kind};
+use crate::wire::{Entry, Hash, Kind, Xattrs};
 
 /// The order in which versions win. Newer version time (the mtime, see
 /// `Entry::version`) wins; at equal times an
@@ -37,8 +37,11 @@ use crate::wire::{Entry, Hash, Kind};
 /// smaller: the same version reaches a node of protocol 5 through one of
 /// protocol 4 without its mode (and a symlink as a tombstone, which the
 /// live path already beats), and the whole of it must win when it comes.
-fn rank(e: &Entry) -> (i128, bool, Kind, Hash, i128, bool, u32) {
-    (e.version, !e.deleted, e.kind, e.hash, e.mtime, e.exec, e.mode)
+///
+/// Last, known extended attributes beat unknown ones (`None`), for the
+/// same reason, and then the larger set.
+fn rank(e: &Entry) -> (i128, bool, Kind, Hash, i128, bool, u32, Option<&Xattrs>) {
+    (e.version, !e.deleted, e.kind, e.hash, e.mtime, e.exec, e.mode, e.xattrs.as_ref())
 }
 
 /// True if `new` should replace `old`.

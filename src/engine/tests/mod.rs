@@ -32,6 +32,7 @@ fn file(path: &str, t: i128, content: &[u8]) -> Entry {
         exec: false,
         mode: 0,
         target: None,
+        xattrs: None,
     }
 }
 
@@ -56,6 +57,7 @@ fn dir(path: &str, t: i128) -> Entry {
         exec: false,
         mode: 0,
         target: None,
+        xattrs: None,
     }
 }
 
@@ -85,6 +87,7 @@ fn observed(e: &Entry) -> Observed {
         exec: e.exec,
         mode: e.mode,
         target: e.target.clone(),
+        xattrs: None,
         stat: None,
     }
 }

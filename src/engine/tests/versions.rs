@@ -1,7 +1,8 @@
-//! Symlinks, modes, and peers that speak the older protocol (4), which
-//! holds neither.
+//! Symlinks, modes, extended attributes, and peers that speak the older
+//! protocol (5), which holds no extended attributes.
 
 use super::*;
+use crate::wire::Xattrs;
 use crate::wire::OLDEST_PROTOCOL_VERSION as OLD;
 
 /// A link made at `t` in the helpers' one history (see `file`).
@@ -89,9 +90,16 @@ fn a_mode_change_alone_is_applied_without_a_transfer() {
     assert_eq!(acts(e.take_commands()), vec![]);
 }
 
+fn tagged(e: Entry, value: &[u8]) -> Entry {
+    Entry {
+        xattrs: Some(Xattrs([("user.tag".to_string(), value.to_vec())].into())),
+        ..e
+    }
+}
+
 #[test]
-fn a_peer_speaking_4_is_sent_links_as_tombstones_and_no_modes() {
-    let (f, l) = (with_mode(file("f", S, b"x"), 0o640), link("l", S, "t"));
+fn a_peer_speaking_5_is_sent_no_extended_attributes() {
+    let (f, l) = (tagged(with_mode(file("f", S, b"x"), 0o640), b"1"), link("l", S, "t"));
     let mut e = engine_with(&[f.clone(), l.clone()]);
     e.handle_connected(A, A, OLD);
     e.handle_message(A, Message::IndexRequest { identity: 0, since: 0 });
@@ -107,48 +115,44 @@ fn a_peer_speaking_4_is_sent_links_as_tombstones_and_no_modes() {
         })
         .flatten()
         .collect();
-    let tombstone = Entry {
-        kind: Kind::File,
-        deleted: true,
-        size: 0,
-        hash: Hash::ZERO,
-        target: None,
-        ..l
-    };
-    assert_eq!(sent, vec![Entry { mode: 0, ..f }, tombstone]);
+    assert_eq!(sent, vec![Entry { xattrs: None, ..f }, l]);
     // A later change goes the same way.
-    e.handle_local(2 * S, &[Some(p("n"))], vec![observed(&link("n", 2 * S, "x"))]);
+    let mut n = observed(&file("n", 2 * S, b"n"));
+    n.xattrs = Some(Xattrs::default());
+    e.handle_local(2 * S, &[Some(p("n"))], vec![n]);
+    let mut updates = 0;
     for c in e.take_commands() {
         if let Command::Send {
             msg: Message::Update { entries },
             ..
         } = c
         {
-            assert!(entries.iter().all(|e| e.kind != Kind::Symlink && e.mode == 0), "{entries:?}");
+            updates += 1;
+            assert!(entries.iter().all(|e| e.xattrs.is_none()), "{entries:?}");
         }
     }
+    assert_eq!(updates, 1);
 }
 
 #[test]
-fn a_peer_speaking_4_that_sends_a_link_or_a_mode_is_disconnected() {
-    for bad in [link("l", S, "t"), with_mode(file("f", S, b"x"), 0o600)] {
-        let mut e = engine_with(&[]);
-        e.handle_connected(A, A, OLD);
-        e.take_commands();
-        e.handle_message(A, Message::Update { entries: vec![bad] });
-        let cmds = acts(e.take_commands());
-        assert!(matches!(cmds.as_slice(), [Command::Close { peer: A, .. }]), "{cmds:?}");
-    }
+fn a_peer_speaking_5_that_sends_extended_attributes_is_disconnected() {
+    let mut e = engine_with(&[]);
+    e.handle_connected(A, A, OLD);
+    e.take_commands();
+    let bad = tagged(file("f", S, b"x"), b"1");
+    e.handle_message(A, Message::Update { entries: vec![bad] });
+    let cmds = acts(e.take_commands());
+    assert!(matches!(cmds.as_slice(), [Command::Close { peer: A, .. }]), "{cmds:?}");
 }
 
 #[test]
-fn a_peer_speaking_4_compares_only_what_it_can_hold() {
-    let (f, l) = (with_mode(file("f", S, b"x"), 0o640), link("d/l", S, "t"));
-    let mut ours = engine_with(&[dir("d", S), f.clone(), l.clone()]);
+fn a_peer_speaking_5_compares_only_what_it_can_hold() {
+    let f = tagged(file("d/f", S, b"x"), b"1");
+    let mut ours = engine_with(&[dir("d", S), f.clone()]);
     ours.handle_connected(A, A, OLD);
     ours.handle_connected(B, B, crate::wire::PROTOCOL_VERSION);
-    // What a node of protocol 4 holds once it was sent all of it.
-    let theirs = engine_with(&[dir("d", S), f.spoken_in(OLD), l.spoken_in(OLD)]);
+    // What a node of protocol 5 holds once it was sent all of it.
+    let theirs = engine_with(&[dir("d", S), f.spoken_in(OLD)]);
     assert_eq!(ours.tree_digest_for(A), theirs.tree_digest());
     assert_ne!(ours.tree_digest_for(B), theirs.tree_digest());
     assert_eq!(ours.tree_digest_for(B), ours.tree_digest());
@@ -169,24 +173,16 @@ fn a_peer_speaking_4_compares_only_what_it_can_hold() {
     assert_eq!(ours.take_commands(), vec![]);
 }
 
-/// The same version may reach a node through a peer of protocol 4 first:
-/// without its mode, and a link as a tombstone. When the whole of it
-/// comes, it wins over that copy (no transfer: the content is here).
+/// The same version may reach a node through a peer of protocol 5 first,
+/// without its extended attributes. When the whole of it comes, it wins
+/// over that copy (no transfer: the content is here).
 #[test]
-fn the_whole_version_wins_over_its_copy_from_a_peer_speaking_4() {
-    let (f, l) = (with_mode(file("f", S, b"x"), 0o444), link("l", S, "t"));
-    let (f_old, l_old) = (f.spoken_in(OLD), l.spoken_in(OLD));
-    let mut e = connected(&[f_old.clone(), l_old], &[A]);
-    e.handle_message(
-        A,
-        Message::Update {
-            entries: vec![f.clone(), l.clone()],
-        },
-    );
-    let expected = vec![
-        apply(A, Action::SetMtime { entry: f, local: f_old }),
-        apply(A, Action::MakeLink { entry: l, local: None }),
-    ];
+fn the_whole_version_wins_over_its_copy_from_a_peer_speaking_5() {
+    let f = tagged(with_mode(file("f", S, b"x"), 0o444), b"1");
+    let f_old = f.spoken_in(OLD);
+    let mut e = connected(std::slice::from_ref(&f_old), &[A]);
+    e.handle_message(A, Message::Update { entries: vec![f.clone()] });
+    let expected = vec![apply(A, Action::SetMtime { entry: f, local: f_old })];
     assert_eq!(acts(e.take_commands()), expected);
 }
 
@@ -246,4 +242,35 @@ fn a_look_sees_a_new_mode_and_a_retargeted_link_as_changes() {
             ..
         }
     )));
+}
+
+/// Extended attributes changed alone are a new version, and travel without
+/// a transfer; a look that does not read them (`--xattrs` off) or a
+/// version that does not know them sees nothing new.
+#[test]
+fn an_extended_attribute_change_alone_is_a_new_version() {
+    let f = by_me(None, tagged(file("f", S, b"x"), b"1"));
+    let mut e = connected(std::slice::from_ref(&f), &[A]);
+    let mut not_read = observed(&f);
+    not_read.xattrs = None;
+    e.handle_local(2 * S, &[Some(p("f"))], vec![observed(&f), not_read]);
+    assert_eq!(e.take_commands(), vec![], "the same attributes, or none read: nothing new");
+    let mut changed = observed(&f);
+    changed.xattrs = tagged(f.clone(), b"2").xattrs;
+    e.handle_local(3 * S, &[Some(p("f"))], vec![changed]);
+    let now = e.index().live(&p("f")).unwrap();
+    assert_eq!(now.xattrs, tagged(f.clone(), b"2").xattrs);
+    assert!(now.version > f.version && now.hash == f.hash);
+    // A peer's version of it is applied as metadata.
+    let mut other = connected(std::slice::from_ref(&f), &[A]);
+    other.handle_message(
+        A,
+        Message::Update {
+            entries: vec![now.clone()],
+        },
+    );
+    assert_eq!(
+        acts(other.take_commands()),
+        vec![apply(A, Action::SetMtime { entry: now, local: f })]
+    );
 }
