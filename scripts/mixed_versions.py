@@ -7,8 +7,10 @@ runs four real nodes on loopback: two of that older build, two of this one.
 They go through creates, edits, deletes, a rename and a conflict; then the
 old nodes are upgraded one at a time while changes go on. At every step
 the four trees must agree on what the older version can hold (files, their
-content and execute bit, folders), the new nodes on everything (symlinks
-and modes too), and nothing written may be lost.
+content and mode, folders, symlinks), the new nodes on everything (the
+extended attributes of version 6 too: they run with --xattrs), and nothing
+written may be lost. The step of what only the new version holds changes
+with each protocol version.
 
 Run with `just mixed` (also part of `just e2e`). Knobs: MIXED_OLD_COMMIT
 (another commit to build as the old side), MIXED_TIMEOUT (seconds per
@@ -105,8 +107,10 @@ class Node:
         log = open(self.logs / f"{self.name}.log", "a")
         log.write(f"=== start {self.binary}\n")
         log.flush()
+        # What only the new version has is turned on where it is built.
+        extra = ["--xattrs"] if self.new else []
         self.proc = subprocess.Popen(
-            [str(self.binary), "-l", str(self.port), "-b", str(self.bport), "--broadcast-addr", "127.255.255.255", str(self.dir)],
+            [str(self.binary), "-l", str(self.port), "-b", str(self.bport), "--broadcast-addr", "127.255.255.255", *extra, str(self.dir)],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=dict(os.environ, RUST_LOG="info"),
@@ -130,10 +134,18 @@ class Node:
         return json.loads(out.stdout) if out.returncode == 0 else {}
 
 
+def user_xattrs(path: Path) -> tuple:
+    try:
+        names = sorted(n for n in os.listxattr(path, follow_symlinks=False) if n.startswith("user."))
+        return tuple((n, os.getxattr(path, n, follow_symlinks=False)) for n in names)
+    except OSError:
+        return ()
+
+
 def read_tree(directory: Path, full: bool) -> dict:
-    """Path -> what it holds. `full`: symlinks and modes too (what protocol 5
-    holds); else files by content and execute bit, and folders (what 4
-    holds)."""
+    """Path -> what it holds. `full`: extended attributes too (what
+    protocol 6 holds); else files by content and mode, folders by mode,
+    and symlinks (what 5 holds)."""
     tree = {}
     for dirpath, dirnames, filenames in os.walk(directory):
         rel_dir = os.path.relpath(dirpath, directory)
@@ -150,17 +162,17 @@ def read_tree(directory: Path, full: bool) -> dict:
             except OSError:
                 continue  # gone meanwhile: the next look tells
             mode = stat.S_IMODE(st.st_mode)
+            attrs = user_xattrs(path) if full and target is None else ()
             if target is not None:
-                if full:
-                    tree[rel] = ("link", target)
+                tree[rel] = ("link", target)
             elif stat.S_ISDIR(st.st_mode):
-                tree[rel] = ("dir", mode if full else None)
+                tree[rel] = ("dir", mode, attrs)
             elif stat.S_ISREG(st.st_mode):
                 try:
                     digest = hashlib.blake2b(path.read_bytes(), digest_size=8).hexdigest()
                 except OSError:
                     continue
-                tree[rel] = ("file", digest, mode if full else bool(mode & 0o111))
+                tree[rel] = ("file", digest, mode, attrs)
         dirnames[:] = [d for d in dirnames if not (rel_dir == "." and d == STATE)]
     return tree
 
@@ -203,7 +215,7 @@ class Cluster:
         self.model = {k: v for k, v in self.model.items() if k != rel and not k.startswith(rel + "/")}
 
     def converged(self, what: str):
-        """Wait until the trees agree: all four on what protocol 4 holds,
+        """Wait until the trees agree: all four on what protocol 5 holds,
         the new nodes on everything."""
         deadline = time.time() + TIMEOUT
         while True:
@@ -294,13 +306,19 @@ def main() -> int:
         c.model["docs/renamed.txt"] = c.model.pop("docs/old-made.txt")
         c.converged("a rename")
 
-        # What only the new version holds: the old nodes hold nothing there
-        # (the link) and the execute bit (the mode), and every new node
-        # still counts each old peer in sync.
+        # A symlink and a mode: version 5 holds them, so every node does.
         os.symlink("../docs", c.nodes[2].dir / "tools/docs-link")
-        c.write(3, "private/key.txt", b"secret", mode=0o600)
-        c.converged("a symlink and a mode among mixed versions")
-        assert not os.path.lexists(c.nodes[0].dir / "tools/docs-link"), "an old node holds the link"
+        c.write(0, "private/key.txt", b"secret", mode=0o600)
+        c.converged("a symlink and a mode")
+        assert os.readlink(c.nodes[1].dir / "tools/docs-link") == "../docs", "an old node holds the link"
+
+        # What only the new version holds: extended attributes. The old
+        # nodes hold none, and every new node still counts each old peer in
+        # sync.
+        os.setxattr(c.nodes[2].dir / "private/key.txt", "user.origin", b"n2", follow_symlinks=False)
+        c.converged("an extended attribute among mixed versions")
+        assert user_xattrs(c.nodes[3].dir / "private/key.txt") == (("user.origin", b"n2"),), "the new nodes took it"
+        assert user_xattrs(c.nodes[0].dir / "private/key.txt") == (), "an old node holds an attribute"
         c.in_sync_says_status("status: every peer in sync, old ones over what they hold")
 
         # A conflict: n0 (old) edits while stopped, n2 (new) edits too.
@@ -325,9 +343,9 @@ def main() -> int:
             c.write(1 - i if k == 0 else 2, f"during-upgrade/{k}-b.txt", b"more changes meanwhile")
             c.write(i, f"during-upgrade/{k}-c.txt", b"from the upgraded node")
             c.converged(f"n{i} upgraded")
-        assert os.readlink(c.nodes[0].dir / "tools/docs-link") == "../docs", "the upgraded nodes took the link"
-        mode = stat.S_IMODE(os.lstat(c.nodes[1].dir / "private/key.txt").st_mode)
-        assert mode == 0o600, f"the upgraded nodes took the mode: {mode:o}"
+        for i in [0, 1]:
+            attrs = user_xattrs(c.nodes[i].dir / "private/key.txt")
+            assert attrs == (("user.origin", b"n2"),), f"upgraded n{i} took the attribute: {attrs}"
         c.in_sync_says_status("status after the upgrade: all four in sync")
         print("mixed versions: all checks passed", flush=True)
         return 0
