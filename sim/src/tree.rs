@@ -6,12 +6,14 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-/// What one path holds. Directories compare by kind and mode (their
-/// mtimes are not synced), symlinks by target and mtime.
+/// What one path holds. Directories compare by kind, mode and extended
+/// attributes (their mtimes are not synced), symlinks by target and mtime.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Item {
     Dir {
         mode: u32,
+        /// A digest of its `user.` extended attributes (0: none).
+        xattrs: u64,
     },
     File {
         hash: [u8; 32],
@@ -19,6 +21,8 @@ pub enum Item {
         mtime: i128,
         /// The permission bits (rwx for user, group, other).
         mode: u32,
+        /// A digest of its `user.` extended attributes (0: none).
+        xattrs: u64,
     },
     Link {
         /// The blake3 hash of the target text.
@@ -44,9 +48,19 @@ impl Item {
 impl fmt::Debug for Item {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Item::Dir { mode } => write!(f, "dir({mode:o})"),
-            Item::File { hash, size, mtime, mode } => {
+            Item::Dir { mode, xattrs: 0 } => write!(f, "dir({mode:o})"),
+            Item::Dir { mode, xattrs } => write!(f, "dir({mode:o}, xattrs {xattrs:016x})"),
+            Item::File {
+                hash,
+                size,
+                mtime,
+                mode,
+                xattrs,
+            } => {
                 write!(f, "file({size} B, mtime {mtime}, {mode:o}, ")?;
+                if *xattrs != 0 {
+                    write!(f, "xattrs {xattrs:016x}, ")?;
+                }
                 for b in &hash[..4] {
                     write!(f, "{b:02x}")?;
                 }
@@ -100,7 +114,13 @@ impl TreeReader {
                 let mode = meta.mode() & 0o777;
                 let mtime = i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec());
                 if meta.is_dir() {
-                    tree.insert(rel, Item::Dir { mode });
+                    tree.insert(
+                        rel,
+                        Item::Dir {
+                            mode,
+                            xattrs: xattrs_digest(&path),
+                        },
+                    );
                     stack.push(path);
                 } else if meta.file_type().is_symlink() {
                     let Ok(target) = fs::read_link(&path) else { continue };
@@ -125,6 +145,7 @@ impl TreeReader {
                             size: meta.len(),
                             mtime,
                             mode,
+                            xattrs: xattrs_digest(&path),
                         },
                     );
                 }
@@ -133,6 +154,43 @@ impl TreeReader {
         temps.sort();
         (tree, temps)
     }
+}
+
+/// A digest of the `user.` extended attributes of `path` (not following
+/// a link), 0 when it has none.
+pub fn xattrs_digest(path: &Path) -> u64 {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return 0;
+    };
+    let mut names = vec![0u8; 64 * 1024];
+    let n = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+    if n <= 0 {
+        return 0;
+    }
+    names.truncate(n as usize);
+    let mut attrs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    for name in names.split(|b| *b == 0).filter(|n| n.starts_with(b"user.")) {
+        let Ok(cname) = std::ffi::CString::new(name) else { continue };
+        let mut value = vec![0u8; 64 * 1024];
+        let n = unsafe { libc::lgetxattr(c.as_ptr(), cname.as_ptr(), value.as_mut_ptr().cast(), value.len()) };
+        if n >= 0 {
+            value.truncate(n as usize);
+            attrs.push((name.to_vec(), value));
+        }
+    }
+    if attrs.is_empty() {
+        return 0;
+    }
+    attrs.sort();
+    let mut h = blake3::Hasher::new();
+    for (name, value) in &attrs {
+        h.update(&(name.len() as u64).to_le_bytes()).update(name);
+        h.update(&(value.len() as u64).to_le_bytes()).update(value);
+    }
+    let mut out = [0u8; 8];
+    out.copy_from_slice(&h.finalize().as_bytes()[..8]);
+    u64::from_le_bytes(out).max(1)
 }
 
 /// A readable list of how `other` differs from `first`.

@@ -74,6 +74,10 @@ const LINK_TARGETS: &[&str] = &["f0.txt", "a", "../outside", "..", "/etc", "/now
 /// rwx, or the workload could not write inside them).
 const FILE_MODES: &[u32] = &[0o644, 0o755, 0o600, 0o444, 0o640, 0o700, 0o664, 0o711];
 const FOLDER_MODES: &[u32] = &[0o755, 0o700, 0o750, 0o775];
+/// The extended attributes the workload sets (`None`: removes), with
+/// `--xattrs` on every node.
+const XATTR_NAMES: &[&str] = &["user.tag", "user.xdg.origin.url"];
+const XATTR_VALUES: &[Option<&str>] = &[Some("a"), Some(""), Some("https://example.invalid/x"), None];
 
 /// Folder and file names the paths are drawn from: few, so that
 /// operations meet on the same paths; odd ones among them.
@@ -719,6 +723,10 @@ fn user_op(c: &mut Cluster, rng: &mut Rng, oracle: &mut Oracle, host: usize) {
             oracle.changing(&tree, &path);
             if rng.chance(30) {
                 c.chmod(host, &path, *rng.pick(FILE_MODES));
+            } else if rng.chance(30) {
+                let value = rng.pick(XATTR_VALUES).map(str::as_bytes);
+                let name = *rng.pick::<&str>(XATTR_NAMES);
+                c.set_xattr(host, &path, name, value);
             } else {
                 let when = if rng.chance(50) { FAR_FUTURE } else { FAR_PAST };
                 c.touch(host, &path, when + rng.below(1_000_000_000) as i128);
@@ -798,7 +806,13 @@ fn user_op(c: &mut Cluster, rng: &mut Rng, oracle: &mut Oracle, host: usize) {
                 let folder = folder.clone();
                 oracle.touched(&folder);
                 oracle.changing(&tree, &folder);
-                c.chmod(host, &folder, *rng.pick(FOLDER_MODES));
+                if rng.chance(30) {
+                    let value = rng.pick(XATTR_VALUES).map(str::as_bytes);
+                    let name = *rng.pick::<&str>(XATTR_NAMES);
+                    c.set_xattr(host, &folder, name, value);
+                } else {
+                    c.chmod(host, &folder, *rng.pick(FOLDER_MODES));
+                }
             }
         }
         // Make a folder.

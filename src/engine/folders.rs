@@ -70,9 +70,16 @@ impl Engine {
         let at = file.version.saturating_add(1).max(self.clock);
         let folder = self.local_version(Some(old), old.path.clone(), Kind::Dir, false, 0, at, Hash::ZERO);
         // Found by the workload (faults seed 7200021606): a folder kept
-        // this way lost its mode, which stayed on this disk alone.
-        let mode = if old.kind == Kind::Dir && !old.deleted { old.mode } else { 0 };
-        Entry { mode, ..folder }
+        // this way lost its mode, which stayed on this disk alone; its
+        // extended attributes too.
+        match old.kind == Kind::Dir && !old.deleted {
+            true => Entry {
+                mode: old.mode,
+                xattrs: old.xattrs.clone(),
+                ..folder
+            },
+            false => folder,
+        }
     }
 
     /// The live file or symlink at `path` or above it, if any.

@@ -424,6 +424,7 @@ impl Engine {
     fn made_on_the_way(&self, o: &Observed) -> bool {
         o.kind == Kind::Dir
             && (o.mode == 0 || o.mode == DEFAULT_FOLDER_MODE)
+            && o.xattrs.as_ref().is_none_or(|x| x.0.is_empty())
             && (self.index.under(Some(&o.path)).any(|e| e.path != o.path && !e.deleted)
                 || self.index.installing_under(Some(&o.path)).any(|j| j.path != o.path))
     }
@@ -432,7 +433,8 @@ impl Engine {
     /// (see `deleted_ancestors`): no change of its own, unless a user gave
     /// it a mode of its own (a container has the default one everywhere,
     /// `fs::Store::make_dir`; found by the workload, everyday seed
-    /// 7100021317: a chmod of a re-made folder never travelled).
+    /// 7100021317: a chmod of a re-made folder never travelled) or extended
+    /// attributes (a container has none).
     fn is_container(&self, o: &Observed) -> bool {
         o.kind == Kind::Dir
             && o.occupied
@@ -440,6 +442,7 @@ impl Engine {
                 .index
                 .get(&o.path)
                 .is_some_and(|e| e.deleted && e.kind == Kind::Dir && (o.mode == 0 || o.mode == mode_on_disk(&e)))
+            && o.xattrs.as_ref().is_none_or(|x| x.0.is_empty())
     }
 
     /// A new local version of `path`, ranked above the `old` one it replaces

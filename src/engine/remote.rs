@@ -409,9 +409,11 @@ impl Engine {
         }
         if e.kind == Kind::Dir {
             match live {
-                Some(l) if l.kind == Kind::Dir && mode_on_disk(&l) == mode_on_disk(&e) => self.record(e, Some(peer)),
+                Some(l) if l.kind == Kind::Dir && mode_on_disk(&l) == mode_on_disk(&e) && (e.xattrs.is_none() || e.xattrs == l.xattrs) => {
+                    self.record(e, Some(peer))
+                }
                 // Nothing there, a file or link the folder replaces, or a
-                // folder that takes another mode.
+                // folder that takes another mode or extended attributes.
                 local => self.act(peer, Action::MakeDir { entry: e, local }),
             }
             return;

@@ -174,6 +174,23 @@ impl Cluster {
         self.tell(host, LocalEvent::Changed(vec![Some(rel(path))]));
     }
 
+    /// Set extended attribute `name` of `path` on `host` to `value`
+    /// (`None`: remove it), and tell its node.
+    pub fn set_xattr(&mut self, host: usize, path: &str, name: &str, value: Option<&[u8]>) {
+        use std::os::unix::ffi::OsStrExt;
+        self.note(format!("setfattr {} {path} {name}={value:?}", self.hosts[host].name));
+        let full = self.hosts[host].root.join(path);
+        let c = std::ffi::CString::new(full.as_os_str().as_bytes()).unwrap();
+        let n = std::ffi::CString::new(name).unwrap();
+        let r = match value {
+            Some(v) => unsafe { libc::lsetxattr(c.as_ptr(), n.as_ptr(), v.as_ptr().cast(), v.len(), 0) },
+            None => unsafe { libc::lremovexattr(c.as_ptr(), n.as_ptr()) },
+        };
+        let err = std::io::Error::last_os_error();
+        assert!(r == 0 || value.is_none(), "setfattr {}: {err}", full.display());
+        self.tell(host, LocalEvent::Changed(vec![Some(rel(path))]));
+    }
+
     /// Make `path` on `host` a symlink to `target` (`ln -sfn`: whatever
     /// file or link was there goes; the target need not exist, and may
     /// lie outside DIR), and tell its node.

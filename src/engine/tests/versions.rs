@@ -273,4 +273,23 @@ fn an_extended_attribute_change_alone_is_a_new_version() {
         acts(other.take_commands()),
         vec![apply(A, Action::SetMtime { entry: now, local: f })]
     );
+    // A folder's, as a folder's mode is (found by the workload, everyday
+    // seed 7100021301: recorded, never applied).
+    let d = dir("d", S);
+    let tagged_d = Entry {
+        version: 2 * S,
+        ..tagged(d.clone(), b"1")
+    };
+    let mut other = connected(std::slice::from_ref(&d), &[A]);
+    other.handle_message(
+        A,
+        Message::Update {
+            entries: vec![tagged_d.clone()],
+        },
+    );
+    let made = Action::MakeDir {
+        entry: tagged_d,
+        local: Some(d),
+    };
+    assert_eq!(acts(other.take_commands()), vec![apply(A, made)]);
 }
