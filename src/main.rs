@@ -16,6 +16,7 @@ use anyhow::Context;
 use argh::EarlyExit;
 use dirsync::app::cli::{CliError, ConflictsArgs, Invocation, KeygenArgs, StatusArgs, TrashArgs};
 use dirsync::app::control::{self, ControlError};
+use dirsync::app::dashboard;
 use dirsync::app::progress;
 use dirsync::fs::state::prepare_state_dir;
 use dirsync::fs::watcher;
@@ -230,6 +231,11 @@ fn status(args: StatusArgs) -> ExitCode {
         }
         Ok(s) => {
             print!("{}", s.render());
+            // The token is the owner's to read, as the status is.
+            let token = args.state_dir().ok().as_deref().and_then(dashboard::read_token);
+            if let (Some(page), Some(token)) = (&s.dashboard, token) {
+                println!("page     {page}?token={token}");
+            }
             ExitCode::SUCCESS
         }
         Err(e @ ControlError::NotRunning(_)) => {
@@ -280,6 +286,22 @@ fn on_signals(shutdown: async_channel::Sender<()>) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn serve_dashboard(
+    addr: std::net::SocketAddr,
+    config: &node::Config,
+    requests: async_channel::Sender<node::status::StatusRequest>,
+) -> Result<dashboard::Dashboard, dashboard::DashboardError> {
+    let ctx = dashboard::Context {
+        token: dashboard::token(&config.state_dir)?,
+        root: config.dir.clone(),
+        state_dir: config.state_dir.clone(),
+        requests,
+        send_rate: config.max_send_rate,
+        recv_rate: config.max_recv_rate,
+    };
+    dashboard::serve(addr, ctx)
+}
+
 fn run(mut config: node::Config, bars: Option<indicatif::MultiProgress>) -> anyhow::Result<()> {
     // Make the state directory owner-only when it is ours: the default, or
     // one this run creates. A directory given with -s that exists already
@@ -304,6 +326,21 @@ fn run(mut config: node::Config, bars: Option<indicatif::MultiProgress>) -> anyh
             warn!(error = %e, "no control socket: `dirsync status` will not reach this node");
             None
         }
+    };
+    // Without the dashboard the node still syncs: a busy port is said
+    // once, with what to do about it.
+    let _dashboard = match config.dashboard.map(|addr| serve_dashboard(addr, &config, status_tx.clone())) {
+        Some(Ok(d)) => {
+            config.dashboard = Some(d.addr);
+            info!(url = %d.addr, "dashboard: `dirsync status` prints its address with the token");
+            Some(d)
+        }
+        Some(Err(e)) => {
+            warn!(error = %e, "no dashboard");
+            config.dashboard = None;
+            None
+        }
+        None => None,
     };
     progress::spawn(status_tx, bars).context("cannot start the progress display")?;
     config.control = Control {

@@ -90,6 +90,14 @@ pub struct Args {
     #[argh(option, from_str_fn(rate_flag), arg_name = "RATE")]
     pub max_recv_rate: Option<u64>,
 
+    /// where the local dashboard (a web page, and /metrics) listens (default 127.0.0.1:8385: this host only); `dirsync status` prints its address with the token it needs
+    #[argh(option, arg_name = "ADDR")]
+    pub dashboard: Option<std::net::SocketAddr>,
+
+    /// serve no dashboard
+    #[argh(switch)]
+    pub no_dashboard: bool,
+
     /// print the version and exit
     #[argh(switch)]
     pub version: bool,
@@ -264,6 +272,10 @@ impl Args {
             inline_hash_max: crate::fs::hashing::INLINE_HASH_MAX,
             max_send_rate: self.max_send_rate,
             max_recv_rate: self.max_recv_rate,
+            dashboard: match self.no_dashboard {
+                true => None,
+                false => Some(self.dashboard.unwrap_or(crate::app::dashboard::DEFAULT_ADDR_V4)),
+            },
             piece_size: crate::wire::pieces::PIECE_SIZE,
             corrupt_pieces: false,
         })

@@ -378,25 +378,31 @@ fn answer(mut s: UnixStream, requests: &async_channel::Sender<StatusRequest>) ->
     if line.trim() != "status" {
         return s.write_all(b"{\"error\":\"unknown request\"}\n");
     }
-    let (req, reply) = StatusRequest::new();
-    if requests.send_blocking(req).is_err() {
+    let Some(status) = ask(requests, CLIENT_TIMEOUT) else {
         return Ok(());
-    }
-    // Waited for with a deadline, not blocking: a node that stopped
-    // leaves its requests unanswered, and the thread must end.
-    let deadline = Instant::now() + CLIENT_TIMEOUT;
-    let status = loop {
-        match reply.try_recv() {
-            Ok(status) => break status,
-            Err(async_channel::TryRecvError::Empty) if !requests.is_closed() && Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(5))
-            }
-            Err(_) => return Ok(()),
-        }
     };
     let mut json = serde_json::to_vec(&status).map_err(std::io::Error::other)?;
     json.push(b'\n');
     s.write_all(&json)
+}
+
+/// Ask the node loop for its status from a std thread, waiting at most
+/// `timeout`: `None` if it does not answer. Waited for with a deadline,
+/// not blocking: a node that stopped leaves its requests unanswered, and
+/// the asking thread must end.
+pub(crate) fn ask(requests: &async_channel::Sender<StatusRequest>, timeout: Duration) -> Option<Status> {
+    let (req, reply) = StatusRequest::new();
+    requests.send_blocking(req).ok()?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        match reply.try_recv() {
+            Ok(status) => return Some(status),
+            Err(async_channel::TryRecvError::Empty) if !requests.is_closed() && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            Err(_) => return None,
+        }
+    }
 }
 
 /// Ask the node running on `state_dir` for its status.

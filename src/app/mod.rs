@@ -4,4 +4,5 @@
 
 pub mod cli;
 pub mod control;
+pub mod dashboard;
 pub mod progress;

@@ -309,6 +309,55 @@ pub fn list(dir: &Path) -> Vec<Trashed> {
     out
 }
 
+/// Why a kept version cannot be restored.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("{0}: not a version the trash keeps")]
+    NotKept(String),
+    #[error("{0} is there now: move it away first (or copy the kept version by hand)")]
+    Occupied(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Put the kept version `kept` (a path the trash of `root` lists) back
+/// where it was, as a copy (the trash keeps it until it expires), if
+/// nothing is there now. Written in the trash folder (inside DIR, so on
+/// its filesystem, and never synced) and renamed in: a running node sees
+/// a whole new file, made now, which wins over what replaced it and syncs
+/// like any other. Returns the path it is at, relative to `root`.
+pub fn restore(root: &Path, kept: &Path) -> Result<String, RestoreError> {
+    let shown = kept.display().to_string();
+    let found = list(&trash_dir(root)).into_iter().find(|t| t.path == kept);
+    let Some(t) = found else {
+        return Err(RestoreError::NotKept(shown));
+    };
+    let rel = RelPath::new(t.original.clone()).map_err(|_| RestoreError::NotKept(shown))?;
+    let target = rel.to_fs(root);
+    if fs::symlink_metadata(&target).is_ok() {
+        return Err(RestoreError::Occupied(t.original));
+    }
+    let io = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| RestoreError::Io { path, source }
+    };
+    let parent = target.parent().unwrap_or(root);
+    fs::create_dir_all(parent).map_err(io(parent))?;
+    let tmp = trash_dir(root).join(format!(".restoring-{}", std::process::id()));
+    fs::copy(&t.path, &tmp).map_err(io(&tmp))?;
+    // Not over something that came meanwhile.
+    if fs::symlink_metadata(&target).is_ok() {
+        let _ = fs::remove_file(&tmp);
+        return Err(RestoreError::Occupied(t.original));
+    }
+    fs::rename(&tmp, &target).map_err(io(&target))?;
+    Ok(t.original)
+}
+
 /// `dir/notes~20261201-235000-1.txt` → (`dir/notes.txt`, `20261201-235000`).
 fn original_of(kept: &str) -> Option<(String, String)> {
     let (head, name) = match kept.rsplit_once('/') {
@@ -393,6 +442,28 @@ mod tests {
         let now = Arc::new(AtomicI64::new(secs));
         let read = now.clone();
         (now, Arc::new(move || i128::from(read.load(Ordering::Relaxed)) * 1_000_000_000))
+    }
+
+    #[test]
+    fn a_kept_version_is_restored_where_nothing_is_now() {
+        let d = tempfile::tempdir().unwrap();
+        let (_, clock) = clock_at(1_795_617_000);
+        let trash = Trash::new(d.path(), 2, TrashMax::default(), clock);
+        let full = d.path().join("sub/report.txt");
+        fs::create_dir_all(d.path().join("sub")).unwrap();
+        fs::write(&full, b"old").unwrap();
+        assert!(trash.keep_moved(&full, &RelPath::new("sub/report.txt").unwrap()));
+        let kept = list(&trash_dir(d.path())).remove(0).path;
+        fs::write(&full, b"new").unwrap();
+        assert!(matches!(restore(d.path(), &kept), Err(RestoreError::Occupied(p)) if p == "sub/report.txt"));
+        fs::remove_file(&full).unwrap();
+        fs::remove_dir(d.path().join("sub")).unwrap();
+        assert_eq!(restore(d.path(), &kept).unwrap(), "sub/report.txt");
+        assert_eq!(fs::read(&full).unwrap(), b"old");
+        assert!(kept.exists(), "the trash keeps it");
+        assert_eq!(list(&trash_dir(d.path())).len(), 1, "no temp file left");
+        let outside = d.path().join("sub/report.txt");
+        assert!(matches!(restore(d.path(), &outside), Err(RestoreError::NotKept(_))));
     }
 
     #[test]

@@ -95,6 +95,9 @@ pub struct Config {
     /// second across all peers (`--max-send-rate`, `--max-recv-rate`).
     pub max_send_rate: Option<u64>,
     pub max_recv_rate: Option<u64>,
+    /// Where the host process serves the dashboard (`--dashboard`;
+    /// `None`: off), reported in the status.
+    pub dashboard: Option<std::net::SocketAddr>,
     /// The size this node cuts its large files in for swarm transfers
     /// (`wire::pieces::PIECE_SIZE`; the simulation lowers it).
     pub piece_size: u64,

@@ -183,6 +183,10 @@ pub struct Status {
     pub unreadable_total: u64,
     #[serde(default)]
     pub counters: CounterValues,
+    /// The dashboard's address, if the host serves one (its token is in
+    /// the state directory).
+    #[serde(default)]
+    pub dashboard: Option<String>,
 }
 
 /// A status with nothing in it, for tests of what shows it.
@@ -207,6 +211,7 @@ pub(crate) fn quiet_status(peers: Vec<PeerStatus>) -> Status {
         unreadable: vec![],
         unreadable_total: 0,
         counters: Default::default(),
+        dashboard: None,
     }
 }
 
@@ -301,6 +306,7 @@ impl<N: Net> Node<N> {
                 .map(|p| p.as_str().to_string())
                 .collect(),
             unreadable_total: self.engine.unreadable().count() as u64,
+            dashboard: self.cfg.dashboard.map(|a| format!("http://{a}/")),
             retrying: retrying
                 .into_iter()
                 .take(MAX_RETRYING_SHOWN)

@@ -429,6 +429,7 @@ impl Cluster {
                 inline_hash_max: INLINE_HASH_MAX,
                 max_send_rate: None,
                 max_recv_rate: None,
+                dashboard: None,
                 piece_size: PIECE_SIZE,
                 corrupt_pieces: opts.liars.contains(&host),
             };
