@@ -6,6 +6,7 @@
 #   just bench-micro  micro-benchmarks of codec, hashing and deltas (divan)
 #   just e2e        docker-compose cluster end-to-end checks (docker/e2e.py), then `just mixed`
 #   just mixed      two old and two new nodes on loopback, then a rolling upgrade (scripts/mixed_versions.py)
+#   just browser    the dashboard in headless Chromium, on three nodes on loopback (scripts/dashboard_browser.py)
 #   just sim [N]    long simulation sweeps (N seeds per scenario, default 256)
 #   just fuzz       long fuzzing runs (cargo-fuzz on nightly, else long proptest runs)
 
@@ -91,8 +92,15 @@ image: static
 e2e: image
     python3 docker/e2e.py
     python3 scripts/mixed_versions.py
+    python3 scripts/dashboard_browser.py
 
 # Mixed protocol versions: builds the previous version's last commit (docs/PROTOCOL.md)
 # in a worktree, runs two old and two new nodes on loopback, then upgrades the old ones.
 mixed:
     python3 scripts/mixed_versions.py
+
+# The dashboard in a real browser (headless Chromium, installed with apt when
+# missing): reads the page of three real nodes, keeps a real conflict copy with
+# a click, checks the token rules, and saves target/dashboard.png mid-transfer.
+browser:
+    python3 scripts/dashboard_browser.py
