@@ -402,8 +402,20 @@ impl Engine {
                     }
                     self.act(peer, Action::Delete { entry: e, local: l })
                 }
-                // Nothing on disk: just remember the deletion.
-                None => self.record(e, Some(peer)),
+                // Nothing on disk as far as the index knows: remember the
+                // deletion. But a folder made on the way to something a
+                // peer sent (its own version never applied here) may be
+                // there: it goes if it is empty, or stays as the container
+                // of what it holds (found by the workload, faults seed
+                // 7200021815: it stayed forever, on that host alone).
+                None => {
+                    let on_the_way = e.kind == Kind::Dir && self.index.under(Some(&e.path)).any(|c| c.path != e.path);
+                    let path = e.path.clone();
+                    self.record(e, Some(peer));
+                    if on_the_way {
+                        self.remove_empty_dirs(vec![path]);
+                    }
+                }
             }
             return;
         }

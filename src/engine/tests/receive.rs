@@ -677,6 +677,34 @@ fn a_failed_copy_looks_at_its_source_again() {
     );
 }
 
+/// A folder's deletion, where the index holds no version of the folder
+/// but holds something below it: the folder may be on disk, made on the
+/// way to what a peer sent (its own version never applied here). It goes
+/// if it is empty, or stays as the container of what it holds (found by
+/// the workload, faults seed 7200021815: it stayed forever, on that host
+/// alone).
+#[test]
+fn a_folder_deleted_elsewhere_that_this_index_never_held_goes_if_empty() {
+    let mut e = connected(&[tomb("d/f", 5)], &[A]);
+    e.handle_message(
+        A,
+        Message::Update {
+            entries: vec![dir_tomb("d", 9)],
+        },
+    );
+    assert_eq!(e.take_commands(), vec![Command::RemoveEmptyDirs { dirs: vec![p("d")] }]);
+    assert!(e.index().get(&p("d")).is_some_and(|d| d.deleted));
+    // Nothing known below: nothing to look for.
+    let mut e = connected(&[], &[A]);
+    e.handle_message(
+        A,
+        Message::Update {
+            entries: vec![dir_tomb("x", 9)],
+        },
+    );
+    assert_eq!(e.take_commands(), vec![]);
+}
+
 /// A crash after a received file was renamed into place, before the
 /// commit, and the file moved while the node was down (`mv a A`): its
 /// version is in the install journal only, and its deletion travels with
