@@ -31,7 +31,7 @@ use super::index::{same_version, wins_over, with_more_history};
 use super::safety::deletes;
 use super::{Engine, Look, Observed};
 use crate::wire::{Entry, Hash, Kind, RelPath};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use tracing::info;
 
 /// What a path synced again is known to hold here when its rule goes.
@@ -291,8 +291,10 @@ impl Engine {
     }
 
     /// A look at the whole tree is over: what it did not find of the
-    /// paths synced again is not here, and is fetched from the peers.
-    pub(super) fn rejoin_done(&mut self) {
-        self.filters.synced_again = BTreeMap::new();
+    /// paths synced again is not here, and is fetched from the peers; but
+    /// what lies within `unfinished` (being hashed, unreadable) is still
+    /// to be seen.
+    pub(super) fn rejoin_done(&mut self, unfinished: &BTreeSet<RelPath>) {
+        self.filters.synced_again.retain(|p, _| unfinished.iter().any(|u| p.is_within(u)));
     }
 }

@@ -211,6 +211,8 @@ struct Upkeep {
     /// What the parts of the look at the whole tree under way could not
     /// read so far: the set above, once the look is over.
     tree_failed: BTreeSet<RelPath>,
+    /// What the parts of that look left to be hashed off the loop so far.
+    tree_hashing: BTreeSet<RelPath>,
 }
 
 /// The paths this node keeps to itself (`ignore.rs`) and does not sync here

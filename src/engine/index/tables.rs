@@ -633,9 +633,11 @@ impl Index {
     }
 
     /// Every journal row is settled (a look at the whole tree found what
-    /// it could of them).
-    pub fn installs_settled(&mut self) {
-        self.installed.extend(self.installing.keys().cloned());
+    /// it could of them), but those within `unfinished` (paths the look
+    /// could not finish: being hashed, unreadable).
+    pub fn installs_settled(&mut self, unfinished: &BTreeSet<RelPath>) {
+        let settled = self.installing.keys().filter(|p| !unfinished.iter().any(|u| p.is_within(u)));
+        self.installed.extend(settled.cloned());
     }
 
     /// Commit, and mark the index as closed cleanly: the next start keeps

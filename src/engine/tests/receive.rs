@@ -742,6 +742,43 @@ fn a_received_file_moved_after_a_crash_before_its_commit_is_deleted_at_its_old_p
     );
 }
 
+/// The same crash, for a file large enough to be hashed off the loop:
+/// the first look at the whole tree ends before its hash is known, and
+/// the journal row waits for it (found with faults seed 7200021920's
+/// class: taken for a new file, it would race with its own version).
+#[test]
+fn a_received_file_still_being_hashed_after_a_crash_keeps_its_journal_row() {
+    let dir_ = tempfile::tempdir().unwrap();
+    let db = dir_.path().join("index.redb");
+    let k = big("k", 5, 7);
+    {
+        let (index, _) = crate::fs::index_db::open_index(&db).unwrap();
+        let mut e = Engine::new(ME, index);
+        connect(&mut e, A);
+        e.handle_message(A, Message::Update { entries: vec![k.clone()] });
+        e.take_commands();
+        e.index_mut().journal_installs(std::slice::from_ref(&k)).unwrap();
+    }
+    let (index, _) = crate::fs::index_db::open_index(&db).unwrap();
+    let mut e = Engine::new(ME, index);
+    e.handle_scan(
+        9,
+        Scan {
+            roots: vec![None],
+            shallow: vec![],
+            found: vec![],
+            failed: vec![],
+            hashing: vec![k.path.clone()],
+            dir: DirState::Present,
+            extent: Extent::Paths,
+        },
+    );
+    e.index_mut().commit().unwrap();
+    e.take_commands();
+    e.handle_local(10, &[Some(k.path.clone())], vec![observed(&k)]);
+    assert_eq!(e.index().get(&k.path), Some(k), "the received version, not a new one");
+}
+
 /// Found by the workload's conflict-copy invariant (everyday seed
 /// 7100021312): a file replaces a folder that holds a file of the same
 /// content. That file is not moved onto its own folder (the move fails,
