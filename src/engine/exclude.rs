@@ -31,7 +31,7 @@ use super::index::{same_version, wins_over, with_more_history};
 use super::safety::deletes;
 use super::{Engine, Look, Observed};
 use crate::wire::{Entry, Hash, Kind, RelPath};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use tracing::info;
 
 /// What a path synced again is known to hold here when its rule goes.
