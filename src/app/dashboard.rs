@@ -230,6 +230,8 @@ struct State {
     status: Status,
     conflicts: Vec<conflicts::ConflictCopy>,
     trash: Vec<trash::Trashed>,
+    /// The exclusion rules in force here (`STATE_DIR/exclude`), a line each.
+    excluded_rules: Vec<String>,
     send_rate: Option<u64>,
     recv_rate: Option<u64>,
 }
@@ -244,6 +246,13 @@ fn state(ctx: &Context) -> Option<State> {
         status: crate::app::control::ask(&ctx.requests, STATUS_TIMEOUT)?,
         conflicts: conflicts_here(ctx),
         trash: trash::list(&trash::trash_dir(&ctx.root)),
+        excluded_rules: std::fs::read_to_string(ctx.state_dir.join(crate::engine::ignore::EXCLUDE_FILE))
+            .unwrap_or_default()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_string)
+            .collect(),
         send_rate: ctx.send_rate,
         recv_rate: ctx.recv_rate,
     })
@@ -503,6 +512,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ctx = context(dir.path());
         let copy = "report.sync-conflict-20261125-143000-a1b2c3d4-5c2e6e6d.txt";
+        std::fs::create_dir_all(dir.path().join(".dirsync")).unwrap();
+        std::fs::write(dir.path().join(".dirsync/exclude"), "# big ones\nvideos/\n\n").unwrap();
         std::fs::write(dir.path().join("report.txt"), b"mine").unwrap();
         std::fs::write(dir.path().join(copy), b"theirs").unwrap();
         let post = |url: &'static str, body: String| {
@@ -524,6 +535,7 @@ mod tests {
         let state: serde_json::Value = serde_json::from_slice(&state.body).unwrap();
         assert_eq!(state["conflicts"][0]["path"], copy);
         assert_eq!(state["send_rate"], 1_000_000);
+        assert_eq!(state["excluded_rules"], serde_json::json!(["videos/"]));
         let kept = post("/api/conflicts/keep", format!("{{\"path\": \"{copy}\"}}"));
         assert_eq!(kept.status, 200, "{}", String::from_utf8_lossy(&kept.body));
         assert_eq!(std::fs::read(dir.path().join("report.txt")).unwrap(), b"theirs");
