@@ -353,13 +353,20 @@ impl Store {
     /// A folder kept only for what it holds (its deletion is recorded, see
     /// `Engine::deleted_ancestors`) has no version of its own to take a
     /// mode from: it has 0o755 on every node, not what one node's umask
-    /// or last chmod left (found by the workload, faults seed 7200021603).
+    /// or last chmod left (found by the workload, faults seed 7200021603),
+    /// and no extended attributes.
     fn became_container(&self, full: &Path) {
         if self.perms {
             let _ = fs::set_permissions(
                 full,
                 std::os::unix::fs::PermissionsExt::from_mode(crate::engine::DEFAULT_FOLDER_MODE),
             );
+        }
+        // Nor extended attributes (found by the workload, everyday seed
+        // 7100021742: a container kept those of the version it had been
+        // on one host alone).
+        if self.xattrs {
+            let _ = super::xattrs::apply(full, &crate::wire::Xattrs::default());
         }
     }
 

@@ -258,6 +258,11 @@ fn extended_attributes_are_written_with_every_change_and_read_back() {
     };
     store.make_dir_over(&folder, None).unwrap();
     assert_eq!(read("d"), attrs(b"d"));
+    // A folder kept only for what it holds has none, as it has the
+    // default mode.
+    fs::write(dir.path().join("d/inner"), b"i").unwrap();
+    assert!(store.delete(&folder).is_err(), "not empty");
+    assert_eq!(read("d"), Some(Xattrs::default()));
     // Without `--xattrs`: not read, and not written.
     let plain = Store::new(dir.path().to_path_buf(), dir.path().join(".dirsync"), crate::wire::NodeId(0xd1));
     assert_eq!(plain.observe(&rel("f"), None).unwrap().unwrap().xattrs, None);
