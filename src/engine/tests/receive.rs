@@ -779,6 +779,55 @@ fn a_received_file_still_being_hashed_after_a_crash_keeps_its_journal_row() {
     assert_eq!(e.index().get(&k.path), Some(k), "the received version, not a new one");
 }
 
+/// A path installed, then journaled again for the next version (which
+/// fails), then a crash before the commit: the first version must not be
+/// lost from both the index and the journal, or the restart takes it for
+/// a local edit of the second version, which then loses everywhere (found
+/// by the workload, faults seed 7200022121: that second version, a write,
+/// was lost).
+#[test]
+fn a_path_journaled_again_before_the_commit_keeps_its_installed_version() {
+    let dir_ = tempfile::tempdir().unwrap();
+    let db = dir_.path().join("index.redb");
+    let one = file("k", 5, b"one");
+    let two = Entry {
+        vector: one.vector.bump(A, 6),
+        by: A,
+        ..file("k", 6, b"")
+    };
+    {
+        let (index, _) = crate::fs::index_db::open_index(&db).unwrap();
+        let mut e = Engine::new(ME, index);
+        connect(&mut e, A);
+        e.handle_message(
+            A,
+            Message::Update {
+                entries: vec![one.clone()],
+            },
+        );
+        e.take_commands();
+        e.index_mut().journal_installs(std::slice::from_ref(&one)).unwrap();
+        e.handle_received(A, one.clone(), Transfer::Full, Ok(3));
+        e.handle_message(
+            A,
+            Message::Update {
+                entries: vec![two.clone()],
+            },
+        );
+        e.take_commands();
+        e.index_mut().journal_installs(std::slice::from_ref(&two)).unwrap();
+        // Its rename never happens; the process dies before a commit.
+    }
+    let (index, _) = crate::fs::index_db::open_index(&db).unwrap();
+    let mut e = Engine::new(ME, index);
+    e.handle_local(9, &[None], vec![observed(&one)]);
+    assert_eq!(
+        e.index().get(&one.path),
+        Some(one),
+        "the installed version, not a local edit of the next"
+    );
+}
+
 /// Found by the workload's conflict-copy invariant (everyday seed
 /// 7100021312): a file replaces a folder that holds a file of the same
 /// content. That file is not moved onto its own folder (the move fails,
