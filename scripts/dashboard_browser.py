@@ -15,7 +15,6 @@ import base64
 import json
 import os
 import shutil
-import signal
 import socket
 import struct
 import subprocess
@@ -26,14 +25,11 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from loopback import free_port, stop
+
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = float(os.environ.get("BROWSER_TIMEOUT", "60"))
 
-
-def free_port(kind=socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(what: str, check, timeout=TIMEOUT):
@@ -166,18 +162,7 @@ class Node:
             )
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def status(self) -> dict:
-        out = subprocess.run([str(BIN), "status", "--json", str(self.dir)], capture_output=True, text=True)
-        return json.loads(out.stdout) if out.returncode == 0 else {}
-
+        stop(self.proc)
 
 def get(url: str, headers=None) -> int:
     try:

@@ -22,7 +22,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import stat
 import subprocess
@@ -30,6 +29,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from loopback import free_port, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = float(os.environ.get("MIXED_TIMEOUT", "60"))
@@ -85,11 +86,6 @@ def build_old(commit: str) -> Path:
     return binary
 
 
-def free_port(kind=socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 class Node:
     def __init__(self, name: str, binary: Path, directory: Path, bport: int, logs: Path):
@@ -117,13 +113,7 @@ class Node:
         )
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop(self.proc)
         self.proc = None
 
     def alive(self) -> bool:
