@@ -190,6 +190,11 @@ fn want(peer: NodeId, files: &[&Entry]) -> Command {
     }
 }
 
+/// The disk change `action`, for `peer`'s version.
+fn apply(peer: NodeId, action: Action) -> Command {
+    Command::Apply { peer, action }
+}
+
 fn update(peer: NodeId, entries: Vec<Entry>) -> Command {
     Command::Send {
         peer,

@@ -527,11 +527,7 @@ fn a_file_replacing_a_folder_in_one_batch_lands_after_what_it_held_goes() {
             entry: theirs.clone(),
             local: Some(folder.clone()),
         };
-        assert_eq!(
-            e.take_commands(),
-            vec![Command::Apply { peer: A, action: delete }, Command::Apply { peer: A, action: copy },],
-            "container {container}"
-        );
+        assert_eq!(e.take_commands(), vec![apply(A, delete), apply(A, copy)], "container {container}");
     }
 }
 
@@ -634,10 +630,7 @@ fn what_a_folder_replaced_by_a_file_held_moves_before_the_file_lands() {
         entry: moved,
         local: None,
     };
-    assert_eq!(
-        e.take_commands(),
-        vec![Command::Apply { peer: A, action: rename }, want(A, &[&theirs])]
-    );
+    assert_eq!(e.take_commands(), vec![apply(A, rename), want(A, &[&theirs])]);
 }
 
 /// A copy or a move from local content that fails may fail for its source
@@ -661,13 +654,7 @@ fn a_failed_copy_looks_at_its_source_again() {
         entry: theirs,
         local: None,
     };
-    assert_eq!(
-        e.take_commands(),
-        vec![Command::Apply {
-            peer: A,
-            action: copy.clone()
-        }]
-    );
+    assert_eq!(e.take_commands(), vec![apply(A, copy.clone())]);
     e.handle_action_done(A, copy, Err(ActionError::Failed("old/x: Not a directory".into())));
     let cmds = e.take_commands();
     assert!(

@@ -29,10 +29,6 @@ fn acts(cmds: Vec<Command>) -> Vec<Command> {
         .collect()
 }
 
-fn apply(peer: NodeId, action: Action) -> Command {
-    Command::Apply { peer, action }
-}
-
 #[test]
 fn a_peers_link_is_made_without_a_transfer_and_replaces_a_file() {
     let old = file("latest", S, b"v2");
