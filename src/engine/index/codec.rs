@@ -131,13 +131,7 @@ pub fn decode(path: RelPath, bytes: &[u8]) -> Result<Stored, String> {
     };
     let deleted = flags & DELETED != 0;
     let target = if flags & SYMLINK != 0 && !deleted {
-        let len = usize::from(u16::from_le_bytes(r.take()?));
-        if r.0.len() < len {
-            return Err("truncated symlink target".into());
-        }
-        let (text, rest) = r.0.split_at(len);
-        r.0 = rest;
-        Some(String::from_utf8(text.to_vec()).map_err(|_| "a symlink target that is not UTF-8".to_string())?)
+        Some(String::from_utf8(r.field()?).map_err(|_| "a symlink target that is not UTF-8".to_string())?)
     } else {
         None
     };
