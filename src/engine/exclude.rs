@@ -27,9 +27,10 @@
 //! start.
 
 use super::ignore::{IgnoreRules, EXCLUDE_FILE};
-use super::index::{same_version, wins_over, with_more_history};
+use super::index::{beats, same_version, wins_over, with_more_history};
 use super::safety::deletes;
 use super::{Engine, Look, Observed};
+use crate::wire::version::Causality;
 use crate::wire::{Entry, Hash, Kind, RelPath};
 use std::collections::BTreeSet;
 use tracing::info;
@@ -38,8 +39,9 @@ use tracing::info;
 #[derive(Debug, Clone)]
 pub(super) enum Rejoining {
     /// The version this disk held when the rule came, and the peers'
-    /// deletion of it made since, if any.
-    Held { held: Entry, deleted_since: Option<Entry> },
+    /// version made since after seeing it (a deletion, a folder in its
+    /// place, an edit), if any.
+    Held { held: Entry, superseded_since: Option<Entry> },
     /// None was held (the path came while excluded): the peers' version.
     Tracked(Entry),
 }
@@ -50,6 +52,13 @@ impl Rejoining {
             Rejoining::Held { held: e, .. } | Rejoining::Tracked(e) => e,
         }
     }
+}
+
+/// Whether the peers' `tracked` version replaced the `held` one after
+/// seeing it: a deletion that saw it, or a version whose history holds it.
+fn supersedes(tracked: &Entry, held: &Entry) -> bool {
+    let saw = || tracked.vector.compare(&held.vector) == Causality::Descends;
+    deletes(tracked, held) || (!tracked.deleted && beats(tracked, held) && saw())
 }
 
 /// What a look at the disk makes of a path synced again (`rejoined`).
@@ -149,7 +158,7 @@ impl Engine {
                         continue;
                     }
                     Some(h) => Rejoining::Held {
-                        deleted_since: deletes(&tracked, &h).then_some(tracked),
+                        superseded_since: supersedes(&tracked, &h).then_some(tracked),
                         held: h,
                     },
                     None => Rejoining::Tracked(tracked),
@@ -271,14 +280,15 @@ impl Engine {
         match self.filters.synced_again.remove(&o.path) {
             Some(r) if o.shows(r.entry()) => {
                 self.index.insert_seen(r.entry().clone(), o.stat);
-                // Deleted by the peers after they saw it: that deletion is
-                // applied now, as one heard now would be, not left for the
-                // digest descent (meanwhile the file counts as content the
-                // deletion never saw: found by the workload, faults seed
+                // Deleted or replaced by the peers after they saw it: that
+                // version is applied now, as one heard now would be, not
+                // left for the digest descent (meanwhile the file counts as
+                // content it never saw: found by the workload, faults seeds
                 // 7200022059, where a file replacing its folder lost
-                // against it as a conflict copy).
+                // against it as a conflict copy, and 7200022358, where the
+                // content of a folder made in its place arrived first).
                 if let Rejoining::Held {
-                    deleted_since: Some(t), ..
+                    superseded_since: Some(t), ..
                 } = r
                 {
                     self.handle_entries(self.me, vec![t]);

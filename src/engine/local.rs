@@ -367,9 +367,26 @@ impl Engine {
     /// the old file would wrongly build on the newer version (which then
     /// goes to the peers' trash, not a conflict copy): a window of one
     /// rename, against a spurious conflict after every such crash.
+    ///
+    /// Likewise a peer's folder or deletion heard here that failed to
+    /// apply (a full disk): the disk never showed it, but this node knew of
+    /// it, and a change made here now comes after it. Built on both
+    /// histories, what it replaced stays replaced (found by the workload,
+    /// faults seed 7200022128: a folder made here, built on nothing, was
+    /// concurrent with the file a peer's unapplied folder had replaced, and
+    /// a node still holding that file kept it as a conflict copy). Only
+    /// versions without content: coming after a peer's file would lose it.
     pub(super) fn latest_seen(&self, path: &RelPath, old: Option<Entry>) -> Option<Entry> {
-        match self.index.installing(path) {
+        let old = match self.index.installing(path) {
             Some(j) if wins_over(j, old.as_ref()) => Some(j.clone()),
+            _ => old,
+        };
+        let unapplied = self.upkeep.retries.get(path).map(|r| &r.entry);
+        match unapplied.filter(|h| h.deleted || h.kind == Kind::Dir) {
+            Some(h) if wins_over(h, old.as_ref()) => Some(Entry {
+                vector: old.as_ref().map_or(h.vector.clone(), |o| h.vector.merge(&o.vector)),
+                ..h.clone()
+            }),
             _ => old,
         }
     }

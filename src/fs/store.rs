@@ -439,24 +439,23 @@ impl Store {
         .map_err(io_err(&full))
     }
 
-    /// Remove folder `rel` if it is empty: `Ok(true)` if it was removed,
-    /// `Ok(false)` if it holds something or is gone, `Err` if it could not
-    /// be (a read-only disk: worth another try).
-    pub fn remove_dir_if_empty(&self, rel: &RelPath) -> Result<bool, StoreError> {
-        let full = self.full_path(rel)?;
-        self.faults.check(&full)?;
-        match fs::remove_dir(&full) {
-            Ok(()) => Ok(true),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::DirectoryNotEmpty | io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-                ) =>
-            {
-                Ok(false)
+    /// Remove `dirs`, innermost first, while each is empty; one already
+    /// gone does not stop the ones above it (found by the workload, faults
+    /// seed 7200022236). The folders removed, or the first that could not
+    /// be (a read-only disk: worth another try) with why.
+    pub fn remove_empty_dirs(&self, dirs: &[RelPath]) -> Result<Vec<RelPath>, (RelPath, StoreError)> {
+        let mut removed = Vec::new();
+        for dir in dirs {
+            let full = self.full_path(dir).map_err(|e| (dir.clone(), e))?;
+            self.faults.check(&full).map_err(|e| (dir.clone(), e))?;
+            match fs::remove_dir(&full) {
+                Ok(()) => removed.push(dir.clone()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) if matches!(e.kind(), io::ErrorKind::DirectoryNotEmpty | io::ErrorKind::NotADirectory) => break,
+                Err(e) => return Err((dir.clone(), io_err(&full)(e))),
             }
-            Err(e) => Err(io_err(&full)(e)),
         }
+        Ok(removed)
     }
 
     /// Give file `local.path` the mtime of `entry` (same content).

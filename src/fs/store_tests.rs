@@ -203,6 +203,22 @@ fn a_file_takes_the_place_of_an_empty_folder_the_index_does_not_hold() {
     assert_eq!(fs::read(dir.path().join("e")).unwrap(), b"new");
 }
 
+/// Emptied folders go innermost first, and one already gone does not stop
+/// the ones above it (found by the workload, faults seed 7200022236: a
+/// folder removed by an earlier command ended the chain, and its emptied
+/// parent stayed on one host).
+#[test]
+fn emptied_folders_go_up_the_chain_past_one_already_gone() {
+    let (dir, store) = setup();
+    fs::create_dir_all(dir.path().join("a/deep/kept")).unwrap();
+    fs::write(dir.path().join("a/deep/kept/f"), b"f").unwrap();
+    fs::create_dir_all(dir.path().join("a/b")).unwrap();
+    let removed = store.remove_empty_dirs(&[rel("a/b/c"), rel("a/b"), rel("a")]).unwrap();
+    assert_eq!(removed, vec![rel("a/b")], "a holds deep: it stays");
+    assert!(!dir.path().join("a/b").exists());
+    assert!(dir.path().join("a/deep/kept/f").exists());
+}
+
 /// `--xattrs`: a received file, a copy, a move, a metadata change and a
 /// folder each get the version's `user.` attributes, and a look reads
 /// them back; a version that does not know them leaves them alone, and a

@@ -51,12 +51,13 @@ impl<N: Net> Node<N> {
 
     /// Remove `dirs`, innermost first, while they are empty.
     pub(super) fn remove_empty_dirs(&mut self, dirs: &[RelPath]) {
-        for dir in dirs {
-            match self.store.remove_dir_if_empty(dir) {
-                Ok(true) => debug!(path = %dir, "removed an emptied folder whose deletion is recorded"),
-                Ok(false) => return,
-                Err(e) => return self.engine.handle_dir_kept(dir.clone(), e.to_string()),
+        match self.store.remove_empty_dirs(dirs) {
+            Ok(removed) => {
+                for dir in removed {
+                    debug!(path = %dir, "removed an emptied folder whose deletion is recorded");
+                }
             }
+            Err((dir, e)) => self.engine.handle_dir_kept(dir, e.to_string()),
         }
     }
 

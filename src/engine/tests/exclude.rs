@@ -243,6 +243,50 @@ fn a_deletion_made_elsewhere_while_excluded_is_applied_when_the_rule_goes() {
     );
 }
 
+/// The same for any version the peers made while excluded after seeing
+/// the one held here: a folder in place of the file is applied when the
+/// rule goes and a look finds the held file, with no conflict copy (found
+/// by the workload, faults seed 7200022358: the folder's content arrived
+/// first, met the file, and the file was kept as a copy though the
+/// folder's maker had seen it).
+#[test]
+fn a_folder_made_elsewhere_over_a_held_file_is_applied_when_the_rule_goes() {
+    let folder = dir("videos", 1);
+    let clip = file("videos/clip", 5, b"clip");
+    let mut e = excluding(&[folder.clone(), clip.clone()], &[A], "videos/\n");
+    let replaced = Entry {
+        vector: clip.vector.bump(A, 20),
+        ..dir("videos/clip", 20)
+    };
+    let inner = Entry {
+        vector: Vector::single(A, 21),
+        ..file("videos/clip/inner.txt", 21, b"inner")
+    };
+    e.handle_message(
+        A,
+        Message::Update {
+            entries: vec![replaced.clone(), inner.clone()],
+        },
+    );
+    assert_eq!(e.take_commands(), vec![]);
+    e.set_exclusion(exclusion(""));
+    e.take_commands();
+    e.handle_local(30, &[None], vec![observed(&folder), observed(&clip)]);
+    let cmds = e.take_commands();
+    let make = Action::MakeDir {
+        entry: replaced,
+        local: Some(clip),
+    };
+    assert!(
+        cmds.iter().any(|c| matches!(c, Command::Apply { action, .. } if *action == make)),
+        "{cmds:?}"
+    );
+    assert!(
+        !cmds.iter().any(|c| matches!(c, Command::Apply { action: Action::ConflictCopy { .. }, .. })),
+        "{cmds:?}"
+    );
+}
+
 /// A large file of a path synced again is hashed off the loop: the look
 /// at the whole tree ends before it is known. Edited while excluded, it is
 /// still an edit of the version this disk held when the rule came, once

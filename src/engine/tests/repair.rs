@@ -264,3 +264,42 @@ fn the_periodic_jobs_come_as_commands_when_due() {
     assert_eq!(tick(&mut e, 3702 * S), vec![Command::RescanTree, Command::SaveIndex]);
     assert_eq!(tick(&mut e, 3703 * S), vec![Command::RescanTree]);
 }
+
+/// A peer's folder heard here that failed to replace our file (a full
+/// disk), then a folder the user makes at that path: the new folder comes
+/// after the peer's, which saw the file, so a node still holding the file
+/// replaces it with no conflict copy (found by the workload, faults seed
+/// 7200022128: built on nothing, the new folder was concurrent with the
+/// file, which a third node kept as a copy though its deletion saw it).
+#[test]
+fn a_folder_made_here_comes_after_a_peers_folder_that_failed_to_apply() {
+    let f = file("p", 5 * S, b"file");
+    let mut e = connected(&[f.clone()], &[A]);
+    tick(&mut e, 100 * S);
+    let theirs = Entry {
+        vector: f.vector.bump(A, 20 * S),
+        ..dir("p", 20 * S)
+    };
+    e.handle_message(
+        A,
+        Message::Update {
+            entries: vec![theirs.clone()],
+        },
+    );
+    let make = Action::MakeDir {
+        entry: theirs.clone(),
+        local: Some(f.clone()),
+    };
+    assert_eq!(e.take_commands(), vec![Command::Apply { peer: A, action: make.clone() }]);
+    e.handle_action_done(A, make, Err(ActionError::Failed("p: No space left on device".into())));
+    e.take_commands();
+    let ours = dir("p", 30 * S);
+    look_and_confirm(&mut e, 30 * S, &[Some(f.path.clone())], vec![observed(&ours)]);
+    let made = e.index().get(&f.path).unwrap();
+    assert_eq!(made.kind, Kind::Dir);
+    assert_eq!(
+        made.vector.compare(&theirs.vector),
+        crate::wire::version::Causality::Descends,
+        "{made:?}"
+    );
+}
