@@ -7,10 +7,10 @@ runs four real nodes on loopback: two of that older build, two of this one.
 They go through creates, edits, deletes, a rename and a conflict; then the
 old nodes are upgraded one at a time while changes go on. At every step
 the four trees must agree on what the older version can hold (files, their
-content and mode, folders, symlinks), the new nodes on everything (the
-extended attributes of version 6 too: they run with --xattrs), and nothing
-written may be lost. The step of what only the new version holds changes
-with each protocol version.
+content, mode and extended attributes, folders, symlinks: every node runs
+with --xattrs), and nothing written may be lost. The step of what only the
+new version does changes with each protocol version (7: small files many
+to a frame, between new nodes only).
 
 Run with `just mixed` (also part of `just e2e`). Knobs: MIXED_OLD_COMMIT
 (another commit to build as the old side), MIXED_TIMEOUT (seconds per
@@ -103,8 +103,7 @@ class Node:
         log = open(self.logs / f"{self.name}.log", "a")
         log.write(f"=== start {self.binary}\n")
         log.flush()
-        # What only the new version has is turned on where it is built.
-        extra = ["--xattrs"] if self.new else []
+        extra = ["--xattrs"]
         self.proc = subprocess.Popen(
             [str(self.binary), "-l", str(self.port), "-b", str(self.bport), "--broadcast-addr", "127.255.255.255", *extra, str(self.dir)],
             stdout=log,
@@ -302,14 +301,21 @@ def main() -> int:
         c.converged("a symlink and a mode")
         assert os.readlink(c.nodes[1].dir / "tools/docs-link") == "../docs", "an old node holds the link"
 
-        # What only the new version holds: extended attributes. The old
-        # nodes hold none, and every new node still counts each old peer in
-        # sync.
+        # Extended attributes: version 6 holds them, so every node does.
         os.setxattr(c.nodes[2].dir / "private/key.txt", "user.origin", b"n2", follow_symlinks=False)
         c.converged("an extended attribute among mixed versions")
-        assert user_xattrs(c.nodes[3].dir / "private/key.txt") == (("user.origin", b"n2"),), "the new nodes took it"
-        assert user_xattrs(c.nodes[0].dir / "private/key.txt") == (), "an old node holds an attribute"
-        c.in_sync_says_status("status: every peer in sync, old ones over what they hold")
+        for i in range(4):
+            assert user_xattrs(c.nodes[i].dir / "private/key.txt") == (("user.origin", b"n2"),), f"n{i} took it"
+
+        # What only the new version does: small files many to a frame, to
+        # the other new node; the old ones get each file as before.
+        for i in (0, 3):
+            for k in range(300):
+                c.write(i, f"small/from-n{i}/{k:03}.txt", f"small file {k} of n{i}".encode())
+        c.converged("many small files from an old and a new node")
+        framed = [n.name for n in c.nodes if "sent small files" in (c.logs / f"{n.name}.log").read_text()]
+        assert framed and all(c.nodes[int(name[1:])].new for name in framed), f"files frames sent by {framed}"
+        c.in_sync_says_status("status: every peer in sync")
 
         # A conflict: n0 (old) edits while stopped, n2 (new) edits too.
         c.nodes[0].stop()

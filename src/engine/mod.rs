@@ -213,6 +213,11 @@ struct Upkeep {
     tree_failed: BTreeSet<RelPath>,
     /// What the parts of that look left to be hashed off the loop so far.
     tree_hashing: BTreeSet<RelPath>,
+    /// Received files a crash kept out of the index (install journal rows
+    /// only) that the last look at the whole tree found gone while it left
+    /// files to be hashed: one of those may be where they moved, which
+    /// shows when its hash comes (see `Engine::journaled_moves`).
+    journaled_gone: Vec<Entry>,
 }
 
 /// The paths this node keeps to itself (`ignore.rs`) and does not sync here

@@ -5,7 +5,7 @@
 
 use super::index::{same_content, same_version, wins_over};
 use super::{Action, ActionError, Command, Engine, Receive, Streaming, Transfer};
-use crate::wire::{Entry, Kind, NodeId, RelPath};
+use crate::wire::{Entry, Kind, NodeId, RelPath, FILES_FRAMES};
 use tracing::{debug, info, warn};
 
 impl Engine {
@@ -38,6 +38,40 @@ impl Engine {
             Ok(expected) => Receive::Write { expected },
             Err(reason) => Receive::Drop { reason },
         }
+    }
+
+    /// `peer` sends small files whole, many to a frame (`Files`, protocol
+    /// 7): the version each answers, the one asked of that peer for its
+    /// path (the frame names only paths; `handle_file_start` then weighs
+    /// each as it would a `FileStart` of it), or `None` where nothing was
+    /// asked of it there (its content is dropped). A peer speaking an older
+    /// protocol is disconnected.
+    pub fn handle_files(&mut self, peer: NodeId, paths: &[&RelPath]) -> Vec<Option<Entry>> {
+        let Some(version) = self.peers.get(&peer).map(|p| p.version) else {
+            return vec![None; paths.len()];
+        };
+        if version < FILES_FRAMES {
+            let reason = format!("a files message, which protocol {version} does not have");
+            self.commands.push(Command::Close { peer, reason });
+            return vec![None; paths.len()];
+        }
+        paths
+            .iter()
+            .map(|path| {
+                let asked = self.wants.inflight.get(path).filter(|i| i.peer == peer);
+                asked.map(|i| i.entry.clone())
+            })
+            .collect()
+    }
+
+    /// The deepest folder above `path` the index holds live: content
+    /// received for `path` is written only while it is on disk (see
+    /// `fs::Store::create_temp_in`).
+    pub fn folder_to_find(&self, path: &RelPath) -> Option<RelPath> {
+        path.ancestors()
+            .into_iter()
+            .rev()
+            .find(|a| self.index.live(a).is_some_and(|e| e.kind == Kind::Dir))
     }
 
     /// A `Chunk` of the file `peer` is streaming: the connection closes if

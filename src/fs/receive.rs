@@ -10,7 +10,7 @@ use crate::engine::Transfer;
 use crate::fs::delta::{apply_segment, read_segment, segment_count, whole_copy_len, SEGMENT};
 use crate::fs::store::Store;
 use crate::fs::temp::TempFile;
-use crate::wire::{ContentMode, Entry, Hash};
+use crate::wire::{ContentMode, Entry, Hash, RelPath};
 use std::fs::File;
 
 /// A file being received.
@@ -42,6 +42,7 @@ impl Incoming {
         entry: Entry,
         content: ContentMode,
         expected: Result<Option<Entry>, String>,
+        folder: Option<RelPath>,
         frame_bytes: usize,
     ) -> Incoming {
         let transfer = match content {
@@ -84,7 +85,7 @@ impl Incoming {
             }
         }
         if inc.error.is_none() {
-            match store.create_temp(&inc.entry.path) {
+            match store.create_temp_in(&inc.entry.path, folder.as_ref()) {
                 Ok(t) => inc.tmp = Some(t),
                 Err(e) => inc.error = Some(e.to_string()),
             }
@@ -266,7 +267,7 @@ mod tests {
             entry.size = new.len() as u64;
             entry.hash = Hash::of(&new);
             let content = ContentMode::Delta { base: local.hash };
-            let mut inc = Incoming::start(&store, entry.clone(), content, Ok(Some(local.clone())), 0);
+            let mut inc = Incoming::start(&store, entry.clone(), content, Ok(Some(local.clone())), None, 0);
             let mut cur = Cursor::new(&new);
             for i in 0..segment_count(new.len() as u64) {
                 let data = read_segment(&mut cur, new.len() as u64, i).unwrap();

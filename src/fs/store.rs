@@ -372,6 +372,21 @@ impl Store {
 
     /// A new temp file in the folder of `rel`, created with its parents.
     pub fn create_temp(&self, rel: &RelPath) -> Result<TempFile, StoreError> {
+        self.create_temp_in(rel, None)
+    }
+
+    /// `create_temp`, only while `folder` (an ancestor of `rel` the index
+    /// holds) is a folder on disk: one gone was removed by the user (a
+    /// look will tell), and made again on the way its deletion would be
+    /// lost (found by the scenario `faults`, seed 20260102: a file
+    /// received into a folder just removed brought it back everywhere).
+    pub fn create_temp_in(&self, rel: &RelPath, folder: Option<&RelPath>) -> Result<TempFile, StoreError> {
+        if let Some(d) = folder {
+            let full = self.full_path(d)?;
+            if !fs::symlink_metadata(&full).is_ok_and(|m| m.is_dir()) {
+                return Err(StoreError::Changed(d.to_string()));
+            }
+        }
         self.make_parents(rel)?;
         let path = self.temp_path(&self.full_path(rel)?);
         self.faults.check(&path)?;

@@ -203,6 +203,21 @@ fn a_file_takes_the_place_of_an_empty_folder_the_index_does_not_hold() {
     assert_eq!(fs::read(dir.path().join("e")).unwrap(), b"new");
 }
 
+/// Content for a path is written into a folder the index holds only
+/// while that folder is on disk: one the user removed is not made again
+/// on the way (its deletion would be lost); folders the index does not
+/// hold are made as before.
+#[test]
+fn a_temp_file_does_not_bring_back_a_folder_the_user_removed() {
+    let (dir, store) = setup();
+    fs::create_dir_all(dir.path().join("kept")).unwrap();
+    assert!(store.create_temp_in(&rel("kept/new/f"), Some(&rel("kept"))).is_ok());
+    let gone = store.create_temp_in(&rel("removed/f"), Some(&rel("removed")));
+    assert!(matches!(gone, Err(StoreError::Changed(_))), "{:?}", gone.err());
+    assert!(!dir.path().join("removed").exists());
+    assert!(store.create_temp_in(&rel("made/on/the/way/f"), None).is_ok());
+}
+
 /// Emptied folders go innermost first, and one already gone does not stop
 /// the ones above it (found by the workload, faults seed 7200022236: a
 /// folder removed by an earlier command ended the chain, and its emptied

@@ -14,7 +14,7 @@ use crate::fs::receive::{Incoming, Received};
 use crate::fs::store::Store;
 use crate::fs::temp::TempFile;
 use crate::transport::net::Net;
-use crate::wire::{ContentMode, Entry, NodeId, RelPath};
+use crate::wire::{ContentMode, Entry, FileHead, NodeId, RelPath};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -160,8 +160,30 @@ impl<N: Net> Node<N> {
                 Err(reason)
             }
         };
-        let inc = Incoming::start(&self.store, entry, content, expected, bytes);
+        let folder = self.engine.folder_to_find(&entry.path);
+        let inc = Incoming::start(&self.store, entry, content, expected, folder, bytes);
         self.arrivals.streaming.insert(peer, inc);
+    }
+
+    /// A `Files` frame: each file asked of `peer` goes the way of a
+    /// `FileStart`, its content and a `FileEnd`; the others are dropped.
+    pub(super) fn on_files(&mut self, peer: NodeId, files: &[FileHead], contents: &[u8], bytes: usize) {
+        let paths: Vec<&RelPath> = files.iter().map(|f| &f.path).collect();
+        let asked = self.engine.handle_files(peer, &paths);
+        // The frame's own bytes, shared out (for the per-file wire bytes).
+        let share = bytes.saturating_sub(contents.len()) / files.len().max(1);
+        let mut rest = contents;
+        for (head, entry) in files.iter().zip(asked) {
+            // The sizes add up to the payload (checked by the decoder).
+            let Some((data, after)) = rest.split_at_checked(head.size as usize) else {
+                break;
+            };
+            rest = after;
+            let Some(entry) = entry else { continue };
+            self.on_file_start(peer, entry, ContentMode::Full, share);
+            self.on_chunk(peer, data, data.len());
+            self.on_file_end(peer);
+        }
     }
 
     pub(super) fn on_chunk(&mut self, peer: NodeId, data: &[u8], bytes: usize) {

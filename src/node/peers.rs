@@ -20,7 +20,7 @@ use crate::transport::net::{Net, Socket};
 use crate::transport::peering::{Peering, Register};
 use crate::transport::secure::{self, Connection};
 use crate::transport::static_peers::StaticPeers;
-use crate::wire::{common_version, Announce, NodeId};
+use crate::wire::{common_version, Announce, NodeId, FILES_FRAMES};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -408,7 +408,7 @@ impl<N: Net> Node<N> {
             }
         };
         let addr = SocketAddr::new(connection.peer.ip(), hello.listen_port);
-        let record = self.start_connection(connection, peer, conn_id, addr, hello.sparse_pieces);
+        let record = self.start_connection(connection, peer, conn_id, addr, &hello);
         self.peers.connected.insert(peer, record);
         self.cfg.counters.connections.fetch_add(1, Ordering::Relaxed);
         info!(%peer, %addr, "connected");
@@ -422,7 +422,7 @@ impl<N: Net> Node<N> {
         peer: NodeId,
         conn_id: ConnId,
         addr: SocketAddr,
-        sparse_pieces: bool,
+        hello: &PeerHello,
     ) -> PeerLink {
         let (jobs, jobs_rx) = jobs::lanes();
         let (stop, stop_rx) = async_channel::bounded::<()>(1);
@@ -440,7 +440,8 @@ impl<N: Net> Node<N> {
             conn::Sending {
                 limit: self.send_limit.clone(),
                 corrupt_pieces: self.cfg.corrupt_pieces,
-                sparse_pieces,
+                sparse_pieces: hello.sparse_pieces,
+                files_frames: hello.version >= FILES_FRAMES,
             },
             self.events.clone(),
             move |unsent: Unsent| Event::Unsent { conn_id, peer, unsent },
@@ -457,7 +458,7 @@ impl<N: Net> Node<N> {
         PeerLink {
             conn_id,
             addr,
-            sparse_pieces,
+            sparse_pieces: hello.sparse_pieces,
             jobs,
             traffic,
             queued,

@@ -13,11 +13,11 @@ use crate::transport::limits::Queued;
 use crate::transport::net::Net;
 use crate::transport::rate::RateLimit;
 use crate::transport::secure::{self, Connection};
-use crate::transport::send::{request_delta, send_content, send_piece, Pacing};
+use crate::transport::send::{request_delta, send_content, send_files, send_piece, Pacing, FILES_FRAME_BYTES, FILES_PER_FRAME};
 pub use crate::transport::stream::{write_msg, Traffic, CHUNK};
 use crate::wire::{
-    self, common_version, Message, NodeId, WireError, FEATURES, FEATURE_SPARSE_PIECES, LEN_PREFIX, OLDEST_PROTOCOL_VERSION,
-    PROTOCOL_VERSION,
+    self, common_version, Message, NodeId, WireError, FEATURES, FEATURE_SPARSE_PIECES, LEN_PREFIX, MAX_BATCHED_FILE,
+    OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use std::io;
@@ -297,6 +297,9 @@ pub struct Sending {
     pub corrupt_pieces: bool,
     /// The peer takes piece frames that skip zeros.
     pub sparse_pieces: bool,
+    /// The peer takes small files many to a frame (`Message::Files`,
+    /// protocol 7).
+    pub files_frames: bool,
 }
 
 /// Run a connection's writer until its job queue closes, a write fails, or
@@ -343,25 +346,44 @@ pub async fn run_writer<N: Net, W: AsyncWrite + Unpin, E>(
                 limit: sending.limit.as_deref(),
             };
             let result = match job {
-                Job::Send(msg) => write_msg(&mut w, &msg).await.map(|_| None),
+                Job::Send(msg) => write_msg(&mut w, &msg).await.map(|_| Vec::new()),
+                Job::Content { entry, base: None } if sending.files_frames && entry.size <= MAX_BATCHED_FILE => {
+                    // Small files go many to a frame: those waiting now
+                    // join this one.
+                    let mut batch = vec![entry];
+                    let mut bytes = batch[0].size;
+                    while batch.len() < FILES_PER_FRAME && bytes < FILES_FRAME_BYTES {
+                        let small = |j: &Job| matches!(j, Job::Content { entry, base: None } if entry.size <= MAX_BATCHED_FILE);
+                        let Some(Job::Content { entry, .. }) = jobs.bulk_now_if(small) else {
+                            break;
+                        };
+                        bytes += entry.size;
+                        batch.push(entry);
+                        queued.done(0);
+                    }
+                    send_files(&mut w, &store, peer, batch, &traffic, pacing()).await
+                }
                 Job::Content { entry, base } => {
                     let size_of = entry.clone();
                     let mut progressed = 0;
                     let r = send_content(&mut w, &store, peer, entry, base, &traffic, &mut progressed, pacing()).await;
                     traffic.dequeued(&size_of, progressed);
-                    r
+                    r.map(Vec::from_iter)
                 }
-                Job::RequestDelta { want, base } => request_delta(&mut w, &store, want, base).await,
-                Job::Piece(piece) => send_piece(&mut w, &store, piece, &traffic, pacing(), &sending).await.map(|_| None),
+                Job::RequestDelta { want, base } => request_delta(&mut w, &store, want, base).await.map(Vec::from_iter),
+                Job::Piece(piece) => send_piece(&mut w, &store, piece, &traffic, pacing(), &sending)
+                    .await
+                    .map(|_| Vec::new()),
             };
             if counted {
                 queued.done(sig);
             }
             match result {
-                Ok(None) => {}
-                // The node's loop may be gone (shutting down): nothing to tell.
-                Ok(Some(what)) => {
-                    let _ = events.send(unsent(what)).await;
+                Ok(what) => {
+                    for what in what {
+                        // The node's loop may be gone (shutting down): nothing to tell.
+                        let _ = events.send(unsent(what)).await;
+                    }
                 }
                 Err(e) => {
                     warn!(%peer, error = %e, "write failed; closing connection");

@@ -61,6 +61,9 @@ pub struct JobSender {
 pub struct JobReceiver {
     control: async_channel::Receiver<Message>,
     bulk: async_channel::Receiver<Job>,
+    /// A bulk job taken to look at, not to go with the one at hand
+    /// (`bulk_now_if`): the next in line.
+    held: std::sync::Mutex<Option<Job>>,
 }
 
 /// A connection's two lanes (unbounded: the node caps what waits, see
@@ -73,6 +76,7 @@ pub fn lanes() -> (JobSender, JobReceiver) {
         JobReceiver {
             control: control_rx,
             bulk: bulk_rx,
+            held: std::sync::Mutex::new(None),
         },
     )
 }
@@ -94,6 +98,9 @@ impl JobReceiver {
         if let Some(msg) = self.control_now() {
             return Some(Job::Send(msg));
         }
+        if let Some(job) = self.held().take() {
+            return Some(job);
+        }
         let control = async { self.control.recv().await.map(Job::Send) };
         futures_lite::future::or(control, self.bulk.recv()).await.ok()
     }
@@ -107,6 +114,27 @@ impl JobReceiver {
     /// A control message waiting now, to send between a file's chunks.
     pub fn control_now(&self) -> Option<Message> {
         self.control.try_recv().ok()
+    }
+
+    /// The next bulk job, if one waits now and `takes` it (to go in the
+    /// same frame as the job at hand); one it does not take stays next in
+    /// line.
+    pub fn bulk_now_if(&self, takes: impl Fn(&Job) -> bool) -> Option<Job> {
+        let mut held = self.held();
+        if held.is_some() {
+            return None;
+        }
+        let job = self.bulk.try_recv().ok()?;
+        if takes(&job) {
+            return Some(job);
+        }
+        *held = Some(job);
+        None
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, Option<Job>> {
+        // Only the writer task locks it, never across an await.
+        self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -153,5 +181,36 @@ mod tests {
         tx.send(Job::Send(Message::Ping));
         assert!(matches!(rx.control_now(), Some(Message::Ping)));
         assert!(matches!(futures_lite::future::block_on(rx.next()), Some(Job::Content { .. })));
+    }
+
+    /// Small files join the one at hand while they wait; the first job
+    /// that does not join stays next in line, behind any control message.
+    #[test]
+    fn a_bulk_job_looked_at_and_not_taken_stays_next() {
+        let (tx, rx) = lanes();
+        for job in [content("a"), content("b"), Job::Piece(piece()), content("c")] {
+            assert!(tx.send(job));
+        }
+        let is_content = |j: &Job| matches!(j, Job::Content { .. });
+        let first = futures_lite::future::block_on(rx.next());
+        assert!(matches!(first, Some(Job::Content { entry, .. }) if entry.path.as_str() == "a"));
+        assert!(matches!(rx.bulk_now_if(is_content), Some(Job::Content { entry, .. }) if entry.path.as_str() == "b"));
+        assert!(rx.bulk_now_if(is_content).is_none(), "a piece does not join");
+        assert!(rx.bulk_now_if(is_content).is_none(), "nor does what waits behind it");
+        assert!(tx.send(Job::Send(Message::Ping)));
+        let next: Vec<Option<Job>> = futures_lite::future::block_on(async { vec![rx.next().await, rx.next().await, rx.next().await] });
+        assert!(matches!(&next[0], Some(Job::Send(Message::Ping))));
+        assert!(matches!(&next[1], Some(Job::Piece(_))));
+        assert!(matches!(&next[2], Some(Job::Content { entry, .. }) if entry.path.as_str() == "c"));
+    }
+
+    fn piece() -> PieceJob {
+        PieceJob {
+            entry: crate::wire::testing::file("p", 1, b"p"),
+            index: 0,
+            offset: 0,
+            len: 1,
+            temp: None,
+        }
     }
 }

@@ -17,7 +17,7 @@ use crate::transport::limits::Queued;
 use crate::transport::net::Net;
 use crate::transport::rate::RateLimit;
 use crate::transport::stream::{write_msg, Traffic, CHUNK};
-use crate::wire::{ContentMode, Entry, Hash, Message, NodeId};
+use crate::wire::{ContentMode, Entry, FileHead, Hash, Message, NodeId};
 use futures_lite::AsyncWrite;
 use std::fs::File;
 use std::io::{self, Read};
@@ -140,6 +140,61 @@ pub(super) async fn send_content<N: Net, W: AsyncWrite + Unpin>(
     wire_bytes += write_msg(w, &Message::FileEnd).await?;
     info!(path = %entry.path, %peer, mode, wire_bytes, "sent");
     Ok(None)
+}
+
+/// At most this many files, and this much content, in one `Files` frame:
+/// the receiving loop writes a frame's files in one turn, so a frame stays
+/// a few milliseconds of its work.
+pub(super) const FILES_PER_FRAME: usize = 128;
+pub(super) const FILES_FRAME_BYTES: u64 = 512 * 1024;
+
+/// Send small files whole in one `Files` frame (protocol 7), each read
+/// from our copy while it holds the version asked for; the ones it no
+/// longer holds are reported (`Unsent`), for the engine to answer.
+pub(super) async fn send_files<N: Net, W: AsyncWrite + Unpin>(
+    w: &mut W,
+    store: &Store,
+    peer: NodeId,
+    entries: Vec<Entry>,
+    traffic: &Traffic,
+    pacing: Pacing<'_, N>,
+) -> io::Result<Vec<Unsent>> {
+    let mut unsent = Vec::new();
+    let mut sent = Vec::with_capacity(entries.len());
+    let mut contents = Vec::with_capacity(entries.iter().map(|e| e.size as usize).sum());
+    for entry in entries {
+        let at = contents.len();
+        contents.resize(at + entry.size as usize, 0);
+        let read = store.open_version(&entry).map(|mut file| file.read_exact(&mut contents[at..]));
+        match read {
+            Some(Ok(())) => sent.push(entry),
+            // Gone, changed, or shorter than its version since it was asked for.
+            _ => {
+                contents.truncate(at);
+                traffic.dequeued(&entry, 0);
+                unsent.push(Unsent::CopyChanged { entry });
+            }
+        }
+    }
+    if sent.is_empty() {
+        return Ok(unsent);
+    }
+    pacing.before_content(w, contents.len() as u64).await?;
+    let files = sent
+        .iter()
+        .map(|e| FileHead {
+            path: e.path.clone(),
+            size: e.size,
+        })
+        .collect();
+    let wire_bytes = write_msg(w, &Message::Files { files, contents }).await?;
+    traffic.bytes_sent.fetch_add(wire_bytes as u64, Ordering::Relaxed);
+    for entry in &sent {
+        traffic.dequeued(entry, 0);
+        debug!(path = %entry.path, %peer, "sent");
+    }
+    info!(%peer, files = sent.len(), wire_bytes, "sent small files");
+    Ok(unsent)
 }
 
 /// Bytes of a piece per `Piece` frame: a node serving pieces to seven

@@ -3,7 +3,7 @@
 //! the checks a received entry passes.
 //!
 //! A node speaks its own version and the one before it, so a network is
-//! upgraded one host at a time (6, extended attributes, and 5). Its `Hello` and its announcements say the
+//! upgraded one host at a time (7, small files many to a frame, and 6). Its `Hello` and its announcements say the
 //! oldest version it speaks in `version` (so a node of that version, which
 //! checks only `version`, takes them) and the newest in `newest`; two
 //! nodes speak the newest version both know.
@@ -14,13 +14,15 @@
 use super::{Entry, Hash, Kind, Message, WireError};
 
 /// The newest protocol version this build speaks.
-pub const PROTOCOL_VERSION: u32 = 6;
+pub const PROTOCOL_VERSION: u32 = 7;
 /// The oldest protocol version this build still speaks with a peer.
-pub const OLDEST_PROTOCOL_VERSION: u32 = 5;
+pub const OLDEST_PROTOCOL_VERSION: u32 = 6;
 /// The longest symlink target carried (Linux's `PATH_MAX` less its NUL).
 pub const MAX_LINK_TARGET: usize = 4095;
 /// The first version that carries extended attributes.
 const XATTRS: u32 = 6;
+/// The first version that sends small files many to a frame (`Files`).
+pub const FILES_FRAMES: u32 = 7;
 
 /// The version spoken with a peer whose hello (or announcement) says it
 /// speaks `oldest` to `newest` (`newest` 0: only `oldest`), or `None` when
@@ -106,12 +108,14 @@ impl Message {
     }
 
     /// True if a peer speaking `version` may send this (extended
-    /// attributes from a peer speaking 5 are a forgery or a bug).
+    /// attributes from a peer speaking 5, or a `Files` frame from one
+    /// speaking 6, are a forgery or a bug).
     pub fn fits(&self, version: u32) -> bool {
         let fits = |e: &Entry| version >= XATTRS || e.xattrs.is_none();
         match self {
             Message::Index { entries, .. } | Message::Update { entries } => entries.iter().all(fits),
             Message::FileStart { entry, .. } => fits(entry),
+            Message::Files { .. } => version >= FILES_FRAMES,
             _ => true,
         }
     }
@@ -124,14 +128,14 @@ mod tests {
 
     #[test]
     fn two_nodes_speak_the_newest_version_both_know() {
-        // A node of version 5 says 4 to 5; one of 6 says 5 to 6; a future
-        // node of 7 says 6 to 7; one of 4 says only 4.
-        assert_eq!(common_version(4, 5), Some(5));
+        // A node of version 6 says 5 to 6; one of 7 says 6 to 7; a future
+        // node of 8 says 7 to 8; one of 5 says only 5.
         assert_eq!(common_version(5, 6), Some(6));
-        assert_eq!(common_version(6, 7), Some(6));
-        assert_eq!(common_version(4, 0), None);
-        assert_eq!(common_version(7, 8), None);
-        assert_eq!(common_version(3, 4), None);
+        assert_eq!(common_version(6, 7), Some(7));
+        assert_eq!(common_version(7, 8), Some(7));
+        assert_eq!(common_version(5, 0), None);
+        assert_eq!(common_version(8, 9), None);
+        assert_eq!(common_version(4, 5), None);
     }
 
     fn tagged(e: Entry) -> Entry {
@@ -222,5 +226,15 @@ mod tests {
         assert!(update(file("f", 1, b"")).fits(5));
         assert!(update(link("l", 1, "t")).fits(5));
         assert!(update(tagged(file("f", 1, b""))).fits(6));
+    }
+
+    #[test]
+    fn a_peer_speaking_6_may_not_send_files_frames() {
+        let files = Message::Files {
+            files: vec![],
+            contents: vec![],
+        };
+        assert!(!files.fits(6));
+        assert!(files.fits(7));
     }
 }

@@ -17,7 +17,7 @@ mod path;
 pub mod pieces;
 pub mod version;
 mod xattrs;
-pub use compat::{common_version, MAX_LINK_TARGET, OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION};
+pub use compat::{common_version, FILES_FRAMES, MAX_LINK_TARGET, OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION};
 use entry::is_zero;
 pub use entry::{ChildDigest, Entry, Hash, Kind, NodeId};
 pub use path::{temp_name, temp_name_device, PathError, RelPath, MAX_COMPONENT_LEN, MAX_DEPTH, MAX_PATH_LEN, STATE_DIR_NAME, TEMP_PREFIX};
@@ -48,6 +48,18 @@ pub struct WantFile {
     pub path: RelPath,
     pub hash: Hash,
 }
+
+/// One file of a `Files` frame: its path, and how many bytes of the
+/// payload are its content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileHead {
+    pub path: RelPath,
+    pub size: u64,
+}
+
+/// The largest file sent in a `Files` frame: larger ones go as
+/// `FileStart`, `Chunk`s and `FileEnd`, where three frames cost little.
+pub const MAX_BATCHED_FILE: u64 = 64 * 1024;
 
 /// How the content after a `FileStart` is encoded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,6 +143,17 @@ pub enum Message {
     },
     /// The content of the last `FileStart` is complete.
     FileEnd,
+    /// Small files whole, many to a frame (protocol 7): each answers the
+    /// receiver's `want` of its path, in the version that want named (so
+    /// the frame carries no entry: the receiver verifies the content
+    /// against the hash it asked for). The payload holds their contents
+    /// one after another, `size` bytes each. A file the sender no longer
+    /// holds in that version is left out, and `Unavailable` follows.
+    Files {
+        files: Vec<FileHead>,
+        #[serde(skip)]
+        contents: Vec<u8>,
+    },
     /// The wanted version of `path` is no longer here (changed or deleted
     /// since); an `Update` with the newer entry follows or has been sent.
     Unavailable { path: RelPath },
@@ -211,6 +234,7 @@ impl Message {
             Message::FileStart { .. } => "file_start",
             Message::Chunk { .. } => "chunk",
             Message::FileEnd => "file_end",
+            Message::Files { .. } => "files",
             Message::Unavailable { .. } => "unavailable",
             Message::Ping => "ping",
             Message::TreeDigest { .. } => "tree_digest",
@@ -227,13 +251,14 @@ impl Message {
     /// File content (a whole file's or delta's chunk, or a piece's bytes):
     /// what the bandwidth limits count.
     pub fn is_content(&self) -> bool {
-        matches!(self, Message::Chunk { .. } | Message::Piece { .. })
+        matches!(self, Message::Chunk { .. } | Message::Piece { .. } | Message::Files { .. })
     }
 
     fn payload(&self) -> &[u8] {
         match self {
             Message::WantDelta { signature, .. } => signature,
             Message::Chunk { data } | Message::Piece { data, .. } => data,
+            Message::Files { contents, .. } => contents,
             Message::PieceMap { values, .. } => values,
             Message::Have { pieces, .. } => pieces,
             _ => &[],
@@ -244,6 +269,7 @@ impl Message {
         match self {
             Message::WantDelta { signature, .. } => *signature = payload,
             Message::Chunk { data } | Message::Piece { data, .. } => *data = payload,
+            Message::Files { contents, .. } => *contents = payload,
             Message::PieceMap { values, .. } => *values = payload,
             Message::Have { pieces, .. } => *pieces = payload,
             _ if payload.is_empty() => {}
@@ -256,6 +282,7 @@ impl Message {
         let n = match self {
             Message::Index { entries, .. } | Message::Update { entries } => entries.len(),
             Message::Want { files } => files.len(),
+            Message::Files { files, .. } => files.len(),
             Message::Subtree { children: Some(c), .. } => c.len(),
             _ => 0,
         };
@@ -265,6 +292,12 @@ impl Message {
         match self {
             Message::Index { entries, .. } | Message::Update { entries } => entries.iter().try_for_each(Entry::check)?,
             Message::FileStart { entry, .. } => entry.check()?,
+            Message::Files { files, contents } => {
+                let sizes = files.iter().try_fold(0u64, |sum, f| sum.checked_add(f.size));
+                if sizes != Some(contents.len() as u64) {
+                    return Err(WireError::FilesSizes);
+                }
+            }
             _ => {}
         }
         if self.payload().len() > MAX_PAYLOAD {
@@ -353,6 +386,8 @@ pub enum WireError {
     TooManyEntries(usize),
     #[error("message {0} carries no payload, but the frame has one")]
     UnexpectedPayload(&'static str),
+    #[error("the sizes of a files message do not add up to its payload")]
+    FilesSizes,
     #[error("bad entry for {path}: {why}")]
     BadEntry { path: String, why: &'static str },
 }

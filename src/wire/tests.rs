@@ -167,6 +167,26 @@ pub(crate) fn examples() -> Vec<(&'static str, Message)> {
             },
         ),
         ("file_end", Message::FileEnd),
+        (
+            "files",
+            Message::Files {
+                files: vec![
+                    FileHead {
+                        path: path("docs/a.txt"),
+                        size: 3,
+                    },
+                    FileHead {
+                        path: path("docs/b.txt"),
+                        size: 0,
+                    },
+                    FileHead {
+                        path: path("docs/report.txt"),
+                        size: 11,
+                    },
+                ],
+                contents: b"abchello world".to_vec(),
+            },
+        ),
         ("unavailable", Message::Unavailable { path: e.path }),
         ("ping", Message::Ping),
         ("index_more", Message::IndexMore),
@@ -416,6 +436,19 @@ fn too_many_entries_are_refused() {
         .collect();
     let frame = encode(&Message::Want { files });
     assert!(matches!(decode(&frame), Err(WireError::TooManyEntries(_))));
+}
+
+#[test]
+fn files_whose_sizes_do_not_add_up_are_refused() {
+    let head = |size| FileHead { path: path("f"), size };
+    for (sizes, contents) in [(vec![3, 4], 6), (vec![3], 4), (vec![u64::MAX, 2], 1)] {
+        let files = sizes.into_iter().map(head).collect();
+        let frame = encode(&Message::Files {
+            files,
+            contents: vec![7; contents],
+        });
+        assert_eq!(decode(&frame), Err(WireError::FilesSizes));
+    }
 }
 
 #[test]

@@ -282,7 +282,13 @@ fn a_folder_made_elsewhere_over_a_held_file_is_applied_when_the_rule_goes() {
         "{cmds:?}"
     );
     assert!(
-        !cmds.iter().any(|c| matches!(c, Command::Apply { action: Action::ConflictCopy { .. }, .. })),
+        !cmds.iter().any(|c| matches!(
+            c,
+            Command::Apply {
+                action: Action::ConflictCopy { .. },
+                ..
+            }
+        )),
         "{cmds:?}"
     );
 }

@@ -274,7 +274,7 @@ fn the_periodic_jobs_come_as_commands_when_due() {
 #[test]
 fn a_folder_made_here_comes_after_a_peers_folder_that_failed_to_apply() {
     let f = file("p", 5 * S, b"file");
-    let mut e = connected(&[f.clone()], &[A]);
+    let mut e = connected(std::slice::from_ref(&f), &[A]);
     tick(&mut e, 100 * S);
     let theirs = Entry {
         vector: f.vector.bump(A, 20 * S),
@@ -290,7 +290,13 @@ fn a_folder_made_here_comes_after_a_peers_folder_that_failed_to_apply() {
         entry: theirs.clone(),
         local: Some(f.clone()),
     };
-    assert_eq!(e.take_commands(), vec![Command::Apply { peer: A, action: make.clone() }]);
+    assert_eq!(
+        e.take_commands(),
+        vec![Command::Apply {
+            peer: A,
+            action: make.clone()
+        }]
+    );
     e.handle_action_done(A, make, Err(ActionError::Failed("p: No space left on device".into())));
     e.take_commands();
     let ours = dir("p", 30 * S);

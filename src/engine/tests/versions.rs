@@ -1,9 +1,13 @@
-//! Symlinks, modes, extended attributes, and peers that speak the older
-//! protocol (5), which holds no extended attributes.
+//! Symlinks, modes, extended attributes, and peers that speak protocol 5,
+//! which holds no extended attributes.
 
 use super::*;
 use crate::wire::Xattrs;
-use crate::wire::OLDEST_PROTOCOL_VERSION as OLD;
+
+/// Protocol 5: a node of 7 no longer speaks it (the handshake refuses
+/// it), but the rules for what it cannot hold stay until they are folded
+/// away (`Entry::spoken_in`, the digest's lanes).
+const OLD: u32 = 5;
 
 /// A link made at `t` in the helpers' one history (see `file`).
 fn link(path: &str, t: i128, target: &str) -> Entry {
