@@ -39,10 +39,15 @@ impl TraceLog {
 
     /// Install a layer feeding this log as the current thread's subscriber
     /// (also printing to stderr what the `SIM_LOG` filter selects, e.g.
-    /// `SIM_LOG=dirsync=debug`). Events are recorded
+    /// `SIM_LOG=dirsync=debug`; `SIM_TRACE=debug` keeps debug lines in it). Events are recorded
     /// until the guard drops.
     pub fn install(&self) -> tracing::subscriber::DefaultGuard {
-        let capture = Capture { log: self.clone() };
+        // `SIM_TRACE=debug` records debug lines too (in the failure log).
+        let level = match std::env::var("SIM_TRACE").as_deref() {
+            Ok("debug") => Level::DEBUG,
+            _ => Level::INFO,
+        };
+        let capture = Capture { log: self.clone(), level };
         let echo = std::env::var("SIM_LOG").ok().map(|filter| {
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
@@ -57,6 +62,7 @@ impl TraceLog {
 
 struct Capture {
     log: TraceLog,
+    level: Level,
 }
 
 /// The `name` field of turmoil's `node` span.
@@ -101,7 +107,7 @@ where
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         let meta = event.metadata();
-        if !meta.target().starts_with("dirsync") || *meta.level() > Level::INFO {
+        if !meta.target().starts_with("dirsync") || *meta.level() > self.level {
             return;
         }
         let host = ctx

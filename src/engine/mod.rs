@@ -91,6 +91,9 @@ struct Peer {
     index_done: bool,
     /// How far the peer's index has come to us, once `index_done`.
     taken_up_to: Option<IndexPoint>,
+    /// The peer's live updates heard before its index was in, taken after
+    /// it (`remote.rs`, `EARLY_UPDATES`).
+    early_updates: Vec<Vec<Entry>>,
     /// The peer has more parts of its index for us, to ask for once what
     /// we still have to fetch has shrunk (`IndexMore`).
     more_index: bool,

@@ -11,6 +11,24 @@ use crate::wire::{Entry, Hash, Kind, Message, NodeId, RelPath, WantFile, MAX_ENT
 use std::collections::{BTreeMap, BTreeSet};
 use tracing::{debug, info, warn};
 
+/// Most entries of a peer's live updates kept until its index is in
+/// (`unless_early`); past that they are taken as they come.
+const EARLY_UPDATES: usize = 16 * MAX_ENTRIES;
+
+/// One entry per path, the version that wins where a peer told two.
+fn latest_of_each_path(entries: impl Iterator<Item = Entry>) -> Vec<Entry> {
+    let mut latest: BTreeMap<RelPath, Entry> = BTreeMap::new();
+    for e in entries {
+        match latest.get(&e.path) {
+            Some(held) if !beats(&e, held) => {}
+            _ => {
+                latest.insert(e.path.clone(), e);
+            }
+        }
+    }
+    latest.into_values().collect()
+}
+
 /// Directories first (outermost first), then files and links, then
 /// deletions (innermost first), then the files and links that take the
 /// place of a folder the batch empties: a folder exists before its files,
@@ -119,21 +137,29 @@ impl Engine {
                     p.head = Some(IndexPoint { identity, seq });
                 }
             }
-            Message::Index { entries, done } => {
-                self.handle_entries(peer, entries);
+            Message::Index { mut entries, done } => {
                 if let Some(p) = self.peers.get_mut(&peer) {
                     if done {
                         p.index_done = true;
                         p.taken_up_to = p.head.take();
+                        // One batch with the index's last part: a folder it
+                        // makes is seen by the files that came early.
+                        let early = std::mem::take(&mut p.early_updates);
+                        if !early.is_empty() {
+                            entries = latest_of_each_path(entries.into_iter().chain(early.into_iter().flatten()));
+                        }
                     }
                     p.more_index = !done;
                 }
+                self.handle_entries(peer, entries);
                 self.schedule();
             }
             Message::IndexMore => self.send_index_part(peer),
             Message::Update { entries } => {
-                self.handle_entries(peer, entries);
-                self.schedule();
+                if let Some(entries) = self.unless_early(peer, entries) {
+                    self.handle_entries(peer, entries);
+                    self.schedule();
+                }
             }
             Message::Want { files } => {
                 for w in files {
@@ -209,6 +235,23 @@ impl Engine {
     }
 
     /// Compare a peer's entries with ours and act where theirs win.
+    /// A peer's live update heard before its index is in waits for it
+    /// (`None`), up to `EARLY_UPDATES` entries. Whether a path is a file
+    /// or a folder with content is decided from what the peer holds around
+    /// it: a file under a path we hold as a file, heard before the folder
+    /// the index brings, turned our file into a conflict copy (found by the
+    /// workload, faults seed 7200021697: a relay forwarded what it applied
+    /// while its index was on the way).
+    fn unless_early(&mut self, peer: NodeId, entries: Vec<Entry>) -> Option<Vec<Entry>> {
+        let p = self.peers.get_mut(&peer)?;
+        let waiting: usize = p.early_updates.iter().map(Vec::len).sum();
+        if p.index_done || waiting + entries.len() > EARLY_UPDATES {
+            return Some(entries);
+        }
+        p.early_updates.push(entries);
+        None
+    }
+
     pub(super) fn handle_entries(&mut self, peer: NodeId, entries: Vec<Entry>) {
         let mut entries = entries;
         sort_for_applying(&mut entries);

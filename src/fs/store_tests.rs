@@ -218,6 +218,29 @@ fn a_temp_file_does_not_bring_back_a_folder_the_user_removed() {
     assert!(store.create_temp_in(&rel("made/on/the/way/f"), None).is_ok());
 }
 
+/// A deletion of what is gone already (moved or removed here, not looked
+/// at yet) is done; one of what was changed here is refused.
+#[test]
+fn deleting_what_is_gone_already_is_done() {
+    let (dir, store) = setup();
+    fs::create_dir_all(dir.path().join("d/sub")).unwrap();
+    fs::write(dir.path().join("d/sub/f"), b"f").unwrap();
+    std::os::unix::fs::symlink("f", dir.path().join("d/sub/l")).unwrap();
+    let (f, l, sub) = (
+        entry_for(&store, "d/sub/f"),
+        entry_for(&store, "d/sub/l"),
+        entry_for(&store, "d/sub"),
+    );
+    fs::rename(dir.path().join("d"), dir.path().join("moved")).unwrap();
+    for e in [&f, &l, &sub] {
+        assert!(store.delete(e).is_ok(), "{}", e.path);
+    }
+    assert!(dir.path().join("moved/sub/f").exists(), "what moved stays where it went");
+    fs::create_dir_all(dir.path().join("d/sub")).unwrap();
+    fs::write(dir.path().join("d/sub/f"), b"another").unwrap();
+    assert!(matches!(store.delete(&f), Err(StoreError::Changed(_))));
+}
+
 /// Emptied folders go innermost first, and one already gone does not stop
 /// the ones above it (found by the workload, faults seed 7200022236: a
 /// folder removed by an earlier command ended the chain, and its emptied

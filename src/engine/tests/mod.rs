@@ -138,9 +138,16 @@ fn tick(e: &mut Engine, t: i128) -> Vec<Command> {
         .collect()
 }
 
-/// `peer` connects and asks for our whole index (its device id is its
-/// node id, in these tests).
+/// `peer` connects, asks for our whole index and sends its own, empty
+/// (its device id is its node id, in these tests): what it sends next is
+/// live.
 fn connect(e: &mut Engine, peer: NodeId) {
+    connect_before_its_index(e, peer);
+    e.handle_message(peer, index_msg(vec![]));
+}
+
+/// `peer` connects and asks for our whole index; its own is still to come.
+fn connect_before_its_index(e: &mut Engine, peer: NodeId) {
     e.handle_connected(peer, peer, crate::wire::PROTOCOL_VERSION);
     e.handle_message(peer, Message::IndexRequest { identity: 0, since: 0 });
 }
@@ -225,7 +232,9 @@ fn connect_asks_for_the_peers_index_and_a_new_peer_gets_the_whole_of_ours_even_w
 
 #[test]
 fn a_peers_new_files_are_wanted_in_one_batch_and_folders_made_first() {
-    let mut e = connected(&[], &[A]);
+    let mut e = engine_with(&[]);
+    connect_before_its_index(&mut e, A);
+    e.take_commands();
     let (f1, f2, d) = (file("d/x", 5, b"1"), file("y", 5, b"2"), dir("d", 4));
     e.handle_message(A, index_msg(vec![f2.clone(), f1.clone(), d.clone()]));
     assert_eq!(

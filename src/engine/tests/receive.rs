@@ -447,6 +447,41 @@ fn a_folder_replaces_a_file_and_a_file_replaces_a_folder() {
     assert_eq!(e.handle_file_start(A, &again), Receive::Write { expected: Some(folder) });
 }
 
+/// A peer's live update heard before its index is in waits for it: a
+/// file below a path we hold as a file, relayed while the relay's index
+/// (holding the folder that replaced our file, by one who saw it) is on
+/// its way, made no folder against our file (found by the workload,
+/// faults seed 7200021697: the file became a conflict copy).
+#[test]
+fn a_peers_update_heard_before_its_index_is_taken_after_it() {
+    let x = file("x", 5, b"x");
+    let mut e = engine_with(std::slice::from_ref(&x));
+    connect_before_its_index(&mut e, A);
+    e.take_commands();
+    let (folder, inner) = (dir("x", 9), file("x/inner.txt", 9, b"i"));
+    e.handle_message(
+        A,
+        Message::Update {
+            entries: vec![inner.clone()],
+        },
+    );
+    assert_eq!(e.take_commands(), vec![]);
+    e.handle_message(A, index_msg(vec![folder.clone()]));
+    assert_eq!(
+        e.take_commands(),
+        vec![
+            apply(
+                A,
+                Action::MakeDir {
+                    entry: folder,
+                    local: Some(x)
+                }
+            ),
+            want(A, &[&inner])
+        ]
+    );
+}
+
 /// Found by the random workload (faults, seed 7200021626): a folder made
 /// on the way to a file received below a path whose tombstone is a
 /// file's stayed behind on one node when that file went.
