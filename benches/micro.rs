@@ -53,7 +53,7 @@ fn samples() -> Vec<(&'static str, Message)> {
                 files: (0..1000)
                     .map(|i| WantFile {
                         path: entry(i).path,
-                        hash: entry(i).hash,
+                        hash: dirsync::wire::WantedHash::from(entry(i).hash).prefix(),
                     })
                     .collect(),
             },

@@ -119,7 +119,7 @@ fn message() -> impl Strategy<Value = Message> {
         (entries(), any::<bool>()).prop_map(|(entries, done)| Message::Index { entries, done }),
         entries().prop_map(|entries| Message::Update { entries }),
         proptest::collection::vec((path(), hash()), 0..5).prop_map(|files| Message::Want {
-            files: files.into_iter().map(|(path, hash)| WantFile { path, hash }).collect()
+            files: files.into_iter().map(|(path, hash)| WantFile { path, hash: hash.into() }).collect()
         }),
         (path(), hash(), hash(), proptest::collection::vec(any::<u8>(), 0..64)).prop_map(|(path, hash, base, signature)| {
             Message::WantDelta {

@@ -371,9 +371,15 @@ fn a_symlink_inside_dir_is_never_written_through() {
         ..pwned.clone()
     };
     let mut s = peer(&rig.a, 0xbad7);
+    // Its index first: a live update heard before it waits for it.
+    let index = Message::Index {
+        entries: vec![],
+        done: true,
+    };
     let update = Message::Update {
         entries: vec![evil, below.clone()],
     };
+    s.write_all(&wire::encode(&index)).unwrap();
     s.write_all(&wire::encode(&update)).unwrap();
     assert!(
         serve_wants(&mut s, &below, &content),
@@ -444,7 +450,7 @@ fn mutated_frames_over_the_wire() {
                 },
                 1 => Message::Update { entries: vec![entry] },
                 2 => Message::Want {
-                    files: vec![WantFile { path, hash }],
+                    files: vec![WantFile { path, hash: hash.into() }],
                 },
                 3 => Message::WantDelta {
                     path,
@@ -604,7 +610,7 @@ fn a_peer_that_asks_without_reading_is_dropped() {
         files: vec![
             WantFile {
                 path: RelPath::new("seed.txt").unwrap(),
-                hash: Hash::of(b"from b"),
+                hash: Hash::of(b"from b").into(),
             };
             wire::MAX_ENTRIES
         ],

@@ -53,7 +53,7 @@ fn random_message(rng: &mut Rng) -> Message {
         },
         1 => Message::Update { entries: vec![entry] },
         2 => Message::Want {
-            files: vec![WantFile { path, hash }],
+            files: vec![WantFile { path, hash: hash.into() }],
         },
         3 => Message::WantDelta {
             path,

@@ -7,13 +7,13 @@ use super::index::{beats, same_version, wins_over, with_more_history};
 use super::safety::{deletes, loses_concurrently, resurrection};
 use super::{mode_on_disk, schedule_order, Action, Command, Engine, IndexPoint, Inflight, Need, DELTA_MIN_SIZE};
 use crate::wire::version::Causality;
-use crate::wire::{Entry, Hash, Kind, Message, NodeId, RelPath, WantFile, MAX_ENTRIES};
+use crate::wire::{Entry, Hash, Kind, Message, NodeId, RelPath, WantFile, WantedHash, MAX_ENTRIES};
 use std::collections::{BTreeMap, BTreeSet};
 use tracing::{debug, info, warn};
 
 /// Most entries of a peer's live updates kept until its index is in
 /// (`unless_early`); past that they are taken as they come.
-const EARLY_UPDATES: usize = 16 * MAX_ENTRIES;
+const EARLY_UPDATES: usize = 4 * MAX_ENTRIES;
 
 /// One entry per path, the version that wins where a peer told two.
 fn latest_of_each_path(entries: impl Iterator<Item = Entry>) -> Vec<Entry> {
@@ -172,7 +172,7 @@ impl Engine {
                 base,
                 signature,
             } => {
-                self.serve(peer, &path, hash, Some((base, signature)));
+                self.serve(peer, &path, hash.into(), Some((base, signature)));
             }
             Message::Unavailable { path } if self.swarming.swarms.contains_key(&path) => self.swarm_unavailable(peer, &path),
             Message::Unavailable { path } => {
@@ -630,7 +630,7 @@ impl Engine {
             None => {
                 let hash = entry.hash;
                 self.wants.inflight.insert(path.clone(), Inflight::new(peer, entry));
-                batch.wants.entry(peer).or_default().push(WantFile { path, hash });
+                batch.wants.entry(peer).or_default().push(WantFile { path, hash: hash.into() });
             }
         }
         if self.wants.inflight.owed(peer).full() {
@@ -639,9 +639,9 @@ impl Engine {
     }
 
     /// Answer a peer's want: send the content if we still hold that version.
-    fn serve(&mut self, peer: NodeId, path: &RelPath, hash: Hash, base: Option<(Hash, Vec<u8>)>) {
+    fn serve(&mut self, peer: NodeId, path: &RelPath, hash: WantedHash, base: Option<(Hash, Vec<u8>)>) {
         match self.index.live(path) {
-            Some(e) if e.kind == Kind::File && e.hash == hash && !self.unsynced(path, Kind::File) => {
+            Some(e) if e.kind == Kind::File && hash.names(&e.hash) && !self.unsynced(path, Kind::File) => {
                 let entry = e.clone();
                 let base = self.signature_room(peer, &entry, base);
                 self.commands.push(Command::SendContent { peer, entry, base });

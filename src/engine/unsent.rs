@@ -28,7 +28,7 @@ impl Engine {
                 debug!(path = %want.path, %peer, "our copy changed before it was signed: asking for the whole file");
                 let files = vec![WantFile {
                     path: want.path,
-                    hash: want.hash,
+                    hash: want.hash.into(),
                 }];
                 self.send(peer, Message::Want { files });
             }

@@ -3,7 +3,8 @@
 //! the checks a received entry passes.
 //!
 //! A node speaks its own version and the one before it, so a network is
-//! upgraded one host at a time (7, small files many to a frame, and 6). Its `Hello` and its announcements say the
+//! upgraded one host at a time (7: small files many to a frame, and
+//! wants by a hash prefix; and 6). Its `Hello` and its announcements say the
 //! oldest version it speaks in `version` (so a node of that version, which
 //! checks only `version`, takes them) and the newest in `newest`; two
 //! nodes speak the newest version both know.
@@ -11,7 +12,7 @@
 //! Owns: those rules. Must not: decide anything about sync (the engine
 //! asks `Entry::spoken_in` for each message it sends a peer).
 
-use super::{Entry, Hash, Kind, Message, WireError};
+use super::{Entry, Hash, Kind, Message, WantFile, WantedHash, WireError};
 
 /// The newest protocol version this build speaks.
 pub const PROTOCOL_VERSION: u32 = 7;
@@ -23,6 +24,9 @@ pub const MAX_LINK_TARGET: usize = 4095;
 const XATTRS: u32 = 6;
 /// The first version that sends small files many to a frame (`Files`).
 pub const FILES_FRAMES: u32 = 7;
+/// The first version whose wants name a file's version by the first 8
+/// bytes of its hash (`WantedHash::Prefix`).
+pub const SHORT_WANTS: u32 = 7;
 
 /// The version spoken with a peer whose hello (or announcement) says it
 /// speaks `oldest` to `newest` (`newest` 0: only `oldest`), or `None` when
@@ -86,9 +90,24 @@ impl Entry {
 }
 
 impl Message {
-    /// This message as a peer speaking `version` is sent it (see
-    /// `Entry::spoken_in`).
+    /// This message as a peer speaking `version` is sent it: from 7 a
+    /// want names versions by their hash's prefix; before 6, entries lose
+    /// what that version cannot hold (`Entry::spoken_in`).
     pub fn spoken_in(self, version: u32) -> Message {
+        if version >= SHORT_WANTS {
+            return match self {
+                Message::Want { files } => Message::Want {
+                    files: files
+                        .into_iter()
+                        .map(|w| WantFile {
+                            hash: w.hash.prefix(),
+                            ..w
+                        })
+                        .collect(),
+                },
+                other => other,
+            };
+        }
         if version >= XATTRS {
             return self;
         }
@@ -116,6 +135,7 @@ impl Message {
             Message::Index { entries, .. } | Message::Update { entries } => entries.iter().all(fits),
             Message::FileStart { entry, .. } => fits(entry),
             Message::Files { .. } => version >= FILES_FRAMES,
+            Message::Want { files } => version >= SHORT_WANTS || files.iter().all(|w| matches!(w.hash, WantedHash::Whole(_))),
             _ => true,
         }
     }
@@ -236,5 +256,31 @@ mod tests {
         };
         assert!(!files.fits(6));
         assert!(files.fits(7));
+    }
+
+    /// From 7 a want names a version by its hash's first 8 bytes; a peer
+    /// speaking 6 is sent the whole hash, and may not send a prefix.
+    #[test]
+    fn wants_name_versions_by_a_prefix_from_7_and_by_the_whole_hash_in_6() {
+        let f = file("f", 1, b"f");
+        let want = Message::Want {
+            files: vec![WantFile {
+                path: f.path.clone(),
+                hash: f.hash.into(),
+            }],
+        };
+        let hashes = |m: &Message| match m {
+            Message::Want { files } => files.iter().map(|w| w.hash).collect::<Vec<_>>(),
+            _ => vec![],
+        };
+        assert_eq!(hashes(&want.clone().spoken_in(6)), vec![WantedHash::Whole(f.hash)]);
+        let short = want.spoken_in(7);
+        let [prefix] = hashes(&short)[..] else { panic!("{short:?}") };
+        assert!(matches!(prefix, WantedHash::Prefix(_)) && prefix.names(&f.hash));
+        assert!(!prefix.names(&Hash::of(b"another")));
+        assert!(!short.fits(6));
+        assert!(short.fits(7));
+        let back = crate::wire::decode(&crate::wire::encode(&short)).unwrap().unwrap().0;
+        assert_eq!(hashes(&back), vec![prefix]);
     }
 }

@@ -90,14 +90,88 @@ impl Serialize for Hash {
 impl<'de> Deserialize<'de> for Hash {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        if s.len() != 64 || !s.is_ascii() {
-            return Err(serde::de::Error::custom("hash must be 64 hex digits"));
-        }
         let mut out = [0u8; 32];
-        for (i, byte) in out.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).map_err(serde::de::Error::custom)?;
-        }
+        from_hex(&s, &mut out).map_err(|()| serde::de::Error::custom("hash must be 64 hex digits"))?;
         Ok(Hash(out))
+    }
+}
+
+/// Fill `out` from `s`, two hex digits a byte, all of `s` and all of `out`.
+fn from_hex(s: &str, out: &mut [u8]) -> Result<(), ()> {
+    if s.len() != 2 * out.len() || !s.is_ascii() {
+        return Err(());
+    }
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).map_err(|_| ())?;
+    }
+    Ok(())
+}
+
+/// The version a want names by its hash: whole (protocol 6), or its first
+/// 8 bytes (7: a path's versions never share them, and the asker checks
+/// the whole hash of what comes; a quarter of the bytes of a want).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WantedHash {
+    Whole(Hash),
+    Prefix([u8; 8]),
+}
+
+impl WantedHash {
+    /// Whether `hash` is the version named.
+    pub fn names(&self, hash: &Hash) -> bool {
+        match self {
+            WantedHash::Whole(h) => h == hash,
+            WantedHash::Prefix(p) => hash.0.starts_with(p),
+        }
+    }
+
+    /// The same version named by the prefix alone.
+    pub fn prefix(self) -> WantedHash {
+        match self {
+            WantedHash::Whole(h) => {
+                let mut p = [0; 8];
+                p.copy_from_slice(&h.0[..8]);
+                WantedHash::Prefix(p)
+            }
+            prefix => prefix,
+        }
+    }
+}
+impl From<Hash> for WantedHash {
+    fn from(h: Hash) -> Self {
+        WantedHash::Whole(h)
+    }
+}
+impl fmt::Display for WantedHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WantedHash::Whole(h) => write!(f, "{h}"),
+            WantedHash::Prefix(p) => p.iter().try_for_each(|b| write!(f, "{b:02x}")),
+        }
+    }
+}
+impl fmt::Debug for WantedHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", &self.to_string()[..8])
+    }
+}
+impl Serialize for WantedHash {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+impl<'de> Deserialize<'de> for WantedHash {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let bad = |()| serde::de::Error::custom("a wanted hash must be 64 or 16 hex digits");
+        if s.len() == 16 {
+            let mut p = [0; 8];
+            from_hex(&s, &mut p).map_err(bad)?;
+            return Ok(WantedHash::Prefix(p));
+        }
+        let mut h = [0; 32];
+        from_hex(&s, &mut h).map_err(bad)?;
+        Ok(WantedHash::Whole(Hash(h)))
     }
 }
 

@@ -17,9 +17,9 @@ mod path;
 pub mod pieces;
 pub mod version;
 mod xattrs;
-pub use compat::{common_version, FILES_FRAMES, MAX_LINK_TARGET, OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION};
+pub use compat::{common_version, FILES_FRAMES, MAX_LINK_TARGET, OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION, SHORT_WANTS};
 use entry::is_zero;
-pub use entry::{ChildDigest, Entry, Hash, Kind, NodeId};
+pub use entry::{ChildDigest, Entry, Hash, Kind, NodeId, WantedHash};
 pub use path::{temp_name, temp_name_device, PathError, RelPath, MAX_COMPONENT_LEN, MAX_DEPTH, MAX_PATH_LEN, STATE_DIR_NAME, TEMP_PREFIX};
 pub use version::Vector;
 pub use xattrs::{Xattrs, MAX_XATTRS_TOTAL, MAX_XATTR_VALUE, XATTR_NAMESPACE};
@@ -46,7 +46,7 @@ pub const LEN_PREFIX: usize = 8;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WantFile {
     pub path: RelPath,
-    pub hash: Hash,
+    pub hash: WantedHash,
 }
 
 /// One file of a `Files` frame: its path, and how many bytes of the

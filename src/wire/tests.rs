@@ -133,7 +133,16 @@ pub(crate) fn examples() -> Vec<(&'static str, Message)> {
             Message::Want {
                 files: vec![WantFile {
                     path: e.path.clone(),
-                    hash: e.hash,
+                    hash: crate::wire::WantedHash::from(e.hash).prefix(),
+                }],
+            },
+        ),
+        (
+            "want_whole_hash",
+            Message::Want {
+                files: vec![WantFile {
+                    path: e.path.clone(),
+                    hash: e.hash.into(),
                 }],
             },
         ),
@@ -431,7 +440,7 @@ fn too_many_entries_are_refused() {
     let files: Vec<_> = (0..=MAX_ENTRIES)
         .map(|i| WantFile {
             path: RelPath::new(format!("f{i}")).unwrap(),
-            hash: Hash::ZERO,
+            hash: Hash::ZERO.into(),
         })
         .collect();
     let frame = encode(&Message::Want { files });
@@ -511,7 +520,7 @@ fn small_json_is_stored_and_large_json_deflated() {
     let files: Vec<WantFile> = (0..200)
         .map(|i| WantFile {
             path: RelPath::new(format!("folder/file{i}.txt")).unwrap(),
-            hash: Hash::of(b"same"),
+            hash: Hash::of(b"same").into(),
         })
         .collect();
     let large = Message::Want { files };

@@ -26,7 +26,7 @@ fn want_msg(f: &Entry) -> Message {
     Message::Want {
         files: vec![WantFile {
             path: f.path.clone(),
-            hash: f.hash,
+            hash: f.hash.into(),
         }],
     }
 }

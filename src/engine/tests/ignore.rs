@@ -122,7 +122,7 @@ fn ignored_entries_are_left_out_of_the_index_sent_and_never_served() {
         Message::Want {
             files: vec![WantFile {
                 path: log.path.clone(),
-                hash: log.hash,
+                hash: log.hash.into(),
             }],
         },
     );

@@ -182,6 +182,7 @@ fn index_msg(entries: Vec<Entry>) -> Message {
     Message::Index { entries, done: true }
 }
 
+/// A want of `files` as a peer speaking 7 is sent it.
 fn want(peer: NodeId, files: &[&Entry]) -> Command {
     Command::Send {
         peer,
@@ -190,7 +191,8 @@ fn want(peer: NodeId, files: &[&Entry]) -> Command {
                 .iter()
                 .map(|e| WantFile {
                     path: e.path.clone(),
-                    hash: e.hash,
+                    // As a peer speaking 7 is sent it.
+                    hash: crate::wire::WantedHash::from(e.hash).prefix(),
                 })
                 .collect(),
         },
@@ -468,29 +470,34 @@ fn wants_are_served_only_for_the_version_held() {
             files: vec![
                 WantFile {
                     path: f.path.clone(),
-                    hash: f.hash,
+                    hash: f.hash.into(),
                 },
                 WantFile {
                     path: f.path.clone(),
-                    hash: Hash::of(b"old"),
+                    hash: Hash::of(b"old").into(),
+                },
+                // Protocol 7 names a version by its hash's first 8 bytes.
+                WantFile {
+                    path: f.path.clone(),
+                    hash: crate::wire::WantedHash::from(f.hash).prefix(),
+                },
+                WantFile {
+                    path: f.path.clone(),
+                    hash: crate::wire::WantedHash::from(Hash::of(b"old")).prefix(),
                 },
             ],
         },
     );
-    assert_eq!(
-        e.take_commands(),
-        vec![
-            Command::SendContent {
-                peer: A,
-                entry: f.clone(),
-                base: None
-            },
-            Command::Send {
-                peer: A,
-                msg: Message::Unavailable { path: f.path.clone() }
-            },
-        ]
-    );
+    let served = Command::SendContent {
+        peer: A,
+        entry: f.clone(),
+        base: None,
+    };
+    let unavailable = Command::Send {
+        peer: A,
+        msg: Message::Unavailable { path: f.path.clone() },
+    };
+    assert_eq!(e.take_commands(), vec![served.clone(), unavailable.clone(), served, unavailable]);
     let sig = vec![1, 2, 3];
     e.handle_message(
         A,

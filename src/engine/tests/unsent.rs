@@ -90,7 +90,7 @@ fn a_peer_that_asks_faster_than_it_reads_is_disconnected() {
     let ask = Message::Want {
         files: vec![WantFile {
             path: f.path.clone(),
-            hash: f.hash,
+            hash: f.hash.into(),
         }],
     };
     let send = Command::SendContent {
