@@ -32,11 +32,6 @@ impl fmt::Debug for NodeId {
         fmt::Display::fmt(self, f)
     }
 }
-impl Serialize for NodeId {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_string())
-    }
-}
 impl<'de> Deserialize<'de> for NodeId {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
@@ -80,11 +75,6 @@ impl fmt::Display for Hash {
 impl fmt::Debug for Hash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.short())
-    }
-}
-impl Serialize for Hash {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_string())
     }
 }
 impl<'de> Deserialize<'de> for Hash {
@@ -155,11 +145,6 @@ impl fmt::Debug for WantedHash {
         write!(f, "{}", &self.to_string()[..8])
     }
 }
-impl Serialize for WantedHash {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_string())
-    }
-}
 impl<'de> Deserialize<'de> for WantedHash {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
@@ -174,6 +159,18 @@ impl<'de> Deserialize<'de> for WantedHash {
         Ok(WantedHash::Whole(Hash(h)))
     }
 }
+
+/// `Serialize` as the `Display` string (hex digits).
+macro_rules! serialize_as_display {
+    ($($t:ty),*) => {$(
+        impl Serialize for $t {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.to_string())
+            }
+        }
+    )*};
+}
+serialize_as_display!(NodeId, Hash, WantedHash);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -727,6 +727,25 @@ fn a_folder_deleted_elsewhere_that_this_index_never_held_goes_if_empty() {
     assert_eq!(e.take_commands(), vec![]);
 }
 
+/// The engine started again on the index at `db`, after a crash: before
+/// it, `k` was asked of A and its install journaled, and (`installed`) it
+/// was received and put in place, never committed.
+fn restarted_after_a_crash(db: &std::path::Path, k: &Entry, installed: bool) -> Engine {
+    {
+        let (index, _) = crate::fs::index_db::open_index(db).unwrap();
+        let mut e = Engine::new(ME, index);
+        connect(&mut e, A);
+        e.handle_message(A, Message::Update { entries: vec![k.clone()] });
+        e.take_commands();
+        e.index_mut().journal_installs(std::slice::from_ref(k)).unwrap();
+        if installed {
+            e.handle_received(A, k.clone(), Transfer::Full, Ok(8));
+        }
+    }
+    let (index, _) = crate::fs::index_db::open_index(db).unwrap();
+    Engine::new(ME, index)
+}
+
 /// A crash after a received file was renamed into place, before the
 /// commit, and the file moved while the node was down (`mv a A`): its
 /// version is in the install journal only, and its deletion travels with
@@ -738,17 +757,7 @@ fn a_received_file_moved_after_a_crash_before_its_commit_is_deleted_at_its_old_p
     let dir_ = tempfile::tempdir().unwrap();
     let db = dir_.path().join("index.redb");
     let k = file("a/k", 5, b"received");
-    {
-        let (index, _) = crate::fs::index_db::open_index(&db).unwrap();
-        let mut e = Engine::new(ME, index);
-        connect(&mut e, A);
-        e.handle_message(A, Message::Update { entries: vec![k.clone()] });
-        e.take_commands();
-        e.index_mut().journal_installs(std::slice::from_ref(&k)).unwrap();
-        e.handle_received(A, k.clone(), Transfer::Full, Ok(8));
-    }
-    let (index, _) = crate::fs::index_db::open_index(&db).unwrap();
-    let mut e = Engine::new(ME, index);
+    let mut e = restarted_after_a_crash(&db, &k, true);
     connect(&mut e, A);
     e.take_commands();
     let moved = file("A/k", 5, b"received");
@@ -775,17 +784,7 @@ fn a_received_file_moved_after_a_crash_to_where_it_is_hashed_is_deleted_at_its_o
     let dir_ = tempfile::tempdir().unwrap();
     let db = dir_.path().join("index.redb");
     let k = big("b/k", 5, 7);
-    {
-        let (index, _) = crate::fs::index_db::open_index(&db).unwrap();
-        let mut e = Engine::new(ME, index);
-        connect(&mut e, A);
-        e.handle_message(A, Message::Update { entries: vec![k.clone()] });
-        e.take_commands();
-        e.index_mut().journal_installs(std::slice::from_ref(&k)).unwrap();
-        e.handle_received(A, k.clone(), Transfer::Full, Ok(8));
-    }
-    let (index, _) = crate::fs::index_db::open_index(&db).unwrap();
-    let mut e = Engine::new(ME, index);
+    let mut e = restarted_after_a_crash(&db, &k, true);
     let moved = Entry {
         path: p("a/K"),
         ..k.clone()
@@ -819,16 +818,7 @@ fn a_received_file_still_being_hashed_after_a_crash_keeps_its_journal_row() {
     let dir_ = tempfile::tempdir().unwrap();
     let db = dir_.path().join("index.redb");
     let k = big("k", 5, 7);
-    {
-        let (index, _) = crate::fs::index_db::open_index(&db).unwrap();
-        let mut e = Engine::new(ME, index);
-        connect(&mut e, A);
-        e.handle_message(A, Message::Update { entries: vec![k.clone()] });
-        e.take_commands();
-        e.index_mut().journal_installs(std::slice::from_ref(&k)).unwrap();
-    }
-    let (index, _) = crate::fs::index_db::open_index(&db).unwrap();
-    let mut e = Engine::new(ME, index);
+    let mut e = restarted_after_a_crash(&db, &k, false);
     e.handle_scan(
         9,
         Scan {
@@ -966,7 +956,17 @@ fn a_files_frame_answers_what_was_asked_of_that_peer() {
     e.handle_message(A, Message::Update { entries: vec![f.clone()] });
     e.handle_message(B, Message::Update { entries: vec![g.clone()] });
     e.take_commands();
-    let asked = e.handle_files(A, &[&f.path, &g.path, &h.path]);
+    let frame = |paths: &[&Entry]| Message::Files {
+        files: paths
+            .iter()
+            .map(|e| crate::wire::FileHead {
+                path: e.path.clone(),
+                size: 0,
+            })
+            .collect(),
+        contents: vec![],
+    };
+    let asked = e.handle_files(A, &frame(&[&f, &g, &h]));
     assert_eq!(asked, vec![Some(f.clone()), None, None]);
     assert_eq!(e.take_commands(), vec![]);
     assert_eq!(e.handle_file_start(A, &f), Receive::Write { expected: None });
@@ -974,11 +974,8 @@ fn a_files_frame_answers_what_was_asked_of_that_peer() {
     let mut old = connected(&[], &[]);
     old.handle_connected(A, A, 6);
     old.take_commands();
-    assert_eq!(old.handle_files(A, &[&f.path]), vec![None]);
-    assert_eq!(
-        old.take_commands(),
-        vec![close(A, "a files message, which protocol 6 does not have")]
-    );
+    assert_eq!(old.handle_files(A, &frame(&[&f])), vec![None]);
+    assert_eq!(old.take_commands(), vec![close(A, "a files message holds what protocol 6 cannot")]);
 }
 
 /// What must be on disk for content to be written: the deepest folder
