@@ -5,7 +5,7 @@
 
 use super::index::{same_content, same_version, wins_over};
 use super::{Action, ActionError, Command, Engine, Receive, Streaming, Transfer};
-use crate::wire::{Entry, Kind, NodeId, RelPath, FILES_FRAMES};
+use crate::wire::{Entry, Kind, Message, NodeId, RelPath};
 use tracing::{debug, info, warn};
 
 impl Engine {
@@ -40,25 +40,23 @@ impl Engine {
         }
     }
 
-    /// `peer` sends small files whole, many to a frame (`Files`, protocol
-    /// 7): the version each answers, the one asked of that peer for its
-    /// path (the frame names only paths; `handle_file_start` then weighs
-    /// each as it would a `FileStart` of it), or `None` where nothing was
-    /// asked of it there (its content is dropped). A peer speaking an older
-    /// protocol is disconnected.
-    pub fn handle_files(&mut self, peer: NodeId, paths: &[&RelPath]) -> Vec<Option<Entry>> {
-        let Some(version) = self.peers.get(&peer).map(|p| p.version) else {
-            return vec![None; paths.len()];
+    /// `peer` sends small files whole, many to a frame (`frame`, a
+    /// `Files` message, protocol 7): the version each answers, the one
+    /// asked of that peer for its path (the frame names only paths;
+    /// `handle_file_start` then weighs each as it would a `FileStart` of
+    /// it), or `None` where nothing was asked of it there (its content is
+    /// dropped). A peer speaking an older protocol is disconnected.
+    pub fn handle_files(&mut self, peer: NodeId, frame: &Message) -> Vec<Option<Entry>> {
+        let Message::Files { files, .. } = frame else {
+            return Vec::new();
         };
-        if version < FILES_FRAMES {
-            let reason = format!("a files message, which protocol {version} does not have");
-            self.commands.push(Command::Close { peer, reason });
-            return vec![None; paths.len()];
+        if self.refuses(peer, frame) {
+            return vec![None; files.len()];
         }
-        paths
+        files
             .iter()
-            .map(|path| {
-                let asked = self.wants.inflight.get(path).filter(|i| i.peer == peer);
+            .map(|f| {
+                let asked = self.wants.inflight.get(&f.path).filter(|i| i.peer == peer);
                 asked.map(|i| i.entry.clone())
             })
             .collect()

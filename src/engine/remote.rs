@@ -116,17 +116,27 @@ impl Engine {
     /// A control message from `peer` (content frames go to `handle_file_start`,
     /// `handle_chunk` and `handle_file_end`).
     pub fn handle_message(&mut self, peer: NodeId, msg: Message) {
-        let Some(version) = self.peers.get(&peer).map(|p| p.version) else {
-            return;
-        };
-        if !msg.fits(version) {
-            let reason = format!("a {} message holds what protocol {version} cannot", msg.name());
-            self.commands.push(Command::Close { peer, reason });
+        if self.refuses(peer, &msg) {
             return;
         }
         let before = self.commands.len();
         self.take_message(peer, msg);
         self.check_send_queue(peer, before);
+    }
+
+    /// Whether `msg` from `peer` is not taken: it comes from no connected
+    /// peer, or holds what the protocol spoken with it cannot (then the
+    /// connection closes).
+    pub(super) fn refuses(&mut self, peer: NodeId, msg: &Message) -> bool {
+        let Some(version) = self.peers.get(&peer).map(|p| p.version) else {
+            return true;
+        };
+        if msg.fits(version) {
+            return false;
+        }
+        let reason = format!("a {} message holds what protocol {version} cannot", msg.name());
+        self.commands.push(Command::Close { peer, reason });
+        true
     }
 
     fn take_message(&mut self, peer: NodeId, msg: Message) {

@@ -14,7 +14,7 @@ use crate::fs::receive::{Incoming, Received};
 use crate::fs::store::Store;
 use crate::fs::temp::TempFile;
 use crate::transport::net::Net;
-use crate::wire::{ContentMode, Entry, FileHead, NodeId, RelPath};
+use crate::wire::{ContentMode, Entry, Message, NodeId, RelPath};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -167,12 +167,12 @@ impl<N: Net> Node<N> {
 
     /// A `Files` frame: each file asked of `peer` goes the way of a
     /// `FileStart`, its content and a `FileEnd`; the others are dropped.
-    pub(super) fn on_files(&mut self, peer: NodeId, files: &[FileHead], contents: &[u8], bytes: usize) {
-        let paths: Vec<&RelPath> = files.iter().map(|f| &f.path).collect();
-        let asked = self.engine.handle_files(peer, &paths);
+    pub(super) fn on_files(&mut self, peer: NodeId, frame: &Message, bytes: usize) {
+        let Message::Files { files, contents } = frame else { return };
+        let asked = self.engine.handle_files(peer, frame);
         // The frame's own bytes, shared out (for the per-file wire bytes).
         let share = bytes.saturating_sub(contents.len()) / files.len().max(1);
-        let mut rest = contents;
+        let mut rest = contents.as_slice();
         for (head, entry) in files.iter().zip(asked) {
             // The sizes add up to the payload (checked by the decoder).
             let Some((data, after)) = rest.split_at_checked(head.size as usize) else {

@@ -488,7 +488,7 @@ impl<N: Net> Node<N> {
             Message::FileStart { entry, content } => self.on_file_start(peer, entry, content, bytes),
             Message::Chunk { data } => self.on_chunk(peer, &data, bytes),
             Message::FileEnd => self.on_file_end(peer),
-            Message::Files { files, contents } => self.on_files(peer, &files, &contents, bytes),
+            Message::Files { .. } => self.on_files(peer, &msg, bytes),
             Message::Piece {
                 path,
                 hash,
