@@ -51,7 +51,7 @@ fn main() -> ExitCode {
     }
     // Logging first: checking the flags may warn (a key file others can read).
     let tty = std::io::stderr().is_terminal();
-    let filter = || tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,notify=warn".into());
+    let filter = || tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let bars = tty.then(progress::terminal_bars);
     // A log line that cannot be written (stderr a pipe whose reader is
     // gone) is dropped: tracing-subscriber's report of the failure is an

@@ -7,7 +7,7 @@
 //! - [`receive`]: assembling and verifying one incoming file in a temp file.
 //! - [`pieces`]: piece maps of our files, and files fetched in pieces.
 //! - [`delta`]: segmented fast_rsync signatures, diffs and patches of files.
-//! - [`watcher`]: notify → `LocalEvent`s.
+//! - [`watcher`]: inotify → `LocalEvent`s.
 //! - [`state`]: the state directory: device id, the index file, the ignore
 //!   file's text.
 //! - [`index_db`]: the index's database on disk (redb), behind the
