@@ -27,7 +27,7 @@ use dirsync::wire::STATE_DIR_NAME;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// How long the watcher waits for a burst of events on a path to settle.
 /// Short, so a saved file reaches the peers within about 10 ms (`just
@@ -302,7 +302,26 @@ fn serve_dashboard(
     dashboard::serve(addr, ctx)
 }
 
+/// Raise the soft limit on open files to the hard one, as Go programs
+/// (Syncthing among them) do at start: received files wait to be made
+/// durable with their temp files open, up to a few thousand at once, and
+/// many systems set the soft limit at 1024.
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `limit` is a valid rlimit for getrlimit and setrlimit to
+    // read and write.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                debug!(error = %std::io::Error::last_os_error(), "cannot raise the open files limit");
+            }
+        }
+    }
+}
+
 fn run(mut config: node::Config, bars: Option<indicatif::MultiProgress>) -> anyhow::Result<()> {
+    raise_open_files_limit();
     // Make the state directory owner-only when it is ours: the default, or
     // one this run creates. A directory given with -s that exists already
     // (it may be shared, like /tmp) keeps its permissions; the socket in it

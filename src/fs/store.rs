@@ -405,6 +405,7 @@ impl Store {
             len: 0,
             perms: self.perms,
             xattrs: self.xattrs,
+            prepared: false,
         })
     }
 

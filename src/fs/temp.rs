@@ -98,6 +98,8 @@ pub struct TempFile {
     pub(super) perms: bool,
     /// Set the version's extended attributes (`Store::xattrs`).
     pub(super) xattrs: bool,
+    /// Given its length, mode, attributes and mtime already (`prepare`).
+    pub(super) prepared: bool,
 }
 
 /// The block size holes are kept at.
@@ -233,7 +235,19 @@ impl TempFile {
         self.file.sync_all().map_err(io_err(&self.path))
     }
 
+    /// Give the file its final length, mode, attributes and mtime now,
+    /// where it is written (off the loop), so that making it durable is
+    /// one flush.
+    pub fn prepare_now(&mut self, entry: &Entry) -> Result<(), StoreError> {
+        self.prepare(entry)?;
+        self.prepared = true;
+        Ok(())
+    }
+
     fn prepare(&self, entry: &Entry) -> Result<(), StoreError> {
+        if self.prepared {
+            return Ok(());
+        }
         self.faults.check(&self.path)?;
         // The length the content says, whatever holes it ends with.
         if self.len < entry.size {

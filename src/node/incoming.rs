@@ -38,6 +38,48 @@ fn durable_batch(batch: Vec<(NodeId, Received)>) -> DurableBatch {
 /// durable itself, which holds the senders back.
 const MAX_WAITING_DURABLE: usize = 1024;
 
+/// How many files of `files` frames, and how many of their bytes, may wait
+/// to be written while a batch is; past either the loop writes them
+/// itself, which holds the senders back.
+const MAX_WAITING_WRITES: usize = 1024;
+const MAX_WAITING_WRITE_BYTES: usize = 4 << 20;
+
+/// A whole file of a `files` frame that the engine asked for and still
+/// wants at its end: its temp file is made, written and verified off the
+/// loop (`write_files`), where creating a file's inode was a third of a
+/// receiving node's loop on small files.
+pub(super) struct WholeFile {
+    peer: NodeId,
+    entry: Entry,
+    expected: Option<Entry>,
+    /// The deepest folder the index holds live (`Engine::folder_to_find`).
+    folder: Option<RelPath>,
+    data: Vec<u8>,
+    wire_bytes: u64,
+}
+
+/// What writing each `WholeFile` came to: the received file, or the entry
+/// and why not, and whether its temp file was lost (moved by the user).
+pub(super) type Written = Vec<(NodeId, Result<Received, (Entry, String)>, bool)>;
+
+/// Write and verify `files`, each to a new temp file.
+fn write_files(store: &Store, files: Vec<WholeFile>) -> Written {
+    files
+        .into_iter()
+        .map(|f| {
+            let mut inc = Incoming::start(store, f.entry, ContentMode::Full, Ok(f.expected), f.folder, f.wire_bytes as usize);
+            inc.chunk(&f.data, 0);
+            let lost = inc.temp_lost();
+            let entry = inc.entry.clone();
+            let received = inc.finish().and_then(|mut r| match r.tmp.prepare_now(&r.entry) {
+                Ok(()) => Ok(r),
+                Err(e) => Err(e.to_string()),
+            });
+            (f.peer, received.map_err(|reason| (entry, reason)), lost)
+        })
+        .collect()
+}
+
 /// The files on their way in.
 pub(super) struct Arrivals {
     /// The file each peer is streaming now.
@@ -49,6 +91,15 @@ pub(super) struct Arrivals {
     waiting: Vec<(NodeId, Received)>,
     /// A batch is being made durable off the loop.
     batch_under_way: bool,
+    /// Files of `files` frames waiting to be written off the loop, and
+    /// their bytes.
+    to_write: Vec<WholeFile>,
+    to_write_bytes: usize,
+    /// A batch of them is being written off the loop: its temp files are
+    /// in no list yet, so sweeping waits for it.
+    writing: bool,
+    /// A sweep was asked for while a batch was being written.
+    sweep_after_writing: bool,
     /// Files being fetched in pieces (`super::pieces`).
     pub(super) pieces: BTreeMap<RelPath, PieceFile>,
     /// The piece each peer is sending now.
@@ -66,6 +117,10 @@ impl Arrivals {
             durable: BTreeSet::new(),
             waiting: Vec::new(),
             batch_under_way: false,
+            to_write: Vec::new(),
+            to_write_bytes: 0,
+            writing: false,
+            sweep_after_writing: false,
             pieces: BTreeMap::new(),
             arriving: BTreeMap::new(),
             swept: Vec::new(),
@@ -73,9 +128,21 @@ impl Arrivals {
         }
     }
 
-    /// A batch of received files is being made durable off the loop.
+    /// A batch of received files is being made durable, or written, off
+    /// the loop.
     pub fn batch_under_way(&self) -> bool {
-        self.batch_under_way
+        self.batch_under_way || self.writing
+    }
+
+    fn take_to_write(&mut self) -> Vec<WholeFile> {
+        self.to_write_bytes = 0;
+        std::mem::take(&mut self.to_write)
+    }
+
+    /// A batch of files written off the loop came back while the node
+    /// stops.
+    pub fn written_while_stopping(&mut self) {
+        self.writing = false;
     }
 
     /// Content bytes already arrived of the file `peer` is streaming, if
@@ -106,6 +173,10 @@ impl Arrivals {
     /// where it cannot be removed by name: the user moved the folder it was
     /// being written in (found by the simulation).
     pub fn sweep(&mut self, store: &Store) {
+        if self.writing {
+            self.sweep_after_writing = true;
+            return;
+        }
         let keep = self
             .streaming
             .values()
@@ -166,7 +237,9 @@ impl<N: Net> Node<N> {
     }
 
     /// A `Files` frame: each file asked of `peer` goes the way of a
-    /// `FileStart`, its content and a `FileEnd`; the others are dropped.
+    /// `FileStart`, its content and a `FileEnd` in the engine; the files
+    /// still wanted are written off the loop (`write_next`), the others
+    /// dropped.
     pub(super) fn on_files(&mut self, peer: NodeId, frame: &Message, bytes: usize) {
         let Message::Files { files, contents } = frame else { return };
         let asked = self.engine.handle_files(peer, frame);
@@ -180,9 +253,84 @@ impl<N: Net> Node<N> {
             };
             rest = after;
             let Some(entry) = entry else { continue };
-            self.on_file_start(peer, entry, ContentMode::Full, share);
-            self.on_chunk(peer, data, data.len());
-            self.on_file_end(peer);
+            let expected = match self.engine.handle_file_start(peer, &entry) {
+                Receive::Write { expected } => Ok(expected),
+                Receive::Drop { reason } => Err(reason),
+            };
+            let folder = self.engine.folder_to_find(&entry.path);
+            self.engine.handle_chunk(peer);
+            if let Some(p) = self.peers.get(peer) {
+                p.traffic.bytes_received.fetch_add(data.len() as u64, Ordering::Relaxed);
+            }
+            if let Receive::Drop { reason } = self.engine.handle_file_end(peer) {
+                debug!(%peer, %reason, path = %entry.path, "discarding content");
+                continue;
+            }
+            match expected {
+                Ok(expected) => {
+                    self.arrivals.to_write_bytes += data.len();
+                    self.arrivals.to_write.push(WholeFile {
+                        peer,
+                        entry,
+                        expected,
+                        folder,
+                        data: data.to_vec(),
+                        wire_bytes: (share + data.len()) as u64,
+                    });
+                }
+                Err(reason) => {
+                    Counters::bump(&self.cfg.counters.failures);
+                    self.engine.handle_received(peer, entry, Transfer::Full, Err(reason));
+                }
+            }
+        }
+        self.write_next();
+        let full = self.arrivals.to_write.len() >= MAX_WAITING_WRITES || self.arrivals.to_write_bytes >= MAX_WAITING_WRITE_BYTES;
+        if full {
+            let written = write_files(&self.store, self.arrivals.take_to_write());
+            self.take_written(written);
+        }
+    }
+
+    /// Start writing the waiting files of `files` frames, as one batch,
+    /// unless one is under way or too many written files wait to be made
+    /// durable already (then the next durable batch starts it).
+    fn write_next(&mut self) {
+        if self.arrivals.writing || self.arrivals.to_write.is_empty() || self.arrivals.waiting.len() >= MAX_WAITING_DURABLE {
+            return;
+        }
+        let files = self.arrivals.take_to_write();
+        self.arrivals.writing = true;
+        let (net, events, store) = (self.net.clone(), self.events.clone(), self.store.clone());
+        self.net.spawn(async move {
+            let written = net.spawn_blocking(move || write_files(&store, files)).await;
+            let _ = events.send(Event::Written(written)).await;
+        });
+    }
+
+    /// A batch of files was written: on to durability, or tell the engine
+    /// why not; then the next batch.
+    pub(super) fn on_written(&mut self, written: Written) {
+        self.arrivals.writing = false;
+        self.take_written(written);
+        if std::mem::take(&mut self.arrivals.sweep_after_writing) {
+            self.arrivals.sweep(&self.store);
+        }
+        self.write_next();
+    }
+
+    fn take_written(&mut self, written: Written) {
+        for (peer, result, lost) in written {
+            match result {
+                Ok(received) => self.make_durable(peer, received),
+                Err((entry, reason)) => {
+                    if lost {
+                        self.arrivals.sweep(&self.store);
+                    }
+                    Counters::bump(&self.cfg.counters.failures);
+                    self.engine.handle_received(peer, entry, Transfer::Full, Err(reason));
+                }
+            }
         }
     }
 
@@ -260,6 +408,7 @@ impl<N: Net> Node<N> {
     pub(super) fn on_durable(&mut self, done: DurableBatch) {
         self.finish_batch(done);
         self.flush_durable();
+        self.write_next();
     }
 
     /// Put the files of the batch under way in place.

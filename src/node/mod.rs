@@ -154,6 +154,8 @@ enum Event<N: Net> {
     Announce(SocketAddr, Announce),
     /// A batch of received files was made durable (or not), off the loop.
     Durable(incoming::DurableBatch),
+    /// Files of `files` frames were written off the loop.
+    Written(incoming::Written),
     /// A large file was hashed (or not), off the loop.
     Hashed(Hashed),
     /// The piece map of a file was made (or not), off the loop.
@@ -462,6 +464,7 @@ impl<N: Net> Node<N> {
             }
             Event::Announce(from, a) => self.on_announce(from, a),
             Event::Durable(done) => self.on_durable(done),
+            Event::Written(written) => self.on_written(written),
             Event::Hashed(hashed) => self.on_hashed(hashed),
             Event::PieceMap(made) => self.on_piece_map(made),
             Event::ZerosChecked { peer, map } => self.engine.handle_message(peer, map),
@@ -629,6 +632,8 @@ impl<N: Net> Node<N> {
         while self.arrivals.batch_under_way() {
             match inbox.recv().await {
                 Ok(Event::Durable(done)) => self.finish_batch(done),
+                // Abandoned: dropping them removes their temp files.
+                Ok(Event::Written(_)) => self.arrivals.written_while_stopping(),
                 Ok(_) => {}
                 Err(_) => return,
             }
