@@ -24,6 +24,13 @@ use tracing::warn;
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// What `Store::seen_matches` saw at a path: its full path (its folders
+/// checked to be no links) and its metadata, `None` when nothing is there.
+struct Seen {
+    full: PathBuf,
+    meta: Option<fs::Metadata>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Store {
     pub(super) root: PathBuf,
@@ -194,15 +201,14 @@ impl Store {
     /// a warning: the peer that asked keeps trying, and the user sees why
     /// here (issue 24, case 4: nothing was logged).
     pub fn open_version(&self, entry: &Entry) -> Option<fs::File> {
-        match self.matches(&entry.path, Some(entry)) {
-            Ok(true) => {}
-            Ok(false) => return None,
+        let full = match self.seen_matches(&entry.path, Some(entry)) {
+            Ok((true, seen)) => seen.full,
+            Ok((false, _)) => return None,
             Err(e) => {
                 warn!(path = %entry.path, error = %e, "cannot send this file to a peer: it cannot be read here");
                 return None;
             }
-        }
-        let full = self.full_path(&entry.path).ok()?;
+        };
         open_for_reading(&full)
             .map_err(|e| warn!(path = %entry.path, error = %e, "cannot send this file to a peer: it cannot be read here"))
             .ok()
@@ -212,10 +218,16 @@ impl Store {
     /// empty folder). A deleted folder is one kept as the container of what
     /// it held: a folder, or nothing once it is emptied and removed.
     pub fn matches(&self, rel: &RelPath, expected: Option<&Entry>) -> Result<bool, StoreError> {
+        Ok(self.seen_matches(rel, expected)?.0)
+    }
+
+    /// `matches`, with what it saw: the callers that go on to change the
+    /// path need not look up its folders again.
+    fn seen_matches(&self, rel: &RelPath, expected: Option<&Entry>) -> Result<(bool, Seen), StoreError> {
         let full = self.full_path(rel)?;
         let meta = match fs::symlink_metadata(&full) {
             Ok(m) => m,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(expected.is_none_or(|e| e.deleted)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((expected.is_none_or(|e| e.deleted), Seen { full, meta: None })),
             Err(e) => return Err(io_err(&full)(e)),
         };
         let ft = meta.file_type();
@@ -224,7 +236,7 @@ impl Store {
             // replace (it too read "changed on disk meanwhile").
             return Err(StoreError::Special(rel.to_string()));
         }
-        Ok(match expected {
+        let matches = match expected {
             Some(e) if e.kind == Kind::Dir => meta.is_dir(),
             // An empty folder holds nothing: it counts as nothing (a file
             // beats an empty folder, see `engine::folders`; found by the
@@ -238,29 +250,31 @@ impl Store {
             }
             Some(e) => ft.is_file() && meta.len() == e.size && mtime_ns(&meta) == e.mtime && is_exec(&meta) == e.exec,
             None => false,
-        })
+        };
+        Ok((matches, Seen { full, meta: Some(meta) }))
     }
 
     /// Every change under DIR starts here: the path must still hold
     /// `expected`, and an injected disk fault fails it.
-    fn ensure_matches(&self, rel: &RelPath, expected: Option<&Entry>) -> Result<(), StoreError> {
-        let full = rel.to_fs(&self.root);
-        self.faults.check(&full)?;
-        if !self.matches(rel, expected)? {
+    /// What it saw, for the change that follows.
+    fn ensure_matches(&self, rel: &RelPath, expected: Option<&Entry>) -> Result<Seen, StoreError> {
+        self.faults.check(&rel.to_fs(&self.root))?;
+        let (matches, seen) = self.seen_matches(rel, expected)?;
+        if !matches {
             return Err(StoreError::Changed(rel.to_string()));
         }
         // Never under a writer (a database holds its file open for as long
         // as it runs): the file stays, and the engine tries again later.
         if expected.is_some_and(|e| !e.deleted && e.kind == Kind::File) {
-            let writer = match self.faults.held_open(&full) {
+            let writer = match self.faults.held_open(&seen.full) {
                 true => Some("the simulation".to_string()),
-                false => fs::symlink_metadata(&full).ok().and_then(|m| self.writers.writer_of(&m)),
+                false => seen.meta.as_ref().and_then(|m| self.writers.writer_of(m)),
             };
             if let Some(who) = writer {
                 return Err(StoreError::Busy(rel.to_string(), who));
             }
         }
-        Ok(())
+        Ok(seen)
     }
 
     /// Create the parent folders of `rel` (refusing symlinks on the way).
@@ -387,8 +401,16 @@ impl Store {
                 return Err(StoreError::Changed(d.to_string()));
             }
         }
-        self.make_parents(rel)?;
-        let path = self.temp_path(&self.full_path(rel)?);
+        // A folder that holds `rel` itself was just seen to be one, and
+        // not a link, below folders checked to be none: nothing to make
+        // and nothing to check again (most received files).
+        let full = if folder.is_some() && rel.parent().as_ref() == folder {
+            rel.to_fs(&self.root)
+        } else {
+            self.make_parents(rel)?;
+            self.full_path(rel)?
+        };
+        let path = self.temp_path(&full);
         self.faults.check(&path)?;
         // Readable too: a range copied in the kernel is read back to hash it.
         let file = File::options()
@@ -426,9 +448,11 @@ impl Store {
     /// The second half of `commit`, for a `tmp` already made durable: check
     /// the target still holds `expected`, rename over it.
     pub fn install(&self, mut tmp: TempFile, entry: &Entry, expected: Option<&Entry>) -> Result<(), StoreError> {
-        self.ensure_matches(&entry.path, expected)?;
-        let full = self.full_path(&entry.path)?;
-        Self::clear_folder(&full, expected)?;
+        let Seen { full, meta } = self.ensure_matches(&entry.path, expected)?;
+        // `clear_folder`, with the look `ensure_matches` took.
+        if meta.is_some_and(|m| m.is_dir()) && expected.is_none_or(|e| e.kind == Kind::Dir) {
+            fs::remove_dir(&full).map_err(io_err(&full))?;
+        }
         self.trash_linked(&full, &entry.path, expected);
         fs::rename(&tmp.path, &full).map_err(io_err(&full))?;
         // The rename consumed the temp file's name: dropping it now only
@@ -450,7 +474,7 @@ impl Store {
             // 7100021554: a file that replaced the folder became a
             // conflict copy there).
             Err(StoreError::Changed(_)) if fs::symlink_metadata(&full).is_err_and(|e| e.kind() == io::ErrorKind::NotFound) => return Ok(()),
-            r => r?,
+            r => drop(r?),
         }
         match local.kind {
             Kind::Dir => fs::remove_dir(&full).inspect_err(|e| {

@@ -626,13 +626,13 @@ impl<N: Net> Node<N> {
 
     /// Wait for the batch of received files being made durable off the loop
     /// and put them in place (they are whole and verified): left to the
-    /// process's exit, their temp files would stay behind. Other events
-    /// are dropped, as the shutdown drops everything else.
+    /// process's exit, their temp files would stay behind. A batch being
+    /// written is waited for and dropped, which removes its temp files.
+    /// Other events are dropped, as the shutdown drops everything else.
     async fn finish_durable_batch(&mut self, inbox: &async_channel::Receiver<Event<N>>) {
         while self.arrivals.batch_under_way() {
             match inbox.recv().await {
                 Ok(Event::Durable(done)) => self.finish_batch(done),
-                // Abandoned: dropping them removes their temp files.
                 Ok(Event::Written(_)) => self.arrivals.written_while_stopping(),
                 Ok(_) => {}
                 Err(_) => return,
