@@ -266,6 +266,8 @@ struct Inner {
     state_dir: PathBuf,
     tracker: Tracker<WatchDescriptor>,
     limit_warned: bool,
+    /// Folders that refused a watch, warned about.
+    refused: HashSet<PathBuf>,
 }
 
 impl Inner {
@@ -290,7 +292,11 @@ impl Inner {
                     return;
                 }
                 Err(e) => {
-                    warn!(dir = %abs.display(), error = %e, "this folder cannot be watched: its changes are found by the periodic rescan");
+                    // Said once a folder: a walk after an overflow tries
+                    // it again.
+                    if self.refused.insert(abs.clone()) {
+                        warn!(dir = %abs.display(), error = %e, "this folder cannot be watched: its changes are found by the periodic rescan");
+                    }
                     continue;
                 }
             }
@@ -440,6 +446,7 @@ pub fn watch(root: &Path, state_dir: &Path, debounce: Duration, tx: async_channe
         state_dir: state_dir.to_path_buf(),
         tracker: Tracker::new(state),
         limit_warned: false,
+        refused: HashSet::new(),
     };
     inner.tracker.folders.insert(root_watch, None);
     // The walk adds DIR's watch again (the same one) and every folder's.
