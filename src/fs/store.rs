@@ -320,7 +320,7 @@ impl Store {
         let placed = (|| {
             let mtime = filetime_of(entry.mtime);
             filetime::set_symlink_file_times(&tmp, mtime, mtime).map_err(io_err(&tmp))?;
-            Self::clear_folder(&full, local)?;
+            Self::clear_folder(&full, full.is_dir(), local)?;
             self.trash_linked(&full, &entry.path, local);
             fs::rename(&tmp, &full).map_err(io_err(&full))
         })();
@@ -334,8 +334,9 @@ impl Store {
     /// a folder there (ours, or a container, emptied by the deletions that
     /// came with the file, or an empty one the index does not hold) is
     /// removed; one that still holds something fails as not empty.
-    fn clear_folder(full: &Path, expected: Option<&Entry>) -> Result<(), StoreError> {
-        if expected.is_none_or(|e| e.kind == Kind::Dir) && full.is_dir() {
+    /// `folder_there`: whether a look just saw a folder at `full`.
+    fn clear_folder(full: &Path, folder_there: bool, expected: Option<&Entry>) -> Result<(), StoreError> {
+        if expected.is_none_or(|e| e.kind == Kind::Dir) && folder_there {
             fs::remove_dir(full).map_err(io_err(full))?;
         }
         Ok(())
@@ -449,10 +450,7 @@ impl Store {
     /// the target still holds `expected`, rename over it.
     pub fn install(&self, mut tmp: TempFile, entry: &Entry, expected: Option<&Entry>) -> Result<(), StoreError> {
         let Seen { full, meta } = self.ensure_matches(&entry.path, expected)?;
-        // `clear_folder`, with the look `ensure_matches` took.
-        if meta.is_some_and(|m| m.is_dir()) && expected.is_none_or(|e| e.kind == Kind::Dir) {
-            fs::remove_dir(&full).map_err(io_err(&full))?;
-        }
+        Self::clear_folder(&full, meta.is_some_and(|m| m.is_dir()), expected)?;
         self.trash_linked(&full, &entry.path, expected);
         fs::rename(&tmp.path, &full).map_err(io_err(&full))?;
         // The rename consumed the temp file's name: dropping it now only
@@ -523,7 +521,7 @@ impl Store {
         self.make_parents(&entry.path)?;
         let src = self.full_path(&from.path)?;
         let dst = self.full_path(&entry.path)?;
-        Self::clear_folder(&dst, local)?;
+        Self::clear_folder(&dst, dst.is_dir(), local)?;
         // The source takes the new version's mode and mtime before it moves
         // (so the path never shows the new name with the old mtime), and
         // gets its own back if the move fails: a source left touched would

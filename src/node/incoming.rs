@@ -224,16 +224,30 @@ impl Arrivals {
 
 impl<N: Net> Node<N> {
     pub(super) fn on_file_start(&mut self, peer: NodeId, entry: Entry, content: ContentMode, bytes: usize) {
-        let expected = match self.engine.handle_file_start(peer, &entry) {
+        let (expected, folder) = self.file_started(peer, &entry);
+        let inc = Incoming::start(&self.store, entry, content, expected, folder, bytes);
+        self.arrivals.streaming.insert(peer, inc);
+    }
+
+    /// The engine hears `entry`'s content begin: what the path must still
+    /// hold if it is wanted (else why not), and the folder to write into.
+    fn file_started(&mut self, peer: NodeId, entry: &Entry) -> (Result<Option<Entry>, String>, Option<RelPath>) {
+        let expected = match self.engine.handle_file_start(peer, entry) {
             Receive::Write { expected } => Ok(expected),
             Receive::Drop { reason } => {
-                debug!(%peer, %reason, "discarding content");
+                debug!(%peer, %reason, path = %entry.path, "discarding content");
                 Err(reason)
             }
         };
-        let folder = self.engine.folder_to_find(&entry.path);
-        let inc = Incoming::start(&self.store, entry, content, expected, folder, bytes);
-        self.arrivals.streaming.insert(peer, inc);
+        (expected, self.engine.folder_to_find(&entry.path))
+    }
+
+    /// The engine hears a chunk of `bytes` content bytes from `peer`.
+    fn chunk_heard(&mut self, peer: NodeId, bytes: usize) {
+        self.engine.handle_chunk(peer);
+        if let Some(p) = self.peers.get(peer) {
+            p.traffic.bytes_received.fetch_add(bytes as u64, Ordering::Relaxed);
+        }
     }
 
     /// A `Files` frame: each file asked of `peer` goes the way of a
@@ -253,17 +267,10 @@ impl<N: Net> Node<N> {
             };
             rest = after;
             let Some(entry) = entry else { continue };
-            let expected = match self.engine.handle_file_start(peer, &entry) {
-                Receive::Write { expected } => Ok(expected),
-                Receive::Drop { reason } => Err(reason),
-            };
-            let folder = self.engine.folder_to_find(&entry.path);
-            self.engine.handle_chunk(peer);
-            if let Some(p) = self.peers.get(peer) {
-                p.traffic.bytes_received.fetch_add(data.len() as u64, Ordering::Relaxed);
-            }
-            if let Receive::Drop { reason } = self.engine.handle_file_end(peer) {
-                debug!(%peer, %reason, path = %entry.path, "discarding content");
+            let (expected, folder) = self.file_started(peer, &entry);
+            self.chunk_heard(peer, data.len());
+            // As `on_file_end`: content the engine no longer wants is dropped.
+            if let Receive::Drop { .. } = self.engine.handle_file_end(peer) {
                 continue;
             }
             match expected {
@@ -335,12 +342,9 @@ impl<N: Net> Node<N> {
     }
 
     pub(super) fn on_chunk(&mut self, peer: NodeId, data: &[u8], bytes: usize) {
-        self.engine.handle_chunk(peer);
+        self.chunk_heard(peer, bytes);
         if let Some(inc) = self.arrivals.streaming.get_mut(&peer) {
             inc.chunk(data, bytes);
-        }
-        if let Some(p) = self.peers.get(peer) {
-            p.traffic.bytes_received.fetch_add(bytes as u64, Ordering::Relaxed);
         }
     }
 
