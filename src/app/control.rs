@@ -48,10 +48,10 @@ impl Status {
                 Some(d) => format!("tree {}  differs", d.short()),
                 None => "tree unknown".to_string(),
             };
-            // An older peer holds no extended attributes: "in sync"
-            // leaves those out.
+            // A peer still on the older version, for whoever upgrades the
+            // network host by host.
             let older = match p.protocol {
-                v if v != 0 && v < PROTOCOL_VERSION => format!("  (protocol {v}: without extended attributes)"),
+                v if v != 0 && v < PROTOCOL_VERSION => format!("  (protocol {v})"),
                 _ => String::new(),
             };
             out += &format!("  {}  {:<21}  {:<12}  {}{}\n", p.id, p.addr, state, tree, older);
@@ -489,7 +489,7 @@ mod tests {
                     synced: false,
                     digest: None,
                     ours: Hash::of(b"tree"),
-                    protocol: 5,
+                    protocol: 7,
                     receive_files: 2,
                     receive_bytes: 2 * 1024 * 1024,
                     send_files: 1,
@@ -521,7 +521,7 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[3].ends_with("in sync"), "{text}");
         assert!(
-            lines[4].contains("syncing") && lines[4].ends_with("tree unknown  (protocol 5: without extended attributes)"),
+            lines[4].contains("syncing") && lines[4].ends_with("tree unknown  (protocol 7)"),
             "{text}"
         );
         assert!(lines[5].contains("nas.lan:6000") && lines[5].ends_with("next try in 4 s"), "{text}");

@@ -48,19 +48,19 @@ impl Engine {
     /// Our children's digests under `dir`, for the peer.
     pub(super) fn answer_subtree_query(&mut self, peer: NodeId, dir: Option<RelPath>) {
         let children = self
-            .child_digests(peer, dir.as_ref())
+            .child_digests(dir.as_ref())
             .map(|c| c.into_iter().map(|(name, digest)| ChildDigest { name, digest }).collect());
         self.send(peer, Message::Subtree { dir, children });
     }
 
-    /// Our children's digests under `dir`, as `peer` compares them.
-    fn child_digests(&self, peer: NodeId, dir: Option<&RelPath>) -> Option<Vec<(String, Hash)>> {
+    /// Our children's digests under `dir`.
+    fn child_digests(&self, dir: Option<&RelPath>) -> Option<Vec<(String, Hash)>> {
         let live_dir = match dir {
             Some(d) => !self.ignored(d, crate::wire::Kind::Dir),
             None => true,
         };
         if live_dir {
-            self.index.children(dir, MAX_ENTRIES, self.version_of(peer))
+            self.index.children(dir, MAX_ENTRIES)
         } else {
             Some(Vec::new())
         }
@@ -69,7 +69,7 @@ impl Engine {
     /// The peer's children's digests under `dir`: push ours where they
     /// differ, and go further down where we hold more.
     pub(super) fn handle_subtree(&mut self, peer: NodeId, dir: Option<RelPath>, theirs: Option<Vec<ChildDigest>>) {
-        let (Some(theirs), Some(ours)) = (theirs, self.child_digests(peer, dir.as_ref())) else {
+        let (Some(theirs), Some(ours)) = (theirs, self.child_digests(dir.as_ref())) else {
             // Too many children to compare one by one: all of ours here.
             let pushed = self.push_under(peer, dir.as_ref());
             info!(%peer, dir = %show(dir.as_ref()), pushed, "digest descent: a folder too large to compare, all of it sent");
@@ -127,11 +127,10 @@ impl Engine {
     /// both unchanged, for `QUIET`, while nothing is on its way between us;
     /// with backoff while the difference stays.
     pub(super) fn start_due_descents(&mut self) {
-        let root = self.index.dir_sum("");
+        let ours = self.tree_digest();
         let clock = self.clock;
         let mut due = Vec::new();
         for (id, p) in self.peers.iter_mut() {
-            let ours = root.digest_in(p.version);
             let r = &mut p.descent;
             let theirs = match p.digest {
                 Some(d) if d != ours && p.index_done => d,

@@ -80,8 +80,8 @@ struct IndexPoint {
 struct Peer {
     /// The peer's directory id: what we remember its index under.
     device: NodeId,
-    /// The protocol version spoken with it (`wire::common_version`): what
-    /// it is sent is what that version holds (`Message::spoken_in`).
+    /// The protocol version spoken with it (`wire::common_version`), which
+    /// the index exchange and the tree digest depend on.
     version: u32,
     /// What waits in the peer's writer (`back_pressure.rs`).
     send_queue: back_pressure::SendQueue,
@@ -448,12 +448,6 @@ impl Engine {
         self.index.dir_sum("").digest()
     }
 
-    /// Our tree digest as `peer` compares it: over what the protocol
-    /// version spoken with it holds (see `index::digest`).
-    pub fn tree_digest_for(&self, peer: NodeId) -> Hash {
-        self.index.dir_sum("").digest_in(self.version_of(peer))
-    }
-
     /// The protocol version spoken with `peer` (the newest, if unknown).
     pub fn version_of(&self, peer: NodeId) -> u32 {
         self.peers.get(&peer).map_or(PROTOCOL_VERSION, |p| p.version)
@@ -463,14 +457,13 @@ impl Engine {
     /// it. The node calls this at a steady pace (once a second), which is
     /// the rate limit.
     pub(super) fn share_digest(&mut self) {
-        let root = self.index.dir_sum("");
+        let digest = self.tree_digest();
         let seq = self.index.seq();
         let stale: Vec<(NodeId, Hash)> = self
             .peers
             .iter()
-            .map(|(id, p)| (*id, p, root.digest_in(p.version)))
-            .filter(|(_, p, digest)| p.digest_sent != Some((*digest, seq)))
-            .map(|(id, _, digest)| (id, digest))
+            .filter(|(_, p)| p.digest_sent != Some((digest, seq)))
+            .map(|(id, _)| (*id, digest))
             .collect();
         for (peer, digest) in stale {
             if let Some(p) = self.peers.get_mut(&peer) {
@@ -509,10 +502,8 @@ impl Engine {
         self.wants.to_schedule.insert((schedule_order(self.me, &path), path));
     }
 
-    /// Send `msg` to `peer`, as the protocol version spoken with it holds
-    /// it.
+    /// Send `msg` to `peer`.
     pub(super) fn send(&mut self, peer: NodeId, msg: Message) {
-        let msg = msg.spoken_in(self.version_of(peer));
         self.commands.push(Command::Send { peer, msg });
     }
 

@@ -45,12 +45,12 @@ impl Engine {
     /// asked of that peer for its path (the frame names only paths;
     /// `handle_file_start` then weighs each as it would a `FileStart` of
     /// it), or `None` where nothing was asked of it there (its content is
-    /// dropped). A peer speaking an older protocol is disconnected.
+    /// dropped).
     pub fn handle_files(&mut self, peer: NodeId, frame: &Message) -> Vec<Option<Entry>> {
         let Message::Files { files, .. } = frame else {
             return Vec::new();
         };
-        if self.refuses(peer, frame) {
+        if self.refuses(peer) {
             return vec![None; files.len()];
         }
         files

@@ -116,7 +116,7 @@ impl Engine {
     /// A control message from `peer` (content frames go to `handle_file_start`,
     /// `handle_chunk` and `handle_file_end`).
     pub fn handle_message(&mut self, peer: NodeId, msg: Message) {
-        if self.refuses(peer, &msg) {
+        if self.refuses(peer) {
             return;
         }
         let before = self.commands.len();
@@ -124,19 +124,10 @@ impl Engine {
         self.check_send_queue(peer, before);
     }
 
-    /// Whether `msg` from `peer` is not taken: it comes from no connected
-    /// peer, or holds what the protocol spoken with it cannot (then the
-    /// connection closes).
-    pub(super) fn refuses(&mut self, peer: NodeId, msg: &Message) -> bool {
-        let Some(version) = self.peers.get(&peer).map(|p| p.version) else {
-            return true;
-        };
-        if msg.fits(version) {
-            return false;
-        }
-        let reason = format!("a {} message holds what protocol {version} cannot", msg.name());
-        self.commands.push(Command::Close { peer, reason });
-        true
+    /// Whether a message from `peer` is not taken: it comes from no
+    /// connected peer.
+    pub(super) fn refuses(&self, peer: NodeId) -> bool {
+        !self.peers.contains_key(&peer)
     }
 
     fn take_message(&mut self, peer: NodeId, msg: Message) {
@@ -640,7 +631,10 @@ impl Engine {
             None => {
                 let hash = entry.hash;
                 self.wants.inflight.insert(path.clone(), Inflight::new(peer, entry));
-                batch.wants.entry(peer).or_default().push(WantFile { path, hash: hash.into() });
+                batch.wants.entry(peer).or_default().push(WantFile {
+                    path,
+                    hash: WantedHash::from(hash).prefix(),
+                });
             }
         }
         if self.wants.inflight.owed(peer).full() {

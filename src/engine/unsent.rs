@@ -8,7 +8,7 @@
 //! what it reports).
 
 use super::{Command, Engine, Unsent};
-use crate::wire::{Message, NodeId, WantFile};
+use crate::wire::{Message, NodeId, WantFile, WantedHash};
 use tracing::{debug, warn};
 
 impl Engine {
@@ -28,7 +28,7 @@ impl Engine {
                 debug!(path = %want.path, %peer, "our copy changed before it was signed: asking for the whole file");
                 let files = vec![WantFile {
                     path: want.path,
-                    hash: want.hash.into(),
+                    hash: WantedHash::from(want.hash).prefix(),
                 }];
                 self.send(peer, Message::Want { files });
             }

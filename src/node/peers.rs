@@ -20,7 +20,7 @@ use crate::transport::net::{Net, Socket};
 use crate::transport::peering::{Peering, Register};
 use crate::transport::secure::{self, Connection};
 use crate::transport::static_peers::StaticPeers;
-use crate::wire::{common_version, Announce, NodeId, FILES_FRAMES};
+use crate::wire::{common_version, Announce, NodeId};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -441,7 +441,7 @@ impl<N: Net> Node<N> {
                 limit: self.send_limit.clone(),
                 corrupt_pieces: self.cfg.corrupt_pieces,
                 sparse_pieces: hello.sparse_pieces,
-                files_frames: hello.version >= FILES_FRAMES,
+                version: hello.version,
             },
             self.events.clone(),
             move |unsent: Unsent| Event::Unsent { conn_id, peer, unsent },

@@ -271,7 +271,7 @@ impl<N: Net> Node<N> {
                     addr: p.addr.to_string(),
                     synced,
                     digest: self.engine.peer_digest(id),
-                    ours: self.engine.tree_digest_for(id),
+                    ours: self.engine.tree_digest(),
                     protocol: self.engine.version_of(id),
                     receive_files,
                     receive_bytes,

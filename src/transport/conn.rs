@@ -224,7 +224,7 @@ pub async fn handshake<N: Net>(
         features: FEATURES.iter().map(|f| f.to_string()).collect(),
         newest: PROTOCOL_VERSION,
     };
-    write_msg(&mut conn.writer, &hello).await?;
+    write_msg(&mut conn.writer, &hello, OLDEST_PROTOCOL_VERSION).await?;
     let read = async { Some(read_frame_max(&mut conn.reader, MAX_HELLO).await) };
     let timeout = async {
         net.sleep(HANDSHAKE_TIMEOUT).await;
@@ -241,7 +241,12 @@ pub async fn handshake<N: Net>(
         Some(r) => r?,
     };
     let refuse = |reason: String| async move {
-        let _ = write_msg(&mut conn.writer, &Message::Refuse { reason: reason.clone() }).await;
+        let _ = write_msg(
+            &mut conn.writer,
+            &Message::Refuse { reason: reason.clone() },
+            OLDEST_PROTOCOL_VERSION,
+        )
+        .await;
         let _ = conn.writer.close().await;
         Err(ConnError::Refused(reason))
     };
@@ -297,9 +302,9 @@ pub struct Sending {
     pub corrupt_pieces: bool,
     /// The peer takes piece frames that skip zeros.
     pub sparse_pieces: bool,
-    /// The peer takes small files many to a frame (`Message::Files`,
-    /// protocol 7).
-    pub files_frames: bool,
+    /// The protocol version spoken with the peer: how every frame is
+    /// written (`wire::encode_in`).
+    pub version: u32,
 }
 
 /// Run a connection's writer until its job queue closes, a write fails, or
@@ -344,10 +349,11 @@ pub async fn run_writer<N: Net, W: AsyncWrite + Unpin, E>(
                 jobs: &jobs,
                 queued: &queued,
                 limit: sending.limit.as_deref(),
+                version: sending.version,
             };
             let result = match job {
-                Job::Send(msg) => write_msg(&mut w, &msg).await.map(|_| Vec::new()),
-                Job::Content { entry, base: None } if sending.files_frames && entry.size <= MAX_BATCHED_FILE => {
+                Job::Send(msg) => write_msg(&mut w, &msg, sending.version).await.map(|_| Vec::new()),
+                Job::Content { entry, base: None } if entry.size <= MAX_BATCHED_FILE => {
                     // Small files go many to a frame: those waiting now
                     // join this one.
                     let mut batch = vec![entry];
@@ -370,7 +376,7 @@ pub async fn run_writer<N: Net, W: AsyncWrite + Unpin, E>(
                     traffic.dequeued(&size_of, progressed);
                     r.map(Vec::from_iter)
                 }
-                Job::RequestDelta { want, base } => request_delta(&mut w, &store, want, base).await.map(Vec::from_iter),
+                Job::RequestDelta { want, base } => request_delta(&mut w, &store, want, base, sending.version).await.map(Vec::from_iter),
                 Job::Piece(piece) => send_piece(&mut w, &store, piece, &traffic, pacing(), &sending)
                     .await
                     .map(|_| Vec::new()),

@@ -420,7 +420,7 @@ mod tests {
     use super::*;
     use crate::transport::conn::{handshake, read_frame, write_msg, ConnError};
     use crate::transport::net::AsyncStdNet;
-    use crate::wire::NodeId;
+    use crate::wire::{NodeId, PROTOCOL_VERSION};
 
     /// A connected pair over loopback: (dialer's side, listener's side).
     async fn pair() -> (Socket<AsyncStdNet>, Socket<AsyncStdNet>) {
@@ -460,8 +460,8 @@ mod tests {
             let data: Vec<u8> = (0..3 * MAX_RECORD + 17).map(|i| (i * 31 % 251) as u8).collect();
             let msg = Message::Chunk { data };
             let send = async {
-                write_msg(&mut a.writer, &msg).await.unwrap();
-                write_msg(&mut a.writer, &Message::Ping).await.unwrap();
+                write_msg(&mut a.writer, &msg, PROTOCOL_VERSION).await.unwrap();
+                write_msg(&mut a.writer, &Message::Ping, PROTOCOL_VERSION).await.unwrap();
             };
             let recv = async {
                 let first = read_frame(&mut b.reader).await.unwrap().0;
@@ -471,7 +471,7 @@ mod tests {
             let ((), (first, second)) = futures_lite::future::zip(send, recv).await;
             assert_eq!(first, msg);
             assert_eq!(second, Message::Ping);
-            write_msg(&mut b.writer, &Message::FileEnd).await.unwrap();
+            write_msg(&mut b.writer, &Message::FileEnd, PROTOCOL_VERSION).await.unwrap();
             assert_eq!(read_frame(&mut a.reader).await.unwrap().0, Message::FileEnd);
         });
     }

@@ -32,6 +32,9 @@ pub(super) struct Pacing<'a, N: Net> {
     pub jobs: &'a JobReceiver,
     pub queued: &'a Queued,
     pub limit: Option<&'a RateLimit>,
+    /// The protocol version spoken with the peer: how every frame is
+    /// written (`wire::encode_in`).
+    pub version: u32,
 }
 
 impl<N: Net> Pacing<'_, N> {
@@ -61,7 +64,7 @@ impl<N: Net> Pacing<'_, N> {
     }
 
     async fn send_control<W: AsyncWrite + Unpin>(&self, w: &mut W, msg: &Message) -> io::Result<()> {
-        write_msg(w, msg).await?;
+        write_msg(w, msg, self.version).await?;
         self.queued.done(0);
         Ok(())
     }
@@ -102,6 +105,7 @@ pub(super) async fn send_content<N: Net, W: AsyncWrite + Unpin>(
             entry: entry.clone(),
             content,
         },
+        pacing.version,
     )
     .await?;
     match signature {
@@ -110,7 +114,7 @@ pub(super) async fn send_content<N: Net, W: AsyncWrite + Unpin>(
                 let data = read_segment(&mut file, entry.size, i)?;
                 let delta = sig.diff_segment(i as usize, &data).map_err(io::Error::other)?;
                 pacing.before_content(w, delta.len() as u64).await?;
-                let n = write_msg(w, &Message::Chunk { data: delta }).await?;
+                let n = write_msg(w, &Message::Chunk { data: delta }, pacing.version).await?;
                 traffic.bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
                 traffic.progressed(data.len() as u64);
                 *progressed += data.len() as u64;
@@ -129,7 +133,7 @@ pub(super) async fn send_content<N: Net, W: AsyncWrite + Unpin>(
                 file.read_exact(&mut data)?;
                 remaining -= n as u64;
                 pacing.before_content(w, n as u64).await?;
-                let sent = write_msg(w, &Message::Chunk { data }).await?;
+                let sent = write_msg(w, &Message::Chunk { data }, pacing.version).await?;
                 traffic.bytes_sent.fetch_add(sent as u64, Ordering::Relaxed);
                 traffic.progressed(n as u64);
                 *progressed += n as u64;
@@ -137,7 +141,7 @@ pub(super) async fn send_content<N: Net, W: AsyncWrite + Unpin>(
             }
         }
     }
-    wire_bytes += write_msg(w, &Message::FileEnd).await?;
+    wire_bytes += write_msg(w, &Message::FileEnd, pacing.version).await?;
     info!(path = %entry.path, %peer, mode, wire_bytes, "sent");
     Ok(None)
 }
@@ -187,7 +191,7 @@ pub(super) async fn send_files<N: Net, W: AsyncWrite + Unpin>(
             size: e.size,
         })
         .collect();
-    let wire_bytes = write_msg(w, &Message::Files { files, contents }).await?;
+    let wire_bytes = write_msg(w, &Message::Files { files, contents }, pacing.version).await?;
     traffic.bytes_sent.fetch_add(wire_bytes as u64, Ordering::Relaxed);
     for entry in &sent {
         traffic.dequeued(entry, 0);
@@ -221,7 +225,9 @@ pub(super) async fn send_piece<N: Net, W: AsyncWrite + Unpin>(
         .and_then(|t| File::open(t).ok())
         .or_else(|| store.open_version(entry));
     let Some(file) = file else {
-        return write_msg(w, &Message::Unavailable { path: entry.path.clone() }).await.map(|_| ());
+        return write_msg(w, &Message::Unavailable { path: entry.path.clone() }, pacing.version)
+            .await
+            .map(|_| ());
     };
     let mut sent = 0u64;
     let mut frame_end = 0u64;
@@ -251,7 +257,7 @@ pub(super) async fn send_piece<N: Net, W: AsyncWrite + Unpin>(
                 offset,
                 data,
             };
-            let bytes = write_msg(w, &msg).await?;
+            let bytes = write_msg(w, &msg, pacing.version).await?;
             traffic.bytes_sent.fetch_add(bytes as u64, Ordering::Relaxed);
         }
         sent += n;
@@ -265,7 +271,7 @@ pub(super) async fn send_piece<N: Net, W: AsyncWrite + Unpin>(
             offset: piece.len,
             data: Vec::new(),
         };
-        let bytes = write_msg(w, &msg).await?;
+        let bytes = write_msg(w, &msg, pacing.version).await?;
         traffic.bytes_sent.fetch_add(bytes as u64, Ordering::Relaxed);
     }
     debug!(path = %entry.path, piece = piece.index, "sent a piece");
@@ -287,7 +293,13 @@ fn data_span(data: &[u8]) -> (usize, usize) {
 
 /// Sign our copy `base` and ask for `want` as a delta against it; what
 /// cannot be (`base` changed meanwhile) is reported, not sent.
-pub(super) async fn request_delta<W: AsyncWrite + Unpin>(w: &mut W, store: &Store, want: Entry, base: Entry) -> io::Result<Option<Unsent>> {
+pub(super) async fn request_delta<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    store: &Store,
+    want: Entry,
+    base: Entry,
+    version: u32,
+) -> io::Result<Option<Unsent>> {
     let signature = store
         .open_version(&base)
         .and_then(|mut f| FileSignature::of_file(&mut f, base.size).ok());
@@ -300,5 +312,5 @@ pub(super) async fn request_delta<W: AsyncWrite + Unpin>(w: &mut W, store: &Stor
         base: base.hash,
         signature: sig.to_bytes(),
     };
-    write_msg(w, &msg).await.map(|_| None)
+    write_msg(w, &msg, version).await.map(|_| None)
 }

@@ -14,10 +14,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Bytes of file per `Chunk` when sending whole files.
 pub const CHUNK: usize = 1024 * 1024;
 
-/// Write one frame and flush it (an encrypted writer holds the last record
-/// until flushed); returns its size on the wire.
-pub async fn write_msg<W: AsyncWrite + Unpin>(w: &mut W, msg: &Message) -> io::Result<usize> {
-    let frame = wire::encode(msg);
+/// Write one frame as a peer speaking protocol `version` reads it, and
+/// flush it (an encrypted writer holds the last record until flushed);
+/// returns its size on the wire.
+pub async fn write_msg<W: AsyncWrite + Unpin>(w: &mut W, msg: &Message, version: u32) -> io::Result<usize> {
+    let frame = wire::encode_in(msg, version);
     w.write_all(&frame).await?;
     w.flush().await?;
     Ok(frame.len())

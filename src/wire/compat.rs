@@ -1,32 +1,24 @@
-//! Protocol versions side by side: which version two nodes speak, what a
-//! peer of the older version is sent instead of what it cannot hold, and
+//! Protocol versions side by side: which version two nodes speak, and
 //! the checks a received entry passes.
 //!
 //! A node speaks its own version and the one before it, so a network is
-//! upgraded one host at a time (7: small files many to a frame, and
-//! wants by a hash prefix; and 6). Its `Hello` and its announcements say the
-//! oldest version it speaks in `version` (so a node of that version, which
-//! checks only `version`, takes them) and the newest in `newest`; two
-//! nodes speak the newest version both know.
+//! upgraded one host at a time (8: messages written compact, see
+//! `dialect`; and 7). Its `Hello` and its announcements say the oldest
+//! version it speaks in `version` (so a node of that version, which checks
+//! only `version`, takes them) and the newest in `newest`; two nodes speak
+//! the newest version both know. What differs between 7 and 8 is only how
+//! a message is written (`wire::encode_in`), never what it says.
 //!
-//! Owns: those rules. Must not: decide anything about sync (the engine
-//! asks `Entry::spoken_in` for each message it sends a peer).
+//! Owns: those rules. Must not: decide anything about sync.
 
-use super::{Entry, Hash, Kind, Message, WantFile, WantedHash, WireError};
+use super::{Entry, Hash, Kind, WireError};
 
 /// The newest protocol version this build speaks.
-pub const PROTOCOL_VERSION: u32 = 7;
+pub const PROTOCOL_VERSION: u32 = 8;
 /// The oldest protocol version this build still speaks with a peer.
-pub const OLDEST_PROTOCOL_VERSION: u32 = 6;
+pub const OLDEST_PROTOCOL_VERSION: u32 = 7;
 /// The longest symlink target carried (Linux's `PATH_MAX` less its NUL).
 pub const MAX_LINK_TARGET: usize = 4095;
-/// The first version that carries extended attributes.
-const XATTRS: u32 = 6;
-/// The first version that sends small files many to a frame (`Files`).
-pub const FILES_FRAMES: u32 = 7;
-/// The first version whose wants name a file's version by the first 8
-/// bytes of its hash (`WantedHash::Prefix`).
-pub const SHORT_WANTS: u32 = 7;
 
 /// The version spoken with a peer whose hello (or announcement) says it
 /// speaks `oldest` to `newest` (`newest` 0: only `oldest`), or `None` when
@@ -37,20 +29,6 @@ pub fn common_version(oldest: u32, newest: u32) -> Option<u32> {
 }
 
 impl Entry {
-    /// This entry as a peer speaking `version` is sent it. Version 5 holds
-    /// no extended attributes: they are unknown there (the peer leaves
-    /// its own alone, and the version that knows them wins over that copy
-    /// when it comes, see `engine::index::beats`).
-    pub fn spoken_in(&self, version: u32) -> Entry {
-        match version >= XATTRS || self.xattrs.is_none() {
-            true => self.clone(),
-            false => Entry {
-                xattrs: None,
-                ..self.clone()
-            },
-        }
-    }
-
     /// Refuse an entry no node makes: a mode beyond the permission bits, a
     /// file's mode at odds with `exec`, a symlink without a sound target, a target on
     /// anything else.
@@ -89,58 +67,6 @@ impl Entry {
     }
 }
 
-impl Message {
-    /// This message as a peer speaking `version` is sent it: from 7 a
-    /// want names versions by their hash's prefix; before 6, entries lose
-    /// what that version cannot hold (`Entry::spoken_in`).
-    pub fn spoken_in(self, version: u32) -> Message {
-        if version >= SHORT_WANTS {
-            return match self {
-                Message::Want { files } => Message::Want {
-                    files: files
-                        .into_iter()
-                        .map(|w| WantFile {
-                            hash: w.hash.prefix(),
-                            ..w
-                        })
-                        .collect(),
-                },
-                other => other,
-            };
-        }
-        if version >= XATTRS {
-            return self;
-        }
-        let down = |entries: Vec<Entry>| entries.iter().map(|e| e.spoken_in(version)).collect();
-        match self {
-            Message::Index { entries, done } => Message::Index {
-                entries: down(entries),
-                done,
-            },
-            Message::Update { entries } => Message::Update { entries: down(entries) },
-            Message::FileStart { entry, content } => Message::FileStart {
-                entry: entry.spoken_in(version),
-                content,
-            },
-            other => other,
-        }
-    }
-
-    /// True if a peer speaking `version` may send this (extended
-    /// attributes from a peer speaking 5, or a `Files` frame from one
-    /// speaking 6, are a forgery or a bug).
-    pub fn fits(&self, version: u32) -> bool {
-        let fits = |e: &Entry| version >= XATTRS || e.xattrs.is_none();
-        match self {
-            Message::Index { entries, .. } | Message::Update { entries } => entries.iter().all(fits),
-            Message::FileStart { entry, .. } => fits(entry),
-            Message::Files { .. } => version >= FILES_FRAMES,
-            Message::Want { files } => version >= SHORT_WANTS || files.iter().all(|w| matches!(w.hash, WantedHash::Whole(_))),
-            _ => true,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,14 +74,15 @@ mod tests {
 
     #[test]
     fn two_nodes_speak_the_newest_version_both_know() {
-        // A node of version 6 says 5 to 6; one of 7 says 6 to 7; a future
-        // node of 8 says 7 to 8; one of 5 says only 5.
-        assert_eq!(common_version(5, 6), Some(6));
+        // A node of version 7 says 6 to 7; one of 8 says 7 to 8; a future
+        // node of 9 says 8 to 9; one of 6 says only 6.
         assert_eq!(common_version(6, 7), Some(7));
-        assert_eq!(common_version(7, 8), Some(7));
-        assert_eq!(common_version(5, 0), None);
-        assert_eq!(common_version(8, 9), None);
-        assert_eq!(common_version(4, 5), None);
+        assert_eq!(common_version(7, 8), Some(8));
+        assert_eq!(common_version(8, 9), Some(8));
+        assert_eq!(common_version(7, 0), Some(7));
+        assert_eq!(common_version(6, 0), None);
+        assert_eq!(common_version(9, 10), None);
+        assert_eq!(common_version(5, 6), None);
     }
 
     fn tagged(e: Entry) -> Entry {
@@ -163,17 +90,6 @@ mod tests {
             xattrs: Some(crate::wire::Xattrs([("user.tag".to_string(), b"v".to_vec())].into())),
             ..e
         }
-    }
-
-    #[test]
-    fn a_peer_of_version_5_gets_no_extended_attributes() {
-        let f = tagged(file("s", 1, b"x"));
-        let old = f.spoken_in(5);
-        assert_eq!(old, Entry { xattrs: None, ..f.clone() });
-        assert_eq!(f.spoken_in(6), f);
-        old.check().unwrap();
-        let l = link("a", 10, "../b");
-        assert_eq!(l.spoken_in(5), l, "version 5 holds links");
     }
 
     #[test]
@@ -237,50 +153,5 @@ mod tests {
         ] {
             good.check().unwrap();
         }
-    }
-
-    #[test]
-    fn a_peer_speaking_5_may_not_send_extended_attributes() {
-        let update = |e: Entry| Message::Update { entries: vec![e] };
-        assert!(!update(tagged(file("f", 1, b""))).fits(5));
-        assert!(update(file("f", 1, b"")).fits(5));
-        assert!(update(link("l", 1, "t")).fits(5));
-        assert!(update(tagged(file("f", 1, b""))).fits(6));
-    }
-
-    #[test]
-    fn a_peer_speaking_6_may_not_send_files_frames() {
-        let files = Message::Files {
-            files: vec![],
-            contents: vec![],
-        };
-        assert!(!files.fits(6));
-        assert!(files.fits(7));
-    }
-
-    /// From 7 a want names a version by its hash's first 8 bytes; a peer
-    /// speaking 6 is sent the whole hash, and may not send a prefix.
-    #[test]
-    fn wants_name_versions_by_a_prefix_from_7_and_by_the_whole_hash_in_6() {
-        let f = file("f", 1, b"f");
-        let want = Message::Want {
-            files: vec![WantFile {
-                path: f.path.clone(),
-                hash: f.hash.into(),
-            }],
-        };
-        let hashes = |m: &Message| match m {
-            Message::Want { files } => files.iter().map(|w| w.hash).collect::<Vec<_>>(),
-            _ => vec![],
-        };
-        assert_eq!(hashes(&want.clone().spoken_in(6)), vec![WantedHash::Whole(f.hash)]);
-        let short = want.spoken_in(7);
-        let [prefix] = hashes(&short)[..] else { panic!("{short:?}") };
-        assert!(matches!(prefix, WantedHash::Prefix(_)) && prefix.names(&f.hash));
-        assert!(!prefix.names(&Hash::of(b"another")));
-        assert!(!short.fits(6));
-        assert!(short.fits(7));
-        let back = crate::wire::decode(&crate::wire::encode(&short)).unwrap().unwrap().0;
-        assert_eq!(hashes(&back), vec![prefix]);
     }
 }

@@ -5,7 +5,7 @@
 //! Owns: those types and their encodings. Must not: decide between
 //! versions (`crate::engine::index::beats` does) or do IO.
 
-use super::{RelPath, Vector, Xattrs};
+use super::{dialect, RelPath, Vector, Xattrs};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 
@@ -77,12 +77,34 @@ impl fmt::Debug for Hash {
         write!(f, "{}", self.short())
     }
 }
+impl Serialize for Hash {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&written(&self.0))
+    }
+}
 impl<'de> Deserialize<'de> for Hash {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         let mut out = [0u8; 32];
-        from_hex(&s, &mut out).map_err(|()| serde::de::Error::custom("hash must be 64 hex digits"))?;
+        read(&s, &mut out).map_err(|()| serde::de::Error::custom("a hash must be 64 hex digits or 43 base64 characters"))?;
         Ok(Hash(out))
+    }
+}
+
+/// `bytes` as the message being written spells them: hex, or base64 when
+/// it is written compact (`dialect`).
+fn written(bytes: &[u8]) -> String {
+    match dialect::compact() {
+        true => dialect::to_base64(bytes),
+        false => bytes.iter().map(|b| format!("{b:02x}")).collect(),
+    }
+}
+
+/// Fill `out` from `s`, in hex or base64 (told apart by length).
+fn read(s: &str, out: &mut [u8]) -> Result<(), ()> {
+    match s.len() == 2 * out.len() {
+        true => from_hex(s, out),
+        false => dialect::from_base64(s, out),
     }
 }
 
@@ -145,32 +167,34 @@ impl fmt::Debug for WantedHash {
         write!(f, "{}", &self.to_string()[..8])
     }
 }
+impl Serialize for WantedHash {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            WantedHash::Whole(h) => h.serialize(s),
+            WantedHash::Prefix(p) => s.serialize_str(&written(p)),
+        }
+    }
+}
 impl<'de> Deserialize<'de> for WantedHash {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        let bad = |()| serde::de::Error::custom("a wanted hash must be 64 or 16 hex digits");
-        if s.len() == 16 {
+        let bad = |()| serde::de::Error::custom("a wanted hash must be 64 or 16 hex digits, or 43 or 11 base64 characters");
+        if s.len() == 16 || s.len() == 11 {
             let mut p = [0; 8];
-            from_hex(&s, &mut p).map_err(bad)?;
+            read(&s, &mut p).map_err(bad)?;
             return Ok(WantedHash::Prefix(p));
         }
         let mut h = [0; 32];
-        from_hex(&s, &mut h).map_err(bad)?;
+        read(&s, &mut h).map_err(bad)?;
         Ok(WantedHash::Whole(Hash(h)))
     }
 }
 
-/// `Serialize` as the `Display` string (hex digits).
-macro_rules! serialize_as_display {
-    ($($t:ty),*) => {$(
-        impl Serialize for $t {
-            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.serialize_str(&self.to_string())
-            }
-        }
-    )*};
+impl Serialize for NodeId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
 }
-serialize_as_display!(NodeId, Hash, WantedHash);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -190,57 +214,162 @@ pub struct ChildDigest {
 }
 
 /// One path's version: what every node compares to decide the winner.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// It travels as `EntryWritten` and is read from `EntryRead`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(from = "EntryRead")]
 pub struct Entry {
     pub path: RelPath,
     pub kind: Kind,
     /// A tombstone: the path was deleted at `mtime`.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub deleted: bool,
     /// File size in bytes (0 for directories and tombstones).
     pub size: u64,
     /// The file's mtime, in nanoseconds since the Unix epoch (for
     /// directories and tombstones: when the change was seen). 128 bits:
     /// any time a filesystem can hold (64-bit nanoseconds end in 2262).
-    #[serde(with = "nanos")]
     pub mtime: i128,
     /// The time that ranks this version under last-modified-wins, in
     /// nanoseconds: `mtime`, unless a local change had an mtime no newer than
     /// the version it replaced (a rename, a restored backup), in which case
     /// it is that version plus one, so the user's latest action still wins.
-    #[serde(with = "nanos")]
     pub version: i128,
     /// Content hash (zero for directories and tombstones).
     pub hash: Hash,
     /// The version vector: for every device that ever changed this path, the
     /// counter of its latest change (see `crate::wire::version`). Empty when the
     /// history is unknown (an index rebuilt from a scan, an older peer).
-    #[serde(default)]
     pub vector: Vector,
     /// The device that made this version (zero when unknown).
-    #[serde(default)]
     pub by: NodeId,
     /// A file with an execute bit set: carried so that a synced script
     /// stays runnable (and a git checkout shows no mode change).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub exec: bool,
     /// The permission bits, rwx for user, group and other (at most 0o777,
     /// a JSON number: 0o644 is 420); 0 when unknown (the version came from
     /// a node of protocol 4, or one started with `--no-perms`): then only
     /// `exec` is known. Protocol 5.
-    #[serde(default, skip_serializing_if = "is_zero")]
     pub mode: u32,
     /// A live symlink's target, as the link holds it (relative or
     /// absolute); its `hash` is the target's, its `size` the target's
     /// length. Absent for everything else. Protocol 5.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
     /// A live file's or folder's extended attributes of the `user.`
     /// namespace, when its maker reads them (`--xattrs`); absent when
     /// unknown (a maker without `--xattrs`, a node of protocol 5), present
     /// and empty when there are none. Protocol 6.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub xattrs: Option<Xattrs>,
+}
+
+impl Entry {
+    /// Whether `vector` says only what `by` and `version` say: its maker's
+    /// change ranked at `version`, the history of most entries.
+    fn vector_is_implied(&self) -> bool {
+        self.by != NodeId(0) && u64::try_from(self.version).is_ok_and(|v| self.vector == Vector::single(self.by, v))
+    }
+}
+
+/// An entry as it is written: whole, or compact (protocol 8, see
+/// `dialect`) without a `version` equal to its `mtime` and a `vector`
+/// that `by` and `version` imply.
+#[derive(Serialize)]
+struct EntryWritten<'a> {
+    path: &'a RelPath,
+    kind: Kind,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    deleted: bool,
+    size: u64,
+    #[serde(with = "nanos")]
+    mtime: i128,
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "nanos::serialize_some")]
+    version: Option<i128>,
+    hash: Hash,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vector: Option<&'a Vector>,
+    by: NodeId,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    exec: bool,
+    #[serde(skip_serializing_if = "is_zero")]
+    mode: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target: &'a Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    xattrs: &'a Option<Xattrs>,
+}
+
+impl Serialize for Entry {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let compact = dialect::compact();
+        EntryWritten {
+            path: &self.path,
+            kind: self.kind,
+            deleted: self.deleted,
+            size: self.size,
+            mtime: self.mtime,
+            version: (!compact || self.version != self.mtime).then_some(self.version),
+            hash: self.hash,
+            vector: (!compact || !self.vector_is_implied()).then_some(&self.vector),
+            by: self.by,
+            exec: self.exec,
+            mode: self.mode,
+            target: &self.target,
+            xattrs: &self.xattrs,
+        }
+        .serialize(s)
+    }
+}
+
+/// An entry as it is read, in either form: an absent `version` is the
+/// `mtime`, an absent `vector` the one `by` and `version` imply (none when
+/// `by` is unknown).
+#[derive(Deserialize)]
+struct EntryRead {
+    path: RelPath,
+    kind: Kind,
+    #[serde(default)]
+    deleted: bool,
+    size: u64,
+    #[serde(with = "nanos")]
+    mtime: i128,
+    #[serde(default, deserialize_with = "nanos::deserialize_some")]
+    version: Option<i128>,
+    hash: Hash,
+    #[serde(default)]
+    vector: Option<Vector>,
+    #[serde(default)]
+    by: NodeId,
+    #[serde(default)]
+    exec: bool,
+    #[serde(default)]
+    mode: u32,
+    #[serde(default)]
+    target: Option<String>,
+    #[serde(default)]
+    xattrs: Option<Xattrs>,
+}
+
+impl From<EntryRead> for Entry {
+    fn from(e: EntryRead) -> Entry {
+        let version = e.version.unwrap_or(e.mtime);
+        let implied = || match (e.by, u64::try_from(version)) {
+            (NodeId(0), _) | (_, Err(_)) => Vector::default(),
+            (by, Ok(v)) => Vector::single(by, v),
+        };
+        Entry {
+            vector: e.vector.unwrap_or_else(implied),
+            path: e.path,
+            kind: e.kind,
+            deleted: e.deleted,
+            size: e.size,
+            mtime: e.mtime,
+            version,
+            hash: e.hash,
+            by: e.by,
+            exec: e.exec,
+            mode: e.mode,
+            target: e.target,
+            xattrs: e.xattrs,
+        }
+    }
 }
 
 pub(super) fn is_zero(n: &u32) -> bool {
@@ -261,6 +390,17 @@ mod nanos {
             Ok(n) => s.serialize_i64(n),
             Err(_) => s.serialize_str(&ns.to_string()),
         }
+    }
+
+    pub fn serialize_some<S: Serializer>(ns: &Option<i128>, s: S) -> Result<S::Ok, S::Error> {
+        match ns {
+            Some(ns) => serialize(ns, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize_some<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i128>, D::Error> {
+        deserialize(d).map(Some)
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<i128, D::Error> {

@@ -11,13 +11,15 @@
 //! separate (`Announce`): plain JSON, one per UDP packet.
 
 mod compat;
+mod dialect;
 mod entry;
 mod path;
 
 pub mod pieces;
 pub mod version;
 mod xattrs;
-pub use compat::{common_version, FILES_FRAMES, MAX_LINK_TARGET, OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION, SHORT_WANTS};
+pub use compat::{common_version, MAX_LINK_TARGET, OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION};
+pub use dialect::COMPACT;
 use entry::is_zero;
 pub use entry::{ChildDigest, Entry, Hash, Kind, NodeId, WantedHash};
 pub use path::{temp_name, temp_name_device, PathError, RelPath, MAX_COMPONENT_LEN, MAX_DEPTH, MAX_PATH_LEN, STATE_DIR_NAME, TEMP_PREFIX};
@@ -397,9 +399,16 @@ pub enum WireError {
 /// tables) cost more CPU than everything else in sending a small file.
 const STORE_JSON_UP_TO: usize = 512;
 
-/// Encode `msg` as one frame, length prefix included.
+/// Encode `msg` as one frame, length prefix included, as every version
+/// this node speaks reads it (the handshake, before a version is agreed).
 pub fn encode(msg: &Message) -> Vec<u8> {
-    let json = serde_json::to_vec(msg).unwrap_or_default();
+    encode_in(msg, OLDEST_PROTOCOL_VERSION)
+}
+
+/// Encode `msg` as one frame as a peer speaking `version` is written it
+/// (from 8 compact, see `dialect`).
+pub fn encode_in(msg: &Message, version: u32) -> Vec<u8> {
+    let json = dialect::written_in(version, || serde_json::to_vec(msg)).unwrap_or_default();
     let zjson = if json.len() <= STORE_JSON_UP_TO {
         zlib_stored(&json)
     } else {

@@ -138,15 +138,6 @@ pub(crate) fn examples() -> Vec<(&'static str, Message)> {
             },
         ),
         (
-            "want_whole_hash",
-            Message::Want {
-                files: vec![WantFile {
-                    path: e.path.clone(),
-                    hash: e.hash.into(),
-                }],
-            },
-        ),
-        (
             "want_delta",
             Message::WantDelta {
                 path: e.path.clone(),
@@ -278,9 +269,10 @@ pub(crate) fn examples() -> Vec<(&'static str, Message)> {
     ]
 }
 
-/// What a snapshot shows: the JSON part as sent, and the raw payload's size.
+/// What a snapshot shows: the JSON part as sent to a peer of this
+/// version, and the raw payload's size.
 fn render(msg: &Message) -> String {
-    let json = serde_json::to_string_pretty(msg).unwrap();
+    let json = dialect::written_in(PROTOCOL_VERSION, || serde_json::to_string_pretty(msg)).unwrap();
     format!("{json}\n+ raw payload: {} bytes", msg.payload().len())
 }
 
@@ -318,12 +310,73 @@ fn announce_rejects_junk() {
 }
 
 #[test]
-fn every_message_round_trips() {
-    for (name, msg) in examples() {
-        let frame = encode(&msg);
-        let (back, used) = decode(&frame).unwrap().unwrap();
-        assert_eq!(back, msg, "{name}");
-        assert_eq!(used, frame.len(), "{name}");
+fn every_message_round_trips_as_each_version_writes_it() {
+    for version in OLDEST_PROTOCOL_VERSION..=PROTOCOL_VERSION {
+        for (name, msg) in examples() {
+            let frame = encode_in(&msg, version);
+            let (back, used) = decode(&frame).unwrap().unwrap();
+            assert_eq!(back, msg, "{name} in {version}");
+            assert_eq!(used, frame.len(), "{name} in {version}");
+        }
+    }
+}
+
+/// Protocol 8 writes hashes in base64 and leaves out what an entry's
+/// other fields imply; 7 writes everything, in hex. Either reads both.
+#[test]
+fn compact_entries_leave_out_what_follows_and_read_back_whole() {
+    let e = file_entry();
+    let whole = dialect::written_in(7, || serde_json::to_string(&e)).unwrap();
+    let compact = dialect::written_in(8, || serde_json::to_string(&e)).unwrap();
+    assert!(
+        whole.contains("\"version\"") && whole.contains("\"vector\"") && whole.contains(&e.hash.to_string()),
+        "{whole}"
+    );
+    assert!(!compact.contains("\"version\"") && !compact.contains("\"vector\""), "{compact}");
+    assert!(
+        compact.contains(&format!("\"hash\":\"{}\"", dialect::to_base64(&e.hash.0))),
+        "{compact}"
+    );
+    for json in [&whole, &compact] {
+        assert_eq!(serde_json::from_str::<Entry>(json).unwrap(), e);
+    }
+    // What does not follow is written: a version after the mtime, a
+    // vector with more than its maker's change, an empty one with a maker.
+    let others = [
+        Entry {
+            version: e.mtime + 1,
+            ..e.clone()
+        },
+        Entry {
+            vector: e.vector.bump(NodeId(7), e.version),
+            ..e.clone()
+        },
+        Entry {
+            vector: Vector::default(),
+            ..e.clone()
+        },
+        Entry {
+            by: NodeId(0),
+            vector: Vector::default(),
+            ..e.clone()
+        },
+        Entry {
+            mtime: -5,
+            version: -5,
+            vector: Vector::default(),
+            ..e.clone()
+        },
+    ];
+    for other in others {
+        let json = dialect::written_in(8, || serde_json::to_string(&other)).unwrap();
+        assert_eq!(serde_json::from_str::<Entry>(&json).unwrap(), other, "{json}");
+    }
+    // A want's prefix: 16 hex digits or 11 base64 characters.
+    let want = WantedHash::from(e.hash).prefix();
+    for version in [7, 8] {
+        let json = dialect::written_in(version, || serde_json::to_string(&want)).unwrap();
+        assert_eq!(json.len(), if version == 7 { 18 } else { 13 }, "{json}");
+        assert_eq!(serde_json::from_str::<WantedHash>(&json).unwrap(), want);
     }
 }
 
@@ -339,8 +392,10 @@ fn times_beyond_64_bits_round_trip() {
         e.mtime = t;
         e.version = t.saturating_sub(1);
         let msg = Message::Update { entries: vec![e.clone()] };
-        let (back, _) = decode(&encode(&msg)).unwrap().unwrap();
-        assert_eq!(back, msg);
+        for version in OLDEST_PROTOCOL_VERSION..=PROTOCOL_VERSION {
+            let (back, _) = decode(&encode_in(&msg, version)).unwrap().unwrap();
+            assert_eq!(back, msg);
+        }
     }
     let json = serde_json::to_string(&e).unwrap();
     assert!(json.contains("\"mtime\":7"), "{json}");

@@ -9,11 +9,10 @@
 //! change the tree directly anyway), so a difference found at the root is
 //! found again in exactly the folders that hold it.
 //!
-//! A folder keeps three sums: the tree as a node of protocol 4 holds it (no
-//! symlinks, only the execute bit of a mode), what protocol 5 adds to it,
-//! and what protocol 6 adds to that (extended attributes), so that a node
-//! compares with an older peer exactly what both can hold: for protocol 5,
-//! extended attributes count as nothing (`wire::Entry::spoken_in`).
+//! The leaf of an entry is what protocol 6 and later compare (modes,
+//! symlinks, extended attributes). Sums stored by older builds kept it in
+//! three parts, one per protocol that added to it; they still read, as
+//! the whole they add up to.
 //!
 //! Owns: what a leaf covers and the sum's arithmetic. Must not: store
 //! anything (`tables.rs` keeps the sums) or decide what is counted.
@@ -24,25 +23,17 @@ use crate::wire::{Entry, Hash, Kind};
 /// and bytes they hold (for `dirsync status`, without a walk).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DirSum {
-    /// The sum of the leaves as protocol 4 sees them.
     pub sum: [u64; 4],
     pub files: u64,
     pub bytes: u64,
-    /// What protocol 5 adds to `sum`: the whole leaves are `sum + extra`.
-    pub extra: [u64; 4],
-    /// What protocol 6 adds to `sum + extra`: extended attributes.
-    pub xattrs: [u64; 4],
 }
 
-/// The stored size of a `DirSum` (48 before `extra`, 80 before `xattrs`,
-/// both still read).
-pub const DIR_SUM_LEN: usize = 112;
+/// The stored size of a `DirSum`.
+pub const DIR_SUM_LEN: usize = 48;
+/// Sums stored by builds of protocol 5 (`sum`, then what protocol 5
+/// adds, at word 6) and of protocols 6 and 7 (then what 6 adds, at 10).
 const DIR_SUM_LEN_V5: usize = 80;
-const DIR_SUM_LEN_V4: usize = 48;
-/// The first protocol version whose digest covers symlinks and modes.
-const LINKS_AND_MODES: u32 = 5;
-/// The first protocol version whose digest covers extended attributes.
-const XATTRS: u32 = 6;
+const DIR_SUM_LEN_V6: usize = 112;
 
 impl DirSum {
     pub fn add(&mut self, e: &Entry) {
@@ -56,11 +47,8 @@ impl DirSum {
     /// Wrapping, lane by lane and in the counts: a peer's sizes may add
     /// up to more than 64 bits, and removal must undo addition exactly.
     fn change(&mut self, e: &Entry, op: fn(u64, u64) -> u64) {
-        let leaf = leaves(e);
-        for (sums, lanes) in [(&mut self.sum, leaf.v4), (&mut self.extra, leaf.v5), (&mut self.xattrs, leaf.v6)] {
-            for (s, l) in sums.iter_mut().zip(lanes) {
-                *s = op(*s, l);
-            }
+        for (s, l) in self.sum.iter_mut().zip(leaf(e)) {
+            *s = op(*s, l);
         }
         if !e.deleted && e.kind == Kind::File {
             self.files = op(self.files, 1);
@@ -68,26 +56,11 @@ impl DirSum {
         }
     }
 
-    /// The digest shown: a hash of the whole sum.
+    /// The digest: a hash of the whole sum.
     pub fn digest(&self) -> Hash {
-        self.digest_in(XATTRS)
-    }
-
-    /// The digest exchanged with a peer speaking protocol `version`: a hash
-    /// of the sum of what that version holds. (Equal to the protocol 4
-    /// digest while nothing in the tree has a mode or is a symlink.)
-    pub fn digest_in(&self, version: u32) -> Hash {
-        let mut sum = self.sum;
-        for (since, more) in [(LINKS_AND_MODES, self.extra), (XATTRS, self.xattrs)] {
-            if version >= since {
-                for (s, x) in sum.iter_mut().zip(more) {
-                    *s = s.wrapping_add(x);
-                }
-            }
-        }
         let mut h = blake3::Hasher::new();
         h.update(b"dirsync tree v2");
-        for s in sum {
+        for s in self.sum {
             h.update(&s.to_le_bytes());
         }
         Hash::from(h.finalize())
@@ -95,48 +68,36 @@ impl DirSum {
 
     pub fn encode(&self) -> [u8; DIR_SUM_LEN] {
         let mut out = [0; DIR_SUM_LEN];
-        for (i, v) in self
-            .sum
-            .iter()
-            .chain([&self.files, &self.bytes])
-            .chain(&self.extra)
-            .chain(&self.xattrs)
-            .enumerate()
-        {
+        for (i, v) in self.sum.iter().chain([&self.files, &self.bytes]).enumerate() {
             out[i * 8..i * 8 + 8].copy_from_slice(&v.to_le_bytes());
         }
         out
     }
 
     pub fn decode(bytes: &[u8]) -> Option<DirSum> {
-        if ![DIR_SUM_LEN, DIR_SUM_LEN_V5, DIR_SUM_LEN_V4].contains(&bytes.len()) {
-            return None;
-        }
+        let parts: &[usize] = match bytes.len() {
+            DIR_SUM_LEN => &[0],
+            DIR_SUM_LEN_V5 => &[0, 6],
+            DIR_SUM_LEN_V6 => &[0, 6, 10],
+            _ => return None,
+        };
         let word = |i: usize| {
             let mut w = [0; 8];
             w.copy_from_slice(&bytes[i * 8..i * 8 + 8]);
             u64::from_le_bytes(w)
         };
-        let lanes = |from: usize| match bytes.len() >= (from + 4) * 8 {
-            true => [word(from), word(from + 1), word(from + 2), word(from + 3)],
-            false => [0; 4],
-        };
+        let mut sum = [0u64; 4];
+        for from in parts {
+            for (lane, s) in sum.iter_mut().enumerate() {
+                *s = s.wrapping_add(word(from + lane));
+            }
+        }
         Some(DirSum {
-            sum: lanes(0),
+            sum,
             files: word(4),
             bytes: word(5),
-            extra: lanes(6),
-            xattrs: lanes(10),
         })
     }
-}
-
-/// One entry's share of the sums: the leaf protocol 4 sees, what
-/// protocol 5 adds to it, and what protocol 6 adds to that.
-struct Leaf {
-    v4: [u64; 4],
-    v5: [u64; 4],
-    v6: [u64; 4],
 }
 
 /// What two nodes holding the same tree agree on: a folder by its path
@@ -145,12 +106,7 @@ struct Leaf {
 /// a folder's and a file's extended attributes where they are known.
 /// Version ranks, vectors, folder times and tombstone times are left out:
 /// they say when a node saw something, not what it holds.
-fn leaves(e: &Entry) -> Leaf {
-    let tombstone = || {
-        hashed(e, |h| {
-            h.update(b"x");
-        })
-    };
+fn leaf(e: &Entry) -> [u64; 4] {
     let of_mode = || match e.mode {
         0 => [0; 4],
         mode => hashed(e, |h| {
@@ -167,40 +123,31 @@ fn leaves(e: &Entry) -> Leaf {
             }
         }),
     };
+    // The parts add up lane by lane, as the three sums of older builds
+    // did: the digest is the one nodes of protocol 7 compute.
+    let plus = |a: [u64; 4], b: [u64; 4]| std::array::from_fn(|i| a[i].wrapping_add(b[i]));
     match (e.deleted, e.kind) {
-        (true, _) => Leaf {
-            v4: tombstone(),
-            v5: [0; 4],
-            v6: [0; 4],
-        },
-        (false, Kind::Dir) => Leaf {
-            v4: hashed(e, |h| {
+        (true, _) => hashed(e, |h| {
+            h.update(b"x");
+        }),
+        (false, Kind::Dir) => plus(
+            hashed(e, |h| {
                 h.update(b"d");
             }),
-            v5: of_mode(),
-            v6: of_xattrs(),
-        },
-        (false, Kind::File) => Leaf {
-            v4: hashed(e, |h| {
+            plus(of_mode(), of_xattrs()),
+        ),
+        (false, Kind::File) => plus(
+            hashed(e, |h| {
                 h.update(if e.exec { b"e" } else { b"f" })
                     .update(&e.size.to_be_bytes())
                     .update(&e.mtime.to_be_bytes())
                     .update(&e.hash.0);
             }),
-            v5: of_mode(),
-            v6: of_xattrs(),
-        },
-        (false, Kind::Symlink) => {
-            let link = hashed(e, |h| {
-                h.update(b"l").update(&e.mtime.to_be_bytes()).update(&e.hash.0);
-            });
-            let old = tombstone();
-            let mut v5 = [0; 4];
-            for ((x, l), o) in v5.iter_mut().zip(link).zip(old) {
-                *x = l.wrapping_sub(o);
-            }
-            Leaf { v4: old, v5, v6: [0; 4] }
-        }
+            plus(of_mode(), of_xattrs()),
+        ),
+        (false, Kind::Symlink) => hashed(e, |h| {
+            h.update(b"l").update(&e.mtime.to_be_bytes()).update(&e.hash.0);
+        }),
     }
 }
 
@@ -281,9 +228,6 @@ mod tests {
         assert_ne!(sum(&[&f]).digest(), sum(&[&with_mode]).digest());
         assert_ne!(sum(&[&l]).digest(), sum(&[&tomb("l", 2)]).digest());
         assert_ne!(sum(&[&l]).digest(), sum(&[&link("l", 2, "../u")]).digest());
-        // Sums stored before protocol 5 still read, with nothing extra.
-        let old = sum(&[&f]);
-        assert_eq!(DirSum::decode(&old.encode()[..48]), Some(old));
         let mut both = ours;
         both.remove(&l);
         both.remove(&with_mode);
@@ -291,7 +235,7 @@ mod tests {
     }
 
     #[test]
-    fn a_peer_of_protocol_5_compares_no_extended_attributes() {
+    fn extended_attributes_count() {
         let sum = |entries: &[&Entry]| {
             let mut s = DirSum::default();
             entries.iter().for_each(|e| s.add(e));
@@ -303,8 +247,6 @@ mod tests {
         };
         let (f, one, two) = (file("f", 1, b"x"), tagged(b"1"), tagged(b"2"));
         let ours = sum(&[&one]);
-        assert_eq!(ours.digest_in(5), sum(&[&one.spoken_in(5)]).digest());
-        assert_eq!(ours.digest_in(5), sum(&[&f]).digest_in(5));
         assert_ne!(ours.digest(), sum(&[&two]).digest());
         assert_ne!(ours.digest(), sum(&[&f]).digest());
         let none = Entry {
@@ -312,8 +254,45 @@ mod tests {
             ..f.clone()
         };
         assert_ne!(sum(&[&none]).digest(), sum(&[&f]).digest(), "known to have none is not unknown");
-        // Sums stored before protocol 6 still read, with no attributes.
-        let old = sum(&[&f]);
-        assert_eq!(DirSum::decode(&old.encode()[..80]), Some(old));
+    }
+
+    /// What a build of protocol 7 gave as the digest of that tree.
+    const PINNED: &str = "78b7fe71383c26b06b514ec218572cf34eb8f9d24faec6dbffa8df0d2380b552";
+
+    /// The digest is the one builds of protocol 7 computed (the sum of
+    /// their three parts), pinned by a value they gave, and their stored
+    /// sums read as that whole.
+    #[test]
+    fn the_digest_and_stored_sums_of_older_builds_still_hold() {
+        let mut s = DirSum::default();
+        for e in [
+            &Entry {
+                mode: 0o600,
+                ..file("d/f", 1, b"x")
+            },
+            &link("l", 2, "../t"),
+            &tomb("gone", 3),
+            &Entry {
+                xattrs: Some(crate::wire::Xattrs([("user.k".to_string(), b"v".to_vec())].into())),
+                ..file("g", 4, b"y")
+            },
+        ] {
+            s.add(e);
+        }
+        assert_eq!(s.digest().to_string(), PINNED);
+        // The same whole, stored in three parts and in two.
+        let (k, j) = ([1u64, 2, 3, u64::MAX], [7u64, 0, 9, 11]);
+        let part = |a: [u64; 4], b: [u64; 4]| -> [u64; 4] { std::array::from_fn(|i| a[i].wrapping_sub(b[i])) };
+        let words = |lanes: &[[u64; 4]]| -> Vec<u8> {
+            let mut out = s.encode().to_vec();
+            out[..32].copy_from_slice(&lanes[0].iter().flat_map(|w| w.to_le_bytes()).collect::<Vec<_>>());
+            for l in &lanes[1..] {
+                out.extend(l.iter().flat_map(|w| w.to_le_bytes()));
+            }
+            out
+        };
+        assert_eq!(DirSum::decode(&words(&[part(part(s.sum, k), j), k, j])), Some(s));
+        assert_eq!(DirSum::decode(&words(&[part(s.sum, k), k])), Some(s));
+        assert_eq!(DirSum::decode(&s.encode()), Some(s));
     }
 }

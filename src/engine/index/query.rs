@@ -216,9 +216,8 @@ impl Index {
     /// The direct children of folder `dir` (`None`: the root) with the
     /// digest of each: its own entry's leaf plus everything below it, over
     /// the paths these rules do not ignore (a child with nothing counted is
-    /// left out), as a peer speaking protocol `version` compares it. `None`
-    /// when there are more than `limit`.
-    pub fn children(&self, dir: Option<&RelPath>, limit: usize, version: u32) -> Option<Vec<(String, Hash)>> {
+    /// left out). `None` when there are more than `limit`.
+    pub fn children(&self, dir: Option<&RelPath>, limit: usize) -> Option<Vec<(String, Hash)>> {
         let children = self
             .child_names(dir, limit)?
             .into_iter()
@@ -228,7 +227,7 @@ impl Index {
                 if let Some(e) = self.get(&path).filter(|e| self.counts(e)) {
                     sum.add(&e);
                 }
-                (sum != DirSum::default()).then(|| (name, sum.digest_in(version)))
+                (sum != DirSum::default()).then(|| (name, sum.digest()))
             })
             .collect();
         Some(children)

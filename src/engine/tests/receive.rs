@@ -948,7 +948,7 @@ fn an_edit_after_a_crash_builds_on_the_version_received_before_it() {
 
 /// A `Files` frame names only paths: each answers the version asked of
 /// that peer, and content for a path asked of no one, or of another peer,
-/// is dropped. A peer speaking protocol 6 has no such frame.
+/// is dropped.
 #[test]
 fn a_files_frame_answers_what_was_asked_of_that_peer() {
     let (f, g, h) = (file("f", 5, b"f"), file("g", 5, b"g"), file("h", 5, b"h"));
@@ -971,11 +971,11 @@ fn a_files_frame_answers_what_was_asked_of_that_peer() {
     assert_eq!(e.take_commands(), vec![]);
     assert_eq!(e.handle_file_start(A, &f), Receive::Write { expected: None });
 
-    let mut old = connected(&[], &[]);
-    old.handle_connected(A, A, 6);
-    old.take_commands();
-    assert_eq!(old.handle_files(A, &frame(&[&f])), vec![None]);
-    assert_eq!(old.take_commands(), vec![close(A, "a files message holds what protocol 6 cannot")]);
+    // From a peer no longer connected, nothing is taken.
+    e.handle_disconnected(A);
+    e.take_commands();
+    assert_eq!(e.handle_files(A, &frame(&[&f])), vec![None]);
+    assert_eq!(e.take_commands(), vec![]);
 }
 
 /// What must be on disk for content to be written: the deepest folder

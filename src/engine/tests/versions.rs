@@ -1,13 +1,7 @@
-//! Symlinks, modes, extended attributes, and peers that speak protocol 5,
-//! which holds no extended attributes.
+//! Symlinks, modes and extended attributes.
 
 use super::*;
 use crate::wire::Xattrs;
-
-/// Protocol 5: a node of 7 no longer speaks it (the handshake refuses
-/// it), but the rules for what it cannot hold stay until they are folded
-/// away (`Entry::spoken_in`, the digest's lanes).
-const OLD: u32 = 5;
 
 /// A link made at `t` in the helpers' one history (see `file`).
 fn link(path: &str, t: i128, target: &str) -> Entry {
@@ -97,89 +91,13 @@ fn tagged(e: Entry, value: &[u8]) -> Entry {
     }
 }
 
-#[test]
-fn a_peer_speaking_5_is_sent_no_extended_attributes() {
-    let (f, l) = (tagged(with_mode(file("f", S, b"x"), 0o640), b"1"), link("l", S, "t"));
-    let mut e = engine_with(&[f.clone(), l.clone()]);
-    e.handle_connected(A, A, OLD);
-    e.handle_message(A, Message::IndexRequest { identity: 0, since: 0 });
-    let sent: Vec<Entry> = e
-        .take_commands()
-        .into_iter()
-        .filter_map(|c| match c {
-            Command::Send {
-                msg: Message::Index { entries, .. },
-                ..
-            } => Some(entries),
-            _ => None,
-        })
-        .flatten()
-        .collect();
-    assert_eq!(sent, vec![Entry { xattrs: None, ..f }, l]);
-    // A later change goes the same way.
-    let mut n = observed(&file("n", 2 * S, b"n"));
-    n.xattrs = Some(Xattrs::default());
-    e.handle_local(2 * S, &[Some(p("n"))], vec![n]);
-    let mut updates = 0;
-    for c in e.take_commands() {
-        if let Command::Send {
-            msg: Message::Update { entries },
-            ..
-        } = c
-        {
-            updates += 1;
-            assert!(entries.iter().all(|e| e.xattrs.is_none()), "{entries:?}");
-        }
-    }
-    assert_eq!(updates, 1);
-}
-
-#[test]
-fn a_peer_speaking_5_that_sends_extended_attributes_is_disconnected() {
-    let mut e = engine_with(&[]);
-    e.handle_connected(A, A, OLD);
-    e.take_commands();
-    let bad = tagged(file("f", S, b"x"), b"1");
-    e.handle_message(A, Message::Update { entries: vec![bad] });
-    let cmds = acts(e.take_commands());
-    assert!(matches!(cmds.as_slice(), [Command::Close { peer: A, .. }]), "{cmds:?}");
-}
-
-#[test]
-fn a_peer_speaking_5_compares_only_what_it_can_hold() {
-    let f = tagged(file("d/f", S, b"x"), b"1");
-    let mut ours = engine_with(&[dir("d", S), f.clone()]);
-    ours.handle_connected(A, A, OLD);
-    ours.handle_connected(B, B, crate::wire::PROTOCOL_VERSION);
-    // What a node of protocol 5 holds once it was sent all of it.
-    let theirs = engine_with(&[dir("d", S), f.spoken_in(OLD)]);
-    assert_eq!(ours.tree_digest_for(A), theirs.tree_digest());
-    assert_ne!(ours.tree_digest_for(B), theirs.tree_digest());
-    assert_eq!(ours.tree_digest_for(B), ours.tree_digest());
-    // The descent compares folders the same way: nothing differs.
-    ours.take_commands();
-    let children = theirs.index().children(None, 10, OLD).unwrap();
-    let children = children
-        .into_iter()
-        .map(|(name, digest)| crate::wire::ChildDigest { name, digest })
-        .collect();
-    ours.handle_message(
-        A,
-        Message::Subtree {
-            dir: None,
-            children: Some(children),
-        },
-    );
-    assert_eq!(ours.take_commands(), vec![]);
-}
-
-/// The same version may reach a node through a peer of protocol 5 first,
-/// without its extended attributes. When the whole of it comes, it wins
+/// The same version may be held without its extended attributes (it
+/// came through a node of protocol 5). When the whole of it comes, it wins
 /// over that copy (no transfer: the content is here).
 #[test]
-fn the_whole_version_wins_over_its_copy_from_a_peer_speaking_5() {
+fn the_whole_version_wins_over_its_copy_without_attributes() {
     let f = tagged(with_mode(file("f", S, b"x"), 0o444), b"1");
-    let f_old = f.spoken_in(OLD);
+    let f_old = Entry { xattrs: None, ..f.clone() };
     let mut e = connected(std::slice::from_ref(&f_old), &[A]);
     e.handle_message(A, Message::Update { entries: vec![f.clone()] });
     let expected = vec![apply(A, Action::SetMtime { entry: f, local: f_old })];
