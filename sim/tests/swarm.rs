@@ -201,3 +201,39 @@ fn receivers_pass_pieces_on_to_each_other() {
         one_to_five(seed);
     }
 }
+
+/// A hundred small files at once to five receivers: each is asked of the
+/// source by one receiver first, the others take it from whoever has it
+/// by then, so the source sends far fewer than five copies (it sent two
+/// and a half with the shared window alone, four in W6 before it).
+fn small_files_to_five(seed: u64) -> Cluster {
+    let mut rng = Rng::new(seed);
+    let mut c = Cluster::new(options("swarm_small_files_to_five", seed));
+    c.start_all();
+    c.run_for(secs(3));
+    const FILES: u64 = 100;
+    for i in 0..FILES {
+        let len = 512 + rng.below(3000) as usize;
+        let content = rng.bytes(len);
+        let path = format!("small/d{}/f{i:03}", i % 5);
+        c.write(0, &path, &content);
+        c.expect(&path, Expect::File(*blake3::hash(&content).as_bytes()));
+    }
+    c.converge(secs(60));
+    let from_source = c.counters(0).values().files_sent;
+    let received: u64 = (1..NODES).map(|h| c.counters(h).values().files_received).sum();
+    if received < FILES * (NODES as u64 - 1) {
+        c.fail(&format!("{received} files received for {FILES} files to 5 receivers"));
+    }
+    if from_source > 2 * FILES {
+        c.fail(&format!("the source sent {from_source} files for {FILES}: over twice the content"));
+    }
+    c
+}
+
+#[test]
+fn receivers_pass_small_files_on_to_each_other() {
+    for seed in seeds(FIXED, 65) {
+        small_files_to_five(seed);
+    }
+}

@@ -64,6 +64,13 @@ pub const DELTA_MIN_SIZE: u64 = 64 * 1024;
 struct Need {
     entry: Entry,
     sources: BTreeSet<NodeId>,
+    /// The peer that announced it first, and when (the engine's clock). A
+    /// version other receivers lack too is asked of a peer that passes it
+    /// on before this one (which every receiver would ask otherwise), and
+    /// one that another receiver is first to fetch waits a while for that
+    /// receiver to offer it.
+    first: NodeId,
+    since: i128,
     /// A delta against our copy failed once: ask for the whole file.
     whole: bool,
 }
@@ -185,6 +192,9 @@ struct Wants {
     /// Needs with no source connected: looked at again when a peer
     /// connects (or announces them).
     without_source: BTreeSet<(u64, RelPath)>,
+    /// Some need waits for another receiver to offer it (`first_elsewhere`):
+    /// the next tick schedules again.
+    deferred: bool,
 }
 
 /// What is to be tried or looked at again (`repair.rs`, `local.rs`): failed
@@ -279,6 +289,7 @@ impl Engine {
                 inflight: Requests::default(),
                 to_schedule: BTreeSet::new(),
                 waiting_for_window: BTreeMap::new(),
+                deferred: false,
                 #[cfg(test)]
                 looked_at: 0,
                 without_source: BTreeSet::new(),
@@ -497,9 +508,26 @@ impl Engine {
 
     // ----- internals -----------------------------------------------------
 
-    /// `path` may be asked for (again) at the next `schedule`.
+    /// `path` may be asked for (again) at the next `schedule`, at its
+    /// place in this node's own order of paths (`schedule_order`), but
+    /// after every path this node is the first to fetch of the connected
+    /// peers that lack it too (the one whose order puts it first, as each
+    /// of them computes alike): the receivers of one batch first ask for
+    /// different files, then take the rest from each other.
     pub(super) fn unschedule(&mut self, path: RelPath) {
-        self.wants.to_schedule.insert((schedule_order(self.me, &path), path));
+        let another_first = self.wants.needs.get(&path).is_some_and(|n| self.first_elsewhere(n));
+        let order = (schedule_order(self.me, &path) >> 1) | u64::from(another_first) << 63;
+        self.wants.to_schedule.insert((order, path));
+    }
+
+    /// Whether a connected peer that lacks `need` too comes before this
+    /// node in the order of its path (`schedule_order`): that peer is the
+    /// first of the receivers to fetch it, as each of them computes alike.
+    fn first_elsewhere(&self, need: &Need) -> bool {
+        let mine = schedule_order(self.me, &need.entry.path);
+        self.peers
+            .keys()
+            .any(|p| !need.sources.contains(p) && schedule_order(*p, &need.entry.path) < mine)
     }
 
     /// Send `msg` to `peer`.

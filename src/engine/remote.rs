@@ -14,6 +14,13 @@ use tracing::{debug, info, warn};
 /// Most entries of a peer's live updates kept until its index is in
 /// (`unless_early`); past that they are taken as they come.
 const EARLY_UPDATES: usize = 4 * MAX_ENTRIES;
+/// How long (ns) a file that one source holds waits for the receiver
+/// first to fetch it to offer it, before it is asked of that source too:
+/// long enough for a batch of small files to spread among receivers, short
+/// enough that one that never fetches it (it excludes the path, it is
+/// stuck) costs a moment. Counted on the engine's clock, which the tick
+/// moves once a second.
+pub(super) const OFFER_WAIT: i128 = 2_000_000_000;
 
 /// One entry per path, the version that wins where a peer told two.
 fn latest_of_each_path(entries: impl Iterator<Item = Entry>) -> Vec<Entry> {
@@ -523,13 +530,16 @@ impl Engine {
             );
             return;
         }
-        self.unschedule(e.path.clone());
+        let path = e.path.clone();
         let need = Need {
             entry: e,
             sources: BTreeSet::from([peer]),
+            first: peer,
+            since: self.clock,
             whole: false,
         };
-        self.wants.needs.insert(need.entry.path.clone(), need);
+        self.wants.needs.insert(path.clone(), need);
+        self.unschedule(path);
     }
 
     pub(super) fn act(&mut self, peer: NodeId, action: Action) {
@@ -544,7 +554,10 @@ impl Engine {
     /// Ask for every needed version that is not already on its way, each of
     /// a connected peer that announced it: the one that owes us least, of
     /// those owing under half a window (`requests.rs`), each asked until
-    /// its window is full. What no peer may be asked for now waits.
+    /// its window is full. A version another connected peer lacks too is
+    /// asked of a peer only while it owes us a few files (the shared
+    /// window), so that the rest goes to whichever peer has it by then.
+    /// What no peer may be asked for now waits.
     pub(super) fn schedule(&mut self) {
         let mut batch = Scheduled::default();
         let mut open: BTreeSet<NodeId> = self.peers.keys().copied().filter(|p| self.wants.inflight.owed(*p).open()).collect();
@@ -557,7 +570,9 @@ impl Engine {
                 let Some(next) = self.wants.waiting_for_window.get_mut(&peer).and_then(BTreeSet::pop_first) else {
                     break;
                 };
-                self.schedule_one(next, &mut open, &mut batch);
+                if !self.schedule_one(next, &mut open, &mut batch) {
+                    break; // it waits again: the shared window is full
+                }
             }
         }
         while let Some(next) = self.wants.to_schedule.pop_first() {
@@ -580,8 +595,9 @@ impl Engine {
     }
 
     /// Schedule the needed version of `path` (at `order`): ask a connected
-    /// source with room in its window (`open`), or wait for one.
-    fn schedule_one(&mut self, (order, path): (u64, RelPath), open: &mut BTreeSet<NodeId>, batch: &mut Scheduled) {
+    /// source with room in its window (`open`), or wait for one. False
+    /// when it waits.
+    fn schedule_one(&mut self, (order, path): (u64, RelPath), open: &mut BTreeSet<NodeId>, batch: &mut Scheduled) -> bool {
         #[cfg(test)]
         {
             self.wants.looked_at += 1;
@@ -589,19 +605,40 @@ impl Engine {
         // A swarm for another version than the one needed now ends.
         if let Some(s) = self.swarming.swarms.get(&path) {
             if self.wants.needs.get(&path).is_some_and(|n| same_version(&n.entry, &s.entry)) {
-                return;
+                return true;
             }
             self.end_swarm(&path);
         }
         let Some(need) = self.wants.needs.get(&path).filter(|_| !self.wants.inflight.contains_key(&path)) else {
-            return;
+            return true;
         };
         let connected: Vec<NodeId> = need.sources.iter().copied().filter(|p| self.peers.contains_key(p)).collect();
+        // Pieces spread a large file; a small one spreads by the window,
+        // and by waiting a while for the receiver that is first to fetch
+        // it, while its one source is all that holds it.
+        let shared = !self.swarmed(&need.entry) && self.peers.keys().any(|p| !need.sources.contains(p));
+        let busy_with_ours = |p: NodeId| self.wants.inflight.owed(p).files > 0;
+        if shared
+            && connected.len() == 1
+            && busy_with_ours(connected[0])
+            && self.clock < need.since + OFFER_WAIT
+            && self.first_elsewhere(need)
+        {
+            self.wants.deferred = true;
+            self.wants.waiting_for_window.entry(connected[0]).or_default().insert((order, path));
+            return false;
+        }
         let chosen = connected
             .iter()
             .copied()
-            .filter(|p| open.contains(p))
-            .min_by_key(|p| (self.wants.inflight.owed(*p).bytes, schedule_order(*p, &path)));
+            .filter(|p| open.contains(p) && (!shared || self.wants.inflight.owed(*p).room_for_shared()))
+            .min_by_key(|p| {
+                (
+                    shared && *p == need.first,
+                    self.wants.inflight.owed(*p).bytes,
+                    schedule_order(*p, &path),
+                )
+            });
         let Some(peer) = chosen else {
             // No source connected (look again when one connects), or
             // none with room now (when one has).
@@ -615,7 +652,7 @@ impl Engine {
             if connected.is_empty() {
                 self.wants.without_source.insert((order, path));
             }
-            return;
+            return false;
         };
         let entry = need.entry.clone();
         let base = self
@@ -640,6 +677,7 @@ impl Engine {
         if self.wants.inflight.owed(peer).full() {
             open.remove(&peer);
         }
+        true
     }
 
     /// Answer a peer's want: send the content if we still hold that version.

@@ -134,6 +134,9 @@ impl Engine {
         self.start_due_descents();
         self.remember_progress();
         self.swarm_timeouts();
+        if std::mem::take(&mut self.wants.deferred) {
+            self.schedule();
+        }
     }
 
     fn retry_due(&mut self) {

@@ -15,6 +15,12 @@ use std::collections::BTreeMap;
 /// LAN link busy while the next want travels.
 pub(super) const WINDOW_FILES: u64 = 256;
 pub(super) const WINDOW_BYTES: u64 = 8 * 1024 * 1024;
+/// What a peer may owe us before it is asked for a file that another
+/// connected peer lacks too: so little that the rest is asked for once a
+/// peer that received it a moment ago can offer it, and one source's
+/// uplink does not carry each small file to every receiver (W6: seven
+/// receivers made the source send four times the content).
+pub(super) const SHARED_WINDOW_FILES: u64 = 32;
 
 /// A version asked of one peer and not yet received.
 #[derive(Debug, Clone)]
@@ -52,6 +58,11 @@ impl Owed {
     /// The window is full.
     pub fn full(&self) -> bool {
         self.files >= WINDOW_FILES || self.bytes >= WINDOW_BYTES
+    }
+
+    /// Room for a file another connected peer lacks too.
+    pub fn room_for_shared(&self) -> bool {
+        self.files < SHARED_WINDOW_FILES
     }
 }
 

@@ -543,7 +543,10 @@ impl<N: Net> Node<N> {
     fn run_command(&mut self, cmd: Command) {
         match cmd {
             Command::Send { peer, msg } => self.queue(peer, Job::Send(msg)),
-            Command::SendContent { peer, entry, base } => self.queue(peer, Job::Content { entry, base }),
+            Command::SendContent { peer, entry, base } => {
+                Counters::bump(&self.cfg.counters.files_sent);
+                self.queue(peer, Job::Content { entry, base })
+            }
             Command::RequestDelta { peer, want, base } => self.queue(peer, Job::RequestDelta { want, base }),
             Command::Apply { peer, action } => self.apply(peer, action),
             Command::Close { peer, reason } => self.close(peer, reason),

@@ -87,6 +87,9 @@ counters! {
     bad_pieces,
     /// Pieces this node was asked for and sent (or tried to).
     pieces_sent,
+    /// Whole files and deltas this node was asked for and sent (or tried
+    /// to).
+    files_sent,
     /// The state directory was found removed (or moved) under the running
     /// node and made again, index included.
     state_restored,

@@ -96,7 +96,11 @@ impl<'de> Deserialize<'de> for Hash {
 fn written(bytes: &[u8]) -> String {
     match dialect::compact() {
         true => dialect::to_base64(bytes),
-        false => bytes.iter().map(|b| format!("{b:02x}")).collect(),
+        false => bytes
+            .iter()
+            .flat_map(|b| [b >> 4, b & 15])
+            .map(|d| char::from(b"0123456789abcdef"[usize::from(d)]))
+            .collect(),
     }
 }
 
