@@ -131,12 +131,16 @@ fn message() -> impl Strategy<Value = Message> {
         ".{0,20}".prop_map(|reason| Message::Refuse { reason }),
         (entries(), any::<bool>()).prop_map(|(entries, done)| Message::Index { entries, done }),
         entries().prop_map(|entries| Message::Update { entries }),
-        proptest::collection::vec((path(), hash()), 0..5).prop_map(|files| Message::Want {
+        proptest::collection::vec((path(), hash(), 0u8..3), 0..5).prop_map(|files| Message::Want {
             files: files
                 .into_iter()
-                .map(|(path, hash)| WantFile {
-                    path,
-                    hash: WantedHash::from(hash).prefix()
+                .map(|(path, hash, named)| {
+                    let hash = match named {
+                        0 => WantedHash::from(hash),
+                        1 => WantedHash::from(hash).prefix(),
+                        _ => WantedHash::from(hash).short(),
+                    };
+                    WantFile { path, hash }
                 })
                 .collect()
         }),

@@ -87,8 +87,9 @@ struct IndexPoint {
 struct Peer {
     /// The peer's directory id: what we remember its index under.
     device: NodeId,
-    /// The protocol version spoken with it (`wire::common_version`), which
-    /// the index exchange and the tree digest depend on.
+    /// The protocol version spoken with it (`wire::common_version`): how
+    /// its wants name versions (`Message::spoken_in`), and part of the
+    /// index exchange's identity.
     version: u32,
     /// What waits in the peer's writer (`back_pressure.rs`).
     send_queue: back_pressure::SendQueue,
@@ -530,8 +531,9 @@ impl Engine {
             .any(|p| !need.sources.contains(p) && schedule_order(*p, &need.entry.path) < mine)
     }
 
-    /// Send `msg` to `peer`.
+    /// Send `msg` to `peer`, as the protocol version spoken with it says it.
     pub(super) fn send(&mut self, peer: NodeId, msg: Message) {
+        let msg = msg.spoken_in(self.version_of(peer));
         self.commands.push(Command::Send { peer, msg });
     }
 

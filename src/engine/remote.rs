@@ -668,10 +668,7 @@ impl Engine {
             None => {
                 let hash = entry.hash;
                 self.wants.inflight.insert(path.clone(), Inflight::new(peer, entry));
-                batch.wants.entry(peer).or_default().push(WantFile {
-                    path,
-                    hash: WantedHash::from(hash).prefix(),
-                });
+                batch.wants.entry(peer).or_default().push(WantFile { path, hash: hash.into() });
             }
         }
         if self.wants.inflight.owed(peer).full() {

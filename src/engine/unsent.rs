@@ -8,7 +8,7 @@
 //! what it reports).
 
 use super::{Command, Engine, Unsent};
-use crate::wire::{Message, NodeId, WantFile, WantedHash};
+use crate::wire::{Message, NodeId, WantFile};
 use tracing::{debug, warn};
 
 impl Engine {
@@ -28,7 +28,7 @@ impl Engine {
                 debug!(path = %want.path, %peer, "our copy changed before it was signed: asking for the whole file");
                 let files = vec![WantFile {
                     path: want.path,
-                    hash: WantedHash::from(want.hash).prefix(),
+                    hash: want.hash.into(),
                 }];
                 self.send(peer, Message::Want { files });
             }

@@ -6,12 +6,13 @@
 //! `dialect`; and 7). Its `Hello` and its announcements say the oldest
 //! version it speaks in `version` (so a node of that version, which checks
 //! only `version`, takes them) and the newest in `newest`; two nodes speak
-//! the newest version both know. What differs between 7 and 8 is only how
-//! a message is written (`wire::encode_in`), never what it says.
+//! the newest version both know. Between 7 and 8 what differs is how a
+//! message is written (`wire::encode_in`), and how many bytes of a hash a
+//! want names a version by (`Message::spoken_in`).
 //!
 //! Owns: those rules. Must not: decide anything about sync.
 
-use super::{Entry, Hash, Kind, WireError};
+use super::{Entry, Hash, Kind, Message, WantFile, WireError};
 
 /// The newest protocol version this build speaks.
 pub const PROTOCOL_VERSION: u32 = 8;
@@ -19,6 +20,9 @@ pub const PROTOCOL_VERSION: u32 = 8;
 pub const OLDEST_PROTOCOL_VERSION: u32 = 7;
 /// The longest symlink target carried (Linux's `PATH_MAX` less its NUL).
 pub const MAX_LINK_TARGET: usize = 4095;
+/// The first version whose wants name a version by 4 bytes of its hash
+/// (`WantedHash::Short`), not 8.
+const SHORT_WANTS: u32 = 8;
 
 /// The version spoken with a peer whose hello (or announcement) says it
 /// speaks `oldest` to `newest` (`newest` 0: only `oldest`), or `None` when
@@ -26,6 +30,24 @@ pub const MAX_LINK_TARGET: usize = 4095;
 pub fn common_version(oldest: u32, newest: u32) -> Option<u32> {
     let spoken = PROTOCOL_VERSION.min(newest.max(oldest));
     (spoken >= OLDEST_PROTOCOL_VERSION.max(oldest)).then_some(spoken)
+}
+
+impl Message {
+    /// This message as a peer speaking `version` is sent it: from 8 a
+    /// want names versions by 4 bytes of their hash (half the hash bytes
+    /// of a want), before it by 8.
+    pub fn spoken_in(self, version: u32) -> Message {
+        let name = |w: WantFile| WantFile {
+            hash: if version >= SHORT_WANTS { w.hash.short() } else { w.hash.prefix() },
+            ..w
+        };
+        match self {
+            Message::Want { files } => Message::Want {
+                files: files.into_iter().map(name).collect(),
+            },
+            other => other,
+        }
+    }
 }
 
 impl Entry {

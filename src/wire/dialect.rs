@@ -1,7 +1,7 @@
 //! How a message is written for the protocol version its peer speaks.
 //!
 //! From protocol 8 a message is written compact: a hash travels as base64
-//! (43 characters; a want's prefix, 11) instead of hex, and an entry leaves
+//! (43 characters; a want's 4-byte prefix, 6) instead of hex, and an entry leaves
 //! out its `version` when it is its `mtime`, and its `vector` when that is
 //! only its maker's change at `version` (the everyday entry). That is about
 //! 12 of the 60 compressed bytes an entry costs in an index. A peer

@@ -123,13 +123,15 @@ fn from_hex(s: &str, out: &mut [u8]) -> Result<(), ()> {
     Ok(())
 }
 
-/// The version a want names by its hash: whole (protocol 6), or its first
-/// 8 bytes (7: a path's versions never share them, and the asker checks
-/// the whole hash of what comes; a quarter of the bytes of a want).
+/// The version a want names by its hash: whole (protocol 6), its first 8
+/// bytes (7), or its first 4 (8). A path's versions practically never
+/// share them, and the asker checks the whole hash of what comes, so a
+/// version served by mistake costs a retry, never a wrong file.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub enum WantedHash {
     Whole(Hash),
     Prefix([u8; 8]),
+    Short([u8; 4]),
 }
 
 impl WantedHash {
@@ -138,21 +140,41 @@ impl WantedHash {
         match self {
             WantedHash::Whole(h) => h == hash,
             WantedHash::Prefix(p) => hash.0.starts_with(p),
+            WantedHash::Short(p) => hash.0.starts_with(p),
         }
     }
 
-    /// The same version named by the prefix alone.
+    /// The same version named by the first 8 bytes (as protocol 7 does).
     pub fn prefix(self) -> WantedHash {
         match self {
-            WantedHash::Whole(h) => {
-                let mut p = [0; 8];
-                p.copy_from_slice(&h.0[..8]);
-                WantedHash::Prefix(p)
-            }
-            prefix => prefix,
+            WantedHash::Whole(h) => WantedHash::Prefix(first(&h.0)),
+            named => named,
+        }
+    }
+
+    /// The same version named by the first 4 bytes (as protocol 8 does).
+    pub fn short(self) -> WantedHash {
+        match self {
+            WantedHash::Whole(h) => WantedHash::Short(first(&h.0)),
+            WantedHash::Prefix(p) => WantedHash::Short(first(&p)),
+            short => short,
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match self {
+            WantedHash::Whole(h) => &h.0,
+            WantedHash::Prefix(p) => p,
+            WantedHash::Short(p) => p,
         }
     }
 }
+
+/// The first `N` bytes of `bytes` (which holds at least that many).
+fn first<const N: usize>(bytes: &[u8]) -> [u8; N] {
+    std::array::from_fn(|i| bytes[i])
+}
+
 impl From<Hash> for WantedHash {
     fn from(h: Hash) -> Self {
         WantedHash::Whole(h)
@@ -160,10 +182,7 @@ impl From<Hash> for WantedHash {
 }
 impl fmt::Display for WantedHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            WantedHash::Whole(h) => write!(f, "{h}"),
-            WantedHash::Prefix(p) => p.iter().try_for_each(|b| write!(f, "{b:02x}")),
-        }
+        self.bytes().iter().try_for_each(|b| write!(f, "{b:02x}"))
     }
 }
 impl fmt::Debug for WantedHash {
@@ -173,24 +192,30 @@ impl fmt::Debug for WantedHash {
 }
 impl Serialize for WantedHash {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self {
-            WantedHash::Whole(h) => h.serialize(s),
-            WantedHash::Prefix(p) => s.serialize_str(&written(p)),
-        }
+        s.serialize_str(&written(self.bytes()))
     }
 }
 impl<'de> Deserialize<'de> for WantedHash {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        let bad = |()| serde::de::Error::custom("a wanted hash must be 64 or 16 hex digits, or 43 or 11 base64 characters");
-        if s.len() == 16 || s.len() == 11 {
-            let mut p = [0; 8];
-            read(&s, &mut p).map_err(bad)?;
-            return Ok(WantedHash::Prefix(p));
+        let bad = |()| serde::de::Error::custom("a wanted hash must be 64, 16 or 8 hex digits, or 43, 11 or 6 base64 characters");
+        match s.len() {
+            16 | 11 => {
+                let mut p = [0; 8];
+                read(&s, &mut p).map_err(bad)?;
+                Ok(WantedHash::Prefix(p))
+            }
+            8 | 6 => {
+                let mut p = [0; 4];
+                read(&s, &mut p).map_err(bad)?;
+                Ok(WantedHash::Short(p))
+            }
+            _ => {
+                let mut h = [0; 32];
+                read(&s, &mut h).map_err(bad)?;
+                Ok(WantedHash::Whole(Hash(h)))
+            }
         }
-        let mut h = [0; 32];
-        read(&s, &mut h).map_err(bad)?;
-        Ok(WantedHash::Whole(Hash(h)))
     }
 }
 

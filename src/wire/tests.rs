@@ -133,7 +133,7 @@ pub(crate) fn examples() -> Vec<(&'static str, Message)> {
             Message::Want {
                 files: vec![WantFile {
                     path: e.path.clone(),
-                    hash: crate::wire::WantedHash::from(e.hash).prefix(),
+                    hash: crate::wire::WantedHash::from(e.hash).short(),
                 }],
             },
         ),
@@ -371,13 +371,38 @@ fn compact_entries_leave_out_what_follows_and_read_back_whole() {
         let json = dialect::written_in(8, || serde_json::to_string(&other)).unwrap();
         assert_eq!(serde_json::from_str::<Entry>(&json).unwrap(), other, "{json}");
     }
-    // A want's prefix: 16 hex digits or 11 base64 characters.
-    let want = WantedHash::from(e.hash).prefix();
-    for version in [7, 8] {
-        let json = dialect::written_in(version, || serde_json::to_string(&want)).unwrap();
-        assert_eq!(json.len(), if version == 7 { 18 } else { 13 }, "{json}");
-        assert_eq!(serde_json::from_str::<WantedHash>(&json).unwrap(), want);
+    // A want's prefix: 8 bytes, 16 hex digits or 11 base64 characters;
+    // from 8 the 4 bytes of a short one, 8 or 6.
+    for (want, whole, compact) in [
+        (WantedHash::from(e.hash).prefix(), 18, 13),
+        (WantedHash::from(e.hash).short(), 10, 8),
+    ] {
+        for version in [7, 8] {
+            let json = dialect::written_in(version, || serde_json::to_string(&want)).unwrap();
+            assert_eq!(json.len(), if version == 7 { whole } else { compact }, "{json}");
+            assert_eq!(serde_json::from_str::<WantedHash>(&json).unwrap(), want);
+            assert!(want.names(&e.hash) && !want.names(&Hash::of(b"another")));
+        }
     }
+}
+
+/// From 8 a want names a version by 4 bytes of its hash; a peer speaking
+/// 7 is sent 8.
+#[test]
+fn wants_name_versions_by_4_bytes_from_8_and_by_8_in_7() {
+    let e = file_entry();
+    let want = Message::Want {
+        files: vec![WantFile {
+            path: e.path.clone(),
+            hash: e.hash.into(),
+        }],
+    };
+    let named = |m: Message| match m {
+        Message::Want { files } => files[0].hash,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(named(want.clone().spoken_in(7)), WantedHash::from(e.hash).prefix());
+    assert_eq!(named(want.spoken_in(8)), WantedHash::from(e.hash).short());
 }
 
 /// Issue 13, bug 1: times beyond 64-bit nanoseconds (after 2262, before

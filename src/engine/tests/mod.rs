@@ -182,7 +182,7 @@ fn index_msg(entries: Vec<Entry>) -> Message {
     Message::Index { entries, done: true }
 }
 
-/// A want of `files` as a peer speaking 7 is sent it.
+/// A want of `files` as a peer speaking this version is sent it.
 fn want(peer: NodeId, files: &[&Entry]) -> Command {
     Command::Send {
         peer,
@@ -191,8 +191,7 @@ fn want(peer: NodeId, files: &[&Entry]) -> Command {
                 .iter()
                 .map(|e| WantFile {
                     path: e.path.clone(),
-                    // As a peer speaking 7 is sent it.
-                    hash: crate::wire::WantedHash::from(e.hash).prefix(),
+                    hash: crate::wire::WantedHash::from(e.hash).short(),
                 })
                 .collect(),
         },
@@ -476,7 +475,8 @@ fn wants_are_served_only_for_the_version_held() {
                     path: f.path.clone(),
                     hash: Hash::of(b"old").into(),
                 },
-                // Protocol 7 names a version by its hash's first 8 bytes.
+                // Protocol 7 names a version by its hash's first 8 bytes,
+                // 8 by its first 4.
                 WantFile {
                     path: f.path.clone(),
                     hash: crate::wire::WantedHash::from(f.hash).prefix(),
@@ -484,6 +484,14 @@ fn wants_are_served_only_for_the_version_held() {
                 WantFile {
                     path: f.path.clone(),
                     hash: crate::wire::WantedHash::from(Hash::of(b"old")).prefix(),
+                },
+                WantFile {
+                    path: f.path.clone(),
+                    hash: crate::wire::WantedHash::from(f.hash).short(),
+                },
+                WantFile {
+                    path: f.path.clone(),
+                    hash: crate::wire::WantedHash::from(Hash::of(b"old")).short(),
                 },
             ],
         },
@@ -497,7 +505,17 @@ fn wants_are_served_only_for_the_version_held() {
         peer: A,
         msg: Message::Unavailable { path: f.path.clone() },
     };
-    assert_eq!(e.take_commands(), vec![served.clone(), unavailable.clone(), served, unavailable]);
+    assert_eq!(
+        e.take_commands(),
+        vec![
+            served.clone(),
+            unavailable.clone(),
+            served.clone(),
+            unavailable.clone(),
+            served,
+            unavailable
+        ]
+    );
     let sig = vec![1, 2, 3];
     e.handle_message(
         A,
