@@ -571,7 +571,7 @@ impl Engine {
                     break;
                 };
                 if !self.schedule_one(next, &mut open, &mut batch) {
-                    break; // it waits again: the shared window is full
+                    break; // it waits again: its shared window is full, or it waits for an offer
                 }
             }
         }
@@ -617,10 +617,9 @@ impl Engine {
         // and by waiting a while for the receiver that is first to fetch
         // it, while its one source is all that holds it.
         let shared = !self.swarmed(&need.entry) && self.peers.keys().any(|p| !need.sources.contains(p));
-        let busy_with_ours = |p: NodeId| self.wants.inflight.owed(p).files > 0;
         if shared
             && connected.len() == 1
-            && busy_with_ours(connected[0])
+            && self.wants.inflight.owed(connected[0]).files > 0
             && self.clock < need.since + OFFER_WAIT
             && self.first_elsewhere(need)
         {

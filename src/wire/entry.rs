@@ -66,10 +66,7 @@ impl From<blake3::Hash> for Hash {
 }
 impl fmt::Display for Hash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for b in self.0 {
-            write!(f, "{b:02x}")?;
-        }
-        Ok(())
+        f.write_str(&to_hex(&self.0))
     }
 }
 impl fmt::Debug for Hash {
@@ -96,12 +93,17 @@ impl<'de> Deserialize<'de> for Hash {
 fn written(bytes: &[u8]) -> String {
     match dialect::compact() {
         true => dialect::to_base64(bytes),
-        false => bytes
-            .iter()
-            .flat_map(|b| [b >> 4, b & 15])
-            .map(|d| char::from(b"0123456789abcdef"[usize::from(d)]))
-            .collect(),
+        false => to_hex(bytes),
     }
+}
+
+/// `bytes` as lowercase hex, two digits a byte.
+fn to_hex(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .flat_map(|b| [b >> 4, b & 15])
+        .map(|d| char::from(b"0123456789abcdef"[usize::from(d)]))
+        .collect()
 }
 
 /// Fill `out` from `s`, in hex or base64 (told apart by length).
@@ -182,7 +184,7 @@ impl From<Hash> for WantedHash {
 }
 impl fmt::Display for WantedHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.bytes().iter().try_for_each(|b| write!(f, "{b:02x}"))
+        f.write_str(&to_hex(self.bytes()))
     }
 }
 impl fmt::Debug for WantedHash {
@@ -289,11 +291,13 @@ pub struct Entry {
     pub xattrs: Option<Xattrs>,
 }
 
-impl Entry {
-    /// Whether `vector` says only what `by` and `version` say: its maker's
-    /// change ranked at `version`, the history of most entries.
-    fn vector_is_implied(&self) -> bool {
-        self.by != NodeId(0) && u64::try_from(self.version).is_ok_and(|v| self.vector == Vector::single(self.by, v))
+/// The vector that `by` and `version` imply, which the compact form leaves
+/// out: the maker's one change ranked at `version`, the history of most
+/// entries; empty when the maker is unknown or `version` is no counter.
+fn implied_vector(by: NodeId, version: i128) -> Vector {
+    match (by, u64::try_from(version)) {
+        (NodeId(0), _) | (_, Err(_)) => Vector::default(),
+        (by, Ok(v)) => Vector::single(by, v),
     }
 }
 
@@ -336,7 +340,7 @@ impl Serialize for Entry {
             mtime: self.mtime,
             version: (!compact || self.version != self.mtime).then_some(self.version),
             hash: self.hash,
-            vector: (!compact || !self.vector_is_implied()).then_some(&self.vector),
+            vector: (!compact || self.vector.is_empty() || self.vector != implied_vector(self.by, self.version)).then_some(&self.vector),
             by: self.by,
             exec: self.exec,
             mode: self.mode,
@@ -379,12 +383,8 @@ struct EntryRead {
 impl From<EntryRead> for Entry {
     fn from(e: EntryRead) -> Entry {
         let version = e.version.unwrap_or(e.mtime);
-        let implied = || match (e.by, u64::try_from(version)) {
-            (NodeId(0), _) | (_, Err(_)) => Vector::default(),
-            (by, Ok(v)) => Vector::single(by, v),
-        };
         Entry {
-            vector: e.vector.unwrap_or_else(implied),
+            vector: e.vector.unwrap_or_else(|| implied_vector(e.by, version)),
             path: e.path,
             kind: e.kind,
             deleted: e.deleted,
