@@ -126,3 +126,32 @@ pub(crate) fn filetime_of(ns: i128) -> filetime::FileTime {
     let secs = i64::try_from(secs).unwrap_or(if secs < 0 { i64::MIN } else { i64::MAX });
     filetime::FileTime::from_unix_time(secs, ns.rem_euclid(1_000_000_000) as u32)
 }
+
+/// Rename `from` to `to` only if nothing is at `to`: `Ok(false)` when
+/// something is (or this kernel or filesystem cannot tell in one call).
+/// The check and the rename are one step, so nothing created meanwhile is
+/// ever replaced, and a new file costs no look at its path first.
+#[cfg(target_os = "linux")]
+pub(crate) fn rename_if_absent(from: &Path, to: &Path) -> io::Result<bool> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput));
+    let (from, to) = (c(from)?, c(to)?);
+    // SAFETY: both are valid NUL-terminated paths for the call.
+    let r = unsafe { libc::renameat2(libc::AT_FDCWD, from.as_ptr(), libc::AT_FDCWD, to.as_ptr(), libc::RENAME_NOREPLACE) };
+    if r == 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        // Something is there; or the kernel (before 3.15) or the
+        // filesystem does not know the flag.
+        Some(libc::EEXIST | libc::ENOSYS | libc::EINVAL) => Ok(false),
+        _ => Err(e),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn rename_if_absent(_from: &Path, _to: &Path) -> io::Result<bool> {
+    Ok(false)
+}

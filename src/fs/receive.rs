@@ -181,25 +181,48 @@ impl Incoming {
 
     /// The content is complete: verify it. What remains is to make it
     /// durable and put it in place (`TempFile::make_durable`, `Store::install`).
-    pub fn finish(mut self) -> Result<Received, String> {
+    pub fn finish(mut self) -> Result<Received, Unfinished> {
+        match self.verified() {
+            Ok(tmp) => Ok(Received {
+                entry: self.entry,
+                tmp,
+                expected: self.expected,
+                wire_bytes: self.wire_bytes,
+                transfer: self.transfer,
+            }),
+            Err(reason) => {
+                self.discard_temp();
+                Err(Unfinished {
+                    reason,
+                    temp_lost: self.temp_lost,
+                })
+            }
+        }
+    }
+
+    /// The temp file, if it holds all of the announced content.
+    fn verified(&mut self) -> Result<TempFile, String> {
         if let Some(e) = self.error.take() {
             return Err(e);
         }
-        let tmp = self.tmp.take().ok_or("no temp file")?;
         if self.written != self.entry.size {
             return Err(format!("got {} of {} bytes", self.written, self.entry.size));
         }
         if Hash::from(self.hasher.finalize()) != self.entry.hash {
             return Err("content does not match the announced hash".into());
         }
-        Ok(Received {
-            entry: self.entry,
-            tmp,
-            expected: self.expected,
-            wire_bytes: self.wire_bytes,
-            transfer: self.transfer,
-        })
+        self.tmp.take().ok_or_else(|| "no temp file".into())
     }
+}
+
+/// Why an incoming file was not finished, and whether its temp file was
+/// no longer where it was written (the user moved its folder), so that
+/// only a sweep by name removes it. Known from removing it, at no cost to
+/// the files that do finish.
+#[derive(Debug)]
+pub struct Unfinished {
+    pub reason: String,
+    pub temp_lost: bool,
 }
 
 /// What a chunk adds to the new file.

@@ -7,7 +7,7 @@
 //! that no symlink lies on the way, so nothing is written outside the root.
 //! Must not: decide what to change (the engine does).
 
-use super::files::{filetime_of, io_err, set_mode};
+use super::files::{filetime_of, io_err, rename_if_absent, set_mode};
 pub use super::files::{is_exec, mtime_ns, system_time_ns, StoreError};
 use super::hashing::{BackgroundHashes, HashJob, Hashed, INLINE_HASH_MAX};
 use super::special::{open_for_reading, WarnOnce};
@@ -441,14 +441,25 @@ impl Store {
 
     /// Make `tmp` visible as `entry.path`: fsync, set the mtime, check the
     /// target still holds `expected`, rename over it.
-    pub fn commit(&self, tmp: TempFile, entry: &Entry, expected: Option<&Entry>) -> Result<(), StoreError> {
+    pub fn commit(&self, mut tmp: TempFile, entry: &Entry, expected: Option<&Entry>) -> Result<(), StoreError> {
         tmp.make_durable(entry)?;
-        self.install(tmp, entry, expected)
+        self.install(&mut tmp, entry, expected)
     }
 
     /// The second half of `commit`, for a `tmp` already made durable: check
-    /// the target still holds `expected`, rename over it.
-    pub fn install(&self, mut tmp: TempFile, entry: &Entry, expected: Option<&Entry>) -> Result<(), StoreError> {
+    /// the target still holds `expected`, rename over it. On failure `tmp`
+    /// is left as it was, for the caller to discard.
+    pub fn install(&self, tmp: &mut TempFile, entry: &Entry, expected: Option<&Entry>) -> Result<(), StoreError> {
+        if expected.is_none_or(|e| e.deleted) {
+            // Nothing should be there: the common case of a new file takes
+            // one call, and anything found there goes the checked way.
+            let full = self.full_path(&entry.path)?;
+            self.faults.check(&full)?;
+            if rename_if_absent(&tmp.path, &full).map_err(io_err(&full))? {
+                tmp.committed = true;
+                return Ok(());
+            }
+        }
         let Seen { full, meta } = self.ensure_matches(&entry.path, expected)?;
         Self::clear_folder(&full, meta.is_some_and(|m| m.is_dir()), expected)?;
         self.trash_linked(&full, &entry.path, expected);

@@ -29,8 +29,8 @@ fn a_batch_is_made_durable_at_once_and_a_failure_stays_its_own() {
         .collect();
     let results = TempFile::make_all_durable(tmps.iter().zip(&entries));
     assert!(results.iter().all(Result::is_ok), "{results:?}");
-    for ((tmp, e), _) in tmps.into_iter().zip(&entries).zip(&results) {
-        store.install(tmp, e, None).unwrap();
+    for ((mut tmp, e), _) in tmps.into_iter().zip(&entries).zip(&results) {
+        store.install(&mut tmp, e, None).unwrap();
         assert!(store.matches(&e.path, Some(e)).unwrap(), "{} has its mtime and mode", e.path);
     }
     // A failing disk fails each file of a batch.
@@ -201,6 +201,41 @@ fn a_file_takes_the_place_of_an_empty_folder_the_index_does_not_hold() {
     assert!(store.matches(&rel("e"), None).unwrap());
     store.commit(temp(), &new, None).unwrap();
     assert_eq!(fs::read(dir.path().join("e")).unwrap(), b"new");
+}
+
+/// A received file for a path that should hold nothing (never seen here,
+/// or deleted) is put in place in one step that fails if anything is
+/// there: a file or link the user made since is never replaced, and the
+/// temp file is left to the caller to discard.
+#[test]
+fn a_new_file_never_replaces_what_appeared_at_its_path() {
+    let (dir, store) = setup();
+    let new = crate::wire::testing::file("f", 1_600_000_000_000_000_000, b"new");
+    let deleted = Entry {
+        deleted: true,
+        ..new.clone()
+    };
+    for expected in [None, Some(&deleted)] {
+        fs::write(dir.path().join("f"), b"user's").unwrap();
+        let mut tmp = store.create_temp(&rel("f")).unwrap();
+        tmp.write(b"new").unwrap();
+        let held = store.install(&mut tmp, &new, expected);
+        assert!(matches!(held, Err(StoreError::Changed(_))), "{held:?}");
+        assert_eq!(fs::read(dir.path().join("f")).unwrap(), b"user's");
+        assert!(tmp.discard(), "the temp file was still at its name");
+        std::os::unix::fs::symlink("elsewhere", dir.path().join("l")).unwrap();
+        let mut tmp = store.create_temp(&rel("l")).unwrap();
+        let link = crate::wire::testing::file("l", 1, b"");
+        assert!(store.install(&mut tmp, &link, expected).is_err());
+        assert_eq!(fs::read_link(dir.path().join("l")).unwrap(), Path::new("elsewhere"));
+        fs::remove_file(dir.path().join("f")).unwrap();
+        fs::remove_file(dir.path().join("l")).unwrap();
+        let mut tmp = store.create_temp(&rel("f")).unwrap();
+        tmp.write(b"new").unwrap();
+        store.install(&mut tmp, &new, expected).unwrap();
+        assert_eq!(fs::read(dir.path().join("f")).unwrap(), b"new");
+    }
+    assert_eq!(store.clean_temp_files(), 0, "no temp file was left behind");
 }
 
 /// Content for a path is written into a folder the index holds only

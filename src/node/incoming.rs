@@ -10,12 +10,12 @@
 use super::{Counters, Event, Node};
 use crate::engine::{Receive, Transfer};
 use crate::fs::pieces::{Arriving, PieceFile};
-use crate::fs::receive::{Incoming, Received};
+use crate::fs::receive::{Incoming, Received, Unfinished};
 use crate::fs::store::Store;
 use crate::fs::temp::TempFile;
 use crate::transport::net::Net;
 use crate::wire::{ContentMode, Entry, Message, NodeId, RelPath};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -69,13 +69,18 @@ fn write_files(store: &Store, files: Vec<WholeFile>) -> Written {
         .map(|f| {
             let mut inc = Incoming::start(store, f.entry, ContentMode::Full, Ok(f.expected), f.folder, f.wire_bytes as usize);
             inc.chunk(&f.data, 0);
-            let lost = inc.temp_lost();
             let entry = inc.entry.clone();
-            let received = inc.finish().and_then(|mut r| match r.tmp.prepare_now(&r.entry) {
-                Ok(()) => Ok(r),
-                Err(e) => Err(e.to_string()),
-            });
-            (f.peer, received.map_err(|reason| (entry, reason)), lost)
+            let received = match inc.finish() {
+                Ok(mut r) => match r.tmp.prepare_now(&r.entry) {
+                    Ok(()) => Ok(r),
+                    Err(e) => Err((e.to_string(), !r.tmp.discard())),
+                },
+                Err(Unfinished { reason, temp_lost }) => Err((reason, temp_lost)),
+            };
+            match received {
+                Ok(r) => (f.peer, Ok(r), false),
+                Err((reason, lost)) => (f.peer, Err((entry, reason)), lost),
+            }
         })
         .collect()
 }
@@ -86,7 +91,7 @@ pub(super) struct Arrivals {
     streaming: BTreeMap<NodeId, Incoming>,
     /// Temp files of received files being made durable off the loop, or
     /// waiting for that.
-    durable: BTreeSet<PathBuf>,
+    durable: HashSet<PathBuf>,
     /// Received files waiting for the batch under way to be durable.
     waiting: Vec<(NodeId, Received)>,
     /// A batch is being made durable off the loop.
@@ -114,7 +119,7 @@ impl Arrivals {
     pub fn new(counters: Arc<Counters>) -> Arrivals {
         Arrivals {
             streaming: BTreeMap::new(),
-            durable: BTreeSet::new(),
+            durable: HashSet::new(),
             waiting: Vec::new(),
             batch_under_way: false,
             to_write: Vec::new(),
@@ -357,11 +362,10 @@ impl<N: Net> Node<N> {
             return self.arrivals.discard(inc, &self.store);
         }
         let (entry, transfer) = (inc.entry.clone(), inc.transfer);
-        let lost = inc.temp_lost();
         match inc.finish() {
             Ok(received) => self.make_durable(peer, received),
-            Err(reason) => {
-                if lost {
+            Err(Unfinished { reason, temp_lost }) => {
+                if temp_lost {
                     self.arrivals.sweep(&self.store);
                 }
                 Counters::bump(&self.cfg.counters.failures);
@@ -460,15 +464,14 @@ impl<N: Net> Node<N> {
     fn install(&mut self, peer: NodeId, received: Received, durable: Result<(), String>) {
         let Received {
             entry,
-            tmp,
+            mut tmp,
             expected,
             wire_bytes,
             transfer,
         } = received;
         let action = if expected.is_some() { "modify" } else { "create" };
-        let lost = !tmp.path.exists();
         let result = durable
-            .and_then(|()| self.store.install(tmp, &entry, expected.as_ref()).map_err(|e| e.to_string()))
+            .and_then(|()| self.store.install(&mut tmp, &entry, expected.as_ref()).map_err(|e| e.to_string()))
             .map(|()| wire_bytes);
         match &result {
             Ok(wire_bytes) => {
@@ -486,7 +489,9 @@ impl<N: Net> Node<N> {
             }
             Err(_) => {
                 Counters::bump(&self.cfg.counters.failures);
-                if lost {
+                // A temp file no longer at its name (the user moved its
+                // folder) is swept by name.
+                if !tmp.discard() {
                     self.arrivals.sweep(&self.store);
                 }
             }
