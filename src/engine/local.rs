@@ -8,7 +8,7 @@ use super::types::{mode_on_disk, DEFAULT_FOLDER_MODE};
 use super::{safety, Command, Engine, Extent, Observed, Scan};
 use crate::wire::version::Vector;
 use crate::wire::{Entry, Hash, Kind, NodeId, RelPath};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use tracing::{debug, error, info, warn};
 
 /// Most paths looked at again a moment after they appeared: a burst of
@@ -217,13 +217,17 @@ impl Engine {
         for f in &found {
             self.upkeep.held_deletes.remove(&f.path);
         }
+        let was_moved = |e: &Entry| e.kind == Kind::File && moved.contains(&e.hash);
+        // A folder whose files all reappeared elsewhere in this look moved
+        // with them (a folder renamed): its deletion goes with theirs, or
+        // peers keep it, emptied, until the hold is over.
+        let moved_folders = moved_folders(&gone, was_moved);
         let mut confirmed = Vec::with_capacity(gone.len());
         for e in gone {
             let since = *self.upkeep.held_deletes.entry(e.path.clone()).or_insert(now);
-            let was_moved = e.kind == Kind::File && moved.contains(&e.hash);
             let below_a_file = no_folder_now.iter().any(|f| e.path.is_within(f) && e.path != *f);
             let due = since + DELETE_HOLD <= now && !self.may_hold_moved_content();
-            if due || was_moved || below_a_file {
+            if due || was_moved(&e) || moved_folders.contains(&e.path) || below_a_file {
                 self.upkeep.held_deletes.remove(&e.path);
                 confirmed.push(e);
             }
@@ -532,4 +536,26 @@ impl Engine {
             xattrs: None,
         }
     }
+}
+
+/// The folders of `gone` below which at least one file is gone and every
+/// file or link gone was `moved`.
+fn moved_folders(gone: &[Entry], moved: impl Fn(&Entry) -> bool) -> BTreeSet<RelPath> {
+    let folders: BTreeSet<&RelPath> = gone.iter().filter(|e| e.kind == Kind::Dir).map(|e| &e.path).collect();
+    // Per folder: a moved file below it, and something gone below it that
+    // did not move.
+    let mut below: BTreeMap<RelPath, (bool, bool)> = BTreeMap::new();
+    for e in gone.iter().filter(|e| e.kind != Kind::Dir) {
+        let was_moved = moved(e);
+        for folder in e.path.ancestors().into_iter().filter(|a| folders.contains(a)) {
+            let seen = below.entry(folder).or_default();
+            seen.0 |= was_moved;
+            seen.1 |= !was_moved;
+        }
+    }
+    below
+        .into_iter()
+        .filter(|(_, (some, not_all))| *some && !not_all)
+        .map(|(f, _)| f)
+        .collect()
 }
