@@ -70,13 +70,13 @@ fn write_files(store: &Store, files: Vec<WholeFile>) -> Written {
             let mut inc = Incoming::start(store, f.entry, ContentMode::Full, Ok(f.expected), f.folder, f.wire_bytes as usize);
             inc.chunk(&f.data, 0);
             let entry = inc.entry.clone();
-            let received = match inc.finish() {
-                Ok(mut r) => match r.tmp.prepare_now(&r.entry) {
+            let received = inc
+                .finish()
+                .map_err(|Unfinished { reason, temp_lost }| (reason, temp_lost))
+                .and_then(|mut r| match r.tmp.prepare_now(&r.entry) {
                     Ok(()) => Ok(r),
                     Err(e) => Err((e.to_string(), !r.tmp.discard())),
-                },
-                Err(Unfinished { reason, temp_lost }) => Err((reason, temp_lost)),
-            };
+                });
             match received {
                 Ok(r) => (f.peer, Ok(r), false),
                 Err((reason, lost)) => (f.peer, Err((entry, reason)), lost),

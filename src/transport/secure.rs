@@ -1,8 +1,9 @@
 //! The transport layer under every connection: plain bytes without a
 //! cluster key, Noise (`Noise_NNpsk0_25519_ChaChaPoly_BLAKE2s`, the `snow`
-//! crate) with one. It runs after the TCP connect and before the hello, for
-//! the production `Net` and the simulated one alike, since it only wraps a
-//! connection's read and write halves.
+//! crate; its cipher is ring's, see Cargo.toml) with one. It runs after the
+//! TCP connect and before the hello, for the production `Net` and the
+//! simulated one alike, since it only wraps a connection's read and write
+//! halves.
 //!
 //! With a key, the dialer sends `MAGIC` (8 bytes), then the first Noise
 //! handshake message; the listener answers with the second. Each handshake
@@ -473,6 +474,45 @@ mod tests {
             assert_eq!(second, Message::Ping);
             write_msg(&mut b.writer, &Message::FileEnd, PROTOCOL_VERSION).await.unwrap();
             assert_eq!(read_frame(&mut a.reader).await.unwrap().0, Message::FileEnd);
+        });
+    }
+
+    /// Our records are ring's ChaCha20-Poly1305, a peer of an older build
+    /// seals with snow's own: the same cipher, so each reads the other.
+    #[test]
+    fn records_interoperate_with_snows_own_cipher() {
+        AsyncStdNet::block_on(async {
+            let k = ClusterKey::from_bytes([5; 32]);
+            let (a, b) = pair().await;
+            let psk = k.psk();
+            let snows_own = Box::new(snow::resolvers::DefaultResolver);
+            let theirs = snow::Builder::with_resolver(NOISE_PARAMS.parse().unwrap(), snows_own)
+                .prologue(PROLOGUE)
+                .unwrap()
+                .psk(0, &psk)
+                .unwrap()
+                .build_responder()
+                .unwrap();
+            let (mut rb, mut wb) = (b.reader, b.writer);
+            let (ours, state) =
+                futures_lite::future::zip(secure_halves(a.reader, a.writer, Some(&k), true), respond(theirs, &mut rb, &mut wb)).await;
+            let (mut ra, mut wa) = ours.unwrap();
+            let state = Arc::new(state.unwrap());
+            let mut rb = Reader {
+                inner: rb,
+                rx: Some(Box::new(Rx::new(state.clone()))),
+            };
+            let mut wb = Writer {
+                inner: wb,
+                tx: Some(Box::new(Tx::new(state))),
+            };
+            let msg = Message::Chunk {
+                data: (0..2 * MAX_RECORD + 5).map(|i| (i % 253) as u8).collect(),
+            };
+            write_msg(&mut wa, &msg, PROTOCOL_VERSION).await.unwrap();
+            assert_eq!(read_frame(&mut rb).await.unwrap().0, msg, "theirs opens ours");
+            write_msg(&mut wb, &msg, PROTOCOL_VERSION).await.unwrap();
+            assert_eq!(read_frame(&mut ra).await.unwrap().0, msg, "ours opens theirs");
         });
     }
 
