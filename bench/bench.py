@@ -1169,8 +1169,19 @@ def main():
         shutil.rmtree(scratch_root, ignore_errors=True)
 
 
+def keep_logs(run_dir, title, i):
+    """Copy the node logs of a failed run where the scratch tree's removal
+    does not reach them; returns that folder."""
+    kept = ROOT / "target/bench-failed" / f"{title.split()[0].replace('/', '-')}-{i}"
+    shutil.rmtree(kept, ignore_errors=True)
+    kept.mkdir(parents=True)
+    for log in Path(run_dir).rglob("node-*.log"):
+        shutil.copy(log, kept / f"{log.parent.name}-{log.name}")
+    return kept
+
+
 def run_workloads(scratch_root):
-    table, scale_r = {}, None
+    table, scale_r, failed = {}, None, []
     for title, fn in WORKLOADS:
         if ONLY and not any(title.startswith(w) for w in ONLY):
             continue
@@ -1181,9 +1192,19 @@ def run_workloads(scratch_root):
             tmp = scratch_root / f"{title.split()[0].replace('/', '-')}-{i}"
             tmp.mkdir()
             print(f"# {title}: run {i + 1}/{REPEAT}", file=sys.stderr, flush=True)
-            main_r, ref_r = fn(tmp)
+            try:
+                main_r, ref_r = fn(tmp)
+            except Exception as e:  # noqa: BLE001  (one workload's failure must not lose the others' figures)
+                for node in list(Node.running):
+                    node.stop()
+                kept = keep_logs(tmp, title, i)
+                failed.append(f"{title}, run {i + 1}: {type(e).__name__}: {e} (node logs in {kept})")
+                print(f"# FAILED: {failed[-1]}", file=sys.stderr, flush=True)
+                break
             runs_main.append(main_r)
             runs_ref.append(ref_r)
+        if not runs_main:
+            continue
         if fn is scale:
             scale_r = median_of(runs_main)
         elif "W2/W3" in title or fn in (w6, w2_limited):
@@ -1212,6 +1233,9 @@ def run_workloads(scratch_root):
         results["scale_workload"] = {**scale_r, "missing_counters": sorted(_missing_counters)}
     out.write_text(json.dumps(results, indent=2))
     print(f"\nwritten to {out}")
+    if failed:
+        print("\nfailed:\n" + "\n".join(f"- {f}" for f in failed))
+        sys.exit(1)
 
 
 if __name__ == "__main__":
