@@ -515,12 +515,9 @@ fn what_a_folder_held_is_gone_below_a_file_taken_back_from_the_install_journal()
 
 /// The paths `cmds` announce as deleted to `peer`.
 fn deletions_to(cmds: &[Command], peer: NodeId) -> Vec<String> {
-    cmds.iter()
-        .filter_map(|c| match c {
-            Command::Send {
-                peer: to,
-                msg: Message::Update { entries },
-            } if *to == peer => Some(entries),
+    sent_to(cmds, peer)
+        .filter_map(|m| match m {
+            Message::Update { entries } => Some(entries),
             _ => None,
         })
         .flatten()

@@ -203,6 +203,14 @@ fn apply(peer: NodeId, action: Action) -> Command {
     Command::Apply { peer, action }
 }
 
+/// The messages `cmds` send to `peer`, in order.
+fn sent_to(cmds: &[Command], peer: NodeId) -> impl Iterator<Item = &Message> {
+    cmds.iter().filter_map(move |c| match c {
+        Command::Send { peer: to, msg } if *to == peer => Some(msg),
+        _ => None,
+    })
+}
+
 fn update(peer: NodeId, entries: Vec<Entry>) -> Command {
     Command::Send {
         peer,

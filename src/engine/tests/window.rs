@@ -14,12 +14,9 @@ fn files(n: usize) -> Vec<Entry> {
 
 /// The paths asked of `peer` in `cmds`.
 fn wanted(cmds: &[Command], peer: NodeId) -> Vec<RelPath> {
-    cmds.iter()
-        .filter_map(|c| match c {
-            Command::Send {
-                peer: p,
-                msg: Message::Want { files },
-            } if *p == peer => Some(files.iter().map(|f| f.path.clone())),
+    sent_to(cmds, peer)
+        .filter_map(|m| match m {
+            Message::Want { files } => Some(files.iter().map(|f| f.path.clone())),
             _ => None,
         })
         .flatten()
