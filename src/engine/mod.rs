@@ -564,19 +564,27 @@ impl Engine {
 
     /// The index now holds `e`: forget the wants and requests it settles.
     /// A request left in flight would let its older content, arriving
-    /// later, replace `e` on disk (found by the simulation).
+    /// later, replace `e` on disk (found by the simulation). Every peer
+    /// that offered it may have nothing more to send us now, whoever sent
+    /// it (found by the bench: a peer was called synchronized only at the
+    /// next local change).
     pub(super) fn settle(&mut self, e: &Entry) {
         if self.upkeep.retries.get(&e.path).is_some_and(|r| !beats(&r.entry, e)) {
             self.upkeep.retries.remove(&e.path);
         }
-        if self.wants.needs.get(&e.path).is_some_and(|n| !beats(&n.entry, e)) {
-            self.wants.needs.remove(&e.path);
-        }
-        if self.wants.inflight.get(&e.path).is_some_and(|i| !beats(&i.entry, e)) {
+        let asked = self.wants.inflight.get(&e.path).filter(|i| !beats(&i.entry, e)).map(|i| i.peer);
+        if asked.is_some() {
             self.wants.inflight.remove(&e.path);
             self.unschedule(e.path.clone());
         }
+        let offered = match self.wants.needs.get(&e.path) {
+            Some(n) if !beats(&n.entry, e) => self.wants.needs.remove(&e.path).map(|n| n.sources).unwrap_or_default(),
+            _ => BTreeSet::new(),
+        };
         self.settle_swarm(e);
+        for peer in offered.into_iter().chain(asked) {
+            self.check_synced(peer);
+        }
     }
 
     /// The folders above `path`, innermost first, that the index holds as

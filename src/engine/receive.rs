@@ -216,8 +216,9 @@ impl Engine {
         self.request_answered(peer, &entry.path);
     }
 
-    /// `peer` no longer serves the need for `path`; a need left with no
-    /// source is given up until someone announces it again.
+    /// `peer` no longer serves the need for `path` (and may have nothing
+    /// else left to send us); a need left with no source is given up until
+    /// someone announces it again.
     pub(super) fn drop_source(&mut self, path: &RelPath, peer: NodeId) {
         if let Some(n) = self.wants.needs.get_mut(path) {
             n.sources.remove(&peer);
@@ -225,6 +226,7 @@ impl Engine {
                 self.wants.needs.remove(path);
             }
         }
+        self.check_synced(peer);
     }
 
     /// The content of `entry` from `peer` was written (`Ok`, with the bytes

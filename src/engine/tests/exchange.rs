@@ -209,3 +209,26 @@ fn a_large_index_travels_in_parts_each_asked_for_once_fewer_than_a_part_wait() {
     receiver.handle_received(B, first, Transfer::Full, Ok(1));
     assert!(more(receiver.take_commands()), "one landed: the next part");
 }
+
+fn synchronized_with(e: &Engine, peer: NodeId) -> bool {
+    e.peers().any(|(p, synced)| p == peer && synced)
+}
+
+/// Found by the bench (W5: 1,000 files to two empty peers, where each
+/// passes files on to the other): a peer whose last offered file came from
+/// another source was called synchronized only at the next local change,
+/// hundreds of milliseconds late (and `status` said "syncing" till then).
+#[test]
+fn a_peer_is_synchronized_when_what_it_offered_arrives_from_another_source() {
+    let f = file("f", 5, b"x");
+    let mut e = connected(&[], &[B]);
+    connect_before_its_index(&mut e, A);
+    e.take_commands();
+    // B offers f first and is asked; then A's index offers it too.
+    e.handle_message(B, Message::Update { entries: vec![f.clone()] });
+    assert_eq!(e.take_commands(), vec![want(B, &[&f])]);
+    e.handle_message(A, index_msg(vec![f.clone()]));
+    assert!(!synchronized_with(&e, A), "f, which A offers, is still to come");
+    e.handle_received(B, f.clone(), Transfer::Full, Ok(1));
+    assert!(synchronized_with(&e, A), "all A offered is here");
+}
