@@ -345,6 +345,7 @@ impl Oracle {
 pub fn run(seed: u64, mix: &Mix) {
     let mut opts = Options::new(&format!("random-{}", mix.name), mix.nodes, seed);
     opts.rescan_interval = Duration::from_secs(3600);
+    opts.status = true;
     let mut c = Cluster::new(opts);
     let mut rng = Rng::new(seed ^ 0x0a11_0b5e);
     let mut oracle = Oracle::default();
@@ -419,6 +420,20 @@ fn check(c: &mut Cluster, oracle: &Oracle, seed: u64, mix: &Mix) {
     for path in &oracle.deleted_after_seeing_all {
         if matches!(tree.get(path), Some(Item::File { .. })) {
             wrong += &format!("  {path:?} was deleted after its last change and came back\n");
+        }
+    }
+    // What a user sees agrees: every node calls every peer synchronized,
+    // with nothing left to receive from it.
+    for host in 0..c.len() {
+        for p in c.status(host).peers {
+            if !p.synced || p.receive_files > 0 {
+                wrong += &format!(
+                    "  host {host} shows peer {} {} with {} files to receive, though every tree agrees\n",
+                    p.id,
+                    if p.synced { "synchronized" } else { "syncing" },
+                    p.receive_files
+                );
+            }
         }
     }
     if !wrong.is_empty() {
