@@ -50,6 +50,12 @@ impl From<StoreError> for ActionError {
     }
 }
 
+/// True if `e` says nothing is at the path: not found, or one of the
+/// folders on its way is a file now (ENOTDIR).
+pub(crate) fn is_absent(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory)
+}
+
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
     move |source| StoreError::Io {
         path: path.display().to_string(),

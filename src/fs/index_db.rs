@@ -19,6 +19,7 @@ use crate::engine::index::IndexError;
 /// The index a database file holds, and how far it has taken a peer's
 /// (for tools and tests that open the file of a stopped node).
 pub use crate::engine::index::{Index, PeerMark};
+use crate::fs::files::is_absent;
 use redb::{Database, Durability, ReadOnlyTable, ReadTransaction, ReadableTable, TableDefinition};
 use std::ops::Bound;
 use std::os::unix::fs::MetadataExt;
@@ -299,7 +300,7 @@ impl IndexDb for RedbIndex {
         match std::fs::metadata(&self.path) {
             Ok(m) if m.dev() == own.dev() && m.ino() == own.ino() => Ok(OnDisk::InPlace),
             Ok(_) => Ok(OnDisk::Moved),
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) => Ok(OnDisk::Moved),
+            Err(e) if is_absent(&e) => Ok(OnDisk::Moved),
             Err(e) => Err(io(e)),
         }
     }

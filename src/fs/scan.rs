@@ -8,7 +8,7 @@
 //!
 //! Must not: change anything on disk.
 
-use super::files::{io_err, is_exec, mode_of, mtime_ns, StoreError};
+use super::files::{io_err, is_absent, is_exec, mode_of, mtime_ns, StoreError};
 use super::hashing::{hash_file, Background, Version};
 use super::special::pseudo_filesystem;
 use super::store::Store;
@@ -113,7 +113,7 @@ impl TreeWalk {
 fn not_observed(rel: RelPath, e: StoreError, failed: &mut Vec<RelPath>, hashing: &mut Vec<RelPath>) {
     match e {
         // Gone, or a folder on its way is a file now: not there.
-        StoreError::Io { source, .. } if matches!(source.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => {}
+        StoreError::Io { source, .. } if is_absent(&source) => {}
         StoreError::Hashing(_) => hashing.push(rel),
         e => {
             debug!(path = %rel, error = %e, "not scanned; trying again later");
@@ -156,7 +156,7 @@ impl Store {
         let full = self.full_path(rel)?;
         let meta = match fs::symlink_metadata(&full) {
             Ok(m) => m,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if is_absent(&e) => return Ok(None),
             Err(e) => return Err(io_err(&full)(e)),
         };
         self.observe_meta(rel, &full, &meta, known)

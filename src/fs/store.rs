@@ -7,7 +7,7 @@
 //! that no symlink lies on the way, so nothing is written outside the root.
 //! Must not: decide what to change (the engine does).
 
-use super::files::{filetime_of, io_err, rename_if_absent, set_mode};
+use super::files::{filetime_of, io_err, is_absent, rename_if_absent, set_mode};
 pub use super::files::{is_exec, mtime_ns, system_time_ns, StoreError};
 use super::hashing::{BackgroundHashes, HashJob, Hashed, INLINE_HASH_MAX};
 use super::special::{open_for_reading, WarnOnce};
@@ -167,7 +167,7 @@ impl Store {
             match fs::symlink_metadata(&p) {
                 Ok(m) if m.file_type().is_symlink() => return Err(StoreError::Symlink(rel.to_string())),
                 Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+                Err(e) if is_absent(&e) => break,
                 Err(e) => return Err(io_err(&p)(e)),
             }
         }
@@ -227,7 +227,7 @@ impl Store {
         let full = self.full_path(rel)?;
         let meta = match fs::symlink_metadata(&full) {
             Ok(m) => m,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((expected.is_none_or(|e| e.deleted), Seen { full, meta: None })),
+            Err(e) if is_absent(&e) => return Ok((expected.is_none_or(|e| e.deleted), Seen { full, meta: None })),
             Err(e) => return Err(io_err(&full)(e)),
         };
         let ft = meta.file_type();
@@ -482,7 +482,7 @@ impl Store {
             // kept what it deleted (found by the workload, everyday seed
             // 7100021554: a file that replaced the folder became a
             // conflict copy there).
-            Err(StoreError::Changed(_)) if fs::symlink_metadata(&full).is_err_and(|e| e.kind() == io::ErrorKind::NotFound) => return Ok(()),
+            Err(StoreError::Changed(_)) if fs::symlink_metadata(&full).is_err_and(|e| is_absent(&e)) => return Ok(()),
             r => drop(r?),
         }
         match local.kind {
