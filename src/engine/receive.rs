@@ -4,7 +4,7 @@
 //! (`Command::RemoveEmptyDirs`).
 
 use super::index::{same_content, same_version, wins_over};
-use super::{Action, ActionError, Command, Engine, Receive, Streaming, Transfer};
+use super::{Action, ActionError, Command, Engine, Receive, Stat, Streaming, Transfer};
 use crate::wire::{Entry, Kind, Message, NodeId, RelPath};
 use tracing::{debug, info, warn};
 
@@ -227,6 +227,17 @@ impl Engine {
             }
         }
         self.check_synced(peer);
+    }
+
+    /// The node put `entry`'s version in place (a received file, a copy),
+    /// seen there with `stat`: what the next look compares with, so that
+    /// an edit keeping size and mtime is still seen. The watcher raises no
+    /// look for our own installs (that look was a redb read and write per
+    /// received file).
+    pub fn handle_installed(&mut self, entry: &Entry, stat: Stat) {
+        if self.index.live(&entry.path).is_some_and(|e| same_version(&e, entry)) {
+            self.index.set_stat(&entry.path, Some(stat));
+        }
     }
 
     /// The content of `entry` from `peer` was written (`Ok`, with the bytes

@@ -82,11 +82,16 @@ impl Version {
         Version {
             size: meta.len(),
             mtime: super::files::mtime_ns(meta),
-            stat: Stat {
-                ino: meta.ino(),
-                ctime: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
-            },
+            stat: stat_of(meta),
         }
+    }
+}
+
+/// The inode and change time a look compares (`Stat`).
+pub fn stat_of(meta: &Metadata) -> Stat {
+    Stat {
+        ino: meta.ino(),
+        ctime: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
     }
 }
 

@@ -14,6 +14,7 @@ use super::special::{open_for_reading, WarnOnce};
 use super::temp::{DiskFaults, TempFile};
 use super::trash::Trash;
 use super::writers::Writers;
+use crate::engine::Stat;
 use crate::wire::{temp_name, temp_name_device, Entry, Hash, Kind, NodeId, RelPath, STATE_DIR_NAME};
 use std::collections::BTreeSet;
 use std::fs::{self, File};
@@ -440,16 +441,20 @@ impl Store {
     }
 
     /// Make `tmp` visible as `entry.path`: fsync, set the mtime, check the
-    /// target still holds `expected`, rename over it.
-    pub fn commit(&self, mut tmp: TempFile, entry: &Entry, expected: Option<&Entry>) -> Result<(), StoreError> {
+    /// target still holds `expected`, rename over it. What a look would
+    /// see of it then, as `install`.
+    pub fn commit(&self, mut tmp: TempFile, entry: &Entry, expected: Option<&Entry>) -> Result<Option<Stat>, StoreError> {
         tmp.make_durable(entry)?;
         self.install(&mut tmp, entry, expected)
     }
 
     /// The second half of `commit`, for a `tmp` already made durable: check
     /// the target still holds `expected`, rename over it. On failure `tmp`
-    /// is left as it was, for the caller to discard.
-    pub fn install(&self, tmp: &mut TempFile, entry: &Entry, expected: Option<&Entry>) -> Result<(), StoreError> {
+    /// is left as it was, for the caller to discard. Returns the file's
+    /// inode and change time once in place (from its open descriptor, no
+    /// lookup): what the next look compares with, since the watcher raises
+    /// none for our own installs (`None` if the descriptor cannot say).
+    pub fn install(&self, tmp: &mut TempFile, entry: &Entry, expected: Option<&Entry>) -> Result<Option<Stat>, StoreError> {
         if expected.is_none_or(|e| e.deleted) {
             // Nothing should be there: the common case of a new file takes
             // one call, and anything found there goes the checked way.
@@ -457,7 +462,7 @@ impl Store {
             self.faults.check(&full)?;
             if rename_if_absent(&tmp.path, &full).map_err(io_err(&full))? {
                 tmp.committed = true;
-                return Ok(());
+                return Ok(tmp.stat());
             }
         }
         let Seen { full, meta } = self.ensure_matches(&entry.path, expected)?;
@@ -469,7 +474,7 @@ impl Store {
         // per received file until the node ran out of descriptors; found by
         // the simulation.)
         tmp.committed = true;
-        Ok(())
+        Ok(tmp.stat())
     }
 
     /// Remove `local` (a file, or a directory if it is empty).
@@ -550,7 +555,7 @@ impl Store {
 
     /// Copy file `from` to `entry.path` (which must hold `local`), checking
     /// the copy's hash.
-    pub fn copy(&self, from: &Entry, entry: &Entry, local: Option<&Entry>) -> Result<(), StoreError> {
+    pub fn copy(&self, from: &Entry, entry: &Entry, local: Option<&Entry>) -> Result<Option<Stat>, StoreError> {
         let src = self.full_path(&from.path)?;
         let mut tmp = self.create_temp(&entry.path)?;
         let input = File::open(&src).map_err(io_err(&src))?;

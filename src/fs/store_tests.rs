@@ -44,6 +44,28 @@ fn a_batch_is_made_durable_at_once_and_a_failure_stays_its_own() {
     assert!(!dir.path().join("b/g").exists());
 }
 
+/// What an install returns is what the next look at the path sees: the
+/// watcher raises no look for our own installs, so that is what the index
+/// keeps to tell a later edit that keeps size and mtime. The same for a
+/// new file, one put over another, and a copy.
+#[test]
+fn an_install_returns_what_the_next_look_sees() {
+    let (dir, store) = setup();
+    let looked = |name: &str| Some(crate::fs::hashing::Version::of(&fs::symlink_metadata(dir.path().join(name)).unwrap()).stat);
+    let e = crate::wire::testing::file("f", 1_600_000_000_000_000_000, b"one");
+    let mut tmp = store.create_temp(&e.path).unwrap();
+    tmp.write(b"one").unwrap();
+    tmp.make_durable(&e).unwrap();
+    assert_eq!(store.install(&mut tmp, &e, None).unwrap(), looked("f"), "new");
+    let old = entry_for(&store, "f");
+    let e2 = crate::wire::testing::file("f", 1_600_000_000_000_000_001, b"two");
+    let mut tmp = store.create_temp(&e2.path).unwrap();
+    tmp.write(b"two").unwrap();
+    assert_eq!(store.commit(tmp, &e2, Some(&old)).unwrap(), looked("f"), "over another");
+    let copy = crate::wire::testing::file("g", 1_600_000_000_000_000_001, b"two");
+    assert_eq!(store.copy(&e2, &copy, None).unwrap(), looked("g"), "a copy");
+}
+
 #[test]
 fn commit_is_atomic_and_sets_mtime() {
     let (dir, store) = setup();

@@ -6,7 +6,9 @@
 //! Must not: put anything in place (`Store::install` does).
 
 use super::files::{filetime_of, io_err, set_mode_of, StoreError};
+use super::hashing::stat_of;
 use super::pieces::all_zero;
+use crate::engine::Stat;
 use crate::wire::Entry;
 use std::collections::BTreeSet;
 use std::fs::{self, File};
@@ -284,6 +286,11 @@ impl TempFile {
             }
         }
         results
+    }
+
+    /// The inode and change time of the file, from its descriptor.
+    pub(super) fn stat(&self) -> Option<Stat> {
+        self.file.metadata().ok().map(|m| stat_of(&m))
     }
 
     /// Remove the temp file now. False when its name no longer held it: the

@@ -13,7 +13,8 @@
 //! of small files the two watcher threads took 16-18% of each node's CPU.
 //! This watcher asks only for what changes a tree, drops events on
 //! dirsync's own temp files before building a path, and never watches the
-//! state folder.
+//! state folder. Nor does it report our installs (a temp name renamed onto
+//! its path): the node tells the engine what it put there.
 //!
 //! Events wait at most one `debounce` after the first of a batch; a rename
 //! is the pair `IN_MOVED_FROM`/`IN_MOVED_TO` sharing a cookie, and a
@@ -119,6 +120,9 @@ struct Tracker<W> {
     changed_set: HashSet<Option<RelPath>>,
     renames: Vec<(RelPath, RelPath)>,
     moved_from: HashMap<u32, MovedFrom>,
+    /// Cookies of renames away from our temp names: our installs, whose
+    /// `MOVED_TO` needs no look (the node recorded what it put there).
+    installs: HashSet<u32>,
     /// When the oldest change now waiting came.
     since: Option<Instant>,
 }
@@ -132,6 +136,7 @@ impl<W: std::hash::Hash + Eq + Clone> Tracker<W> {
             changed_set: HashSet::new(),
             renames: Vec::new(),
             moved_from: HashMap::new(),
+            installs: HashSet::new(),
             since: None,
         }
     }
@@ -171,6 +176,9 @@ impl<W: std::hash::Hash + Eq + Clone> Tracker<W> {
         let name = name.to_str()?;
         // Most events of a receiving node are on its own temp files.
         if temp_name_device(name).is_some() {
+            if ev.mask.contains(EventMask::MOVED_FROM) {
+                self.installs.insert(ev.cookie);
+            }
             return None;
         }
         let path = match RelPath::child_of(folder.as_ref(), name) {
@@ -187,6 +195,9 @@ impl<W: std::hash::Hash + Eq + Clone> Tracker<W> {
             return None;
         }
         if ev.mask.contains(EventMask::MOVED_TO) {
+            if self.installs.remove(&ev.cookie) {
+                return None;
+            }
             if let Some(from) = self.moved_from.remove(&ev.cookie) {
                 if from.is_dir {
                     self.folder_moved(&from.path, &path);
@@ -225,6 +236,9 @@ impl<W: std::hash::Hash + Eq + Clone> Tracker<W> {
     /// The local events due at `now`, and the watches to remove (folders
     /// moved out of DIR: the kernel keeps watching them where they went).
     fn flush(&mut self, now: Instant, debounce: Duration) -> (Vec<LocalEvent>, Vec<W>) {
+        // An install's two events come together: a cookie still here lost
+        // its `MOVED_TO` (it went out of DIR), and must not match a later one.
+        self.installs.clear();
         let mut unwatch = Vec::new();
         let gone: Vec<u32> = self
             .moved_from
@@ -507,9 +521,13 @@ mod tests {
         t.handle(ev(1, EventMask::CREATE, 0, ".dirsync-tmp-0123456789abcdef-7"), now);
         t.handle(ev(0, EventMask::MODIFY, 0, ".dirsync"), now);
         assert_eq!(t.due(D), None);
-        // Our install: the temp name moves onto the real one.
+        // Our install: the temp name moves onto the real one, which the
+        // node recorded as it installed it.
         t.handle(ev(1, EventMask::MOVED_FROM, 9, ".dirsync-tmp-0123456789abcdef-7"), now);
         t.handle(ev(1, EventMask::MOVED_TO, 9, "x"), now);
+        assert_eq!(t.due(D), None);
+        // What anyone else moves there is looked at.
+        t.handle(ev(1, EventMask::MOVED_TO, 10, "x"), now);
         assert_eq!(t.flush(now + D, D).0, vec![LocalEvent::Changed(vec![Some(path("a/x"))])]);
     }
 

@@ -12,7 +12,7 @@ use super::{Counters, Event, Node, NodeError};
 use crate::engine::ignore::{EXCLUDE_FILE, IGNORE_FILE};
 use crate::engine::index::OnDisk;
 use crate::engine::Exclusion;
-use crate::engine::{Action, ActionError, DirState, Extent, Known, Look, Scan};
+use crate::engine::{Action, ActionError, DirState, Extent, Known, Look, Scan, Stat};
 use crate::fs::hashing::Hashed;
 use crate::fs::scan::ScanResult;
 use crate::fs::state::{load_ignore_rules, read_exclusion_rules, restore_state_dir, Kept, StateError};
@@ -25,14 +25,17 @@ impl<N: Net> Node<N> {
     /// Carry out `action` and tell the engine how it went.
     pub(super) fn apply(&mut self, peer: NodeId, action: Action) {
         let store = &self.store;
+        // A copy is installed like a received file: what it was seen as.
+        let mut installed = None;
+        let mut copied = |stat: Option<Stat>| installed = stat;
         let result = match &action {
             Action::MakeDir { entry, local } => store.make_dir_over(entry, local.as_ref()),
             Action::MakeLink { entry, local } => store.make_link(entry, local.as_ref()),
             Action::Delete { local, .. } => store.delete(local),
             Action::SetMtime { entry, local } => store.set_mtime(entry, local),
             Action::Rename { from, entry, local, .. } => store.rename(from, entry, local.as_ref()),
-            Action::Copy { from, entry, local } => store.copy(from, entry, local.as_ref()),
-            Action::ConflictCopy { from, copy, .. } => store.copy(from, copy, None),
+            Action::Copy { from, entry, local } => store.copy(from, entry, local.as_ref()).map(&mut copied),
+            Action::ConflictCopy { from, copy, .. } => store.copy(from, copy, None).map(&mut copied),
         }
         .map_err(ActionError::from);
         let counters = &self.cfg.counters;
@@ -46,7 +49,15 @@ impl<N: Net> Node<N> {
             }
             Err(_) => Counters::bump(&counters.failures),
         }
+        let copy = match &action {
+            Action::ConflictCopy { copy, .. } => Some(copy.clone()),
+            Action::Copy { entry, .. } => Some(entry.clone()),
+            _ => None,
+        };
         self.engine.handle_action_done(peer, action, result);
+        if let (Some(copy), Some(stat)) = (copy, installed) {
+            self.engine.handle_installed(&copy, stat);
+        }
     }
 
     /// Remove `dirs`, innermost first, while they are empty.

@@ -470,9 +470,9 @@ impl<N: Net> Node<N> {
             transfer,
         } = received;
         let action = if expected.is_some() { "modify" } else { "create" };
-        let result = durable
-            .and_then(|()| self.store.install(&mut tmp, &entry, expected.as_ref()).map_err(|e| e.to_string()))
-            .map(|()| wire_bytes);
+        let installed = durable.and_then(|()| self.store.install(&mut tmp, &entry, expected.as_ref()).map_err(|e| e.to_string()));
+        let stat = installed.as_ref().ok().copied().flatten();
+        let result = installed.map(|_| wire_bytes);
         match &result {
             Ok(wire_bytes) => {
                 let mode = match transfer {
@@ -496,6 +496,9 @@ impl<N: Net> Node<N> {
                 }
             }
         }
-        self.engine.handle_received(peer, entry, transfer, result);
+        self.engine.handle_received(peer, entry.clone(), transfer, result);
+        if let Some(stat) = stat {
+            self.engine.handle_installed(&entry, stat);
+        }
     }
 }

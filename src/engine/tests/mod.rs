@@ -461,6 +461,23 @@ fn received_files_are_passed_on_to_the_other_peers_only() {
     assert_eq!(e.index().get(&f.path), Some(f));
 }
 
+/// What the node saw of a file it installed is what the next look
+/// compares with: the watcher raises no look for our own installs.
+#[test]
+fn an_installed_files_stat_is_kept_for_the_next_look() {
+    let mut e = connected(&[], &[A]);
+    let f = file("f", 5, b"x");
+    e.handle_message(A, Message::Update { entries: vec![f.clone()] });
+    e.take_commands();
+    e.handle_received(A, f.clone(), Transfer::Full, Ok(100));
+    let stat = Stat { ino: 7, ctime: 9 };
+    e.handle_installed(&f, stat);
+    assert_eq!(e.index().known(&f.path).map(|(_, s)| s), Some(Some(stat)));
+    // Not for another version than the index holds.
+    e.handle_installed(&file("f", 6, b"y"), Stat { ino: 8, ctime: 9 });
+    assert_eq!(e.index().known(&f.path).map(|(_, s)| s), Some(Some(stat)));
+}
+
 #[test]
 fn unsolicited_content_is_refused() {
     let e = connected(&[], &[A]);
