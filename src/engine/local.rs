@@ -273,7 +273,13 @@ impl Engine {
         let mut weigh_again = Vec::new();
         for (e, stat) in changes.iter().zip(stats) {
             debug!(path = %e.path, deleted = e.deleted, kind = ?e.kind, "local change");
-            if !e.deleted && self.index.live(&e.path).is_none() && self.upkeep.appeared_lately.len() < MAX_APPEARED_LATELY {
+            // Not a folder: a look at one takes in all below it (at a first
+            // start, the whole tree), and what appeared below it is here.
+            if !e.deleted
+                && e.kind != Kind::Dir
+                && self.index.live(&e.path).is_none()
+                && self.upkeep.appeared_lately.len() < MAX_APPEARED_LATELY
+            {
                 self.upkeep.appeared_lately.insert(e.path.clone(), now);
             }
             self.index.insert_seen(e.clone(), stat);

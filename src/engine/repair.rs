@@ -4,7 +4,7 @@
 //!
 //! - a version we failed to take is tried again with backoff (`Retry`)
 //!   until it is taken or superseded, and counts as pending meanwhile;
-//! - a path that appeared here lately is looked at again a moment later
+//! - a file or link that appeared here lately is looked at again a moment later
 //!   (a file written and renamed away at once must not stay live);
 //! - peers whose tree digests differ once both are quiet look for the
 //!   difference folder by folder (`descent.rs`), with backoff, and each

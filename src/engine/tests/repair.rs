@@ -115,6 +115,11 @@ fn a_version_refused_for_a_local_write_is_weighed_again_and_both_survive() {
     );
 }
 
+/// A folder that appeared is not looked at again: that look takes in
+/// everything below it, which at a node's first start is the whole tree
+/// (found by the bench: a million paths made the source's memory peak at
+/// 140 MiB a second after it started, with a second look at every path);
+/// what appeared below it is looked at again by itself.
 #[test]
 fn a_path_that_appeared_is_looked_at_again_a_moment_later() {
     let mut e = connected(&[], &[A]);
@@ -129,7 +134,7 @@ fn a_path_that_appeared_is_looked_at_again_a_moment_later() {
     assert_eq!(
         tick(&mut e, 101 * S),
         vec![Command::Rescan {
-            paths: vec![p("repo"), p("repo/.git"), p("repo/.git/config.lock")]
+            paths: vec![p("repo/.git/config.lock")]
         }]
     );
     // Once.
