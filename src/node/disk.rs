@@ -12,7 +12,7 @@ use super::{Counters, Event, Node, NodeError};
 use crate::engine::ignore::{EXCLUDE_FILE, IGNORE_FILE};
 use crate::engine::index::OnDisk;
 use crate::engine::Exclusion;
-use crate::engine::{Action, ActionError, DirState, Extent, Known, Look, Scan, Stat};
+use crate::engine::{Action, ActionError, DirState, Extent, Known, Look, Scan};
 use crate::fs::hashing::Hashed;
 use crate::fs::scan::ScanResult;
 use crate::fs::state::{load_ignore_rules, read_exclusion_rules, restore_state_dir, Kept, StateError};
@@ -25,17 +25,18 @@ impl<N: Net> Node<N> {
     /// Carry out `action` and tell the engine how it went.
     pub(super) fn apply(&mut self, peer: NodeId, action: Action) {
         let store = &self.store;
-        // A copy is installed like a received file: what it was seen as.
+        // A copy is put in place like a received file: what it is seen as there.
         let mut installed = None;
-        let mut copied = |stat: Option<Stat>| installed = stat;
         let result = match &action {
             Action::MakeDir { entry, local } => store.make_dir_over(entry, local.as_ref()),
             Action::MakeLink { entry, local } => store.make_link(entry, local.as_ref()),
             Action::Delete { local, .. } => store.delete(local),
             Action::SetMtime { entry, local } => store.set_mtime(entry, local),
             Action::Rename { from, entry, local, .. } => store.rename(from, entry, local.as_ref()),
-            Action::Copy { from, entry, local } => store.copy(from, entry, local.as_ref()).map(&mut copied),
-            Action::ConflictCopy { from, copy, .. } => store.copy(from, copy, None).map(&mut copied),
+            Action::Copy { from, entry, local } => store
+                .copy(from, entry, local.as_ref())
+                .map(|stat| installed = stat.map(|s| (entry.clone(), s))),
+            Action::ConflictCopy { from, copy, .. } => store.copy(from, copy, None).map(|stat| installed = stat.map(|s| (copy.clone(), s))),
         }
         .map_err(ActionError::from);
         let counters = &self.cfg.counters;
@@ -49,13 +50,8 @@ impl<N: Net> Node<N> {
             }
             Err(_) => Counters::bump(&counters.failures),
         }
-        let copy = match &action {
-            Action::ConflictCopy { copy, .. } => Some(copy.clone()),
-            Action::Copy { entry, .. } => Some(entry.clone()),
-            _ => None,
-        };
         self.engine.handle_action_done(peer, action, result);
-        if let (Some(copy), Some(stat)) = (copy, installed) {
+        if let Some((copy, stat)) = installed {
             self.engine.handle_installed(&copy, stat);
         }
     }
