@@ -640,11 +640,15 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         }
-        // A file made in the new folder after its watch is reported by
-        // name.
+        // Our install (a temp name renamed onto its path) is not reported;
+        // a file made in the new folder after its watch is, by name.
+        let temp = dir.path().join("n").join(crate::wire::temp_name("0123456789abcdef", 7));
+        std::fs::write(&temp, b"ours").unwrap();
+        std::fs::rename(&temp, dir.path().join("n/installed")).unwrap();
         std::fs::write(dir.path().join("n/g"), b"y").unwrap();
         loop {
             match next() {
+                LocalEvent::Changed(p) if p.contains(&Some(path("n/installed"))) => panic!("our install was reported: {p:?}"),
                 LocalEvent::Changed(p) if p.contains(&Some(path("n/g"))) => break,
                 LocalEvent::Changed(p) => assert!(!p.iter().flatten().any(|p| p.as_str().starts_with(".dirsync")), "{p:?}"),
                 other => panic!("{other:?}"),
