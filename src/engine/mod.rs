@@ -641,13 +641,22 @@ impl Engine {
     }
 }
 
-/// Where `path` comes in `me`'s order of asking: a hash of both.
+/// Where `path` comes in `me`'s order of asking: a hash of both, the same
+/// on every build, since the receivers' rendezvous needs every node to
+/// agree on it (std's `DefaultHasher` may change between Rust releases,
+/// and nodes of two versions run side by side). FNV-1a over both, then
+/// splitmix64's finalizer, so that each peer's order is its own.
 fn schedule_order(me: NodeId, path: &RelPath) -> u64 {
-    use std::hash::{Hash as _, Hasher as _};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    me.hash(&mut h);
-    path.as_str().hash(&mut h);
-    h.finish()
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in me.0.to_le_bytes().iter().chain(path.as_str().as_bytes()) {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
 }
 
 /// `commands` with each peer's updates merged into one message while

@@ -196,3 +196,20 @@ fn a_live_change_other_receivers_lack_is_asked_at_once() {
         assert!(wanted(&arrive(&mut e, A, &f), A).is_empty());
     }
 }
+
+/// The rendezvous order is the same on every build (nodes built by two
+/// Rust releases run side by side): pinned, and a spread of its own per
+/// peer (with five peers, each is first for about a fifth of the paths).
+#[test]
+fn the_schedule_order_is_fixed_and_each_peer_has_its_share() {
+    assert_eq!(schedule_order(NodeId(1), &p("a/b.txt")), schedule_order(NodeId(1), &p("a/b.txt")));
+    assert_eq!(schedule_order(NodeId(1), &p("a/b.txt")), 0x7e60_b390_3158_dd4b);
+    let peers: Vec<NodeId> = (100..105).map(NodeId).collect();
+    let mut first = [0usize; 5];
+    for i in 0..1000 {
+        let path = p(&format!("d/f{i}"));
+        let (at, _) = peers.iter().enumerate().min_by_key(|(_, q)| schedule_order(**q, &path)).unwrap();
+        first[at] += 1;
+    }
+    assert!(first.iter().all(|n| (140..=260).contains(n)), "{first:?}");
+}
