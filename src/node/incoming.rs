@@ -34,15 +34,20 @@ fn durable_batch(batch: Vec<(NodeId, Received)>) -> DurableBatch {
 }
 
 /// How many received files may wait to be made durable while a batch is
-/// (each holds its temp file open meanwhile); past it the loop makes them
-/// durable itself, which holds the senders back.
+/// (each holds its temp file open meanwhile); past it no new batch is
+/// written (`write_next`), so at most this many wait, plus one written
+/// batch and the files streamed meanwhile.
 const MAX_WAITING_DURABLE: usize = 1024;
 
 /// How many files of `files` frames, and how many of their bytes, may wait
-/// to be written while a batch is; past either the loop writes them
-/// itself, which holds the senders back.
+/// to be written while a batch is; past either, each `files` frame keeps
+/// its place among the frames in flight (`MAX_FRAMES_IN_FLIGHT`) until a
+/// batch takes them, so the readers, and TCP behind them, hold the senders
+/// back. The loop never writes them itself: it is the receiver's
+/// bottleneck, and the writes it took on (a quarter of its time on small
+/// files) left the writing thread idle.
 const MAX_WAITING_WRITES: usize = 1024;
-const MAX_WAITING_WRITE_BYTES: usize = 4 << 20;
+const MAX_WAITING_WRITE_BYTES: usize = 2 << 20;
 
 /// A whole file of a `files` frame that the engine asked for and still
 /// wants at its end: its temp file is made, written and verified off the
@@ -100,6 +105,9 @@ pub(super) struct Arrivals {
     /// their bytes.
     to_write: Vec<WholeFile>,
     to_write_bytes: usize,
+    /// Places among the frames in flight kept by `files` frames that
+    /// found `to_write` full: given back when a batch takes it.
+    frames_held: usize,
     /// A batch of them is being written off the loop: its temp files are
     /// in no list yet, so sweeping waits for it.
     writing: bool,
@@ -124,6 +132,7 @@ impl Arrivals {
             batch_under_way: false,
             to_write: Vec::new(),
             to_write_bytes: 0,
+            frames_held: 0,
             writing: false,
             sweep_after_writing: false,
             pieces: BTreeMap::new(),
@@ -298,9 +307,10 @@ impl<N: Net> Node<N> {
         }
         self.write_next();
         let full = self.arrivals.to_write.len() >= MAX_WAITING_WRITES || self.arrivals.to_write_bytes >= MAX_WAITING_WRITE_BYTES;
-        if full {
-            let written = write_files(&self.store, self.arrivals.take_to_write());
-            self.take_written(written);
+        // A batch is written or made durable now (`write_next` could not
+        // start one), and its end calls `write_next`, which lets go.
+        if full && self.frame_credit.try_send(()).is_ok() {
+            self.arrivals.frames_held += 1;
         }
     }
 
@@ -313,6 +323,9 @@ impl<N: Net> Node<N> {
         }
         let files = self.arrivals.take_to_write();
         self.arrivals.writing = true;
+        for _ in 0..std::mem::take(&mut self.arrivals.frames_held) {
+            let _ = self.frames_in_flight.try_recv();
+        }
         let (net, events, store) = (self.net.clone(), self.events.clone(), self.store.clone());
         self.net.spawn(async move {
             let written = net.spawn_blocking(move || write_files(&store, files)).await;
@@ -391,9 +404,6 @@ impl<N: Net> Node<N> {
         self.arrivals.waiting.push((peer, received));
         if !self.arrivals.batch_under_way {
             self.flush_durable();
-        } else if self.arrivals.waiting.len() >= MAX_WAITING_DURABLE {
-            let batch = std::mem::take(&mut self.arrivals.waiting);
-            self.install_all(durable_batch(batch));
         }
     }
 
