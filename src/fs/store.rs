@@ -9,7 +9,7 @@
 
 use super::files::{filetime_of, io_err, is_absent, rename_if_absent, set_mode};
 pub use super::files::{is_exec, mtime_ns, system_time_ns, StoreError};
-use super::hashing::{BackgroundHashes, HashJob, Hashed, INLINE_HASH_MAX};
+use super::hashing::{stat_of, BackgroundHashes, HashJob, Hashed, INLINE_HASH_MAX};
 use super::special::{open_for_reading, WarnOnce};
 use super::temp::{DiskFaults, TempFile};
 use super::trash::Trash;
@@ -422,7 +422,7 @@ impl Store {
             .open(&path)
             .map_err(io_err(&path))?;
         Ok(TempFile {
-            file,
+            file: Some(file),
             faults: self.faults.clone(),
             path,
             committed: false,
@@ -451,10 +451,14 @@ impl Store {
     /// The second half of `commit`, for a `tmp` already made durable: check
     /// the target still holds `expected`, rename over it. On failure `tmp`
     /// is left as it was, for the caller to discard. Returns the file's
-    /// inode and change time once in place (from its open descriptor, no
-    /// lookup): what the next look compares with, since the watcher raises
-    /// none for our own installs (`None` if the descriptor cannot say).
+    /// inode and change time once in place: what the next look compares
+    /// with, since the watcher raises none for our own installs (`None` if
+    /// the file cannot be looked at). The temp file is closed first
+    /// (`TempFile::close`).
     pub fn install(&self, tmp: &mut TempFile, entry: &Entry, expected: Option<&Entry>) -> Result<Option<Stat>, StoreError> {
+        tmp.close();
+        // The rename changes the file's change time: looked at after it.
+        let stat = |full: &Path| fs::symlink_metadata(full).ok().map(|m| stat_of(&m));
         if expected.is_none_or(|e| e.deleted) {
             // Nothing should be there: the common case of a new file takes
             // one call, and anything found there goes the checked way.
@@ -462,7 +466,7 @@ impl Store {
             self.faults.check(&full)?;
             if rename_if_absent(&tmp.path, &full).map_err(io_err(&full))? {
                 tmp.committed = true;
-                return Ok(tmp.stat());
+                return Ok(stat(&full));
             }
         }
         let Seen { full, meta } = self.ensure_matches(&entry.path, expected)?;
@@ -474,7 +478,7 @@ impl Store {
         // per received file until the node ran out of descriptors; found by
         // the simulation.)
         tmp.committed = true;
-        Ok(tmp.stat())
+        Ok(stat(&full))
     }
 
     /// Remove `local` (a file, or a directory if it is empty).

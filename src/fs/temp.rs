@@ -6,9 +6,7 @@
 //! Must not: put anything in place (`Store::install` does).
 
 use super::files::{filetime_of, io_err, set_mode_of, StoreError};
-use super::hashing::stat_of;
 use super::pieces::all_zero;
-use crate::engine::Stat;
 use crate::wire::Entry;
 use std::collections::BTreeSet;
 use std::fs::{self, File};
@@ -88,7 +86,8 @@ impl DiskFaults {
 /// where something was, so a sparse file arrives sparse, whichever way its
 /// content came (whole, delta or pieces).
 pub struct TempFile {
-    pub(super) file: File,
+    /// `None` once closed (`close`), before its rename into place.
+    pub(super) file: Option<File>,
     pub(super) faults: DiskFaults,
     pub path: PathBuf,
     /// Renamed into place: nothing to remove on drop.
@@ -154,7 +153,7 @@ impl TempFile {
                 while end < data.len() && zero_blocks(offset + end as u64, &data[end..]) == 0 {
                     end = next_block_end(offset, end, data.len());
                 }
-                self.file.write_all_at(&data[at..end], offset + at as u64)?;
+                self.file()?.write_all_at(&data[at..end], offset + at as u64)?;
                 written_to = offset + end as u64;
                 at = end;
                 continue;
@@ -162,8 +161,8 @@ impl TempFile {
             // Below the furthest write something may be there already.
             let pos = offset + at as u64;
             let below = self.len.saturating_sub(pos).min(zeros as u64);
-            if below > 0 && !punch_hole(&self.file, pos, below) {
-                self.file.write_all_at(&data[at..at + below as usize], pos)?;
+            if below > 0 && !punch_hole(self.file()?, pos, below) {
+                self.file()?.write_all_at(&data[at..at + below as usize], pos)?;
             }
             at += zeros;
         }
@@ -181,7 +180,7 @@ impl TempFile {
     /// zeros and takes no disk).
     pub fn extend_to(&mut self, len: u64) -> io::Result<()> {
         if len > self.len {
-            self.file.set_len(len)?;
+            self.file()?.set_len(len)?;
             self.len = len;
         }
         Ok(())
@@ -212,7 +211,7 @@ impl TempFile {
             let Some((data, hole)) = next_data(src, pos, end) else { break };
             let to = start + (data - offset);
             let want = hole - data;
-            let copied = match copy_range(src, data, &self.file, to, want) {
+            let copied = match copy_range(src, data, self.file().map_err(io_err(&self.path))?, to, want) {
                 Ok(()) => want,
                 Err(Fallback(copied)) => copied,
             };
@@ -225,7 +224,9 @@ impl TempFile {
         }
         self.extend_to(start + len as u64).map_err(io_err(&self.path))?;
         let mut written = vec![0u8; len];
-        self.file.read_exact_at(&mut written, start).map_err(io_err(&self.path))?;
+        self.file()
+            .and_then(|f| f.read_exact_at(&mut written, start))
+            .map_err(io_err(&self.path))?;
         Ok(written)
     }
 
@@ -234,7 +235,7 @@ impl TempFile {
     /// the event loop.
     pub fn make_durable(&self, entry: &Entry) -> Result<(), StoreError> {
         self.prepare(entry)?;
-        self.file.sync_all().map_err(io_err(&self.path))
+        self.file().and_then(File::sync_all).map_err(io_err(&self.path))
     }
 
     /// Give the file its final length, mode, attributes and mtime now,
@@ -251,17 +252,18 @@ impl TempFile {
             return Ok(());
         }
         self.faults.check(&self.path)?;
+        let file = self.file().map_err(io_err(&self.path))?;
         // The length the content says, whatever holes it ends with.
         if self.len < entry.size {
-            self.file.set_len(entry.size).map_err(io_err(&self.path))?;
+            file.set_len(entry.size).map_err(io_err(&self.path))?;
         }
         // Through the open file, not its name: no lookup in a folder of
         // thousands for each small file received.
-        set_mode_of(&self.file, entry, self.perms).map_err(io_err(&self.path))?;
+        set_mode_of(file, entry, self.perms).map_err(io_err(&self.path))?;
         if let Some(x) = entry.xattrs.as_ref().filter(|_| self.xattrs) {
-            super::xattrs::write_new(&self.file, x).map_err(io_err(&self.path))?;
+            super::xattrs::write_new(file, x).map_err(io_err(&self.path))?;
         }
-        filetime::set_file_handle_times(&self.file, None, Some(filetime_of(entry.mtime))).map_err(io_err(&self.path))
+        filetime::set_file_handle_times(file, None, Some(filetime_of(entry.mtime))).map_err(io_err(&self.path))
     }
 
     /// `make_durable` for many files at once, paid once (group commit):
@@ -279,7 +281,7 @@ impl TempFile {
         let Some(first) = files.iter().zip(&results).find(|(_, r)| r.is_ok()).map(|((f, _), _)| *f) else {
             return results;
         };
-        if let Err(e) = syncfs(&first.file) {
+        if let Err(e) = first.file().and_then(syncfs) {
             // Not flushed: none of them may become visible.
             for r in results.iter_mut().filter(|r| r.is_ok()) {
                 *r = Err(io_err(&first.path)(io::Error::new(e.kind(), e.to_string())));
@@ -288,9 +290,19 @@ impl TempFile {
         results
     }
 
-    /// The inode and change time of the file, from its descriptor.
-    pub(super) fn stat(&self) -> Option<Stat> {
-        self.file.metadata().ok().map(|m| stat_of(&m))
+    /// The open file; an error once it was closed (`close`).
+    fn file(&self) -> io::Result<&File> {
+        self.file.as_ref().ok_or_else(|| io::Error::other("the temp file was closed"))
+    }
+
+    /// Close the file, which is whole and durable, before it is renamed
+    /// into place: closing a file opened for writing raises `IN_CLOSE_WRITE`
+    /// under the name it has then, and under its final name the watcher
+    /// would report our own install as a change. Closing `make_all_durable`'s
+    /// files on the thread that flushed them also takes the `close` off the
+    /// node's loop.
+    pub fn close(&mut self) {
+        self.file = None;
     }
 
     /// Remove the temp file now. False when its name no longer held it: the

@@ -640,11 +640,17 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         }
-        // Our install (a temp name renamed onto its path) is not reported;
-        // a file made in the new folder after its watch is, by name.
-        let temp = dir.path().join("n").join(crate::wire::temp_name("0123456789abcdef", 7));
-        std::fs::write(&temp, b"ours").unwrap();
-        std::fs::rename(&temp, dir.path().join("n/installed")).unwrap();
+        // Our install (a temp name renamed onto its path, as the store
+        // does it: written, made durable, put in place, dropped) is not
+        // reported; a file made in the new folder after its watch is, by
+        // name.
+        let store = crate::fs::store::Store::new(dir.path().to_path_buf(), state.clone(), crate::wire::NodeId(7));
+        let installed = crate::wire::testing::file("n/installed", 1_600_000_000_000_000_000, b"ours");
+        let mut tmp = store.create_temp(&installed.path).unwrap();
+        tmp.write(b"ours").unwrap();
+        tmp.make_durable(&installed).unwrap();
+        store.install(&mut tmp, &installed, None).unwrap();
+        drop(tmp);
         std::fs::write(dir.path().join("n/g"), b"y").unwrap();
         loop {
             match next() {

@@ -127,6 +127,7 @@ impl<N: Net> Node<N> {
     /// be hashed, unknown until then (`fs::hashing`).
     fn look(&mut self, mut scan: Scan, hashing: Vec<RelPath>) {
         Counters::bump(&self.cfg.counters.looks);
+        debug!(roots = scan.roots.len(), first = ?scan.roots.first(), found = scan.found.len(), "looked");
         // What it could not read (a file still being written, an unreadable
         // one) keeps its old entry; the engine asks for another look at it,
         // with backoff (`Command::Rescan`).

@@ -24,12 +24,17 @@ use tracing::{debug, info};
 /// Received files and whether each was made durable.
 pub(super) type DurableBatch = Vec<((NodeId, Received), Result<(), String>)>;
 
-/// Make `batch` durable (`TempFile::make_all_durable`).
+/// Make `batch` durable (`TempFile::make_all_durable`), and close the
+/// files, which only wait to be renamed into place now.
 fn durable_batch(batch: Vec<(NodeId, Received)>) -> DurableBatch {
     let results = TempFile::make_all_durable(batch.iter().map(|(_, r)| (&r.tmp, &r.entry)));
     batch
         .into_iter()
         .zip(results.into_iter().map(|r| r.map_err(|e| e.to_string())))
+        .map(|((peer, mut received), result)| {
+            received.tmp.close();
+            ((peer, received), result)
+        })
         .collect()
 }
 
