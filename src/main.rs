@@ -320,7 +320,24 @@ fn raise_open_files_limit() {
     }
 }
 
+/// At most two malloc arenas (unless `MALLOC_ARENA_MAX` says otherwise):
+/// glibc gives each thread that allocates while another does an arena of
+/// its own, and with received files written on one blocking thread while
+/// another makes the previous batch durable, the arenas' free memory
+/// added 2-3 MiB to a first sync of 5,000 files (27.8-29.2 MiB peak with
+/// the loop writing, 30.5-31.9 with the threads, 28.5 with two arenas).
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets an allocator parameter.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
+    }
+}
+
 fn run(mut config: node::Config, bars: Option<indicatif::MultiProgress>) -> anyhow::Result<()> {
+    limit_malloc_arenas();
     raise_open_files_limit();
     // Make the state directory owner-only when it is ours: the default, or
     // one this run creates. A directory given with -s that exists already

@@ -423,6 +423,7 @@ impl Store {
             .map_err(io_err(&path))?;
         Ok(TempFile {
             file: Some(file),
+            ino: None,
             faults: self.faults.clone(),
             path,
             committed: false,
@@ -457,8 +458,14 @@ impl Store {
     /// (`TempFile::close`).
     pub fn install(&self, tmp: &mut TempFile, entry: &Entry, expected: Option<&Entry>) -> Result<Option<Stat>, StoreError> {
         tmp.close();
-        // The rename changes the file's change time: looked at after it.
-        let stat = |full: &Path| fs::symlink_metadata(full).ok().map(|m| stat_of(&m));
+        // The rename changes the file's change time: looked at after it,
+        // by path, and only if the path still holds our file (the user may
+        // have put another there since).
+        let ino = tmp.ino;
+        let stat = |full: &Path| {
+            let stat = fs::symlink_metadata(full).ok().map(|m| stat_of(&m));
+            stat.filter(|s| Some(s.ino) == ino)
+        };
         if expected.is_none_or(|e| e.deleted) {
             // Nothing should be there: the common case of a new file takes
             // one call, and anything found there goes the checked way.

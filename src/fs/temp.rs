@@ -88,6 +88,8 @@ impl DiskFaults {
 pub struct TempFile {
     /// `None` once closed (`close`), before its rename into place.
     pub(super) file: Option<File>,
+    /// The file's inode, kept when it was closed.
+    pub(super) ino: Option<u64>,
     pub(super) faults: DiskFaults,
     pub path: PathBuf,
     /// Renamed into place: nothing to remove on drop.
@@ -302,7 +304,9 @@ impl TempFile {
     /// files on the thread that flushed them also takes the `close` off the
     /// node's loop.
     pub fn close(&mut self) {
-        self.file = None;
+        if let Some(file) = self.file.take() {
+            self.ino = file.metadata().ok().map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+        }
     }
 
     /// Remove the temp file now. False when its name no longer held it: the

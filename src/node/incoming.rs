@@ -52,7 +52,7 @@ const MAX_WAITING_DURABLE: usize = 1024;
 /// bottleneck, and the writes it took on (a quarter of its time on small
 /// files) left the writing thread idle.
 const MAX_WAITING_WRITES: usize = 1024;
-const MAX_WAITING_WRITE_BYTES: usize = 2 << 20;
+const MAX_WAITING_WRITE_BYTES: usize = 1 << 20;
 
 /// A whole file of a `files` frame that the engine asked for and still
 /// wants at its end: its temp file is made, written and verified off the

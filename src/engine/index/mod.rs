@@ -110,6 +110,26 @@ mod tests {
     }
 
     #[test]
+    fn a_read_sees_every_commit_and_change_since() {
+        let mut idx = Index::default();
+        let a = RelPath::new("a").unwrap();
+        // Each read is made twice: the second may come from what the first
+        // read from the database.
+        let read = |idx: &Index| [idx.get(&a), idx.get(&a)].map(|e| e.map(|e| e.hash));
+        assert_eq!(read(&idx), [None, None]);
+        idx.insert(file("a", 1, b"one"));
+        idx.commit().unwrap();
+        assert_eq!(read(&idx), [Some(Hash::of(b"one")); 2], "committed after a read found nothing");
+        idx.insert(file("a", 2, b"two"));
+        assert_eq!(read(&idx), [Some(Hash::of(b"two")); 2], "pending");
+        idx.commit().unwrap();
+        assert_eq!(read(&idx), [Some(Hash::of(b"two")); 2], "committed over a read row");
+        idx.forget(&a);
+        idx.commit().unwrap();
+        assert_eq!(read(&idx), [None, None], "forgotten");
+    }
+
+    #[test]
     fn hash_lookup_follows_changes() {
         let mut idx = Index::default();
         idx.insert(file("a", 1, b"same"));

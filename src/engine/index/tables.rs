@@ -39,7 +39,8 @@ use super::memory::MemoryDb;
 use crate::engine::ignore::IgnoreRules;
 use crate::engine::{Known, Stat};
 use crate::wire::{Entry, Hash, Kind, NodeId, RelPath};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::OnceLock;
@@ -152,8 +153,17 @@ pub struct Index {
     installed: BTreeSet<RelPath>,
     /// Changes to `Table::Held` since the commit (`None`: released).
     pending_held: BTreeMap<RelPath, Option<Entry>>,
+    /// Paths found to have no row in `Table::Entries` since the last
+    /// commit, at most `KNOWN_ABSENT_MAX`. A new file's path is read
+    /// several times before its version is pending (on a first sync each
+    /// read went through the database's tree for nothing, at a few µs a
+    /// read); the database changes only at a commit, which empties this.
+    known_absent: RefCell<HashSet<RelPath>>,
     failure: OnceLock<String>,
 }
+
+/// Paths `Index::known_absent` holds at most (it is emptied when full).
+const KNOWN_ABSENT_MAX: usize = 4096;
 
 impl std::fmt::Debug for Index {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -259,6 +269,7 @@ impl Index {
             journaled: BTreeSet::new(),
             installed: BTreeSet::new(),
             pending_held: BTreeMap::new(),
+            known_absent: RefCell::default(),
             failure: OnceLock::new(),
         })
     }
@@ -298,6 +309,9 @@ impl Index {
         if let Some(c) = self.pending.get(path) {
             return c.stored.clone();
         }
+        if self.known_absent.borrow().contains(path) {
+            return None;
+        }
         match self.db.get(Table::Entries, path.as_str().as_bytes()) {
             Ok(Some(v)) => match decode(path.clone(), &v) {
                 Ok(s) => Some(s),
@@ -306,7 +320,14 @@ impl Index {
                     None
                 }
             },
-            Ok(None) => None,
+            Ok(None) => {
+                let mut absent = self.known_absent.borrow_mut();
+                if absent.len() >= KNOWN_ABSENT_MAX {
+                    absent.clear();
+                }
+                absent.insert(path.clone());
+                None
+            }
             Err(e) => {
                 self.fail(e);
                 None
@@ -719,6 +740,7 @@ impl Index {
             ));
         }
         self.db.commit(writes, self.durable)?;
+        self.known_absent.get_mut().clear();
         self.pending.clear();
         self.pending_seqs.clear();
         self.pending_hashes.clear();
